@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages overcache needs to build, test and benchmark.
+# Safe to run again: apt-get skips what is installed.
+set -euo pipefail
+pkgs=(g++ meson ninja-build pkg-config libfuse3-dev fuse3 librocksdb-dev libboost-dev
+      doctest-dev libxxhash-dev)
+if [[ "${1:-}" == "--bench" ]]; then
+    pkgs+=(fio e2fsprogs util-linux gcc)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "overcache: need root to install: ${missing[*]}" >&2
+        exec sudo "$0" "$@"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,28 @@
+// Builds the DataPath a mount uses from its Config.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "overcache/cache/data_path.hpp"
+#include "overcache/config/config.hpp"
+
+namespace overcache::cache {
+
+struct MountPaths {
+    std::string backing;    // absolute path of the backing directory
+    std::string mountpoint; // absolute path of the mountpoint
+    int backing_fd = -1;    // O_PATH fd of the backing root, borrowed
+};
+
+// Opens (or formats) the cache a mount will use and starts its background
+// executors. Fails with a message naming the problem (a foreign or damaged
+// cache, a bad location) without changing anything on disk.
+// Must be called after daemonizing: it starts threads.
+Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg, const MountPaths& paths);
+
+// A DataPath that serves every read from the backing (cache_mode=none and
+// the fallback while there is no cache).
+std::unique_ptr<DataPath> make_passthrough();
+
+} // namespace overcache::cache

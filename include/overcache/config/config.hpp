@@ -1,0 +1,71 @@
+// The settings of one mount, as parsed from -o options. One table
+// (src/config/options.cpp) defines every option: its name, type, bounds,
+// default and help; the CLI, the man page test and (later) the control
+// file all read that table.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "overcache/util/result.hpp"
+
+namespace overcache::config {
+
+enum class CacheMode { writethrough, writearound, none, writeback };
+const char* to_string(CacheMode m) noexcept;
+
+struct Config {
+    // Kernel caching of names and attributes (seconds).
+    double attr_timeout = 1.0;
+    double entry_timeout = 1.0;
+    double negative_timeout = 0.0;
+    // Permissions: checked by the kernel against the backing's modes.
+    bool default_permissions = true;
+    bool allow_other = true; // applied only when running as root unless given explicitly
+    bool allow_other_given = false;
+
+    // Cache location. Empty cache_dir means the default location.
+    std::string cache_dir;
+    std::string cache_dev;          // block device or file for the data; default DIR/data
+    std::uint64_t cache_size = 0;   // bytes; 0 means the default size rule
+    std::uint64_t bucket_size = 1u << 20;
+    std::uint64_t fill_size = 256u << 10;
+    std::uint64_t sequential_cutoff = 4u << 20;
+    std::uint64_t block_cache_size = 32u << 20; // RocksDB block cache
+    unsigned gc_low_percent = 5;  // reclaim starts when free buckets fall below this
+    unsigned gc_high_percent = 10; // ... and stops when they reach this
+    CacheMode cache_mode = CacheMode::writethrough;
+    bool reformat = false;
+
+    // Threads serving FUSE requests at most.
+    unsigned max_threads = 16;
+};
+
+enum class OptType { flag, boolean, size, uint, seconds, string, mode };
+
+struct OptionInfo {
+    const char* name;
+    OptType type;
+    const char* default_text; // as shown in --help and the man page
+    const char* help;
+};
+
+// Every overcache option, in the order --help and the man page list them.
+const std::vector<OptionInfo>& option_table();
+
+struct Parsed {
+    Config config;
+    // Options that are not overcache's but the kernel's or libfuse's
+    // (ro, nosuid, fsname=..., ...), to be handed to fuse_session_new.
+    std::vector<std::string> fuse_options;
+};
+
+// Parses the comma-separated lists given with -o (in order; later wins).
+// An unknown option or a bad value fails with a message naming it.
+Result<Parsed> parse_options(const std::vector<std::string>& option_lists);
+
+// "4M", "1G", "512K", "4096" -> bytes. Suffixes are binary (K = 1024).
+Result<std::uint64_t> parse_size(const std::string& text);
+
+} // namespace overcache::config

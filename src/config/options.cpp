@@ -1,0 +1,408 @@
+// DOC: the option table and the -o parser. Every overcache option is one row
+// of kOptions; parse_options() applies rows to a Config. Options that belong
+// to the kernel or libfuse are recognised by name and passed through, so that
+// fstab lines with rw,nosuid,nodev,... work; anything else is refused with a
+// message naming it, before anything is mounted.
+#include "overcache/config/config.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+
+namespace overcache::config {
+
+const char* to_string(CacheMode m) noexcept {
+    switch (m) {
+    case CacheMode::writethrough:
+        return "writethrough";
+    case CacheMode::writearound:
+        return "writearound";
+    case CacheMode::none:
+        return "none";
+    case CacheMode::writeback:
+        return "writeback";
+    }
+    return "?";
+}
+
+namespace {
+
+struct Row {
+    OptionInfo info;
+    std::function<Result<void>(Config&, const std::string&)> apply;
+};
+
+Result<bool> parse_bool(const std::string& name, const std::string& v) {
+    if (v.empty() || v == "1" || v == "yes" || v == "true" || v == "on")
+        return true;
+    if (v == "0" || v == "no" || v == "false" || v == "off")
+        return false;
+    return fail(Errc::BadValue, "option " + name + ": '" + v + "' is not a boolean");
+}
+
+Result<std::uint64_t> parse_uint(const std::string& name, const std::string& v) {
+    if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos)
+        return fail(Errc::BadValue, "option " + name + ": '" + v + "' is not a whole number");
+    errno = 0;
+    const unsigned long long n = std::strtoull(v.c_str(), nullptr, 10);
+    if (errno == ERANGE)
+        return fail(Errc::BadValue, "option " + name + ": '" + v + "' is too large");
+    return static_cast<std::uint64_t>(n);
+}
+
+Result<double> parse_seconds(const std::string& name, const std::string& v) {
+    char* end = nullptr;
+    errno = 0;
+    const double d = std::strtod(v.c_str(), &end);
+    if (v.empty() || end == nullptr || *end != '\0' || errno != 0 || !std::isfinite(d) || d < 0 ||
+        d > 86400.0 * 365)
+        return fail(Errc::BadValue,
+                    "option " + name + ": '" + v + "' is not a number of seconds (0 or more)");
+    return d;
+}
+
+Result<std::uint64_t> parse_size_named(const std::string& name, const std::string& v,
+                                       std::uint64_t min, std::uint64_t max) {
+    auto r = parse_size(v);
+    if (!r)
+        return fail(Errc::BadValue, "option " + name + ": " + r.error().message);
+    if (*r < min || *r > max) {
+        std::ostringstream os;
+        os << "option " << name << ": " << v << " is out of range (" << min << " to " << max
+           << " bytes)";
+        return fail(Errc::BadValue, os.str());
+    }
+    return *r;
+}
+
+bool is_power_of_two(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+constexpr std::uint64_t kKiB = 1024, kMiB = kKiB * 1024, kGiB = kMiB * 1024, kTiB = kGiB * 1024;
+
+const std::vector<Row>& rows() {
+    static const std::vector<Row> table = {
+        {{"cache", OptType::string, "see FILES",
+          "directory holding the cache: the data file and the index"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             if (v.empty())
+                 return fail(Errc::BadValue, "option cache: needs a directory");
+             c.cache_dir = v;
+             return {};
+         }},
+        {{"cache_dev", OptType::string, "CACHE/data",
+          "block device or file that holds the cached data instead of CACHE/data"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             if (v.empty())
+                 return fail(Errc::BadValue, "option cache_dev: needs a path");
+             c.cache_dev = v;
+             return {};
+         }},
+        {{"cache_size", OptType::size, "see FILES",
+          "size of the cache data file (K, M, G, T suffixes)"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_size_named("cache_size", v, 16 * kMiB, 1024 * kTiB);
+             if (!r)
+                 return fail(r.error());
+             c.cache_size = *r;
+             return {};
+         }},
+        {{"bucket_size", OptType::size, "1M",
+          "unit of cache allocation and reclaim; a power of two from 64K to 64M"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_size_named("bucket_size", v, 64 * kKiB, 64 * kMiB);
+             if (!r)
+                 return fail(r.error());
+             if (!is_power_of_two(*r))
+                 return fail(Errc::BadValue, "option bucket_size: " + v + " is not a power of two");
+             c.bucket_size = *r;
+             return {};
+         }},
+        {{"fill_size", OptType::size, "256K",
+          "a miss reads the backing in aligned chunks of this size; a power of two from 4K to "
+          "bucket_size"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_size_named("fill_size", v, 4 * kKiB, 64 * kMiB);
+             if (!r)
+                 return fail(r.error());
+             if (!is_power_of_two(*r))
+                 return fail(Errc::BadValue, "option fill_size: " + v + " is not a power of two");
+             c.fill_size = *r;
+             return {};
+         }},
+        {{"sequential_cutoff", OptType::size, "4M",
+          "a stream reading sequentially past this many bytes bypasses the cache; 0 never"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_size_named("sequential_cutoff", v, 0, 1024 * kTiB);
+             if (!r)
+                 return fail(r.error());
+             c.sequential_cutoff = *r;
+             return {};
+         }},
+        {{"cache_mode", OptType::mode, "writethrough",
+          "writethrough, writearound or none (writeback is not supported yet)"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             if (v == "writethrough")
+                 c.cache_mode = CacheMode::writethrough;
+             else if (v == "writearound")
+                 c.cache_mode = CacheMode::writearound;
+             else if (v == "none")
+                 c.cache_mode = CacheMode::none;
+             else if (v == "writeback")
+                 return fail(Errc::NotSupported,
+                             "option cache_mode: writeback is not yet supported; use "
+                             "writethrough, writearound or none");
+             else
+                 return fail(Errc::BadValue, "option cache_mode: '" + v +
+                                                 "' is not one of writethrough, writearound, none");
+             return {};
+         }},
+        {{"reformat", OptType::flag, "off",
+          "format the cache even if it holds another backing's, an unknown version's or a "
+          "damaged cache; its contents are lost"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_bool("reformat", v);
+             if (!r)
+                 return fail(r.error());
+             c.reformat = *r;
+             return {};
+         }},
+        {{"block_cache_size", OptType::size, "32M",
+          "memory for the index's block cache (bounds the daemon's resident set)"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_size_named("block_cache_size", v, 1 * kMiB, 64 * kGiB);
+             if (!r)
+                 return fail(r.error());
+             c.block_cache_size = *r;
+             return {};
+         }},
+        {{"gc_low_percent", OptType::uint, "5",
+          "reclaim starts when free buckets fall below this percentage"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_uint("gc_low_percent", v);
+             if (!r)
+                 return fail(r.error());
+             if (*r < 1 || *r > 50)
+                 return fail(Errc::BadValue, "option gc_low_percent: " + v + " is not in 1..50");
+             c.gc_low_percent = static_cast<unsigned>(*r);
+             return {};
+         }},
+        {{"gc_high_percent", OptType::uint, "10",
+          "reclaim stops when free buckets reach this percentage"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_uint("gc_high_percent", v);
+             if (!r)
+                 return fail(r.error());
+             if (*r < 2 || *r > 90)
+                 return fail(Errc::BadValue, "option gc_high_percent: " + v + " is not in 2..90");
+             c.gc_high_percent = static_cast<unsigned>(*r);
+             return {};
+         }},
+        {{"attr_timeout", OptType::seconds, "1",
+          "seconds the kernel may cache attributes; lower it over NFS shared with other clients"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_seconds("attr_timeout", v);
+             if (!r)
+                 return fail(r.error());
+             c.attr_timeout = *r;
+             return {};
+         }},
+        {{"entry_timeout", OptType::seconds, "1",
+          "seconds the kernel may cache name lookups"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_seconds("entry_timeout", v);
+             if (!r)
+                 return fail(r.error());
+             c.entry_timeout = *r;
+             return {};
+         }},
+        {{"negative_timeout", OptType::seconds, "0",
+          "seconds the kernel may cache that a name does not exist"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_seconds("negative_timeout", v);
+             if (!r)
+                 return fail(r.error());
+             c.negative_timeout = *r;
+             return {};
+         }},
+        {{"default_permissions", OptType::boolean, "on",
+          "let the kernel check permissions against the backing's modes"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_bool("default_permissions", v);
+             if (!r)
+                 return fail(r.error());
+             c.default_permissions = *r;
+             return {};
+         }},
+        {{"allow_other", OptType::boolean, "on as root",
+          "let users other than the mounting one use the mount"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_bool("allow_other", v);
+             if (!r)
+                 return fail(r.error());
+             c.allow_other = *r;
+             c.allow_other_given = true;
+             return {};
+         }},
+        {{"max_threads", OptType::uint, "16", "threads serving requests at most (1 to 256)"},
+         [](Config& c, const std::string& v) -> Result<void> {
+             auto r = parse_uint("max_threads", v);
+             if (!r)
+                 return fail(r.error());
+             if (*r < 1 || *r > 256)
+                 return fail(Errc::BadValue, "option max_threads: " + v + " is not in 1..256");
+             c.max_threads = static_cast<unsigned>(*r);
+             return {};
+         }},
+    };
+    return table;
+}
+
+// Options of the kernel, mount(8) and libfuse that pass through unchanged.
+bool is_passthrough(const std::string& name, bool has_value) {
+    static const char* const kFlags[] = {
+        "ro",       "rw",          "suid",       "nosuid",       "dev",          "nodev",
+        "exec",     "noexec",      "atime",      "noatime",      "relatime",     "norelatime",
+        "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime",   "nolazytime",
+        "sync",     "async",       "dirsync",    "auto_unmount", "allow_root",   "blkdev",
+        "clone_fd", "user",        "nouser",     "users",        "auto",         "noauto",
+        "_netdev",  "nofail",      "defaults",   "silent",       "loud",
+    };
+    static const char* const kValued[] = {"fsname",   "subtype",          "max_read", "blksize",
+                                          "x-systemd.requires", "x-systemd.after", "comment",
+                                          "max_idle_threads"};
+    if (name.rfind("x-", 0) == 0)
+        return true; // x-systemd.*, x-gvfs-*: for mount(8) and systemd, with or without values
+    if (!has_value)
+        return std::any_of(std::begin(kFlags), std::end(kFlags),
+                           [&](const char* f) { return name == f; });
+    return std::any_of(std::begin(kValued), std::end(kValued),
+                       [&](const char* f) { return name == f; });
+}
+
+// Options that mount(8) keeps for itself and libfuse must not see.
+bool is_mount_only(const std::string& name) {
+    return name == "user" || name == "nouser" || name == "users" || name == "auto" ||
+           name == "noauto" || name == "_netdev" || name == "nofail" || name == "defaults" ||
+           name == "comment" || name.rfind("x-", 0) == 0;
+}
+
+std::vector<std::string> split_commas(const std::string& list) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char ch : list) {
+        if (ch == ',') {
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += ch;
+        }
+    }
+    out.push_back(cur);
+    return out;
+}
+
+} // namespace
+
+const std::vector<OptionInfo>& option_table() {
+    static const std::vector<OptionInfo> infos = [] {
+        std::vector<OptionInfo> v;
+        for (const auto& r : rows())
+            v.push_back(r.info);
+        return v;
+    }();
+    return infos;
+}
+
+Result<std::uint64_t> parse_size(const std::string& text) {
+    if (text.empty())
+        return fail(Errc::BadValue, "empty size");
+    std::size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
+        ++digits;
+    if (digits == 0)
+        return fail(Errc::BadValue, "'" + text + "' is not a size (like 4096, 512K, 4M, 1G)");
+    std::string suffix = text.substr(digits);
+    std::uint64_t mult = 1;
+    if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b') && suffix.size() > 1)
+        suffix.pop_back(); // "4MB", "4MiB" -> "4M", "4Mi"
+    if (suffix.size() == 2 && suffix[1] == 'i')
+        suffix.pop_back();
+    if (suffix.empty() || suffix == "B" || suffix == "b")
+        mult = 1;
+    else if (suffix == "K" || suffix == "k")
+        mult = kKiB;
+    else if (suffix == "M" || suffix == "m")
+        mult = kMiB;
+    else if (suffix == "G" || suffix == "g")
+        mult = kGiB;
+    else if (suffix == "T" || suffix == "t")
+        mult = kTiB;
+    else
+        return fail(Errc::BadValue, "'" + text + "' has an unknown suffix (use K, M, G or T)");
+    errno = 0;
+    const unsigned long long n = std::strtoull(text.substr(0, digits).c_str(), nullptr, 10);
+    if (errno == ERANGE || (n != 0 && mult > UINT64_MAX / n))
+        return fail(Errc::BadValue, "'" + text + "' is too large");
+    return static_cast<std::uint64_t>(n) * mult;
+}
+
+Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {
+    Parsed out;
+    for (const auto& list : option_lists) {
+        for (const auto& item : split_commas(list)) {
+            if (item.empty())
+                continue;
+            const auto eq = item.find('=');
+            const bool has_value = eq != std::string::npos;
+            const std::string raw_name = has_value ? item.substr(0, eq) : item;
+            const std::string value = has_value ? item.substr(eq + 1) : std::string();
+            // Our own options accept '-' for '_', as mergerfs does.
+            std::string name = raw_name;
+            std::replace(name.begin(), name.end(), '-', '_');
+
+            auto match = [&](const std::string& n) {
+                return std::find_if(rows().begin(), rows().end(),
+                                    [&](const Row& r) { return n == r.info.name; });
+            };
+            auto it = match(name);
+            std::string applied_value = value;
+            if (it == rows().end() && !has_value && name.rfind("no", 0) == 0) {
+                // "noallow_other", "noreformat": the negation of a boolean.
+                auto neg = match(name.substr(2));
+                if (neg != rows().end() &&
+                    (neg->info.type == OptType::boolean || neg->info.type == OptType::flag)) {
+                    it = neg;
+                    applied_value = "0";
+                }
+            }
+            if (it != rows().end()) {
+                const bool boolean =
+                    it->info.type == OptType::boolean || it->info.type == OptType::flag;
+                if (!has_value && !boolean)
+                    return fail(Errc::BadValue,
+                                std::string("option ") + it->info.name + " needs a value (" +
+                                    it->info.name + "=...)");
+                auto r = it->apply(out.config, applied_value);
+                if (!r)
+                    return fail(std::move(r).error());
+                continue;
+            }
+            if (is_passthrough(raw_name, has_value)) {
+                if (!is_mount_only(raw_name))
+                    out.fuse_options.push_back(item);
+                continue;
+            }
+            return fail(Errc::BadValue, "unknown option '" + item + "' (see overcache --help)");
+        }
+    }
+    if (out.config.gc_low_percent >= out.config.gc_high_percent)
+        return fail(Errc::BadValue, "option gc_low_percent must be below gc_high_percent");
+    if (out.config.fill_size > out.config.bucket_size)
+        return fail(Errc::BadValue, "option fill_size must not exceed bucket_size");
+    return out;
+}
+
+} // namespace overcache::config
