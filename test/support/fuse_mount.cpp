@@ -1,0 +1,301 @@
+// DOC: test support for real FUSE mounts. The daemon runs in the foreground as
+// our child (-f), so we own its pid and can always reap it. We learn that the
+// mount is up by watching /proc/self/mountinfo (poll() with POLLPRI wakes us
+// on every change of the mount table) and the daemon's pidfd (wakes us if it
+// dies first), so there is no sleep-and-retry loop and every wait has a
+// deadline. Teardown escalates: umount, lazy umount, abort the connection
+// through /sys/fs/fuse/connections/<minor>/abort, SIGKILL.
+#include "fuse_mount.hpp"
+
+#include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <sstream>
+#include <stdexcept>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace overcache::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool standin_requested() {
+    const char* s = std::getenv("OVERCACHE_TEST_STANDIN");
+    return s && std::string(s) == "bind";
+}
+
+[[noreturn]] void skip(const std::string& why) {
+    std::fprintf(stderr, "SKIP: %s\n", why.c_str());
+    std::fflush(stderr);
+    std::_Exit(77);
+}
+
+int pidfd_open(pid_t pid) {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+std::string unescape_mountinfo(const std::string& s) {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size()) {
+            out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
+            i += 3;
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+std::string real_path(const std::string& p) {
+    char buf[PATH_MAX];
+    if (!::realpath(p.c_str(), buf))
+        throw std::runtime_error("realpath(" + p + "): " + std::strerror(errno));
+    return buf;
+}
+
+} // namespace
+
+void require_fuse() {
+    if (::geteuid() != 0)
+        skip("mount tests need root");
+    if (standin_requested())
+        return;
+    int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        skip(std::string("cannot open /dev/fuse: ") + std::strerror(errno));
+    ::close(fd);
+    const char* bin = std::getenv("OVERCACHE_BIN");
+    if (!bin || !*bin)
+        skip("OVERCACHE_BIN is not set (run through meson test)");
+    if (::access(bin, X_OK) != 0)
+        skip(std::string("OVERCACHE_BIN=") + bin + " is not executable");
+}
+
+bool is_mountpoint(const std::string& path, std::string* fstype, unsigned* minor) {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    bool found = false;
+    // Later lines stack over earlier ones, so the last match is the visible one.
+    while (std::getline(in, line)) {
+        // id parent major:minor root mountpoint opts [optional...] - fstype src superopts
+        std::istringstream ls(line);
+        std::string id, parent, devno, root, mp;
+        ls >> id >> parent >> devno >> root >> mp;
+        if (unescape_mountinfo(mp) != path)
+            continue;
+        std::string tok;
+        while (ls >> tok && tok != "-") {
+        }
+        std::string type;
+        ls >> type;
+        found = true;
+        if (fstype)
+            *fstype = type;
+        if (minor) {
+            auto colon = devno.find(':');
+            *minor = colon == std::string::npos
+                         ? 0
+                         : static_cast<unsigned>(std::stoul(devno.substr(colon + 1)));
+        }
+    }
+    return found;
+}
+
+long rss_kib(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("VmRSS:", 0) == 0)
+            return std::stol(line.substr(6));
+    }
+    return -1;
+}
+
+Mount::Mount(MountOptions opts) : tmp_("overcache-mnt"), timeout_(opts.timeout) {
+    require_fuse();
+    const std::string base = real_path(tmp_.path());
+    backing_ = base + "/backing";
+    mnt_ = base + "/mnt";
+    for (const auto& d : {backing_, mnt_}) {
+        if (::mkdir(d.c_str(), 0755) != 0)
+            throw std::runtime_error("mkdir(" + d + "): " + std::strerror(errno));
+    }
+    if (opts.twin) {
+        twin_ = base + "/twin";
+        if (::mkdir(twin_.c_str(), 0755) != 0)
+            throw std::runtime_error("mkdir(" + twin_ + "): " + std::strerror(errno));
+    }
+    standin_ = standin_requested();
+    if (standin_) {
+        if (::mount(backing_.c_str(), mnt_.c_str(), nullptr, MS_BIND, nullptr) != 0)
+            throw std::runtime_error("bind mount: " + std::string(std::strerror(errno)));
+        mounted_ = true;
+        return;
+    }
+    start_daemon(opts);
+}
+
+void Mount::start_daemon(const MountOptions& opts) {
+    const std::string bin = std::getenv("OVERCACHE_BIN");
+    std::vector<std::string> args{bin, backing_, mnt_, "-f"};
+    if (!opts.options.empty()) {
+        args.emplace_back("-o");
+        args.push_back(opts.options);
+    }
+    if (opts.debug)
+        args.emplace_back("-d");
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    // Open the mount table before the child starts so no change is missed.
+    int mi = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (mi < 0)
+        throw std::runtime_error("open mountinfo: " + std::string(std::strerror(errno)));
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        ::close(mi);
+        throw std::runtime_error("fork: " + std::string(std::strerror(errno)));
+    }
+    if (pid == 0) {
+        // The daemon must not outlive a test binary that crashed.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent)
+            std::_Exit(127);
+        ::execv(argv[0], argv.data());
+        std::fprintf(stderr, "exec %s: %s\n", argv[0], std::strerror(errno));
+        std::_Exit(127);
+    }
+    pid_ = pid;
+
+    int pfd = pidfd_open(pid_);
+    const auto deadline = Clock::now() + opts.timeout;
+    std::string why;
+    for (;;) {
+        std::string type;
+        if (is_mountpoint(mnt_, &type, &fuse_minor_) && type.rfind("fuse", 0) == 0) {
+            mounted_ = true;
+            break;
+        }
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+            pid_ = -1;
+            why = "overcache exited before mounting (" +
+                  (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                     : "signal " + std::to_string(WTERMSIG(status))) +
+                  ")";
+            break;
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            why = "overcache did not mount " + mnt_ + " within " +
+                  std::to_string(opts.timeout.count()) + " ms";
+            break;
+        }
+        pollfd fds[2] = {{mi, POLLPRI, 0}, {pfd, POLLIN, 0}};
+        // Without a pidfd, fall back to waking every 20 ms to check the child.
+        int n = pfd >= 0 ? 2 : 1;
+        int wait_ms = pfd >= 0 ? static_cast<int>(left.count()) : 20;
+        ::poll(fds, static_cast<nfds_t>(n), std::min(wait_ms, static_cast<int>(left.count())));
+        // Re-arm the mountinfo event: it fires once per change until re-read.
+        char buf[4096];
+        ::lseek(mi, 0, SEEK_SET);
+        while (::read(mi, buf, sizeof buf) > 0) {
+        }
+    }
+    if (pfd >= 0)
+        ::close(pfd);
+    ::close(mi);
+    if (!mounted_) {
+        unmount();
+        throw std::runtime_error(why);
+    }
+}
+
+bool Mount::wait_child(std::chrono::milliseconds timeout, int& status) noexcept {
+    if (pid_ < 0)
+        return true;
+    int pfd = pidfd_open(pid_);
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+        pid_t r = ::waitpid(pid_, &status, WNOHANG);
+        if (r == pid_ || (r < 0 && errno == ECHILD)) {
+            pid_ = -1;
+            if (pfd >= 0)
+                ::close(pfd);
+            return true;
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0)
+            break;
+        if (pfd >= 0) {
+            pollfd p{pfd, POLLIN, 0};
+            ::poll(&p, 1, static_cast<int>(left.count()));
+        } else {
+            ::usleep(10000);
+        }
+    }
+    if (pfd >= 0)
+        ::close(pfd);
+    return false;
+}
+
+int Mount::unmount() noexcept {
+    int status = 0;
+    if (standin_) {
+        if (mounted_ && ::umount2(mnt_.c_str(), 0) != 0)
+            ::umount2(mnt_.c_str(), MNT_DETACH);
+        mounted_ = false;
+        return 0;
+    }
+    if (mounted_ || is_mountpoint(mnt_)) {
+        if (::umount2(mnt_.c_str(), 0) != 0) {
+            std::fprintf(stderr, "umount %s: %s; detaching lazily\n", mnt_.c_str(),
+                         std::strerror(errno));
+            ::umount2(mnt_.c_str(), MNT_DETACH);
+        }
+        mounted_ = false;
+    }
+    if (wait_child(timeout_, status))
+        return status;
+    // The daemon did not notice the unmount: cut the connection so no request
+    // can keep it (or us) blocked, then kill it.
+    std::fprintf(stderr, "overcache pid %d did not exit after unmount; aborting\n",
+                 static_cast<int>(pid_));
+    if (fuse_minor_ != 0) {
+        std::string abort_path =
+            "/sys/fs/fuse/connections/" + std::to_string(fuse_minor_) + "/abort";
+        int fd = ::open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)!::write(fd, "1", 1);
+            ::close(fd);
+        }
+    }
+    ::kill(pid_, SIGKILL);
+    if (!wait_child(std::chrono::milliseconds(5000), status))
+        std::fprintf(stderr, "overcache pid %d survived SIGKILL\n", static_cast<int>(pid_));
+    return status;
+}
+
+Mount::~Mount() {
+    unmount();
+    if (is_mountpoint(mnt_))
+        ::umount2(mnt_.c_str(), MNT_DETACH);
+}
+
+} // namespace overcache::test

@@ -1,0 +1,88 @@
+// Test support: a real overcache mount over a temporary directory.
+//
+// `Mount` makes <tmp>/backing, <tmp>/mnt and (for comparisons) <tmp>/twin, a
+// plain directory on the same filesystem as the backing; starts
+// `$OVERCACHE_BIN backing mnt -f -o OPTS` as a child process; waits (with a
+// timeout) until mnt shows up in /proc/self/mountinfo as a FUSE mount; and
+// takes everything down in its destructor, also when the test failed: umount,
+// lazy umount if busy, abort the FUSE connection and SIGKILL the daemon if it
+// does not exit in time. Nothing here waits without a deadline.
+//
+// Stand-in: with OVERCACHE_TEST_STANDIN=bind the "mount" is a bind mount of
+// the backing, so the tests can be run (and checked themselves) without the
+// daemon; tests that need the daemon call `require_daemon()`.
+#pragma once
+
+#include "tmp_dir.hpp"
+
+#include <chrono>
+#include <string>
+#include <sys/types.h>
+
+namespace overcache::test {
+
+// Exits the test binary with 77 (meson: SKIP) when FUSE mounts cannot work
+// here: not root, or /dev/fuse cannot be opened, or OVERCACHE_BIN unset.
+void require_fuse();
+
+struct MountOptions {
+    // Appended to the -o list after the test defaults (comma separated).
+    std::string options;
+    // Create <tmp>/twin as well.
+    bool twin = true;
+    // How long to wait for the mount to appear and for the daemon to exit.
+    std::chrono::milliseconds timeout{15000};
+    // Pass -d to the daemon (FUSE debug output on stderr).
+    bool debug = false;
+};
+
+class Mount {
+public:
+    explicit Mount(MountOptions opts = {});
+    explicit Mount(const std::string& options) : Mount(MountOptions{.options = options}) {}
+    Mount(const Mount&) = delete;
+    Mount& operator=(const Mount&) = delete;
+    ~Mount();
+
+    const std::string& root() const noexcept { return tmp_.path(); }
+    const std::string& backing() const noexcept { return backing_; }
+    const std::string& mountpoint() const noexcept { return mnt_; }
+    const std::string& twin() const noexcept { return twin_; }
+    std::string backing(const std::string& rel) const { return backing_ + "/" + rel; }
+    std::string mnt(const std::string& rel) const { return mnt_ + "/" + rel; }
+    std::string twin(const std::string& rel) const { return twin_ + "/" + rel; }
+
+    // The daemon's pid, or -1 for the bind stand-in.
+    pid_t daemon_pid() const noexcept { return pid_; }
+    bool is_standin() const noexcept { return standin_; }
+    // False on the stand-in: no control file, no daemon memory to watch.
+    bool has_daemon() const noexcept { return !standin_; }
+
+    // Unmounts now and waits for the daemon to exit; returns its wait status
+    // (or 0 for the stand-in). Idempotent; the destructor calls it.
+    int unmount() noexcept;
+    bool mounted() const noexcept { return mounted_; }
+
+private:
+    void start_daemon(const MountOptions& opts);
+    bool wait_mounted(std::chrono::milliseconds timeout);
+    bool wait_child(std::chrono::milliseconds timeout, int& status) noexcept;
+
+    TmpDir tmp_;
+    std::string backing_, mnt_, twin_;
+    pid_t pid_ = -1;
+    bool standin_ = false;
+    bool mounted_ = false;
+    unsigned fuse_minor_ = 0; // connection id under /sys/fs/fuse/connections
+    std::chrono::milliseconds timeout_{15000};
+};
+
+// True when `path` is currently a mountpoint in /proc/self/mountinfo; fills
+// `fstype` and the device minor when given.
+bool is_mountpoint(const std::string& path, std::string* fstype = nullptr,
+                   unsigned* minor = nullptr);
+
+// Resident set size of `pid` in KiB from /proc/<pid>/status (VmRSS), or -1.
+long rss_kib(pid_t pid);
+
+} // namespace overcache::test
