@@ -24,7 +24,7 @@ namespace overcache::test {
 template <class F> Res check_same(const Mount& m, F&& f, const char* what) {
     Res on_mnt = call([&] { return f(m.mountpoint()); });
     Res on_twin = call([&] { return f(m.twin()); });
-    INFO("expression: " << what);
+    INFO("expression: " << std::string(what));
     INFO("mount: " << on_mnt << "  twin: " << on_twin);
     CHECK(on_mnt == on_twin);
     return on_mnt;
@@ -53,7 +53,7 @@ struct FdPair {
 template <class F> Res check_same_fd(const FdPair& fds, F&& f, const char* what) {
     Res on_mnt = call([&] { return f(fds.mnt); });
     Res on_twin = call([&] { return f(fds.twin); });
-    INFO("expression: " << what);
+    INFO("expression: " << std::string(what));
     INFO("mount: " << on_mnt << "  twin: " << on_twin);
     CHECK(on_mnt == on_twin);
     return on_mnt;
