@@ -126,9 +126,9 @@ command -v python3 >/dev/null || { echo "run.sh: python3 is needed for the repor
 bdir=$src/build-bench
 log "building overcache (release) in $bdir"
 if [[ -f $bdir/build.ninja ]]; then
-    meson setup --reconfigure "$bdir" "$src" --buildtype=release -Dtests=disabled >/dev/null
+    meson setup --reconfigure "$bdir" "$src" --buildtype=release -Dtests=auto >/dev/null
 else
-    meson setup "$bdir" "$src" --buildtype=release -Dtests=disabled >/dev/null
+    meson setup "$bdir" "$src" --buildtype=release -Dtests=auto >/dev/null
 fi
 ninja -C "$bdir" -j"$(nproc)" src/overcache >/dev/null
 oc_bin=$bdir/src/overcache
