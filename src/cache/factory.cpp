@@ -1,12 +1,132 @@
-// DOC: chooses the DataPath for a mount. Until the caching path lands
-// (issue #3) every mode is served by the passthrough.
+// DOC: chooses and builds the DataPath of a mount. cache_mode=none is the
+// passthrough and does not open (or create) a cache at all; writeback is
+// refused until it exists; writethrough and writearound open the cache
+// device (formatting a new one, refusing a foreign or damaged one) at
+// cache= or the default location, and start the caching path.
+//
+// Default location: /var/cache/overcache/<escaped mountpoint> for root,
+// $XDG_CACHE_HOME/overcache/<...> (else ~/.cache/overcache/<...>) for other
+// users. Default size: see store::default_cache_size() (10% of the free space
+// of the filesystem holding the cache, clamped to [64 MiB, 64 GiB], never
+// more than the free space), fixed when the cache is formatted.
 #include "overcache/cache/factory.hpp"
+
+#include "overcache/cache/caching_path.hpp"
+#include "overcache/store/cache_device.hpp"
+#include "util/log.hpp"
+#include "util/unique_fd.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
 
 namespace overcache::cache {
 
-Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& /*cfg*/,
-                                                 const MountPaths& /*paths*/) {
-    return make_passthrough();
+std::string escape_path(const std::string& path) {
+    std::size_t b = 0, e = path.size();
+    while (b < e && path[b] == '/')
+        ++b;
+    while (e > b && path[e - 1] == '/')
+        --e;
+    if (b == e)
+        return "-";
+    std::string out;
+    for (std::size_t i = b; i < e; ++i) {
+        const unsigned char c = static_cast<unsigned char>(path[i]);
+        if (c == '/') {
+            if (path[i - 1] != '/')
+                out += '-';
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '_' || c == ':' || (c == '.' && i != b)) {
+            out += static_cast<char>(c);
+        } else {
+            char hex[5];
+            std::snprintf(hex, sizeof hex, "\\x%02x", c);
+            out += hex;
+        }
+    }
+    return out;
+}
+
+std::string default_cache_dir(const std::string& mountpoint) {
+    std::string base;
+    if (::geteuid() == 0) {
+        base = "/var/cache/overcache";
+    } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && x[0] == '/') {
+        base = std::string(x) + "/overcache";
+    } else if (const char* h = std::getenv("HOME"); h != nullptr && h[0] != '\0') {
+        base = std::string(h) + "/.cache/overcache";
+    } else {
+        base = "/tmp/overcache-" + std::to_string(::geteuid());
+    }
+    return base + "/" + escape_path(mountpoint);
+}
+
+namespace {
+
+Result<store::BackingIdentity> backing_identity(const MountPaths& paths) {
+    UniqueFd own;
+    int fd = paths.backing_fd;
+    if (fd < 0) {
+        own = UniqueFd(::open(paths.backing.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!own)
+            return fail_errno("cannot open the backing " + paths.backing);
+        fd = own.get();
+    }
+    struct stat st {};
+    struct statfs sfs {};
+    if (::fstat(fd, &st) != 0 || ::fstatfs(fd, &sfs) != 0)
+        return fail_errno("cannot stat the backing " + paths.backing);
+    store::BackingIdentity id;
+    id.path = paths.backing;
+    id.fsid = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(sfs.f_fsid.__val[0])) << 32) |
+              static_cast<std::uint32_t>(sfs.f_fsid.__val[1]);
+    id.root_ino = st.st_ino;
+    return id;
+}
+
+} // namespace
+
+Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
+                                                 const MountPaths& paths) {
+    switch (cfg.cache_mode) {
+    case config::CacheMode::none:
+        return make_passthrough();
+    case config::CacheMode::writeback:
+        return fail(Errc::NotSupported, "cache_mode=writeback is not supported yet");
+    case config::CacheMode::writethrough:
+    case config::CacheMode::writearound:
+        break;
+    }
+    auto id = backing_identity(paths);
+    if (!id)
+        return fail(id.error());
+    store::DeviceConfig dc;
+    dc.dir = cfg.cache_dir.empty() ? default_cache_dir(paths.mountpoint) : cfg.cache_dir;
+    dc.dev = cfg.cache_dev;
+    dc.cache_size = cfg.cache_size;
+    dc.bucket_size = cfg.bucket_size;
+    dc.reformat = cfg.reformat;
+    dc.backing = std::move(*id);
+    dc.store.block_cache_bytes = cfg.block_cache_size;
+    dc.store.write_buffer_bytes =
+        std::clamp<std::uint64_t>(cfg.block_cache_size / 4, 1u << 20, 16u << 20);
+    auto dev = store::open_cache_device(dc);
+    if (!dev)
+        return fail(dev.error());
+    log::info("cache at ", dc.dir, ": ", (*dev)->superblock().bucket_count, " buckets of ",
+              (*dev)->superblock().bucket_size, " bytes");
+    CachingParams p;
+    p.mode = cfg.cache_mode;
+    p.fill_size = cfg.fill_size;
+    p.sequential_cutoff = cfg.sequential_cutoff;
+    p.gc_low_percent = cfg.gc_low_percent;
+    p.gc_high_percent = cfg.gc_high_percent;
+    return make_caching_path(std::move(*dev), p);
 }
 
 } // namespace overcache::cache

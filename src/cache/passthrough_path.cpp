@@ -38,6 +38,8 @@ public:
 
 } // namespace
 
-std::unique_ptr<DataPath> make_passthrough() { return std::make_unique<PassthroughPath>(); }
+std::unique_ptr<DataPath> make_passthrough() {
+    return std::make_unique<PassthroughPath>();
+}
 
 } // namespace overcache::cache

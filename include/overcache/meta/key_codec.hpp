@@ -1,0 +1,45 @@
+// Big-endian, fixed-width keys: byte order equals numeric order, so a
+// RocksDB iterator walks a file's extents in offset order. Layouts:
+//
+//   files:   (fsid be64, ino be64)          -> FileRecord
+//   extents: (FileId be64, end offset be64) -> ExtentValue
+//            keyed by the END (exclusive) as bcache does: Seek(file, off + 1)
+//            lands on the first extent that can cover `off`.
+//   buckets: (bucket be32)                  -> BucketRecord
+//   meta:    ASCII names ("superblock", "next_file_id")
+#pragma once
+
+#include "overcache/meta/schema.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace overcache::meta {
+
+void put_be64(std::string& out, std::uint64_t v);
+void put_be32(std::string& out, std::uint32_t v);
+std::uint64_t get_be64(const char* p) noexcept;
+std::uint32_t get_be32(const char* p) noexcept;
+
+struct FileKey {
+    std::uint64_t fsid = 0;
+    std::uint64_t ino = 0;
+    bool operator==(const FileKey&) const = default;
+};
+std::string file_key(const FileKey& k);
+bool decode_file_key(std::string_view s, FileKey& out);
+
+struct ExtentKey {
+    FileId file = 0;
+    std::uint64_t end = 0; // exclusive end offset of the extent in the file
+};
+std::string extent_key(FileId file, std::uint64_t end);
+bool decode_extent_key(std::string_view s, ExtentKey& out);
+// [extent_key(f, 0), extent_prefix_end(f)) holds exactly file f's extents.
+std::string extent_prefix_end(FileId file);
+
+std::string bucket_key(std::uint32_t bucket);
+bool decode_bucket_key(std::string_view s, std::uint32_t& out);
+
+} // namespace overcache::meta

@@ -1,0 +1,63 @@
+// The cache device: the data file (or block device) split into buckets, the
+// RocksDB index beside it, and the superblock that ties them to one backing.
+#pragma once
+
+#include "overcache/meta/meta_store.hpp"
+#include "overcache/util/result.hpp"
+#include "util/unique_fd.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace overcache::store {
+
+// Who the cache belongs to. Compared at every mount.
+struct BackingIdentity {
+    std::string path;
+    std::uint64_t fsid = 0; // statfs f_fsid of the backing root
+    std::uint64_t root_ino = 0;
+};
+
+struct DeviceConfig {
+    std::string dir;              // CACHE: holds `index/` and, by default, `data`
+    std::string dev;              // data device; empty: DIR/data
+    std::uint64_t cache_size = 0; // 0: the default size rule (default_cache_size)
+    std::uint64_t bucket_size = 1u << 20;
+    meta::StoreOptions store;
+    bool reformat = false;
+    BackingIdentity backing;
+};
+
+class CacheDevice {
+public:
+    meta::MetaStore& meta() { return *meta_; }
+    const meta::Superblock& superblock() const { return sb_; }
+    int data_fd() const { return data_.get(); }
+    bool formatted_now() const { return formatted_now_; }
+    // Byte offset of `off` inside `bucket` on the data device.
+    std::uint64_t device_offset(std::uint32_t bucket, std::uint32_t off) const {
+        return sb_.data_offset + static_cast<std::uint64_t>(bucket) * sb_.bucket_size + off;
+    }
+
+private:
+    friend Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg);
+    std::unique_ptr<meta::MetaStore> meta_;
+    UniqueFd data_;
+    meta::Superblock sb_;
+    bool formatted_now_ = false;
+};
+
+// Opens the cache at cfg.dir, formatting it when there is none. An existing
+// cache that belongs to another backing, has another format version or
+// bucket/cache size, or is damaged is refused (Errc::Foreign or
+// Errc::MetaCorrupt, the message says which and to use -o reformat) and left
+// untouched, unless cfg.reformat.
+Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg);
+
+// The default size rule: 10% of the free space of the filesystem holding
+// `dir`, clamped to [64 MiB, 64 GiB] and never more than that free space,
+// rounded down to whole buckets.
+Result<std::uint64_t> default_cache_size(const std::string& dir, std::uint64_t bucket_size);
+
+} // namespace overcache::store

@@ -1,0 +1,325 @@
+// DOC: opening and formatting the cache device. The superblock lives in the
+// index (Cf::meta "superblock"), where it changes atomically with the rest of
+// the metadata; the data device carries a 4 KiB header with the same magic
+// and uuid in its first bucket, so an index paired with someone else's data
+// file, or a cache_dev that holds something else, is detected rather than
+// overwritten. Bucket 0 starts at data_offset = bucket_size. Nothing is
+// written to an existing cache unless it validates or -o reformat is given;
+// a fresh cache writes the index superblock (synced) before the data header.
+#include "overcache/store/cache_device.hpp"
+
+#include "overcache/meta/key_codec.hpp"
+#include "util/log.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <random>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+namespace overcache::store {
+namespace {
+
+constexpr std::uint64_t kMiB = 1u << 20;
+constexpr std::uint64_t kGiB = kMiB << 10;
+constexpr char kDataMagic[16] = "OVERCACHE-DATA1"; // 15 chars + NUL
+constexpr std::size_t kHeaderSize = 4096;
+
+struct DataHeader {
+    std::array<std::uint8_t, 16> uuid{};
+    std::uint64_t bucket_size = 0;
+    std::uint64_t bucket_count = 0;
+};
+
+std::string encode_header(const DataHeader& h) {
+    std::string s(kDataMagic, sizeof kDataMagic);
+    s.append(reinterpret_cast<const char*>(h.uuid.data()), h.uuid.size());
+    meta::put_be64(s, h.bucket_size);
+    meta::put_be64(s, h.bucket_count);
+    s.resize(kHeaderSize, '\0');
+    return s;
+}
+
+enum class HeaderState { ours, zero, other };
+
+HeaderState decode_header(const std::string& s, DataHeader& h) {
+    if (s.size() < sizeof kDataMagic + 32)
+        return HeaderState::other;
+    if (std::memcmp(s.data(), kDataMagic, sizeof kDataMagic) == 0) {
+        std::memcpy(h.uuid.data(), s.data() + 16, 16);
+        h.bucket_size = meta::get_be64(s.data() + 32);
+        h.bucket_count = meta::get_be64(s.data() + 40);
+        return HeaderState::ours;
+    }
+    for (char c : s)
+        if (c != 0)
+            return HeaderState::other;
+    return HeaderState::zero;
+}
+
+Result<std::string> read_header(int fd) {
+    std::string buf(kHeaderSize, '\0');
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
+    if (n < 0)
+        return fail_errno("cannot read the cache data device");
+    buf.resize(static_cast<std::size_t>(n));
+    return buf;
+}
+
+Result<void> mkdirs(const std::string& path) {
+    std::string cur;
+    for (std::size_t i = 0; i <= path.size(); ++i) {
+        if (i == path.size() || (path[i] == '/' && i > 0)) {
+            cur = path.substr(0, i);
+            if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
+                return fail_errno("cannot create " + cur);
+        }
+    }
+    return {};
+}
+
+std::string reformat_hint(const DeviceConfig& cfg) {
+    return "; mount with -o reformat to erase " + cfg.dir + " and start an empty cache";
+}
+
+std::string data_path(const DeviceConfig& cfg) {
+    return cfg.dev.empty() ? cfg.dir + "/data" : cfg.dev;
+}
+
+Result<std::uint64_t> device_size(int fd, const struct stat& st) {
+    if (S_ISBLK(st.st_mode)) {
+        std::uint64_t sz = 0;
+        if (::ioctl(fd, BLKGETSIZE64, &sz) != 0)
+            return fail_errno("cannot get the size of the cache device");
+        return sz;
+    }
+    return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::array<std::uint8_t, 16> new_uuid() {
+    std::random_device rd;
+    std::array<std::uint8_t, 16> u{};
+    for (auto& b : u)
+        b = static_cast<std::uint8_t>(rd());
+    u[6] = static_cast<std::uint8_t>((u[6] & 0x0f) | 0x40); // RFC 4122 version 4
+    u[8] = static_cast<std::uint8_t>((u[8] & 0x3f) | 0x80);
+    return u;
+}
+
+// Checks an existing cache; returns the reason it cannot be used, or empty.
+Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
+                             meta::Superblock& sb, Errc& code) {
+    auto v = ms.get(meta::Cf::meta, meta::kSuperblockKey);
+    if (!v) {
+        code = Errc::MetaCorrupt;
+        return "the cache at " + cfg.dir + " is damaged (" + v.error().message + ")";
+    }
+    if (!v->has_value()) {
+        code = Errc::MetaCorrupt;
+        return "the cache at " + cfg.dir + " is damaged: its index has no superblock";
+    }
+    switch (meta::decode_superblock(**v, sb)) {
+    case meta::SbDecode::ok:
+        break;
+    case meta::SbDecode::bad_version:
+        code = Errc::Foreign;
+        return "the cache at " + cfg.dir +
+               " has an unknown format version (this overcache "
+               "reads version " +
+               std::to_string(meta::kFormatVersion) + ")";
+    case meta::SbDecode::bad_magic:
+    case meta::SbDecode::truncated:
+        code = Errc::MetaCorrupt;
+        return "the cache at " + cfg.dir + " is damaged: its superblock does not decode";
+    }
+    const auto& b = cfg.backing;
+    if (sb.backing_path != b.path || sb.backing_fsid != b.fsid ||
+        sb.backing_root_ino != b.root_ino) {
+        code = Errc::Foreign;
+        return "the cache at " + cfg.dir + " belongs to another backing (" + sb.backing_path +
+               ", root inode " + std::to_string(sb.backing_root_ino) + "), not " + b.path;
+    }
+    if (sb.bucket_size != cfg.bucket_size) {
+        code = Errc::Foreign;
+        return "the cache at " + cfg.dir +
+               " was formatted with bucket_size=" + std::to_string(sb.bucket_size) + ", not " +
+               std::to_string(cfg.bucket_size);
+    }
+    if (cfg.cache_size != 0 && sb.cache_size != cfg.cache_size) {
+        code = Errc::Foreign;
+        return "the cache at " + cfg.dir +
+               " was formatted with cache_size=" + std::to_string(sb.cache_size) + ", not " +
+               std::to_string(cfg.cache_size);
+    }
+    auto hdr = read_header(data_fd);
+    if (!hdr)
+        return fail(hdr.error());
+    DataHeader h;
+    if (decode_header(*hdr, h) != HeaderState::ours || h.uuid != sb.uuid ||
+        h.bucket_size != sb.bucket_size || h.bucket_count != sb.bucket_count) {
+        code = Errc::MetaCorrupt;
+        return "the cache at " + cfg.dir + " is damaged: the data device " + data_path(cfg) +
+               " does not carry this index's superblock";
+    }
+    struct stat st {};
+    if (::fstat(data_fd, &st) != 0)
+        return fail_errno("cannot stat " + data_path(cfg));
+    auto size = device_size(data_fd, st);
+    if (!size)
+        return fail(size.error());
+    if (*size < sb.data_offset + sb.bucket_count * sb.bucket_size) {
+        code = Errc::MetaCorrupt;
+        return "the cache at " + cfg.dir +
+               " is damaged: the data device is shorter than its "
+               "superblock says";
+    }
+    return std::string{};
+}
+
+Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
+                    const struct stat& st, meta::Superblock& sb) {
+    std::uint64_t size = cfg.cache_size;
+    if (S_ISBLK(st.st_mode)) {
+        auto dsz = device_size(data_fd, st);
+        if (!dsz)
+            return fail(dsz.error());
+        if (size == 0 || size > *dsz)
+            size = *dsz;
+    } else if (size == 0) {
+        auto d = default_cache_size(cfg.dir, cfg.bucket_size);
+        if (!d)
+            return fail(d.error());
+        size = *d;
+    }
+    size -= size % cfg.bucket_size;
+    if (size < 3 * cfg.bucket_size)
+        return fail(Errc::BadValue, "cache_size " + std::to_string(size) +
+                                        " is too small for bucket_size " +
+                                        std::to_string(cfg.bucket_size));
+    if (!S_ISBLK(st.st_mode)) {
+        // Exactly cache_size bytes, allocated now so a full disk shows at
+        // mount time and the cache never grows past its size.
+        if (::ftruncate(data_fd, 0) != 0 || ::ftruncate(data_fd, static_cast<off_t>(size)) != 0)
+            return fail_errno("cannot size the cache data file " + data_path(cfg));
+        if (::fallocate(data_fd, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP)
+            return fail_errno("cannot allocate " + std::to_string(size) +
+                              " bytes for the cache data file " + data_path(cfg));
+    }
+    sb = meta::Superblock{};
+    sb.uuid = new_uuid();
+    sb.bucket_size = cfg.bucket_size;
+    sb.data_offset = cfg.bucket_size; // bucket-aligned; the header fills the first slot
+    sb.bucket_count = size / cfg.bucket_size - 1;
+    sb.cache_size = size;
+    sb.backing_path = cfg.backing.path;
+    sb.backing_fsid = cfg.backing.fsid;
+    sb.backing_root_ino = cfg.backing.root_ino;
+
+    auto b = ms.batch();
+    b.put(meta::Cf::meta, meta::kSuperblockKey, meta::encode(sb));
+    std::string next;
+    meta::put_be64(next, 1);
+    b.put(meta::Cf::meta, meta::kNextFileIdKey, next);
+    if (auto r = ms.write(b, true); !r)
+        return r;
+    const std::string hdr = encode_header(DataHeader{sb.uuid, sb.bucket_size, sb.bucket_count});
+    if (::pwrite(data_fd, hdr.data(), hdr.size(), 0) != static_cast<ssize_t>(hdr.size()) ||
+        ::fdatasync(data_fd) != 0)
+        return fail_errno("cannot write the cache data header");
+    log::info("formatted cache ", cfg.dir, ": ", sb.bucket_count, " buckets of ", sb.bucket_size,
+              " bytes");
+    return {};
+}
+
+} // namespace
+
+Result<std::uint64_t> default_cache_size(const std::string& dir, std::uint64_t bucket_size) {
+    struct statvfs vfs {};
+    if (::statvfs(dir.c_str(), &vfs) != 0)
+        return fail_errno("cannot statvfs " + dir);
+    const std::uint64_t free_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    std::uint64_t size = std::clamp<std::uint64_t>(free_bytes / 10, 64 * kMiB, 64 * kGiB);
+    size = std::min(size, free_bytes);
+    size -= size % bucket_size;
+    if (size < 3 * bucket_size)
+        return fail(Errc::CacheFull, "not enough free space in " + dir +
+                                         " for a cache; give cache_size= or another cache=");
+    return size;
+}
+
+Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) {
+    if (auto r = mkdirs(cfg.dir); !r)
+        return fail(r.error());
+    const std::string index_dir = cfg.dir + "/index";
+    const std::string dpath = data_path(cfg);
+    auto dev = std::unique_ptr<CacheDevice>(new CacheDevice());
+
+    const bool had_index = meta::MetaStore::exists(index_dir);
+    int flags = O_RDWR | O_CLOEXEC;
+    if (cfg.dev.empty())
+        flags |= O_CREAT;
+    dev->data_ = UniqueFd(::open(dpath.c_str(), flags, 0600));
+    if (!dev->data_)
+        return fail_errno("cannot open the cache data device " + dpath);
+    struct stat st {};
+    if (::fstat(dev->data_.get(), &st) != 0)
+        return fail_errno("cannot stat " + dpath);
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return fail(Errc::BadValue, dpath + " is neither a regular file nor a block device");
+
+    bool must_format = cfg.reformat;
+    if (!must_format && had_index) {
+        auto ms = meta::MetaStore::open(index_dir, cfg.store);
+        if (!ms && ms.error().code == Errc::Sys) // e.g. the LOCK of a mount still running
+            return fail(Errc::Sys, "cannot open the cache at " + cfg.dir + " (" +
+                                       ms.error().message + "); is it in use by another mount?");
+        if (!ms)
+            return fail(Errc::MetaCorrupt, "the cache at " + cfg.dir + " is damaged (" +
+                                               ms.error().message + ")" + reformat_hint(cfg));
+        Errc code = Errc::MetaCorrupt;
+        auto why = validate(cfg, **ms, dev->data_.get(), dev->sb_, code);
+        if (!why)
+            return fail(why.error());
+        if (!why->empty())
+            return fail(code, *why + reformat_hint(cfg));
+        dev->meta_ = std::move(*ms);
+        return dev;
+    }
+    if (!must_format) {
+        // No index. Only an empty data file (or an all-zero device start) may be
+        // formatted without asking: anything else is someone's data or a
+        // cache whose index is lost.
+        auto hdr = read_header(dev->data_.get());
+        if (!hdr)
+            return fail(hdr.error());
+        DataHeader h;
+        const auto state = hdr->empty() ? HeaderState::zero : decode_header(*hdr, h);
+        if (state == HeaderState::ours)
+            return fail(Errc::MetaCorrupt, "the cache at " + cfg.dir +
+                                               " is damaged: its index is missing" +
+                                               reformat_hint(cfg));
+        if (state == HeaderState::other)
+            return fail(Errc::Foreign,
+                        dpath + " holds data that is not an overcache cache" + reformat_hint(cfg));
+    }
+    if (auto r = meta::MetaStore::destroy(index_dir); !r)
+        return fail(r.error());
+    meta::StoreOptions so = cfg.store;
+    so.create_if_missing = true;
+    auto ms = meta::MetaStore::open(index_dir, so);
+    if (!ms)
+        return fail(ms.error());
+    if (auto r = format(cfg, **ms, dev->data_.get(), st, dev->sb_); !r)
+        return fail(r.error());
+    dev->meta_ = std::move(*ms);
+    dev->formatted_now_ = true;
+    return dev;
+}
+
+} // namespace overcache::store
