@@ -1,0 +1,456 @@
+// The caching DataPath on real files and a real cache: hits after misses,
+// bypass, checksums, overwrite splitting, write/fill races, coherency,
+// reclaim and persistence. The FUSE adapter is not involved: the tests call
+// open/read/wrote as it would.
+#include "overcache/cache/caching_path.hpp"
+#include "overcache/cache/extent_index.hpp"
+#include "overcache/cache/factory.hpp"
+#include "tmp_dir.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <random>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace overcache;
+using namespace overcache::cache;
+
+namespace {
+
+constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (auto& c : s)
+        c = static_cast<char>(rng());
+    return s;
+}
+
+void write_file(const std::string& path, const std::string& data) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
+    ::close(fd);
+}
+
+struct Fx {
+    test::TmpDir tmp;
+    std::string backing = tmp / "backing";
+    store::DeviceConfig dc;
+    CachingParams cp;
+    std::unique_ptr<DataPath> dp;
+
+    Fx() {
+        ::mkdir(backing.c_str(), 0755);
+        dc.dir = tmp / "cache";
+        dc.cache_size = 16 * MiB;
+        dc.bucket_size = 256 * KiB;
+        dc.backing = store::BackingIdentity{backing, 1, 2};
+        cp.fill_size = 64 * KiB;
+        cp.sequential_cutoff = 0;
+    }
+    ~Fx() {
+        if (dp)
+            dp->stop();
+    }
+    void start() {
+        auto d = store::open_cache_device(dc);
+        REQUIRE_MESSAGE(d, (d ? "" : d.error().message));
+        dp = make_caching_path(std::move(*d), cp);
+    }
+    void restart() {
+        dp->stop();
+        dp.reset();
+        start();
+    }
+    CacheControl& ctl() { return dynamic_cast<CacheControl&>(*dp); }
+    std::uint64_t stat(const std::string& key) {
+        for (auto& [k, v] : dp->stats())
+            if (k == key)
+                return std::stoull(v);
+        FAIL("no stat " << key);
+        return 0;
+    }
+    std::string path(const std::string& name) const { return backing + "/" + name; }
+};
+
+// One open file as the adapter holds it.
+struct Handle {
+    int fd = -1;
+    OpenOut out;
+    Handle(DataPath& dp, const std::string& path, int flags = O_RDWR) {
+        fd = ::open(path.c_str(), flags);
+        REQUIRE(fd >= 0);
+        struct stat st {};
+        REQUIRE(::fstat(fd, &st) == 0);
+        auto r = dp.open(fd, st, flags);
+        REQUIRE(r);
+        out = std::move(*r);
+    }
+    ~Handle() {
+        out.file.reset();
+        ::close(fd);
+    }
+    std::string read(DataPath& dp, std::uint64_t off, std::size_t len) {
+        std::string buf(len, '\0');
+        auto r = dp.read(*out.file, buf.data(), len, static_cast<off_t>(off));
+        REQUIRE(r);
+        if (r->fd >= 0) {
+            ssize_t n = ::pread(r->fd, buf.data(), r->len, r->fd_offset);
+            REQUIRE(n >= 0);
+            buf.resize(static_cast<std::size_t>(n));
+        } else {
+            buf.resize(r->len);
+        }
+        return buf;
+    }
+    // A write through the mount: backing first, then the cache is told.
+    void write(DataPath& dp, std::uint64_t off, const std::string& data) {
+        REQUIRE(::pwrite(fd, data.data(), data.size(), static_cast<off_t>(off)) ==
+                static_cast<ssize_t>(data.size()));
+        dp.wrote(*out.file, dp.wants_write_data(*out.file) ? data.data() : nullptr, data.size(),
+                 static_cast<off_t>(off));
+    }
+};
+
+} // namespace
+
+TEST_SUITE("cache") {
+    TEST_CASE("ExtentIndex: lookup, overlap, splitting and punching" * doctest::timeout(30)) {
+        test::TmpDir tmp;
+        store::DeviceConfig dc;
+        dc.dir = tmp / "cache";
+        dc.cache_size = 4 * MiB;
+        dc.bucket_size = 256 * KiB;
+        dc.backing = {"/b", 1, 1};
+        auto dev = store::open_cache_device(dc);
+        REQUIRE(dev);
+        store::Allocator alloc(static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
+                               dc.bucket_size, 1);
+        alloc.finish_load();
+        ExtentIndex ix(**dev, alloc);
+        const auto a = random_bytes(100, 1), b = random_bytes(30, 2);
+        REQUIRE(*ix.insert(7, 0, a.data(), 100));
+        REQUIRE(*ix.insert(8, 0, b.data(), 30)); // another file is not touched
+        REQUIRE(*ix.insert(7, 30, b.data(), 30));
+
+        auto content = [&](std::uint64_t s, std::uint64_t e) {
+            auto ps = ix.lookup(7, s, e);
+            REQUIRE(ps);
+            std::vector<std::pair<std::uint64_t, std::string>> out;
+            for (auto& p : *ps) {
+                std::string buf(p.v.len, '\0');
+                REQUIRE(ix.read_piece(p, buf.data()) == PieceRead::ok);
+                out.emplace_back(p.start, buf);
+            }
+            return out;
+        };
+        auto v = content(0, 100);
+        REQUIRE(v.size() == 3);
+        CHECK(v[0] == std::make_pair(std::uint64_t{0}, a.substr(0, 30)));
+        CHECK(v[1] == std::make_pair(std::uint64_t{30}, b));
+        CHECK(v[2] == std::make_pair(std::uint64_t{60}, a.substr(60)));
+        CHECK(content(35, 36).size() == 1);
+        CHECK(content(60, 61).front().first == 60);
+        CHECK(content(100, 200).empty());
+
+        REQUIRE(ix.punch(7, 10, 20));
+        v = content(0, 100);
+        REQUIRE(v.size() == 4);
+        CHECK(v[0].second == a.substr(0, 10));
+        CHECK(v[1].first == 20);
+        CHECK(v[1].second == a.substr(20, 10));
+
+        REQUIRE(ix.punch(7, 50, UINT64_MAX)); // truncate to 50
+        v = content(0, UINT64_MAX);
+        REQUIRE(v.size() == 3);
+        CHECK(v[2].first == 30);
+        CHECK(v[2].second == b.substr(0, 20));
+
+        // A stale gen reads as stale.
+        auto ps = ix.lookup(8, 0, 30);
+        REQUIRE(ps->size() == 1);
+        auto p = ps->front();
+        p.v.gen += 1;
+        std::string buf(p.v.len, '\0');
+        CHECK(ix.read_piece(p, buf.data()) == PieceRead::stale);
+        p.v.gen -= 1;
+        p.v.checksum ^= 1;
+        CHECK(ix.read_piece(p, buf.data()) == PieceRead::bad_checksum);
+    }
+
+    TEST_CASE("miss, then hit; stats move" * doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const auto data = random_bytes(1 * MiB, 3);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK_FALSE(h.out.keep_page_cache); // never seen before
+        CHECK(h.read(*fx.dp, 1000, 100 * KiB) == data.substr(1000, 100 * KiB));
+        CHECK(fx.stat("cache_misses") == 1);
+        fx.ctl().drain_fills();
+        CHECK(h.read(*fx.dp, 1000, 100 * KiB) == data.substr(1000, 100 * KiB));
+        CHECK(fx.stat("cache_hits") == 1);
+        CHECK(fx.stat("cache_hit_bytes") == 100 * KiB);
+        // Reads past the end and across it.
+        CHECK(h.read(*fx.dp, MiB - 10, 100) == data.substr(MiB - 10));
+        CHECK(h.read(*fx.dp, MiB + 10, 100).empty());
+        CHECK(fx.stat("cache_read_errors") == 0);
+        CHECK(fx.stat("cache_used_bytes") >= 128 * KiB);
+        // Reopen unchanged: the page cache may be kept and data is a hit.
+        Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK(h2.out.keep_page_cache);
+        CHECK(h2.read(*fx.dp, 0, 64 * KiB) == data.substr(0, 64 * KiB));
+        CHECK(fx.stat("cache_hits") == 2);
+    }
+
+    TEST_CASE("a sequential stream past the cutoff bypasses the cache" * doctest::timeout(30)) {
+        Fx fx;
+        fx.cp.sequential_cutoff = 256 * KiB;
+        fx.start();
+        const auto data = random_bytes(1 * MiB, 4);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        for (std::uint64_t off = 0; off < MiB; off += 64 * KiB)
+            CHECK(h.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
+        CHECK(fx.stat("cache_misses") == 4);
+        CHECK(fx.stat("cache_bypass_misses") == 12);
+        fx.ctl().drain_fills();
+        // A new stream: the first 256K were cached, the rest was not.
+        Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
+        for (std::uint64_t off = 0; off < MiB; off += 64 * KiB)
+            CHECK(h2.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
+        CHECK(fx.stat("cache_hits") == 4);
+        CHECK(fx.stat("cache_bypass_misses") == 24);
+        // A bypassed read that is in the cache is a bypass hit.
+        Handle h3(*fx.dp, fx.path("f"), O_RDONLY);
+        for (std::uint64_t off = 0; off < 512 * KiB; off += 64 * KiB)
+            h3.read(*fx.dp, off % (256 * KiB), 64 * KiB); // seeks back: no stream
+        std::string seq;
+        for (std::uint64_t off = 0; off < 320 * KiB; off += 64 * KiB)
+            seq = h2.read(*fx.dp, off, 64 * KiB);
+        (void)seq;
+    }
+
+    TEST_CASE("corrupt cache bytes read as a miss, counted, and the data is right" *
+              doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const auto data = random_bytes(512 * KiB, 5);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+        fx.ctl().drain_fills();
+        // Scribble over every bucket.
+        int fd = ::open((fx.dc.dir + "/data").c_str(), O_WRONLY);
+        REQUIRE(fd >= 0);
+        const std::string junk(16 * MiB - 256 * KiB, 'X');
+        REQUIRE(::pwrite(fd, junk.data(), junk.size(), 256 * KiB) ==
+                static_cast<ssize_t>(junk.size()));
+        ::close(fd);
+        CHECK(h.read(*fx.dp, 1000, 100 * KiB) == data.substr(1000, 100 * KiB));
+        CHECK(fx.stat("cache_read_errors") >= 1);
+        CHECK(fx.stat("cache_hits") == 0);
+        // The miss refilled the chunk: the next read is a good hit again.
+        fx.ctl().drain_fills();
+        const auto errors = fx.stat("cache_read_errors");
+        CHECK(h.read(*fx.dp, 1000, 100 * KiB) == data.substr(1000, 100 * KiB));
+        CHECK(fx.stat("cache_hits") == 1);
+        CHECK(fx.stat("cache_read_errors") == errors);
+    }
+
+    TEST_CASE("writethrough: readers see their writes from the cache" * doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        auto data = random_bytes(256 * KiB, 6);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"));
+        CHECK(fx.dp->wants_write_data(*h.out.file));
+        CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
+        fx.ctl().drain_fills();
+        const auto patch = random_bytes(10000, 7);
+        h.write(*fx.dp, 70000, patch);
+        data.replace(70000, patch.size(), patch);
+        CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
+        CHECK(fx.stat("cache_hits") == 1);
+        // Appends are cached too, and the file record follows our own writes.
+        const auto tail = random_bytes(5000, 8);
+        h.write(*fx.dp, data.size(), tail);
+        data += tail;
+        CHECK(h.read(*fx.dp, 256 * KiB, 5000) == tail);
+        CHECK(fx.stat("cache_hits") == 2);
+        Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK(h2.out.keep_page_cache); // our own writes did not invalidate the file
+        CHECK(h2.read(*fx.dp, 0, data.size()) == data);
+        CHECK(fx.stat("cache_hits") == 3);
+    }
+
+    TEST_CASE("writearound drops the written range" * doctest::timeout(30)) {
+        Fx fx;
+        fx.cp.mode = config::CacheMode::writearound;
+        fx.start();
+        auto data = random_bytes(128 * KiB, 9);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"));
+        CHECK_FALSE(fx.dp->wants_write_data(*h.out.file));
+        CHECK(h.read(*fx.dp, 0, 128 * KiB) == data);
+        fx.ctl().drain_fills();
+        const auto patch = random_bytes(100, 10);
+        h.write(*fx.dp, 5, patch);
+        data.replace(5, 100, patch);
+        CHECK(h.read(*fx.dp, 0, 64 * KiB) == data.substr(0, 64 * KiB));
+        CHECK(fx.stat("cache_misses") == 2);
+        CHECK(h.read(*fx.dp, 64 * KiB, 64 * KiB) == data.substr(64 * KiB)); // other chunk kept
+        CHECK(fx.stat("cache_hits") == 1);
+    }
+
+    TEST_CASE("fills racing writes never leave stale data" * doctest::timeout(60)) {
+        for (auto mode : {config::CacheMode::writethrough, config::CacheMode::writearound}) {
+            Fx fx;
+            fx.cp.mode = mode;
+            fx.cp.fill_size = 16 * KiB;
+            fx.start();
+            write_file(fx.path("f"), std::string(256 * KiB, 'a'));
+            Handle h(*fx.dp, fx.path("f"));
+            std::atomic<bool> done{false};
+            std::thread reader([&] {
+                std::mt19937 rng(1);
+                while (!done)
+                    h.read(*fx.dp, (rng() % 16) * 16 * KiB, 16 * KiB);
+            });
+            std::mt19937 rng(2);
+            for (int i = 0; i < 300; ++i) {
+                const char c = static_cast<char>('b' + i % 20);
+                h.write(*fx.dp, (rng() % 64) * 4 * KiB, std::string(4 * KiB, c));
+            }
+            done = true;
+            reader.join();
+            fx.ctl().drain_fills();
+            std::string truth(256 * KiB, '\0');
+            REQUIRE(::pread(h.fd, truth.data(), truth.size(), 0) == 256 * KiB);
+            for (std::uint64_t off = 0; off < 256 * KiB; off += 16 * KiB)
+                CHECK(h.read(*fx.dp, off, 16 * KiB) == truth.substr(off, 16 * KiB));
+            CHECK(fx.stat("cache_read_errors") == 0);
+        }
+    }
+
+    TEST_CASE("a backing change seen at open drops the cached data" * doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const auto one = random_bytes(128 * KiB, 11), two = random_bytes(128 * KiB, 12);
+        write_file(fx.path("f"), one);
+        struct stat before {};
+        {
+            Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+            CHECK(h.read(*fx.dp, 0, 128 * KiB) == one);
+            fx.ctl().drain_fills();
+            REQUIRE(::fstat(h.fd, &before) == 0);
+        }
+        SUBCASE("same size and mtime (touch -d): ctime tells") {
+            int fd = ::open(fx.path("f").c_str(), O_WRONLY);
+            REQUIRE(::pwrite(fd, two.data(), two.size(), 0) == static_cast<ssize_t>(two.size()));
+            const struct timespec ts[2] = {before.st_atim, before.st_mtim};
+            REQUIRE(::futimens(fd, ts) == 0);
+            ::close(fd);
+        }
+        SUBCASE("a new file reusing the name (and perhaps the inode)") {
+            ::unlink(fx.path("f").c_str());
+            write_file(fx.path("f"), two);
+        }
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK_FALSE(h.out.keep_page_cache);
+        CHECK(h.read(*fx.dp, 0, 128 * KiB) == two);
+        CHECK(fx.stat("cache_hits") == 0);
+    }
+
+    TEST_CASE("invalidate, touched and removed" * doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const auto data = random_bytes(256 * KiB, 13);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"));
+        CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
+        fx.ctl().drain_fills();
+        // truncate through the mount
+        REQUIRE(::ftruncate(h.fd, 100 * KiB) == 0);
+        struct stat st {};
+        REQUIRE(::fstat(h.fd, &st) == 0);
+        fx.dp->invalidate(FileRef{h.fd, st}, 100 * KiB, UINT64_MAX);
+        CHECK(h.read(*fx.dp, 0, 256 * KiB) == data.substr(0, 100 * KiB));
+        CHECK(fx.stat("cache_hits") == 1); // what is left is still cached
+        REQUIRE(::fchmod(h.fd, 0600) == 0);
+        REQUIRE(::fstat(h.fd, &st) == 0);
+        fx.dp->touched(FileRef{h.fd, st});
+        {
+            Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
+            CHECK(h2.out.keep_page_cache);
+            CHECK(h2.read(*fx.dp, 0, 64 * KiB) == data.substr(0, 64 * KiB));
+            CHECK(fx.stat("cache_hits") == 2);
+        }
+        fx.dp->removed(FileRef{h.fd, st});
+        ::unlink(fx.path("f").c_str());
+        // The open file is still readable; from the backing.
+        CHECK(h.read(*fx.dp, 0, 64 * KiB) == data.substr(0, 64 * KiB));
+        CHECK(fx.stat("cache_hits") == 2);
+    }
+
+    TEST_CASE("reclaim keeps the cache within its size and serves right data" *
+              doctest::timeout(60)) {
+        Fx fx;
+        fx.dc.cache_size = 4 * MiB; // 15 buckets of 256K
+        fx.start();
+        const auto data = random_bytes(12 * MiB, 14);
+        write_file(fx.path("big"), data);
+        Handle h(*fx.dp, fx.path("big"), O_RDONLY);
+        std::mt19937 rng(3);
+        for (int round = 0; round < 2; ++round)
+            for (std::uint64_t i = 0; i < 192; ++i) {
+                const std::uint64_t off = (rng() % 192) * 64 * KiB;
+                CHECK(h.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
+                if (i % 16 == 0)
+                    fx.ctl().drain_fills();
+            }
+        fx.ctl().drain_fills();
+        fx.ctl().gc_now();
+        CHECK(fx.stat("gc_buckets_reclaimed") > 0);
+        CHECK(fx.stat("cache_used_bytes") <= 4 * MiB);
+        CHECK(fx.stat("buckets_free") >= 1);
+        struct stat st {};
+        REQUIRE(::stat((fx.dc.dir + "/data").c_str(), &st) == 0);
+        CHECK(static_cast<std::uint64_t>(st.st_size) == 4 * MiB);
+        CHECK(static_cast<std::uint64_t>(st.st_blocks) * 512 <= 4 * MiB);
+        for (std::uint64_t off = 0; off < 12 * MiB; off += 64 * KiB)
+            REQUIRE(h.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
+        CHECK(fx.stat("cache_read_errors") == 0);
+    }
+
+    TEST_CASE("cached data survives a restart" * doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const auto data = random_bytes(512 * KiB, 15);
+        write_file(fx.path("f"), data);
+        {
+            Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+            CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+            fx.ctl().drain_fills();
+        }
+        fx.restart();
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK(h.out.keep_page_cache);
+        CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+        CHECK(fx.stat("cache_hits") == 1);
+        CHECK(fx.stat("buckets_free") < fx.stat("buckets_total"));
+    }
+
+    TEST_CASE("default cache location") {
+        CHECK(escape_path("/mnt/a-b/c d") == "mnt-a\\x2db-c\\x20d");
+        CHECK(escape_path("/") == "-");
+        CHECK(escape_path("//srv//x/") == "srv-x");
+        CHECK(default_cache_dir("/mnt/x").ends_with("/overcache/mnt-x"));
+    }
+}

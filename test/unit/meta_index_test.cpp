@@ -1,0 +1,150 @@
+// The index: key order, value layouts, batches, cursors, persistence, and
+// the start-up cost of a large index.
+#include "overcache/meta/key_codec.hpp"
+#include "overcache/meta/meta_store.hpp"
+#include "tmp_dir.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <doctest/doctest.h>
+#include <random>
+
+using namespace overcache;
+using namespace overcache::meta;
+
+TEST_SUITE("meta") {
+    TEST_CASE("keys sort in numeric order") {
+        std::mt19937_64 rng(1);
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> v;
+        for (int i = 0; i < 2000; ++i)
+            v.emplace_back(rng() % 5, (i % 3 == 0) ? rng() : rng() % 1000);
+        v.emplace_back(0, 0);
+        v.emplace_back(UINT64_MAX - 1, UINT64_MAX);
+        auto by_key = v;
+        std::sort(v.begin(), v.end());
+        std::sort(by_key.begin(), by_key.end(), [](auto& a, auto& b) {
+            return extent_key(a.first, a.second) < extent_key(b.first, b.second);
+        });
+        CHECK(v == by_key);
+        CHECK(file_key({1, 255}) < file_key({1, 256}));
+        CHECK(file_key({1, UINT64_MAX}) < file_key({2, 0}));
+        CHECK(bucket_key(255) < bucket_key(256));
+        CHECK(extent_key(7, UINT64_MAX) < extent_prefix_end(7));
+        CHECK(extent_key(7, 0) >= extent_key(6, UINT64_MAX));
+        ExtentKey k;
+        REQUIRE(decode_extent_key(extent_key(0x0102030405060708ull, 42), k));
+        CHECK(k.file == 0x0102030405060708ull);
+        CHECK(k.end == 42);
+        CHECK(extent_key(1, 2) == std::string("\0\0\0\0\0\0\0\1\0\0\0\0\0\0\0\2", 16));
+    }
+
+    TEST_CASE("values round-trip and short values are refused") {
+        ExtentValue e{3, 9, 4096, 65536, 0, 0xdeadbeefcafef00dull};
+        auto d = decode_extent(encode(e));
+        REQUIRE(d);
+        CHECK(d->bucket == 3);
+        CHECK(d->gen == 9);
+        CHECK(d->bucket_off == 4096);
+        CHECK(d->len == 65536);
+        CHECK(d->checksum == e.checksum);
+        CHECK_FALSE(decode_extent(encode(e).substr(0, 10)));
+        CHECK_FALSE(decode_extent(encode(e) + "x"));
+
+        FileRecord f{5, 100, -3, 123456789, 77};
+        auto fd = decode_file_record(encode(f));
+        REQUIRE(fd);
+        CHECK(fd->file_id == 5);
+        CHECK(fd->mtime_ns == -3);
+        CHECK(fd->ino == 77);
+
+        BucketRecord b{7, BucketState::full, 1000, 99};
+        auto bd = decode_bucket(encode(b));
+        REQUIRE(bd);
+        CHECK(bd->state == BucketState::full);
+        CHECK(bd->fill_bytes == 1000);
+
+        Superblock sb;
+        sb.bucket_size = 1 << 20;
+        sb.bucket_count = 10;
+        sb.backing_path = "/srv/x";
+        sb.uuid[0] = 42;
+        Superblock out;
+        REQUIRE(decode_superblock(encode(sb), out) == SbDecode::ok);
+        CHECK(out.backing_path == "/srv/x");
+        CHECK(out.uuid[0] == 42);
+        auto bad = encode(sb);
+        bad[9] = 7; // version field
+        CHECK(decode_superblock(bad, out) == SbDecode::bad_version);
+        CHECK(decode_superblock("garbage!!!!!!", out) == SbDecode::bad_magic);
+        CHECK(decode_superblock(encode(sb).substr(0, 30), out) == SbDecode::truncated);
+    }
+
+    TEST_CASE("MetaStore: batches, bounded cursors, persistence") {
+        test::TmpDir tmp;
+        const std::string dir = tmp / "index";
+        CHECK_FALSE(MetaStore::exists(dir));
+        StoreOptions o;
+        CHECK_FALSE(MetaStore::open(dir, o).has_value()); // no create without asking
+        o.create_if_missing = true;
+        {
+            auto ms = MetaStore::open(dir, o);
+            REQUIRE(ms);
+            auto b = (*ms)->batch();
+            for (std::uint64_t f = 1; f <= 3; ++f)
+                for (std::uint64_t e = 1; e <= 5; ++e)
+                    b.put(Cf::extents, extent_key(f, e * 100), "v");
+            b.put(Cf::files, file_key({1, 2}), "rec");
+            REQUIRE((*ms)->write(b));
+            auto c = (*ms)->cursor(Cf::extents, extent_prefix_end(2));
+            int n = 0;
+            for (c.seek(extent_key(2, 201)); c.valid(); c.next())
+                ++n;
+            CHECK(n == 3); // 300, 400, 500 of file 2; file 3 is past the bound
+            auto d = (*ms)->batch();
+            d.del_range(Cf::extents, extent_key(1, 0), extent_prefix_end(1));
+            REQUIRE((*ms)->write(d));
+            // Column families are separate key spaces.
+            CHECK_FALSE((*ms)->get(Cf::extents, file_key({1, 2}))->has_value());
+        }
+        CHECK(MetaStore::exists(dir));
+        o.create_if_missing = false;
+        auto ms = MetaStore::open(dir, o);
+        REQUIRE(ms);
+        CHECK((*ms)->get(Cf::files, file_key({1, 2}))->value() == "rec");
+        CHECK_FALSE((*ms)->get(Cf::extents, extent_key(1, 100))->has_value());
+        CHECK((*ms)->get(Cf::extents, extent_key(3, 500))->has_value());
+    }
+
+    TEST_CASE("an index of 1,000,000 extents opens quickly" * doctest::timeout(120)) {
+        // No timing assertion: the time is printed for the record (issue #3 asks
+        // for under 2 s); start-up does not read extents at all.
+        test::TmpDir tmp;
+        const std::string dir = tmp / "index";
+        StoreOptions o;
+        o.create_if_missing = true;
+        {
+            auto ms = MetaStore::open(dir, o);
+            REQUIRE(ms);
+            ExtentValue v{1, 0, 0, 4096, 0, 1};
+            const auto val = encode(v);
+            for (std::uint64_t f = 0; f < 1000; ++f) {
+                auto b = (*ms)->batch();
+                for (std::uint64_t e = 1; e <= 1000; ++e)
+                    b.put(Cf::extents, extent_key(f + 1, e * 4096), val);
+                REQUIRE((*ms)->write(b));
+            }
+            REQUIRE((*ms)->flush());
+        }
+        o.create_if_missing = false;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto ms = MetaStore::open(dir, o);
+        REQUIRE(ms);
+        CHECK((*ms)->get(Cf::extents, extent_key(500, 500 * 4096))->has_value());
+        const auto ms_open = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - t0)
+                                 .count();
+        std::printf("index of 1000000 extents: open + first lookup in %lld ms\n",
+                    static_cast<long long>(ms_open));
+    }
+}
