@@ -1,1 +1,399 @@
-// placeholder until the daemon lands
+// DOC: daemon start-up, in an order that keeps failures clean: parse and
+// check everything (options, backing, mountpoint) before touching anything;
+// fork before any thread exists (the cache's executors and libfuse's workers
+// must be born in the daemon, not die with the parent); in the child open the
+// cache, create the session and mount, then tell the waiting parent success
+// or failure through a pipe, so `overcache ...` (and mount(8)) exits 0 only
+// once the mount is usable and non-zero with the message already printed.
+// Shut-down runs in reverse: the loop ends (unmount or SIGTERM/SIGINT/SIGHUP),
+// the session unmounts and is destroyed, then DataPath::stop() makes the
+// cache durable.
+#include "daemon.hpp"
+
+#include "backing/backing_fs.hpp"
+#include "backing/creds.hpp"
+#include "fuse/session.hpp"
+#include "overcache/cache/factory.hpp"
+#include "overcache/config/config.hpp"
+#include "overcache_config.h"
+#include "util/log.hpp"
+#include "util/unique_fd.hpp"
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace overcache {
+namespace {
+
+const char* type_name(config::OptType t) {
+    switch (t) {
+    case config::OptType::flag:
+        return "";
+    case config::OptType::boolean:
+        return "[=BOOL]";
+    case config::OptType::size:
+        return "=SIZE";
+    case config::OptType::uint:
+        return "=N";
+    case config::OptType::seconds:
+        return "=SECONDS";
+    case config::OptType::string:
+        return "=PATH";
+    case config::OptType::mode:
+        return "=MODE";
+    }
+    return "";
+}
+
+// Mount options the kernel's FUSE mount does not take although mount(8)
+// does: dropped, since the FUSE file system has no use for them.
+bool is_ignored_mount_flag(const std::string& o) {
+    static const char* const kIgnored[] = {"relatime", "norelatime", "strictatime", "nostrictatime",
+                                           "diratime", "nodiratime", "lazytime",    "nolazytime",
+                                           "silent",   "loud"};
+    for (const char* i : kIgnored)
+        if (o == i)
+            return true;
+    return false;
+}
+
+bool starts_with(const std::string& s, const char* prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
+
+struct Plan {
+    config::Config cfg;
+    std::vector<std::string> fuse_options;
+    fuse::LoopOptions loop;
+    std::string backing;
+    std::string mountpoint;
+};
+
+// Every check that can fail before anything happens. Prints its message.
+bool make_plan(const CommandLine& cl, Plan& plan) {
+    auto parsed = config::parse_options(cl.option_lists);
+    if (!parsed) {
+        log::error(parsed.error().message);
+        return false;
+    }
+    plan.cfg = parsed->config;
+
+    char resolved[PATH_MAX];
+    if (::realpath(cl.backing.c_str(), resolved) == nullptr) {
+        log::error("backing directory '", cl.backing, "': ", std::strerror(errno));
+        return false;
+    }
+    plan.backing = resolved;
+    struct stat st {};
+    if (::stat(plan.backing.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        log::error("backing directory '", cl.backing, "' is not a directory");
+        return false;
+    }
+    if (::realpath(cl.mountpoint.c_str(), resolved) == nullptr) {
+        log::error("mountpoint '", cl.mountpoint, "': ", std::strerror(errno));
+        return false;
+    }
+    plan.mountpoint = resolved;
+    if (::stat(plan.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        log::error("mountpoint '", cl.mountpoint, "' is not a directory");
+        return false;
+    }
+    if (plan.mountpoint == plan.backing) {
+        log::error("mountpoint '", cl.mountpoint,
+                   "' is the backing directory itself; mount somewhere else");
+        return false;
+    }
+
+    plan.loop.single_thread = cl.single_thread;
+    plan.loop.max_threads = plan.cfg.max_threads;
+    bool have_fsname = false, have_subtype = false, allow_root = false;
+    for (const auto& o : parsed->fuse_options) {
+        if (o == "clone_fd") {
+            plan.loop.clone_fd = true;
+            continue;
+        }
+        if (starts_with(o, "max_idle_threads=")) {
+            plan.loop.max_idle_threads = std::atoi(o.c_str() + std::strlen("max_idle_threads="));
+            continue;
+        }
+        if (is_ignored_mount_flag(o))
+            continue;
+        have_fsname = have_fsname || starts_with(o, "fsname=");
+        have_subtype = have_subtype || starts_with(o, "subtype=");
+        allow_root = allow_root || o == "allow_root";
+        plan.fuse_options.push_back(o);
+    }
+    if (!have_fsname)
+        plan.fuse_options.push_back("fsname=" + fuse::escape_option_value(plan.backing));
+    if (!have_subtype)
+        plan.fuse_options.emplace_back("subtype=overcache");
+    if (plan.cfg.default_permissions)
+        plan.fuse_options.emplace_back("default_permissions");
+    // As root the mount serves everyone (like a system mount) unless told
+    // otherwise; a user's mount serves that user unless asked.
+    const bool root = ::geteuid() == 0;
+    const bool allow_other =
+        plan.cfg.allow_other_given ? plan.cfg.allow_other : (root && !allow_root);
+    if (allow_other)
+        plan.fuse_options.emplace_back("allow_other");
+    return true;
+}
+
+// Larger read-ahead on the mount's backing device info, so sequential
+// buffered reads arrive as 1 MiB requests rather than the default 128 KiB.
+// The device number comes from mountinfo: stat(2) of the mountpoint would
+// wait for the request loop, which is not running yet.
+void raise_readahead(const std::string& mountpoint) {
+    FILE* mi = std::fopen("/proc/self/mountinfo", "re");
+    if (mi == nullptr)
+        return;
+    unsigned maj = 0, min = 0;
+    bool found = false;
+    char line[4096];
+    while (std::fgets(line, sizeof line, mi) != nullptr) {
+        unsigned a = 0, b = 0;
+        char point[PATH_MAX];
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..." (later lines win: the newest mount)
+        if (std::sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, point) == 3 &&
+            mountpoint == point) {
+            maj = a;
+            min = b;
+            found = true;
+        }
+    }
+    std::fclose(mi);
+    if (!found)
+        return;
+    char path[96];
+    std::snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+    // The kernel lowers read-ahead to what the INIT reply allows, so the
+    // value is written once INIT is done: a stat of the mountpoint returns
+    // only after that. A short-lived thread, since the loop is not running yet.
+    std::thread([mp = mountpoint, p = std::string(path)] {
+        struct stat st {};
+        if (::stat(mp.c_str(), &st) != 0)
+            return;
+        const int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return;
+        const char kValue[] = "1024\n";
+        if (::write(fd, kValue, sizeof kValue - 1) < 0)
+            log::debug("cannot set ", p, ": ", std::strerror(errno));
+        ::close(fd);
+    }).detach();
+}
+
+void detach_stdio() {
+    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0)
+        return;
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(null, STDERR_FILENO);
+    if (null > STDERR_FILENO)
+        ::close(null);
+}
+
+// Tells the parent how the mount went (1 byte: 0 ok, else the exit status).
+void report(int fd, unsigned char status) {
+    if (fd < 0)
+        return;
+    while (::write(fd, &status, 1) < 0 && errno == EINTR) {
+    }
+    ::close(fd);
+}
+
+int serve(const Plan& plan, bool debug, int status_fd) {
+    backing::init_credentials();
+    const unsigned long fd_limit = backing::raise_fd_limit();
+    log::debug("file descriptor limit ", fd_limit);
+    // The kernel applies the caller's umask to modes it sends; ours must not
+    // mask them again.
+    ::umask(0);
+
+    UniqueFd root_fd(::open(plan.backing.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) {
+        log::error("backing directory '", plan.backing, "': ", std::strerror(errno));
+        report(status_fd, 1);
+        return 1;
+    }
+    cache::MountPaths paths{plan.backing, plan.mountpoint, root_fd.get()};
+    auto data = cache::open_data_path(plan.cfg, paths);
+    if (!data) {
+        log::error("cannot open the cache: ", to_string(data.error()));
+        report(status_fd, 1);
+        return 1;
+    }
+    int rc = 0;
+    {
+        auto session =
+            fuse::Session::create(plan.cfg, **data, std::move(root_fd), plan.fuse_options, debug);
+        if (!session) {
+            log::error(session.error().message);
+            report(status_fd, 1);
+            (*data)->stop();
+            return 1;
+        }
+        if (auto m = (*session)->mount(plan.mountpoint); !m) {
+            log::error(m.error().message);
+            report(status_fd, 1);
+            session->reset();
+            (*data)->stop();
+            return 1;
+        }
+        if (::geteuid() == 0)
+            raise_readahead(plan.mountpoint);
+        if (status_fd >= 0) {
+            report(status_fd, 0);
+            detach_stdio();
+            log::use_syslog(true);
+        }
+        log::info("mounted ", plan.backing, " on ", plan.mountpoint);
+        if (auto r = (*session)->run(plan.loop); !r) {
+            log::error(to_string(r.error()));
+            rc = 1;
+        }
+        log::info("unmounted ", plan.mountpoint);
+    }
+    (*data)->stop();
+    return rc;
+}
+
+} // namespace
+
+bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& error) {
+    std::vector<std::string> positional;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "-h" || a == "--help") {
+            out.help = true;
+        } else if (a == "-V" || a == "--version") {
+            out.version = true;
+        } else if (a == "-f") {
+            out.foreground = true;
+        } else if (a == "-d" || a == "--debug" || a == "-odebug") {
+            out.debug = true;
+            out.foreground = true;
+        } else if (a == "-s") {
+            out.single_thread = true;
+        } else if (a == "-o") {
+            if (i + 1 >= argc) {
+                error = "option -o needs a value";
+                return false;
+            }
+            out.option_lists.emplace_back(argv[++i]);
+        } else if (a.size() > 2 && a.rfind("-o", 0) == 0) {
+            out.option_lists.push_back(a.substr(2));
+        } else if (a == "--") {
+            for (++i; i < argc; ++i)
+                positional.emplace_back(argv[i]);
+        } else if (!a.empty() && a[0] == '-') {
+            error = "unknown argument '" + a + "'";
+            return false;
+        } else {
+            positional.push_back(a);
+        }
+    }
+    if (out.help || out.version)
+        return true;
+    if (positional.size() < 2) {
+        error = positional.empty() ? "missing BACKING and MOUNTPOINT" : "missing MOUNTPOINT";
+        return false;
+    }
+    if (positional.size() > 2) {
+        error = "unexpected argument '" + positional[2] + "'";
+        return false;
+    }
+    out.backing = positional[0];
+    out.mountpoint = positional[1];
+    return true;
+}
+
+void print_help(const char* prog) {
+    std::printf("usage: %s BACKING MOUNTPOINT [-o OPTION[,OPTION...]]... [-f] [-d] [-s]\n"
+                "\n"
+                "Mounts the directory BACKING on MOUNTPOINT, caching the parts of files that\n"
+                "are used on a fast device.\n"
+                "\n"
+                "  -f             stay in the foreground\n"
+                "  -d             debug output (implies -f)\n"
+                "  -s             serve requests in one thread\n"
+                "  -h, --help     this help\n"
+                "  -V, --version  version\n"
+                "\n"
+                "Options (-o):\n",
+                prog);
+    for (const auto& o : config::option_table()) {
+        std::string head = std::string(o.name) + type_name(o.type);
+        std::printf("  %-24s %s (default: %s)\n", head.c_str(), o.help, o.default_text);
+    }
+    std::printf("\nMount options of mount(8) and FUSE (ro, nosuid, nodev, noexec, noatime,\n"
+                "allow_root, auto_unmount, fsname=, subtype=, max_read=, clone_fd,\n"
+                "max_idle_threads=, ...) are accepted too.\n");
+}
+
+void print_version() {
+    std::printf("overcache %s (libfuse %s, FUSE API %d)\n", OVERCACHE_VERSION, fuse_pkgversion(),
+                FUSE_USE_VERSION);
+}
+
+int run_daemon(const CommandLine& cl) {
+    if (cl.debug)
+        log::set_level(log::Level::debug);
+    Plan plan;
+    if (!make_plan(cl, plan))
+        return 1;
+    if (cl.foreground)
+        return serve(plan, cl.debug, -1);
+
+    // Fork before any thread exists; the parent waits for the child's word.
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+        log::error("pipe: ", std::strerror(errno));
+        return 1;
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        log::error("fork: ", std::strerror(errno));
+        return 1;
+    }
+    if (pid > 0) {
+        ::close(pipefd[1]);
+        unsigned char status = 1;
+        ssize_t n = 0;
+        do {
+            n = ::read(pipefd[0], &status, 1);
+        } while (n < 0 && errno == EINTR);
+        ::close(pipefd[0]);
+        if (n != 1) {
+            // The child died before reporting.
+            int ws = 0;
+            ::waitpid(pid, &ws, 0);
+            log::error("the daemon exited before mounting");
+            return 1;
+        }
+        if (status != 0)
+            ::waitpid(pid, nullptr, 0);
+        return status;
+    }
+    ::close(pipefd[0]);
+    // A session of its own: the terminal's signals no longer reach it.
+    ::setsid();
+    if (::chdir("/") != 0) {
+        // Paths are absolute already; "/" is only so as not to pin a mount.
+    }
+    return serve(plan, cl.debug, pipefd[1]);
+}
+
+} // namespace overcache

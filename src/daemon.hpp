@@ -1,0 +1,30 @@
+// Start-up and shut-down of one mount: command line, checks, daemonizing,
+// the DataPath, the FUSE session. main() only calls run_daemon().
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace overcache {
+
+struct CommandLine {
+    std::string backing;
+    std::string mountpoint;
+    std::vector<std::string> option_lists; // each -o argument
+    bool foreground = false;
+    bool debug = false;
+    bool single_thread = false;
+    bool help = false;
+    bool version = false;
+};
+
+// Parses argv. On a usage error returns false with `error` set.
+bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& error);
+
+void print_help(const char* prog);
+void print_version();
+
+// Mounts and serves until unmounted or signalled. The exit status for main.
+int run_daemon(const CommandLine& cl);
+
+} // namespace overcache

@@ -1,0 +1,157 @@
+// Private to the FUSE adapter: the state every handler reaches through
+// fuse_req_userdata(), the file and directory handles, helpers shared by the
+// ops_*.cpp files, and the handler declarations that make_operations() wires.
+#pragma once
+
+#include "backing/creds.hpp"
+#include "control/stats_text.hpp"
+#include "fuse/inode_table.hpp"
+#include "overcache/cache/data_path.hpp"
+#include "overcache/config/config.hpp"
+#include "util/unique_fd.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <dirent.h>
+#include <fuse_lowlevel.h>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace overcache::fuse {
+
+inline constexpr const char* kControlName = ".overcache";
+
+struct Adapter {
+    Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
+            const struct stat& root_st)
+        : cfg(config), data(data_path), inodes(std::move(root_fd), root_st) {}
+
+    const config::Config cfg;
+    cache::DataPath& data;
+    InodeTable inodes;
+    std::atomic<std::uint64_t> open_files{0};
+};
+
+inline Adapter& adapter_of(fuse_req_t req) {
+    return *static_cast<Adapter*>(fuse_req_userdata(req));
+}
+
+// One open of a file. Members are destroyed in reverse order: the DataPath's
+// OpenFile goes before the fd it borrows.
+struct FileHandle {
+    UniqueFd fd;
+    std::unique_ptr<cache::OpenFile> open;
+    bool control = false;
+    std::string control_text; // the control file's text as of open
+};
+
+struct DirHandle {
+    explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
+    ~DirHandle() {
+        if (dp != nullptr)
+            ::closedir(dp);
+    }
+    DirHandle(const DirHandle&) = delete;
+    DirHandle& operator=(const DirHandle&) = delete;
+
+    std::mutex mutex; // readdir calls on one handle are serialised by it
+    DIR* dp;          // guarded by mutex
+    const bool is_root;
+    off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
+    struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
+};
+
+inline FileHandle& file_of(const fuse_file_info* fi) {
+    return *reinterpret_cast<FileHandle*>(fi->fh); // NOLINT: fh is our pointer
+}
+inline DirHandle& dir_of(const fuse_file_info* fi) {
+    return *reinterpret_cast<DirHandle*>(fi->fh); // NOLINT
+}
+
+inline bool is_control_name(fuse_ino_t parent, const char* name) noexcept {
+    return parent == kRootIno && std::string_view(name) == kControlName;
+}
+
+// Takes the requesting process's uid, gid and groups for the scope, when
+// `active` (creating files always; everything when the kernel does not check
+// permissions because default_permissions is off).
+class CallerScope {
+public:
+    CallerScope(fuse_req_t req, bool active);
+
+private:
+    std::optional<backing::AsCaller> as_;
+};
+
+inline bool check_as_caller(const Adapter& a) noexcept {
+    return !a.cfg.default_permissions;
+}
+
+// Looks `name` up in `parent` on the backing and counts a kernel lookup of
+// it. 0 or errno.
+int lookup_entry(Adapter& a, const Inode& parent, const char* name, fuse_entry_param& e);
+// Sends an entry reply; if the kernel did not take it, undoes the lookup.
+void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e);
+void control_attr(struct stat& st) noexcept;
+void control_entry(fuse_entry_param& e, const Adapter& a) noexcept;
+// The control file's lines: the DataPath's stats, then the adapter's.
+control::StatLines all_stats(Adapter& a);
+
+// ops_entry.cpp
+void op_init(void* userdata, fuse_conn_info* conn);
+void op_destroy(void* userdata);
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup) noexcept;
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept;
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                fuse_file_info* fi) noexcept;
+void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept;
+void op_statfs(fuse_req_t req, fuse_ino_t ino) noexcept;
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept;
+
+// ops_dir.cpp
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              dev_t rdev) noexcept;
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept;
+void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept;
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept;
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept;
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) noexcept;
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) noexcept;
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    fuse_file_info* fi) noexcept;
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept;
+
+// ops_file.cpp
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) noexcept;
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept;
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off,
+                  fuse_file_info* fi) noexcept;
+void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept;
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept;
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) noexcept;
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) noexcept;
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                        fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                        int flags) noexcept;
+
+// ops_xattr.cpp
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) noexcept;
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept;
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept;
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept;
+
+} // namespace overcache::fuse

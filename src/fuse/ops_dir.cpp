@@ -1,0 +1,338 @@
+// DOC: namespace handlers (mknod, mkdir, symlink, link, unlink, rmdir,
+// rename) and directory reading. New files are made with the caller's
+// credentials (CallerScope), so their owner, group (setgid directories
+// included) and permission checks are what the caller would get on the
+// backing; the kernel has already applied the caller's umask to `mode`.
+// Dropping a file's last name tells the DataPath (removed); other changes to
+// a regular file's names tell it touched (nlink and ctime moved).
+// readdir hides the control file's name in the root; readdirplus counts a
+// lookup for every entry it returns and undoes the ones that did not fit.
+#include "backing/backing_fs.hpp"
+#include "fuse/adapter.hpp"
+#include "fuse/reply.hpp"
+
+#include <cstring>
+#include <fcntl.h>
+#include <limits>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace overcache::fuse {
+namespace {
+
+enum class NodeKind { mknod, mkdir, symlink };
+
+int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind, mode_t mode,
+              dev_t rdev, const char* link) {
+    Adapter& a = adapter_of(req);
+    if (is_control_name(parent, name))
+        return EEXIST;
+    InodePtr dir = a.inodes.get(parent);
+    if (!dir)
+        return ESTALE;
+    {
+        CallerScope as(req, true);
+        int rc = 0;
+        switch (kind) {
+        case NodeKind::mkdir:
+            rc = ::mkdirat(dir->fd(), name, mode);
+            break;
+        case NodeKind::symlink:
+            rc = ::symlinkat(link, dir->fd(), name);
+            break;
+        case NodeKind::mknod:
+            rc = ::mknodat(dir->fd(), name, mode, rdev);
+            break;
+        }
+        if (rc != 0)
+            return errno;
+    }
+    fuse_entry_param e{};
+    if (const int err = lookup_entry(a, *dir, name, e))
+        return err;
+    reply_entry(req, a, e);
+    return 0;
+}
+
+// After `fd`'s file (lstat `before`) lost a name: tell the DataPath.
+void lost_name(Adapter& a, int fd, const struct stat& before) {
+    if (!S_ISREG(before.st_mode))
+        return;
+    if (before.st_nlink <= 1) {
+        a.data.removed(cache::FileRef{fd, before});
+        return;
+    }
+    struct stat now {};
+    if (backing::stat_fd(fd, now) == 0)
+        a.data.touched(cache::FileRef{fd, now});
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                bool plus) {
+    guarded(req, plus ? "readdirplus" : "readdir", [&] {
+        Adapter& a = adapter_of(req);
+        DirHandle& dh = dir_of(fi);
+        InodePtr dir = a.inodes.get(ino);
+        if (!dir)
+            return ESTALE;
+        std::vector<char> buf(size);
+        std::vector<Ino> counted; // lookups readdirplus counted, for undoing
+        std::size_t used = 0;
+        int err = 0;
+
+        std::lock_guard lock(dh.mutex);
+        if (off != dh.offset) {
+            ::seekdir(dh.dp, off);
+            dh.entry = nullptr;
+            dh.offset = off;
+        }
+        for (;;) {
+            if (dh.entry == nullptr) {
+                errno = 0;
+                dh.entry = ::readdir(dh.dp);
+                if (dh.entry == nullptr) {
+                    err = errno;
+                    break;
+                }
+            }
+            const char* name = dh.entry->d_name;
+            const off_t next = dh.entry->d_off;
+            if (dh.is_root && std::strcmp(name, kControlName) == 0) {
+                // Shadowed by the control file; never listed.
+                dh.entry = nullptr;
+                dh.offset = next;
+                continue;
+            }
+            const bool dots = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
+            std::size_t entsize = 0;
+            if (plus) {
+                fuse_entry_param e{};
+                if (dots) {
+                    e.attr.st_ino = dh.entry->d_ino;
+                    e.attr.st_mode = static_cast<mode_t>(dh.entry->d_type) << 12;
+                } else {
+                    const int lerr = lookup_entry(a, *dir, name, e);
+                    if (lerr == ENOENT) {
+                        // Removed since readdir saw it: leave it out.
+                        dh.entry = nullptr;
+                        dh.offset = next;
+                        continue;
+                    }
+                    if (lerr != 0) {
+                        err = lerr;
+                        break;
+                    }
+                }
+                entsize =
+                    fuse_add_direntry_plus(req, buf.data() + used, size - used, name, &e, next);
+                if (entsize > size - used) {
+                    if (e.ino != 0)
+                        a.inodes.forget(e.ino, 1);
+                    break;
+                }
+                if (e.ino != 0)
+                    counted.push_back(e.ino);
+            } else {
+                struct stat st {};
+                st.st_ino = dh.entry->d_ino;
+                st.st_mode = static_cast<mode_t>(dh.entry->d_type) << 12;
+                entsize = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
+                if (entsize > size - used)
+                    break;
+            }
+            used += entsize;
+            dh.entry = nullptr;
+            dh.offset = next;
+        }
+        // An error after some entries: return those; the next call hits it again.
+        if (err != 0 && used == 0) {
+            for (Ino i : counted)
+                a.inodes.forget(i, 1);
+            return err;
+        }
+        if (fuse_reply_buf(req, buf.data(), used) != 0) {
+            for (Ino i : counted)
+                a.inodes.forget(i, 1);
+        }
+        return 0;
+    });
+}
+
+} // namespace
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              dev_t rdev) noexcept {
+    guarded(req, "mknod",
+            [&] { return make_node(req, parent, name, NodeKind::mknod, mode, rdev, nullptr); });
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
+    guarded(req, "mkdir",
+            [&] { return make_node(req, parent, name, NodeKind::mkdir, mode, 0, nullptr); });
+}
+
+void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
+    guarded(req, "symlink",
+            [&] { return make_node(req, parent, name, NodeKind::symlink, 0, 0, link); });
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
+    guarded(req, "link", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return EPERM;
+        if (is_control_name(newparent, newname))
+            return EEXIST;
+        InodePtr inode = a.inodes.get(ino);
+        InodePtr dir = a.inodes.get(newparent);
+        if (!inode || !dir)
+            return ESTALE;
+        {
+            // Through /proc rather than AT_EMPTY_PATH, which needs
+            // CAP_DAC_READ_SEARCH that the caller's fsuid does not carry.
+            CallerScope as(req, true);
+            const backing::ProcPath p(inode->fd());
+            if (::linkat(AT_FDCWD, p.c_str(), dir->fd(), newname, AT_SYMLINK_FOLLOW) != 0)
+                return errno;
+        }
+        fuse_entry_param e{};
+        if (const int err = lookup_entry(a, *dir, newname, e))
+            return err;
+        if (S_ISREG(e.attr.st_mode))
+            a.data.touched(cache::FileRef{inode->fd(), e.attr});
+        reply_entry(req, a, e);
+        return 0;
+    });
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+    guarded(req, "unlink", [&] {
+        Adapter& a = adapter_of(req);
+        if (is_control_name(parent, name))
+            return EPERM;
+        InodePtr dir = a.inodes.get(parent);
+        if (!dir)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        auto fd = backing::open_path(dir->fd(), name);
+        if (!fd)
+            return errno_of(fd.error());
+        struct stat before {};
+        if (const int err = backing::stat_fd(fd->get(), before))
+            return err;
+        if (::unlinkat(dir->fd(), name, 0) != 0)
+            return errno;
+        lost_name(a, fd->get(), before);
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+    guarded(req, "rmdir", [&] {
+        Adapter& a = adapter_of(req);
+        if (is_control_name(parent, name))
+            return EPERM;
+        InodePtr dir = a.inodes.get(parent);
+        if (!dir)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        if (::unlinkat(dir->fd(), name, AT_REMOVEDIR) != 0)
+            return errno;
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) noexcept {
+    guarded(req, "rename", [&] {
+        Adapter& a = adapter_of(req);
+        if (is_control_name(parent, name) || is_control_name(newparent, newname))
+            return EPERM;
+        if ((flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0)
+            return EINVAL; // RENAME_WHITEOUT is for overlayfs on real filesystems
+        InodePtr from = a.inodes.get(parent);
+        InodePtr to = a.inodes.get(newparent);
+        if (!from || !to)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        // A plain rename over a regular file may drop the victim's last name.
+        UniqueFd victim;
+        struct stat victim_st {};
+        if (flags == 0) {
+            if (auto v = backing::open_path(to->fd(), newname);
+                v && backing::stat_fd(v->get(), victim_st) == 0 && S_ISREG(victim_st.st_mode)) {
+                struct stat src_st {};
+                // Renaming a name onto another name of the same file does nothing.
+                if (::fstatat(from->fd(), name, &src_st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    !(src_st.st_dev == victim_st.st_dev && src_st.st_ino == victim_st.st_ino))
+                    victim = std::move(*v);
+            }
+        }
+        if (::renameat2(from->fd(), name, to->fd(), newname, flags) != 0)
+            return errno;
+        if (victim)
+            lost_name(a, victim.get(), victim_st);
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+    guarded(req, "opendir", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return ENOTDIR;
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        const int fd = ::openat(inode->fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            return errno;
+        DIR* dp = ::fdopendir(fd);
+        if (dp == nullptr) {
+            const int err = errno;
+            ::close(fd);
+            return err;
+        }
+        auto dh = std::make_unique<DirHandle>(dp, ino == kRootIno);
+        fi->fh = reinterpret_cast<std::uint64_t>(dh.get()); // NOLINT
+        if (fuse_reply_open(req, fi) == 0)
+            (void)dh.release(); // now owned by the kernel's handle until releasedir
+        return 0;
+    });
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                fuse_file_info* fi) noexcept {
+    do_readdir(req, ino, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    fuse_file_info* fi) noexcept {
+    do_readdir(req, ino, size, off, fi, true);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
+    guarded(req, "releasedir", [&] {
+        delete &dir_of(fi); // NOLINT: the handle opendir gave away
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) noexcept {
+    guarded(req, "fsyncdir", [&] {
+        DirHandle& dh = dir_of(fi);
+        const int fd = ::dirfd(dh.dp);
+        const int rc = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
+        fuse_reply_err(req, rc == 0 ? 0 : errno);
+        return 0;
+    });
+}
+
+} // namespace overcache::fuse

@@ -1,0 +1,285 @@
+// DOC: entry and attribute handlers: lookup, forget, getattr, setattr,
+// readlink, statfs, access, and the control file's entry. Attributes are the
+// backing's own, st_ino included (the kernel shows attr.st_ino to stat(2));
+// the fuse_ino_t is only the kernel's handle on an InodeTable entry.
+// Metadata changes go to the backing first, then the DataPath hears of them
+// (invalidate for a size change, touched for the rest). Every handler is
+// noexcept and replies once through guarded() (see reply.hpp).
+#include "backing/backing_fs.hpp"
+#include "fuse/adapter.hpp"
+#include "fuse/reply.hpp"
+
+#include <cstring>
+#include <fcntl.h>
+#include <limits>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <vector>
+
+namespace overcache::fuse {
+
+// The control file's st_ino: far from where small filesystems hand out
+// numbers, and still fits a 32-bit ino_t for old binaries.
+constexpr ino_t kControlStIno = 0xFFFFFFF0u;
+
+CallerScope::CallerScope(fuse_req_t req, bool active) {
+    if (!active || !backing::can_switch_credentials())
+        return;
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    if (ctx->uid == 0 && ctx->gid == 0)
+        return;
+    thread_local std::vector<gid_t> groups(64);
+    int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+    if (n > static_cast<int>(groups.size())) {
+        groups.resize(static_cast<std::size_t>(n));
+        n = fuse_req_getgroups(req, n, groups.data());
+    }
+    // The process may be gone (n < 0): it then gets no supplementary groups.
+    const std::size_t count =
+        n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), groups.size()) : 0;
+    as_.emplace(ctx->uid, ctx->gid, std::span<const gid_t>(groups.data(), count));
+}
+
+int lookup_entry(Adapter& a, const Inode& parent, const char* name, fuse_entry_param& e) {
+    auto fd = backing::open_path(parent.fd(), name);
+    if (!fd)
+        return errno_of(fd.error());
+    struct stat st {};
+    if (const int err = backing::stat_fd(fd->get(), st))
+        return err;
+    InodePtr inode = a.inodes.lookup(std::move(*fd), st);
+    std::memset(&e, 0, sizeof e);
+    e.ino = inode->ino();
+    e.generation = 0; // numbers are never reused within a mount
+    e.attr = st;
+    e.attr_timeout = a.cfg.attr_timeout;
+    e.entry_timeout = a.cfg.entry_timeout;
+    return 0;
+}
+
+void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e) {
+    // An interrupted request is not seen by the kernel, which then never
+    // forgets the lookup we counted.
+    if (fuse_reply_entry(req, &e) != 0 && e.ino != 0)
+        a.inodes.forget(e.ino, 1);
+}
+
+void control_attr(struct stat& st) noexcept {
+    std::memset(&st, 0, sizeof st);
+    st.st_ino = kControlStIno;
+    st.st_mode = S_IFREG | 0444;
+    st.st_nlink = 1;
+    st.st_uid = 0;
+    st.st_gid = 0;
+    st.st_size = 0; // opened with direct_io: reads are not bounded by the size
+    st.st_blksize = 4096;
+}
+
+void control_entry(fuse_entry_param& e, const Adapter& a) noexcept {
+    std::memset(&e, 0, sizeof e);
+    e.ino = kControlIno;
+    control_attr(e.attr);
+    e.attr_timeout = a.cfg.attr_timeout;
+    e.entry_timeout = a.cfg.entry_timeout;
+}
+
+control::StatLines all_stats(Adapter& a) {
+    control::StatLines lines = a.data.stats();
+    lines.emplace_back("inodes", std::to_string(a.inodes.size()));
+    lines.emplace_back("open_files", std::to_string(a.open_files.load()));
+    return lines;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+    guarded(req, "lookup", [&] {
+        Adapter& a = adapter_of(req);
+        fuse_entry_param e{};
+        if (is_control_name(parent, name)) {
+            control_entry(e, a);
+            fuse_reply_entry(req, &e);
+            return 0;
+        }
+        InodePtr dir = a.inodes.get(parent);
+        if (!dir)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        const int err = lookup_entry(a, *dir, name, e);
+        if (err == ENOENT && a.cfg.negative_timeout > 0) {
+            std::memset(&e, 0, sizeof e);
+            e.entry_timeout = a.cfg.negative_timeout;
+            fuse_reply_entry(req, &e);
+            return 0;
+        }
+        if (err != 0)
+            return err;
+        reply_entry(req, a, e);
+        return 0;
+    });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup) noexcept {
+    guarded_no_reply(req, "forget", [&] { adapter_of(req).inodes.forget(ino, nlookup); });
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept {
+    guarded_no_reply(req, "forget_multi", [&] {
+        Adapter& a = adapter_of(req);
+        for (size_t i = 0; i < count; ++i)
+            a.inodes.forget(forgets[i].ino, forgets[i].nlookup);
+    });
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+    guarded(req, "getattr", [&] {
+        Adapter& a = adapter_of(req);
+        struct stat st {};
+        if (ino == kControlIno) {
+            control_attr(st);
+            fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+            return 0;
+        }
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        const int fd = (fi != nullptr && !file_of(fi).control) ? file_of(fi).fd.get() : inode->fd();
+        if (const int err = backing::stat_fd(fd, st))
+            return err;
+        fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+        return 0;
+    });
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                fuse_file_info* fi) noexcept {
+    guarded(req, "setattr", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return EPERM;
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        // An open handle is used when the kernel gives one (ftruncate,
+        // futimens): it works even if the file's mode forbids a reopen.
+        const int ofd = (fi != nullptr && !file_of(fi).control) ? file_of(fi).fd.get() : -1;
+        CallerScope as(req, check_as_caller(a));
+
+        if ((to_set & FUSE_SET_ATTR_MODE) != 0) {
+            int err = 0;
+            if (ofd >= 0)
+                err = ::fchmod(ofd, attr->st_mode) == 0 ? 0 : errno;
+            else if (inode->is_symlink())
+                err = EOPNOTSUPP; // Linux cannot change a symlink's mode
+            else
+                err = backing::set_mode(inode->fd(), attr->st_mode);
+            if (err != 0)
+                return err;
+        }
+        if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) != 0) {
+            const uid_t uid =
+                (to_set & FUSE_SET_ATTR_UID) != 0 ? attr->st_uid : static_cast<uid_t>(-1);
+            const gid_t gid =
+                (to_set & FUSE_SET_ATTR_GID) != 0 ? attr->st_gid : static_cast<gid_t>(-1);
+            if (const int err = backing::set_owner(inode->fd(), uid, gid))
+                return err;
+        }
+        if ((to_set & FUSE_SET_ATTR_SIZE) != 0) {
+            int err = 0;
+            if (ofd >= 0)
+                err = ::ftruncate(ofd, attr->st_size) == 0 ? 0 : errno;
+            else
+                err = backing::truncate_path(inode->fd(), attr->st_size);
+            if (err != 0)
+                return err;
+        }
+        if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) != 0) {
+            struct timespec times[2];
+            times[0].tv_sec = 0;
+            times[1].tv_sec = 0;
+            times[0].tv_nsec = UTIME_OMIT;
+            times[1].tv_nsec = UTIME_OMIT;
+            if ((to_set & FUSE_SET_ATTR_ATIME_NOW) != 0)
+                times[0].tv_nsec = UTIME_NOW;
+            else if ((to_set & FUSE_SET_ATTR_ATIME) != 0)
+                times[0] = attr->st_atim;
+            if ((to_set & FUSE_SET_ATTR_MTIME_NOW) != 0)
+                times[1].tv_nsec = UTIME_NOW;
+            else if ((to_set & FUSE_SET_ATTR_MTIME) != 0)
+                times[1] = attr->st_mtim;
+            int err = 0;
+            if (ofd >= 0)
+                err = ::futimens(ofd, times) == 0 ? 0 : errno;
+            else
+                err = backing::set_times(inode->fd(), times);
+            if (err != 0)
+                return err;
+        }
+
+        struct stat st {};
+        if (const int err = backing::stat_fd(ofd >= 0 ? ofd : inode->fd(), st))
+            return err;
+        if (S_ISREG(st.st_mode)) {
+            const cache::FileRef ref{inode->fd(), st};
+            if ((to_set & FUSE_SET_ATTR_SIZE) != 0)
+                a.data.invalidate(ref, static_cast<std::uint64_t>(attr->st_size),
+                                  std::numeric_limits<std::uint64_t>::max());
+            else
+                a.data.touched(ref);
+        }
+        fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+        return 0;
+    });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
+    guarded(req, "readlink", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return EINVAL;
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        std::vector<char> buf(PATH_MAX + 1);
+        const ssize_t n = ::readlinkat(inode->fd(), "", buf.data(), buf.size() - 1);
+        if (n < 0)
+            return errno;
+        buf[static_cast<std::size_t>(n)] = '\0';
+        fuse_reply_readlink(req, buf.data());
+        return 0;
+    });
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino) noexcept {
+    guarded(req, "statfs", [&] {
+        Adapter& a = adapter_of(req);
+        InodePtr inode = ino == kControlIno ? a.inodes.root() : a.inodes.get(ino);
+        if (!inode)
+            inode = a.inodes.root();
+        struct statvfs sv {};
+        if (::fstatvfs(inode->fd(), &sv) != 0)
+            return errno;
+        fuse_reply_statfs(req, &sv);
+        return 0;
+    });
+}
+
+void op_access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
+    guarded(req, "access", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno) {
+            fuse_reply_err(req, (mask & (W_OK | X_OK)) != 0 ? EACCES : 0);
+            return 0;
+        }
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        // AT_EACCESS checks with the fs ids, which CallerScope sets.
+        CallerScope as(req, true);
+        const backing::ProcPath p(inode->fd());
+        const int err = ::faccessat(AT_FDCWD, p.c_str(), mask, AT_EACCESS) == 0 ? 0 : errno;
+        fuse_reply_err(req, err);
+        return 0;
+    });
+}
+
+} // namespace overcache::fuse

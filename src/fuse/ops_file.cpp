@@ -1,0 +1,341 @@
+// DOC: file data handlers: open, create, read, write_buf, flush, release,
+// fsync, fallocate, lseek, copy_file_range, and the control file's reads.
+// Each open holds a real backing fd and the DataPath's OpenFile (FileHandle,
+// owned through fi->fh until release). Reads come from DataPath::read and are
+// replied straight from the fd it names (splice) or from its buffer; writes
+// go to the backing fd, spliced when the DataPath does not want the bytes,
+// and DataPath::wrote() hears of them afterwards.
+// O_APPEND is not passed to the backing fd: without the writeback cache the
+// kernel gives every write its offset (end of file, under the inode lock, for
+// O_APPEND opens), and mmap writeback may go through any writable handle, so
+// a backing O_APPEND fd would put page writes at the end of the file.
+// O_DIRECT is not passed either: the kernel applies it to its own page
+// cache, and the backing need not accept the caller's alignment.
+#include "backing/backing_fs.hpp"
+#include "fuse/adapter.hpp"
+#include "fuse/reply.hpp"
+
+#include <cstring>
+#include <fcntl.h>
+#include <limits>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace overcache::fuse {
+namespace {
+
+constexpr int kStrippedOpenFlags = O_CREAT | O_EXCL | O_NOCTTY | O_APPEND | O_DIRECT | O_NOFOLLOW;
+constexpr std::uint64_t kToEnd = std::numeric_limits<std::uint64_t>::max();
+
+// Per FUSE thread: room for one request's data (up to max_write/max_read).
+std::vector<char>& thread_buffer(std::size_t size) {
+    thread_local std::vector<char> buf;
+    if (buf.size() < size)
+        buf.resize(size);
+    return buf;
+}
+
+// Hands a FileHandle to the kernel through fi->fh.
+void give_handle(fuse_file_info* fi, std::unique_ptr<FileHandle>& fh) {
+    fi->fh = reinterpret_cast<std::uint64_t>(fh.get()); // NOLINT: our pointer, returned at release
+}
+
+int open_control(fuse_req_t req, fuse_file_info* fi) {
+    Adapter& a = adapter_of(req);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0)
+        return EACCES; // read-only for now; commands come with a later issue
+    auto fh = std::make_unique<FileHandle>();
+    fh->control = true;
+    fh->control_text = control::render_stats(all_stats(a));
+    give_handle(fi, fh);
+    fi->direct_io = 1; // size 0 in stat; reads are served from the text
+    fi->keep_cache = 0;
+    if (fuse_reply_open(req, fi) == 0)
+        (void)fh.release();
+    return 0;
+}
+
+// pwrite until all of `len` is written or an error; returns bytes written or -errno.
+ssize_t pwrite_all(int fd, const char* data, std::size_t len, off_t off) {
+    std::size_t done = 0;
+    while (done < len) {
+        const ssize_t n = ::pwrite(fd, data + done, len - done, off + static_cast<off_t>(done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (done > 0)
+                break;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += static_cast<std::size_t>(n);
+    }
+    return static_cast<ssize_t>(done);
+}
+
+} // namespace
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+    guarded(req, "open", [&] {
+        if (ino == kControlIno)
+            return open_control(req, fi);
+        Adapter& a = adapter_of(req);
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        if (inode->is_dir())
+            return EISDIR;
+        UniqueFd fd;
+        {
+            CallerScope as(req, check_as_caller(a));
+            auto r = backing::reopen(inode->fd(), fi->flags & ~kStrippedOpenFlags);
+            if (!r)
+                return errno_of(r.error());
+            fd = std::move(*r);
+        }
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0)
+            return errno;
+        auto out = a.data.open(fd.get(), st, fi->flags);
+        if (!out)
+            return errno_of(out.error());
+        if ((fi->flags & O_TRUNC) != 0)
+            a.data.invalidate(cache::FileRef{fd.get(), st}, 0, kToEnd);
+        auto fh = std::make_unique<FileHandle>();
+        fh->fd = std::move(fd);
+        fh->open = std::move(out->file);
+        fi->keep_cache = out->keep_page_cache && (fi->flags & O_TRUNC) == 0 ? 1 : 0;
+        give_handle(fi, fh);
+        if (fuse_reply_open(req, fi) == 0) {
+            (void)fh.release();
+            ++a.open_files;
+        }
+        return 0;
+    });
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) noexcept {
+    guarded(req, "create", [&] {
+        Adapter& a = adapter_of(req);
+        if (is_control_name(parent, name))
+            return EEXIST;
+        InodePtr dir = a.inodes.get(parent);
+        if (!dir)
+            return ESTALE;
+        const int flags = (fi->flags & ~(O_NOCTTY | O_APPEND | O_DIRECT)) | O_CREAT;
+        UniqueFd fd;
+        {
+            CallerScope as(req, true);
+            const int raw = ::openat(dir->fd(), name, flags | O_CLOEXEC, mode);
+            if (raw < 0)
+                return errno;
+            fd.reset(raw);
+        }
+        // The entry is made from the open fd, not the name, which another
+        // process may have replaced already.
+        auto path_fd = backing::path_of(fd.get());
+        if (!path_fd)
+            return errno_of(path_fd.error());
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0)
+            return errno;
+        auto out = a.data.open(fd.get(), st, fi->flags);
+        if (!out)
+            return errno_of(out.error());
+        if ((fi->flags & O_TRUNC) != 0)
+            a.data.invalidate(cache::FileRef{fd.get(), st}, 0, kToEnd);
+
+        auto fh = std::make_unique<FileHandle>();
+        fh->fd = std::move(fd);
+        fh->open = std::move(out->file);
+        fi->keep_cache = 0;
+
+        InodePtr inode = a.inodes.lookup(std::move(*path_fd), st);
+        fuse_entry_param e{};
+        e.ino = inode->ino();
+        e.attr = st;
+        e.attr_timeout = a.cfg.attr_timeout;
+        e.entry_timeout = a.cfg.entry_timeout;
+        give_handle(fi, fh);
+        if (fuse_reply_create(req, &e, fi) == 0) {
+            (void)fh.release();
+            ++a.open_files;
+        } else {
+            a.inodes.forget(e.ino, 1);
+        }
+        return 0;
+    });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
+             fuse_file_info* fi) noexcept {
+    guarded(req, "read", [&] {
+        FileHandle& fh = file_of(fi);
+        if (fh.control) {
+            const std::string& text = fh.control_text;
+            if (off < 0 || static_cast<std::size_t>(off) >= text.size()) {
+                fuse_reply_buf(req, nullptr, 0);
+                return 0;
+            }
+            const std::size_t n = std::min(size, text.size() - static_cast<std::size_t>(off));
+            fuse_reply_buf(req, text.data() + off, n);
+            return 0;
+        }
+        Adapter& a = adapter_of(req);
+        std::vector<char>& buf = thread_buffer(size);
+        auto r = a.data.read(*fh.open, buf.data(), size, off);
+        if (!r)
+            return errno_of(r.error());
+        if (r->fd >= 0) {
+            fuse_bufvec bv = FUSE_BUFVEC_INIT(r->len);
+            bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+            bv.buf[0].fd = r->fd;
+            bv.buf[0].pos = r->fd_offset;
+            fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+        } else {
+            fuse_reply_buf(req, buf.data(), r->len);
+        }
+        return 0;
+    });
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t off,
+                  fuse_file_info* fi) noexcept {
+    guarded(req, "write_buf", [&] {
+        FileHandle& fh = file_of(fi);
+        if (fh.control)
+            return EBADF;
+        Adapter& a = adapter_of(req);
+        const std::size_t size = fuse_buf_size(in_buf);
+        if (a.data.wants_write_data(*fh.open)) {
+            std::vector<char>& buf = thread_buffer(size);
+            fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+            mem.buf[0].mem = buf.data();
+            const ssize_t got = fuse_buf_copy(&mem, in_buf, FUSE_BUF_NO_SPLICE);
+            if (got < 0)
+                return static_cast<int>(-got);
+            const ssize_t n =
+                pwrite_all(fh.fd.get(), buf.data(), static_cast<std::size_t>(got), off);
+            if (n < 0)
+                return static_cast<int>(-n);
+            a.data.wrote(*fh.open, buf.data(), static_cast<std::size_t>(n), off);
+            fuse_reply_write(req, static_cast<std::size_t>(n));
+            return 0;
+        }
+        fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+        out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+        out.buf[0].fd = fh.fd.get();
+        out.buf[0].pos = off;
+        const ssize_t n = fuse_buf_copy(&out, in_buf, static_cast<fuse_buf_copy_flags>(0));
+        if (n < 0)
+            return static_cast<int>(-n);
+        a.data.wrote(*fh.open, nullptr, static_cast<std::size_t>(n), off);
+        fuse_reply_write(req, static_cast<std::size_t>(n));
+        return 0;
+    });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
+    guarded(req, "flush", [&] {
+        FileHandle& fh = file_of(fi);
+        if (fh.control) {
+            fuse_reply_err(req, 0);
+            return 0;
+        }
+        // close(2) of a duplicate makes the backing do what it does on close
+        // (NFS writes back and reports errors there) without closing ours.
+        const int dup_fd = ::dup(fh.fd.get());
+        if (dup_fd < 0)
+            return errno;
+        fuse_reply_err(req, ::close(dup_fd) == 0 ? 0 : errno);
+        return 0;
+    });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
+    guarded(req, "release", [&] {
+        FileHandle* fh = &file_of(fi);
+        if (!fh->control)
+            --adapter_of(req).open_files;
+        delete fh; // NOLINT: the handle open/create gave away
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) noexcept {
+    guarded(req, "fsync", [&] {
+        FileHandle& fh = file_of(fi);
+        if (fh.control) {
+            fuse_reply_err(req, 0);
+            return 0;
+        }
+        const int rc = datasync != 0 ? ::fdatasync(fh.fd.get()) : ::fsync(fh.fd.get());
+        fuse_reply_err(req, rc == 0 ? 0 : errno);
+        return 0;
+    });
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) noexcept {
+    guarded(req, "fallocate", [&] {
+        FileHandle& fh = file_of(fi);
+        if (fh.control)
+            return EBADF;
+        Adapter& a = adapter_of(req);
+        if (::fallocate(fh.fd.get(), mode, offset, length) != 0)
+            return errno;
+        struct stat st {};
+        if (::fstat(fh.fd.get(), &st) == 0) {
+            // Collapse and insert move every byte after `offset`.
+            const bool shifts = (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) != 0;
+            a.data.invalidate(cache::FileRef{fh.fd.get(), st}, static_cast<std::uint64_t>(offset),
+                              shifts ? kToEnd : static_cast<std::uint64_t>(length));
+        }
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence,
+              fuse_file_info* fi) noexcept {
+    guarded(req, "lseek", [&] {
+        FileHandle& fh = file_of(fi);
+        if (fh.control)
+            return ENXIO; // an empty file has no data and no hole past its end
+        const off_t r = ::lseek(fh.fd.get(), off, whence);
+        if (r < 0)
+            return errno;
+        fuse_reply_lseek(req, r);
+        return 0;
+    });
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fuse_file_info* fi_in,
+                        fuse_ino_t /*ino_out*/, off_t off_out, fuse_file_info* fi_out, size_t len,
+                        int flags) noexcept {
+    guarded(req, "copy_file_range", [&] {
+        FileHandle& in = file_of(fi_in);
+        FileHandle& out = file_of(fi_out);
+        if (in.control || out.control)
+            return EBADF;
+        Adapter& a = adapter_of(req);
+        loff_t from = off_in;
+        loff_t to = off_out;
+        const ssize_t n = ::copy_file_range(in.fd.get(), &from, out.fd.get(), &to, len,
+                                            static_cast<unsigned>(flags));
+        if (n < 0)
+            return errno;
+        struct stat st {};
+        if (n > 0 && ::fstat(out.fd.get(), &st) == 0)
+            a.data.invalidate(cache::FileRef{out.fd.get(), st}, static_cast<std::uint64_t>(off_out),
+                              static_cast<std::uint64_t>(n));
+        fuse_reply_write(req, static_cast<std::size_t>(n));
+        return 0;
+    });
+}
+
+} // namespace overcache::fuse

@@ -1,0 +1,155 @@
+// DOC: extended attributes, passed through to the backing by way of
+// /proc/self/fd (the O_PATH handle has no f*xattr form; on a symlink's
+// handle the magic link lands on the symlink itself, so symlinks are handled
+// right too). Names under `user.overcache.` belong to the cache's own
+// settings (DESIGN.md, control surface): they are refused with ENOTSUP until
+// that lands, and never listed, whatever the backing holds. The control
+// file has no attributes and takes none.
+#include "backing/backing_fs.hpp"
+#include "fuse/adapter.hpp"
+#include "fuse/reply.hpp"
+
+#include <cstring>
+#include <string_view>
+#include <sys/xattr.h>
+#include <vector>
+
+namespace overcache::fuse {
+namespace {
+
+constexpr std::string_view kReservedPrefix = "user.overcache.";
+
+bool is_reserved(const char* name) noexcept {
+    return std::string_view(name).substr(0, kReservedPrefix.size()) == kReservedPrefix;
+}
+
+void attributes_changed(Adapter& a, const Inode& inode) {
+    if (!S_ISREG(inode.type()))
+        return;
+    struct stat st {};
+    if (backing::stat_fd(inode.fd(), st) == 0)
+        a.data.touched(cache::FileRef{inode.fd(), st});
+}
+
+} // namespace
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
+    guarded(req, "getxattr", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return ENODATA;
+        if (is_reserved(name))
+            return ENOTSUP;
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        const backing::ProcPath p(inode->fd());
+        if (size == 0) {
+            const ssize_t n = ::getxattr(p.c_str(), name, nullptr, 0);
+            if (n < 0)
+                return errno;
+            fuse_reply_xattr(req, static_cast<std::size_t>(n));
+            return 0;
+        }
+        std::vector<char> buf(size);
+        const ssize_t n = ::getxattr(p.c_str(), name, buf.data(), size);
+        if (n < 0)
+            return errno;
+        fuse_reply_buf(req, buf.data(), static_cast<std::size_t>(n));
+        return 0;
+    });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
+    guarded(req, "listxattr", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno) {
+            if (size == 0)
+                fuse_reply_xattr(req, 0);
+            else
+                fuse_reply_buf(req, nullptr, 0);
+            return 0;
+        }
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        const backing::ProcPath p(inode->fd());
+        // The whole list is needed to filter it, whatever `size` asks.
+        std::vector<char> list;
+        for (int attempt = 0;; ++attempt) {
+            const ssize_t want = ::listxattr(p.c_str(), nullptr, 0);
+            if (want < 0)
+                return errno;
+            list.resize(static_cast<std::size_t>(want));
+            const ssize_t got = want == 0 ? 0 : ::listxattr(p.c_str(), list.data(), list.size());
+            if (got >= 0) {
+                list.resize(static_cast<std::size_t>(got));
+                break;
+            }
+            if (errno != ERANGE || attempt > 8)
+                return errno; // grew between the calls more than a few times
+        }
+        std::vector<char> shown;
+        shown.reserve(list.size());
+        for (std::size_t i = 0; i < list.size();) {
+            const char* name = list.data() + i;
+            const std::size_t len = ::strnlen(name, list.size() - i);
+            if (!is_reserved(name))
+                shown.insert(shown.end(), name, name + len + 1);
+            i += len + 1;
+        }
+        if (size == 0) {
+            fuse_reply_xattr(req, shown.size());
+            return 0;
+        }
+        if (shown.size() > size)
+            return ERANGE;
+        fuse_reply_buf(req, shown.data(), shown.size());
+        return 0;
+    });
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) noexcept {
+    guarded(req, "setxattr", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return EPERM;
+        if (is_reserved(name))
+            return ENOTSUP;
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        const backing::ProcPath p(inode->fd());
+        if (::setxattr(p.c_str(), name, value, size, flags) != 0)
+            return errno;
+        attributes_changed(a, *inode);
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
+    guarded(req, "removexattr", [&] {
+        Adapter& a = adapter_of(req);
+        if (ino == kControlIno)
+            return ENODATA;
+        if (is_reserved(name))
+            return ENOTSUP;
+        InodePtr inode = a.inodes.get(ino);
+        if (!inode)
+            return ESTALE;
+        CallerScope as(req, check_as_caller(a));
+        const backing::ProcPath p(inode->fd());
+        if (::removexattr(p.c_str(), name) != 0)
+            return errno;
+        attributes_changed(a, *inode);
+        fuse_reply_err(req, 0);
+        return 0;
+    });
+}
+
+} // namespace overcache::fuse
