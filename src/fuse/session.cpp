@@ -137,19 +137,23 @@ Result<void> Session::mount(const std::string& mountpoint) {
     if (fuse_session_mount(se_, mountpoint.c_str()) != 0)
         return fail(Errc::Sys, "cannot mount on " + mountpoint + " (see the message above)");
     mounted_ = true;
+    // Installed right away, not when the loop starts: a SIGTERM that comes
+    // as soon as the mount is reported must still unmount cleanly.
+    if (fuse_set_signal_handlers(se_) != 0) {
+        unmount();
+        return fail(Errc::Sys, "cannot install signal handlers");
+    }
+    signals_ = true;
     return {};
 }
 
 Result<void> Session::run(const LoopOptions& opts) {
-    if (fuse_set_signal_handlers(se_) != 0)
-        return fail(Errc::Sys, "cannot install signal handlers");
     int rc = 0;
     if (opts.single_thread) {
         rc = fuse_session_loop(se_);
     } else {
         fuse_loop_config* lc = fuse_loop_cfg_create();
         if (lc == nullptr) {
-            fuse_remove_signal_handlers(se_);
             return fail_sys(ENOMEM, "cannot create the loop configuration");
         }
         fuse_loop_cfg_set_clone_fd(lc, opts.clone_fd ? 1 : 0);
@@ -159,7 +163,6 @@ Result<void> Session::run(const LoopOptions& opts) {
         rc = fuse_session_loop_mt(se_, lc);
         fuse_loop_cfg_destroy(lc);
     }
-    fuse_remove_signal_handlers(se_);
     unmount();
     // A signal ends the loop with its number; that is a clean stop.
     if (rc < 0)
@@ -168,6 +171,10 @@ Result<void> Session::run(const LoopOptions& opts) {
 }
 
 void Session::unmount() noexcept {
+    if (signals_) {
+        fuse_remove_signal_handlers(se_);
+        signals_ = false;
+    }
     if (mounted_ && se_ != nullptr) {
         fuse_session_unmount(se_);
         mounted_ = false;

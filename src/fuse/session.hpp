@@ -40,6 +40,7 @@ public:
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
 
+    // Mounts and installs the signal handlers that end run().
     Result<void> mount(const std::string& mountpoint);
     // Serves requests until the file system is unmounted or SIGTERM, SIGINT
     // or SIGHUP arrives, then unmounts.
@@ -55,6 +56,7 @@ private:
     std::unique_ptr<Adapter> adapter_;
     fuse_session* se_ = nullptr;
     bool mounted_ = false;
+    bool signals_ = false; // libfuse's SIGTERM/SIGINT/SIGHUP handlers are ours
 };
 
 // Escapes ',' and '\' for a libfuse -o list (fsname=/path,with,commas).

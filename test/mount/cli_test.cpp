@@ -1,0 +1,311 @@
+// The overcache command line: refusals (bad options, missing or wrong
+// directories) print a message naming the problem, exit non-zero and mount
+// nothing; a background mount returns 0 once usable and is unmountable with
+// fusermount3 -u and umount; SIGTERM unmounts cleanly; the daemon's inode
+// table shrinks back when the kernel drops its inodes.
+#include "fuse_mount.hpp"
+#include "overcache/config/config.hpp"
+#include "tmp_dir.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <sstream>
+#include <string>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace overcache::test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct RunResult {
+    int status = -1; // exit status, or -1 if killed or timed out
+    std::string out; // stdout and stderr together
+};
+
+std::string bin() {
+    return std::getenv("OVERCACHE_BIN");
+}
+
+// Whole file through read(2) ("" when it cannot be opened).
+std::string read_file(const std::string& path) {
+    std::string out;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return out;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        out.append(buf, static_cast<std::size_t>(n));
+    ::close(fd);
+    return out;
+}
+
+// Runs `args` (argv[0] included) with a deadline; output is collected from a
+// pipe until every writer has closed it (a daemonized child closes it by
+// redirecting its stdio to /dev/null).
+RunResult run(const std::vector<std::string>& args,
+              std::chrono::seconds timeout = std::chrono::seconds(20)) {
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::dup2(p[1], STDOUT_FILENO);
+        ::dup2(p[1], STDERR_FILENO);
+        std::vector<char*> argv;
+        for (const auto& a : args)
+            argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execvp(argv[0], argv.data());
+        std::_Exit(127);
+    }
+    ::close(p[1]);
+    RunResult r;
+    const auto deadline = Clock::now() + timeout;
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    bool exited = false;
+    bool pipe_open = true;
+    while (Clock::now() < deadline && (!exited || pipe_open)) {
+        pollfd fds[2] = {{p[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
+        const int left = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+        if (::poll(fds, exited ? 1 : 2, std::max(left, 1)) < 0 && errno != EINTR)
+            break;
+        if ((fds[0].revents & (POLLIN | POLLHUP)) != 0) {
+            char buf[4096];
+            const ssize_t n = ::read(p[0], buf, sizeof buf);
+            if (n > 0)
+                r.out.append(buf, static_cast<std::size_t>(n));
+            else
+                pipe_open = false;
+        }
+        if (!exited && (fds[1].revents & POLLIN) != 0) {
+            int ws = 0;
+            if (::waitpid(pid, &ws, WNOHANG) == pid) {
+                exited = true;
+                r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+            }
+        }
+        // A daemon child may keep the pipe: once our child exited, stop when
+        // nothing more arrives.
+        if (exited && pipe_open) {
+            pollfd f{p[0], POLLIN, 0};
+            if (::poll(&f, 1, 200) <= 0)
+                break;
+        }
+    }
+    if (!exited) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        r.status = -1;
+    }
+    ::close(pidfd);
+    ::close(p[0]);
+    return r;
+}
+
+// Waits (deadline) until `pred` holds, re-checking whenever the mount table changes.
+template <typename Pred> bool wait_for_mounts(Pred pred, std::chrono::seconds timeout) {
+    const int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    const auto deadline = Clock::now() + timeout;
+    bool ok = pred();
+    while (!ok && Clock::now() < deadline) {
+        pollfd f{fd, POLLPRI, 0};
+        ::poll(&f, 1, 100);
+        ok = pred();
+    }
+    ::close(fd);
+    return ok;
+}
+
+// The daemon serving `mnt`, found by its command line.
+pid_t daemon_of(const std::string& mnt) {
+    DIR* d = ::opendir("/proc");
+    pid_t found = -1;
+    while (dirent* e = ::readdir(d)) {
+        const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+        if (pid <= 0)
+            continue;
+        const std::string cmd = read_file("/proc/" + std::string(e->d_name) + "/cmdline");
+        if (cmd.find(bin()) == 0 && cmd.find(mnt) != std::string::npos)
+            found = pid;
+    }
+    ::closedir(d);
+    return found;
+}
+
+bool process_gone(pid_t pid, std::chrono::seconds timeout) {
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0)
+        return errno == ESRCH;
+    pollfd f{pidfd, POLLIN, 0};
+    const int r = ::poll(&f, 1, static_cast<int>(timeout.count() * 1000));
+    ::close(pidfd);
+    return r == 1;
+}
+
+struct Dirs {
+    TmpDir tmp{"oc-cli"};
+    std::string backing = tmp / "backing";
+    std::string mnt = tmp / "mnt";
+    std::string cache_opts = "cache=" + (tmp / "cache") + ",cache_size=64M";
+    Dirs() {
+        require_fuse();
+        REQUIRE(::mkdir(backing.c_str(), 0755) == 0);
+        REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+    }
+    ~Dirs() {
+        if (is_mountpoint(mnt)) {
+            ::umount2(mnt.c_str(), MNT_DETACH);
+        }
+    }
+};
+
+bool contains(const std::string& hay, const std::string& needle) {
+    return hay.find(needle) != std::string::npos;
+}
+
+} // namespace
+
+TEST_SUITE("mount") {
+    TEST_CASE("cli: refusals name the problem, exit non-zero, mount nothing") {
+        Dirs d;
+        struct Case {
+            std::vector<std::string> args;
+            std::string names;
+        };
+        const std::string file = d.tmp / "file";
+        std::ofstream(file) << "x";
+        const std::vector<Case> cases = {
+            {{bin(), d.backing, d.mnt, "-o", "nosuchopt"}, "nosuchopt"},
+            {{bin(), d.backing, d.mnt, "-o", "attr_timeout=abc"}, "attr_timeout"},
+            {{bin(), d.backing, d.mnt, "-o", "max_threads=0"}, "max_threads"},
+            {{bin(), d.tmp / "missing", d.mnt}, d.tmp / "missing"},
+            {{bin(), file, d.mnt}, file},
+            {{bin(), d.backing, d.tmp / "nomnt"}, d.tmp / "nomnt"},
+            {{bin(), d.backing, file}, file},
+            {{bin(), d.backing, d.mnt, "--bogus"}, "--bogus"},
+            {{bin(), d.backing}, "MOUNTPOINT"},
+            {{bin(), d.backing, d.mnt, "extra"}, "extra"},
+        };
+        for (const auto& c : cases) {
+            for (bool foreground : {false, true}) {
+                auto args = c.args;
+                if (foreground)
+                    args.emplace_back("-f");
+                const RunResult r = run(args);
+                INFO("args: " << args[1] << " ... output: " << r.out);
+                CHECK(r.status > 0);
+                CHECK(contains(r.out, c.names));
+                CHECK_FALSE(is_mountpoint(d.mnt));
+            }
+        }
+    }
+
+    TEST_CASE("cli: --help lists every option, --version names the program") {
+        require_fuse();
+        const RunResult h = run({bin(), "--help"});
+        CHECK(h.status == 0);
+        for (const auto& o : overcache::config::option_table()) {
+            INFO("option " << o.name);
+            CHECK(contains(h.out, o.name));
+        }
+        const RunResult v = run({bin(), "--version"});
+        CHECK(v.status == 0);
+        CHECK(contains(v.out, "overcache"));
+    }
+
+    TEST_CASE("cli: a background mount returns once usable; fusermount3 -u and umount end it") {
+        Dirs d;
+        std::ofstream(d.backing + "/hello") << "hello\n";
+        for (const char* how : {"fusermount3", "umount"}) {
+            const RunResult r = run({bin(), d.backing, d.mnt, "-o", d.cache_opts});
+            INFO("output: " << r.out);
+            REQUIRE(r.status == 0);
+            REQUIRE(is_mountpoint(d.mnt));
+            // Usable as soon as the command returned.
+            CHECK(read_file(d.mnt + "/hello") == "hello\n");
+            CHECK(contains(read_file(d.mnt + "/.overcache"), "inodes "));
+
+            const pid_t daemon = daemon_of(d.mnt);
+            CHECK(daemon > 0);
+            const RunResult u = std::string(how) == "umount" ? run({"umount", d.mnt})
+                                                             : run({"fusermount3", "-u", d.mnt});
+            INFO(how << " output: " << u.out);
+            CHECK(u.status == 0);
+            CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); }, std::chrono::seconds(10)));
+            if (daemon > 0)
+                CHECK(process_gone(daemon, std::chrono::seconds(10)));
+        }
+    }
+
+    TEST_CASE("cli: SIGTERM and SIGINT unmount cleanly") {
+        for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+            Dirs d;
+            const RunResult r = run({bin(), d.backing, d.mnt, "-o", d.cache_opts});
+            REQUIRE(r.status == 0);
+            REQUIRE(is_mountpoint(d.mnt));
+            const pid_t daemon = daemon_of(d.mnt);
+            REQUIRE(daemon > 0);
+            INFO("signal " << sig);
+            REQUIRE(::kill(daemon, sig) == 0);
+            CHECK(process_gone(daemon, std::chrono::seconds(15)));
+            CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); }, std::chrono::seconds(5)));
+        }
+    }
+
+    TEST_CASE("cli: the inode table shrinks back after the kernel drops its inodes") {
+        Mount m;
+        if (!m.has_daemon())
+            return;
+        constexpr int kDirs = 20, kFiles = 100;
+        for (int i = 0; i < kDirs; ++i) {
+            const std::string dir = m.backing("d" + std::to_string(i));
+            REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
+            for (int j = 0; j < kFiles; ++j)
+                std::ofstream(dir + "/f" + std::to_string(j)) << j;
+        }
+        auto inodes = [&] {
+            std::istringstream ctl(read_file(m.mnt(".overcache")));
+            std::string key, value;
+            while (ctl >> key >> value)
+                if (key == "inodes")
+                    return std::atol(value.c_str());
+            return -1L;
+        };
+        struct stat st {};
+        for (int i = 0; i < kDirs; ++i)
+            for (int j = 0; j < kFiles; ++j)
+                REQUIRE(::stat(m.mnt("d" + std::to_string(i) + "/f" + std::to_string(j)).c_str(),
+                               &st) == 0);
+        const long walked = inodes();
+        CHECK(walked >= kDirs * kFiles);
+        // The kernel forgets asynchronously after dropping its caches: retry
+        // within a deadline (each round drops again).
+        long now = walked;
+        const auto deadline = Clock::now() + std::chrono::seconds(30);
+        while (now > 100 && Clock::now() < deadline) {
+            ::sync();
+            std::ofstream("/proc/sys/vm/drop_caches") << "2";
+            pollfd none{-1, 0, 0};
+            ::poll(&none, 0, 100);
+            now = inodes();
+        }
+        MESSAGE("inodes after walk " << walked << ", after drop_caches " << now);
+        CHECK(now <= 100);
+    }
+}
