@@ -10,6 +10,7 @@
 #include "overcache/config/config.hpp"
 #include "util/unique_fd.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <dirent.h>
@@ -18,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <sys/resource.h>
 
 namespace overcache::fuse {
 
@@ -26,7 +28,16 @@ inline constexpr const char* kControlName = ".overcache";
 struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
-        : cfg(config), data(data_path), inodes(std::move(root_fd), root_st) {}
+        : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()) {}
+
+    // Half the descriptor limit for pinned inodes; the rest is for open
+    // files, directories and the cache.
+    static std::size_t pinned_budget() noexcept {
+        struct rlimit rl {};
+        if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+            return 1u << 16;
+        return std::max<std::size_t>(64, static_cast<std::size_t>(rl.rlim_cur / 2));
+    }
 
     const config::Config cfg;
     cache::DataPath& data;
@@ -91,7 +102,7 @@ inline bool check_as_caller(const Adapter& a) noexcept {
 
 // Looks `name` up in `parent` on the backing and counts a kernel lookup of
 // it. 0 or errno.
-int lookup_entry(Adapter& a, const Inode& parent, const char* name, fuse_entry_param& e);
+int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e);
 // Sends an entry reply; if the kernel did not take it, undoes the lookup.
 void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e);
 void control_attr(struct stat& st) noexcept;

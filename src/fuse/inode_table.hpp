@@ -1,10 +1,10 @@
 // The kernel's inode numbers (fuse_ino_t) and the backing files they stand
 // for. A number is handed out from a counter the first time a backing file
 // (st_dev, st_ino) is looked up, and is never reused within a mount; the
-// entry holds an O_PATH descriptor on the file, so operations follow the file
-// across renames. Each entry counts the kernel's lookups exactly; when the
-// kernel forgets them all the entry and its descriptor go away, so the table
-// is as big as the kernel's inode cache, no bigger.
+// entry holds an O_PATH descriptor on the file (or, past a budget, a file
+// handle to reopen one), so operations follow the file across renames. Each entry counts the
+// kernel's lookups exactly; when the kernel forgets them all the entry and its descriptor go away,
+// so the table is as big as the kernel's inode cache, no bigger.
 #pragma once
 
 #include "util/unique_fd.hpp"
@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unordered_map>
+#include <vector>
 
 namespace overcache::fuse {
 
@@ -41,56 +42,92 @@ struct SrcIdHash {
 
 class Inode {
 public:
-    Inode(Ino ino, UniqueFd fd, SrcId src, mode_t type) noexcept
-        : ino_(ino), fd_(std::move(fd)), src_(src), type_(type) {}
+    Inode(Ino ino, SrcId src, mode_t type) noexcept : ino_(ino), src_(src), type_(type) {}
 
     Ino ino() const noexcept { return ino_; }
-    int fd() const noexcept { return fd_.get(); } // O_PATH, valid while the Inode lives
     SrcId src() const noexcept { return src_; }
     mode_t type() const noexcept { return type_; } // S_IFMT bits
-    bool is_dir() const noexcept { return S_ISDIR(type_); }
-    bool is_symlink() const noexcept { return S_ISLNK(type_); }
+    bool pinned() const noexcept { return fd_.valid(); }
 
 private:
     friend class InodeTable;
     const Ino ino_;
-    const UniqueFd fd_;
     const SrcId src_;
     const mode_t type_;
+    // Either a pinned O_PATH fd, or a file handle (name_to_handle_at) to
+    // reopen one from, with a descriptor on the same filesystem to do it
+    // through. Set once, before the Inode is shared.
+    UniqueFd fd_;
+    std::vector<char> handle_;  // struct file_handle + its bytes
+    int mount_fd_ = -1;         // borrowed from InodeTable::mount_fds_
     std::uint64_t nlookup_ = 0; // guarded by InodeTable::mutex_
 };
 
-// Operations hold an InodePtr while they use the fd, so a concurrent forget
-// cannot close it under them.
-using InodePtr = std::shared_ptr<Inode>;
+// An inode as an operation uses it: the entry, kept alive, and an O_PATH fd
+// on the file that stays valid until the InodeRef goes (the pinned fd, or one
+// opened from the file handle just for this operation). So a concurrent
+// forget never closes a descriptor under an operation.
+class InodeRef {
+public:
+    InodeRef() = default;
+    InodeRef(std::shared_ptr<const Inode> inode, int borrowed_fd) noexcept
+        : inode_(std::move(inode)), fd_(borrowed_fd) {}
+    InodeRef(std::shared_ptr<const Inode> inode, UniqueFd owned) noexcept
+        : inode_(std::move(inode)), owned_(std::move(owned)), fd_(owned_.get()) {}
+
+    explicit operator bool() const noexcept { return inode_ != nullptr; }
+    // `ref->fd()` and `*ref` read like a pointer to an inode.
+    const InodeRef* operator->() const noexcept { return this; }
+    const InodeRef& operator*() const noexcept { return *this; }
+
+    Ino ino() const noexcept { return inode_->ino(); }
+    int fd() const noexcept { return fd_; } // O_PATH
+    SrcId src() const noexcept { return inode_->src(); }
+    mode_t type() const noexcept { return inode_->type(); }
+    bool is_dir() const noexcept { return S_ISDIR(type()); }
+    bool is_symlink() const noexcept { return S_ISLNK(type()); }
+
+private:
+    std::shared_ptr<const Inode> inode_;
+    UniqueFd owned_;
+    int fd_ = -1;
+};
 
 class InodeTable {
 public:
     // `root_fd` is an O_PATH fd on the backing root, `root_st` its lstat.
-    InodeTable(UniqueFd root_fd, const struct stat& root_st);
+    // At most `max_pinned` entries hold an O_PATH fd of their own; the others
+    // hold a file handle and reopen it per operation, so a tree bigger than
+    // the descriptor limit still works. Filesystems without file handles
+    // always pin.
+    InodeTable(UniqueFd root_fd, const struct stat& root_st, std::size_t max_pinned);
 
-    // The inode the kernel knows as `ino`, or null (unknown or forgotten).
-    InodePtr get(Ino ino) const;
-    const InodePtr& root() const noexcept { return root_; }
+    // The inode the kernel knows as `ino`, or empty (unknown, forgotten, or
+    // its file is gone: ESTALE).
+    InodeRef get(Ino ino) const;
+    InodeRef root() const;
 
     // Counts one kernel lookup of the file `fd` refers to (`st` is its
-    // lstat): returns the existing entry for (st_dev, st_ino), in which case
-    // `fd` is closed, or a new entry that keeps `fd`.
-    InodePtr lookup(UniqueFd fd, const struct stat& st);
+    // lstat): the existing entry for (st_dev, st_ino), or a new one.
+    InodeRef lookup(UniqueFd fd, const struct stat& st);
 
     // The kernel dropped `n` lookups of `ino`; the entry goes when none are
     // left. Unknown numbers, the root and the control file are ignored.
     void forget(Ino ino, std::uint64_t n) noexcept;
 
-    // Entries, the root included.
+    // Entries, the root included; and those of them pinning an fd.
     std::size_t size() const;
+    std::size_t pinned() const;
 
 private:
     mutable std::mutex mutex_;
-    std::unordered_map<Ino, InodePtr> by_ino_;         // guarded by mutex_
-    std::unordered_map<SrcId, Ino, SrcIdHash> by_src_; // guarded by mutex_
-    Ino next_ino_ = kFirstIno;                         // guarded by mutex_
-    InodePtr root_;
+    std::unordered_map<Ino, std::shared_ptr<Inode>> by_ino_; // guarded by mutex_
+    std::unordered_map<SrcId, Ino, SrcIdHash> by_src_;       // guarded by mutex_
+    std::unordered_map<dev_t, UniqueFd> mount_fds_;          // guarded by mutex_; never shrinks
+    Ino next_ino_ = kFirstIno;                               // guarded by mutex_
+    std::size_t pinned_ = 0;                                 // guarded by mutex_
+    const std::size_t max_pinned_;
+    std::shared_ptr<Inode> root_;
 };
 
 } // namespace overcache::fuse

@@ -29,7 +29,7 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     Adapter& a = adapter_of(req);
     if (is_control_name(parent, name))
         return EEXIST;
-    InodePtr dir = a.inodes.get(parent);
+    InodeRef dir = a.inodes.get(parent);
     if (!dir)
         return ESTALE;
     {
@@ -74,7 +74,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
     guarded(req, plus ? "readdirplus" : "readdir", [&] {
         Adapter& a = adapter_of(req);
         DirHandle& dh = dir_of(fi);
-        InodePtr dir = a.inodes.get(ino);
+        InodeRef dir = a.inodes.get(ino);
         if (!dir)
             return ESTALE;
         std::vector<char> buf(size);
@@ -185,8 +185,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
             return EPERM;
         if (is_control_name(newparent, newname))
             return EEXIST;
-        InodePtr inode = a.inodes.get(ino);
-        InodePtr dir = a.inodes.get(newparent);
+        InodeRef inode = a.inodes.get(ino);
+        InodeRef dir = a.inodes.get(newparent);
         if (!inode || !dir)
             return ESTALE;
         {
@@ -212,7 +212,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         Adapter& a = adapter_of(req);
         if (is_control_name(parent, name))
             return EPERM;
-        InodePtr dir = a.inodes.get(parent);
+        InodeRef dir = a.inodes.get(parent);
         if (!dir)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -235,7 +235,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         Adapter& a = adapter_of(req);
         if (is_control_name(parent, name))
             return EPERM;
-        InodePtr dir = a.inodes.get(parent);
+        InodeRef dir = a.inodes.get(parent);
         if (!dir)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -254,8 +254,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             return EPERM;
         if ((flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0)
             return EINVAL; // RENAME_WHITEOUT is for overlayfs on real filesystems
-        InodePtr from = a.inodes.get(parent);
-        InodePtr to = a.inodes.get(newparent);
+        InodeRef from = a.inodes.get(parent);
+        InodeRef to = a.inodes.get(newparent);
         if (!from || !to)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -286,7 +286,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return ENOTDIR;
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));

@@ -41,14 +41,14 @@ CallerScope::CallerScope(fuse_req_t req, bool active) {
     as_.emplace(ctx->uid, ctx->gid, std::span<const gid_t>(groups.data(), count));
 }
 
-int lookup_entry(Adapter& a, const Inode& parent, const char* name, fuse_entry_param& e) {
+int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e) {
     auto fd = backing::open_path(parent.fd(), name);
     if (!fd)
         return errno_of(fd.error());
     struct stat st {};
     if (const int err = backing::stat_fd(fd->get(), st))
         return err;
-    InodePtr inode = a.inodes.lookup(std::move(*fd), st);
+    InodeRef inode = a.inodes.lookup(std::move(*fd), st);
     std::memset(&e, 0, sizeof e);
     e.ino = inode->ino();
     e.generation = 0; // numbers are never reused within a mount
@@ -87,6 +87,7 @@ void control_entry(fuse_entry_param& e, const Adapter& a) noexcept {
 control::StatLines all_stats(Adapter& a) {
     control::StatLines lines = a.data.stats();
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
+    lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
     return lines;
 }
@@ -100,7 +101,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
             fuse_reply_entry(req, &e);
             return 0;
         }
-        InodePtr dir = a.inodes.get(parent);
+        InodeRef dir = a.inodes.get(parent);
         if (!dir)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -139,12 +140,18 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             fuse_reply_attr(req, &st, a.cfg.attr_timeout);
             return 0;
         }
-        InodePtr inode = a.inodes.get(ino);
-        if (!inode)
-            return ESTALE;
-        const int fd = (fi != nullptr && !file_of(fi).control) ? file_of(fi).fd.get() : inode->fd();
-        if (const int err = backing::stat_fd(fd, st))
-            return err;
+        // An open handle answers without the inode's path fd (an unlinked
+        // file may have no way back to it but its open descriptor).
+        if (fi != nullptr && !file_of(fi).control) {
+            if (::fstat(file_of(fi).fd.get(), &st) != 0)
+                return errno;
+        } else {
+            InodeRef inode = a.inodes.get(ino);
+            if (!inode)
+                return ESTALE;
+            if (const int err = backing::stat_fd(inode->fd(), st))
+                return err;
+        }
         fuse_reply_attr(req, &st, a.cfg.attr_timeout);
         return 0;
     });
@@ -156,12 +163,13 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return EPERM;
-        InodePtr inode = a.inodes.get(ino);
-        if (!inode)
-            return ESTALE;
         // An open handle is used when the kernel gives one (ftruncate,
-        // futimens): it works even if the file's mode forbids a reopen.
+        // futimens): it works even if the file's mode forbids a reopen, and
+        // for an unlinked file.
         const int ofd = (fi != nullptr && !file_of(fi).control) ? file_of(fi).fd.get() : -1;
+        InodeRef inode = a.inodes.get(ino);
+        if (!inode && ofd < 0)
+            return ESTALE;
         CallerScope as(req, check_as_caller(a));
 
         if ((to_set & FUSE_SET_ATTR_MODE) != 0) {
@@ -180,7 +188,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 (to_set & FUSE_SET_ATTR_UID) != 0 ? attr->st_uid : static_cast<uid_t>(-1);
             const gid_t gid =
                 (to_set & FUSE_SET_ATTR_GID) != 0 ? attr->st_gid : static_cast<gid_t>(-1);
-            if (const int err = backing::set_owner(inode->fd(), uid, gid))
+            const int err = ofd >= 0 ? (::fchown(ofd, uid, gid) == 0 ? 0 : errno)
+                                     : backing::set_owner(inode->fd(), uid, gid);
+            if (err != 0)
                 return err;
         }
         if ((to_set & FUSE_SET_ATTR_SIZE) != 0) {
@@ -216,10 +226,11 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         }
 
         struct stat st {};
-        if (const int err = backing::stat_fd(ofd >= 0 ? ofd : inode->fd(), st))
+        const int any_fd = ofd >= 0 ? ofd : inode->fd();
+        if (const int err = backing::stat_fd(any_fd, st))
             return err;
         if (S_ISREG(st.st_mode)) {
-            const cache::FileRef ref{inode->fd(), st};
+            const cache::FileRef ref{any_fd, st};
             if ((to_set & FUSE_SET_ATTR_SIZE) != 0)
                 a.data.invalidate(ref, static_cast<std::uint64_t>(attr->st_size),
                                   std::numeric_limits<std::uint64_t>::max());
@@ -236,7 +247,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return EINVAL;
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         std::vector<char> buf(PATH_MAX + 1);
@@ -252,7 +263,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
 void op_statfs(fuse_req_t req, fuse_ino_t ino) noexcept {
     guarded(req, "statfs", [&] {
         Adapter& a = adapter_of(req);
-        InodePtr inode = ino == kControlIno ? a.inodes.root() : a.inodes.get(ino);
+        InodeRef inode = ino == kControlIno ? a.inodes.root() : a.inodes.get(ino);
         if (!inode)
             inode = a.inodes.root();
         struct statvfs sv {};
@@ -270,7 +281,7 @@ void op_access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
             fuse_reply_err(req, (mask & (W_OK | X_OK)) != 0 ? EACCES : 0);
             return 0;
         }
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         // AT_EACCESS checks with the fs ids, which CallerScope sets.

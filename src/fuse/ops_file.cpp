@@ -82,7 +82,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         if (ino == kControlIno)
             return open_control(req, fi);
         Adapter& a = adapter_of(req);
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         if (inode->is_dir())
@@ -122,7 +122,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         Adapter& a = adapter_of(req);
         if (is_control_name(parent, name))
             return EEXIST;
-        InodePtr dir = a.inodes.get(parent);
+        InodeRef dir = a.inodes.get(parent);
         if (!dir)
             return ESTALE;
         const int flags = (fi->flags & ~(O_NOCTTY | O_APPEND | O_DIRECT)) | O_CREAT;
@@ -153,7 +153,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         fh->open = std::move(out->file);
         fi->keep_cache = 0;
 
-        InodePtr inode = a.inodes.lookup(std::move(*path_fd), st);
+        InodeRef inode = a.inodes.lookup(std::move(*path_fd), st);
         fuse_entry_param e{};
         e.ino = inode->ino();
         e.attr = st;

@@ -23,7 +23,7 @@ bool is_reserved(const char* name) noexcept {
     return std::string_view(name).substr(0, kReservedPrefix.size()) == kReservedPrefix;
 }
 
-void attributes_changed(Adapter& a, const Inode& inode) {
+void attributes_changed(Adapter& a, const InodeRef& inode) {
     if (!S_ISREG(inode.type()))
         return;
     struct stat st {};
@@ -40,7 +40,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
             return ENODATA;
         if (is_reserved(name))
             return ENOTSUP;
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -71,7 +71,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
                 fuse_reply_buf(req, nullptr, 0);
             return 0;
         }
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -119,7 +119,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
             return EPERM;
         if (is_reserved(name))
             return ENOTSUP;
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
@@ -139,7 +139,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
             return ENODATA;
         if (is_reserved(name))
             return ENOTSUP;
-        InodePtr inode = a.inodes.get(ino);
+        InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));

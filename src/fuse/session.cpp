@@ -122,6 +122,7 @@ Result<std::unique_ptr<Session>> Session::create(const config::Config& cfg, cach
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
     const fuse_lowlevel_ops ops = make_operations();
     s->se_ = fuse_session_new(&args, &ops, sizeof ops, s->adapter_.get());
+    fuse_opt_free_args(&args); // libfuse may have copied the argument vector
     if (s->se_ == nullptr)
         return fail(Errc::BadValue, "cannot create the FUSE session (see the message above)");
     return s;

@@ -30,14 +30,14 @@ struct Fixture {
         REQUIRE(fd >= 0);
         ::close(fd);
     }
-    InodeTable make_table() const {
+    InodeTable make_table(std::size_t max_pinned = 1000000) const {
         UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
         REQUIRE(root.valid());
         struct stat st {};
         REQUIRE(::fstat(root.get(), &st) == 0);
-        return InodeTable(std::move(root), st);
+        return InodeTable(std::move(root), st, max_pinned);
     }
-    InodePtr lookup(InodeTable& t, const std::string& name) const {
+    InodeRef lookup(InodeTable& t, const std::string& name) const {
         UniqueFd fd = open_path(name);
         REQUIRE(fd.valid());
         return t.lookup(std::move(fd), lstat_of(name));
@@ -50,11 +50,11 @@ TEST_SUITE("fuse") {
     TEST_CASE_FIXTURE(Fixture, "InodeTable: root is 1, numbers start after the control file") {
         InodeTable t = make_table();
         CHECK(t.size() == 1);
-        REQUIRE(t.get(kRootIno) != nullptr);
+        REQUIRE(t.get(kRootIno));
         CHECK(t.get(kRootIno)->is_dir());
-        CHECK(t.get(kControlIno) == nullptr);
+        CHECK_FALSE(t.get(kControlIno));
         touch("a");
-        InodePtr a = lookup(t, "a");
+        InodeRef a = lookup(t, "a");
         CHECK(a->ino() == kFirstIno);
         CHECK(a->ino() != kControlIno);
         CHECK(t.size() == 2);
@@ -64,22 +64,22 @@ TEST_SUITE("fuse") {
         InodeTable t = make_table();
         touch("a");
         REQUIRE(::link((dir / "a").c_str(), (dir / "hard").c_str()) == 0);
-        InodePtr a1 = lookup(t, "a");
-        InodePtr a2 = lookup(t, "a");
-        InodePtr h = lookup(t, "hard"); // same (st_dev, st_ino): same entry
-        CHECK(a1 == a2);
-        CHECK(a1 == h);
+        InodeRef a1 = lookup(t, "a");
+        InodeRef a2 = lookup(t, "a");
+        InodeRef h = lookup(t, "hard"); // same (st_dev, st_ino): same entry
+        CHECK(a1.ino() == a2.ino());
+        CHECK(a1.ino() == h.ino());
         CHECK(t.size() == 2);
         const Ino ino = a1->ino();
 
         t.forget(ino, 2);
-        CHECK(t.get(ino) != nullptr); // one lookup left
+        CHECK(t.get(ino)); // one lookup left
         t.forget(ino, 1);
-        CHECK(t.get(ino) == nullptr);
+        CHECK_FALSE(t.get(ino));
         CHECK(t.size() == 1);
 
         // The file is looked up again: a new number, never the old one.
-        InodePtr again = lookup(t, "a");
+        InodeRef again = lookup(t, "a");
         CHECK(again->ino() != ino);
     }
 
@@ -90,7 +90,7 @@ TEST_SUITE("fuse") {
         t.forget(kControlIno, 1);
         t.forget(987654, 1);
         CHECK(t.size() == 1);
-        CHECK(t.get(kRootIno) != nullptr);
+        CHECK(t.get(kRootIno));
         // A lookup of the root through another name counts nothing that matters.
         UniqueFd fd(::open(dir.path().c_str(), O_PATH | O_CLOEXEC));
         struct stat st {};
@@ -102,10 +102,10 @@ TEST_SUITE("fuse") {
     TEST_CASE_FIXTURE(Fixture, "InodeTable: an entry keeps its fd valid while used after forget") {
         InodeTable t = make_table();
         touch("a");
-        InodePtr a = lookup(t, "a");
+        InodeRef a = lookup(t, "a");
         const int fd = a->fd();
         t.forget(a->ino(), 1);
-        CHECK(t.get(a->ino()) == nullptr);
+        CHECK_FALSE(t.get(a->ino()));
         struct stat st {};
         CHECK(::fstatat(fd, "", &st, AT_EMPTY_PATH) == 0); // still ours until `a` goes
     }
@@ -113,12 +113,48 @@ TEST_SUITE("fuse") {
     TEST_CASE_FIXTURE(Fixture, "InodeTable: follows a file across renames") {
         InodeTable t = make_table();
         touch("a");
-        InodePtr a = lookup(t, "a");
+        InodeRef a = lookup(t, "a");
         REQUIRE(::rename((dir / "a").c_str(), (dir / "b").c_str()) == 0);
-        CHECK(lookup(t, "b") == a);
+        CHECK(lookup(t, "b").ino() == a.ino());
         struct stat st {};
         REQUIRE(::fstatat(a->fd(), "", &st, AT_EMPTY_PATH) == 0);
         CHECK(st.st_ino == lstat_of("b").st_ino);
+    }
+
+    TEST_CASE_FIXTURE(Fixture, "InodeTable: past the pin budget, entries reopen by file handle") {
+        InodeTable t = make_table(3); // the root and two more keep an fd
+        std::vector<Ino> inos;
+        for (int i = 0; i < 10; ++i) {
+            const std::string name = "f" + std::to_string(i);
+            touch(name);
+            inos.push_back(lookup(t, name).ino());
+        }
+        CHECK(t.size() == 11);
+        CHECK(t.pinned() == 3);
+        // Every entry still gives a usable fd on its own file, after renames too.
+        REQUIRE(::rename((dir / "f9").c_str(), (dir / "moved").c_str()) == 0);
+        for (int i = 0; i < 10; ++i) {
+            InodeRef r = t.get(inos[static_cast<std::size_t>(i)]);
+            REQUIRE(r);
+            struct stat st {};
+            REQUIRE(::fstatat(r.fd(), "", &st, AT_EMPTY_PATH) == 0);
+            CHECK(st.st_ino == lstat_of(i == 9 ? "moved" : "f" + std::to_string(i)).st_ino);
+        }
+        // A second lookup of an unpinned file finds the same entry.
+        CHECK(lookup(t, "f5").ino() == inos[5]);
+        // Forgetting pinned entries frees pin slots for new files.
+        t.forget(inos[0], 1);
+        t.forget(inos[1], 1);
+        CHECK(t.pinned() == 1);
+        touch("new");
+        InodeRef n = lookup(t, "new");
+        CHECK(t.pinned() == 2);
+        // A removed file's handle no longer opens: ESTALE, not another file.
+        InodeRef gone = lookup(t, "f7");
+        const Ino gone_ino = gone.ino();
+        gone = InodeRef();
+        REQUIRE(::unlink((dir / "f7").c_str()) == 0);
+        CHECK_FALSE(t.get(gone_ino));
     }
 
     TEST_CASE_FIXTURE(Fixture, "InodeTable: shrinks back after many lookups are forgotten") {
