@@ -66,6 +66,55 @@ std::string real_path(const std::string& p) {
     return buf;
 }
 
+// Forks a helper in its own session that outlives a test killed by a signal
+// or a timeout (meson kills the test's process group, and a test blocked in a
+// FUSE request with doctest's SIGTERM handler installed never returns). It
+// waits for EOF on a pipe; if the test did not write "done" first, it aborts
+// the FUSE connection, kills the daemon and lazily unmounts. Returns the
+// pipe's write end (close-on-exec), or -1.
+int start_reaper(pid_t daemon, unsigned minor, const std::string& mnt) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0)
+        return -1;
+    const std::string abort_path = "/sys/fs/fuse/connections/" + std::to_string(minor) + "/abort";
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        ::close(p[0]);
+        ::close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        ::setsid();
+        // Only the pipe's read end may stay open, so its EOF means the test is gone.
+        for (int fd = 3; fd < 1024; ++fd) {
+            if (fd != p[0])
+                ::close(fd);
+        }
+        // Grandchild: reparented to init, so the test need not reap it.
+        if (::fork() != 0)
+            std::_Exit(0);
+        char buf[8];
+        ssize_t n = 0, total = 0;
+        while ((n = ::read(p[0], buf + total, sizeof buf - static_cast<size_t>(total))) > 0 &&
+               total < 4)
+            total += n;
+        if (total >= 4 && std::memcmp(buf, "done", 4) == 0)
+            std::_Exit(0);
+        int fd = ::open(abort_path.c_str(), O_WRONLY);
+        if (fd >= 0) {
+            (void)!::write(fd, "1", 1);
+            ::close(fd);
+        }
+        ::kill(daemon, SIGKILL);
+        ::umount2(mnt.c_str(), MNT_DETACH);
+        std::_Exit(0);
+    }
+    ::close(p[0]);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    return p[1];
+}
+
 } // namespace
 
 void require_fuse() {
@@ -151,10 +200,19 @@ Mount::Mount(MountOptions opts) : tmp_("overcache-mnt"), timeout_(opts.timeout) 
 void Mount::start_daemon(const MountOptions& opts) {
     const std::string bin = std::getenv("OVERCACHE_BIN");
     std::vector<std::string> args{bin, backing_, mnt_, "-f"};
-    if (!opts.options.empty()) {
-        args.emplace_back("-o");
-        args.push_back(opts.options);
+    // The cache lives in the test's temporary directory (the default location
+    // under /var/cache would outlive the test), and is kept small because it
+    // is preallocated.
+    std::string o = opts.options;
+    if (o.find("cache=") == std::string::npos && o.find("cache_dev=") == std::string::npos) {
+        const std::string cache = tmp_.path() + "/cache";
+        ::mkdir(cache.c_str(), 0700);
+        o = "cache=" + cache +
+            (o.find("cache_size=") == std::string::npos ? ",cache_size=256M" : "") +
+            (o.empty() ? "" : "," + o);
     }
+    args.emplace_back("-o");
+    args.push_back(o);
     if (opts.debug)
         args.emplace_back("-d");
     std::vector<char*> argv;
@@ -221,6 +279,8 @@ void Mount::start_daemon(const MountOptions& opts) {
     if (pfd >= 0)
         ::close(pfd);
     ::close(mi);
+    if (mounted_)
+        reaper_fd_ = start_reaper(pid_, fuse_minor_, mnt_);
     if (!mounted_) {
         unmount();
         throw std::runtime_error(why);
@@ -271,8 +331,13 @@ int Mount::unmount() noexcept {
         }
         mounted_ = false;
     }
-    if (wait_child(timeout_, status))
+    if (wait_child(timeout_, status)) {
+        if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0))
+            std::fprintf(stderr, "overcache on %s ended with %s %d\n", mnt_.c_str(),
+                         WIFSIGNALED(status) ? "signal" : "exit status",
+                         WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         return status;
+    }
     // The daemon did not notice the unmount: cut the connection so no request
     // can keep it (or us) blocked, then kill it.
     std::fprintf(stderr, "overcache pid %d did not exit after unmount; aborting\n",
@@ -294,6 +359,10 @@ int Mount::unmount() noexcept {
 
 Mount::~Mount() {
     unmount();
+    if (reaper_fd_ >= 0) {
+        (void)!::write(reaper_fd_, "done", 4);
+        ::close(reaper_fd_);
+    }
     if (is_mountpoint(mnt_))
         ::umount2(mnt_.c_str(), MNT_DETACH);
 }

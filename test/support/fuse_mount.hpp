@@ -26,7 +26,9 @@ namespace overcache::test {
 void require_fuse();
 
 struct MountOptions {
-    // Appended to the -o list after the test defaults (comma separated).
+    // Appended to the -o list after the test defaults (comma separated). The
+    // defaults put the cache in the temporary directory (cache=<tmp>/cache,
+    // cache_size=256M) unless `options` names cache= or cache_dev= itself.
     std::string options;
     // Create <tmp>/twin as well.
     bool twin = true;
@@ -74,6 +76,7 @@ private:
     bool standin_ = false;
     bool mounted_ = false;
     unsigned fuse_minor_ = 0; // connection id under /sys/fs/fuse/connections
+    int reaper_fd_ = -1;      // write end of the pipe the reaper helper watches
     std::chrono::milliseconds timeout_{15000};
 };
 
