@@ -214,6 +214,24 @@ def main():
                   f"{s.get('cache_miss_bytes', 0) / 2**20:.0f} MiB, read errors "
                   f"{s.get('cache_read_errors', 0):.0f}")
 
+    # The daemon's storage reads (/proc/PID/io read_bytes: cache device and
+    # HDD together) per byte the jobs asked for.
+    for w in WORKLOADS:
+        for ph in ("oc-first", "oc-hit"):
+            dev, asked = 0.0, 0.0
+            for before in glob.glob(os.path.join(d, f"io-{w}-{ph}-r*-before.txt")):
+                a = read_stats(before)
+                b = read_stats(before.replace("-before.txt", "-after.txt"))
+                a = {k.rstrip(":"): v for k, v in a.items()}
+                b = {k.rstrip(":"): v for k, v in b.items()}
+                if "read_bytes" in a and "read_bytes" in b:
+                    dev += b["read_bytes"] - a["read_bytes"]
+            s = stats_delta(d, w, ph)
+            asked = s.get("cache_hit_bytes", 0) + s.get("cache_miss_bytes", 0)
+            if dev and asked:
+                print(f"daemon storage reads, {WORKLOAD_NAMES[w]}, {ph}: {dev / 2**20:.0f} MiB "
+                      f"for {asked / 2**20:.0f} MiB asked ({dev / asked:.2f}x)")
+
     rss = []
     for p in sorted(glob.glob(os.path.join(d, "rss-r*.txt"))):
         with open(p) as f:

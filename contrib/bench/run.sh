@@ -47,6 +47,7 @@ results=""
 oc_opts=""
 hdd_bps=$((150 * 1024 * 1024))
 hdd_iops=150
+job_limit=900
 
 usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -81,14 +82,31 @@ cgdir=""
 pids=()
 mounts=()
 
+# From the mount table, not stat(): a stat of a stuck FUSE mount would hang.
+is_mounted() { awk -v m="$1" '$5 == m {f = 1} END {exit !f}' /proc/self/mountinfo; }
+
+# Unmounts, and if a FUSE daemon does not answer, aborts its connection
+# (through fusectl) so that nothing is left hanging in the kernel.
+force_unmount() {
+    local m=$1 dev
+    timeout 20 umount "$m" 2>/dev/null && return 0
+    dev=$(awk -v m="$m" '$5 == m {print $3}' /proc/self/mountinfo | tail -1)
+    if [[ -n $dev && ${dev%%:*} == 0 ]]; then
+        [[ -d /sys/fs/fuse/connections ]] && ! mountpoint -q /sys/fs/fuse/connections &&
+            mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null
+        echo 1 > "/sys/fs/fuse/connections/${dev#*:}/abort" 2>/dev/null &&
+            log "aborted the FUSE connection of $m"
+    fi
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+}
+
 cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
-    for m in "${mounts[@]}"; do
-        if mountpoint -q "$m"; then
-            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
-        fi
+    local i
+    for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do # the FUSE mounts before the HDD
+        is_mounted "${mounts[i]}" && force_unmount "${mounts[i]}"
     done
     for p in "${pids[@]}"; do
         if kill -0 "$p" 2>/dev/null; then
@@ -146,7 +164,7 @@ ptll=$tools/passthrough_ll
 treeread=$tools/treeread
 
 # ----------------------------------------------------------- the devices --
-if mountpoint -q "$workdir/hdd" 2>/dev/null; then
+if is_mounted "$workdir/hdd"; then
     echo "run.sh: $workdir/hdd is mounted; another bench running?" >&2
     trap - EXIT; exit 1
 fi
@@ -217,7 +235,7 @@ sync
 # ---------------------------------------------------------------- mounts --
 wait_mounted() { # MOUNTPOINT PID LOG
     for _ in $(seq 200); do
-        mountpoint -q "$1" && return 0
+        is_mounted "$1" && return 0
         if ! kill -0 "$2" 2>/dev/null; then
             echo "run.sh: the daemon for $1 exited; its log:" >&2; cat "$3" >&2; return 1
         fi
@@ -225,9 +243,16 @@ wait_mounted() { # MOUNTPOINT PID LOG
     done
     echo "run.sh: $1 did not mount within 10 s" >&2; return 1
 }
+# A mount that does not answer would leave every job below hanging.
+check_answers() { # MOUNTPOINT
+    if ! timeout -k 5 10 stat "$1/." >/dev/null; then
+        echo "run.sh: $1 is mounted but does not answer a stat within 10 s" >&2
+        return 1
+    fi
+}
 
 unmount_daemon() { # MOUNTPOINT PID
-    umount "$1" 2>/dev/null || umount -l "$1"
+    force_unmount "$1"
     for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$2" 2>/dev/null || true
     wait "$2" 2>/dev/null || true
@@ -239,6 +264,7 @@ unmount_daemon() { # MOUNTPOINT PID
 pt_pid=$!
 pids+=("$pt_pid"); mounts+=("$mnt_pt")
 wait_mounted "$mnt_pt" "$pt_pid" "$results/passthrough_ll.log"
+check_answers "$mnt_pt"
 
 cache_mib=$((2 * seq_mib + 512))
 # sequential_cutoff=0: the sequential workload is there to measure filling
@@ -257,10 +283,11 @@ oc_mount() {
     oc_pid=$BG_PID
     pids+=("$oc_pid"); mounts+=("$mnt_oc")
     wait_mounted "$mnt_oc" "$oc_pid" "$logf"
+    check_answers "$mnt_oc"
 }
 
 stats() { # OUTFILE: a copy of the control file, if there is one
-    if [[ -r $mnt_oc/.overcache ]]; then cat "$mnt_oc/.overcache" > "$1" || true; fi
+    if [[ -r $mnt_oc/.overcache ]]; then timeout 10 cat "$mnt_oc/.overcache" > "$1" || true; fi
 }
 
 # Waits until overcache's background fills stop moving cache_used_bytes, so
@@ -270,7 +297,7 @@ settle() {
     [[ -r $mnt_oc/.overcache ]] || return 0
     local prev="" cur
     for _ in $(seq 120); do
-        cur=$(awk '$1=="cache_used_bytes"{print $2}' "$mnt_oc/.overcache" 2>/dev/null || true)
+        cur=$(timeout 10 awk '$1=="cache_used_bytes"{print $2}' "$mnt_oc/.overcache" 2>/dev/null || true)
         [[ -n $cur && $cur == "$prev" ]] && return 0
         prev=$cur
         sleep 0.5
@@ -288,10 +315,11 @@ measure() {
     [[ -n $cg ]] && run=(in_cg)
     drop_caches
     log "  $w on $t"
+    # No job may hang the bench: a stuck mount fails it after job_limit.
     case "$w" in
-        seq) "${run[@]}" fio_seq_cmd "$d" "$out" ;;
-        rand) "${run[@]}" fio_rand_cmd "$d" "$out" ;;
-        tree) "${run[@]}" "$treeread" "$d/tree" > "$out" ;;
+        seq) "${run[@]}" timeout -k 10 "$job_limit" fio_seq_cmd "$d" "$out" ;;
+        rand) "${run[@]}" timeout -k 10 "$job_limit" fio_rand_cmd "$d" "$out" ;;
+        tree) "${run[@]}" timeout -k 10 "$job_limit" "$treeread" "$d/tree" > "$out" ;;
     esac
 }
 # The fio jobs as tiny scripts, since in_cg execs a program, not a function.
@@ -317,9 +345,13 @@ measure_oc() {
     local w=$1 ph=$2 r=$3
     settle
     stats "$results/stats-$w-$ph-r$r-before.txt"
+    cat "/proc/$oc_pid/io" > "$results/io-$w-$ph-r$r-before.txt" 2>/dev/null || true
     measure "$w" "$ph" "$mnt_oc" "$r"
     settle
     stats "$results/stats-$w-$ph-r$r-after.txt"
+    # The daemon's own storage reads (cache device and HDD): against the
+    # bytes the job asked for, they show read amplification.
+    cat "/proc/$oc_pid/io" > "$results/io-$w-$ph-r$r-after.txt" 2>/dev/null || true
 }
 
 python3 - "$results/meta.json" <<EOF
@@ -355,7 +387,7 @@ for r in $(seq 1 "$repeat"); do
             # 20 s of random misses fill only part of rand.dat: read the rest
             # in so that the hit run below measures hits only.
             log "  warming rand.dat through overcache"
-            cat "$mnt_oc/rand.dat" > /dev/null
+            timeout -k 10 "$job_limit" cat "$mnt_oc/rand.dat" > /dev/null
         fi
         measure_oc "$w" oc-hit "$r"
     done
