@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(g++ meson ninja-build pkg-config libfuse3-dev fuse3 librocksdb-dev libboost-dev
       doctest-dev libxxhash-dev)
 if [[ "${1:-}" == "--bench" ]]; then
-    pkgs+=(fio e2fsprogs util-linux gcc)
+    pkgs+=(fio e2fsprogs util-linux gcc python3)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
