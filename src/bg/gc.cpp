@@ -105,10 +105,10 @@ void Gc::sweep() {
     auto cur = meta_.cursor(meta::Cf::extents);
     auto b = meta_.batch();
     std::uint64_t removed = 0;
+    meta::ExtentValue v; // reused: a sweep may decode millions of extents
     for (cur.seek_to_first(); cur.valid() && !stopping_.load(std::memory_order_relaxed);
          cur.next()) {
-        auto v = meta::decode_extent(cur.value());
-        if (v && alloc_.current(v->bucket, v->gen))
+        if (meta::decode_extent(cur.value(), v) && alloc_.current(v.bucket, v.gen))
             continue;
         b.del(meta::Cf::extents, cur.key());
         ++removed;

@@ -331,26 +331,20 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int /*open_flag
 }
 
 bool CachingPath::try_hit(FileState& st, std::uint64_t start, std::uint64_t end, char* out) {
-    auto pieces = index_.lookup(st.fid, start, end);
-    if (!pieces) {
+    // Reused by every hit of this thread: no allocation once warm.
+    thread_local std::vector<Piece> pieces;
+    if (auto r = index_.lookup(st.fid, start, end, pieces); !r) {
         ++read_errors_;
-        log::warn("cache: ", to_string(pieces.error()));
+        log::warn("cache: ", to_string(r.error()));
         return false;
     }
     std::uint64_t at = start;
-    thread_local std::vector<char> buf;
-    for (const auto& p : *pieces) {
+    for (const auto& p : pieces) {
         if (p.start > at)
             return false; // a hole
         const std::uint64_t seg_end = std::min(end, p.end());
-        // Read straight into the reply when the extent lies inside it.
-        const bool inside = p.start >= start && p.end() <= end;
-        char* dst = out + (p.start - start);
-        if (!inside) {
-            buf.resize(p.v.len);
-            dst = buf.data();
-        }
-        switch (index_.read_piece(p, dst)) {
+        // Only the checksum blocks covering [at, seg_end) are read.
+        switch (index_.read_range(p, at, seg_end, out + (at - start))) {
         case PieceRead::ok:
             break;
         case PieceRead::stale:
@@ -361,8 +355,6 @@ bool CachingPath::try_hit(FileState& st, std::uint64_t start, std::uint64_t end,
             ++read_errors_;
             return false;
         }
-        if (!inside)
-            std::memcpy(out + (at - start), dst + (at - p.start), seg_end - at);
         alloc_.touch(p.v.bucket);
         at = seg_end;
         if (at >= end)
@@ -639,6 +631,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_bypass_misses", u(bypass_misses_)},
         {"cache_read_errors", u(read_errors_)},
         {"cache_stale_reads", u(stale_reads_)},
+        {"cache_read_bytes", u(index_.read_bytes())},
         {"buckets_total", u(alloc_.bucket_count())},
         {"buckets_free", u(alloc_.free_count())},
         {"buckets_reserve", u(alloc_.reserve())},

@@ -1,8 +1,8 @@
 // DOC: big-endian key encoding and the fixed value layouts of the index.
 // Keys: see the layout table in key_codec.hpp; byte order must equal numeric
 // order, which the key_codec unit test checks. Values start with a layout
-// byte (1) and are decoded strictly: a short or unknown value decodes to
-// nullopt and is treated as damaged by the caller, never guessed at.
+// byte (1; 2 for extents, which carry per-block checksums) and are decoded strictly: a short or
+// unknown value decodes to nullopt and is treated as damaged by the caller, never guessed at.
 #include "overcache/meta/key_codec.hpp"
 
 #include <cstring>
@@ -179,21 +179,40 @@ std::optional<FileRecord> decode_file_record(std::string_view s) {
     return r;
 }
 
+// Extent values have their own layout byte: 2 (per-block checksums).
+constexpr char kExtentLayout2 = 2;
+
 std::string encode(const ExtentValue& v) {
-    std::string s(1, kLayout1);
+    std::string s;
+    s.reserve(1 + 6 * 4 + 4 * v.csums.size());
+    s.push_back(kExtentLayout2);
     put_be32(s, v.bucket);
     put_be32(s, v.gen);
     put_be32(s, v.bucket_off);
     put_be32(s, v.len);
     put_be32(s, v.flags);
-    put_be64(s, v.checksum);
+    put_be32(s, static_cast<std::uint32_t>(v.csums.size()));
+    for (auto c : v.csums)
+        put_be32(s, c);
     return s;
 }
-std::optional<ExtentValue> decode_extent(std::string_view s) {
+bool decode_extent(std::string_view s, ExtentValue& v) {
     Reader rd(s);
+    std::uint8_t layout = 0;
+    std::uint32_t n = 0;
+    if (!rd.u8(layout) || layout != kExtentLayout2 || !rd.u32(v.bucket) || !rd.u32(v.gen) ||
+        !rd.u32(v.bucket_off) || !rd.u32(v.len) || !rd.u32(v.flags) || !rd.u32(n) ||
+        s.size() - (1 + 6 * 4) != std::size_t{n} * 4)
+        return false;
+    v.csums.resize(n);
+    const char* p = s.data() + 1 + 6 * 4;
+    for (std::uint32_t i = 0; i < n; ++i)
+        v.csums[i] = get_be32(p + 4 * i);
+    return true;
+}
+std::optional<ExtentValue> decode_extent(std::string_view s) {
     ExtentValue v;
-    if (!layout_ok(rd) || !rd.u32(v.bucket) || !rd.u32(v.gen) || !rd.u32(v.bucket_off) ||
-        !rd.u32(v.len) || !rd.u32(v.flags) || !rd.u64(v.checksum) || !rd.at_end())
+    if (!decode_extent(s, v))
         return std::nullopt;
     return v;
 }

@@ -7,6 +7,7 @@
 #include "overcache/cache/factory.hpp"
 #include "tmp_dir.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <doctest/doctest.h>
@@ -180,8 +181,112 @@ TEST_SUITE("cache") {
         std::string buf(p.v.len, '\0');
         CHECK(ix.read_piece(p, buf.data()) == PieceRead::stale);
         p.v.gen -= 1;
-        p.v.checksum ^= 1;
+        p.v.csums[0] ^= 1;
         CHECK(ix.read_piece(p, buf.data()) == PieceRead::bad_checksum);
+    }
+
+    TEST_CASE("ExtentIndex: splits keep every block's checksum valid" * doctest::timeout(60)) {
+        test::TmpDir tmp;
+        store::DeviceConfig dc;
+        dc.dir = tmp / "cache";
+        dc.cache_size = 64 * MiB;
+        dc.bucket_size = 256 * KiB;
+        dc.backing = {"/b", 1, 1};
+        auto dev = store::open_cache_device(dc);
+        REQUIRE(dev);
+        store::Allocator alloc(static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
+                               dc.bucket_size, 1);
+        alloc.finish_load();
+        ExtentIndex ix(**dev, alloc);
+        constexpr std::uint64_t kSize = 512 * KiB;
+        std::string model = random_bytes(kSize, 30);
+        std::vector<bool> cached(kSize, true);
+        REQUIRE(*ix.insert(1, 0, model.data(), 256 * KiB));
+        REQUIRE(*ix.insert(1, 256 * KiB, model.data() + 256 * KiB, 256 * KiB));
+
+        std::mt19937 rng(31);
+        auto check_all = [&] {
+            auto ps = ix.lookup(1, 0, kSize);
+            REQUIRE(ps);
+            std::uint64_t covered = 0;
+            for (auto& p : *ps) {
+                std::string buf(p.v.len, '\0');
+                REQUIRE(ix.read_piece(p, buf.data()) == PieceRead::ok);
+                REQUIRE(buf == model.substr(p.start, p.v.len));
+                REQUIRE(std::all_of(cached.begin() + static_cast<std::ptrdiff_t>(p.start),
+                                    cached.begin() + static_cast<std::ptrdiff_t>(p.end()),
+                                    [](bool c) { return c; }));
+                covered += p.v.len;
+                // Any part of it reads and verifies on its own.
+                const std::uint64_t from = p.start + rng() % p.v.len;
+                const std::uint64_t to = from + 1 + rng() % (p.end() - from);
+                std::string part(to - from, '\0');
+                REQUIRE(ix.read_range(p, from, to, part.data()) == PieceRead::ok);
+                REQUIRE(part == model.substr(from, to - from));
+            }
+            CHECK(covered ==
+                  static_cast<std::uint64_t>(std::count(cached.begin(), cached.end(), true)));
+        };
+        for (int i = 0; i < 300; ++i) {
+            const std::uint64_t s = rng() % (kSize - 1);
+            const std::uint64_t len = 1 + rng() % std::min<std::uint64_t>(40000, kSize - s);
+            if (rng() % 3 != 0) {
+                const auto bytes = random_bytes(len, 100 + static_cast<unsigned>(i));
+                REQUIRE(*ix.insert(1, s, bytes.data(), static_cast<std::uint32_t>(len)));
+                model.replace(s, len, bytes);
+                std::fill(cached.begin() + static_cast<std::ptrdiff_t>(s),
+                          cached.begin() + static_cast<std::ptrdiff_t>(s + len), true);
+            } else {
+                REQUIRE(ix.punch(1, s, s + len));
+                std::fill(cached.begin() + static_cast<std::ptrdiff_t>(s),
+                          cached.begin() + static_cast<std::ptrdiff_t>(s + len), false);
+            }
+            if (i % 10 == 0)
+                check_all();
+        }
+        check_all();
+    }
+
+    TEST_CASE("ExtentIndex: a split whose edge block is corrupt drops that side" *
+              doctest::timeout(30)) {
+        test::TmpDir tmp;
+        store::DeviceConfig dc;
+        dc.dir = tmp / "cache";
+        dc.cache_size = 4 * MiB;
+        dc.bucket_size = 256 * KiB;
+        dc.backing = {"/b", 1, 1};
+        auto dev = store::open_cache_device(dc);
+        REQUIRE(dev);
+        store::Allocator alloc(static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
+                               dc.bucket_size, 1);
+        alloc.finish_load();
+        ExtentIndex ix(**dev, alloc);
+        const auto data = random_bytes(64 * KiB, 40);
+        REQUIRE(*ix.insert(2, 0, data.data(), 64 * KiB));
+        auto ps = ix.lookup(2, 0, 64 * KiB);
+        REQUIRE(ps->size() == 1);
+        const auto p = ps->front();
+        const std::string junk(4 * KiB, 'X');
+        REQUIRE(::pwrite((*dev)->data_fd(), junk.data(), junk.size(),
+                         static_cast<off_t>((*dev)->device_offset(p.v.bucket, p.v.bucket_off) +
+                                            3 * 4 * KiB)) == 4 * 1024);
+        // Blocks other than the corrupt one still read.
+        std::string buf(4 * KiB, '\0');
+        CHECK(ix.read_range(p, 8 * KiB, 12 * KiB, buf.data()) == PieceRead::ok);
+        CHECK(ix.read_range(p, 12 * KiB + 5, 12 * KiB + 6, buf.data()) == PieceRead::bad_checksum);
+        // Overwrite [12K + 100, 20K + 100): the left side's cut block is the
+        // corrupt one (dropped), the right side's is good (kept).
+        const auto patch = random_bytes(8 * KiB, 41);
+        REQUIRE(*ix.insert(2, 12 * KiB + 100, patch.data(), 8 * KiB));
+        ps = ix.lookup(2, 0, 64 * KiB);
+        REQUIRE(ps->size() == 2);
+        CHECK((*ps)[0].start == 12 * KiB + 100);
+        CHECK((*ps)[1].start == 20 * KiB + 100);
+        for (auto& q : *ps) {
+            std::string all(q.v.len, '\0');
+            REQUIRE(ix.read_piece(q, all.data()) == PieceRead::ok);
+            CHECK(all == (q.start == 12 * KiB + 100 ? patch : data.substr(20 * KiB + 100)));
+        }
     }
 
     TEST_CASE("miss, then hit; stats move" * doctest::timeout(30)) {
@@ -262,6 +367,59 @@ TEST_SUITE("cache") {
         CHECK(h.read(*fx.dp, 1000, 100 * KiB) == data.substr(1000, 100 * KiB));
         CHECK(fx.stat("cache_hits") == 1);
         CHECK(fx.stat("cache_read_errors") == errors);
+    }
+
+    TEST_CASE("a 4 KiB hit in a 256 KiB extent reads and verifies only its block" *
+              doctest::timeout(30)) {
+        Fx fx;
+        fx.cp.fill_size = 256 * KiB;
+        fx.start();
+        const auto data = random_bytes(256 * KiB, 20);
+        write_file(fx.path("f"), data);
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
+        fx.ctl().drain_fills();
+        REQUIRE(fx.stat("cache_misses") == 1);
+        // Find the extent's bytes on the data device and corrupt blocks 9 and
+        // 11 of it, on either side of the block read below.
+        const std::string dpath = fx.dc.dir + "/data";
+        int fd = ::open(dpath.c_str(), O_RDWR);
+        REQUIRE(fd >= 0);
+        std::string dev(16 * MiB, '\0');
+        REQUIRE(::pread(fd, dev.data(), dev.size(), 0) == static_cast<ssize_t>(dev.size()));
+        const auto pos = dev.find(data.substr(0, 4 * KiB));
+        REQUIRE(pos != std::string::npos);
+        REQUIRE(dev.compare(pos, data.size(), data) == 0);
+        const std::string junk(4 * KiB, 'X');
+        for (std::uint64_t blk : {9, 11})
+            REQUIRE(::pwrite(fd, junk.data(), junk.size(),
+                             static_cast<off_t>(pos + blk * 4 * KiB)) == 4 * 1024);
+        ::close(fd);
+
+        auto read_bytes = fx.stat("cache_read_bytes");
+        CHECK(h.read(*fx.dp, 10 * 4 * KiB, 4 * KiB) == data.substr(10 * 4 * KiB, 4 * KiB));
+        CHECK(fx.stat("cache_hits") == 1);
+        CHECK(fx.stat("cache_read_errors") == 0);
+        CHECK(fx.stat("cache_read_bytes") - read_bytes == 4 * KiB); // not 256 KiB
+        // Inside one block, unaligned: still that one block.
+        read_bytes = fx.stat("cache_read_bytes");
+        CHECK(h.read(*fx.dp, 10 * 4 * KiB + 100, 1000) == data.substr(10 * 4 * KiB + 100, 1000));
+        CHECK(fx.stat("cache_hits") == 2);
+        CHECK(fx.stat("cache_read_bytes") - read_bytes == 4 * KiB);
+        // 64 KiB past the corruption: 16 blocks, all good.
+        CHECK(h.read(*fx.dp, 12 * 4 * KiB, 64 * KiB) == data.substr(12 * 4 * KiB, 64 * KiB));
+        CHECK(fx.stat("cache_hits") == 3);
+        CHECK(fx.stat("cache_read_errors") == 0);
+        // A corrupt block reads as a miss, is counted, and the data is right.
+        CHECK(h.read(*fx.dp, 9 * 4 * KiB, 4 * KiB) == data.substr(9 * 4 * KiB, 4 * KiB));
+        CHECK(fx.stat("cache_read_errors") == 1);
+        CHECK(fx.stat("cache_hits") == 3);
+        CHECK(fx.stat("cache_misses") == 2);
+        // That miss refilled the chunk: everything hits again.
+        fx.ctl().drain_fills();
+        CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
+        CHECK(fx.stat("cache_hits") == 4);
+        CHECK(fx.stat("cache_read_errors") == 1);
     }
 
     TEST_CASE("writethrough: readers see their writes from the cache" * doctest::timeout(30)) {

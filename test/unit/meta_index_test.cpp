@@ -40,16 +40,36 @@ TEST_SUITE("meta") {
     }
 
     TEST_CASE("values round-trip and short values are refused") {
-        ExtentValue e{3, 9, 4096, 65536, 0, 0xdeadbeefcafef00dull};
+        ExtentValue e{3, 9, 4096, 65536, 0, {}};
+        for (std::uint32_t i = 0; i < csum_block_count(0, 65536); ++i)
+            e.csums.push_back(0xdeadbeefu + i);
         auto d = decode_extent(encode(e));
         REQUIRE(d);
         CHECK(d->bucket == 3);
         CHECK(d->gen == 9);
         CHECK(d->bucket_off == 4096);
         CHECK(d->len == 65536);
-        CHECK(d->checksum == e.checksum);
+        CHECK(d->csums == e.csums);
+        CHECK(encode(e).size() == 1 + 6 * 4 + 16 * 4); // 4 bytes a 4 KiB block
         CHECK_FALSE(decode_extent(encode(e).substr(0, 10)));
+        CHECK_FALSE(decode_extent(encode(e).substr(0, encode(e).size() - 2)));
         CHECK_FALSE(decode_extent(encode(e) + "x"));
+        auto v1 = encode(e);
+        v1[0] = 1; // the version-1 layout (one XXH3-64 an extent) is not read
+        CHECK_FALSE(decode_extent(v1));
+        // Decoding into a value reuses it and replaces all of it.
+        ExtentValue into{1, 2, 3, 4, 5, {7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
+        REQUIRE(decode_extent(encode(e), into));
+        CHECK(into.csums == e.csums);
+        CHECK(into.bucket == 3);
+
+        // The 4 KiB grid of the file, not of the extent.
+        CHECK(csum_block_count(0, 1) == 1);
+        CHECK(csum_block_count(0, 4096) == 1);
+        CHECK(csum_block_count(0, 4097) == 2);
+        CHECK(csum_block_count(4095, 2) == 2);
+        CHECK(csum_block_count(100, 256 * 1024) == 65);
+        CHECK(csum_block_count(8192, 256 * 1024) == 64);
 
         FileRecord f{5, 100, -3, 123456789, 77};
         auto fd = decode_file_record(encode(f));
@@ -126,12 +146,12 @@ TEST_SUITE("meta") {
         {
             auto ms = MetaStore::open(dir, o);
             REQUIRE(ms);
-            ExtentValue v{1, 0, 0, 4096, 0, 1};
+            ExtentValue v{1, 0, 0, 65536, 0, std::vector<std::uint32_t>(16, 1)};
             const auto val = encode(v);
             for (std::uint64_t f = 0; f < 1000; ++f) {
                 auto b = (*ms)->batch();
                 for (std::uint64_t e = 1; e <= 1000; ++e)
-                    b.put(Cf::extents, extent_key(f + 1, e * 4096), val);
+                    b.put(Cf::extents, extent_key(f + 1, e * 65536), val);
                 REQUIRE((*ms)->write(b));
             }
             REQUIRE((*ms)->flush());
@@ -140,7 +160,7 @@ TEST_SUITE("meta") {
         const auto t0 = std::chrono::steady_clock::now();
         auto ms = MetaStore::open(dir, o);
         REQUIRE(ms);
-        CHECK((*ms)->get(Cf::extents, extent_key(500, 500 * 4096))->has_value());
+        CHECK((*ms)->get(Cf::extents, extent_key(500, 500 * 65536))->has_value());
         const auto ms_open = std::chrono::duration_cast<std::chrono::milliseconds>(
                                  std::chrono::steady_clock::now() - t0)
                                  .count();

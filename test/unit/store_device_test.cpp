@@ -101,6 +101,32 @@ TEST_SUITE("store") {
             CHECK(d.error().code == Errc::Foreign);
             CHECK(d.error().message.find("version") != std::string::npos);
         }
+        SUBCASE("a version-1 cache (one checksum an extent) is refused") {
+            {
+                meta::StoreOptions so;
+                auto ms = meta::MetaStore::open(c.dir + "/index", so);
+                REQUIRE(ms);
+                auto v = (*ms)->get(meta::Cf::meta, meta::kSuperblockKey);
+                std::string sb = **v;
+                REQUIRE(sb[11] == static_cast<char>(meta::kFormatVersion));
+                sb[11] = 1; // what the version-1 code wrote
+                auto b = (*ms)->batch();
+                b.put(meta::Cf::meta, meta::kSuperblockKey, sb);
+                REQUIRE((*ms)->write(b));
+            }
+            auto d = open_cache_device(c);
+            REQUIRE_FALSE(d);
+            CHECK(d.error().code == Errc::Foreign);
+            CHECK(d.error().message.find("unknown format version") != std::string::npos);
+            CHECK(d.error().message.find("-o reformat") != std::string::npos);
+            // Left alone: it still refuses, and reformat makes a fresh cache.
+            CHECK_FALSE(open_cache_device(c));
+            auto o = c;
+            o.reformat = true;
+            auto fresh = open_cache_device(o);
+            REQUIRE(fresh);
+            CHECK((*fresh)->superblock().version == meta::kFormatVersion);
+        }
         SUBCASE("a damaged superblock") {
             {
                 meta::StoreOptions so;
