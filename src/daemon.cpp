@@ -28,7 +28,6 @@
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
 
 namespace overcache {
@@ -148,14 +147,14 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
     return true;
 }
 
-// Larger read-ahead on the mount's backing device info, so sequential
-// buffered reads arrive as 1 MiB requests rather than the default 128 KiB.
-// The device number comes from mountinfo: stat(2) of the mountpoint would
-// wait for the request loop, which is not running yet.
-void raise_readahead(const std::string& mountpoint) {
+// The read_ahead_kb file of the mount's backing device info, found through
+// mountinfo (a stat(2) of the mountpoint would wait for the request loop).
+// Raising it lets sequential buffered reads arrive as 1 MiB requests rather
+// than the default 128 KiB; the session writes it after INIT.
+std::string readahead_path(const std::string& mountpoint) {
     FILE* mi = std::fopen("/proc/self/mountinfo", "re");
     if (mi == nullptr)
-        return;
+        return {};
     unsigned maj = 0, min = 0;
     bool found = false;
     char line[4096];
@@ -172,24 +171,10 @@ void raise_readahead(const std::string& mountpoint) {
     }
     std::fclose(mi);
     if (!found)
-        return;
+        return {};
     char path[96];
     std::snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
-    // The kernel lowers read-ahead to what the INIT reply allows, so the
-    // value is written once INIT is done: a stat of the mountpoint returns
-    // only after that. A short-lived thread, since the loop is not running yet.
-    std::thread([mp = mountpoint, p = std::string(path)] {
-        struct stat st {};
-        if (::stat(mp.c_str(), &st) != 0)
-            return;
-        const int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-            return;
-        const char kValue[] = "1024\n";
-        if (::write(fd, kValue, sizeof kValue - 1) < 0)
-            log::debug("cannot set ", p, ": ", std::strerror(errno));
-        ::close(fd);
-    }).detach();
+    return path;
 }
 
 void detach_stdio() {
@@ -251,7 +236,7 @@ int serve(const Plan& plan, bool debug, int status_fd) {
             return 1;
         }
         if (::geteuid() == 0)
-            raise_readahead(plan.mountpoint);
+            (*session)->set_readahead_path(readahead_path(plan.mountpoint));
         if (status_fd >= 0) {
             report(status_fd, 0);
             detach_stdio();

@@ -43,7 +43,16 @@ struct Adapter {
     cache::DataPath& data;
     InodeTable inodes;
     std::atomic<std::uint64_t> open_files{0};
+
+    // Work for the first request after INIT (see after_init()).
+    std::string readahead_path; // /sys/class/bdi/M:N/read_ahead_kb, or empty
+    std::once_flag init_done;
 };
+
+// Runs once, from the first lookup or getattr: by then the kernel has
+// applied the INIT reply, which would undo a read-ahead set earlier, and no
+// thread of the daemon has to touch its own mount to wait for that.
+void after_init(Adapter& a) noexcept;
 
 inline Adapter& adapter_of(fuse_req_t req) {
     return *static_cast<Adapter*>(fuse_req_userdata(req));

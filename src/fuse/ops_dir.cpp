@@ -82,7 +82,9 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
         std::size_t used = 0;
         int err = 0;
 
-        std::lock_guard lock(dh.mutex);
+        // The reply goes out after the lock is dropped: once it is sent the
+        // kernel may release the handle (and free `dh`) from another thread.
+        std::unique_lock lock(dh.mutex);
         if (off != dh.offset) {
             ::seekdir(dh.dp, off);
             dh.entry = nullptr;
@@ -146,6 +148,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
             dh.entry = nullptr;
             dh.offset = next;
         }
+        lock.unlock();
         // An error after some entries: return those; the next call hits it again.
         if (err != 0 && used == 0) {
             for (Ino i : counted)

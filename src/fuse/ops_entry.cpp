@@ -84,6 +84,24 @@ void control_entry(fuse_entry_param& e, const Adapter& a) noexcept {
     e.entry_timeout = a.cfg.entry_timeout;
 }
 
+void after_init(Adapter& a) noexcept {
+    try {
+        std::call_once(a.init_done, [&] {
+            if (a.readahead_path.empty())
+                return;
+            const int fd = ::open(a.readahead_path.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd < 0)
+                return;
+            const char kValue[] = "1024\n"; // KiB: sequential reads come as 1 MiB requests
+            if (::write(fd, kValue, sizeof kValue - 1) < 0)
+                log::debug("cannot set ", a.readahead_path, ": ", std::strerror(errno));
+            ::close(fd);
+        });
+    } catch (...) {
+        // Only a performance setting.
+    }
+}
+
 control::StatLines all_stats(Adapter& a) {
     control::StatLines lines = a.data.stats();
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
@@ -95,6 +113,7 @@ control::StatLines all_stats(Adapter& a) {
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
     guarded(req, "lookup", [&] {
         Adapter& a = adapter_of(req);
+        after_init(a);
         fuse_entry_param e{};
         if (is_control_name(parent, name)) {
             control_entry(e, a);
@@ -134,6 +153,7 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) no
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     guarded(req, "getattr", [&] {
         Adapter& a = adapter_of(req);
+        after_init(a);
         struct stat st {};
         if (ino == kControlIno) {
             control_attr(st);

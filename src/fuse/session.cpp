@@ -71,7 +71,7 @@ void op_init(void* /*userdata*/, fuse_conn_info* conn) {
                                          FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     want_if_capable(conn, FUSE_CAP_SPLICE_READ);
     want_if_capable(conn, FUSE_CAP_SPLICE_WRITE);
-    want_if_capable(conn, FUSE_CAP_SPLICE_MOVE);
+    // TMP want_if_capable(conn, FUSE_CAP_SPLICE_MOVE);
     want_if_capable(conn, FUSE_CAP_PARALLEL_DIROPS);
     want_if_capable(conn, FUSE_CAP_READDIRPLUS);
     want_if_capable(conn, FUSE_CAP_READDIRPLUS_AUTO);
@@ -180,6 +180,10 @@ void Session::unmount() noexcept {
         fuse_session_unmount(se_);
         mounted_ = false;
     }
+}
+
+void Session::set_readahead_path(std::string path) {
+    adapter_->readahead_path = std::move(path);
 }
 
 std::size_t Session::inode_count() const {

@@ -48,6 +48,10 @@ public:
     // Unmounts if mounted; safe to call more than once.
     void unmount() noexcept;
 
+    // Read-ahead to raise, as a /sys/class/bdi/.../read_ahead_kb path,
+    // written once the kernel has finished INIT. Call before run().
+    void set_readahead_path(std::string path);
+
     // Inodes the kernel currently holds references to (root included).
     std::size_t inode_count() const;
 
