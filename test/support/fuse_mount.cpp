@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fstream>
 #include <poll.h>
@@ -295,6 +296,8 @@ bool Mount::wait_child(std::chrono::milliseconds timeout, int& status) noexcept 
     for (;;) {
         pid_t r = ::waitpid(pid_, &status, WNOHANG);
         if (r == pid_ || (r < 0 && errno == ECHILD)) {
+            if (r == pid_)
+                exit_status_ = status;
             pid_ = -1;
             if (pfd >= 0)
                 ::close(pfd);
@@ -359,6 +362,15 @@ int Mount::unmount() noexcept {
 
 Mount::~Mount() {
     unmount();
+    const int status = exit_status_;
+    // A daemon that crashed (even while shutting down) fails the test; a
+    // SIGKILL/SIGTERM is what some tests do to it on purpose.
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        if (sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE)
+            FAIL_CHECK("overcache on " << mnt_ << " crashed with signal " << sig << " ("
+                                       << std::string(::strsignal(sig)) << ")");
+    }
     if (reaper_fd_ >= 0) {
         (void)!::write(reaper_fd_, "done", 4);
         ::close(reaper_fd_);

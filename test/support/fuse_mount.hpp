@@ -76,6 +76,7 @@ private:
     bool standin_ = false;
     bool mounted_ = false;
     unsigned fuse_minor_ = 0; // connection id under /sys/fs/fuse/connections
+    int exit_status_ = 0;     // the daemon's wait status once reaped
     int reaper_fd_ = -1;      // write end of the pipe the reaper helper watches
     std::chrono::milliseconds timeout_{15000};
 };
