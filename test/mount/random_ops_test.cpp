@@ -81,8 +81,10 @@ private:
         if (known_.size() > 1 && chance(70))
             return known_[1 + uniform(known_.size() - 1)];
         const std::string& dir = known_[uniform(known_.size())];
+        // Never the root itself: renaming a mount's root fails with EXDEV
+        // in the VFS before the filesystem is asked, unlike a plain directory.
         if (std::count(dir.begin(), dir.end(), '/') >= 3)
-            return known_[uniform(known_.size())];
+            return known_[1 + uniform(known_.size() - 1)];
         std::string name = std::string(1, static_cast<char>('a' + uniform(8)));
         return dir.empty() ? name : dir + "/" + name;
     }
@@ -400,7 +402,7 @@ std::string Runner::step(unsigned long i) {
 TEST_CASE("random operations agree with a plain directory") {
     Mount m;
     const unsigned long seed = env_or("OVERCACHE_RANDOM_SEED", std::random_device{}());
-    const unsigned long ops = env_or("OVERCACHE_RANDOM_OPS", 4000);
+    const unsigned long ops = env_or("OVERCACHE_RANDOM_OPS", 15000);
     const unsigned long tree_every = env_or("OVERCACHE_RANDOM_TREE_EVERY", 250);
     MESSAGE("OVERCACHE_RANDOM_SEED=" << seed << " OVERCACHE_RANDOM_OPS=" << ops);
     Runner r(m, seed);
