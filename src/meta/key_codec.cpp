@@ -9,27 +9,6 @@
 
 namespace overcache::meta {
 
-void put_be64(std::string& out, std::uint64_t v) {
-    for (int i = 7; i >= 0; --i)
-        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_be32(std::string& out, std::uint32_t v) {
-    for (int i = 3; i >= 0; --i)
-        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-std::uint64_t get_be64(const char* p) noexcept {
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i)
-        v = (v << 8) | static_cast<unsigned char>(p[i]);
-    return v;
-}
-std::uint32_t get_be32(const char* p) noexcept {
-    std::uint32_t v = 0;
-    for (int i = 0; i < 4; ++i)
-        v = (v << 8) | static_cast<unsigned char>(p[i]);
-    return v;
-}
-
 const char* cf_name(Cf cf) noexcept {
     switch (cf) {
     case Cf::meta:

@@ -80,9 +80,16 @@ std::optional<Allocation> Allocator::alloc(std::uint32_t len) {
 }
 
 void Allocator::touch(std::uint32_t bucket) {
-    if (bucket < count_)
-        last_use_[bucket].store(tick_.fetch_add(1, std::memory_order_relaxed),
-                                std::memory_order_relaxed);
+    // Every FUSE thread's hits come here: no read-modify-write of the shared
+    // tick and no store when the bucket already has it, so concurrent hits do
+    // not bounce cache lines. The tick advances with allocations, so hits are
+    // ordered by fill epochs, which is what reclaim (run when fills need
+    // buckets) needs: touched since the last fills, or not.
+    if (bucket >= count_)
+        return;
+    const std::uint64_t t = tick_.load(std::memory_order_relaxed);
+    if (last_use_[bucket].load(std::memory_order_relaxed) != t)
+        last_use_[bucket].store(t, std::memory_order_relaxed);
 }
 
 std::vector<std::uint32_t> Allocator::pick_victims(std::size_t n) {

@@ -9,6 +9,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -611,4 +614,47 @@ TEST_SUITE("cache") {
         CHECK(escape_path("//srv//x/") == "srv-x");
         CHECK(default_cache_dir("/mnt/x").ends_with("/overcache/mnt-x"));
     }
+}
+
+// Not a test: `OVERCACHE_BENCH=1 test_cache_path -tc='*micro-benchmark*'`
+// prints what a hit costs in-process (no FUSE), for the record.
+TEST_CASE("hit path micro-benchmark" * doctest::timeout(120)) {
+    if (std::getenv("OVERCACHE_BENCH") == nullptr)
+        return;
+    Fx fx;
+    fx.dc.cache_size = 128 * MiB;
+    fx.dc.bucket_size = 1 * MiB;
+    fx.cp.fill_size = 256 * KiB;
+    fx.start();
+    constexpr std::uint64_t kSize = 64 * MiB;
+    const auto data = random_bytes(kSize, 50);
+    write_file(fx.path("f"), data);
+    Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+    for (std::uint64_t off = 0; off < kSize; off += 256 * KiB)
+        h.read(*fx.dp, off, 256 * KiB);
+    fx.ctl().drain_fills();
+    auto& of = *h.out.file;
+    std::string buf(256 * KiB, '\0');
+    auto time_it = [&](const char* what, int n, std::uint64_t len, bool random) {
+        std::mt19937_64 rng(1);
+        const auto hits0 = fx.stat("cache_hits");
+        const auto t0 = std::chrono::steady_clock::now();
+        std::uint64_t off = 0;
+        for (int i = 0; i < n; ++i) {
+            off = random ? (rng() % (kSize / len)) * len : (off + len) % kSize;
+            auto r = fx.dp->read(of, buf.data(), len, static_cast<off_t>(off));
+            REQUIRE(r);
+        }
+        const auto dt =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count();
+        CHECK(fx.stat("cache_hits") - hits0 == static_cast<std::uint64_t>(n));
+        std::printf("%-28s %8.2f us/read  %8.0f MiB/s\n", what, dt / n,
+                    static_cast<double>(len) * n / dt * 1e6 / MiB);
+    };
+    time_it("random 4 KiB hits",
+            std::getenv("OVERCACHE_BENCH_N") ? std::atoi(std::getenv("OVERCACHE_BENCH_N")) : 200000,
+            4 * KiB, true);
+    time_it("sequential 128 KiB hits", 20000, 128 * KiB, false);
+    time_it("sequential 256 KiB hits", 10000, 256 * KiB, false);
 }

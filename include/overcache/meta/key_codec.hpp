@@ -11,16 +11,34 @@
 
 #include "overcache/meta/schema.hpp"
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
 namespace overcache::meta {
 
-void put_be64(std::string& out, std::uint64_t v);
-void put_be32(std::string& out, std::uint32_t v);
-std::uint64_t get_be64(const char* p) noexcept;
-std::uint32_t get_be32(const char* p) noexcept;
+// Inline: the read path decodes an extent's checksums (64 of them for a
+// 256 KiB extent) on every hit.
+inline void put_be64(std::string& out, std::uint64_t v) {
+    for (int i = 7; i >= 0; --i)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+inline void put_be32(std::string& out, std::uint32_t v) {
+    for (int i = 3; i >= 0; --i)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+inline std::uint64_t get_be64(const char* p) noexcept {
+    std::uint64_t v = 0;
+    std::memcpy(&v, p, sizeof v);
+    return std::endian::native == std::endian::little ? __builtin_bswap64(v) : v;
+}
+inline std::uint32_t get_be32(const char* p) noexcept {
+    std::uint32_t v = 0;
+    std::memcpy(&v, p, sizeof v);
+    return std::endian::native == std::endian::little ? __builtin_bswap32(v) : v;
+}
 
 struct FileKey {
     std::uint64_t fsid = 0;
