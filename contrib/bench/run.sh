@@ -2,7 +2,8 @@
 # overcache benchmark (issue #3): one command, as root.
 #
 #   sudo contrib/bench/run.sh [--quick] [--repeat N] [--results DIR]
-#                             [--workdir DIR] [--oc-opts OPTS] [--standin] [--keep]
+#                             [--workdir DIR] [--oc-opts OPTS] [--standin]
+#                             [--worktree] [--keep]
 #
 # What it builds, all under --workdir (default /var/tmp/overcache-bench, which
 # must be on a fast local disk) and all removed again on exit, Ctrl-C included:
@@ -27,8 +28,10 @@
 # The results (fio JSON, tree-walk JSON, overcache stats, daemon RSS) go to
 # --results; contrib/bench/report.py prints the table and the goal ratios.
 #
-# --standin mounts passthrough_ll over the HDD in place of overcache, to test
-# the script itself on a build whose cache is not there yet.
+# It measures the committed HEAD, built in build-bench/ from `git archive`;
+# --worktree builds the working tree instead; --oc-bin PATH runs that binary
+# (a sanitizer build, say). --standin mounts passthrough_ll over the HDD in
+# place of overcache, to test the script itself.
 set -euo pipefail
 
 orig_args="$*"
@@ -41,6 +44,8 @@ rand_secs=20
 tree_files=2000
 quick=0
 standin=0
+worktree=0
+oc_bin_given=""
 keep=0
 workdir=/var/tmp/overcache-bench
 results=""
@@ -49,7 +54,7 @@ hdd_bps=$((150 * 1024 * 1024))
 hdd_iops=150
 job_limit=900
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "$0" | grep -v '^set' | sed 's/^# \{0,1\}//'; }
 
 while (($#)); do
     case "$1" in
@@ -59,6 +64,8 @@ while (($#)); do
         --workdir) workdir=$2; shift ;;
         --oc-opts) oc_opts=$2; shift ;;
         --standin) standin=1 ;;
+        --worktree) worktree=1 ;;
+        --oc-bin) oc_bin_given=$2; shift ;;
         --keep) keep=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -141,15 +148,37 @@ trap 'exit 143' TERM
 "$src/contrib/install-deps.sh" --bench >/dev/null
 command -v python3 >/dev/null || { echo "run.sh: python3 is needed for the report" >&2; exit 1; }
 
-bdir=$src/build-bench
-log "building overcache (release) in $bdir"
-if [[ -f $bdir/build.ninja ]]; then
-    meson setup --reconfigure "$bdir" "$src" --buildtype=release -Dtests=auto >/dev/null
+# What is measured is the committed HEAD (exported from git, so that edits in
+# progress in the working tree cannot leak into the numbers and the commit
+# in the results is exact); --worktree builds the working tree as it is.
+bench_root=$src/build-bench
+if ((worktree)) || ! git -C "$src" rev-parse --verify -q HEAD >/dev/null 2>&1; then
+    build_src=$src
+    bdir=$bench_root/worktree-build
+    commit="$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo none)+worktree"
 else
-    meson setup "$bdir" "$src" --buildtype=release -Dtests=auto >/dev/null
+    commit=$(git -C "$src" rev-parse --short HEAD)
+    build_src=$bench_root/head-src
+    bdir=$bench_root/head-build
+    if [[ $(cat "$build_src/.commit" 2>/dev/null) != "$commit" ]]; then
+        rm -rf "$build_src"
+        mkdir -p "$build_src"
+        git -C "$src" archive HEAD | tar -x -C "$build_src"
+        echo "$commit" > "$build_src/.commit"
+    fi
+fi
+log "building overcache $commit (release) in $bdir"
+if [[ -f $bdir/build.ninja ]]; then
+    meson setup --reconfigure "$bdir" "$build_src" --buildtype=release -Dtests=disabled >/dev/null
+else
+    meson setup "$bdir" "$build_src" --buildtype=release -Dtests=disabled >/dev/null
 fi
 ninja -C "$bdir" -j"$(nproc)" src/overcache >/dev/null
 oc_bin=$bdir/src/overcache
+if [[ -n $oc_bin_given ]]; then # e.g. a sanitizer build, to chase a crash
+    oc_bin=$(realpath "$oc_bin_given")
+    commit="$commit (binary $oc_bin)"
+fi
 
 tools=$results/tools
 mkdir -p "$tools"
@@ -367,7 +396,7 @@ meta = {
   "cpus": os.cpu_count(),
   "mem": sh("free -h | awk '/Mem:/{print \$2}'"),
   "fio": sh("fio --version"),
-  "commit": sh("git -C '$src' rev-parse --short HEAD"),
+  "commit": "$commit",
   "repeat": $repeat, "seq_mib": $seq_mib, "rand_secs": $rand_secs, "tree_files": $tree_files,
   "hdd_bps": $hdd_bps, "hdd_iops": $hdd_iops, "cgroup": "$cgtype",
   "overcache_options": "$oc_options", "standin": bool($standin),
