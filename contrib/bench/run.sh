@@ -319,19 +319,28 @@ stats() { # OUTFILE: a copy of the control file, if there is one
     if [[ -r $mnt_oc/.overcache ]]; then timeout 10 cat "$mnt_oc/.overcache" > "$1" || true; fi
 }
 
-# Waits until overcache's background fills stop moving cache_used_bytes, so
-# a "hit" run is not racing the fill of the run before it.
+# Waits until overcache's background fills are done, so that a "hit" run is
+# not racing the fill of the run before it: the fill counters and the bytes
+# in use must stay the same for 2 s. (A short pause is not enough: writing a
+# GiB into the cache file can stall the fill thread in dirty-page throttling
+# for a while, hence also the sync.)
 settle() {
     ((standin)) && return 0
     [[ -r $mnt_oc/.overcache ]] || return 0
-    local prev="" cur
-    for _ in $(seq 120); do
-        cur=$(timeout 10 awk '$1=="cache_used_bytes"{print $2}' "$mnt_oc/.overcache" 2>/dev/null || true)
-        [[ -n $cur && $cur == "$prev" ]] && return 0
+    sync
+    local prev="" cur same=0
+    for _ in $(seq 240); do
+        cur=$(timeout 10 awk '$1 ~ /^(cache_used_bytes|fills|fills_skipped_full|fills_raced|fill_errors)$/ {printf "%s ", $2}' \
+            "$mnt_oc/.overcache" 2>/dev/null || true)
+        if [[ -n $cur && $cur == "$prev" ]]; then
+            ((++same >= 4)) && return 0
+        else
+            same=0
+        fi
         prev=$cur
         sleep 0.5
     done
-    log "warning: cache_used_bytes still moving after 60 s"
+    log "warning: overcache's fills still moving after 120 s"
 }
 
 # ------------------------------------------------------------------ jobs --
