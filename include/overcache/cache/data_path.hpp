@@ -7,6 +7,8 @@
 // libfuse.
 #pragma once
 
+#include "overcache/util/result.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -15,8 +17,6 @@
 #include <sys/types.h>
 #include <utility>
 #include <vector>
-
-#include "overcache/util/result.hpp"
 
 namespace overcache::cache {
 
@@ -85,6 +85,5 @@ public:
     // after the FUSE session has ended and before destruction.
     virtual void stop() = 0;
 };
-
 
 } // namespace overcache::cache

@@ -1,11 +1,11 @@
 // Builds the DataPath a mount uses from its Config.
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include "overcache/cache/data_path.hpp"
 #include "overcache/config/config.hpp"
+
+#include <memory>
+#include <string>
 
 namespace overcache::cache {
 
@@ -19,7 +19,8 @@ struct MountPaths {
 // executors. Fails with a message naming the problem (a foreign or damaged
 // cache, a bad location) without changing anything on disk.
 // Must be called after daemonizing: it starts threads.
-Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg, const MountPaths& paths);
+Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
+                                                 const MountPaths& paths);
 
 // A DataPath that serves every read from the backing (cache_mode=none and
 // the fallback while there is no cache).
