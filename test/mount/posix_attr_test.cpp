@@ -252,7 +252,42 @@ TEST_SUITE("posix_attr") {
         CHECK(tree_diff(m.mountpoint(), m.twin()) == "");
     }
 
-    TEST_CASE("flock and POSIX locks conflict between processes") {
+    TEST_CASE("chown by a non-root owner: setuid/setgid kept on dirs, cleared on files") {
+    // pjdfstest chown/00.t: Linux keeps S_ISUID/S_ISGID of a directory when
+    // its owner changes its group, and clears them on an executable file.
+    Mount m;
+    for (const auto& root : {m.mountpoint(), m.twin()}) {
+        REQUIRE(::mkdir((root + "/d").c_str(), 0755) == 0);
+        write_all(root + "/f", "x");
+        for (const char* n : {"/d", "/f"}) {
+            REQUIRE(::chown((root + n).c_str(), kOtherUid, kOtherGid) == 0);
+            REQUIRE(::chmod((root + n).c_str(), 06555) == 0);
+        }
+    }
+    for (const char* n : {"d", "f"}) {
+        INFO(std::string(n));
+        same_stat(m, n);
+        for (gid_t g : {kOtherGid + 1, kOtherGid}) {
+            auto chgrp = [&](const std::string& root) {
+                return run_as(kOtherUid, kOtherGid, [&] {
+                    // Member of both groups: setgroups() dropped them, so add
+                    // kOtherGid + 1 as the effective gid when needed.
+                    if (g != kOtherGid && ::setresgid(g, g, g) != 0)
+                        return errno;
+                    return ::chown((root + "/" + n).c_str(), static_cast<uid_t>(-1), g) == 0
+                               ? 0
+                               : errno;
+                });
+            };
+            CHECK(chgrp(m.mountpoint()) == chgrp(m.twin()));
+            same_stat(m, n);
+            for (const auto& root : {m.mountpoint(), m.twin()})
+                ::chmod((root + "/" + n).c_str(), 06555);
+        }
+    }
+}
+
+TEST_CASE("flock and POSIX locks conflict between processes") {
         Mount m;
         write_all(m.mnt("f"), "0123456789");
         write_all(m.twin("f"), "0123456789");

@@ -283,6 +283,29 @@ TEST_SUITE("posix_ops") {
         SAME(::utimensat(AT_FDCWD, P("nope"), t, 0));
     }
 
+    TEST_CASE("chown(-1, -1) still updates ctime, as on Linux filesystems") {
+        // pjdfstest chown/00.t (its TODO 1054...1144): ext4 bumps ctime on a
+        // chown that changes nothing; FUSE sends a SETATTR with no attribute
+        // set, and the daemon must still touch the backing inode.
+        Mount m;
+        write_all(m.mnt("f"), "x");
+        write_all(m.twin("f"), "x");
+        struct stat a0 {
+        }, b0{}, a1{}, b1{};
+        REQUIRE(::stat(m.mnt("f").c_str(), &a0) == 0);
+        REQUIRE(::stat(m.twin("f").c_str(), &b0) == 0);
+        // ctime comes from the kernel's coarse clock: let it tick (not a
+        // synchronisation; nothing else is waited for).
+        ::usleep(30000);
+        SAME(::chown(P("f"), static_cast<uid_t>(-1), static_cast<gid_t>(-1)));
+        SAME(::lchown(P("f"), static_cast<uid_t>(-1), static_cast<gid_t>(-1)));
+        REQUIRE(::stat(m.mnt("f").c_str(), &a1) == 0);
+        REQUIRE(::stat(m.twin("f").c_str(), &b1) == 0);
+        const bool twin_moved = stat_diff(b0, b1, kCtime) != "";
+        const bool mnt_moved = stat_diff(a0, a1, kCtime) != "";
+        CHECK(mnt_moved == twin_moved);
+    }
+
     TEST_CASE("a write updates mtime and ctime; a read keeps the data") {
         Mount m;
         write_all(m.mnt("f"), "x");

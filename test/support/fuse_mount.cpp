@@ -174,7 +174,7 @@ long rss_kib(pid_t pid) {
     return -1;
 }
 
-Mount::Mount(MountOptions opts) : tmp_("overcache-mnt"), timeout_(opts.timeout) {
+Mount::Mount(MountOptions opts) : tmp_("overcache-mnt", opts.tmp_base), timeout_(opts.timeout) {
     require_fuse();
     const std::string base = real_path(tmp_.path());
     backing_ = base + "/backing";

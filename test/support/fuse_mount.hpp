@@ -36,6 +36,9 @@ struct MountOptions {
     std::chrono::milliseconds timeout{15000};
     // Pass -d to the daemon (FUSE debug output on stderr).
     bool debug = false;
+    // Where the temporary directory goes (default $TMPDIR or /tmp); e.g.
+    // /dev/shm for a test that makes a huge tree and is not about the disk.
+    std::string tmp_base;
 };
 
 class Mount {

@@ -17,11 +17,15 @@ namespace overcache::test {
 
 class TmpDir {
 public:
-    // `prefix` names the directory under $TMPDIR (default /tmp). The directory
-    // is made 0755 so that tests running as another uid can walk through it.
-    explicit TmpDir(const std::string& prefix = "overcache-test") {
-        const char* base = std::getenv("TMPDIR");
-        std::string templ = std::string(base && *base ? base : "/tmp") + "/" + prefix + ".XXXXXX";
+    // `prefix` names the directory under `base`, else $TMPDIR, else /tmp. The
+    // directory is made 0755 so that tests running as another uid can walk
+    // through it.
+    explicit TmpDir(const std::string& prefix = "overcache-test", std::string base = {}) {
+        if (base.empty()) {
+            const char* env = std::getenv("TMPDIR");
+            base = env && *env ? env : "/tmp";
+        }
+        std::string templ = base + "/" + prefix + ".XXXXXX";
         if (!::mkdtemp(templ.data()))
             throw std::runtime_error("mkdtemp(" + templ + "): " + std::strerror(errno));
         ::chmod(templ.c_str(), 0755);
