@@ -203,6 +203,22 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             if (err != 0)
                 return err;
         }
+        constexpr int kChanges = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID |
+                                 FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+                                 FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW;
+        if ((to_set & kChanges) == 0) {
+            // chown(f, -1, -1) reaches us as a setattr that changes nothing;
+            // on the backing it still updates ctime (and drops set-id bits
+            // as the kernel decided), so do the same no-op chown there.
+            const int err =
+                ofd >= 0
+                    ? (::fchown(ofd, static_cast<uid_t>(-1), static_cast<gid_t>(-1)) == 0 ? 0
+                                                                                          : errno)
+                    : backing::set_owner(inode->fd(), static_cast<uid_t>(-1),
+                                         static_cast<gid_t>(-1));
+            if (err != 0)
+                return err;
+        }
         if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) != 0) {
             const uid_t uid =
                 (to_set & FUSE_SET_ATTR_UID) != 0 ? attr->st_uid : static_cast<uid_t>(-1);
