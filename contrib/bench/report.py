@@ -18,13 +18,15 @@ import re
 import statistics
 import sys
 
-TARGETS = ["hdd", "fast", "pt", "oc-first", "oc-hit"]
+TARGETS = ["hdd", "fast", "pt", "oc-first", "oc-hit", "pt-pc", "oc-hit-pc"]
 TARGET_NAMES = {
     "hdd": "HDD directly",
     "fast": "fast dir directly",
     "pt": "passthrough_ll (fast)",
     "oc-first": "overcache, first read",
     "oc-hit": "overcache, second read",
+    "pt-pc": "passthrough_ll, echo 1",
+    "oc-hit-pc": "overcache 2nd read, echo 1",
 }
 WORKLOADS = ["seq", "rand", "tree"]
 WORKLOAD_NAMES = {
@@ -177,6 +179,7 @@ def main():
         ("sequential: first read time vs HDD directly", "seq", "oc-first", "hdd", True, "<=", 1.10),
         ("small-file tree: first read time vs HDD directly", "tree", "oc-first", "hdd", True, "<=", 1.10),
         ("random 4K: first read vs HDD directly (IOPS, no goal)", "rand", "oc-first", "hdd", False, None, None),
+        ("small-file tree, echo 1: second read vs passthrough", "tree", "oc-hit-pc", "pt-pc", False, None, None),
     ]
     print()
     if markdown:
@@ -200,7 +203,7 @@ def main():
     # Sanity: did the "hit" runs really hit, and the first reads fill?
     print()
     for w in WORKLOADS:
-        for ph in ("oc-first", "oc-hit"):
+        for ph in ("oc-first", "oc-hit", "oc-hit-pc"):
             s = stats_delta(d, w, ph)
             if not s:
                 continue
@@ -217,7 +220,7 @@ def main():
     # The daemon's storage reads (/proc/PID/io read_bytes: cache device and
     # HDD together) per byte the jobs asked for.
     for w in WORKLOADS:
-        for ph in ("oc-first", "oc-hit"):
+        for ph in ("oc-first", "oc-hit", "oc-hit-pc"):
             dev, asked = 0.0, 0.0
             for before in glob.glob(os.path.join(d, f"io-{w}-{ph}-r*-before.txt")):
                 a = read_stats(before)

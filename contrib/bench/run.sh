@@ -240,7 +240,10 @@ bg_in_cg() {
     BG_PID=$!
 }
 
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# 3: page cache, dentries and inodes (the default: a cold run); 1: the page
+# cache only, so the kernel still knows the HDD's directories and inodes.
+drop_level=3
+drop_caches() { sync; echo "${1:-3}" > /proc/sys/vm/drop_caches; }
 
 # ------------------------------------------------------------------ data --
 log "writing test data: seq.dat and rand.dat (${seq_mib} MiB each), $tree_files small files"
@@ -259,6 +262,7 @@ for i in range(n):
         f.write(rng.randbytes(size))
 EOF
 cp -a "$fast/seq.dat" "$fast/rand.dat" "$fast/tree" "$hdd/"
+tree_bytes=$(du -sb --apparent-size "$fast/tree" | cut -f1)
 sync
 
 # ---------------------------------------------------------------- mounts --
@@ -324,15 +328,19 @@ stats() { # OUTFILE: a copy of the control file, if there is one
 # in use must stay the same for 2 s. (A short pause is not enough: writing a
 # GiB into the cache file can stall the fill thread in dirty-page throttling
 # for a while, hence also the sync.)
-settle() {
+# MIN_USED: the cache_used_bytes the fills so far should reach (a stall of
+# the fill thread longer than 2 s has been seen); waiting stops after 120 s
+# with a warning either way.
+settle() { # [MIN_USED]
     ((standin)) && return 0
     [[ -r $mnt_oc/.overcache ]] || return 0
+    local min=${1:-0} prev="" cur used same=0
     sync
-    local prev="" cur same=0
     for _ in $(seq 240); do
         cur=$(timeout 10 awk '$1 ~ /^(cache_used_bytes|fills|fills_skipped_full|fills_raced|fill_errors)$/ {printf "%s ", $2}' \
             "$mnt_oc/.overcache" 2>/dev/null || true)
-        if [[ -n $cur && $cur == "$prev" ]]; then
+        used=$(timeout 10 awk '$1 == "cache_used_bytes" {print $2}' "$mnt_oc/.overcache" 2>/dev/null || true)
+        if [[ -n $cur && $cur == "$prev" && ${used:-0} -ge $min ]]; then
             ((++same >= 4)) && return 0
         else
             same=0
@@ -340,7 +348,7 @@ settle() {
         prev=$cur
         sleep 0.5
     done
-    log "warning: overcache's fills still moving after 120 s"
+    log "warning: overcache's fills still moving, or cache_used_bytes ${used:-?} below $min, after 120 s"
 }
 
 # ------------------------------------------------------------------ jobs --
@@ -351,7 +359,7 @@ measure() {
     local out=$results/$w-$t-r$r.json
     local run=()
     [[ -n $cg ]] && run=(in_cg)
-    drop_caches
+    drop_caches "$drop_level"
     log "  $w on $t"
     # No job may hang the bench: a stuck mount fails it after job_limit.
     case "$w" in
@@ -379,13 +387,14 @@ PATH=$tools:$PATH
 
 # measure_oc WORKLOAD PHASE REPEAT: a run on the overcache mount, with the
 # control file copied before and after so the report can show hits/misses.
+expect_used=0
 measure_oc() {
     local w=$1 ph=$2 r=$3
-    settle
+    settle "$expect_used"
     stats "$results/stats-$w-$ph-r$r-before.txt"
     cat "/proc/$oc_pid/io" > "$results/io-$w-$ph-r$r-before.txt" 2>/dev/null || true
     measure "$w" "$ph" "$mnt_oc" "$r"
-    settle
+    settle "$expect_used"
     stats "$results/stats-$w-$ph-r$r-after.txt"
     # The daemon's own storage reads (cache device and HDD): against the
     # bytes the job asked for, they show read amplification.
@@ -416,18 +425,33 @@ EOF
 for r in $(seq 1 "$repeat"); do
     log "repeat $r/$repeat"
     oc_mount "$r"
+    expect_used=0
     for w in seq rand tree; do
         measure "$w" hdd "$hdd" "$r" cg
         measure "$w" fast "$fast" "$r"
         measure "$w" pt "$mnt_pt" "$r"
         measure_oc "$w" oc-first "$r"
-        if [[ $w == rand ]]; then
-            # 20 s of random misses fill only part of rand.dat: read the rest
-            # in so that the hit run below measures hits only.
-            log "  warming rand.dat through overcache"
-            timeout -k 10 "$job_limit" cat "$mnt_oc/rand.dat" > /dev/null
-        fi
+        case "$w" in
+            seq) expect_used=$((seq_mib << 20)) ;;
+            rand)
+                # 20 s of random misses fill only part of rand.dat: read the
+                # rest in so that the hit run below measures hits only.
+                log "  warming rand.dat through overcache"
+                timeout -k 10 "$job_limit" cat "$mnt_oc/rand.dat" > /dev/null
+                expect_used=$((2 * seq_mib << 20)) ;;
+            tree) expect_used=$((expect_used + tree_bytes * 99 / 100)) ;;
+        esac
         measure_oc "$w" oc-hit "$r"
+        if [[ $w == tree ]]; then
+            # The same with only the page cache dropped: names and inodes of
+            # the HDD stay in the kernel, so this isolates the data path
+            # from metadata reads of the slow disk, which overcache does not
+            # cache.
+            drop_level=1
+            measure tree pt-pc "$mnt_pt" "$r"
+            measure_oc tree oc-hit-pc "$r"
+            drop_level=3
+        fi
     done
     grep -E '^(VmRSS|VmHWM)' "/proc/$oc_pid/status" > "$results/rss-r$r.txt" || true
     unmount_daemon "$mnt_oc" "$oc_pid"
