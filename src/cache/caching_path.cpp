@@ -159,6 +159,10 @@ private:
     void fill(const std::shared_ptr<FileState>& st, std::uint64_t chunk, std::uint64_t start,
               std::shared_ptr<std::vector<char>> data, std::uint64_t seq);
     void finish_fill(FileId fid, std::uint64_t chunk, std::uint64_t bytes);
+    std::uint64_t pending_fills() const {
+        std::lock_guard lk(pending_mu_);
+        return pending_fills_;
+    }
 
     std::unique_ptr<store::CacheDevice> dev_;
     const CachingParams p_;
@@ -180,13 +184,14 @@ private:
     std::unordered_set<ChunkKey, ChunkHash> inflight_; // guarded by inflight_mu_
     std::uint64_t pending_bytes_ = 0;                  // guarded by inflight_mu_
 
-    std::mutex pending_mu_;
+    mutable std::mutex pending_mu_;
     std::condition_variable pending_cv_;
     std::uint64_t pending_fills_ = 0; // guarded by pending_mu_
 
     mutable Counter hits_{0}, misses_{0}, hit_bytes_{0}, miss_bytes_{0};
     mutable Counter bypass_hits_{0}, bypass_misses_{0}, read_errors_{0}, stale_reads_{0};
     mutable Counter fills_{0}, fills_skipped_full_{0}, fills_raced_{0}, fill_errors_{0};
+    mutable Counter fills_skipped_busy_{0};
     mutable Counter files_invalidated_{0};
 };
 
@@ -434,11 +439,14 @@ ssize_t CachingPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_
         std::lock_guard lk(inflight_mu_);
         // Someone else filling this chunk, or fills backed up: read just what
         // was asked, without filling.
-        if (inflight_.count(key) == 0 && !stopped_ &&
-            pending_bytes_ + (ce - cs) <= p_.max_pending_fill_bytes) {
-            inflight_.insert(key);
-            pending_bytes_ += ce - cs;
-            mine = true;
+        if (inflight_.count(key) == 0 && !stopped_) {
+            if (pending_bytes_ + (ce - cs) <= p_.max_pending_fill_bytes) {
+                inflight_.insert(key);
+                pending_bytes_ += ce - cs;
+                mine = true;
+            } else {
+                ++fills_skipped_busy_; // the fill thread is behind: memory stays bounded
+            }
         }
     }
     if (!mine)
@@ -639,6 +647,8 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"dirty_data", "0"},
         {"fills", u(fills_)},
         {"fills_skipped_full", u(fills_skipped_full_)},
+        {"fills_skipped_busy", u(fills_skipped_busy_)},
+        {"fills_pending", u(pending_fills())},
         {"fills_raced", u(fills_raced_)},
         {"fill_errors", u(fill_errors_)},
         {"files_invalidated", u(files_invalidated_)},
