@@ -78,184 +78,149 @@ Result<std::uint64_t> parse_size_named(const std::string& name, const std::strin
     return *r;
 }
 
-bool is_power_of_two(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+bool is_power_of_two(std::uint64_t v) {
+    return v != 0 && (v & (v - 1)) == 0;
+}
 
 constexpr std::uint64_t kKiB = 1024, kMiB = kKiB * 1024, kGiB = kMiB * 1024, kTiB = kGiB * 1024;
 
+template <typename T> using Field = T Config::*;
+
+// Row makers: one per value type, so each table row says only what differs.
+Row string_row(OptionInfo info, Field<std::string> field, const char* needs) {
+    return {info, [info, field, needs](Config& c, const std::string& v) -> Result<void> {
+                if (v.empty())
+                    return fail(Errc::BadValue,
+                                std::string("option ") + info.name + ": needs " + needs);
+                c.*field = v;
+                return {};
+            }};
+}
+
+Row size_row(OptionInfo info, Field<std::uint64_t> field, std::uint64_t min, std::uint64_t max,
+             bool power_of_two = false) {
+    return {info,
+            [info, field, min, max, power_of_two](Config& c, const std::string& v) -> Result<void> {
+                auto r = parse_size_named(info.name, v, min, max);
+                if (!r)
+                    return fail(r.error());
+                if (power_of_two && !is_power_of_two(*r))
+                    return fail(Errc::BadValue, std::string("option ") + info.name + ": " + v +
+                                                    " is not a power of two");
+                c.*field = *r;
+                return {};
+            }};
+}
+
+Row uint_row(OptionInfo info, Field<unsigned> field, unsigned min, unsigned max) {
+    return {info, [info, field, min, max](Config& c, const std::string& v) -> Result<void> {
+                auto r = parse_uint(info.name, v);
+                if (!r)
+                    return fail(r.error());
+                if (*r < min || *r > max)
+                    return fail(Errc::BadValue, std::string("option ") + info.name + ": " + v +
+                                                    " is not in " + std::to_string(min) + ".." +
+                                                    std::to_string(max));
+                c.*field = static_cast<unsigned>(*r);
+                return {};
+            }};
+}
+
+Row seconds_row(OptionInfo info, Field<double> field) {
+    return {info, [info, field](Config& c, const std::string& v) -> Result<void> {
+                auto r = parse_seconds(info.name, v);
+                if (!r)
+                    return fail(r.error());
+                c.*field = *r;
+                return {};
+            }};
+}
+
+// `given`, when set, records that the option was said explicitly.
+Row bool_row(OptionInfo info, Field<bool> field, Field<bool> given = nullptr) {
+    return {info, [info, field, given](Config& c, const std::string& v) -> Result<void> {
+                auto r = parse_bool(info.name, v);
+                if (!r)
+                    return fail(r.error());
+                c.*field = *r;
+                if (given != nullptr)
+                    c.*given = true;
+                return {};
+            }};
+}
+
+Result<void> apply_cache_mode(Config& c, const std::string& v) {
+    if (v == "writethrough")
+        c.cache_mode = CacheMode::writethrough;
+    else if (v == "writearound")
+        c.cache_mode = CacheMode::writearound;
+    else if (v == "none")
+        c.cache_mode = CacheMode::none;
+    else if (v == "writeback")
+        return fail(Errc::NotSupported, "option cache_mode: writeback is not yet supported; use "
+                                        "writethrough, writearound or none");
+    else
+        return fail(Errc::BadValue,
+                    "option cache_mode: '" + v + "' is not one of writethrough, writearound, none");
+    return {};
+}
+
 const std::vector<Row>& rows() {
+    using T = OptType;
     static const std::vector<Row> table = {
-        {{"cache", OptType::string, "see FILES",
-          "directory holding the cache: the data file and the index"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             if (v.empty())
-                 return fail(Errc::BadValue, "option cache: needs a directory");
-             c.cache_dir = v;
-             return {};
-         }},
-        {{"cache_dev", OptType::string, "CACHE/data",
-          "block device or file that holds the cached data instead of CACHE/data"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             if (v.empty())
-                 return fail(Errc::BadValue, "option cache_dev: needs a path");
-             c.cache_dev = v;
-             return {};
-         }},
-        {{"cache_size", OptType::size, "see FILES",
-          "size of the cache data file (K, M, G, T suffixes)"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_size_named("cache_size", v, 16 * kMiB, 1024 * kTiB);
-             if (!r)
-                 return fail(r.error());
-             c.cache_size = *r;
-             return {};
-         }},
-        {{"bucket_size", OptType::size, "1M",
-          "unit of cache allocation and reclaim; a power of two from 64K to 64M"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_size_named("bucket_size", v, 64 * kKiB, 64 * kMiB);
-             if (!r)
-                 return fail(r.error());
-             if (!is_power_of_two(*r))
-                 return fail(Errc::BadValue, "option bucket_size: " + v + " is not a power of two");
-             c.bucket_size = *r;
-             return {};
-         }},
-        {{"fill_size", OptType::size, "256K",
-          "a miss reads the backing in aligned chunks of this size; a power of two from 4K to "
-          "bucket_size"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_size_named("fill_size", v, 4 * kKiB, 64 * kMiB);
-             if (!r)
-                 return fail(r.error());
-             if (!is_power_of_two(*r))
-                 return fail(Errc::BadValue, "option fill_size: " + v + " is not a power of two");
-             c.fill_size = *r;
-             return {};
-         }},
-        {{"sequential_cutoff", OptType::size, "4M",
-          "a stream reading sequentially past this many bytes bypasses the cache; 0 never"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_size_named("sequential_cutoff", v, 0, 1024 * kTiB);
-             if (!r)
-                 return fail(r.error());
-             c.sequential_cutoff = *r;
-             return {};
-         }},
-        {{"cache_mode", OptType::mode, "writethrough",
+        string_row({"cache", T::string, "see FILES",
+                    "directory holding the cache: the data file and the index"},
+                   &Config::cache_dir, "a directory"),
+        string_row({"cache_dev", T::string, "CACHE/data",
+                    "block device or file that holds the cached data instead of CACHE/data"},
+                   &Config::cache_dev, "a path"),
+        size_row({"cache_size", T::size, "see FILES",
+                  "size of the cache data file (K, M, G, T suffixes)"},
+                 &Config::cache_size, 16 * kMiB, 1024 * kTiB),
+        size_row({"bucket_size", T::size, "1M",
+                  "unit of cache allocation and reclaim; a power of two from 64K to 64M"},
+                 &Config::bucket_size, 64 * kKiB, 64 * kMiB, true),
+        size_row({"fill_size", T::size, "256K",
+                  "a miss reads the backing in aligned chunks of this size; a power of two from "
+                  "4K to bucket_size"},
+                 &Config::fill_size, 4 * kKiB, 64 * kMiB, true),
+        size_row({"sequential_cutoff", T::size, "4M",
+                  "a stream reading sequentially past this many bytes bypasses the cache; 0 "
+                  "never"},
+                 &Config::sequential_cutoff, 0, 1024 * kTiB),
+        {{"cache_mode", T::mode, "writethrough",
           "writethrough, writearound or none (writeback is not supported yet)"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             if (v == "writethrough")
-                 c.cache_mode = CacheMode::writethrough;
-             else if (v == "writearound")
-                 c.cache_mode = CacheMode::writearound;
-             else if (v == "none")
-                 c.cache_mode = CacheMode::none;
-             else if (v == "writeback")
-                 return fail(Errc::NotSupported,
-                             "option cache_mode: writeback is not yet supported; use "
-                             "writethrough, writearound or none");
-             else
-                 return fail(Errc::BadValue, "option cache_mode: '" + v +
-                                                 "' is not one of writethrough, writearound, none");
-             return {};
-         }},
-        {{"reformat", OptType::flag, "off",
-          "format the cache even if it holds another backing's, an unknown version's or a "
-          "damaged cache; its contents are lost"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_bool("reformat", v);
-             if (!r)
-                 return fail(r.error());
-             c.reformat = *r;
-             return {};
-         }},
-        {{"block_cache_size", OptType::size, "32M",
-          "memory for the index's block cache (bounds the daemon's resident set)"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_size_named("block_cache_size", v, 1 * kMiB, 64 * kGiB);
-             if (!r)
-                 return fail(r.error());
-             c.block_cache_size = *r;
-             return {};
-         }},
-        {{"gc_low_percent", OptType::uint, "5",
-          "reclaim starts when free buckets fall below this percentage"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_uint("gc_low_percent", v);
-             if (!r)
-                 return fail(r.error());
-             if (*r < 1 || *r > 50)
-                 return fail(Errc::BadValue, "option gc_low_percent: " + v + " is not in 1..50");
-             c.gc_low_percent = static_cast<unsigned>(*r);
-             return {};
-         }},
-        {{"gc_high_percent", OptType::uint, "10",
-          "reclaim stops when free buckets reach this percentage"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_uint("gc_high_percent", v);
-             if (!r)
-                 return fail(r.error());
-             if (*r < 2 || *r > 90)
-                 return fail(Errc::BadValue, "option gc_high_percent: " + v + " is not in 2..90");
-             c.gc_high_percent = static_cast<unsigned>(*r);
-             return {};
-         }},
-        {{"attr_timeout", OptType::seconds, "1",
-          "seconds the kernel may cache attributes; lower it over NFS shared with other clients"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_seconds("attr_timeout", v);
-             if (!r)
-                 return fail(r.error());
-             c.attr_timeout = *r;
-             return {};
-         }},
-        {{"entry_timeout", OptType::seconds, "1",
-          "seconds the kernel may cache name lookups"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_seconds("entry_timeout", v);
-             if (!r)
-                 return fail(r.error());
-             c.entry_timeout = *r;
-             return {};
-         }},
-        {{"negative_timeout", OptType::seconds, "0",
-          "seconds the kernel may cache that a name does not exist"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_seconds("negative_timeout", v);
-             if (!r)
-                 return fail(r.error());
-             c.negative_timeout = *r;
-             return {};
-         }},
-        {{"default_permissions", OptType::boolean, "on",
-          "let the kernel check permissions against the backing's modes"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_bool("default_permissions", v);
-             if (!r)
-                 return fail(r.error());
-             c.default_permissions = *r;
-             return {};
-         }},
-        {{"allow_other", OptType::boolean, "on as root",
-          "let users other than the mounting one use the mount"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_bool("allow_other", v);
-             if (!r)
-                 return fail(r.error());
-             c.allow_other = *r;
-             c.allow_other_given = true;
-             return {};
-         }},
-        {{"max_threads", OptType::uint, "16", "threads serving requests at most (1 to 256)"},
-         [](Config& c, const std::string& v) -> Result<void> {
-             auto r = parse_uint("max_threads", v);
-             if (!r)
-                 return fail(r.error());
-             if (*r < 1 || *r > 256)
-                 return fail(Errc::BadValue, "option max_threads: " + v + " is not in 1..256");
-             c.max_threads = static_cast<unsigned>(*r);
-             return {};
-         }},
+         apply_cache_mode},
+        bool_row({"reformat", T::flag, "off",
+                  "format the cache even if it holds another backing's, an unknown version's or "
+                  "a damaged cache; its contents are lost"},
+                 &Config::reformat),
+        size_row({"block_cache_size", T::size, "32M",
+                  "memory for the index's block cache (bounds the daemon's resident set)"},
+                 &Config::block_cache_size, 1 * kMiB, 64 * kGiB),
+        uint_row({"gc_low_percent", T::uint, "5",
+                  "reclaim starts when free buckets fall below this percentage"},
+                 &Config::gc_low_percent, 1, 50),
+        uint_row({"gc_high_percent", T::uint, "10",
+                  "reclaim stops when free buckets reach this percentage"},
+                 &Config::gc_high_percent, 2, 90),
+        seconds_row({"attr_timeout", T::seconds, "1",
+                     "seconds the kernel may cache attributes; lower it over NFS shared with "
+                     "other clients"},
+                    &Config::attr_timeout),
+        seconds_row({"entry_timeout", T::seconds, "1", "seconds the kernel may cache name lookups"},
+                    &Config::entry_timeout),
+        seconds_row({"negative_timeout", T::seconds, "0",
+                     "seconds the kernel may cache that a name does not exist"},
+                    &Config::negative_timeout),
+        bool_row({"default_permissions", T::boolean, "on",
+                  "let the kernel check permissions against the backing's modes"},
+                 &Config::default_permissions),
+        bool_row({"allow_other", T::boolean, "on as root",
+                  "let users other than the mounting one use the mount"},
+                 &Config::allow_other, &Config::allow_other_given),
+        uint_row({"max_threads", T::uint, "16", "threads serving requests at most (1 to 256)"},
+                 &Config::max_threads, 1, 256),
     };
     return table;
 }
@@ -263,16 +228,17 @@ const std::vector<Row>& rows() {
 // Options of the kernel, mount(8) and libfuse that pass through unchanged.
 bool is_passthrough(const std::string& name, bool has_value) {
     static const char* const kFlags[] = {
-        "ro",       "rw",          "suid",       "nosuid",       "dev",          "nodev",
-        "exec",     "noexec",      "atime",      "noatime",      "relatime",     "norelatime",
-        "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime",   "nolazytime",
-        "sync",     "async",       "dirsync",    "auto_unmount", "allow_root",   "blkdev",
-        "clone_fd", "user",        "nouser",     "users",        "auto",         "noauto",
-        "_netdev",  "nofail",      "defaults",   "silent",       "loud",
+        "ro",         "rw",           "suid",        "nosuid",        "dev",
+        "nodev",      "exec",         "noexec",      "atime",         "noatime",
+        "relatime",   "norelatime",   "strictatime", "nostrictatime", "diratime",
+        "nodiratime", "lazytime",     "nolazytime",  "sync",          "async",
+        "dirsync",    "auto_unmount", "allow_root",  "blkdev",        "clone_fd",
+        "user",       "nouser",       "users",       "auto",          "noauto",
+        "_netdev",    "nofail",       "defaults",    "silent",        "loud",
     };
-    static const char* const kValued[] = {"fsname",   "subtype",          "max_read", "blksize",
-                                          "x-systemd.requires", "x-systemd.after", "comment",
-                                          "max_idle_threads"};
+    static const char* const kValued[] = {
+        "fsname",          "subtype", "max_read",        "blksize", "x-systemd.requires",
+        "x-systemd.after", "comment", "max_idle_threads"};
     if (name.rfind("x-", 0) == 0)
         return true; // x-systemd.*, x-gvfs-*: for mount(8) and systemd, with or without values
     if (!has_value)
@@ -382,9 +348,8 @@ Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {
                 const bool boolean =
                     it->info.type == OptType::boolean || it->info.type == OptType::flag;
                 if (!has_value && !boolean)
-                    return fail(Errc::BadValue,
-                                std::string("option ") + it->info.name + " needs a value (" +
-                                    it->info.name + "=...)");
+                    return fail(Errc::BadValue, std::string("option ") + it->info.name +
+                                                    " needs a value (" + it->info.name + "=...)");
                 auto r = it->apply(out.config, applied_value);
                 if (!r)
                     return fail(std::move(r).error());
