@@ -203,13 +203,28 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
                                         " is too small for bucket_size " +
                                         std::to_string(cfg.bucket_size));
     if (!S_ISBLK(st.st_mode)) {
+        // Refuse up front rather than fill the disk and fail halfway: what
+        // the file already holds is reused by the reformat.
+        struct statvfs vfs {};
+        if (::fstatvfs(data_fd, &vfs) == 0) {
+            const std::uint64_t room = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize +
+                                       static_cast<std::uint64_t>(st.st_blocks) * 512;
+            if (size > room)
+                return fail(Errc::CacheFull, "cache_size " + std::to_string(size) +
+                                                 " is larger than the " + std::to_string(room) +
+                                                 " bytes free for " + data_path(cfg) +
+                                                 "; give a smaller cache_size= or another cache=");
+        }
         // Exactly cache_size bytes, allocated now so a full disk shows at
         // mount time and the cache never grows past its size.
         if (::ftruncate(data_fd, 0) != 0 || ::ftruncate(data_fd, static_cast<off_t>(size)) != 0)
             return fail_errno("cannot size the cache data file " + data_path(cfg));
-        if (::fallocate(data_fd, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP)
-            return fail_errno("cannot allocate " + std::to_string(size) +
-                              " bytes for the cache data file " + data_path(cfg));
+        if (::fallocate(data_fd, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP) {
+            const int err = errno;
+            (void)::ftruncate(data_fd, 0); // give back what the failed fallocate took
+            return fail_sys(err, "cannot allocate " + std::to_string(size) +
+                                     " bytes for the cache data file " + data_path(cfg));
+        }
     }
     sb = meta::Superblock{};
     sb.uuid = new_uuid();
@@ -261,6 +276,8 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) 
     auto dev = std::unique_ptr<CacheDevice>(new CacheDevice());
 
     const bool had_index = meta::MetaStore::exists(index_dir);
+    struct stat before {};
+    const bool had_data = ::stat(dpath.c_str(), &before) == 0;
     int flags = O_RDWR | O_CLOEXEC;
     if (cfg.dev.empty())
         flags |= O_CREAT;
@@ -315,8 +332,15 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) 
     auto ms = meta::MetaStore::open(index_dir, so);
     if (!ms)
         return fail(ms.error());
-    if (auto r = format(cfg, **ms, dev->data_.get(), st, dev->sb_); !r)
+    if (auto r = format(cfg, **ms, dev->data_.get(), st, dev->sb_); !r) {
+        // Leave no half-made cache behind: a later mount must not mistake it
+        // for a damaged one, and a new data file must not keep its space.
+        ms->reset();
+        (void)meta::MetaStore::destroy(index_dir);
+        if (!had_data)
+            (void)::unlink(dpath.c_str());
         return fail(r.error());
+    }
     dev->meta_ = std::move(*ms);
     dev->formatted_now_ = true;
     return dev;

@@ -54,6 +54,32 @@ TEST_SUITE("store") {
         CHECK((*d)->superblock().cache_size == 4u << 20);
     }
 
+    TEST_CASE("a cache that cannot be made leaves nothing behind") {
+        test::TmpDir tmp;
+        auto c = config_for(tmp);
+        SUBCASE("larger than the free space: refused before allocating") {
+            c.cache_size = 1ull << 50; // 1 PiB
+            auto d = open_cache_device(c);
+            REQUIRE_FALSE(d);
+            CHECK(d.error().code == Errc::CacheFull);
+            CHECK(d.error().message.find("larger than") != std::string::npos);
+        }
+        SUBCASE("too small for its buckets") {
+            c.cache_size = 2 * c.bucket_size;
+            auto d = open_cache_device(c);
+            REQUIRE_FALSE(d);
+            CHECK(d.error().message.find("too small") != std::string::npos);
+        }
+        struct stat st {};
+        CHECK(::stat((c.dir + "/data").c_str(), &st) != 0);
+        CHECK(::stat((c.dir + "/index/CURRENT").c_str(), &st) != 0);
+        // ... so the next attempt with sane settings formats a fresh cache.
+        c.cache_size = 4u << 20;
+        auto d = open_cache_device(c);
+        REQUIRE_MESSAGE(d, (d ? "" : d.error().message));
+        CHECK((*d)->formatted_now());
+    }
+
     TEST_CASE("a cache that is not this mount's is refused and left alone") {
         test::TmpDir tmp;
         auto c = config_for(tmp);
