@@ -75,6 +75,25 @@ ssize_t pwrite_all(int fd, const char* data, std::size_t len, off_t off) {
     return static_cast<ssize_t>(done);
 }
 
+// Hands a freshly opened backing fd to the data path (the close-to-open
+// check) and wraps both in a file handle. `st` receives the fd's attributes;
+// `keep_cache` whether the kernel may keep its pages.
+Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int flags, struct stat& st,
+                                                bool& keep_cache) {
+    if (::fstat(fd.get(), &st) != 0)
+        return fail_errno();
+    auto out = a.data.open(fd.get(), st, flags);
+    if (!out)
+        return fail(std::move(out).error());
+    if ((flags & O_TRUNC) != 0)
+        a.data.invalidate(cache::FileRef{fd.get(), st}, 0, kToEnd);
+    auto fh = std::make_unique<FileHandle>();
+    fh->fd = std::move(fd);
+    fh->open = std::move(out->file);
+    keep_cache = out->keep_page_cache && (flags & O_TRUNC) == 0;
+    return fh;
+}
+
 } // namespace
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -96,17 +115,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             fd = std::move(*r);
         }
         struct stat st {};
-        if (::fstat(fd.get(), &st) != 0)
-            return errno;
-        auto out = a.data.open(fd.get(), st, fi->flags);
-        if (!out)
-            return errno_of(out.error());
-        if ((fi->flags & O_TRUNC) != 0)
-            a.data.invalidate(cache::FileRef{fd.get(), st}, 0, kToEnd);
-        auto fh = std::make_unique<FileHandle>();
-        fh->fd = std::move(fd);
-        fh->open = std::move(out->file);
-        fi->keep_cache = out->keep_page_cache && (fi->flags & O_TRUNC) == 0 ? 1 : 0;
+        bool keep = false;
+        auto made = make_handle(a, std::move(fd), fi->flags, st, keep);
+        if (!made)
+            return errno_of(made.error());
+        std::unique_ptr<FileHandle> fh = std::move(*made);
+        fi->keep_cache = keep ? 1 : 0;
         give_handle(fi, fh);
         if (fuse_reply_open(req, fi) == 0) {
             (void)fh.release();
@@ -140,18 +154,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         if (!path_fd)
             return errno_of(path_fd.error());
         struct stat st {};
-        if (::fstat(fd.get(), &st) != 0)
-            return errno;
-        auto out = a.data.open(fd.get(), st, fi->flags);
-        if (!out)
-            return errno_of(out.error());
-        if ((fi->flags & O_TRUNC) != 0)
-            a.data.invalidate(cache::FileRef{fd.get(), st}, 0, kToEnd);
-
-        auto fh = std::make_unique<FileHandle>();
-        fh->fd = std::move(fd);
-        fh->open = std::move(out->file);
-        fi->keep_cache = 0;
+        bool keep = false;
+        auto made = make_handle(a, std::move(fd), fi->flags, st, keep);
+        if (!made)
+            return errno_of(made.error());
+        std::unique_ptr<FileHandle> fh = std::move(*made);
+        fi->keep_cache = 0; // a new file: nothing in the page cache to keep
 
         InodeRef inode = a.inodes.lookup(std::move(*path_fd), st);
         fuse_entry_param e{};
