@@ -17,6 +17,7 @@
 #include "overcache/bg/gc.hpp"
 #include "overcache/cache/extent_index.hpp"
 #include "overcache/meta/key_codec.hpp"
+#include "util/file_io.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
@@ -50,22 +51,6 @@ meta::FileRecord record_of(FileId id, const struct stat& st) {
 bool same_file(const meta::FileRecord& r, const struct stat& st) {
     return r.size == static_cast<std::uint64_t>(st.st_size) && r.mtime_ns == ns(st.st_mtim) &&
            r.ctime_ns == ns(st.st_ctim) && r.ino == static_cast<std::uint64_t>(st.st_ino);
-}
-
-// Reads up to len bytes; fewer only at end of file. -errno on failure.
-ssize_t pread_backing(int fd, char* out, std::size_t len, std::uint64_t off) {
-    std::size_t done = 0;
-    while (done < len) {
-        ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return done > 0 ? static_cast<ssize_t>(done) : -errno;
-        if (n == 0)
-            break;
-        done += static_cast<std::size_t>(n);
-    }
-    return static_cast<ssize_t>(done);
 }
 
 // One backing file as the cache knows it, shared by all its opens.
@@ -401,7 +386,7 @@ Result<ReadOut> CachingPath::read(OpenFile& of, char* buf, std::size_t size, off
         }
         all_hit = false;
         ssize_t n =
-            bypass ? pread_backing(f.fd(), out, pe - ps, ps) : miss_chunk(f, c, ps, pe, fsize, out);
+            bypass ? pread_upto(f.fd(), out, pe - ps, ps) : miss_chunk(f, c, ps, pe, fsize, out);
         if (n < 0) {
             if (done == 0)
                 return fail_sys(static_cast<int>(-n), "read from the backing");
@@ -417,7 +402,7 @@ Result<ReadOut> CachingPath::read(OpenFile& of, char* buf, std::size_t size, off
     }
     if (!short_read && end < off + size) {
         // The read crosses the size we know: the backing has the last word.
-        ssize_t n = pread_backing(f.fd(), buf + done, off + size - end, end);
+        ssize_t n = pread_upto(f.fd(), buf + done, off + size - end, end);
         if (n > 0)
             done += static_cast<std::uint64_t>(n);
     }
@@ -450,12 +435,12 @@ ssize_t CachingPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_
         }
     }
     if (!mine)
-        return pread_backing(f.fd(), out, end - start, start);
+        return pread_upto(f.fd(), out, end - start, start);
     // Read the write sequence before the backing: a write that lands after
     // this point makes the fill stand down.
     const std::uint64_t seq = st.write_seq.load();
     auto data = std::make_shared<std::vector<char>>(ce - cs);
-    ssize_t n = pread_backing(f.fd(), data->data(), ce - cs, cs);
+    ssize_t n = pread_upto(f.fd(), data->data(), ce - cs, cs);
     if (n < 0) {
         finish_fill(st.fid, chunk, ce - cs);
         return n;

@@ -13,6 +13,7 @@
 #include "overcache/cache/extent_index.hpp"
 
 #include "overcache/meta/key_codec.hpp"
+#include "util/file_io.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
@@ -38,19 +39,6 @@ std::vector<char>& scratch() {
 std::vector<char>& range_scratch() {
     thread_local std::vector<char> buf;
     return buf;
-}
-
-bool pread_full(int fd, char* out, std::size_t len, std::uint64_t off) {
-    std::size_t done = 0;
-    while (done < len) {
-        ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        done += static_cast<std::size_t>(n);
-    }
-    return true;
 }
 
 } // namespace
@@ -129,10 +117,12 @@ PieceRead ExtentIndex::read_range(const Piece& p, std::uint64_t from, std::uint6
         buf.resize(re - rs);
         dst = buf.data();
     }
-    if (!pread_full(
-            dev_.data_fd(), dst, re - rs,
-            dev_.device_offset(v.bucket, v.bucket_off + static_cast<std::uint32_t>(rs - p.start))))
-        return PieceRead::io_error;
+    const std::uint64_t want = re - rs;
+    if (pread_upto(dev_.data_fd(), dst, want,
+                   dev_.device_offset(v.bucket,
+                                      v.bucket_off + static_cast<std::uint32_t>(rs - p.start))) !=
+        static_cast<ssize_t>(want))
+        return PieceRead::io_error; // an error or a short cache device: read as a miss
     read_bytes_.fetch_add(re - rs, std::memory_order_relaxed);
     if (!alloc_.current(v.bucket, v.gen))
         return PieceRead::stale;

@@ -14,6 +14,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
+#include "util/file_io.hpp"
 
 #include <cstring>
 #include <fcntl.h>
@@ -57,24 +58,6 @@ int open_control(fuse_req_t req, fuse_file_info* fi) {
 }
 
 // pwrite until all of `len` is written or an error; returns bytes written or -errno.
-ssize_t pwrite_all(int fd, const char* data, std::size_t len, off_t off) {
-    std::size_t done = 0;
-    while (done < len) {
-        const ssize_t n = ::pwrite(fd, data + done, len - done, off + static_cast<off_t>(done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (done > 0)
-                break;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        done += static_cast<std::size_t>(n);
-    }
-    return static_cast<ssize_t>(done);
-}
-
 // Hands a freshly opened backing fd to the data path (the close-to-open
 // check) and wraps both in a file handle. `st` receives the fd's attributes;
 // `keep_cache` whether the kernel may keep its pages.
@@ -225,8 +208,8 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
             const ssize_t got = fuse_buf_copy(&mem, in_buf, FUSE_BUF_NO_SPLICE);
             if (got < 0)
                 return static_cast<int>(-got);
-            const ssize_t n =
-                pwrite_all(fh.fd.get(), buf.data(), static_cast<std::size_t>(got), off);
+            const ssize_t n = pwrite_upto(fh.fd.get(), buf.data(), static_cast<std::size_t>(got),
+                                          static_cast<std::uint64_t>(off));
             if (n < 0)
                 return static_cast<int>(-n);
             a.data.wrote(*fh.open, buf.data(), static_cast<std::size_t>(n), off);
