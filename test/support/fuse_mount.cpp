@@ -174,19 +174,27 @@ long rss_kib(pid_t pid) {
     return -1;
 }
 
-Mount::Mount(MountOptions opts) : tmp_("overcache-mnt", opts.tmp_base), timeout_(opts.timeout) {
+Mount::Mount(MountOptions opts) : timeout_(opts.timeout) {
+    if (opts.root.empty()) {
+        tmp_.emplace("overcache-mnt", opts.tmp_base);
+        root_ = tmp_->path();
+    } else {
+        root_ = opts.root;
+    }
     require_fuse();
-    const std::string base = real_path(tmp_.path());
+    const std::string base = real_path(root_);
+    // An existing directory is fine only when reusing a root.
+    auto make_dir = [&](const std::string& d) {
+        if (::mkdir(d.c_str(), 0755) != 0 && !(errno == EEXIST && !opts.root.empty()))
+            throw std::runtime_error("mkdir(" + d + "): " + std::strerror(errno));
+    };
     backing_ = base + "/backing";
     mnt_ = base + "/mnt";
-    for (const auto& d : {backing_, mnt_}) {
-        if (::mkdir(d.c_str(), 0755) != 0)
-            throw std::runtime_error("mkdir(" + d + "): " + std::strerror(errno));
-    }
+    for (const auto& d : {backing_, mnt_})
+        make_dir(d);
     if (opts.twin) {
         twin_ = base + "/twin";
-        if (::mkdir(twin_.c_str(), 0755) != 0)
-            throw std::runtime_error("mkdir(" + twin_ + "): " + std::strerror(errno));
+        make_dir(twin_);
     }
     standin_ = standin_requested();
     if (standin_) {
@@ -206,7 +214,7 @@ void Mount::start_daemon(const MountOptions& opts) {
     // is preallocated.
     std::string o = opts.options;
     if (o.find("cache=") == std::string::npos && o.find("cache_dev=") == std::string::npos) {
-        const std::string cache = tmp_.path() + "/cache";
+        const std::string cache = root_ + "/cache";
         ::mkdir(cache.c_str(), 0700);
         o = "cache=" + cache +
             (o.find("cache_size=") == std::string::npos ? ",cache_size=256M" : "") +
@@ -357,6 +365,38 @@ int Mount::unmount() noexcept {
     ::kill(pid_, SIGKILL);
     if (!wait_child(std::chrono::milliseconds(5000), status))
         std::fprintf(stderr, "overcache pid %d survived SIGKILL\n", static_cast<int>(pid_));
+    return status;
+}
+
+int Mount::kill9() noexcept {
+    if (standin_)
+        return unmount();
+    int status = 0;
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        if (!wait_child(timeout_, status))
+            std::fprintf(stderr, "overcache pid %d survived SIGKILL\n", static_cast<int>(pid_));
+    } else {
+        status = exit_status_;
+    }
+    if (fuse_minor_ != 0) {
+        const std::string abort_path =
+            "/sys/fs/fuse/connections/" + std::to_string(fuse_minor_) + "/abort";
+        int fd = ::open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)!::write(fd, "1", 1);
+            ::close(fd);
+        }
+    }
+    if (mounted_ || is_mountpoint(mnt_))
+        ::umount2(mnt_.c_str(), MNT_DETACH);
+    mounted_ = false;
+    // The reaper's work is done: it must not kill a reused pid later.
+    if (reaper_fd_ >= 0) {
+        (void)!::write(reaper_fd_, "done", 4);
+        ::close(reaper_fd_);
+        reaper_fd_ = -1;
+    }
     return status;
 }
 

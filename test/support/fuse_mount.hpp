@@ -16,6 +16,7 @@
 #include "tmp_dir.hpp"
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <sys/types.h>
 
@@ -39,6 +40,11 @@ struct MountOptions {
     // Where the temporary directory goes (default $TMPDIR or /tmp); e.g.
     // /dev/shm for a test that makes a huge tree and is not about the disk.
     std::string tmp_base;
+    // Use this existing directory as the root (backing, mnt, twin and the
+    // default cache directory inside it, made if missing) instead of a new
+    // temporary one; it is left in place when the Mount dies. Lets a test
+    // mount the same backing and cache again, e.g. after kill9().
+    std::string root;
 };
 
 class Mount {
@@ -49,7 +55,7 @@ public:
     Mount& operator=(const Mount&) = delete;
     ~Mount();
 
-    const std::string& root() const noexcept { return tmp_.path(); }
+    const std::string& root() const noexcept { return root_; }
     const std::string& backing() const noexcept { return backing_; }
     const std::string& mountpoint() const noexcept { return mnt_; }
     const std::string& twin() const noexcept { return twin_; }
@@ -68,12 +74,19 @@ public:
     int unmount() noexcept;
     bool mounted() const noexcept { return mounted_; }
 
+    // kill -9 of the daemon: SIGKILL, reap it (with a deadline), abort the
+    // FUSE connection (requests in flight fail with ENOTCONN) and detach the
+    // dead mount. Returns the daemon's wait status (0 for the stand-in, which
+    // is just unmounted). Idempotent.
+    int kill9() noexcept;
+
 private:
     void start_daemon(const MountOptions& opts);
     bool wait_mounted(std::chrono::milliseconds timeout);
     bool wait_child(std::chrono::milliseconds timeout, int& status) noexcept;
 
-    TmpDir tmp_;
+    std::optional<TmpDir> tmp_; // absent when MountOptions::root was given
+    std::string root_;
     std::string backing_, mnt_, twin_;
     pid_t pid_ = -1;
     bool standin_ = false;
