@@ -105,8 +105,10 @@ std::string who(const std::string& s, std::size_t at) {
         os << "write(2) #" << static_cast<std::uint32_t>(w);
     else if (writer == 2)
         os << "mmap #" << static_cast<std::uint32_t>(w);
+    else if (w == 0)
+        os << "the initial bytes";
     else
-        os << "initial bytes";
+        os << "bytes no writer wrote (word " << std::hex << w << ")";
     return os.str();
 }
 
