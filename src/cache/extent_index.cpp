@@ -1,15 +1,19 @@
 // DOC: extents of cached files. An extent is keyed by (file, end) and its
-// value says where its bytes are (bucket, gen, offset) and holds a 32-bit
-// XXH3 of each 4 KiB block of the file's grid that it touches
-// (meta::kCsumBlock). A read of part of an extent reads and verifies only the
-// blocks covering it, checking the gen before and after the pread (a bucket
-// reclaimed during the read is a stale miss, not a checksum error).
+// value says where its bytes are (bucket, gen, offset) and holds an XXH3-64
+// of each 4 KiB block of the file's grid that it touches (meta::kCsumBlock).
+// The bytes are placed at the same offset inside a device block as in that
+// grid, each extent in whole device blocks of its own, so a grid block is one
+// aligned device block (O_DIRECT-friendly). A read of part of an extent reads
+// and verifies only the blocks covering it, checking the gen before and after
+// the read (a bucket reclaimed during the read is a stale miss, not a
+// checksum error).
 // Overwriting part of an extent "carves" it: the parts left and right of the
 // new range stay, pointing into the same bucket bytes and keeping their
 // blocks' checksums; only an edge block cut in two gets a new checksum, of
 // bytes first verified against the old one (an edge that fails verification
-// is dropped). Every change (deletes, kept edges, the new extent and its
-// bucket's record) is one batch.
+// is dropped). Every change (deletes, kept edges, the new extent) is staged
+// into one ExtentTxn with the live-byte deltas of the buckets involved, and
+// committed by the Allocator in the same batch as those buckets' records.
 #include "overcache/cache/extent_index.hpp"
 
 #include "overcache/meta/key_codec.hpp"
@@ -43,12 +47,12 @@ std::vector<char>& range_scratch() {
 
 } // namespace
 
-std::uint32_t block_checksum(const char* data, std::size_t len) noexcept {
-    return static_cast<std::uint32_t>(XXH3_64bits(data, len));
+std::uint64_t block_checksum(const char* data, std::size_t len) noexcept {
+    return XXH3_64bits(data, len);
 }
 
 void checksum_blocks(std::uint64_t start, const char* data, std::uint64_t len,
-                     std::vector<std::uint32_t>& out) {
+                     std::vector<std::uint64_t>& out) {
     out.clear();
     const std::uint64_t end = start + len;
     for (std::uint64_t at = start; at < end;) {
@@ -56,6 +60,12 @@ void checksum_blocks(std::uint64_t start, const char* data, std::uint64_t len,
         out.push_back(block_checksum(data + (at - start), next - at));
         at = next;
     }
+}
+
+void ExtentIndex::io_error(const Error& e) const {
+    io_errors_.fetch_add(1, std::memory_order_relaxed);
+    if (on_io_error)
+        on_io_error(e);
 }
 
 Result<std::vector<Piece>> ExtentIndex::lookup(meta::FileId file, std::uint64_t start,
@@ -117,12 +127,13 @@ PieceRead ExtentIndex::read_range(const Piece& p, std::uint64_t from, std::uint6
         buf.resize(re - rs);
         dst = buf.data();
     }
-    const std::uint64_t want = re - rs;
-    if (pread_upto(dev_.data_fd(), dst, want,
-                   dev_.device_offset(v.bucket,
-                                      v.bucket_off + static_cast<std::uint32_t>(rs - p.start))) !=
-        static_cast<ssize_t>(want))
-        return PieceRead::io_error; // an error or a short cache device: read as a miss
+    if (auto r = dev_.read(
+            dev_.device_offset(v.bucket, v.bucket_off + static_cast<std::uint32_t>(rs - p.start)),
+            re - rs, dst);
+        !r) {
+        io_error(r.error());
+        return PieceRead::io_error; // read as a miss
+    }
     read_bytes_.fetch_add(re - rs, std::memory_order_relaxed);
     if (!alloc_.current(v.bucket, v.gen))
         return PieceRead::stale;
@@ -138,8 +149,8 @@ PieceRead ExtentIndex::read_range(const Piece& p, std::uint64_t from, std::uint6
     return PieceRead::ok;
 }
 
-Result<void> ExtentIndex::carve(meta::Batch& b, meta::FileId file, std::uint64_t start,
-                                std::uint64_t end) {
+Result<void> ExtentIndex::stage_punch(ExtentTxn& t, meta::FileId file, std::uint64_t start,
+                                     std::uint64_t end) {
     auto pieces = lookup(file, start, end);
     if (!pieces)
         return fail(pieces.error());
@@ -147,7 +158,7 @@ Result<void> ExtentIndex::carve(meta::Batch& b, meta::FileId file, std::uint64_t
     // [bs, be) that stays, after the whole edge block verified.
     auto edge_checksum = [this](const Piece& p, std::uint64_t bs, std::uint64_t be,
                                 std::uint64_t keep_from,
-                                std::uint64_t keep_to) -> std::optional<std::uint32_t> {
+                                std::uint64_t keep_to) -> std::optional<std::uint64_t> {
         auto& buf = scratch();
         buf.resize(be - bs);
         if (read_range(p, bs, be, buf.data()) != PieceRead::ok)
@@ -155,11 +166,11 @@ Result<void> ExtentIndex::carve(meta::Batch& b, meta::FileId file, std::uint64_t
         return block_checksum(buf.data() + (keep_from - bs), keep_to - keep_from);
     };
     for (const auto& p : *pieces) {
-        b.del(meta::Cf::extents, meta::extent_key(file, p.end()));
-        const bool keep_left = p.start < start;
-        const bool keep_right = p.end() > end;
-        if ((!keep_left && !keep_right) || !alloc_.current(p.v.bucket, p.v.gen))
-            continue; // nothing to keep, or stale: nothing worth keeping
+        t.batch.del(meta::Cf::extents, meta::extent_key(file, p.end()));
+        const bool current = alloc_.current(p.v.bucket, p.v.gen);
+        const bool keep_left = current && p.start < start;
+        const bool keep_right = current && p.end() > end;
+        std::uint64_t kept = 0;
         if (keep_left) {
             meta::ExtentValue l = p.v;
             l.len = static_cast<std::uint32_t>(start - p.start);
@@ -174,8 +185,10 @@ Result<void> ExtentIndex::carve(meta::Batch& b, meta::FileId file, std::uint64_t
                 if (ok)
                     l.csums.back() = *c;
             }
-            if (ok)
-                b.put(meta::Cf::extents, meta::extent_key(file, start), meta::encode(l));
+            if (ok) {
+                t.batch.put(meta::Cf::extents, meta::extent_key(file, start), meta::encode(l));
+                kept += l.len;
+            }
         }
         if (keep_right) {
             const auto skip = static_cast<std::uint32_t>(end - p.start);
@@ -195,54 +208,96 @@ Result<void> ExtentIndex::carve(meta::Batch& b, meta::FileId file, std::uint64_t
                     r.csums.front() = *c;
             }
             // Same key as the deleted one: the later put wins in the batch.
-            if (ok)
-                b.put(meta::Cf::extents, meta::extent_key(file, p.end()), meta::encode(r));
+            if (ok) {
+                t.batch.put(meta::Cf::extents, meta::extent_key(file, p.end()), meta::encode(r));
+                kept += r.len;
+            }
         }
+        // A stale piece accounts for nothing (the commit skips old gens).
+        const bool dirty = (p.v.flags & meta::kExtentDirty) != 0;
+        const auto gone = static_cast<std::int64_t>(p.v.len - kept);
+        t.account(p.v.bucket, p.v.gen, -gone, dirty ? -gone : 0);
     }
     return {};
 }
 
-Result<bool> ExtentIndex::insert(meta::FileId file, std::uint64_t start, const char* data,
-                                 std::uint32_t len) {
+Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
+    auto cur = dev_.meta().cursor(meta::Cf::extents, meta::extent_prefix_end(file));
+    meta::ExtentValue v;
+    for (cur.seek(meta::extent_key(file, 0)); cur.valid(); cur.next()) {
+        // Undecodable values are deleted too; they account for nothing.
+        if (meta::decode_extent(cur.value(), v)) {
+            const bool dirty = (v.flags & meta::kExtentDirty) != 0;
+            t.account(v.bucket, v.gen, -static_cast<std::int64_t>(v.len),
+                      dirty ? -static_cast<std::int64_t>(v.len) : 0);
+        }
+    }
+    if (auto st = cur.status(); !st)
+        return st;
+    // One tombstone for the whole file.
+    t.batch.del_range(meta::Cf::extents, meta::extent_key(file, 0), meta::extent_prefix_end(file));
+    return {};
+}
+
+Result<bool> ExtentIndex::stage_insert(ExtentTxn& t, store::WritePoint& wp, meta::FileId file,
+                                       std::uint64_t start, const char* data, std::uint32_t len,
+                                       std::uint32_t flags) {
     if (len == 0)
         return true;
-    auto a = alloc_.alloc(len);
+    // The bytes sit at the same offset inside a device block as in the
+    // file's 4 KiB grid, so a grid block is one aligned device block.
+    const auto phase = static_cast<std::uint32_t>(start % kBlock);
+    if (std::uint64_t{phase} + len > alloc_.bucket_size())
+        return false;
+    auto a = alloc_.alloc(wp, phase + len);
     if (!a)
         return false;
-    const std::uint64_t dev_off = dev_.device_offset(a->bucket, a->offset);
-    std::size_t done = 0;
-    while (done < len) {
-        ssize_t n =
-            ::pwrite(dev_.data_fd(), data + done, len - done, static_cast<off_t>(dev_off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return fail_errno("cannot write the cache data device");
-        done += static_cast<std::size_t>(n);
+    auto& buf = scratch();
+    const std::uint64_t span = (std::uint64_t{phase} + len + kBlock - 1) / kBlock * kBlock;
+    buf.assign(span, '\0');
+    std::memcpy(buf.data() + phase, data, len);
+    if (auto r = dev_.write(dev_.device_offset(a->bucket, a->offset), buf.data(),
+                            std::min<std::uint64_t>(span, alloc_.bucket_size() - a->offset));
+        !r) {
+        io_error(r.error());
+        return fail(r.error()); // the space stays allocated, dead: GC reclaims it
     }
-    auto b = dev_.meta().batch();
-    if (auto r = carve(b, file, start, start + len); !r)
+    if (after_device_write)
+        after_device_write(a->bucket);
+    if (auto r = stage_punch(t, file, start, start + len); !r)
         return fail(r.error());
     meta::ExtentValue v;
     v.bucket = a->bucket;
     v.gen = a->gen;
-    v.bucket_off = a->offset;
+    v.bucket_off = a->offset + phase;
     v.len = len;
+    v.flags = flags;
     checksum_blocks(start, data, len, v.csums);
-    b.put(meta::Cf::extents, meta::extent_key(file, start + len), meta::encode(v));
-    b.put(meta::Cf::buckets, meta::bucket_key(a->bucket), meta::encode(a->record));
-    if (auto r = dev_.meta().write(b); !r)
-        return fail(r.error());
+    t.batch.put(meta::Cf::extents, meta::extent_key(file, start + len), meta::encode(v));
+    const bool dirty = (flags & meta::kExtentDirty) != 0;
+    t.account(a->bucket, a->gen, len, dirty ? len : 0);
+    t.pins.push_back(std::move(a->pin));
+    return true;
+}
+
+Result<bool> ExtentIndex::insert(store::WritePoint& wp, meta::FileId file, std::uint64_t start,
+                                 const char* data, std::uint32_t len) {
+    auto t = txn();
+    auto r = stage_insert(t, wp, file, start, data, len);
+    if (!r || !*r)
+        return r;
+    if (auto c = commit(t); !c)
+        return fail(c.error());
     return true;
 }
 
 Result<void> ExtentIndex::punch(meta::FileId file, std::uint64_t start, std::uint64_t end) {
-    auto b = dev_.meta().batch();
-    if (auto r = carve(b, file, start, end); !r)
+    auto t = txn();
+    if (auto r = stage_punch(t, file, start, end); !r)
         return r;
-    if (b.count() == 0)
+    if (t.empty())
         return {};
-    return dev_.meta().write(b);
+    return commit(t);
 }
 
 } // namespace overcache::cache

@@ -126,6 +126,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.sequential_cutoff = cfg.sequential_cutoff;
     p.gc_low_percent = cfg.gc_low_percent;
     p.gc_high_percent = cfg.gc_high_percent;
+    p.backing_root = paths.backing;
     return make_caching_path(std::move(*dev), p);
 }
 

@@ -1,5 +1,8 @@
-// DOC: the passthrough DataPath. Every read is a zero-copy splice from the
-// backing fd; nothing is remembered, so the change hooks have nothing to do.
+// DOC: the passthrough DataPath (cache_mode=none). Every read is a zero-copy
+// splice from the backing fd and every write a splice to it; nothing is
+// remembered, so the change hooks have nothing to do.
+#include "backing/backing_fs.hpp"
+#include "backing/file_ops.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/cache/factory.hpp"
 
@@ -15,6 +18,10 @@ private:
     int fd_; // borrowed from the adapter's file handle
 };
 
+int fd_of(OpenFile& f) {
+    return static_cast<PassthroughFile&>(f).fd();
+}
+
 class PassthroughPath final : public DataPath {
 public:
     Result<OpenOut> open(int fd, const struct stat& /*st*/, int /*open_flags*/) override {
@@ -23,13 +30,40 @@ public:
         return OpenOut{std::make_unique<PassthroughFile>(fd), false};
     }
     Result<ReadOut> read(OpenFile& f, char* /*buf*/, std::size_t size, off_t off) override {
-        return ReadOut{static_cast<PassthroughFile&>(f).fd(), off, size};
+        return ReadOut{fd_of(f), off, size};
     }
-    bool wants_write_data(const OpenFile& /*f*/) const override { return false; }
-    void wrote(OpenFile&, const char*, std::size_t, off_t) override {}
-    void invalidate(FileRef, std::uint64_t, std::uint64_t) override {}
-    void touched(FileRef) override {}
-    void removed(FileRef) override {}
+    void write(OpenFile& f, WriteSource& src, off_t off, Done<std::size_t> done) override {
+        const ssize_t n = src.write_to(fd_of(f), off);
+        if (n < 0)
+            return done(fail_sys(static_cast<int>(-n)));
+        done(static_cast<std::size_t>(n));
+    }
+    void fsync(OpenFile& f, bool datasync, Done<void> done) override {
+        done(backing::sync_file(fd_of(f), datasync));
+    }
+    Result<ChangeOut> truncate(int fd, bool fd_is_open, std::uint64_t size) override {
+        int err = 0;
+        if (fd_is_open)
+            err = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno;
+        else
+            err = backing::truncate_path(fd, static_cast<off_t>(size));
+        if (err != 0)
+            return fail_sys(err);
+        return ChangeOut{};
+    }
+    Result<void> fallocate(OpenFile& f, int mode, off_t off, off_t len) override {
+        return backing::fallocate_file(fd_of(f), mode, off, len);
+    }
+    Result<std::size_t> copy_file_range(OpenFile& in, off_t off_in, OpenFile& out, off_t off_out,
+                                        std::size_t len, unsigned flags) override {
+        return backing::copy_range(fd_of(in), off_in, fd_of(out), off_out, len, flags);
+    }
+    Result<off_t> lseek(OpenFile& f, off_t off, int whence) override {
+        return backing::seek(fd_of(f), off, whence);
+    }
+    ChangeOut getattr(FileRef /*file*/, struct stat& /*st*/) override { return {}; }
+    ChangeOut attrs_changed(FileRef /*file*/, const struct stat& /*before*/) override { return {}; }
+    void removed(FileRef /*file*/) override {}
     std::vector<std::pair<std::string, std::string>> stats() const override {
         return {{"cache_mode", "none"}};
     }

@@ -6,6 +6,7 @@
 #include "backing/creds.hpp"
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
+#include "fuse/page_invalidator.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/config/config.hpp"
 #include "util/unique_fd.hpp"
@@ -42,6 +43,7 @@ struct Adapter {
     const config::Config cfg;
     cache::DataPath& data;
     InodeTable inodes;
+    PageInvalidator invalidator;
     std::atomic<std::uint64_t> open_files{0};
 
     // Work for the first request after INIT (see after_init()).
@@ -56,6 +58,13 @@ void after_init(Adapter& a) noexcept;
 
 inline Adapter& adapter_of(fuse_req_t req) {
     return *static_cast<Adapter*>(fuse_req_userdata(req));
+}
+
+// The DataPath found the backing changed behind the mount: the kernel's
+// pages of `ino` are stale, whatever its attributes say.
+inline void note_change(Adapter& a, fuse_ino_t ino, const cache::ChangeOut& c) {
+    if (c.backing_changed)
+        a.invalidator.post(ino);
 }
 
 // One open of a file. Members are destroyed in reverse order: the DataPath's

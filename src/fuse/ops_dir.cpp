@@ -66,7 +66,7 @@ void lost_name(Adapter& a, int fd, const struct stat& before) {
     }
     struct stat now {};
     if (backing::stat_fd(fd, now) == 0)
-        a.data.touched(cache::FileRef{fd, now});
+        (void)a.data.attrs_changed(cache::FileRef{fd, now}, before);
 }
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
@@ -192,6 +192,9 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         InodeRef dir = a.inodes.get(newparent);
         if (!inode || !dir)
             return ESTALE;
+        struct stat before {};
+        if (const int err = backing::stat_fd(inode->fd(), before))
+            return err;
         {
             // Through /proc rather than AT_EMPTY_PATH, which needs
             // CAP_DAC_READ_SEARCH that the caller's fsuid does not carry.
@@ -204,7 +207,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         if (const int err = lookup_entry(a, *dir, newname, e))
             return err;
         if (S_ISREG(e.attr.st_mode))
-            a.data.touched(cache::FileRef{inode->fd(), e.attr});
+            note_change(a, ino, a.data.attrs_changed(cache::FileRef{inode->fd(), e.attr}, before));
         reply_entry(req, a, e);
         return 0;
     });

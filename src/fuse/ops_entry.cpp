@@ -162,15 +162,23 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         }
         // An open handle answers without the inode's path fd (an unlinked
         // file may have no way back to it but its open descriptor).
+        int any_fd = -1;
+        InodeRef inode;
         if (fi != nullptr && !file_of(fi).control) {
-            if (::fstat(file_of(fi).fd.get(), &st) != 0)
+            any_fd = file_of(fi).fd.get();
+            if (::fstat(any_fd, &st) != 0)
                 return errno;
         } else {
-            InodeRef inode = a.inodes.get(ino);
+            inode = a.inodes.get(ino);
             if (!inode)
                 return ESTALE;
-            if (const int err = backing::stat_fd(inode->fd(), st))
+            any_fd = inode->fd();
+            if (const int err = backing::stat_fd(any_fd, st))
                 return err;
+        }
+        if (S_ISREG(st.st_mode)) {
+            const struct stat seen = st;
+            note_change(a, ino, a.data.getattr(cache::FileRef{any_fd, seen}, st));
         }
         fuse_reply_attr(req, &st, a.cfg.attr_timeout);
         return 0;
@@ -191,6 +199,12 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         if (!inode && ofd < 0)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
+        // The attributes from before our change, for the cache to tell a
+        // change behind the mount from ours (weak cache consistency).
+        struct stat before {};
+        if (const int err = backing::stat_fd(ofd >= 0 ? ofd : inode->fd(), before))
+            return err;
+        cache::ChangeOut changed;
 
         if ((to_set & FUSE_SET_ATTR_MODE) != 0) {
             int err = 0;
@@ -230,12 +244,15 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 return err;
         }
         if ((to_set & FUSE_SET_ATTR_SIZE) != 0) {
-            int err = 0;
-            if (ofd >= 0)
-                err = ::ftruncate(ofd, attr->st_size) == 0 ? 0 : errno;
-            else
-                err = backing::truncate_path(inode->fd(), attr->st_size);
-            if (err != 0)
+            if (!S_ISREG(before.st_mode))
+                return S_ISDIR(before.st_mode) ? EISDIR : EINVAL;
+            auto r = a.data.truncate(ofd >= 0 ? ofd : inode->fd(), ofd >= 0,
+                                     static_cast<std::uint64_t>(attr->st_size));
+            if (!r)
+                return errno_of(r.error());
+            changed.backing_changed |= r->backing_changed;
+            // What follows compares with the file as the truncate left it.
+            if (const int err = backing::stat_fd(ofd >= 0 ? ofd : inode->fd(), before))
                 return err;
         }
         if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) != 0) {
@@ -265,14 +282,12 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         const int any_fd = ofd >= 0 ? ofd : inode->fd();
         if (const int err = backing::stat_fd(any_fd, st))
             return err;
-        if (S_ISREG(st.st_mode)) {
-            const cache::FileRef ref{any_fd, st};
-            if ((to_set & FUSE_SET_ATTR_SIZE) != 0)
-                a.data.invalidate(ref, static_cast<std::uint64_t>(attr->st_size),
-                                  std::numeric_limits<std::uint64_t>::max());
-            else
-                a.data.touched(ref);
+        if (S_ISREG(st.st_mode) && to_set != FUSE_SET_ATTR_SIZE) {
+            // The size change reported itself; the rest is reported here.
+            changed.backing_changed |=
+                a.data.attrs_changed(cache::FileRef{any_fd, st}, before).backing_changed;
         }
+        note_change(a, ino, changed);
         fuse_reply_attr(req, &st, a.cfg.attr_timeout);
         return 0;
     });

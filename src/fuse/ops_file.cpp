@@ -1,10 +1,11 @@
 // DOC: file data handlers: open, create, read, write_buf, flush, release,
 // fsync, fallocate, lseek, copy_file_range, and the control file's reads.
 // Each open holds a real backing fd and the DataPath's OpenFile (FileHandle,
-// owned through fi->fh until release). Reads come from DataPath::read and are
-// replied straight from the fd it names (splice) or from its buffer; writes
-// go to the backing fd, spliced when the DataPath does not want the bytes,
-// and DataPath::wrote() hears of them afterwards.
+// owned through fi->fh until release). Everything that touches the file's
+// bytes is the DataPath's: these handlers translate the request, hand it
+// over, and turn the result into a reply (some DataPath calls reply through
+// a completion, possibly later and from another thread). Reads are replied
+// straight from the fd the DataPath names (splice) or from its buffer.
 // O_APPEND is not passed to the backing fd: without the writeback cache the
 // kernel gives every write its offset (end of file, under the inode lock, for
 // O_APPEND opens), and mmap writeback may go through any writable handle, so
@@ -14,11 +15,9 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
-#include "util/file_io.hpp"
 
 #include <cstring>
 #include <fcntl.h>
-#include <limits>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -27,8 +26,6 @@ namespace overcache::fuse {
 namespace {
 
 constexpr int kStrippedOpenFlags = O_CREAT | O_EXCL | O_NOCTTY | O_APPEND | O_DIRECT | O_NOFOLLOW;
-constexpr std::uint64_t kToEnd = std::numeric_limits<std::uint64_t>::max();
-
 // Per FUSE thread: room for one request's data (up to max_write/max_read).
 std::vector<char>& thread_buffer(std::size_t size) {
     thread_local std::vector<char> buf;
@@ -36,6 +33,30 @@ std::vector<char>& thread_buffer(std::size_t size) {
         buf.resize(size);
     return buf;
 }
+
+// A write request's bytes, for DataPath::write: copied to memory or moved
+// (spliced) to a backing fd, straight from the request's buffer vector.
+class BufvecSource final : public cache::WriteSource {
+public:
+    explicit BufvecSource(fuse_bufvec* in) : in_(in), size_(fuse_buf_size(in)) {}
+    std::size_t size() const override { return size_; }
+    ssize_t copy_to(char* out) override {
+        fuse_bufvec mem = FUSE_BUFVEC_INIT(size_);
+        mem.buf[0].mem = out;
+        return fuse_buf_copy(&mem, in_, FUSE_BUF_NO_SPLICE);
+    }
+    ssize_t write_to(int fd, off_t off) override {
+        fuse_bufvec dst = FUSE_BUFVEC_INIT(size_);
+        dst.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+        dst.buf[0].fd = fd;
+        dst.buf[0].pos = off;
+        return fuse_buf_copy(&dst, in_, static_cast<fuse_buf_copy_flags>(0));
+    }
+
+private:
+    fuse_bufvec* in_;
+    std::size_t size_;
+};
 
 // Hands a FileHandle to the kernel through fi->fh.
 void give_handle(fuse_file_info* fi, std::unique_ptr<FileHandle>& fh) {
@@ -57,7 +78,6 @@ int open_control(fuse_req_t req, fuse_file_info* fi) {
     return 0;
 }
 
-// pwrite until all of `len` is written or an error; returns bytes written or -errno.
 // Hands a freshly opened backing fd to the data path (the close-to-open
 // check) and wraps both in a file handle. `st` receives the fd's attributes;
 // `keep_cache` whether the kernel may keep its pages.
@@ -68,8 +88,6 @@ Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int fla
     auto out = a.data.open(fd.get(), st, flags);
     if (!out)
         return fail(std::move(out).error());
-    if ((flags & O_TRUNC) != 0)
-        a.data.invalidate(cache::FileRef{fd.get(), st}, 0, kToEnd);
     auto fh = std::make_unique<FileHandle>();
     fh->fd = std::move(fd);
     fh->open = std::move(out->file);
@@ -199,32 +217,13 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return EBADF;
-        Adapter& a = adapter_of(req);
-        const std::size_t size = fuse_buf_size(in_buf);
-        if (a.data.wants_write_data(*fh.open)) {
-            std::vector<char>& buf = thread_buffer(size);
-            fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
-            mem.buf[0].mem = buf.data();
-            const ssize_t got = fuse_buf_copy(&mem, in_buf, FUSE_BUF_NO_SPLICE);
-            if (got < 0)
-                return static_cast<int>(-got);
-            const ssize_t n = pwrite_upto(fh.fd.get(), buf.data(), static_cast<std::size_t>(got),
-                                          static_cast<std::uint64_t>(off));
-            if (n < 0)
-                return static_cast<int>(-n);
-            a.data.wrote(*fh.open, buf.data(), static_cast<std::size_t>(n), off);
-            fuse_reply_write(req, static_cast<std::size_t>(n));
-            return 0;
-        }
-        fuse_bufvec out = FUSE_BUFVEC_INIT(size);
-        out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-        out.buf[0].fd = fh.fd.get();
-        out.buf[0].pos = off;
-        const ssize_t n = fuse_buf_copy(&out, in_buf, static_cast<fuse_buf_copy_flags>(0));
-        if (n < 0)
-            return static_cast<int>(-n);
-        a.data.wrote(*fh.open, nullptr, static_cast<std::size_t>(n), off);
-        fuse_reply_write(req, static_cast<std::size_t>(n));
+        BufvecSource src(in_buf);
+        adapter_of(req).data.write(*fh.open, src, off, [req](Result<std::size_t> r) {
+            if (r)
+                fuse_reply_write(req, *r);
+            else
+                fuse_reply_err(req, errno_of(r.error()));
+        });
         return 0;
     });
 }
@@ -264,8 +263,9 @@ void op_fsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* 
             fuse_reply_err(req, 0);
             return 0;
         }
-        const int rc = datasync != 0 ? ::fdatasync(fh.fd.get()) : ::fsync(fh.fd.get());
-        fuse_reply_err(req, rc == 0 ? 0 : errno);
+        adapter_of(req).data.fsync(*fh.open, datasync != 0, [req](Result<void> r) {
+            fuse_reply_err(req, r ? 0 : errno_of(r.error()));
+        });
         return 0;
     });
 }
@@ -276,16 +276,8 @@ void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, of
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return EBADF;
-        Adapter& a = adapter_of(req);
-        if (::fallocate(fh.fd.get(), mode, offset, length) != 0)
-            return errno;
-        struct stat st {};
-        if (::fstat(fh.fd.get(), &st) == 0) {
-            // Collapse and insert move every byte after `offset`.
-            const bool shifts = (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) != 0;
-            a.data.invalidate(cache::FileRef{fh.fd.get(), st}, static_cast<std::uint64_t>(offset),
-                              shifts ? kToEnd : static_cast<std::uint64_t>(length));
-        }
+        if (auto r = adapter_of(req).data.fallocate(*fh.open, mode, offset, length); !r)
+            return errno_of(r.error());
         fuse_reply_err(req, 0);
         return 0;
     });
@@ -297,10 +289,10 @@ void op_lseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence,
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return ENXIO; // an empty file has no data and no hole past its end
-        const off_t r = ::lseek(fh.fd.get(), off, whence);
-        if (r < 0)
-            return errno;
-        fuse_reply_lseek(req, r);
+        auto r = adapter_of(req).data.lseek(*fh.open, off, whence);
+        if (!r)
+            return errno_of(r.error());
+        fuse_reply_lseek(req, *r);
         return 0;
     });
 }
@@ -313,18 +305,11 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fus
         FileHandle& out = file_of(fi_out);
         if (in.control || out.control)
             return EBADF;
-        Adapter& a = adapter_of(req);
-        loff_t from = off_in;
-        loff_t to = off_out;
-        const ssize_t n = ::copy_file_range(in.fd.get(), &from, out.fd.get(), &to, len,
-                                            static_cast<unsigned>(flags));
-        if (n < 0)
-            return errno;
-        struct stat st {};
-        if (n > 0 && ::fstat(out.fd.get(), &st) == 0)
-            a.data.invalidate(cache::FileRef{out.fd.get(), st}, static_cast<std::uint64_t>(off_out),
-                              static_cast<std::uint64_t>(n));
-        fuse_reply_write(req, static_cast<std::size_t>(n));
+        auto r = adapter_of(req).data.copy_file_range(*in.open, off_in, *out.open, off_out, len,
+                                                      static_cast<unsigned>(flags));
+        if (!r)
+            return errno_of(r.error());
+        fuse_reply_write(req, *r);
         return 0;
     });
 }

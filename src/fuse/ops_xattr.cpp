@@ -23,12 +23,21 @@ bool is_reserved(const char* name) noexcept {
     return std::string_view(name).substr(0, kReservedPrefix.size()) == kReservedPrefix;
 }
 
-void attributes_changed(Adapter& a, const InodeRef& inode) {
-    if (!S_ISREG(inode.type()))
+// The attributes of a regular file from just before an xattr change.
+struct stat before_change(const InodeRef& inode) {
+    struct stat st {};
+    if (S_ISREG(inode.type()) && backing::stat_fd(inode.fd(), st) != 0)
+        st.st_mode = 0; // unknown: attributes_changed() will not compare
+    return st;
+}
+
+void attributes_changed(Adapter& a, fuse_ino_t ino, const InodeRef& inode,
+                        const struct stat& before) {
+    if (!S_ISREG(inode.type()) || !S_ISREG(before.st_mode))
         return;
     struct stat st {};
     if (backing::stat_fd(inode.fd(), st) == 0)
-        a.data.touched(cache::FileRef{inode.fd(), st});
+        note_change(a, ino, a.data.attrs_changed(cache::FileRef{inode.fd(), st}, before));
 }
 
 } // namespace
@@ -124,9 +133,10 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
+        const struct stat before = before_change(*inode);
         if (::setxattr(p.c_str(), name, value, size, flags) != 0)
             return errno;
-        attributes_changed(a, *inode);
+        attributes_changed(a, ino, *inode, before);
         fuse_reply_err(req, 0);
         return 0;
     });
@@ -144,9 +154,10 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
+        const struct stat before = before_change(*inode);
         if (::removexattr(p.c_str(), name) != 0)
             return errno;
-        attributes_changed(a, *inode);
+        attributes_changed(a, ino, *inode, before);
         fuse_reply_err(req, 0);
         return 0;
     });

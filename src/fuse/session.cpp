@@ -125,10 +125,13 @@ Result<std::unique_ptr<Session>> Session::create(const config::Config& cfg, cach
     fuse_opt_free_args(&args); // libfuse may have copied the argument vector
     if (s->se_ == nullptr)
         return fail(Errc::BadValue, "cannot create the FUSE session (see the message above)");
+    s->adapter_->invalidator.start(s->se_);
     return s;
 }
 
 Session::~Session() {
+    if (adapter_)
+        adapter_->invalidator.stop();
     unmount();
     if (se_ != nullptr)
         fuse_session_destroy(se_);

@@ -19,6 +19,10 @@ const char* cf_name(Cf cf) noexcept {
         return "extents";
     case Cf::buckets:
         return "buckets";
+    case Cf::file_ids:
+        return "file_ids";
+    case Cf::dirty:
+        return "dirty";
     }
     return "?";
 }
@@ -55,6 +59,12 @@ bool decode_extent_key(std::string_view s, ExtentKey& out) {
 std::string extent_prefix_end(FileId file) {
     // FileIds start at 1 and never reach UINT64_MAX, so file + 1 is safe.
     return extent_key(file + 1, 0);
+}
+
+std::string file_id_key(FileId file) {
+    std::string s;
+    put_be64(s, file);
+    return s;
 }
 
 std::string bucket_key(std::uint32_t bucket) {
@@ -163,7 +173,7 @@ constexpr char kExtentLayout2 = 2;
 
 std::string encode(const ExtentValue& v) {
     std::string s;
-    s.reserve(1 + 6 * 4 + 4 * v.csums.size());
+    s.reserve(1 + 6 * 4 + 8 * v.csums.size());
     s.push_back(kExtentLayout2);
     put_be32(s, v.bucket);
     put_be32(s, v.gen);
@@ -172,7 +182,7 @@ std::string encode(const ExtentValue& v) {
     put_be32(s, v.flags);
     put_be32(s, static_cast<std::uint32_t>(v.csums.size()));
     for (auto c : v.csums)
-        put_be32(s, c);
+        put_be64(s, c);
     return s;
 }
 bool decode_extent(std::string_view s, ExtentValue& v) {
@@ -181,12 +191,12 @@ bool decode_extent(std::string_view s, ExtentValue& v) {
     std::uint32_t n = 0;
     if (!rd.u8(layout) || layout != kExtentLayout2 || !rd.u32(v.bucket) || !rd.u32(v.gen) ||
         !rd.u32(v.bucket_off) || !rd.u32(v.len) || !rd.u32(v.flags) || !rd.u32(n) ||
-        s.size() - (1 + 6 * 4) != std::size_t{n} * 4)
+        s.size() - (1 + 6 * 4) != std::size_t{n} * 8)
         return false;
     v.csums.resize(n);
     const char* p = s.data() + 1 + 6 * 4;
     for (std::uint32_t i = 0; i < n; ++i)
-        v.csums[i] = get_be32(p + 4 * i);
+        v.csums[i] = get_be64(p + 8 * i);
     return true;
 }
 std::optional<ExtentValue> decode_extent(std::string_view s) {
@@ -201,6 +211,8 @@ std::string encode(const BucketRecord& r) {
     put_be32(s, r.gen);
     s.push_back(static_cast<char>(r.state));
     put_be32(s, r.fill_bytes);
+    put_be32(s, r.live_bytes);
+    put_be32(s, r.dirty_bytes);
     put_be64(s, r.last_use);
     return s;
 }
@@ -209,7 +221,8 @@ std::optional<BucketRecord> decode_bucket(std::string_view s) {
     BucketRecord r;
     std::uint8_t st = 0;
     if (!layout_ok(rd) || !rd.u32(r.gen) || !rd.u8(st) || !rd.u32(r.fill_bytes) ||
-        !rd.u64(r.last_use) || !rd.at_end() || st > 2)
+        !rd.u32(r.live_bytes) || !rd.u32(r.dirty_bytes) || !rd.u64(r.last_use) || !rd.at_end() ||
+        st > 2)
         return std::nullopt;
     r.state = static_cast<BucketState>(st);
     return r;

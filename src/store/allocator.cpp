@@ -1,20 +1,48 @@
-// DOC: the bucket allocator. Data is appended to one open bucket (the
-// foreground write point) and reclaimed a whole bucket at a time: GC bumps
-// the bucket's gen, which invalidates every extent in it without touching
-// the index, and only then returns it to the free list. Gens and LRU ticks
-// are atomics so the read path checks them without the lock; everything else
-// is guarded by mu_, which is never held across I/O. The last `reserve_`
-// free buckets are never handed to the foreground.
+// DOC: the bucket allocator, sole owner of bucket state. Data is appended to
+// the open bucket of a write point and reclaimed a whole bucket at a time:
+// GC bumps the bucket's gen, which invalidates every extent in it without
+// touching the index, and only after the new record is written returns it
+// to the free list. Invariants:
+//  - a bucket with a pin (a write in flight) or dirty bytes is never
+//    reclaimed, so a fill never lands in reused space and its extent's gen
+//    is still the bucket's gen when it commits;
+//  - bucket records are written only by commit() and reclaim(), both under
+//    commit_mu_, from the in-memory state at that moment: the records on
+//    disk follow memory's order and gens only grow;
+//  - live/dirty bytes change only through commit()'s deltas, applied only
+//    when the bucket still has the delta's gen, and reset by reclaim.
+// Gens and LRU ticks are atomics so the read path checks them lock-free.
+// Lock order: commit_mu_, then mu_; mu_ is never held across I/O.
 #include "overcache/store/allocator.hpp"
 
+#include "overcache/meta/key_codec.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
+#include <map>
 
 namespace overcache::store {
 
-Allocator::Allocator(std::uint32_t bucket_count, std::uint64_t bucket_size, std::uint32_t reserve)
-    : count_(bucket_count), bucket_size_(bucket_size), reserve_(reserve),
+BucketPin& BucketPin::operator=(BucketPin&& o) noexcept {
+    if (this != &o) {
+        reset();
+        a_ = o.a_;
+        bucket_ = o.bucket_;
+        o.a_ = nullptr;
+    }
+    return *this;
+}
+
+void BucketPin::reset() noexcept {
+    if (a_ != nullptr)
+        a_->unpin(bucket_);
+    a_ = nullptr;
+}
+
+Allocator::Allocator(meta::MetaStore& meta, std::uint32_t bucket_count, std::uint64_t bucket_size,
+                     std::uint32_t reserve, std::uint32_t align)
+    : meta_(meta), count_(bucket_count), bucket_size_(bucket_size), reserve_(reserve),
+      align_(std::max<std::uint32_t>(1, align)),
       gens_(new std::atomic<std::uint32_t>[bucket_count]),
       last_use_(new std::atomic<std::uint64_t>[bucket_count]), slots_(bucket_count) {
     for (std::uint32_t b = 0; b < count_; ++b) {
@@ -31,9 +59,12 @@ void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
     last_use_[bucket].store(r.last_use, std::memory_order_relaxed);
     // A bucket open when the daemon stopped is not appended to again: its
     // tail may hold bytes of fills whose extents never reached the index.
-    slots_[bucket].state =
-        r.state == meta::BucketState::free ? meta::BucketState::free : meta::BucketState::full;
-    slots_[bucket].fill = r.state == meta::BucketState::free ? 0 : r.fill_bytes;
+    auto& s = slots_[bucket];
+    const bool free = r.state == meta::BucketState::free;
+    s.state = free ? meta::BucketState::free : meta::BucketState::full;
+    s.fill = free ? 0 : std::min<std::uint32_t>(r.fill_bytes, static_cast<std::uint32_t>(bucket_size_));
+    s.live = free ? 0 : std::min(r.live_bytes, s.fill);
+    s.dirty = free ? 0 : std::min(r.dirty_bytes, s.live);
     if (r.last_use >= tick_.load(std::memory_order_relaxed))
         tick_.store(r.last_use + 1, std::memory_order_relaxed);
 }
@@ -41,50 +72,138 @@ void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
 void Allocator::finish_load() {
     std::lock_guard lk(mu_);
     free_.clear();
-    used_bytes_ = 0;
+    used_bytes_ = live_bytes_ = dirty_bytes_ = 0;
     for (std::uint32_t b = 0; b < count_; ++b) {
-        if (slots_[b].state == meta::BucketState::free)
+        const auto& s = slots_[b];
+        if (s.state == meta::BucketState::free) {
             free_.push_back(b);
-        else
-            used_bytes_ += slots_[b].fill;
+        } else {
+            used_bytes_ += s.fill;
+            live_bytes_ += s.live;
+            dirty_bytes_ += s.dirty;
+        }
     }
 }
 
-std::optional<Allocation> Allocator::alloc(std::uint32_t len) {
+Result<void> Allocator::load_all() {
+    auto cur = meta_.cursor(meta::Cf::buckets);
+    for (cur.seek_to_first(); cur.valid(); cur.next()) {
+        std::uint32_t b = 0;
+        if (!meta::decode_bucket_key(cur.key(), b))
+            continue;
+        if (auto r = meta::decode_bucket(cur.value())) {
+            load(b, *r);
+        } else {
+            // A damaged record: its gen is unknown, so no gen is safe to hand
+            // out again without a scan. Keep the bucket out of use (full, at
+            // a gen far from any in use) until GC reclaims it, which bumps
+            // and rewrites it.
+            log::warn("cache: damaged record of bucket ", b, "; it will be reclaimed");
+            load(b, meta::BucketRecord{0xffff0000u, meta::BucketState::full, 0, 0, 0, 0});
+        }
+    }
+    finish_load();
+    return cur.status();
+}
+
+std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
     if (len == 0 || len > bucket_size_)
         return std::nullopt;
+    const std::uint64_t need = (std::uint64_t{len} + align_ - 1) / align_ * align_;
     std::lock_guard lk(mu_);
-    if (open_ && bucket_size_ - slots_[*open_].fill < len) {
-        slots_[*open_].state = meta::BucketState::full;
-        open_.reset();
+    if (wp.bucket_ && bucket_size_ - slots_[*wp.bucket_].fill < need) {
+        slots_[*wp.bucket_].state = meta::BucketState::full;
+        wp.bucket_.reset();
     }
-    if (!open_) {
-        if (free_.size() <= reserve_)
+    if (!wp.bucket_) {
+        if (free_.empty() || (free_.size() <= reserve_ && !wp.reserve_))
             return std::nullopt;
-        open_ = free_.front();
+        wp.bucket_ = free_.front();
         free_.pop_front();
-        slots_[*open_].state = meta::BucketState::open;
-        slots_[*open_].fill = 0;
+        slots_[*wp.bucket_].state = meta::BucketState::open;
+        slots_[*wp.bucket_].fill = 0;
     }
-    const std::uint32_t b = *open_;
+    const std::uint32_t b = *wp.bucket_;
     Allocation a;
     a.bucket = b;
     a.gen = gens_[b].load(std::memory_order_relaxed);
     a.offset = slots_[b].fill;
-    slots_[b].fill += len;
-    used_bytes_ += len;
-    const std::uint64_t t = tick_.fetch_add(1, std::memory_order_relaxed);
-    last_use_[b].store(t, std::memory_order_relaxed);
-    a.record = meta::BucketRecord{a.gen, meta::BucketState::open, slots_[b].fill, t};
+    // Whole blocks: the tail of the last one is padding nobody else uses.
+    slots_[b].fill += static_cast<std::uint32_t>(need);
+    used_bytes_ += need;
+    ++slots_[b].pins;
+    a.pin = BucketPin(this, b);
+    last_use_[b].store(tick_.fetch_add(1, std::memory_order_relaxed), std::memory_order_relaxed);
     return a;
+}
+
+void Allocator::unpin(std::uint32_t bucket) noexcept {
+    std::lock_guard lk(mu_);
+    OC_ASSERT(slots_[bucket].pins > 0);
+    --slots_[bucket].pins;
+}
+
+meta::BucketRecord Allocator::record_locked(std::uint32_t bucket) const {
+    return record_of(bucket, slots_[bucket]);
+}
+
+meta::BucketRecord Allocator::record_of(std::uint32_t bucket, const Slot& s) const {
+    return meta::BucketRecord{gens_[bucket].load(std::memory_order_relaxed),
+                              s.state == meta::BucketState::free ? meta::BucketState::free
+                                                                 : meta::BucketState::full,
+                              s.fill,
+                              s.live,
+                              s.dirty,
+                              last_use_[bucket].load(std::memory_order_relaxed)};
+}
+
+Result<void> Allocator::commit(IndexTxn& txn, bool sync) {
+    std::lock_guard ck(commit_mu_);
+    // The slots as they will be once the batch is written; applied to
+    // memory only after the write succeeds.
+    std::map<std::uint32_t, Slot> next;
+    {
+        std::lock_guard lk(mu_);
+        for (const auto& d : txn.deltas) {
+            if (d.bucket >= count_ || gens_[d.bucket].load(std::memory_order_relaxed) != d.gen)
+                continue; // reclaimed since: its bytes count for nothing now
+            auto [it, fresh] = next.try_emplace(d.bucket, slots_[d.bucket]);
+            Slot& s = it->second;
+            const auto clamp = [](std::int64_t v, std::uint32_t hi) {
+                return static_cast<std::uint32_t>(std::clamp<std::int64_t>(v, 0, hi));
+            };
+            if (static_cast<std::int64_t>(s.live) + d.live < 0 ||
+                static_cast<std::int64_t>(s.dirty) + d.dirty < 0)
+                log::warn("cache: bucket ", d.bucket, " accounting went below zero; clamped");
+            s.live = clamp(static_cast<std::int64_t>(s.live) + d.live, s.fill);
+            s.dirty = clamp(static_cast<std::int64_t>(s.dirty) + d.dirty, s.live);
+        }
+        for (const auto& [b, s] : next)
+            txn.batch.put(meta::Cf::buckets, meta::bucket_key(b), meta::encode(record_of(b, s)));
+    }
+    if (txn.batch.count() == 0)
+        return {};
+    if (auto r = meta_.write(txn.batch, sync); !r)
+        return r;
+    std::lock_guard lk(mu_);
+    for (const auto& [b, s] : next) {
+        auto& cur = slots_[b];
+        live_bytes_ += s.live;
+        live_bytes_ -= cur.live;
+        dirty_bytes_ += s.dirty;
+        dirty_bytes_ -= cur.dirty;
+        cur.live = s.live;
+        cur.dirty = s.dirty;
+    }
+    return {};
 }
 
 void Allocator::touch(std::uint32_t bucket) {
     // Every FUSE thread's hits come here: no read-modify-write of the shared
     // tick and no store when the bucket already has it, so concurrent hits do
     // not bounce cache lines. The tick advances with allocations, so hits are
-    // ordered by fill epochs, which is what reclaim (run when fills need
-    // buckets) needs: touched since the last fills, or not.
+    // ordered by fill epochs, which is what reclaim needs: touched since the
+    // last fills, or not.
     if (bucket >= count_)
         return;
     const std::uint64_t t = tick_.load(std::memory_order_relaxed);
@@ -92,54 +211,88 @@ void Allocator::touch(std::uint32_t bucket) {
         last_use_[bucket].store(t, std::memory_order_relaxed);
 }
 
-std::vector<std::uint32_t> Allocator::pick_victims(std::size_t n) {
-    std::vector<std::pair<std::uint64_t, std::uint32_t>> cands;
+Result<std::size_t> Allocator::reclaim(std::size_t n) {
+    std::lock_guard ck(commit_mu_);
+    std::vector<std::uint32_t> victims;
+    {
+        std::vector<std::pair<std::uint64_t, std::uint32_t>> cands;
+        std::lock_guard lk(mu_);
+        for (std::uint32_t b = 0; b < count_; ++b) {
+            const auto& s = slots_[b];
+            if (s.state == meta::BucketState::full && s.pins == 0 && s.dirty == 0)
+                cands.emplace_back(last_use_[b].load(std::memory_order_relaxed), b);
+        }
+        n = std::min(n, cands.size());
+        std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n),
+                          cands.end());
+        for (std::size_t i = 0; i < n; ++i)
+            victims.push_back(cands[i].second);
+    }
+    if (victims.empty())
+        return std::size_t{0};
+    if (before_reclaim)
+        before_reclaim(victims);
+    auto batch = meta_.batch();
+    std::vector<std::uint32_t> taken;
     {
         std::lock_guard lk(mu_);
-        for (std::uint32_t b = 0; b < count_; ++b)
-            if (slots_[b].state == meta::BucketState::full)
-                cands.emplace_back(last_use_[b].load(std::memory_order_relaxed), b);
+        for (auto b : victims) {
+            auto& s = slots_[b];
+            // Pinned since it was picked (a write point cannot reopen a full
+            // bucket, but a pin taken just before can still be in flight).
+            if (s.state != meta::BucketState::full || s.pins != 0 || s.dirty != 0)
+                continue;
+            const std::uint32_t g = gens_[b].load(std::memory_order_relaxed) + 1;
+            // Stale from this instant: readers compare gens after reading.
+            gens_[b].store(g, std::memory_order_release);
+            used_bytes_ -= s.fill;
+            live_bytes_ -= s.live;
+            s.fill = s.live = 0;
+            // Out of every write point and off the free list until the
+            // record is written.
+            s.state = meta::BucketState::open;
+            batch.put(meta::Cf::buckets, meta::bucket_key(b),
+                      meta::encode(meta::BucketRecord{
+                          g, meta::BucketState::free, 0, 0, 0,
+                          last_use_[b].load(std::memory_order_relaxed)}));
+            taken.push_back(b);
+        }
     }
-    n = std::min(n, cands.size());
-    std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n), cands.end());
-    std::vector<std::uint32_t> out;
-    out.reserve(n);
-    for (std::size_t i = 0; i < n; ++i)
-        out.push_back(cands[i].second);
-    return out;
-}
-
-meta::BucketRecord Allocator::invalidate(std::uint32_t bucket) {
-    OC_ASSERT(bucket < count_);
+    if (taken.empty())
+        return std::size_t{0};
+    if (auto r = meta_.write(batch); !r) {
+        // The gens are bumped in memory, so the buckets' extents are stale
+        // for this run; freeing them without a durable record could let a
+        // restart revive the old gen. Keep them out of use (full, empty):
+        // the next reclaim retries them.
+        std::lock_guard lk(mu_);
+        for (auto b : taken)
+            slots_[b].state = meta::BucketState::full;
+        return fail(r.error());
+    }
     std::lock_guard lk(mu_);
-    // Only full buckets are victims and nothing but GC frees them, so the
-    // state cannot have changed since pick_victims().
-    OC_ASSERT(slots_[bucket].state == meta::BucketState::full);
-    const std::uint32_t g = gens_[bucket].load(std::memory_order_relaxed) + 1;
-    gens_[bucket].store(g, std::memory_order_release);
-    used_bytes_ -= slots_[bucket].fill;
-    slots_[bucket].fill = 0;
-    // Not on the free list until release(): its record must be written first.
-    slots_[bucket].state = meta::BucketState::open;
-    return meta::BucketRecord{g, meta::BucketState::free, 0,
-                              last_use_[bucket].load(std::memory_order_relaxed)};
-}
-
-void Allocator::release(const std::vector<std::uint32_t>& buckets) {
-    std::lock_guard lk(mu_);
-    for (auto b : buckets) {
+    for (auto b : taken) {
         slots_[b].state = meta::BucketState::free;
         free_.push_back(b);
     }
+    return taken.size();
 }
 
 meta::BucketRecord Allocator::record(std::uint32_t bucket) const {
     std::lock_guard lk(mu_);
-    const auto& s = slots_[bucket];
-    return meta::BucketRecord{gens_[bucket].load(std::memory_order_relaxed),
-                              s.state == meta::BucketState::free ? meta::BucketState::free
-                                                                 : meta::BucketState::full,
-                              s.fill, last_use_[bucket].load(std::memory_order_relaxed)};
+    return record_locked(bucket);
+}
+
+Result<void> Allocator::save_all() {
+    std::lock_guard ck(commit_mu_);
+    auto b = meta_.batch();
+    {
+        std::lock_guard lk(mu_);
+        for (std::uint32_t i = 0; i < count_; ++i)
+            if (slots_[i].state != meta::BucketState::free)
+                b.put(meta::Cf::buckets, meta::bucket_key(i), meta::encode(record_locked(i)));
+    }
+    return meta_.write(b);
 }
 
 std::size_t Allocator::free_count() const {
@@ -150,6 +303,17 @@ std::size_t Allocator::free_count() const {
 std::uint64_t Allocator::used_bytes() const {
     std::lock_guard lk(mu_);
     return used_bytes_;
+}
+
+AllocatorStats Allocator::stats() const {
+    std::lock_guard lk(mu_);
+    AllocatorStats s;
+    s.live_bytes = live_bytes_;
+    s.dirty_bytes = dirty_bytes_;
+    s.used_bytes = used_bytes_;
+    for (const auto& sl : slots_)
+        s.pinned += sl.pins != 0 ? 1 : 0;
+    return s;
 }
 
 } // namespace overcache::store

@@ -9,6 +9,7 @@
 #include "overcache/store/cache_device.hpp"
 
 #include "overcache/meta/key_codec.hpp"
+#include "util/file_io.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
@@ -24,6 +25,25 @@
 #include <unistd.h>
 
 namespace overcache::store {
+
+Result<void> CacheDevice::read(std::uint64_t dev_off, std::size_t len, char* out) const {
+    const ssize_t n = pread_upto(data_.get(), out, len, dev_off);
+    if (n < 0)
+        return fail(Error{Errc::CacheIo, static_cast<int>(-n), "cache device read"});
+    if (static_cast<std::size_t>(n) != len)
+        return fail(Error{Errc::CacheIo, EIO, "cache device read past its end"});
+    return {};
+}
+
+Result<void> CacheDevice::write(std::uint64_t dev_off, const char* data, std::size_t len) const {
+    const ssize_t n = pwrite_upto(data_.get(), data, len, dev_off);
+    if (n < 0)
+        return fail(Error{Errc::CacheIo, static_cast<int>(-n), "cache device write"});
+    if (static_cast<std::size_t>(n) != len)
+        return fail(Error{Errc::CacheIo, EIO, "cache device write past its end"});
+    return {};
+}
+
 namespace {
 
 constexpr std::uint64_t kMiB = 1u << 20;

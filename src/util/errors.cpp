@@ -15,6 +15,7 @@ int to_errno(const Error& e) noexcept {
         return ESTALE;
     case Errc::MetaCorrupt:
     case Errc::Checksum:
+    case Errc::CacheIo:
         return EIO;
     case Errc::UnknownKey:
         return ENODATA;
@@ -51,6 +52,8 @@ const char* errc_name(Errc c) noexcept {
         return "not supported";
     case Errc::Foreign:
         return "foreign cache";
+    case Errc::CacheIo:
+        return "cache device I/O error";
     }
     return "error";
 }

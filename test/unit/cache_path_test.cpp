@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <random>
@@ -83,6 +84,24 @@ struct Fx {
     std::string path(const std::string& name) const { return backing + "/" + name; }
 };
 
+// A write request's bytes in memory.
+class MemSource final : public WriteSource {
+public:
+    explicit MemSource(const std::string& d) : d_(d) {}
+    std::size_t size() const override { return d_.size(); }
+    ssize_t copy_to(char* out) override {
+        std::memcpy(out, d_.data(), d_.size());
+        return static_cast<ssize_t>(d_.size());
+    }
+    ssize_t write_to(int fd, off_t off) override {
+        const ssize_t n = ::pwrite(fd, d_.data(), d_.size(), off);
+        return n < 0 ? -errno : n;
+    }
+
+private:
+    const std::string& d_;
+};
+
 // One open file as the adapter holds it.
 struct Handle {
     int fd = -1;
@@ -113,12 +132,15 @@ struct Handle {
         }
         return buf;
     }
-    // A write through the mount: backing first, then the cache is told.
+    // A write through the mount, as the adapter hands it over.
     void write(DataPath& dp, std::uint64_t off, const std::string& data) {
-        REQUIRE(::pwrite(fd, data.data(), data.size(), static_cast<off_t>(off)) ==
-                static_cast<ssize_t>(data.size()));
-        dp.wrote(*out.file, dp.wants_write_data(*out.file) ? data.data() : nullptr, data.size(),
-                 static_cast<off_t>(off));
+        MemSource src(data);
+        std::optional<Result<std::size_t>> got;
+        dp.write(*out.file, src, static_cast<off_t>(off),
+                 [&](Result<std::size_t> r) { got.emplace(std::move(r)); });
+        REQUIRE(got.has_value());
+        REQUIRE(*got);
+        REQUIRE(**got == data.size());
     }
 };
 
@@ -134,14 +156,16 @@ TEST_SUITE("cache") {
         dc.backing = {"/b", 1, 1};
         auto dev = store::open_cache_device(dc);
         REQUIRE(dev);
-        store::Allocator alloc(static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
+        store::Allocator alloc((*dev)->meta(),
+                               static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
                                dc.bucket_size, 1);
         alloc.finish_load();
+        store::WritePoint wp("test", false);
         ExtentIndex ix(**dev, alloc);
         const auto a = random_bytes(100, 1), b = random_bytes(30, 2);
-        REQUIRE(*ix.insert(7, 0, a.data(), 100));
-        REQUIRE(*ix.insert(8, 0, b.data(), 30)); // another file is not touched
-        REQUIRE(*ix.insert(7, 30, b.data(), 30));
+        REQUIRE(*ix.insert(wp, 7, 0, a.data(), 100));
+        REQUIRE(*ix.insert(wp, 8, 0, b.data(), 30)); // another file is not touched
+        REQUIRE(*ix.insert(wp, 7, 30, b.data(), 30));
 
         auto content = [&](std::uint64_t s, std::uint64_t e) {
             auto ps = ix.lookup(7, s, e);
@@ -197,15 +221,17 @@ TEST_SUITE("cache") {
         dc.backing = {"/b", 1, 1};
         auto dev = store::open_cache_device(dc);
         REQUIRE(dev);
-        store::Allocator alloc(static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
+        store::Allocator alloc((*dev)->meta(),
+                               static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
                                dc.bucket_size, 1);
         alloc.finish_load();
+        store::WritePoint wp("test", false);
         ExtentIndex ix(**dev, alloc);
         constexpr std::uint64_t kSize = 512 * KiB;
         std::string model = random_bytes(kSize, 30);
         std::vector<bool> cached(kSize, true);
-        REQUIRE(*ix.insert(1, 0, model.data(), 256 * KiB));
-        REQUIRE(*ix.insert(1, 256 * KiB, model.data() + 256 * KiB, 256 * KiB));
+        REQUIRE(*ix.insert(wp, 1, 0, model.data(), 256 * KiB));
+        REQUIRE(*ix.insert(wp, 1, 256 * KiB, model.data() + 256 * KiB, 256 * KiB));
 
         std::mt19937 rng(31);
         auto check_all = [&] {
@@ -235,7 +261,7 @@ TEST_SUITE("cache") {
             const std::uint64_t len = 1 + rng() % std::min<std::uint64_t>(40000, kSize - s);
             if (rng() % 3 != 0) {
                 const auto bytes = random_bytes(len, 100 + static_cast<unsigned>(i));
-                REQUIRE(*ix.insert(1, s, bytes.data(), static_cast<std::uint32_t>(len)));
+                REQUIRE(*ix.insert(wp, 1, s, bytes.data(), static_cast<std::uint32_t>(len)));
                 model.replace(s, len, bytes);
                 std::fill(cached.begin() + static_cast<std::ptrdiff_t>(s),
                           cached.begin() + static_cast<std::ptrdiff_t>(s + len), true);
@@ -260,17 +286,19 @@ TEST_SUITE("cache") {
         dc.backing = {"/b", 1, 1};
         auto dev = store::open_cache_device(dc);
         REQUIRE(dev);
-        store::Allocator alloc(static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
+        store::Allocator alloc((*dev)->meta(),
+                               static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
                                dc.bucket_size, 1);
         alloc.finish_load();
+        store::WritePoint wp("test", false);
         ExtentIndex ix(**dev, alloc);
         const auto data = random_bytes(64 * KiB, 40);
-        REQUIRE(*ix.insert(2, 0, data.data(), 64 * KiB));
+        REQUIRE(*ix.insert(wp, 2, 0, data.data(), 64 * KiB));
         auto ps = ix.lookup(2, 0, 64 * KiB);
         REQUIRE(ps->size() == 1);
         const auto p = ps->front();
         const std::string junk(4 * KiB, 'X');
-        REQUIRE(::pwrite((*dev)->data_fd(), junk.data(), junk.size(),
+        REQUIRE(::pwrite((*dev)->data_fd_for_tests(), junk.data(), junk.size(),
                          static_cast<off_t>((*dev)->device_offset(p.v.bucket, p.v.bucket_off) +
                                             3 * 4 * KiB)) == 4 * 1024);
         // Blocks other than the corrupt one still read.
@@ -280,7 +308,7 @@ TEST_SUITE("cache") {
         // Overwrite [12K + 100, 20K + 100): the left side's cut block is the
         // corrupt one (dropped), the right side's is good (kept).
         const auto patch = random_bytes(8 * KiB, 41);
-        REQUIRE(*ix.insert(2, 12 * KiB + 100, patch.data(), 8 * KiB));
+        REQUIRE(*ix.insert(wp, 2, 12 * KiB + 100, patch.data(), 8 * KiB));
         ps = ix.lookup(2, 0, 64 * KiB);
         REQUIRE(ps->size() == 2);
         CHECK((*ps)[0].start == 12 * KiB + 100);
@@ -431,7 +459,6 @@ TEST_SUITE("cache") {
         auto data = random_bytes(256 * KiB, 6);
         write_file(fx.path("f"), data);
         Handle h(*fx.dp, fx.path("f"));
-        CHECK(fx.dp->wants_write_data(*h.out.file));
         CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
         fx.ctl().drain_fills();
         const auto patch = random_bytes(10000, 7);
@@ -458,7 +485,6 @@ TEST_SUITE("cache") {
         auto data = random_bytes(128 * KiB, 9);
         write_file(fx.path("f"), data);
         Handle h(*fx.dp, fx.path("f"));
-        CHECK_FALSE(fx.dp->wants_write_data(*h.out.file));
         CHECK(h.read(*fx.dp, 0, 128 * KiB) == data);
         fx.ctl().drain_fills();
         const auto patch = random_bytes(100, 10);
@@ -538,15 +564,17 @@ TEST_SUITE("cache") {
         CHECK(h.read(*fx.dp, 0, 256 * KiB) == data);
         fx.ctl().drain_fills();
         // truncate through the mount
-        REQUIRE(::ftruncate(h.fd, 100 * KiB) == 0);
+        auto tr = fx.dp->truncate(h.fd, true, 100 * KiB);
+        REQUIRE(tr);
+        CHECK_FALSE(tr->backing_changed);
         struct stat st {};
         REQUIRE(::fstat(h.fd, &st) == 0);
-        fx.dp->invalidate(FileRef{h.fd, st}, 100 * KiB, UINT64_MAX);
         CHECK(h.read(*fx.dp, 0, 256 * KiB) == data.substr(0, 100 * KiB));
         CHECK(fx.stat("cache_hits") == 1); // what is left is still cached
+        const struct stat before = st;
         REQUIRE(::fchmod(h.fd, 0600) == 0);
         REQUIRE(::fstat(h.fd, &st) == 0);
-        fx.dp->touched(FileRef{h.fd, st});
+        CHECK_FALSE(fx.dp->attrs_changed(FileRef{h.fd, st}, before).backing_changed);
         {
             Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
             CHECK(h2.out.keep_page_cache);

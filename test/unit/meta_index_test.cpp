@@ -50,7 +50,7 @@ TEST_SUITE("meta") {
         CHECK(d->bucket_off == 4096);
         CHECK(d->len == 65536);
         CHECK(d->csums == e.csums);
-        CHECK(encode(e).size() == 1 + 6 * 4 + 16 * 4); // 4 bytes a 4 KiB block
+        CHECK(encode(e).size() == 1 + 6 * 4 + 16 * 8); // 4 bytes a 4 KiB block
         CHECK_FALSE(decode_extent(encode(e).substr(0, 10)));
         CHECK_FALSE(decode_extent(encode(e).substr(0, encode(e).size() - 2)));
         CHECK_FALSE(decode_extent(encode(e) + "x"));
@@ -71,7 +71,12 @@ TEST_SUITE("meta") {
         CHECK(csum_block_count(100, 256 * 1024) == 65);
         CHECK(csum_block_count(8192, 256 * 1024) == 64);
 
-        FileRecord f{5, 100, -3, 123456789, 77};
+        FileRecord f;
+        f.file_id = 5;
+        f.size = 100;
+        f.mtime_ns = -3;
+        f.ctime_ns = 123456789;
+        f.ino = 77;
         auto fd = decode_file_record(encode(f));
         REQUIRE(fd);
         CHECK(fd->file_id == 5);
@@ -146,7 +151,7 @@ TEST_SUITE("meta") {
         {
             auto ms = MetaStore::open(dir, o);
             REQUIRE(ms);
-            ExtentValue v{1, 0, 0, 65536, 0, std::vector<std::uint32_t>(16, 1)};
+            ExtentValue v{1, 0, 0, 65536, 0, std::vector<std::uint64_t>(16, 1)};
             const auto val = encode(v);
             for (std::uint64_t f = 0; f < 1000; ++f) {
                 auto b = (*ms)->batch();

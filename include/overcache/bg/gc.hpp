@@ -1,7 +1,10 @@
 // Gc: reclaim on its own executor. When free buckets fall below the low
-// watermark it invalidates the least recently used full buckets (gen bump)
-// until the high watermark, then sweeps the index for extents whose gen has
-// moved on, and drops the extents of files the cache has forgotten.
+// watermark it has the Allocator free the least recently used buckets that
+// hold no dirty data and no write in flight (a gen bump each) until the high
+// watermark. Stale extents are not swept: they read as misses, the owner of
+// a file deletes those it overlaps when it writes, and the index's
+// compaction filter drops the rest, so GC never deletes a key it read
+// earlier.
 #pragma once
 
 #include "overcache/bg/executors.hpp"
@@ -11,7 +14,6 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
-#include <vector>
 
 namespace overcache::bg {
 
@@ -24,21 +26,18 @@ struct GcStats {
     std::uint64_t runs = 0;
     std::uint64_t buckets_reclaimed = 0;
     std::uint64_t stale_extents_removed = 0;
-    std::uint64_t files_dropped = 0;
 };
 
 class Gc {
 public:
-    // Everything GC does runs on `strand` (an executor of the GC IoPool).
+    // Everything GC does runs on `strand` (an executor of the GC context).
     Gc(Strand strand, store::Allocator& alloc, meta::MetaStore& meta, GcParams p);
 
     // Reclaims if free buckets are below the low watermark. Cheap, callable
     // from any thread; never waits.
     void kick();
-    // Forces a reclaim pass and sweep, whatever the watermarks (tests, `gc`).
+    // Forces a reclaim pass, whatever the watermarks (tests, `gc`).
     void trigger();
-    // Deletes every extent of `file` in the background.
-    void drop_file(meta::FileId file);
     // Waits until the work queued on the GC strand so far has run. Never call
     // it from the strand itself.
     void wait_idle();
@@ -49,8 +48,6 @@ public:
 
 private:
     void run(bool force);
-    void reclaim(std::size_t target_free);
-    void sweep();
 
     Strand strand_;
     store::Allocator& alloc_;

@@ -7,6 +7,8 @@
 #include "overcache/store/cache_device.hpp"
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -21,10 +23,31 @@ struct CachingParams {
     // Fills waiting for the foreground executor hold at most this much
     // memory; past it misses are served without filling.
     std::uint64_t max_pending_fill_bytes = 64u << 20;
+    // The backing root's absolute path: file records keep paths below it.
+    std::string backing_root;
+    // Cache device errors tolerated (decaying by half every
+    // io_error_halflife_s) before the mount stops using the cache.
+    unsigned io_error_limit = 8;
+    unsigned io_error_halflife_s = 60;
+};
+
+// Seams where tests force an interleaving; each runs, when set, at the
+// named point (with the file's owner lock held where noted).
+struct CacheHooks {
+    // A fill is about to take the file's owner lock and commit.
+    std::function<void()> before_fill_commit;
+    // A write has reached the backing, before the cache follows (write_mu held).
+    std::function<void()> after_backing_write;
+    // A record was compared with the backing, nothing written yet (owner lock held).
+    std::function<void()> after_compare;
+    // A fill's bytes are on the cache device, its bucket pinned, nothing committed.
+    std::function<void(std::uint32_t bucket)> after_device_write;
+    // GC picked victims and is about to bump their gens.
+    std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
 };
 
 std::unique_ptr<DataPath> make_caching_path(std::unique_ptr<store::CacheDevice> dev,
-                                            const CachingParams& p);
+                                            const CachingParams& p, CacheHooks hooks = {});
 
 // Extra control for tests and the later control surface: the caching path's
 // DataPath also implements this.

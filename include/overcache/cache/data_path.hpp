@@ -1,16 +1,19 @@
 // DataPath: the seam between the FUSE adapter and the cache. The adapter
-// does all metadata on the backing itself and calls a DataPath for file
-// data (read), and to tell it what the mount changed (wrote, invalidate,
-// touched, removed), so the cache never serves bytes the backing no longer
-// has. A passthrough DataPath serves every read from the backing; the
-// caching one (issue #3) puts the cache device in between. Neither knows
-// libfuse.
+// translates requests and errno; the DataPath owns everything that touches
+// a regular file's bytes: read, write, fsync, truncate, fallocate,
+// copy_file_range, lseek, and the attributes the cache may be ahead on. For
+// metadata the adapter changes itself (chmod, chown, utimes, xattrs, link),
+// it reports the file's attributes before and after, so the cache can tell
+// our own change from one made behind the mount (NFS's weak cache
+// consistency). A passthrough DataPath serves every call from the backing;
+// the caching one puts the cache device in between. Neither knows libfuse.
 #pragma once
 
 #include "overcache/util/result.hpp"
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <sys/stat.h>
@@ -47,33 +50,74 @@ struct OpenOut {
     bool keep_page_cache = false; // the kernel may keep its cached pages of this file
 };
 
+// The bytes of a write as the request carries them: in memory or still in
+// the kernel's pipe. Valid only until the call it is passed to returns, so a
+// DataPath that replies later copies what it needs first.
+class WriteSource {
+public:
+    virtual ~WriteSource() = default;
+    virtual std::size_t size() const = 0;
+    // Copies all size() bytes to `out`; bytes copied or -errno.
+    virtual ssize_t copy_to(char* out) = 0;
+    // Moves the bytes to `fd` at `off` (splice where possible); bytes or -errno.
+    virtual ssize_t write_to(int fd, off_t off) = 0;
+};
+
+// Completion of a request that a DataPath may answer later, from another
+// thread. Called exactly once.
+template <class T> using Done = std::function<void(Result<T>)>;
+
+// What a change reported to the DataPath found.
+struct ChangeOut {
+    // The backing had changed behind the mount before this change: the
+    // kernel's cached pages of the file are stale and must be dropped.
+    bool backing_changed = false;
+};
+
 class DataPath {
 public:
     virtual ~DataPath() = default;
 
     // The adapter has opened the backing file: `fd` is readable if the open
     // was, and stays open until the OpenFile is destroyed. Compares the
-    // backing's attributes with what the cache knew (close-to-open).
+    // backing's attributes with what the cache knew (close-to-open). With
+    // O_TRUNC in `open_flags` the open itself emptied the file.
     virtual Result<OpenOut> open(int fd, const struct stat& st, int open_flags) = 0;
 
     // Reads up to `size` bytes at `off`; `buf` has room for `size` bytes.
     virtual Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) = 0;
 
-    // Whether wrote() wants the written bytes, so the adapter copies them
-    // into memory instead of splicing them straight to the backing.
-    virtual bool wants_write_data(const OpenFile& f) const = 0;
+    // Writes the source's bytes at `off` (through `fd`, the open's writable
+    // backing fd); `done` gets the byte count.
+    virtual void write(OpenFile& f, WriteSource& src, off_t off, Done<std::size_t> done) = 0;
 
-    // `len` bytes at `off` reached the backing through this open;
-    // `data` holds them when wants_write_data() said so, else null.
-    virtual void wrote(OpenFile& f, const char* data, std::size_t len, off_t off) = 0;
+    // Makes the file's data durable where the cache mode promises it.
+    virtual void fsync(OpenFile& f, bool datasync, Done<void> done) = 0;
 
-    // The mount changed bytes [off, off + len) of the file by other means
-    // (truncate: off = new size, len = UINT64_MAX; fallocate; copy_file_range).
-    virtual void invalidate(FileRef file, std::uint64_t off, std::uint64_t len) = 0;
+    // Sets the file's size. `fd` is writable when `fd_is_open`, else an
+    // O_PATH fd of the file.
+    virtual Result<ChangeOut> truncate(int fd, bool fd_is_open, std::uint64_t size) = 0;
 
-    // The mount changed the file's attributes (chmod, chown, utimes, link)
-    // but not its bytes; the cache refreshes what it compares at open.
-    virtual void touched(FileRef file) = 0;
+    // fallocate(2) on the open's backing fd, and the cache follows.
+    virtual Result<void> fallocate(OpenFile& f, int mode, off_t off, off_t len) = 0;
+
+    // copy_file_range(2) between two opens; bytes copied.
+    virtual Result<std::size_t> copy_file_range(OpenFile& in, off_t off_in, OpenFile& out,
+                                                off_t off_out, std::size_t len,
+                                                unsigned flags) = 0;
+
+    // lseek(2) SEEK_DATA/SEEK_HOLE (and the rest) as the mount sees the file.
+    virtual Result<off_t> lseek(OpenFile& f, off_t off, int whence) = 0;
+
+    // getattr of a regular file: `st` is the backing's fstat; the DataPath
+    // may overlay its own view (size, mtime) and notices a backing change
+    // for files it has open.
+    virtual ChangeOut getattr(FileRef file, struct stat& st) = 0;
+
+    // The mount changed the file's attributes (chmod, chown, utimes,
+    // xattrs, link) but not its bytes; `before` is the backing's fstat from
+    // just before that change, `file.st` from just after.
+    virtual ChangeOut attrs_changed(FileRef file, const struct stat& before) = 0;
 
     // The last name of the file is gone (`st` is as before the unlink).
     virtual void removed(FileRef file) = 0;

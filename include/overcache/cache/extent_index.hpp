@@ -1,7 +1,10 @@
 // ExtentIndex: a file's cached extents in the index, and their bytes on the
-// cache device. Callers serialise changes to one file (FileState::mu in the
-// caching path); lookups and reads need no lock: RocksDB iterators see a
-// consistent snapshot and buckets are append-only until GC bumps their gen.
+// cache device. Changes are staged into an IndexTxn by the owner of the file
+// (FileState::mu in the caching path, the only code that changes a file's
+// extents) and committed through the Allocator, which writes the bucket
+// accounting in the same batch. Lookups and reads need no lock: RocksDB
+// iterators see a consistent snapshot, and a bucket's gen, checked after the
+// read, tells whether its bytes were reclaimed meanwhile.
 #pragma once
 
 #include "overcache/meta/schema.hpp"
@@ -11,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace overcache::cache {
@@ -23,22 +27,31 @@ struct Piece {
 
 enum class PieceRead { ok, stale, bad_checksum, io_error };
 
-// The checksum of one block (or the part of an edge block an extent holds):
-// the low 32 bits of XXH3-64.
-std::uint32_t block_checksum(const char* data, std::size_t len) noexcept;
+// The checksum (XXH3-64) of one block, or of the part of an edge block that
+// an extent holds.
+std::uint64_t block_checksum(const char* data, std::size_t len) noexcept;
 // The per-block checksums of `len` bytes that sit at file offset `start`.
 void checksum_blocks(std::uint64_t start, const char* data, std::uint64_t len,
-                     std::vector<std::uint32_t>& out);
+                     std::vector<std::uint64_t>& out);
+
+// An index change with the bucket pins of the bytes it points at: the pins
+// are released when the transaction is destroyed, after its commit.
+struct ExtentTxn : store::IndexTxn {
+    using store::IndexTxn::IndexTxn;
+    std::vector<store::BucketPin> pins;
+};
 
 class ExtentIndex {
 public:
     ExtentIndex(store::CacheDevice& dev, store::Allocator& alloc) : dev_(dev), alloc_(alloc) {}
 
+    ExtentTxn txn() const { return ExtentTxn(dev_.meta().batch()); }
+    Result<void> commit(ExtentTxn& t, bool sync = false) { return alloc_.commit(t, sync); }
+
     // Extents of `file` overlapping [start, end), in offset order.
     Result<std::vector<Piece>> lookup(meta::FileId file, std::uint64_t start,
                                       std::uint64_t end) const;
-    // The same into `out`, reusing the memory of the pieces it held: the hit
-    // path keeps one such vector a thread and allocates nothing.
+    // The same into `out`, reusing the memory of the pieces it held.
     Result<void> lookup(meta::FileId file, std::uint64_t start, std::uint64_t end,
                         std::vector<Piece>& out) const;
     // Reads bytes [from, to) of the file, which lie inside `p`, into `out`
@@ -46,30 +59,46 @@ public:
     // the cache device and verified; the gen is checked before and after the
     // read, so a bucket reclaimed meanwhile reads as stale, not as corrupt.
     PieceRead read_range(const Piece& p, std::uint64_t from, std::uint64_t to, char* out) const;
-    // Reads all of a piece's v.len bytes into `out`.
     PieceRead read_piece(const Piece& p, char* out) const {
         return read_range(p, p.start, p.end(), out);
     }
-    // Bytes read from the cache device so far (hits and carving): with
-    // cache_hit_bytes, the read amplification of the checksum blocks.
+    // Bytes read from the cache device so far (hits and carving).
     std::uint64_t read_bytes() const { return read_bytes_.load(std::memory_order_relaxed); }
+    // Cache device I/O errors seen (reads and writes).
+    std::uint64_t io_errors() const { return io_errors_.load(std::memory_order_relaxed); }
+    // Called with every cache device I/O error (the error budget).
+    std::function<void(const Error&)> on_io_error;
 
-    // Writes `len` bytes (<= bucket_size) to the cache device and records
-    // them as [start, start + len) of `file`, replacing what overlapped.
-    // false: no free bucket (the caller skips; nothing changed).
-    Result<bool> insert(meta::FileId file, std::uint64_t start, const char* data,
-                        std::uint32_t len);
-    // Forgets [start, end) of `file` (end may be UINT64_MAX), keeping the
-    // parts of edge extents outside it.
+    // Writes `len` bytes (<= bucket_size) through `wp` to the cache device
+    // and stages them as [start, start + len) of `file`, replacing what
+    // overlapped. false: no free bucket (nothing staged). Ranges staged into
+    // one transaction must not overlap (carving reads the committed index).
+    Result<bool> stage_insert(ExtentTxn& t, store::WritePoint& wp, meta::FileId file,
+                              std::uint64_t start, const char* data, std::uint32_t len,
+                              std::uint32_t flags = 0);
+    // Stages forgetting [start, end) of `file` (end may be UINT64_MAX),
+    // keeping the parts of edge extents outside it.
+    Result<void> stage_punch(ExtentTxn& t, meta::FileId file, std::uint64_t start,
+                             std::uint64_t end);
+    // Stages forgetting every extent of `file`.
+    Result<void> stage_drop_all(ExtentTxn& t, meta::FileId file);
+
+    // One-step forms: stage and commit.
+    Result<bool> insert(store::WritePoint& wp, meta::FileId file, std::uint64_t start,
+                        const char* data, std::uint32_t len);
     Result<void> punch(meta::FileId file, std::uint64_t start, std::uint64_t end);
 
+    // Test seam: called by stage_insert after the bytes are on the cache
+    // device and before anything is staged (the bucket is pinned).
+    std::function<void(std::uint32_t bucket)> after_device_write;
+
 private:
-    // Adds to `b` what removes [start, end) of `file` from the index.
-    Result<void> carve(meta::Batch& b, meta::FileId file, std::uint64_t start, std::uint64_t end);
+    void io_error(const Error& e) const;
 
     store::CacheDevice& dev_;
     store::Allocator& alloc_;
     mutable std::atomic<std::uint64_t> read_bytes_{0};
+    mutable std::atomic<std::uint64_t> io_errors_{0};
 };
 
 } // namespace overcache::cache

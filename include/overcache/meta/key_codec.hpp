@@ -57,6 +57,9 @@ bool decode_extent_key(std::string_view s, ExtentKey& out);
 // [extent_key(f, 0), extent_prefix_end(f)) holds exactly file f's extents.
 std::string extent_prefix_end(FileId file);
 
+// file_ids: (FileId be64) -> file_key bytes
+std::string file_id_key(FileId file);
+
 std::string bucket_key(std::uint32_t bucket);
 bool decode_bucket_key(std::string_view s, std::uint32_t& out);
 

@@ -1,44 +1,132 @@
-// Bucket allocator: per-bucket generations, the free list, the foreground
-// write point and the LRU order GC reclaims in. All state is in memory and
-// rebuilt at start-up from the buckets column family (no device scan).
+// Allocator: the one owner of bucket state. It hands out space through write
+// points (one per kind of work: foreground, GC, later writeback), pins the
+// buckets that have writes in flight so GC never reclaims them under a
+// write, keeps per-bucket live and dirty bytes exact, and is the only code
+// that writes bucket records: commit() writes a caller's index change in the
+// same RocksDB batch as the bucket records it accounts for. All state is in
+// memory and rebuilt at start-up from the buckets column family (no device
+// scan).
 #pragma once
 
+#include "overcache/meta/meta_store.hpp"
 #include "overcache/meta/schema.hpp"
+#include "overcache/util/result.hpp"
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace overcache::store {
 
+class Allocator;
+
+// An open bucket that one kind of work appends to. Foreground work (fills,
+// writethrough writes) and GC each have their own, so GC's copies never
+// queue behind a foreground bucket that waits for GC to free space. Only a
+// write point made with `may_use_reserve` (GC's) takes the last free buckets.
+class WritePoint {
+public:
+    WritePoint(const char* name, bool may_use_reserve) : name_(name), reserve_(may_use_reserve) {}
+    WritePoint(const WritePoint&) = delete;
+    WritePoint& operator=(const WritePoint&) = delete;
+    const char* name() const { return name_; }
+
+private:
+    friend class Allocator;
+    const char* name_;
+    const bool reserve_;
+    std::optional<std::uint32_t> bucket_; // guarded by Allocator::mu_
+};
+
+// Keeps GC from reclaiming a bucket while bytes are being written into it
+// and until the extent that points at them is committed (or abandoned).
+class BucketPin {
+public:
+    BucketPin() = default;
+    BucketPin(BucketPin&& o) noexcept : a_(o.a_), bucket_(o.bucket_) { o.a_ = nullptr; }
+    BucketPin& operator=(BucketPin&& o) noexcept;
+    BucketPin(const BucketPin&) = delete;
+    BucketPin& operator=(const BucketPin&) = delete;
+    ~BucketPin() { reset(); }
+    void reset() noexcept;
+    explicit operator bool() const { return a_ != nullptr; }
+
+private:
+    friend class Allocator;
+    BucketPin(Allocator* a, std::uint32_t b) : a_(a), bucket_(b) {}
+    Allocator* a_ = nullptr;
+    std::uint32_t bucket_ = 0;
+};
+
 struct Allocation {
     std::uint32_t bucket = 0;
     std::uint32_t gen = 0;
-    std::uint32_t offset = 0; // inside the bucket
-    // The bucket's record after this allocation, for the caller to write in
-    // the same batch as the extent that uses it.
-    meta::BucketRecord record;
+    std::uint32_t offset = 0; // inside the bucket; a multiple of the allocator's alignment
+    BucketPin pin;            // held until the extent is committed or given up
+};
+
+// What an index change does to a bucket's accounting. Applied at commit only
+// if the bucket still has `gen` (an extent in a bucket GC reclaimed since it
+// was read accounts for nothing any more).
+struct BucketDelta {
+    std::uint32_t bucket = 0;
+    std::uint32_t gen = 0;
+    std::int64_t live = 0;
+    std::int64_t dirty = 0;
+};
+
+// An index change under construction: the batch and the bucket deltas that
+// go with it. Built by the owner of the change, committed by the Allocator.
+struct IndexTxn {
+    explicit IndexTxn(meta::Batch b) : batch(std::move(b)) {}
+    meta::Batch batch;
+    std::vector<BucketDelta> deltas;
+    void account(std::uint32_t bucket, std::uint32_t gen, std::int64_t live,
+                 std::int64_t dirty = 0) {
+        deltas.push_back(BucketDelta{bucket, gen, live, dirty});
+    }
+    bool empty() const { return batch.count() == 0 && deltas.empty(); }
+};
+
+struct AllocatorStats {
+    std::uint64_t live_bytes = 0;
+    std::uint64_t dirty_bytes = 0;
+    std::uint64_t used_bytes = 0; // appended since buckets were last freed (live + dead)
+    std::uint64_t pinned = 0;     // buckets with writes in flight
 };
 
 class Allocator {
 public:
-    // `reserve`: buckets foreground allocation never takes, so a full cache
-    // still has room for GC's own work.
-    Allocator(std::uint32_t bucket_count, std::uint64_t bucket_size, std::uint32_t reserve);
+    // `reserve`: free buckets that only a reserve write point may take.
+    // `align`: every allocation starts at a multiple of it inside its bucket
+    // (the cache device's block size), so each extent owns whole blocks;
+    // bucket_size is a multiple of it.
+    Allocator(meta::MetaStore& meta, std::uint32_t bucket_count, std::uint64_t bucket_size,
+              std::uint32_t reserve, std::uint32_t align = 4096);
 
     // Start-up: apply the stored record of a bucket (buckets without one are
     // free at gen 0), then finish_load() builds the free list.
     void load(std::uint32_t bucket, const meta::BucketRecord& r);
     void finish_load();
+    // Reads every bucket record from the index (load + finish_load).
+    Result<void> load_all();
 
-    // Foreground: `len` (<= bucket_size) bytes in the write point, opening a
-    // new bucket when it is full. nullopt when only the reserve is left: the
-    // caller skips the fill, it never waits for GC.
-    std::optional<Allocation> alloc(std::uint32_t len);
+    // `len` (<= bucket_size) bytes in `wp`'s open bucket, opening a new one
+    // when it is full. nullopt when no bucket can be had (only the reserve is
+    // left and `wp` may not take it): the caller skips, it never waits here.
+    std::optional<Allocation> alloc(WritePoint& wp, std::uint32_t len);
+
+    // Writes `txn` and the records of every bucket its deltas touch, in one
+    // batch, with the deltas applied. The only writer of bucket records: the
+    // on-disk order of a bucket's records is the order of its changes in
+    // memory, so a gen can never go backwards on disk.
+    Result<void> commit(IndexTxn& txn, bool sync = false);
 
     std::uint32_t gen(std::uint32_t bucket) const {
         return gens_[bucket].load(std::memory_order_acquire);
@@ -49,42 +137,61 @@ public:
     // A hit: the bucket becomes the most recently used.
     void touch(std::uint32_t bucket);
 
-    // GC: up to `n` of the least recently used full buckets (never the open
-    // write point). invalidate() bumps a bucket's gen and returns its new
-    // (free) record to persist; release() puts it on the free list, after the
-    // record is written.
-    std::vector<std::uint32_t> pick_victims(std::size_t n);
-    meta::BucketRecord invalidate(std::uint32_t bucket);
-    void release(const std::vector<std::uint32_t>& buckets);
+    // GC: frees up to `n` of the least recently used full buckets that are
+    // neither pinned nor hold dirty data: bumps their gens (every extent in
+    // them is stale from that instant), commits their free records, then puts
+    // them on the free list. Returns how many were freed.
+    Result<std::size_t> reclaim(std::size_t n);
 
     // The bucket's current record (an open bucket is recorded as full).
     meta::BucketRecord record(std::uint32_t bucket) const;
+    // Records of every bucket that is not free (for a clean stop: last_use).
+    Result<void> save_all();
 
     std::uint32_t bucket_count() const { return count_; }
     std::uint64_t bucket_size() const { return bucket_size_; }
     std::uint32_t reserve() const { return reserve_; }
     std::size_t free_count() const;
     std::uint64_t used_bytes() const;
+    AllocatorStats stats() const;
     std::uint64_t tick() const { return tick_.load(std::memory_order_relaxed); }
 
+    // Test seam: called by reclaim() after it picked its victims and before
+    // it bumps their gens (with no lock held).
+    std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
+
 private:
+    friend class BucketPin;
     struct Slot {
         meta::BucketState state = meta::BucketState::free;
         std::uint32_t fill = 0;
+        std::uint32_t live = 0;
+        std::uint32_t dirty = 0;
+        std::uint32_t pins = 0;
     };
+    void unpin(std::uint32_t bucket) noexcept;
+    meta::BucketRecord record_locked(std::uint32_t bucket) const; // mu_ held
+    meta::BucketRecord record_of(std::uint32_t bucket, const Slot& s) const; // mu_ held
 
+    meta::MetaStore& meta_;
     const std::uint32_t count_;
     const std::uint64_t bucket_size_;
     const std::uint32_t reserve_;
+    const std::uint32_t align_;
     std::unique_ptr<std::atomic<std::uint32_t>[]> gens_;     // read without the lock
     std::unique_ptr<std::atomic<std::uint64_t>[]> last_use_; // LRU tick, relaxed
     std::atomic<std::uint64_t> tick_{1};
 
+    // Serialises commits and reclaims (each computes bucket records and
+    // writes them): before mu_. Held across an index write, never across
+    // device or backing I/O.
+    std::mutex commit_mu_;
     mutable std::mutex mu_;
-    std::vector<Slot> slots_;           // guarded by mu_
-    std::deque<std::uint32_t> free_;    // guarded by mu_
-    std::optional<std::uint32_t> open_; // the foreground write point; guarded by mu_
-    std::uint64_t used_bytes_ = 0;      // guarded by mu_
+    std::vector<Slot> slots_;        // guarded by mu_
+    std::deque<std::uint32_t> free_; // guarded by mu_
+    std::uint64_t used_bytes_ = 0;   // guarded by mu_
+    std::uint64_t live_bytes_ = 0;   // guarded by mu_
+    std::uint64_t dirty_bytes_ = 0;  // guarded by mu_
 };
 
 } // namespace overcache::store

@@ -33,7 +33,14 @@ class CacheDevice {
 public:
     meta::MetaStore& meta() { return *meta_; }
     const meta::Superblock& superblock() const { return sb_; }
-    int data_fd() const { return data_.get(); }
+    // Bucket I/O on the data device; errors come back as Errc::CacheIo
+    // carrying the errno (a short transfer is EIO).
+    Result<void> read(std::uint64_t dev_off, std::size_t len, char* out) const;
+    Result<void> write(std::uint64_t dev_off, const char* data, std::size_t len) const;
+    // The alignment of device offsets and lengths that I/O is cheapest at.
+    std::uint32_t block_size() const { return 4096; }
+    // For tests that damage the cache on purpose.
+    int data_fd_for_tests() const { return data_.get(); }
     bool formatted_now() const { return formatted_now_; }
     // Byte offset of `off` inside `bucket` on the data device.
     std::uint64_t device_offset(std::uint32_t bucket, std::uint32_t off) const {

@@ -23,6 +23,7 @@ enum class Errc {
     BadValue,     // a value did not parse or is out of range -> EINVAL
     NotSupported, // a mode or operation not implemented    -> ENOTSUP
     Foreign,      // a cache that belongs to another backing or version -> EINVAL
+    CacheIo,      // the cache device failed an I/O; reads as a miss -> EIO
 };
 
 struct Error {

@@ -1,0 +1,57 @@
+// Data calls on an open backing file, for the data paths: each returns a
+// Result carrying the errno, loops over short transfers and EINTR where the
+// call can be short, and knows nothing about the cache.
+#pragma once
+
+#include "overcache/util/result.hpp"
+#include "util/file_io.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace overcache::backing {
+
+inline Result<struct stat> fstat_file(int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+        return fail_errno();
+    return st;
+}
+
+inline Result<std::size_t> write_all(int fd, const char* data, std::size_t len, std::uint64_t off) {
+    const ssize_t n = pwrite_upto(fd, data, len, off);
+    if (n < 0)
+        return fail_sys(static_cast<int>(-n));
+    return static_cast<std::size_t>(n);
+}
+
+inline Result<void> sync_file(int fd, bool datasync) {
+    if ((datasync ? ::fdatasync(fd) : ::fsync(fd)) != 0)
+        return fail_errno();
+    return {};
+}
+
+inline Result<void> fallocate_file(int fd, int mode, off_t off, off_t len) {
+    if (::fallocate(fd, mode, off, len) != 0)
+        return fail_errno();
+    return {};
+}
+
+inline Result<std::size_t> copy_range(int in, off_t off_in, int out, off_t off_out,
+                                      std::size_t len, unsigned flags) {
+    loff_t from = off_in, to = off_out;
+    const ssize_t n = ::copy_file_range(in, &from, out, &to, len, flags);
+    if (n < 0)
+        return fail_errno();
+    return static_cast<std::size_t>(n);
+}
+
+inline Result<off_t> seek(int fd, off_t off, int whence) {
+    const off_t r = ::lseek(fd, off, whence);
+    if (r < 0)
+        return fail_errno();
+    return r;
+}
+
+} // namespace overcache::backing

@@ -1,0 +1,64 @@
+// CacheCore: what the caching path's mechanisms share — the cache device,
+// the allocator and its foreground write point, the extent index, the file
+// table and records, the counters and the test seams. Each mechanism (the
+// read path with its fills, the write path, coherency) lives in its own
+// file and works on a CacheCore; caching_path.cpp wires them to DataPath.
+#pragma once
+
+#include "cache/file_records.hpp"
+#include "cache/file_table.hpp"
+#include "overcache/bg/executors.hpp"
+#include "overcache/cache/caching_path.hpp"
+#include "overcache/cache/extent_index.hpp"
+#include "overcache/store/allocator.hpp"
+#include "overcache/store/cache_device.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_set>
+
+namespace overcache::cache {
+
+using Counter = std::atomic<std::uint64_t>;
+
+struct CacheCounters {
+    Counter hits{0}, misses{0}, hit_bytes{0}, miss_bytes{0};
+    Counter bypass_hits{0}, bypass_misses{0}, read_errors{0}, stale_reads{0};
+    Counter fills{0}, fills_skipped_full{0}, fills_raced{0}, fill_errors{0};
+    Counter fills_skipped_busy{0};
+    Counter writes_cached{0}, writes_punched{0};
+    Counter backing_changes{0}; // changes behind the mount seen before one of ours
+};
+
+struct CacheCore {
+    CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingParams& params);
+
+    std::unique_ptr<store::CacheDevice> dev;
+    const CachingParams p;
+    store::Allocator alloc;
+    ExtentIndex index;
+    FileTable files;
+    FileRecords records;
+    store::WritePoint fg_wp{"foreground", false};
+    CacheCounters c;
+    std::atomic<bool> stopped{false};
+    // The cache device failed past its error budget: the mount runs as a
+    // passthrough (reads and writes go to the backing; the index is still
+    // kept coherent so nothing stale can come back).
+    std::atomic<bool> degraded{false};
+    std::atomic<std::uint64_t> device_errors{0};
+    // Tells GC that buckets were taken (set once at start-up).
+    std::function<void()> kick_gc = [] {};
+
+    meta::FileKey key_of(int fd, const struct stat& st);
+
+private:
+    std::mutex fsid_mu_;
+    std::unordered_map<dev_t, std::uint64_t> fsids_; // guarded by fsid_mu_
+};
+
+} // namespace overcache::cache

@@ -1,0 +1,66 @@
+// FileRecords: a file's record in the index and the coherency rule around
+// it. Every call is made by the file's owner (FileState::mu held) and
+// changes the record and the extents together, in one batch.
+#pragma once
+
+#include "cache/file_table.hpp"
+#include "overcache/cache/extent_index.hpp"
+#include "overcache/meta/meta_store.hpp"
+#include "overcache/util/result.hpp"
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <sys/stat.h>
+
+namespace overcache::cache {
+
+// Whether `r` still describes the backing file whose fstat is `st`.
+bool same_file(const meta::FileRecord& r, const struct stat& st);
+
+class FileRecords {
+public:
+    FileRecords(meta::MetaStore& meta, ExtentIndex& index, std::string backing_root);
+    // Reads the FileId counter.
+    Result<void> start();
+
+    // All of these: st.mu held.
+    // Reads the record once per FileState (later calls keep what memory has).
+    Result<void> load(FileState& st);
+    // Compares the record with `backing` (the backing's attributes from
+    // before a change of ours, or at open): on a difference the file was
+    // changed behind the mount, so its extents are dropped, its epoch bumped
+    // and `backing` recorded. true when it dropped.
+    Result<bool> revalidate(FileState& st, const struct stat& backing);
+    // A record for a file the index has none of (fd: any fd on the file).
+    Result<void> create(FileState& st, int fd, const struct stat& backing);
+    // Records `after` as the backing's state after our own change.
+    Result<void> record_after(FileState& st, const struct stat& after);
+    // Drops every extent of the file (our own truncate to 0, O_TRUNC) and
+    // records `after`.
+    Result<void> drop(FileState& st, const struct stat& after, std::uint32_t set_flags = 0);
+    // Sets or clears record flags.
+    Result<void> set_flags(FileState& st, std::uint32_t set, std::uint32_t clear);
+    // The file's last name is gone: its extents and record go.
+    Result<void> remove(FileState& st);
+
+    std::uint64_t invalidated() const { return invalidated_.load(std::memory_order_relaxed); }
+
+    // Test seam: called by revalidate() with st.mu held, after the record
+    // was compared and before anything is written.
+    std::function<void(FileState&)> after_compare;
+
+private:
+    Result<void> write(FileState& st, ExtentTxn& t, const meta::FileRecord& rec);
+    void publish(FileState& st, const meta::FileRecord& rec);
+    std::string rel_path(int fd) const;
+
+    meta::MetaStore& meta_;
+    ExtentIndex& index_;
+    const std::string root_;
+    std::mutex id_mu_;
+    meta::FileId next_fid_ = 1; // guarded by id_mu_
+    std::atomic<std::uint64_t> invalidated_{0};
+};
+
+} // namespace overcache::cache

@@ -1,0 +1,93 @@
+// FileTable: the backing files the cache is working on right now (open, or
+// in the middle of a change), one FileState each, found by backing
+// identity. A FileState lives exactly as long as something refers to it, so
+// the table holds open files plus requests in flight, never history
+// (`files_tracked` in the control file).
+#pragma once
+
+#include "overcache/meta/key_codec.hpp"
+#include "overcache/meta/schema.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+namespace overcache::cache {
+
+// One backing file as the cache knows it.
+struct FileState {
+    explicit FileState(const meta::FileKey& k) : key(k) {}
+    const meta::FileKey key;
+
+    // Serialises the file's writes end to end (the backing write, then the
+    // cache change), so writes of one range reach the backing and the cache
+    // in the same order. Taken before mu; never by reads or fills.
+    std::mutex write_mu;
+    // The owner: every change of this file's record and extents is made
+    // under it, from the check of the record to the commit. Before the
+    // Allocator's locks.
+    std::mutex mu;
+    bool loaded = false;                 // guarded by mu: `rec` is what the index holds
+    std::optional<meta::FileRecord> rec; // guarded by mu
+
+    // Read without mu by the read path; written under mu.
+    std::atomic<meta::FileId> fid{0};
+    std::atomic<std::uint64_t> epoch{0};
+    std::atomic<std::uint64_t> write_seq{0}; // bumped by every change of the bytes
+    std::atomic<std::uint64_t> size{0};      // the file's size as the cache knows it
+    std::atomic<bool> uncached{false};       // no record: serve from the backing only
+
+    std::uint32_t refs = 0; // guarded by FileTable::mu_
+};
+
+class FileTable;
+
+// A counted reference to a FileState; the entry leaves the table with the
+// last one.
+class StateRef {
+public:
+    StateRef() = default;
+    StateRef(const StateRef& o);
+    StateRef& operator=(const StateRef& o);
+    StateRef(StateRef&& o) noexcept : t_(o.t_), s_(o.s_) { o.t_ = nullptr, o.s_ = nullptr; }
+    StateRef& operator=(StateRef&& o) noexcept;
+    ~StateRef() { reset(); }
+    void reset() noexcept;
+
+    FileState* operator->() const { return s_; }
+    FileState& operator*() const { return *s_; }
+    explicit operator bool() const { return s_ != nullptr; }
+
+private:
+    friend class FileTable;
+    StateRef(FileTable* t, FileState* s) : t_(t), s_(s) {}
+    FileTable* t_ = nullptr;
+    FileState* s_ = nullptr;
+};
+
+class FileTable {
+public:
+    // The state of `key`, made (not yet loaded) if the table has none.
+    StateRef acquire(const meta::FileKey& key);
+    // The state of `key` if the table has one.
+    StateRef find(const meta::FileKey& key);
+    std::size_t size() const;
+
+private:
+    friend class StateRef;
+    void add_ref(FileState* s);
+    void release(FileState* s) noexcept;
+
+    struct KeyHash {
+        std::size_t operator()(const meta::FileKey& k) const noexcept {
+            return std::hash<std::uint64_t>()(k.ino * 0x9e3779b97f4a7c15ull ^ k.fsid);
+        }
+    };
+    mutable std::mutex mu_; // a leaf
+    std::unordered_map<meta::FileKey, std::unique_ptr<FileState>, KeyHash> map_;
+};
+
+} // namespace overcache::cache

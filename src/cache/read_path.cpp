@@ -1,0 +1,226 @@
+// DOC: the read path. Reads are served chunk by chunk (fill_size, aligned):
+// a chunk fully covered by valid extents is a hit, read from the cache
+// device into the caller's buffer with no lock taken; otherwise the whole
+// aligned chunk is read from the backing, the reply is built from it, and
+// the chunk is handed to the fill executor. A fill carries the file's
+// FileId, epoch and write_seq as of before its backing read, and commits
+// only if, under the file's owner lock, all three are unchanged: a write, a
+// truncate or a detected backing change in between makes it stand down, so
+// a fill can never put older bytes over newer ones. An in-flight set keyed by
+// (FileId, chunk) keeps concurrent readers from filling a chunk twice, and
+// the bytes held by queued fills are capped (fills_skipped_busy).
+#include "cache/read_path.hpp"
+
+#include "util/file_io.hpp"
+#include "util/log.hpp"
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <cstring>
+
+namespace overcache::cache {
+
+ReadPath::ReadPath(CacheCore& core, bg::Executor fill, const CacheHooks& hooks)
+    : core_(core), fill_ex_(std::move(fill)), hooks_(hooks) {}
+
+bool ReadPath::try_hit(FileState& st, std::uint64_t start, std::uint64_t end, char* out) {
+    // Reused by every hit of this thread: no allocation once warm.
+    thread_local std::vector<Piece> pieces;
+    if (auto r = core_.index.lookup(st.fid.load(), start, end, pieces); !r) {
+        ++core_.c.read_errors;
+        log::warn("cache: ", to_string(r.error()));
+        return false;
+    }
+    std::uint64_t at = start;
+    for (const auto& p : pieces) {
+        if (p.start > at)
+            return false; // a hole
+        const std::uint64_t seg_end = std::min(end, p.end());
+        // Only the checksum blocks covering [at, seg_end) are read.
+        switch (core_.index.read_range(p, at, seg_end, out + (at - start))) {
+        case PieceRead::ok:
+            break;
+        case PieceRead::stale:
+            ++core_.c.stale_reads;
+            return false;
+        case PieceRead::bad_checksum:
+        case PieceRead::io_error:
+            ++core_.c.read_errors;
+            return false;
+        }
+        core_.alloc.touch(p.v.bucket);
+        at = seg_end;
+        if (at >= end)
+            break;
+    }
+    return at >= end;
+}
+
+Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t off_signed) {
+    FileState& st = f.state();
+    if (size == 0 || off_signed < 0)
+        return ReadOut{-1, 0, 0};
+    const auto off = static_cast<std::uint64_t>(off_signed);
+    const std::uint64_t fsize = st.size.load();
+    const bool uncached = st.uncached.load() || core_.degraded.load();
+    if (uncached || off >= fsize) {
+        // Past what we know of the file, or a file we do not cache: the
+        // backing answers, spliced.
+        if (uncached) {
+            ++core_.c.misses;
+            core_.c.miss_bytes += size;
+        }
+        return ReadOut{f.fd(), off_signed, size};
+    }
+    const std::uint64_t end = std::min<std::uint64_t>(off + size, fsize);
+    const bool bypass = f.note_read(off, size, core_.p.sequential_cutoff);
+    const std::uint64_t fill = core_.p.fill_size;
+    bool all_hit = true;
+    std::uint64_t done = 0; // bytes of the reply ready in buf
+    bool short_read = false;
+    for (std::uint64_t c = off / fill; c * fill < end; ++c) {
+        const std::uint64_t ps = std::max(off, c * fill);
+        const std::uint64_t pe = std::min(end, (c + 1) * fill);
+        char* out = buf + (ps - off);
+        if (try_hit(st, ps, pe, out)) {
+            core_.c.hit_bytes += pe - ps;
+            done = pe - off;
+            continue;
+        }
+        all_hit = false;
+        ssize_t n =
+            bypass ? pread_upto(f.fd(), out, pe - ps, ps) : miss_chunk(f, c, ps, pe, fsize, out);
+        if (n < 0) {
+            if (done == 0)
+                return fail_sys(static_cast<int>(-n), "read from the backing");
+            short_read = true;
+            break;
+        }
+        core_.c.miss_bytes += static_cast<std::uint64_t>(n);
+        done = ps - off + static_cast<std::uint64_t>(n);
+        if (static_cast<std::uint64_t>(n) < pe - ps) {
+            short_read = true; // the backing is shorter than we knew
+            break;
+        }
+    }
+    if (!short_read && end < off + size) {
+        // The read crosses the size we know: the backing has the last word.
+        ssize_t n = pread_upto(f.fd(), buf + done, off + size - end, end);
+        if (n > 0)
+            done += static_cast<std::uint64_t>(n);
+    }
+    if (bypass)
+        ++(all_hit ? core_.c.bypass_hits : core_.c.bypass_misses);
+    else
+        ++(all_hit ? core_.c.hits : core_.c.misses);
+    return ReadOut{-1, 0, static_cast<std::size_t>(done)};
+}
+
+ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t start,
+                             std::uint64_t end, std::uint64_t fsize, char* out) {
+    FileState& st = f.state();
+    const std::uint64_t cs = chunk * core_.p.fill_size;
+    const std::uint64_t ce = std::min(cs + core_.p.fill_size, fsize);
+    // What the fill must still find when it commits; read before the backing.
+    const meta::FileId fid = st.fid.load();
+    const std::uint64_t epoch = st.epoch.load();
+    const std::uint64_t seq = st.write_seq.load();
+    const ChunkKey key{fid, chunk};
+    bool mine = false;
+    {
+        std::lock_guard lk(mu_);
+        // Someone else filling this chunk, or fills backed up: read just what
+        // was asked, without filling.
+        if (inflight_.count(key) == 0 && !core_.stopped) {
+            if (pending_bytes_ + (ce - cs) <= core_.p.max_pending_fill_bytes) {
+                inflight_.insert(key);
+                pending_bytes_ += ce - cs;
+                mine = true;
+            } else {
+                ++core_.c.fills_skipped_busy; // the fill thread is behind: memory stays bounded
+            }
+        }
+    }
+    if (!mine)
+        return pread_upto(f.fd(), out, end - start, start);
+    auto job = std::make_shared<Fill>();
+    job->data.resize(ce - cs);
+    ssize_t n = pread_upto(f.fd(), job->data.data(), ce - cs, cs);
+    if (n < 0) {
+        finish(fid, chunk, ce - cs, false);
+        return n;
+    }
+    const auto got = static_cast<std::uint64_t>(n);
+    const std::uint64_t avail = got > start - cs ? std::min(end, cs + got) - start : 0;
+    std::memcpy(out, job->data.data() + (start - cs), avail);
+    if (got != ce - cs) {
+        finish(fid, chunk, ce - cs, false); // the file shrank: don't cache a guess
+        return static_cast<ssize_t>(avail);
+    }
+    job->file = f.ref();
+    job->fid = fid;
+    job->epoch = epoch;
+    job->seq = seq;
+    job->chunk = chunk;
+    job->start = cs;
+    {
+        std::lock_guard lk(mu_);
+        ++pending_fills_;
+    }
+    boost::asio::post(fill_ex_, [this, job] { fill(*job); });
+    return static_cast<ssize_t>(avail);
+}
+
+void ReadPath::finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes, bool queued) {
+    std::lock_guard lk(mu_);
+    inflight_.erase(ChunkKey{fid, chunk});
+    pending_bytes_ -= bytes;
+    if (queued && --pending_fills_ == 0)
+        idle_cv_.notify_all();
+}
+
+void ReadPath::fill(Fill& job) {
+    if (hooks_.before_fill_commit)
+        hooks_.before_fill_commit();
+    FileState& st = *job.file;
+    {
+        std::lock_guard lk(st.mu);
+        if (st.uncached.load() || core_.degraded.load() || st.fid.load() != job.fid ||
+            st.epoch.load() != job.epoch || st.write_seq.load() != job.seq) {
+            ++core_.c.fills_raced;
+        } else {
+            auto t = core_.index.txn();
+            auto r = core_.index.stage_insert(t, core_.fg_wp, job.fid, job.start,
+                                              job.data.data(),
+                                              static_cast<std::uint32_t>(job.data.size()));
+            if (r && *r)
+                if (auto c = core_.index.commit(t); !c)
+                    r = fail(c.error());
+            if (!r) {
+                ++core_.c.fill_errors;
+                log::warn("cache: fill failed: ", to_string(r.error()));
+            } else if (!*r) {
+                ++core_.c.fills_skipped_full;
+            } else {
+                ++core_.c.fills;
+            }
+        }
+    }
+    core_.kick_gc();
+    const std::uint64_t bytes = job.data.size();
+    job.file.reset();
+    job.data = {};
+    finish(job.fid, job.chunk, bytes, true);
+}
+
+void ReadPath::drain() {
+    std::unique_lock lk(mu_);
+    idle_cv_.wait(lk, [this] { return pending_fills_ == 0; });
+}
+
+std::uint64_t ReadPath::pending() const {
+    std::lock_guard lk(mu_);
+    return pending_fills_;
+}
+
+} // namespace overcache::cache

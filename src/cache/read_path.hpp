@@ -1,0 +1,65 @@
+// ReadPath: reads through the cache, and the fills that follow misses.
+#pragma once
+
+#include "cache/cache_core.hpp"
+#include "cache/cached_file.hpp"
+#include "overcache/bg/executors.hpp"
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <unordered_set>
+#include <vector>
+
+namespace overcache::cache {
+
+class ReadPath {
+public:
+    // Fills run on `fill` (the foreground fill executor).
+    ReadPath(CacheCore& core, bg::Executor fill, const CacheHooks& hooks);
+
+    Result<ReadOut> read(CachedFile& f, char* buf, std::size_t size, off_t off);
+
+    // Waits until every fill queued so far has finished.
+    void drain();
+    std::uint64_t pending() const;
+
+private:
+    struct ChunkKey {
+        meta::FileId fid;
+        std::uint64_t chunk;
+        bool operator==(const ChunkKey&) const = default;
+    };
+    struct ChunkHash {
+        std::size_t operator()(const ChunkKey& k) const noexcept {
+            return std::hash<std::uint64_t>()(k.fid * 0x9e3779b97f4a7c15ull ^ k.chunk);
+        }
+    };
+    struct Fill {
+        StateRef file;
+        meta::FileId fid = 0;
+        std::uint64_t epoch = 0;
+        std::uint64_t seq = 0;
+        std::uint64_t chunk = 0;
+        std::uint64_t start = 0;
+        std::vector<char> data;
+    };
+
+    bool try_hit(FileState& st, std::uint64_t start, std::uint64_t end, char* out);
+    ssize_t miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t start, std::uint64_t end,
+                       std::uint64_t fsize, char* out);
+    void fill(Fill& f);
+    void finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes, bool queued);
+
+    CacheCore& core_;
+    bg::Executor fill_ex_;
+    const CacheHooks& hooks_;
+
+    mutable std::mutex mu_; // a leaf
+    std::condition_variable idle_cv_;
+    std::unordered_set<ChunkKey, ChunkHash> inflight_; // guarded by mu_
+    std::uint64_t pending_bytes_ = 0;                  // guarded by mu_
+    std::uint64_t pending_fills_ = 0;                  // guarded by mu_
+};
+
+} // namespace overcache::cache

@@ -1,0 +1,204 @@
+// DOC: the write path (writethrough, writearound). A change of a file's
+// bytes runs end to end under FileState::write_mu, so two writes of one
+// range reach the backing and the cache in the same order even when the
+// kernel does not serialise them (mmap writeback beside write(2)):
+//  1. fstat the backing and compare with the record (weak cache
+//     consistency): a difference is a change behind the mount, which drops
+//     the file's extents before anything else happens;
+//  2. the backing operation;
+//  3. under the owner lock: bump write_seq (fills that read before now
+//     stand down), put the written bytes in the cache (writethrough, chunk
+//     aligned like fills) or punch the range, and only then record the
+//     backing's new attributes — a crash between the two leaves a record
+//     that no longer matches the backing, which reads as a change.
+// A cache that cannot take the bytes (no bucket, a device error) punches
+// the range instead, so it never keeps what the write replaced.
+#include "cache/write_path.hpp"
+
+#include "backing/backing_fs.hpp"
+#include "backing/file_ops.hpp"
+#include "util/log.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <vector>
+
+namespace overcache::cache {
+namespace {
+
+constexpr std::uint64_t kToEnd = UINT64_MAX;
+
+std::vector<char>& thread_buffer(std::size_t size) {
+    thread_local std::vector<char> buf;
+    if (buf.size() < size)
+        buf.resize(size);
+    return buf;
+}
+
+} // namespace
+
+template <class Op>
+Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Op&& op) {
+    ChangeOut out;
+    std::lock_guard wl(st.write_mu);
+    auto before = backing::fstat_file(stat_fd);
+    if (!before)
+        return fail(before.error());
+    {
+        std::lock_guard lk(st.mu);
+        if (auto r = core_.records.load(st); !r)
+            log::warn("cache: ", to_string(r.error()));
+        auto changed = core_.records.revalidate(st, *before);
+        if (!changed)
+            log::warn("cache: ", to_string(changed.error()));
+        else if (*changed) {
+            out.backing_changed = true;
+            ++core_.c.backing_changes;
+        }
+    }
+    auto upd = op();
+    if (!upd)
+        return fail(upd.error());
+    if (hooks_.after_backing_write)
+        hooks_.after_backing_write();
+    std::lock_guard lk(st.mu);
+    ++st.write_seq;
+    if (st.rec && !st.uncached.load())
+        update_cache(st, *upd);
+    auto after = backing::fstat_file(stat_fd);
+    if (!after) {
+        // The bytes changed and we cannot say how the backing looks now:
+        // stop trusting the record.
+        st.uncached.store(true);
+        return out;
+    }
+    st.size.store(static_cast<std::uint64_t>(after->st_size));
+    if (st.rec && !st.uncached.load())
+        if (auto r = core_.records.record_after(st, *after); !r)
+            log::warn("cache: cannot update a file record: ", to_string(r.error()));
+    return out;
+}
+
+void WritePath::update_cache(FileState& st, const CacheUpdate& u) {
+    if (u.end <= u.start)
+        return;
+    const meta::FileId fid = st.fid.load();
+    auto t = core_.index.txn();
+    std::uint64_t at = u.start;
+    const bool cache_bytes = u.data != nullptr && u.end != kToEnd && !core_.degraded.load() &&
+                             core_.p.mode == config::CacheMode::writethrough;
+    if (cache_bytes) {
+        // Chunk-aligned pieces, like fills, so extents never cross a chunk.
+        const std::uint64_t fill = core_.p.fill_size;
+        while (at < u.end) {
+            const std::uint64_t next = std::min(u.end, (at / fill + 1) * fill);
+            auto r = core_.index.stage_insert(t, core_.fg_wp, fid, at, u.data + (at - u.start),
+                                              static_cast<std::uint32_t>(next - at));
+            if (!r || !*r)
+                break; // the rest is punched
+            at = next;
+        }
+        if (at > u.start)
+            ++core_.c.writes_cached;
+    }
+    if (at < u.end) {
+        ++core_.c.writes_punched;
+        if (auto r = core_.index.stage_punch(t, fid, at, u.end); !r) {
+            log::warn("cache: ", to_string(r.error()), "; serving the file from the backing");
+            st.uncached.store(true);
+            return;
+        }
+    }
+    if (auto r = core_.index.commit(t); !r) {
+        log::warn("cache: ", to_string(r.error()), "; serving the file from the backing");
+        st.uncached.store(true);
+    }
+}
+
+void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size_t> done) {
+    FileState& st = f.state();
+    const std::size_t size = src.size();
+    std::size_t written = 0;
+    auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
+        const auto uoff = static_cast<std::uint64_t>(off);
+        if (core_.p.mode != config::CacheMode::writethrough || core_.degraded.load() ||
+            st.uncached.load()) {
+            // The cache keeps none of it: splice straight to the backing.
+            const ssize_t n = src.write_to(f.fd(), off);
+            if (n < 0)
+                return fail_sys(static_cast<int>(-n), "write to the backing");
+            written = static_cast<std::size_t>(n);
+            return CacheUpdate{uoff, uoff + written, nullptr};
+        }
+        auto& buf = thread_buffer(size);
+        const ssize_t got = src.copy_to(buf.data());
+        if (got < 0)
+            return fail_sys(static_cast<int>(-got), "write request");
+        auto n = backing::write_all(f.fd(), buf.data(), static_cast<std::size_t>(got), uoff);
+        if (!n)
+            return fail(n.error());
+        written = *n;
+        return CacheUpdate{uoff, uoff + written, buf.data()};
+    });
+    if (!r)
+        return done(fail(std::move(r).error()));
+    done(written);
+}
+
+void WritePath::fsync(CachedFile& f, bool datasync, Done<void> done) {
+    // writethrough and writearound: every byte is on the backing already.
+    done(backing::sync_file(f.fd(), datasync));
+}
+
+Result<ChangeOut> WritePath::truncate(int fd, bool fd_is_open, std::uint64_t size) {
+    auto st0 = backing::fstat_file(fd);
+    if (!st0)
+        return fail(st0.error());
+    StateRef ref = core_.files.acquire(core_.key_of(fd, *st0));
+    return change(*ref, fd, [&]() -> Result<CacheUpdate> {
+        int err = 0;
+        if (fd_is_open)
+            err = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno;
+        else
+            err = backing::truncate_path(fd, static_cast<off_t>(size));
+        if (err != 0)
+            return fail_sys(err);
+        return CacheUpdate{size, kToEnd, nullptr};
+    });
+}
+
+Result<void> WritePath::fallocate(CachedFile& f, int mode, off_t off, off_t len) {
+    auto r = change(f.state(), f.fd(), [&]() -> Result<CacheUpdate> {
+        if (auto a = backing::fallocate_file(f.fd(), mode, off, len); !a)
+            return fail(a.error());
+        // Collapse and insert move every byte after `off`.
+        const bool shifts = (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) != 0;
+        const auto s = static_cast<std::uint64_t>(off);
+        return CacheUpdate{s, shifts ? kToEnd : s + static_cast<std::uint64_t>(len), nullptr};
+    });
+    if (!r)
+        return fail(r.error());
+    return {};
+}
+
+Result<std::size_t> WritePath::copy_file_range(CachedFile& in, off_t off_in, CachedFile& out,
+                                               off_t off_out, std::size_t len, unsigned flags) {
+    std::size_t copied = 0;
+    auto r = change(out.state(), out.fd(), [&]() -> Result<CacheUpdate> {
+        auto n = backing::copy_range(in.fd(), off_in, out.fd(), off_out, len, flags);
+        if (!n)
+            return fail(n.error());
+        copied = *n;
+        const auto s = static_cast<std::uint64_t>(off_out);
+        return CacheUpdate{s, s + copied, nullptr};
+    });
+    if (!r)
+        return fail(r.error());
+    return copied;
+}
+
+Result<off_t> WritePath::lseek(CachedFile& f, off_t off, int whence) {
+    return backing::seek(f.fd(), off, whence);
+}
+
+} // namespace overcache::cache

@@ -1,0 +1,44 @@
+// WritePath: every change of a file's bytes made through the mount (write,
+// truncate, fallocate, copy_file_range), and fsync/lseek, in writethrough
+// and writearound modes. Writeback (issue #7) adds its mode here.
+#pragma once
+
+#include "cache/cache_core.hpp"
+#include "cache/cached_file.hpp"
+
+#include <functional>
+
+namespace overcache::cache {
+
+class WritePath {
+public:
+    WritePath(CacheCore& core, const CacheHooks& hooks) : core_(core), hooks_(hooks) {}
+
+    void write(CachedFile& f, WriteSource& src, off_t off, Done<std::size_t> done);
+    void fsync(CachedFile& f, bool datasync, Done<void> done);
+    Result<ChangeOut> truncate(int fd, bool fd_is_open, std::uint64_t size);
+    Result<void> fallocate(CachedFile& f, int mode, off_t off, off_t len);
+    Result<std::size_t> copy_file_range(CachedFile& in, off_t off_in, CachedFile& out,
+                                        off_t off_out, std::size_t len, unsigned flags);
+    Result<off_t> lseek(CachedFile& f, off_t off, int whence);
+
+private:
+    // What a change leaves in the cache for the range it touched.
+    struct CacheUpdate {
+        std::uint64_t start = 0;
+        std::uint64_t end = 0;        // UINT64_MAX: to the end of the file
+        const char* data = nullptr;   // the new bytes (writethrough), else punch
+    };
+    // The protocol every change follows: under the file's write lock, check
+    // the backing against the record (a change behind the mount drops the
+    // cache first), run `op` on the backing, then under the owner lock
+    // update the extents and record what the backing now looks like.
+    template <class Op>
+    Result<ChangeOut> change(FileState& st, int stat_fd, Op&& op);
+    void update_cache(FileState& st, const CacheUpdate& u);
+
+    CacheCore& core_;
+    const CacheHooks& hooks_;
+};
+
+} // namespace overcache::cache
