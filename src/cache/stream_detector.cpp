@@ -60,10 +60,9 @@ StreamDetector::Stream* StreamDetector::find_stream(std::uint64_t off) {
 StreamDetector::Stream& StreamDetector::new_stream() {
     if (streams_.size() < std::max<std::size_t>(p_.max_streams, 1))
         return streams_.emplace_back();
-    auto lru = std::min_element(streams_.begin(), streams_.end(),
-                                [](const Stream& a, const Stream& b) {
-                                    return a.last_use < b.last_use;
-                                });
+    auto lru =
+        std::min_element(streams_.begin(), streams_.end(),
+                         [](const Stream& a, const Stream& b) { return a.last_use < b.last_use; });
     lru->runs.clear();
     lru->main = 0;
     lru->reads = 0;
@@ -96,9 +95,8 @@ void StreamDetector::add_run(Stream& s, std::uint64_t begin, std::uint64_t end) 
     // skip, sit idle. This also bounds how long a random pattern can take
     // to knit runs together.
     const std::uint64_t idle = std::max<std::uint64_t>(p_.run_idle_reads, 1);
-    std::erase_if(s.runs, [&](const Run& r) {
-        return r.begin != current && s.reads - r.grown > idle;
-    });
+    std::erase_if(s.runs,
+                  [&](const Run& r) { return r.begin != current && s.reads - r.grown > idle; });
 
     auto pick_main = [&s] {
         s.main = 0;

@@ -70,9 +70,9 @@ void want_if_capable(fuse_conn_info* conn, unsigned cap) {
 } // namespace
 
 void op_init(void* /*userdata*/, fuse_conn_info* conn) {
-    conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
-                                         FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS |
-                                         FUSE_CAP_SPLICE_MOVE);
+    conn->want &=
+        ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
+                               FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_SPLICE_MOVE);
     want_if_capable(conn, FUSE_CAP_SPLICE_READ);
     want_if_capable(conn, FUSE_CAP_SPLICE_WRITE);
     want_if_capable(conn, FUSE_CAP_PARALLEL_DIROPS);

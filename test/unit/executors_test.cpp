@@ -33,7 +33,9 @@ struct Seen {
 Seen where_it_runs(IoPool& pool) {
     std::promise<Seen> p;
     auto f = p.get_future();
-    asio::post(pool.executor(), [&p] { p.set_value(Seen{thread_name(), std::this_thread::get_id()}); });
+    asio::post(pool.executor(), [&p] {
+        p.set_value(Seen{thread_name(), std::this_thread::get_id()});
+    });
     return f.get();
 }
 
@@ -60,7 +62,8 @@ TEST_SUITE("bg") {
         ex.stop();
     }
 
-    TEST_CASE("bg::Executors: more threads a context get their own numbers" * doctest::timeout(30)) {
+    TEST_CASE("bg::Executors: more threads a context get their own numbers" *
+              doctest::timeout(30)) {
         Executors ex(Executors::Mode::threaded, {.fill = 2, .writeback = 1, .gc = 1});
         ex.start();
         // Two handlers that wait for each other can only finish on two threads.
@@ -123,9 +126,8 @@ TEST_SUITE("bg") {
 
         // Work handed from one context to another waits for that one.
         bool wb_ran = false;
-        asio::post(ex.fill().executor(), [&] {
-            asio::post(ex.writeback().executor(), [&] { wb_ran = true; });
-        });
+        asio::post(ex.fill().executor(),
+                   [&] { asio::post(ex.writeback().executor(), [&] { wb_ran = true; }); });
         ex.fill().run_until_idle();
         CHECK_FALSE(wb_ran);
         ex.writeback().run_until_idle();
@@ -149,7 +151,8 @@ TEST_SUITE("bg") {
             asio::post(ex.writeback().executor(), [&] { order.push_back("wb from fill"); });
         });
         ex.stop();
-        CHECK(order == std::vector<std::string>{"fill", "wb", "wb from fill", "gc", "gc from fill"});
+        CHECK(order ==
+              std::vector<std::string>{"fill", "wb", "wb from fill", "gc", "gc from fill"});
         CHECK_FALSE(late_fill_ran);
         ex.stop(); // idempotent: the stranded fill handler still does not run
         CHECK_FALSE(late_fill_ran);
@@ -170,9 +173,8 @@ TEST_SUITE("bg") {
         }
         // Handlers that post on during the drain: fill → gc must still run.
         std::atomic<bool> gc_from_fill{false};
-        asio::post(ex.fill().executor(), [&] {
-            asio::post(ex.gc().executor(), [&] { gc_from_fill = true; });
-        });
+        asio::post(ex.fill().executor(),
+                   [&] { asio::post(ex.gc().executor(), [&] { gc_from_fill = true; }); });
         gate.set_value();
         ex.stop();
         CHECK(done.load() == 3 * kQueued);

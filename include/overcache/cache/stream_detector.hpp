@@ -63,9 +63,9 @@ private:
     void add_run(Stream& s, std::uint64_t begin, std::uint64_t end) const;
 
     const StreamDetectorParams p_;
-    std::mutex mu_;                // FUSE threads may read one open at once
-    std::vector<Stream> streams_;  // guarded by mu_
-    std::uint64_t tick_ = 0;       // guarded by mu_; orders last_use
+    std::mutex mu_;               // FUSE threads may read one open at once
+    std::vector<Stream> streams_; // guarded by mu_
+    std::uint64_t tick_ = 0;      // guarded by mu_; orders last_use
 };
 
 } // namespace overcache::cache

@@ -47,8 +47,8 @@ private:
     const ErrorBudgetParams p_;
     const NowFn now_;
     mutable std::mutex mu_;
-    double count_ = 0;           // guarded by mu_; as of last_
-    Clock::time_point last_{};   // guarded by mu_
+    double count_ = 0;                  // guarded by mu_; as of last_
+    Clock::time_point last_{};          // guarded by mu_
     std::atomic<bool> degraded_{false}; // written under mu_
 };
 
