@@ -46,6 +46,8 @@ void IoPool::start(unsigned threads) {
 }
 
 void IoPool::stop() {
+    for (const auto& t : threads_)
+        OC_ASSERT(t.get_id() != std::this_thread::get_id()); // would join itself
     guard_.reset();
     for (auto& t : threads_)
         if (t.joinable())
@@ -81,8 +83,8 @@ Executors::~Executors() {
 
 void Executors::start() {
     stopped_ = false;
-    if (mode_ == Mode::manual)
-        return;
+    if (mode_ == Mode::manual || fill_.running())
+        return; // nothing to run, or already running
     gc_.start(threads_.gc);
     writeback_.start(threads_.writeback);
     fill_.start(threads_.fill);

@@ -35,7 +35,8 @@ public:
     // Lets queued work finish (including work it posts to this pool), then
     // joins the threads. Idempotent. Work posted afterwards is not run
     // (it is destroyed with the pool) unless the pool is started again.
-    // Cancel timers first: a pending timer is queued work.
+    // Cancel timers first: a pending timer is queued work. Never call it
+    // from one of the pool's own threads.
     void stop();
 
     // Manual driving, for tests: with no threads started, run on the
@@ -81,7 +82,8 @@ public:
     Executors& operator=(const Executors&) = delete;
 
     // Threaded mode: starts the pools in dependency order, gc, writeback,
-    // fill (oc-gc-N, oc-wb-N, oc-fill-N). Manual mode: does nothing.
+    // fill (oc-gc-N, oc-wb-N, oc-fill-N); a second start() does nothing.
+    // Manual mode: does nothing.
     void start();
     // Stops the pools in reverse dependency order, each letting its queued
     // work finish before the next stops: fill first (queued fills may still
