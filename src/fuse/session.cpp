@@ -4,8 +4,11 @@
 // Left off on purpose: the kernel writeback cache (the DataPath must see
 // every write as it happens), HANDLE_KILLPRIV (the backing is written as
 // root, which would keep setuid bits; the kernel clears them with a
-// setattr instead), and POSIX/flock locks, which stay local to this kernel
-// (no getlk/setlk/flock handlers: locks are not seen by other NFS clients).
+// setattr instead), POSIX/flock locks, which stay local to this kernel
+// (no getlk/setlk/flock handlers: locks are not seen by other NFS clients),
+// and SPLICE_MOVE: a reply spliced from a backing fd would let the kernel
+// steal those pages out of the backing file's page cache (the next backing
+// read goes to the slow device), and replies from memory gain nothing.
 #include "fuse/session.hpp"
 
 #include "fuse/adapter.hpp"
@@ -67,11 +70,11 @@ void want_if_capable(fuse_conn_info* conn, unsigned cap) {
 } // namespace
 
 void op_init(void* /*userdata*/, fuse_conn_info* conn) {
-    conn->want &= ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
-                                         FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+    conn->want &=
+        ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
+                               FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_SPLICE_MOVE);
     want_if_capable(conn, FUSE_CAP_SPLICE_READ);
     want_if_capable(conn, FUSE_CAP_SPLICE_WRITE);
-    // TMP want_if_capable(conn, FUSE_CAP_SPLICE_MOVE);
     want_if_capable(conn, FUSE_CAP_PARALLEL_DIROPS);
     want_if_capable(conn, FUSE_CAP_READDIRPLUS);
     want_if_capable(conn, FUSE_CAP_READDIRPLUS_AUTO);
