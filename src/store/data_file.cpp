@@ -41,7 +41,9 @@ constexpr std::size_t kMinBlock = 4096;
 constexpr std::size_t kMaxBlock = 64 * 1024;    // the probe gives up past this
 constexpr std::size_t kMaxBounce = 1024 * 1024; // per-thread buffer cap; longer I/O is chunked
 
-constexpr std::uint64_t round_down(std::uint64_t v, std::uint64_t a) { return v - v % a; }
+constexpr std::uint64_t round_down(std::uint64_t v, std::uint64_t a) {
+    return v - v % a;
+}
 constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) {
     return round_down(v + a - 1, a);
 }
@@ -278,9 +280,15 @@ Result<DataFile> DataFile::adopt(UniqueFd fd, IoMode mode) {
     return DataFile(std::move(s));
 }
 
-bool DataFile::valid() const noexcept { return s_ && s_->fd.valid(); }
-bool DataFile::direct() const noexcept { return s_ && s_->direct; }
-std::size_t DataFile::block_size() const noexcept { return s_ ? s_->block : kMinBlock; }
+bool DataFile::valid() const noexcept {
+    return s_ && s_->fd.valid();
+}
+bool DataFile::direct() const noexcept {
+    return s_ && s_->direct;
+}
+std::size_t DataFile::block_size() const noexcept {
+    return s_ ? s_->block : kMinBlock;
+}
 
 Result<std::uint64_t> DataFile::size() const {
     if (!valid())

@@ -41,7 +41,9 @@ std::string disk_base() {
     return {};
 }
 
-std::string shm_base() { return is_tmpfs("/dev/shm") ? "/dev/shm" : std::string{}; }
+std::string shm_base() {
+    return is_tmpfs("/dev/shm") ? "/dev/shm" : std::string{};
+}
 
 // A file of `size` bytes, allocated without writing (so none of it is in
 // the page cache).
@@ -78,7 +80,9 @@ std::string pattern(std::size_t len, unsigned seed) {
     return s;
 }
 
-constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) {
+    return (v + a - 1) / a * a;
+}
 
 // What the file should hold: the writes applied with their zero tails.
 struct Model {
@@ -109,9 +113,10 @@ void round_trips(DataFile& df, std::uint64_t file_size) {
         std::size_t skew;
     };
     const std::vector<W> writes = {
-        {0, 1, 0},          {b, b - 1, 1},     {2 * b, b + 1, 0},   {4 * b, 3 * b + 17, 1},
-        {8 * b, 2 * b, 0},  {10 * b, 2 * b, 1}, {12 * b, 100, 0},
-        {16 * b, (2u << 20) + 4321, 1}, // chunked through the bounce buffer
+        {0, 1, 0},         {b, b - 1, 1},
+        {2 * b, b + 1, 0}, {4 * b, 3 * b + 17, 1},
+        {8 * b, 2 * b, 0}, {10 * b, 2 * b, 1},
+        {12 * b, 100, 0},  {16 * b, (2u << 20) + 4321, 1}, // chunked through the bounce buffer
     };
     unsigned seed = 1;
     for (const auto& w : writes) {
@@ -234,7 +239,9 @@ TEST_SUITE("store") {
             CHECK(df.read(8192, 10000 - 8192, buf.data()));
             CHECK(df.read(9999, 1, buf.data()));
             for (auto [off, len] : {std::pair<std::uint64_t, std::size_t>{9000, 1001},
-                                    {10000, 1}, {20000, 4096}, {0, 10001}}) {
+                                    {10000, 1},
+                                    {20000, 4096},
+                                    {0, 10001}}) {
                 auto r = df.read(off, len, buf.data());
                 REQUIRE_FALSE(r);
                 CHECK(r.error().code == Errc::Sys);
