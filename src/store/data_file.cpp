@@ -277,6 +277,10 @@ Result<DataFile> DataFile::adopt(UniqueFd fd, IoMode mode) {
         // No readahead: DONTNEED drops only the pages a read asked for.
         (void)::posix_fadvise(f, 0, 0, POSIX_FADV_RANDOM);
     }
+    // What buffered I/O before adoption left in the page cache (the header
+    // that formatting wrote and synced, validation's read) goes now; pages
+    // still dirty would stay, and are the caller's to sync first.
+    (void)::posix_fadvise(f, 0, 0, POSIX_FADV_DONTNEED);
     return DataFile(std::move(s));
 }
 

@@ -350,6 +350,17 @@ TEST_SUITE("store") {
         for (std::uint64_t off = 100; off < (1u << 20) - 64; off += 37 * 1024 + 5)
             REQUIRE(df.read(off, 64, got.data()));
         CHECK(resident_pages(path) == 0);
+
+        // The measurement itself works: a plain buffered write leaves pages.
+        UniqueFd plain(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+        REQUIRE(plain);
+        REQUIRE(::pwrite(plain.get(), d.data(), b, 0) == static_cast<ssize_t>(b));
+        REQUIRE(::fdatasync(plain.get()) == 0);
+        CHECK(resident_pages(path) > 0);
+        // ... which adopting the file drops (they are clean).
+        auto adopted = DataFile::adopt(std::move(plain), IoMode::buffered);
+        REQUIRE(adopted);
+        CHECK(resident_pages(path) == 0);
     }
 
     TEST_CASE("store::DataFile adopts an open fd") {

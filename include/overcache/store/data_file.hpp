@@ -54,7 +54,8 @@ public:
     static Result<DataFile> open(const std::string& path, const DataFileOptions& opt = {});
     // Takes over an fd opened O_RDWR (with or without O_DIRECT); switches
     // O_DIRECT on or off with fcntl(F_SETFL) as `mode` asks. The file's
-    // flags are shared with every dup() of the fd.
+    // flags are shared with every dup() of the fd. Clean pages of the file
+    // left in the page cache by earlier buffered I/O are dropped.
     static Result<DataFile> adopt(UniqueFd fd, IoMode mode = IoMode::automatic);
 
     DataFile();
