@@ -363,6 +363,32 @@ TEST_SUITE("store") {
         CHECK(resident_pages(path) == 0);
     }
 
+    TEST_CASE("store::DataFile falls back to buffered I/O where O_DIRECT is refused") {
+        // A memfd is never opened through tmpfs' open(), so F_SETFL refuses
+        // O_DIRECT with EINVAL: the refusal a filesystem without direct I/O
+        // gives.
+        auto make = [] {
+            UniqueFd fd(::memfd_create("overcache-datafile", MFD_CLOEXEC));
+            REQUIRE(fd);
+            REQUIRE(::ftruncate(fd.get(), 64 * 1024) == 0);
+            return fd;
+        };
+        auto strict = DataFile::adopt(make(), IoMode::direct);
+        REQUIRE_FALSE(strict);
+        CHECK(strict.error().sys_errno == EINVAL);
+
+        auto df = DataFile::adopt(make(), IoMode::automatic);
+        REQUIRE_MESSAGE(df, (df ? "" : to_string(df.error())));
+        CHECK_FALSE(df->direct());
+        CHECK(df->block_size() == 4096);
+        const std::string d = pattern(5000, 5);
+        REQUIRE(df->write(4096, d.data(), d.size()));
+        std::string got(8192, '?');
+        REQUIRE(df->read(4096, got.size(), got.data()));
+        CHECK(got.substr(0, d.size()) == d);
+        CHECK(got.substr(d.size()) == std::string(8192 - d.size(), '\0'));
+    }
+
     TEST_CASE("store::DataFile adopts an open fd") {
         test::TmpDir tmp("overcache-datafile");
         const std::string path = tmp / "data";
