@@ -40,8 +40,9 @@ struct DataFileStats {
     std::uint64_t write_errors = 0;  // write() and sync() calls that failed
 };
 
-// Test seam: called before every I/O while set; a non-zero return is taken as
-// that errno and the I/O fails without touching the file.
+// Test seam: called before every I/O while set (a sync as off 0, len 0); a
+// non-zero return is taken as that errno and the I/O fails, counted as an
+// error, without touching the file. May be called from several threads.
 using FaultHook = std::function<int(DataOp op, std::uint64_t off, std::size_t len)>;
 
 // Thread-safe: read(), write() and sync() may run concurrently from any
