@@ -13,6 +13,7 @@
 #include "backing/backing_fs.hpp"
 #include "backing/creds.hpp"
 #include "fuse/session.hpp"
+#include "overcache/bg/executors.hpp"
 #include "overcache/cache/factory.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache_config.h"
@@ -212,7 +213,11 @@ int serve(const Plan& plan, bool debug, int status_fd) {
         return 1;
     }
     cache::MountPaths paths{plan.backing, plan.mountpoint, root_fd.get()};
-    auto data = cache::open_data_path(plan.cfg, paths);
+    // The execution contexts of the cache's background work (DESIGN.md):
+    // started before the cache that posts to them, stopped after its stop().
+    bg::Executors executors;
+    executors.start();
+    auto data = cache::open_data_path(plan.cfg, paths, executors);
     if (!data) {
         log::error("cannot open the cache: ", to_string(data.error()));
         report(status_fd, 1);

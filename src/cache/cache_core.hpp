@@ -12,6 +12,7 @@
 #include "overcache/cache/extent_index.hpp"
 #include "overcache/store/allocator.hpp"
 #include "overcache/store/cache_device.hpp"
+#include "overcache/store/error_budget.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -50,7 +51,9 @@ struct CacheCore {
     // passthrough (reads and writes go to the backing; the index is still
     // kept coherent so nothing stale can come back).
     std::atomic<bool> degraded{false};
-    std::atomic<std::uint64_t> device_errors{0};
+    store::ErrorBudget budget;
+    // Counts a cache device error against the budget; past it, degrades.
+    void device_error(const Error& e);
     // Tells GC that buckets were taken (set once at start-up).
     std::function<void()> kick_gc = [] {};
 

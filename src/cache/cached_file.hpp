@@ -4,9 +4,9 @@
 
 #include "cache/file_table.hpp"
 #include "overcache/cache/data_path.hpp"
+#include "overcache/cache/stream_detector.hpp"
 
 #include <cstdint>
-#include <mutex>
 
 namespace overcache::cache {
 
@@ -17,21 +17,16 @@ public:
     FileState& state() const { return *st_; }
     const StateRef& ref() const { return st_; }
 
-    // Sequential-stream detection: true once this open has read more than
-    // `cutoff` bytes in a row without a seek.
+    // Sequential-stream detection: true once this open's stream has read
+    // more than `cutoff` bytes (out-of-order async reads included).
     bool note_read(std::uint64_t off, std::uint64_t len, std::uint64_t cutoff) {
-        std::lock_guard lk(mu_);
-        seq_bytes_ = off == next_off_ ? seq_bytes_ + len : len;
-        next_off_ = off + len;
-        return cutoff != 0 && seq_bytes_ > cutoff;
+        return streams_.note_read(off, len, cutoff);
     }
 
 private:
     int fd_; // borrowed from the adapter
     StateRef st_;
-    std::mutex mu_; // FUSE threads may read one open concurrently
-    std::uint64_t next_off_ = 0;
-    std::uint64_t seq_bytes_ = 0;
+    StreamDetector streams_; // thread-safe: FUSE threads read one open concurrently
 };
 
 } // namespace overcache::cache

@@ -40,7 +40,18 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
       alloc(dev->meta(), static_cast<std::uint32_t>(dev->superblock().bucket_count),
             dev->superblock().bucket_size, reserve_for(dev->superblock().bucket_count),
             dev->block_size()),
-      index(*dev, alloc), records(dev->meta(), index, p.backing_root) {}
+      index(*dev, alloc), records(dev->meta(), index, p.backing_root),
+      budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
+                                      std::chrono::seconds(p.io_error_halflife_s)}) {}
+
+void CacheCore::device_error(const Error& e) {
+    if (budget.record_error()) {
+        degraded.store(true);
+        log::error("cache: the cache device failed ", static_cast<std::uint64_t>(budget.error_count()),
+                   " times recently (last: ", to_string(e),
+                   "); running as a passthrough until the next mount (cache_state degraded)");
+    }
+}
 
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
     std::uint64_t fsid = static_cast<std::uint64_t>(st.st_dev); // fallback: st_dev
@@ -74,7 +85,8 @@ bg::GcParams gc_params(std::uint32_t total, std::uint32_t reserve, const Caching
 
 class CachingPath final : public DataPath, public CacheControl {
 public:
-    CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p, CacheHooks hooks);
+    CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
+                bg::Executors& ex, CacheHooks hooks);
     ~CachingPath() override { stop(); }
 
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags) override;
@@ -118,19 +130,17 @@ public:
 private:
     CacheHooks hooks_;
     CacheCore core_;
-    bg::IoPool fill_pool_{"oc-fill"};
-    bg::IoPool gc_pool_{"oc-gc"};
     bg::Gc gc_;
     ReadPath reader_;
     WritePath writer_;
 };
 
 CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
-                         CacheHooks hooks)
+                         bg::Executors& ex, CacheHooks hooks)
     : hooks_(std::move(hooks)), core_(std::move(dev), p),
-      gc_(gc_pool_.make_strand(), core_.alloc, core_.dev->meta(),
+      gc_(ex.gc().make_strand(), core_.alloc, core_.dev->meta(),
           gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p)),
-      reader_(core_, fill_pool_.executor(), hooks_), writer_(core_, hooks_) {
+      reader_(core_, ex.fill().executor(), hooks_), writer_(core_, hooks_) {
     // Start-up reads the bucket records (one per bucket at most), never the
     // data device or the extents.
     if (auto r = core_.alloc.load_all(); !r)
@@ -142,8 +152,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     if (hooks_.after_compare)
         core_.records.after_compare = [h = hooks_.after_compare](FileState&) { h(); };
     core_.kick_gc = [this] { gc_.kick(); };
-    fill_pool_.start(1);
-    gc_pool_.start(1);
+    core_.index.on_io_error = [this](const Error& e) { core_.device_error(e); };
     gc_.kick();
 }
 
@@ -278,9 +287,9 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
-    fill_pool_.stop(); // fills already queued still run: their data is in memory
+    reader_.drain(); // fills already queued still run: their data is in memory
     gc_.stop();
-    gc_pool_.stop();
+    gc_.wait_idle();
     // Persist the LRU order (hits only touched memory) so the next mount
     // reclaims in the same order.
     if (auto r = core_.alloc.save_all(); !r)
@@ -292,8 +301,9 @@ void CachingPath::stop() {
 } // namespace
 
 std::unique_ptr<DataPath> make_caching_path(std::unique_ptr<store::CacheDevice> dev,
-                                            const CachingParams& p, CacheHooks hooks) {
-    return std::make_unique<CachingPath>(std::move(dev), p, std::move(hooks));
+                                            const CachingParams& p, bg::Executors& ex,
+                                            CacheHooks hooks) {
+    return std::make_unique<CachingPath>(std::move(dev), p, ex, std::move(hooks));
 }
 
 } // namespace overcache::cache

@@ -92,7 +92,7 @@ Result<store::BackingIdentity> backing_identity(const MountPaths& paths) {
 } // namespace
 
 Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
-                                                 const MountPaths& paths) {
+                                                 const MountPaths& paths, bg::Executors& ex) {
     switch (cfg.cache_mode) {
     case config::CacheMode::none:
         return make_passthrough();
@@ -127,7 +127,9 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.gc_low_percent = cfg.gc_low_percent;
     p.gc_high_percent = cfg.gc_high_percent;
     p.backing_root = paths.backing;
-    return make_caching_path(std::move(*dev), p);
+    log::info("cache device I/O ", (*dev)->direct_io() ? "bypasses" : "goes through",
+              " the page cache");
+    return make_caching_path(std::move(*dev), p, ex);
 }
 
 } // namespace overcache::cache

@@ -27,20 +27,22 @@
 namespace overcache::store {
 
 Result<void> CacheDevice::read(std::uint64_t dev_off, std::size_t len, char* out) const {
-    const ssize_t n = pread_upto(data_.get(), out, len, dev_off);
-    if (n < 0)
-        return fail(Error{Errc::CacheIo, static_cast<int>(-n), "cache device read"});
-    if (static_cast<std::size_t>(n) != len)
-        return fail(Error{Errc::CacheIo, EIO, "cache device read past its end"});
+    if (auto r = file_.read(dev_off, len, out); !r)
+        return fail(Error{Errc::CacheIo, r.error().sys_errno, "cache device read"});
     return {};
 }
 
-Result<void> CacheDevice::write(std::uint64_t dev_off, const char* data, std::size_t len) const {
-    const ssize_t n = pwrite_upto(data_.get(), data, len, dev_off);
-    if (n < 0)
-        return fail(Error{Errc::CacheIo, static_cast<int>(-n), "cache device write"});
-    if (static_cast<std::size_t>(n) != len)
-        return fail(Error{Errc::CacheIo, EIO, "cache device write past its end"});
+Result<void> CacheDevice::write(std::uint64_t dev_off, const char* data, std::size_t len) {
+    if (auto r = file_.write(dev_off, data, len); !r)
+        return fail(Error{Errc::CacheIo, r.error().sys_errno, "cache device write"});
+    return {};
+}
+
+Result<void> CacheDevice::adopt_data() {
+    auto f = DataFile::adopt(std::move(data_));
+    if (!f)
+        return fail(f.error());
+    file_ = std::move(*f);
     return {};
 }
 
@@ -301,6 +303,7 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) 
     int flags = O_RDWR | O_CLOEXEC;
     if (cfg.dev.empty())
         flags |= O_CREAT;
+    dev->data_path_ = dpath;
     dev->data_ = UniqueFd(::open(dpath.c_str(), flags, 0600));
     if (!dev->data_)
         return fail_errno("cannot open the cache data device " + dpath);
@@ -326,6 +329,8 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) 
         if (!why->empty())
             return fail(code, *why + reformat_hint(cfg));
         dev->meta_ = std::move(*ms);
+        if (auto r = dev->adopt_data(); !r)
+            return fail(r.error());
         return dev;
     }
     if (!must_format) {
@@ -363,6 +368,8 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) 
     }
     dev->meta_ = std::move(*ms);
     dev->formatted_now_ = true;
+    if (auto r = dev->adopt_data(); !r)
+        return fail(r.error());
     return dev;
 }
 

@@ -44,6 +44,7 @@ void write_file(const std::string& path, const std::string& data) {
 }
 
 struct Fx {
+    bg::Executors ex;
     test::TmpDir tmp;
     std::string backing = tmp / "backing";
     store::DeviceConfig dc;
@@ -58,6 +59,7 @@ struct Fx {
         dc.backing = store::BackingIdentity{backing, 1, 2};
         cp.fill_size = 64 * KiB;
         cp.sequential_cutoff = 0;
+        ex.start();
     }
     ~Fx() {
         if (dp)
@@ -66,7 +68,7 @@ struct Fx {
     void start() {
         auto d = store::open_cache_device(dc);
         REQUIRE_MESSAGE(d, (d ? "" : d.error().message));
-        dp = make_caching_path(std::move(*d), cp);
+        dp = make_caching_path(std::move(*d), cp, ex);
     }
     void restart() {
         dp->stop();
@@ -298,9 +300,12 @@ TEST_SUITE("cache") {
         REQUIRE(ps->size() == 1);
         const auto p = ps->front();
         const std::string junk(4 * KiB, 'X');
-        REQUIRE(::pwrite((*dev)->data_fd_for_tests(), junk.data(), junk.size(),
+        const int raw = ::open((*dev)->data_path().c_str(), O_WRONLY);
+        REQUIRE(raw >= 0);
+        REQUIRE(::pwrite(raw, junk.data(), junk.size(),
                          static_cast<off_t>((*dev)->device_offset(p.v.bucket, p.v.bucket_off) +
                                             3 * 4 * KiB)) == 4 * 1024);
+        ::close(raw);
         // Blocks other than the corrupt one still read.
         std::string buf(4 * KiB, '\0');
         CHECK(ix.read_range(p, 8 * KiB, 12 * KiB, buf.data()) == PieceRead::ok);

@@ -2,6 +2,7 @@
 // the foreground executor, reclaim on the GC executor.
 #pragma once
 
+#include "overcache/bg/executors.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache/store/cache_device.hpp"
@@ -46,8 +47,11 @@ struct CacheHooks {
     std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
 };
 
+// Fills run on ex.fill(), reclaim on ex.gc(); `ex` outlives the DataPath
+// and keeps running until after its stop().
 std::unique_ptr<DataPath> make_caching_path(std::unique_ptr<store::CacheDevice> dev,
-                                            const CachingParams& p, CacheHooks hooks = {});
+                                            const CachingParams& p, bg::Executors& ex,
+                                            CacheHooks hooks = {});
 
 // Extra control for tests and the later control surface: the caching path's
 // DataPath also implements this.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "overcache/meta/meta_store.hpp"
+#include "overcache/store/data_file.hpp"
 #include "overcache/util/result.hpp"
 #include "util/unique_fd.hpp"
 
@@ -36,11 +37,17 @@ public:
     // Bucket I/O on the data device; errors come back as Errc::CacheIo
     // carrying the errno (a short transfer is EIO).
     Result<void> read(std::uint64_t dev_off, std::size_t len, char* out) const;
-    Result<void> write(std::uint64_t dev_off, const char* data, std::size_t len) const;
-    // The alignment of device offsets and lengths that I/O is cheapest at.
-    std::uint32_t block_size() const { return 4096; }
-    // For tests that damage the cache on purpose.
-    int data_fd_for_tests() const { return data_.get(); }
+    Result<void> write(std::uint64_t dev_off, const char* data, std::size_t len);
+    // The alignment of device offsets that writes must start at (the
+    // allocator places every extent in blocks of its own).
+    std::uint32_t block_size() const { return static_cast<std::uint32_t>(file_.block_size()); }
+    // Whether the page cache is bypassed (O_DIRECT).
+    bool direct_io() const { return file_.direct(); }
+    // The data file or device (for tools and tests that look at it).
+    const std::string& data_path() const { return data_path_; }
+    DataFileStats io_stats() const { return file_.stats(); }
+    // Test seam: fail cache device I/O on demand.
+    void set_fault(FaultHook hook) { file_.set_fault(std::move(hook)); }
     bool formatted_now() const { return formatted_now_; }
     // Byte offset of `off` inside `bucket` on the data device.
     std::uint64_t device_offset(std::uint32_t bucket, std::uint32_t off) const {
@@ -49,8 +56,12 @@ public:
 
 private:
     friend Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg);
+    // Hands the data fd over to file_ once the cache is validated or formatted.
+    Result<void> adopt_data();
     std::unique_ptr<meta::MetaStore> meta_;
-    UniqueFd data_;
+    UniqueFd data_; // while opening; file_ owns it afterwards
+    DataFile file_;
+    std::string data_path_;
     meta::Superblock sb_;
     bool formatted_now_ = false;
 };
