@@ -117,6 +117,7 @@ public:
     ChangeOut getattr(FileRef file, struct stat& st) override;
     ChangeOut attrs_changed(FileRef file, const struct stat& before) override;
     void removed(FileRef file) override;
+    void renamed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
     void stop() override;
 
@@ -232,6 +233,15 @@ void CachingPath::removed(FileRef file) {
         log::warn("cache: ", to_string(r.error()));
     if (auto r = core_.records.remove(*ref); !r)
         log::warn("cache: dropping an unlinked file: ", to_string(r.error()));
+}
+
+void CachingPath::renamed(FileRef file) {
+    cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    std::lock_guard lk(ref->mu);
+    if (auto r = core_.records.load(*ref); !r || !ref->rec)
+        return;
+    if (auto r = core_.records.update_path(*ref, file.fd); !r)
+        log::warn("cache: cannot update the path of a file record: ", to_string(r.error()));
 }
 
 std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {

@@ -204,6 +204,18 @@ Result<void> FileRecords::set_flags(FileState& st, std::uint32_t set, std::uint3
     return write(st, t, rec);
 }
 
+Result<void> FileRecords::update_path(FileState& st, int fd) {
+    if (!st.rec || !st.rec->handle.empty())
+        return {}; // the handle finds the file wherever it is
+    std::string p = rel_path(fd);
+    if (p.empty() || p == st.rec->path)
+        return {};
+    meta::FileRecord rec = *st.rec;
+    rec.path = std::move(p);
+    auto t = index_.txn();
+    return write(st, t, rec);
+}
+
 Result<void> FileRecords::remove(FileState& st) {
     ++st.write_seq;
     st.uncached.store(true);

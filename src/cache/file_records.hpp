@@ -41,6 +41,9 @@ public:
     Result<void> drop(FileState& st, const struct stat& after, std::uint32_t set_flags = 0);
     // Sets or clears record flags.
     Result<void> set_flags(FileState& st, std::uint32_t set, std::uint32_t clear);
+    // Where the backing has no file handles, the record keeps the file's
+    // path below the backing root current (renames through the mount).
+    Result<void> update_path(FileState& st, int fd);
     // The file's last name is gone: its extents and record go.
     Result<void> remove(FileState& st);
 

@@ -64,6 +64,7 @@ public:
     ChangeOut getattr(FileRef /*file*/, struct stat& /*st*/) override { return {}; }
     ChangeOut attrs_changed(FileRef /*file*/, const struct stat& /*before*/) override { return {}; }
     void removed(FileRef /*file*/) override {}
+    void renamed(FileRef /*file*/) override {}
     std::vector<std::pair<std::string, std::string>> stats() const override {
         return {{"cache_mode", "none"}};
     }

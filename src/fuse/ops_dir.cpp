@@ -69,6 +69,14 @@ void lost_name(Adapter& a, int fd, const struct stat& before) {
         (void)a.data.attrs_changed(cache::FileRef{fd, now}, before);
 }
 
+// After a rename: the file now at `name` in `dirfd` has a new path.
+void renamed(Adapter& a, int dirfd, const char* name) {
+    auto fd = backing::open_path(dirfd, name);
+    struct stat st {};
+    if (fd && backing::stat_fd(fd->get(), st) == 0 && S_ISREG(st.st_mode))
+        a.data.renamed(cache::FileRef{fd->get(), st});
+}
+
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
                 bool plus) {
     guarded(req, plus ? "readdirplus" : "readdir", [&] {
@@ -282,6 +290,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             return errno;
         if (victim)
             lost_name(a, victim.get(), victim_st);
+        renamed(a, to->fd(), newname);
+        if ((flags & RENAME_EXCHANGE) != 0)
+            renamed(a, from->fd(), name);
         fuse_reply_err(req, 0);
         return 0;
     });

@@ -122,6 +122,10 @@ public:
     // The last name of the file is gone (`st` is as before the unlink).
     virtual void removed(FileRef file) = 0;
 
+    // The file has a new name (`fd` is on it): a cache that finds files
+    // again by path after a restart keeps that path current.
+    virtual void renamed(FileRef file) = 0;
+
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
 
