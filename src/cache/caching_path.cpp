@@ -166,6 +166,11 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
         if (auto r = core_.records.load(fs); !r) {
             log::warn("cache: ", to_string(r.error()), "; serving the file uncached");
             fs.uncached.store(true);
+        } else if (fs.rec && (open_flags & O_TRUNC) != 0) {
+            // The open itself emptied the file: our change, not one behind
+            // the mount.
+            if (auto dropped = core_.records.drop(fs, st); !dropped)
+                log::warn("cache: ", to_string(dropped.error()));
         } else if (fs.rec) {
             auto changed = core_.records.revalidate(fs, st);
             if (!changed)
@@ -178,8 +183,6 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
             log::warn("cache: cannot record a file; serving it uncached: ",
                       to_string(made.error()));
         }
-        if ((open_flags & O_TRUNC) != 0 && fs.rec)
-            (void)core_.records.drop(fs, st);
         if (!fs.rec)
             fs.uncached.store(true);
         fs.size.store(static_cast<std::uint64_t>(st.st_size));
