@@ -58,8 +58,10 @@ std::string read_file(const std::string& path) {
 }
 
 // Runs `args` (argv[0] included) with a deadline; output is collected from a
-// pipe until every writer has closed it (a daemonized child closes it by
-// redirecting its stdio to /dev/null).
+// pipe until every writer has closed it: the command exited and, for a
+// background mount, the daemon it left redirected its stdio to /dev/null
+// once mounted. No guess from a quiet pipe; past the deadline the output so
+// far is returned (and a command still running is killed, status -1).
 RunResult run(const std::vector<std::string>& args,
               std::chrono::seconds timeout = std::chrono::seconds(20)) {
     int p[2];
@@ -104,13 +106,6 @@ RunResult run(const std::vector<std::string>& args,
                 r.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
             }
         }
-        // A daemon child may keep the pipe: once our child exited, stop when
-        // nothing more arrives.
-        if (exited && pipe_open) {
-            pollfd f{p[0], POLLIN, 0};
-            if (::poll(&f, 1, 200) <= 0)
-                break;
-        }
     }
     if (!exited) {
         ::kill(pid, SIGKILL);
@@ -129,7 +124,14 @@ template <typename Pred> bool wait_for_mounts(Pred pred, std::chrono::seconds ti
     bool ok = pred();
     while (!ok && Clock::now() < deadline) {
         pollfd f{fd, POLLPRI, 0};
-        ::poll(&f, 1, 100);
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        ::poll(&f, 1, static_cast<int>(std::max<long>(left.count(), 1)));
+        // Re-arm: the event fires once per change until the table is read.
+        char buf[4096];
+        ::lseek(fd, 0, SEEK_SET);
+        while (::read(fd, buf, sizeof buf) > 0) {
+        }
         ok = pred();
     }
     ::close(fd);
