@@ -188,7 +188,8 @@ bool contains(const std::string& hay, const std::string& needle) {
 } // namespace
 
 TEST_SUITE("mount") {
-    TEST_CASE("cli: refusals name the problem, exit non-zero, mount nothing") {
+    TEST_CASE("cli: refusals name the problem, exit non-zero, mount nothing" *
+              doctest::timeout(120)) {
         Dirs d;
         struct Case {
             std::vector<std::string> args;
@@ -222,7 +223,8 @@ TEST_SUITE("mount") {
         }
     }
 
-    TEST_CASE("cli: --help lists every option, --version names the program") {
+    TEST_CASE("cli: --help lists every option, --version names the program" *
+              doctest::timeout(120)) {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
         CHECK(h.status == 0);
@@ -235,7 +237,8 @@ TEST_SUITE("mount") {
         CHECK(contains(v.out, "overcache"));
     }
 
-    TEST_CASE("cli: a background mount returns once usable; fusermount3 -u and umount end it") {
+    TEST_CASE("cli: a background mount returns once usable; fusermount3 -u and umount end it" *
+              doctest::timeout(120)) {
         Dirs d;
         std::ofstream(d.backing + "/hello") << "hello\n";
         for (const char* how : {"fusermount3", "umount"}) {
@@ -259,7 +262,8 @@ TEST_SUITE("mount") {
         }
     }
 
-    TEST_CASE("cli: SIGTERM, SIGINT and SIGHUP unmount cleanly, whatever the runner ignores") {
+    TEST_CASE("cli: SIGTERM, SIGINT and SIGHUP unmount cleanly, whatever the runner ignores" *
+              doctest::timeout(120)) {
         for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
             Dirs d;
             const RunResult r = run({bin(), d.backing, d.mnt, "-o", d.cache_opts});

@@ -21,10 +21,10 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
-#include <poll.h>
 #include <unistd.h>
 
 using namespace overcache::test;
@@ -247,12 +247,12 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
         }
         rss_round[round] = pid > 0 ? rss_kib(pid) : -1;
         index_round[round] = index_kib();
-        MESSAGE("round " << round << " done at " << elapsed() << " ms, VmRSS "
-                         << rss_round[round] << " KiB, index " << index_round[round] << " KiB");
+        MESSAGE("round " << round << " done at " << elapsed() << " ms, VmRSS " << rss_round[round]
+                         << " KiB, index " << index_round[round] << " KiB");
     }
     MESSAGE("daemon VmRSS KiB: start "
-            << rss_start << ", after walk 1 " << rss_walk1 << ", after each round "
-            << rss_round[1] << " " << rss_round[2] << " " << rss_round[3] << " " << rss_round[4]);
+            << rss_start << ", after walk 1 " << rss_walk1 << ", after each round " << rss_round[1]
+            << " " << rss_round[2] << " " << rss_round[3] << " " << rss_round[4]);
     if (!m.has_daemon())
         return;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)

@@ -30,8 +30,7 @@ struct IndexFixture {
         auto d = store::open_cache_device(dc);
         REQUIRE_MESSAGE(d, (d ? "" : d.error().message));
         dev = std::move(*d);
-        alloc.emplace(static_cast<std::uint32_t>(dev->superblock().bucket_count), bucket_size,
-                      1);
+        alloc.emplace(static_cast<std::uint32_t>(dev->superblock().bucket_count), bucket_size, 1);
         alloc->finish_load();
         index.emplace(*dev, *alloc);
     }

@@ -457,8 +457,8 @@ void Mount::wait_fills() const {
         ::poll(nullptr, 0, 5);
         pending = stat("fills_pending");
     }
-    REQUIRE_MESSAGE(pending == 0, pending << " fills still pending after " << timeout_.count()
-                                          << " ms");
+    REQUIRE_MESSAGE(pending == 0,
+                    pending << " fills still pending after " << timeout_.count() << " ms");
 }
 
 Mount::~Mount() {

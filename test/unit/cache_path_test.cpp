@@ -2,8 +2,8 @@
 // bypass, checksums, overwrite splitting, write/fill races, coherency,
 // reclaim and persistence. The FUSE adapter is not involved: the tests call
 // open/read/wrote as it would.
-#include "overcache/cache/caching_path.hpp"
 #include "cache_fixture.hpp"
+#include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/extent_index.hpp"
 #include "overcache/cache/factory.hpp"
 #include "tmp_dir.hpp"
