@@ -285,8 +285,9 @@ TEST_SUITE("mount") {
         // files and their directories), and exactly those once the kernel has
         // forgotten the rest. Unlinking through the mount makes the kernel
         // forget an inode as soon as nothing holds it, on this mount only.
-        require_daemon();
         Mount m(MountOptions{.twin = false});
+        if (!m.has_daemon())
+            return; // the bind stand-in has no inode table
         constexpr long kDirs = 20, kFiles = 100;
         for (long i = 0; i < kDirs; ++i) {
             const std::string dir = m.backing("d" + std::to_string(i));
