@@ -222,8 +222,14 @@ Result<void> ExtentIndex::stage_punch(ExtentTxn& t, meta::FileId file, std::uint
 }
 
 Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
+    // Point deletes for the usual handful of extents; one range tombstone
+    // only for a file with very many (range tombstones cost every later
+    // seek until compaction, so they are not spent on files with none).
+    constexpr std::size_t kRangeAbove = 4096;
     auto cur = dev_.meta().cursor(meta::Cf::extents, meta::extent_prefix_end(file));
     meta::ExtentValue v;
+    std::vector<std::string> keys;
+    bool ranged = false;
     for (cur.seek(meta::extent_key(file, 0)); cur.valid(); cur.next()) {
         // Undecodable values are deleted too; they account for nothing.
         if (meta::decode_extent(cur.value(), v)) {
@@ -231,11 +237,19 @@ Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
             t.account(v.bucket, v.gen, -static_cast<std::int64_t>(v.len),
                       dirty ? -static_cast<std::int64_t>(v.len) : 0);
         }
+        if (!ranged && keys.size() < kRangeAbove)
+            keys.emplace_back(cur.key());
+        else
+            ranged = true;
     }
     if (auto st = cur.status(); !st)
         return st;
-    // One tombstone for the whole file.
-    t.batch.del_range(meta::Cf::extents, meta::extent_key(file, 0), meta::extent_prefix_end(file));
+    if (ranged)
+        t.batch.del_range(meta::Cf::extents, meta::extent_key(file, 0),
+                          meta::extent_prefix_end(file));
+    else
+        for (const auto& k : keys)
+            t.batch.del(meta::Cf::extents, k);
     return {};
 }
 

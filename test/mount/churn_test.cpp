@@ -182,9 +182,11 @@ TEST_SUITE("mount") {
         const unsigned rounds = env_uint("OVERCACHE_CHURN_ROUNDS", 6);
         const std::uint64_t seed = env_uint("OVERCACHE_CHURN_SEED", 20261202);
         const auto t0 = std::chrono::steady_clock::now();
-        test::TmpDir root("overcache-churn");
-        const std::string backing = root / "backing";
-        REQUIRE(::mkdir(backing.c_str(), 0755) == 0);
+        const std::string options = "cache_size=16M,sequential_cutoff=0";
+        // One backing, mountpoint and cache for every round: each round
+        // mounts the cache the previous one left (after kill -9).
+        test::Mount m(test::MountOptions{.options = options, .twin = false});
+        const std::string backing = m.backing();
         std::vector<std::string> content;
         for (int f = 0; f < kFiles; ++f) {
             content.push_back(random_bytes(kFileSize, seed * 1000 + static_cast<unsigned>(f)));
@@ -195,7 +197,6 @@ TEST_SUITE("mount") {
                     static_cast<ssize_t>(kFileSize));
             ::close(fd);
         }
-        const std::string options = "cache_size=16M,sequential_cutoff=0";
         std::mt19937_64 rng(seed);
         std::uint64_t total_reads = 0, total_hits = 0, total_reclaimed = 0;
 
@@ -206,8 +207,8 @@ TEST_SUITE("mount") {
             const std::string round_name =
                 "round " + std::to_string(round) + (last ? " (clean unmount)" : " (kill -9)");
             INFO(round_name);
-            test::Mount m(test::MountOptions{
-                .options = options, .twin = false, .root = root.path()});
+            if (round > 0)
+                m.remount();
             std::atomic<bool> killing{false}, stop{false};
             std::vector<ReaderResult> res(kReaders);
             std::vector<std::thread> threads;

@@ -46,7 +46,7 @@ std::vector<std::string> xattr_names(const std::string& path) {
 
 TEST_SUITE("posix_attr") {
 
-    TEST_CASE("xattrs: set, get, list, remove, size-0 probes, errno") {
+    TEST_CASE("xattrs: set, get, list, remove, size-0 probes, errno" * doctest::timeout(120)) {
         Mount m;
         write_all(m.mnt("f"), "x");
         write_all(m.twin("f"), "x");
@@ -102,7 +102,7 @@ TEST_SUITE("posix_attr") {
         SAME(::getxattr(P("f"), "system.posix_acl_access", buf, sizeof buf));
     }
 
-    TEST_CASE("xattrs: user.overcache.* is reserved") {
+    TEST_CASE("xattrs: user.overcache.* is reserved" * doctest::timeout(120)) {
         Mount m;
         if (!m.has_daemon()) {
             MESSAGE("stand-in mount: nothing is reserved");
@@ -129,7 +129,7 @@ TEST_SUITE("posix_attr") {
             CHECK(n.rfind("user.overcache.", 0) != 0);
     }
 
-    TEST_CASE("access() as root and as another user") {
+    TEST_CASE("access() as root and as another user" * doctest::timeout(120)) {
         Mount m;
         for (const auto& root : {m.mountpoint(), m.twin()}) {
             write_all(root + "/r", "x");
@@ -156,7 +156,8 @@ TEST_SUITE("posix_attr") {
         }
     }
 
-    TEST_CASE("permissions are enforced for another user; their files are theirs") {
+    TEST_CASE("permissions are enforced for another user; their files are theirs" *
+              doctest::timeout(120)) {
         Mount m;
         for (const auto& root : {m.mountpoint(), m.twin()}) {
             REQUIRE(::mkdir((root + "/pub").c_str(), 0777) == 0);
@@ -252,42 +253,43 @@ TEST_SUITE("posix_attr") {
         CHECK(tree_diff(m.mountpoint(), m.twin()) == "");
     }
 
-    TEST_CASE("chown by a non-root owner: setuid/setgid kept on dirs, cleared on files") {
-    // pjdfstest chown/00.t: Linux keeps S_ISUID/S_ISGID of a directory when
-    // its owner changes its group, and clears them on an executable file.
-    Mount m;
-    for (const auto& root : {m.mountpoint(), m.twin()}) {
-        REQUIRE(::mkdir((root + "/d").c_str(), 0755) == 0);
-        write_all(root + "/f", "x");
-        for (const char* n : {"/d", "/f"}) {
-            REQUIRE(::chown((root + n).c_str(), kOtherUid, kOtherGid) == 0);
-            REQUIRE(::chmod((root + n).c_str(), 06555) == 0);
+    TEST_CASE("chown by a non-root owner: setuid/setgid kept on dirs, cleared on files" *
+              doctest::timeout(120)) {
+        // pjdfstest chown/00.t: Linux keeps S_ISUID/S_ISGID of a directory when
+        // its owner changes its group, and clears them on an executable file.
+        Mount m;
+        for (const auto& root : {m.mountpoint(), m.twin()}) {
+            REQUIRE(::mkdir((root + "/d").c_str(), 0755) == 0);
+            write_all(root + "/f", "x");
+            for (const char* n : {"/d", "/f"}) {
+                REQUIRE(::chown((root + n).c_str(), kOtherUid, kOtherGid) == 0);
+                REQUIRE(::chmod((root + n).c_str(), 06555) == 0);
+            }
         }
-    }
-    for (const char* n : {"d", "f"}) {
-        INFO(std::string(n));
-        same_stat(m, n);
-        for (gid_t g : {kOtherGid + 1, kOtherGid}) {
-            auto chgrp = [&](const std::string& root) {
-                return run_as(kOtherUid, kOtherGid, [&] {
-                    // Member of both groups: setgroups() dropped them, so add
-                    // kOtherGid + 1 as the effective gid when needed.
-                    if (g != kOtherGid && ::setresgid(g, g, g) != 0)
-                        return errno;
-                    return ::chown((root + "/" + n).c_str(), static_cast<uid_t>(-1), g) == 0
-                               ? 0
-                               : errno;
-                });
-            };
-            CHECK(chgrp(m.mountpoint()) == chgrp(m.twin()));
+        for (const char* n : {"d", "f"}) {
+            INFO(std::string(n));
             same_stat(m, n);
-            for (const auto& root : {m.mountpoint(), m.twin()})
-                ::chmod((root + "/" + n).c_str(), 06555);
+            for (gid_t g : {kOtherGid + 1, kOtherGid}) {
+                auto chgrp = [&](const std::string& root) {
+                    return run_as(kOtherUid, kOtherGid, [&] {
+                        // Member of both groups: setgroups() dropped them, so add
+                        // kOtherGid + 1 as the effective gid when needed.
+                        if (g != kOtherGid && ::setresgid(g, g, g) != 0)
+                            return errno;
+                        return ::chown((root + "/" + n).c_str(), static_cast<uid_t>(-1), g) == 0
+                                   ? 0
+                                   : errno;
+                    });
+                };
+                CHECK(chgrp(m.mountpoint()) == chgrp(m.twin()));
+                same_stat(m, n);
+                for (const auto& root : {m.mountpoint(), m.twin()})
+                    ::chmod((root + "/" + n).c_str(), 06555);
+            }
         }
     }
-}
 
-TEST_CASE("flock and POSIX locks conflict between processes") {
+    TEST_CASE("flock and POSIX locks conflict between processes" * doctest::timeout(120)) {
         Mount m;
         write_all(m.mnt("f"), "0123456789");
         write_all(m.twin("f"), "0123456789");

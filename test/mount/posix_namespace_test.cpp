@@ -54,7 +54,7 @@ int renameat2_(const char* from, const char* to, unsigned flags) {
 
 TEST_SUITE("posix_namespace") {
 
-    TEST_CASE("mkdir and rmdir: EEXIST, ENOTEMPTY, ENOTDIR, EISDIR") {
+    TEST_CASE("mkdir and rmdir: EEXIST, ENOTEMPTY, ENOTDIR, EISDIR" * doctest::timeout(120)) {
         Mount m;
         ::umask(022);
         SAME(::mkdir(P("d"), 0777));
@@ -81,7 +81,7 @@ TEST_SUITE("posix_namespace") {
         CHECK(tree_diff(m.mountpoint(), m.backing()) == "");
     }
 
-    TEST_CASE("unlink") {
+    TEST_CASE("unlink" * doctest::timeout(120)) {
         Mount m;
         make_file(m, "f");
         SAME(::unlink(P("f")));
@@ -96,7 +96,8 @@ TEST_SUITE("posix_namespace") {
         CHECK(tree_diff(m.mountpoint(), m.twin()) == "");
     }
 
-    TEST_CASE("rename: files, over existing, directories, NOREPLACE, EXCHANGE") {
+    TEST_CASE("rename: files, over existing, directories, NOREPLACE, EXCHANGE" *
+              doctest::timeout(120)) {
         Mount m;
         make_file(m, "a", "AAA");
         make_file(m, "b", "BBBB");
@@ -146,7 +147,7 @@ TEST_SUITE("posix_namespace") {
         CHECK(tree_diff(m.mountpoint(), m.twin()) == "");
     }
 
-    TEST_CASE("link: nlink counts, EEXIST, EPERM on directories") {
+    TEST_CASE("link: nlink counts, EEXIST, EPERM on directories" * doctest::timeout(120)) {
         Mount m;
         make_file(m, "f", "data");
         SAME(::link(P("f"), P("g")));
@@ -175,7 +176,8 @@ TEST_SUITE("posix_namespace") {
         same_stat(m, "d/h");
     }
 
-    TEST_CASE("open files keep working after rename and after unlink of their name") {
+    TEST_CASE("open files keep working after rename and after unlink of their name" *
+              doctest::timeout(120)) {
         Mount m;
         make_dir(m, "d");
         make_file(m, "d/f", "0123456789");
@@ -211,7 +213,7 @@ TEST_SUITE("posix_namespace") {
         CHECK(tree_diff(m.mountpoint(), m.twin()) == "");
     }
 
-    TEST_CASE("readdir: names and d_type, 5000 entries, seekdir") {
+    TEST_CASE("readdir: names and d_type, 5000 entries, seekdir" * doctest::timeout(120)) {
         Mount m;
         make_dir(m, "mix");
         make_file(m, "mix/file");
@@ -272,7 +274,7 @@ TEST_SUITE("posix_namespace") {
         CHECK(::rmdir(m.mnt("big").c_str()) == 0);
     }
 
-    TEST_CASE("statfs matches the backing") {
+    TEST_CASE("statfs matches the backing" * doctest::timeout(120)) {
         Mount m;
         struct statfs a {
         }, b{};
@@ -291,7 +293,7 @@ TEST_SUITE("posix_namespace") {
         CHECK(va.f_namemax == vb.f_namemax);
     }
 
-    TEST_CASE("control file .overcache") {
+    TEST_CASE("control file .overcache" * doctest::timeout(120)) {
         Mount m;
         if (!m.has_daemon()) {
             MESSAGE("stand-in mount: no control file");

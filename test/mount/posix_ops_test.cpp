@@ -58,7 +58,7 @@ void same_contents(const Mount& m, const std::string& rel) {
 
 TEST_SUITE("posix_ops") {
 
-    TEST_CASE("missing names: ENOENT, ENOTDIR") {
+    TEST_CASE("missing names: ENOENT, ENOTDIR" * doctest::timeout(120)) {
         Mount m;
         struct stat st {};
         SAME(::lstat(P("nope"), &st));
@@ -75,7 +75,7 @@ TEST_SUITE("posix_ops") {
         same_stat(m, "nope");
     }
 
-    TEST_CASE("create: O_EXCL, O_TRUNC, O_APPEND, mode") {
+    TEST_CASE("create: O_EXCL, O_TRUNC, O_APPEND, mode" * doctest::timeout(120)) {
         Mount m;
         ::umask(022);
         CHECK(SAME(::close(::open(P("a"), O_CREAT | O_EXCL | O_WRONLY, 0640))).ret == 0);
@@ -119,7 +119,7 @@ TEST_SUITE("posix_ops") {
         SAME(::lstat(P(longname), &st));
     }
 
-    TEST_CASE("read and write at offsets, holes, past EOF") {
+    TEST_CASE("read and write at offsets, holes, past EOF" * doctest::timeout(120)) {
         Mount m;
         FdPair f(m, "f", O_RDWR | O_CREAT, 0644);
         REQUIRE(f.ok());
@@ -155,7 +155,7 @@ TEST_SUITE("posix_ops") {
         SAME_FD(wo, ::read(fd, &c, 1));
     }
 
-    TEST_CASE("8 MiB writes and reads") {
+    TEST_CASE("8 MiB writes and reads" * doctest::timeout(120)) {
         Mount m;
         const std::string big = pattern(8 << 20, 7);
         {
@@ -173,7 +173,7 @@ TEST_SUITE("posix_ops") {
         same_contents(m, "big");
     }
 
-    TEST_CASE("truncate and ftruncate, up and down") {
+    TEST_CASE("truncate and ftruncate, up and down" * doctest::timeout(120)) {
         Mount m;
         const std::string data = pattern(100000, 3);
         write_all(m.mnt("f"), data);
@@ -208,7 +208,7 @@ TEST_SUITE("posix_ops") {
         SAME_FD(ro, ::ftruncate(fd, 1));
     }
 
-    TEST_CASE("chmod and chown") {
+    TEST_CASE("chmod and chown" * doctest::timeout(120)) {
         Mount m;
         write_all(m.mnt("f"), "x");
         write_all(m.twin("f"), "x");
@@ -238,7 +238,8 @@ TEST_SUITE("posix_ops") {
         SAME(::chmod(P("nope"), 0644));
     }
 
-    TEST_CASE("utimensat and futimens: explicit times, UTIME_NOW, UTIME_OMIT") {
+    TEST_CASE("utimensat and futimens: explicit times, UTIME_NOW, UTIME_OMIT" *
+              doctest::timeout(120)) {
         Mount m;
         write_all(m.mnt("f"), "x");
         write_all(m.twin("f"), "x");
@@ -283,7 +284,8 @@ TEST_SUITE("posix_ops") {
         SAME(::utimensat(AT_FDCWD, P("nope"), t, 0));
     }
 
-    TEST_CASE("chown(-1, -1) still updates ctime, as on Linux filesystems") {
+    TEST_CASE("chown(-1, -1) still updates ctime, as on Linux filesystems" *
+              doctest::timeout(120)) {
         // pjdfstest chown/00.t (its TODO 1054...1144): ext4 bumps ctime on a
         // chown that changes nothing; FUSE sends a SETATTR with no attribute
         // set, and the daemon must still touch the backing inode.
@@ -306,7 +308,7 @@ TEST_SUITE("posix_ops") {
         CHECK(mnt_moved == twin_moved);
     }
 
-    TEST_CASE("a write updates mtime and ctime; a read keeps the data") {
+    TEST_CASE("a write updates mtime and ctime; a read keeps the data" * doctest::timeout(120)) {
         Mount m;
         write_all(m.mnt("f"), "x");
         const timespec t[2] = {{1000000000, 0}, {1000000000, 0}};
@@ -320,7 +322,7 @@ TEST_SUITE("posix_ops") {
         CHECK(stat_diff(st, bk, kStatDefault | kMtime) == "");
     }
 
-    TEST_CASE("symlink and readlink") {
+    TEST_CASE("symlink and readlink" * doctest::timeout(120)) {
         Mount m;
         SAME(::symlink("target/does/not/exist", P("l")));
         same_stat(m, "l");
@@ -343,7 +345,7 @@ TEST_SUITE("posix_ops") {
         same_contents(m, "lf");
     }
 
-    TEST_CASE("mknod: FIFO, socket, char device, regular") {
+    TEST_CASE("mknod: FIFO, socket, char device, regular" * doctest::timeout(120)) {
         Mount m;
         SAME(::mknod(P("fifo"), S_IFIFO | 0644, 0));
         SAME(::mknod(P("sock"), S_IFSOCK | 0600, 0));
@@ -363,7 +365,7 @@ TEST_SUITE("posix_ops") {
         SAME_FD(f, ::read(fd, buf, sizeof buf));
     }
 
-    TEST_CASE("fallocate: default, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE") {
+    TEST_CASE("fallocate: default, KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE" * doctest::timeout(120)) {
         Mount m;
         FdPair f(m, "f", O_RDWR | O_CREAT, 0644);
         REQUIRE(f.ok());
@@ -389,7 +391,7 @@ TEST_SUITE("posix_ops") {
         SAME_FD(ro, ::fallocate(fd, 0, 0, 4096));
     }
 
-    TEST_CASE("lseek SEEK_DATA and SEEK_HOLE on a sparse file") {
+    TEST_CASE("lseek SEEK_DATA and SEEK_HOLE on a sparse file" * doctest::timeout(120)) {
         Mount m;
         FdPair f(m, "sparse", O_RDWR | O_CREAT, 0644);
         REQUIRE(f.ok());
@@ -408,7 +410,7 @@ TEST_SUITE("posix_ops") {
         SAME_FD(f, ::lseek(fd, -1, SEEK_DATA));
     }
 
-    TEST_CASE("copy_file_range within the mount") {
+    TEST_CASE("copy_file_range within the mount" * doctest::timeout(120)) {
         Mount m;
         const std::string data = pattern(3 << 20, 4);
         write_all(m.mnt("src"), data);
@@ -434,7 +436,7 @@ TEST_SUITE("posix_ops") {
         same_contents(m, "dst");
     }
 
-    TEST_CASE("mmap: read, MAP_SHARED write, msync, read back") {
+    TEST_CASE("mmap: read, MAP_SHARED write, msync, read back" * doctest::timeout(120)) {
         Mount m;
         const size_t len = 256 * 1024;
         const std::string data = pattern(len, 5);
@@ -469,7 +471,7 @@ TEST_SUITE("posix_ops") {
         CHECK(errno == EACCES);
     }
 
-    TEST_CASE("fsync, fdatasync, fsyncdir") {
+    TEST_CASE("fsync, fdatasync, fsyncdir" * doctest::timeout(120)) {
         Mount m;
         FdPair f(m, "f", O_RDWR | O_CREAT, 0644);
         REQUIRE(f.ok());

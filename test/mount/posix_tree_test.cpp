@@ -1,9 +1,13 @@
 // Mount test, memory bound: a 100,000-file tree on the backing is walked
 // through the mount (nftw + lstat, reading a sample), copied in part through
-// the mount, then the kernel drops its dentries and inodes
-// (drop_caches = 2), which sends FORGETs for everything it looked up. The
-// daemon's inode table must shrink back (the `inodes` line of the control
-// file) and its resident memory must not grow from one walk to the next.
+// the mount, then removed through the mount, four rounds over one daemon.
+// What overcache guarantees, whatever the kernel chooses to keep:
+// - its inode table never holds more than the objects looked up (+ root);
+// - removing a tree through the mount makes the kernel forget its inodes
+//   (an unlinked inode nothing holds is evicted), and the table then falls
+//   back to exactly the root;
+// - its resident memory does not grow from one round to the next.
+// The machine's caches are never dropped (other suites share it).
 //
 // OVERCACHE_TREE_FILES overrides the file count (default 100000).
 #include "fuse_mount.hpp"
@@ -17,10 +21,10 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
-#include <thread>
 #include <unistd.h>
 
 using namespace overcache::test;
@@ -69,12 +73,27 @@ Walk walk(const std::string& root) {
     return w;
 }
 
-void drop_caches() {
-    ::sync();
-    int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
-    REQUIRE(fd >= 0);
-    CHECK(::write(fd, "2", 1) == 1);
-    ::close(fd);
+// Removes everything below `root` (not root itself) through the mount.
+Walk* g_removed = nullptr;
+int remove_one(const char* path, const struct stat*, int type, struct FTW* ftw) {
+    if (ftw->level == 0)
+        return 0;
+    const int rc = type == FTW_DP ? ::rmdir(path) : ::unlink(path);
+    if (rc != 0) {
+        std::fprintf(stderr, "cannot remove %s: %s\n", path, std::strerror(errno));
+        ++g_removed->bad;
+    } else {
+        ++(type == FTW_DP ? g_removed->dirs : g_removed->files);
+    }
+    return 0;
+}
+
+Walk remove_tree(const std::string& root) {
+    Walk w;
+    g_removed = &w;
+    REQUIRE(::nftw(root.c_str(), remove_one, 32, FTW_PHYS | FTW_DEPTH) == 0);
+    g_removed = nullptr;
+    return w;
 }
 
 // The `inodes` line of the control file, or -1 when the daemon has none.
@@ -98,13 +117,14 @@ long control_inodes(const Mount& m) {
     return -1;
 }
 
-// Forgets arrive asynchronously after drop_caches; wait (bounded) until the
-// count falls to `limit`. Polling is the only option: nothing signals it.
-long wait_inodes_below(const Mount& m, long limit) {
+// Forgets reach the daemon after the unlink that caused them has returned,
+// and nothing announces them: read the count until it is the exact value
+// expected (never a guess at idleness), within a deadline.
+long wait_inodes(const Mount& m, long expect) {
     long n = control_inodes(m);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (n > limit && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (n > expect && std::chrono::steady_clock::now() < deadline) {
+        ::poll(nullptr, 0, 10);
         n = control_inodes(m);
     }
     return n;
@@ -112,7 +132,8 @@ long wait_inodes_below(const Mount& m, long limit) {
 
 } // namespace
 
-TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounded") {
+TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounded" *
+          doctest::timeout(900)) {
     const long total = std::strtol(
         std::getenv("OVERCACHE_TREE_FILES") ? std::getenv("OVERCACHE_TREE_FILES") : "100000",
         nullptr, 10);
@@ -120,6 +141,7 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
     // a busy disk takes minutes, and this test is about the daemon, not I/O.
     MountOptions opts;
     opts.options = "cache_size=64M";
+    opts.twin = false;
     if (::access("/dev/shm", W_OK) == 0)
         opts.tmp_base = "/dev/shm";
     Mount m(opts);
@@ -131,77 +153,106 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
     };
     // 100 top dirs x 10 subdirs x (total / 1000) files, made on the backing.
     const long per_dir = std::max(1L, total / 1000);
-    long made = 0;
-    for (int a = 0; a < 100; ++a) {
-        std::string da = m.backing("d" + std::to_string(a));
-        REQUIRE(::mkdir(da.c_str(), 0755) == 0);
-        for (int b = 0; b < 10; ++b) {
-            std::string rel_b = "d" + std::to_string(a) + "/s" + std::to_string(b);
-            REQUIRE(::mkdir(m.backing(rel_b).c_str(), 0755) == 0);
-            for (long c = 0; c < per_dir; ++c, ++made) {
-                std::string rel = rel_b + "/f" + std::to_string(c);
-                int fd = ::open(m.backing(rel).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-                if (fd < 0 ||
-                    ::write(fd, rel.data(), rel.size()) != static_cast<ssize_t>(rel.size()))
-                    FAIL("cannot create " << rel << ": " << std::strerror(errno));
-                ::close(fd);
+    auto make_tree = [&] {
+        long made = 0;
+        for (int a = 0; a < 100; ++a) {
+            std::string da = m.backing("d" + std::to_string(a));
+            REQUIRE(::mkdir(da.c_str(), 0755) == 0);
+            for (int b = 0; b < 10; ++b) {
+                std::string rel_b = "d" + std::to_string(a) + "/s" + std::to_string(b);
+                REQUIRE(::mkdir(m.backing(rel_b).c_str(), 0755) == 0);
+                for (long c = 0; c < per_dir; ++c, ++made) {
+                    std::string rel = rel_b + "/f" + std::to_string(c);
+                    int fd = ::open(m.backing(rel).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+                    if (fd < 0 ||
+                        ::write(fd, rel.data(), rel.size()) != static_cast<ssize_t>(rel.size()))
+                        FAIL("cannot create " << rel << ": " << std::strerror(errno));
+                    ::close(fd);
+                }
             }
         }
-    }
-    MESSAGE("made " << made << " files in " << m.backing() << " in " << elapsed() << " ms");
+        return made;
+    };
+    constexpr long kTreeDirs = 100 + 1000;
+    // A copy of part of the tree through the mount (creates + writes).
+    auto copy_part = [&] {
+        long copied = 0;
+        REQUIRE(::mkdir(m.mnt("copy").c_str(), 0755) == 0);
+        for (int a = 0; a < 10; ++a) {
+            for (int b = 0; b < 10; ++b) {
+                std::string from = "d" + std::to_string(a) + "/s" + std::to_string(b);
+                std::string to = "copy/" + std::to_string(a) + "-" + std::to_string(b);
+                REQUIRE(::mkdir(m.mnt(to).c_str(), 0755) == 0);
+                for (long c = 0; c < per_dir; c += 4) {
+                    std::string f = "/f" + std::to_string(c);
+                    write_all(m.mnt(to + f), read_all(m.mnt(from + f)));
+                    ++copied;
+                }
+            }
+        }
+        return copied;
+    };
+    constexpr long kCopyDirs = 1 + 100;
 
     const pid_t pid = m.daemon_pid();
     const long rss_start = pid > 0 ? rss_kib(pid) : -1;
     const long inodes_start = control_inodes(m);
+    const bool count_inodes = inodes_start >= 0;
+    if (!count_inodes)
+        MESSAGE("no `inodes` line in the control file (stand-in?): inode table not checked");
+    else
+        CHECK(inodes_start == 1);
 
-    Walk w1 = walk(m.mountpoint());
-    CHECK(w1.files == made);
-    CHECK(w1.dirs == 1 + 100 + 1000);
-    CHECK(w1.bad == 0);
-    const long rss_walk1 = pid > 0 ? rss_kib(pid) : -1;
-    const long inodes_walk1 = control_inodes(m);
-    MESSAGE("walked in " << elapsed() << " ms");
-
-    // A copy of part of the tree through the mount (creates + writes).
-    long copied = 0;
-    REQUIRE(::mkdir(m.mnt("copy").c_str(), 0755) == 0);
-    for (int a = 0; a < 10; ++a) {
-        for (int b = 0; b < 10; ++b) {
-            std::string from = "d" + std::to_string(a) + "/s" + std::to_string(b);
-            std::string to = "copy/" + std::to_string(a) + "-" + std::to_string(b);
-            REQUIRE(::mkdir(m.mnt(to).c_str(), 0755) == 0);
-            for (long c = 0; c < per_dir; c += 4) {
-                std::string f = "/f" + std::to_string(c);
-                write_all(m.mnt(to + f), read_all(m.mnt(from + f)));
-                ++copied;
-            }
-        }
-    }
-
-    MESSAGE("copied " << copied << " files at " << elapsed() << " ms");
-    drop_caches();
-    const long inodes_dropped = wait_inodes_below(m, 1000);
-    const long rss_dropped = pid > 0 ? rss_kib(pid) : -1;
-
-    // Rounds 2..4 repeat the walk + drop. Allocator slack may grow RSS once;
-    // a leak grows it every round, so compare the last two rounds.
-    long rss_round[5] = {0, rss_dropped, 0, 0, 0};
-    long inodes_end = inodes_dropped;
-    for (int round = 2; round <= 4; ++round) {
+    // Rounds 1..4 each make the tree, walk it, copy part of it and remove it
+    // all through the mount. Allocator slack may grow RSS once; a leak grows
+    // it every round, so the last two rounds are compared.
+    // The index (RocksDB) grows too, within its own budget (memtables, block
+    // cache): each round removes 100,000 files, and each removal writes a
+    // delete. The daemon reports that memory itself, so a leak is RSS growth
+    // the index does not account for.
+    auto index_kib = [&] {
+        return m.has_daemon() ? static_cast<long>(m.stat("index_memory_bytes") / 1024) : 0L;
+    };
+    long rss_round[5] = {rss_start, 0, 0, 0, 0};
+    long index_round[5] = {index_kib(), 0, 0, 0, 0};
+    long rss_walk1 = -1;
+    for (int round = 1; round <= 4; ++round) {
+        CAPTURE(round);
+        const long made = make_tree();
         Walk w = walk(m.mountpoint());
+        CHECK(w.files == made);
+        CHECK(w.dirs == 1 + kTreeDirs);
         CHECK(w.bad == 0);
-        CHECK(w.files == made + copied);
-        drop_caches();
-        inodes_end = wait_inodes_below(m, 1000);
+        if (round == 1)
+            rss_walk1 = pid > 0 ? rss_kib(pid) : -1;
+        const long copied = copy_part();
+        const long looked_up = made + kTreeDirs + copied + kCopyDirs;
+        if (count_inodes) {
+            // However many the kernel kept, never more than it looked up.
+            const long walked = control_inodes(m);
+            CHECK(walked >= 1);
+            CHECK(walked <= 1 + looked_up);
+            if (round == 1)
+                MESSAGE("inodes after walk + copy: " << walked << " of " << looked_up
+                                                     << " looked up (the kernel kept them)");
+        }
+        Walk removed = remove_tree(m.mountpoint());
+        CHECK(removed.bad == 0);
+        CHECK(removed.files == made + copied);
+        CHECK(removed.dirs == kTreeDirs + kCopyDirs);
+        // The kernel holds nothing below the root now.
+        if (count_inodes) {
+            const long left = wait_inodes(m, 1);
+            CHECK_MESSAGE(left == 1, "inodes left after removing the tree: " << left);
+        }
         rss_round[round] = pid > 0 ? rss_kib(pid) : -1;
+        index_round[round] = index_kib();
+        MESSAGE("round " << round << " done at " << elapsed() << " ms, VmRSS " << rss_round[round]
+                         << " KiB, index " << index_round[round] << " KiB");
     }
-    MESSAGE("rounds done at " << elapsed() << " ms");
-
     MESSAGE("daemon VmRSS KiB: start "
-            << rss_start << ", after walk " << rss_walk1 << ", after each drop " << rss_round[1]
+            << rss_start << ", after walk 1 " << rss_walk1 << ", after each round " << rss_round[1]
             << " " << rss_round[2] << " " << rss_round[3] << " " << rss_round[4]);
-    MESSAGE("inodes: start " << inodes_start << ", after walk " << inodes_walk1 << ", after drop "
-                             << inodes_dropped << ", end " << inodes_end);
     if (!m.has_daemon())
         return;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -209,17 +260,17 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
     // resident, so RSS says nothing here; LeakSanitizer checks leaks instead.
     MESSAGE("sanitizer build: RSS bounds not checked");
 #else
-    // No leak: a 100,000-lookup round adds at most 4 MiB (40 bytes a file).
-    CHECK(rss_round[4] - rss_round[3] <= 4 * 1024);
-    CHECK(rss_round[4] <= rss_round[1] + 32 * 1024);
+    // No leak: besides what the index accounts for, a round of 100,000
+    // lookups, creates and removals adds at most 8 MiB (80 bytes a file; an
+    // inode entry that is never freed costs more than that). The malloc
+    // arenas of the request threads still settle over the first rounds, by
+    // a few MiB a round, so the bound is not tighter.
+    auto unaccounted = [&](int from, int to) {
+        return (rss_round[to] - rss_round[from]) - (index_round[to] - index_round[from]);
+    };
+    CHECK(unaccounted(3, 4) <= 8 * 1024);
+    CHECK(unaccounted(1, 4) <= 32 * 1024);
     // A bound in absolute terms: under 1 KiB a looked-up file, plus 64 MiB.
-    CHECK(rss_walk1 - rss_start < made + 64 * 1024);
+    CHECK(rss_walk1 - rss_start < per_dir * 1000 + 64 * 1024);
 #endif
-    if (inodes_start < 0) {
-        MESSAGE("the control file has no `inodes` line: inode table size not checked");
-        return;
-    }
-    CHECK(inodes_walk1 > made / 2); // the walk did look everything up
-    CHECK(inodes_dropped < 1000);
-    CHECK(inodes_end < 1000);
 }

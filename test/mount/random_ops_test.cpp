@@ -399,7 +399,7 @@ std::string Runner::step(unsigned long i) {
 
 } // namespace
 
-TEST_CASE("random operations agree with a plain directory") {
+TEST_CASE("random operations agree with a plain directory" * doctest::timeout(300)) {
     Mount m;
     const unsigned long seed = env_or("OVERCACHE_RANDOM_SEED", std::random_device{}());
     const unsigned long ops = env_or("OVERCACHE_RANDOM_OPS", 15000);

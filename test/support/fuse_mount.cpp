@@ -118,6 +118,23 @@ int start_reaper(pid_t daemon, unsigned minor, const std::string& mnt) {
 
 } // namespace
 
+void reset_signals_in_child() noexcept {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < NSIG; ++sig)
+        ::sigaction(sig, &dfl, nullptr); // fails harmlessly for SIGKILL, SIGSTOP
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+void require_daemon() {
+    require_fuse();
+    if (standin_requested())
+        skip("this test needs the daemon, not the bind stand-in");
+}
+
 void require_fuse() {
     if (::geteuid() != 0)
         skip("mount tests need root");
@@ -174,36 +191,34 @@ long rss_kib(pid_t pid) {
     return -1;
 }
 
-Mount::Mount(MountOptions opts) : timeout_(opts.timeout) {
-    if (opts.root.empty()) {
-        tmp_.emplace("overcache-mnt", opts.tmp_base);
-        root_ = tmp_->path();
-    } else {
-        root_ = opts.root;
-    }
+Mount::Mount(MountOptions opts)
+    : opts_(std::move(opts)), tmp_("overcache-mnt", opts_.tmp_base), timeout_(opts_.timeout) {
+    const MountOptions& o = opts_;
     require_fuse();
-    const std::string base = real_path(root_);
-    // An existing directory is fine only when reusing a root.
-    auto make_dir = [&](const std::string& d) {
-        if (::mkdir(d.c_str(), 0755) != 0 && !(errno == EEXIST && !opts.root.empty()))
-            throw std::runtime_error("mkdir(" + d + "): " + std::strerror(errno));
-    };
+    const std::string base = real_path(tmp_.path());
     backing_ = base + "/backing";
     mnt_ = base + "/mnt";
-    for (const auto& d : {backing_, mnt_})
-        make_dir(d);
-    if (opts.twin) {
+    for (const auto& d : {backing_, mnt_}) {
+        if (::mkdir(d.c_str(), 0755) != 0)
+            throw std::runtime_error("mkdir(" + d + "): " + std::strerror(errno));
+    }
+    if (o.twin) {
         twin_ = base + "/twin";
-        make_dir(twin_);
+        if (::mkdir(twin_.c_str(), 0755) != 0)
+            throw std::runtime_error("mkdir(" + twin_ + "): " + std::strerror(errno));
     }
     standin_ = standin_requested();
-    if (standin_) {
-        if (::mount(backing_.c_str(), mnt_.c_str(), nullptr, MS_BIND, nullptr) != 0)
-            throw std::runtime_error("bind mount: " + std::string(std::strerror(errno)));
-        mounted_ = true;
+    start(o);
+}
+
+void Mount::start(const MountOptions& opts) {
+    if (!standin_) {
+        start_daemon(opts);
         return;
     }
-    start_daemon(opts);
+    if (::mount(backing_.c_str(), mnt_.c_str(), nullptr, MS_BIND, nullptr) != 0)
+        throw std::runtime_error("bind mount: " + std::string(std::strerror(errno)));
+    mounted_ = true;
 }
 
 void Mount::start_daemon(const MountOptions& opts) {
@@ -214,9 +229,9 @@ void Mount::start_daemon(const MountOptions& opts) {
     // is preallocated.
     std::string o = opts.options;
     if (o.find("cache=") == std::string::npos && o.find("cache_dev=") == std::string::npos) {
-        const std::string cache = root_ + "/cache";
-        ::mkdir(cache.c_str(), 0700);
-        o = "cache=" + cache +
+        cache_ = tmp_.path() + "/cache";
+        ::mkdir(cache_.c_str(), 0700);
+        o = "cache=" + cache_ +
             (o.find("cache_size=") == std::string::npos ? ",cache_size=256M" : "") +
             (o.empty() ? "" : "," + o);
     }
@@ -240,6 +255,7 @@ void Mount::start_daemon(const MountOptions& opts) {
         throw std::runtime_error("fork: " + std::string(std::strerror(errno)));
     }
     if (pid == 0) {
+        reset_signals_in_child();
         // The daemon must not outlive a test binary that crashed.
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (::getppid() != parent)
@@ -353,68 +369,102 @@ int Mount::unmount() noexcept {
     // can keep it (or us) blocked, then kill it.
     std::fprintf(stderr, "overcache pid %d did not exit after unmount; aborting\n",
                  static_cast<int>(pid_));
-    if (fuse_minor_ != 0) {
-        std::string abort_path =
-            "/sys/fs/fuse/connections/" + std::to_string(fuse_minor_) + "/abort";
-        int fd = ::open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            (void)!::write(fd, "1", 1);
-            ::close(fd);
-        }
-    }
+    abort_connection();
     ::kill(pid_, SIGKILL);
     if (!wait_child(std::chrono::milliseconds(5000), status))
         std::fprintf(stderr, "overcache pid %d survived SIGKILL\n", static_cast<int>(pid_));
     return status;
 }
 
-int Mount::kill9() noexcept {
-    if (standin_)
-        return unmount();
-    int status = 0;
-    if (pid_ > 0) {
-        ::kill(pid_, SIGKILL);
-        if (!wait_child(timeout_, status))
-            std::fprintf(stderr, "overcache pid %d survived SIGKILL\n", static_cast<int>(pid_));
-    } else {
-        status = exit_status_;
+void Mount::abort_connection() noexcept {
+    if (fuse_minor_ == 0)
+        return;
+    const std::string abort_path =
+        "/sys/fs/fuse/connections/" + std::to_string(fuse_minor_) + "/abort";
+    int fd = ::open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!::write(fd, "1", 1);
+        ::close(fd);
     }
-    if (fuse_minor_ != 0) {
-        const std::string abort_path =
-            "/sys/fs/fuse/connections/" + std::to_string(fuse_minor_) + "/abort";
-        int fd = ::open(abort_path.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            (void)!::write(fd, "1", 1);
-            ::close(fd);
-        }
-    }
-    if (mounted_ || is_mountpoint(mnt_))
-        ::umount2(mnt_.c_str(), MNT_DETACH);
-    mounted_ = false;
-    // The reaper's work is done: it must not kill a reused pid later.
+}
+
+void Mount::end_reaper() noexcept {
     if (reaper_fd_ >= 0) {
         (void)!::write(reaper_fd_, "done", 4);
         ::close(reaper_fd_);
         reaper_fd_ = -1;
     }
-    return status;
 }
 
-Mount::~Mount() {
-    unmount();
-    const int status = exit_status_;
+void Mount::check_exit() const {
     // A daemon that crashed (even while shutting down) fails the test; a
     // SIGKILL/SIGTERM is what some tests do to it on purpose.
+    const int status = exit_status_;
     if (WIFSIGNALED(status)) {
         const int sig = WTERMSIG(status);
         if (sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE)
             FAIL_CHECK("overcache on " << mnt_ << " crashed with signal " << sig << " ("
                                        << std::string(::strsignal(sig)) << ")");
     }
-    if (reaper_fd_ >= 0) {
-        (void)!::write(reaper_fd_, "done", 4);
-        ::close(reaper_fd_);
+}
+
+void Mount::remount() {
+    unmount();
+    check_exit();
+    end_reaper();
+    exit_status_ = 0;
+    fuse_minor_ = 0;
+    start(opts_);
+}
+
+void Mount::kill9() {
+    REQUIRE_MESSAGE(pid_ > 0, "kill9: no daemon");
+    REQUIRE(::kill(pid_, SIGKILL) == 0);
+    int status = 0;
+    REQUIRE_MESSAGE(wait_child(timeout_, status), "overcache survived SIGKILL");
+    // The kernel still has the mount, with nobody answering: fail whatever
+    // is pending and take it down.
+    abort_connection();
+    ::umount2(mnt_.c_str(), MNT_DETACH);
+    mounted_ = false;
+}
+
+std::map<std::string, std::string> Mount::stats() const {
+    std::map<std::string, std::string> m;
+    if (standin_)
+        return m;
+    std::ifstream in(mnt_ + "/.overcache");
+    std::string k, v;
+    while (in >> k >> v)
+        m[k] = v;
+    return m;
+}
+
+std::uint64_t Mount::stat(const std::string& key) const {
+    const auto m = stats();
+    const auto it = m.find(key);
+    REQUIRE_MESSAGE(it != m.end(), "no " << key << " in " << mnt_ << "/.overcache");
+    return std::stoull(it->second);
+}
+
+void Mount::wait_fills() const {
+    // fills_pending is raised before a read is answered and lowered after the
+    // fill is counted, so 0 here is exact: no later fill from earlier reads.
+    // Nothing announces it, so the control file is read again until then.
+    const auto deadline = Clock::now() + timeout_;
+    std::uint64_t pending = stat("fills_pending");
+    while (pending != 0 && Clock::now() < deadline) {
+        ::poll(nullptr, 0, 5);
+        pending = stat("fills_pending");
     }
+    REQUIRE_MESSAGE(pending == 0,
+                    pending << " fills still pending after " << timeout_.count() << " ms");
+}
+
+Mount::~Mount() {
+    unmount();
+    check_exit();
+    end_reaper();
     if (is_mountpoint(mnt_))
         ::umount2(mnt_.c_str(), MNT_DETACH);
 }

@@ -8,6 +8,11 @@
 // lazy umount if busy, abort the FUSE connection and SIGKILL the daemon if it
 // does not exit in time. Nothing here waits without a deadline.
 //
+// The same tree can be mounted again (`remount()`, after an unmount or a
+// `kill9()`), so a test can check what the cache keeps across daemons. Stats
+// come from MOUNT/.overcache (`stats()`, `stat()`); `wait_fills()` waits on
+// the exact `fills_pending` count, never on counters standing still.
+//
 // Stand-in: with OVERCACHE_TEST_STANDIN=bind the "mount" is a bind mount of
 // the backing, so the tests can be run (and checked themselves) without the
 // daemon; tests that need the daemon call `require_daemon()`.
@@ -16,7 +21,8 @@
 #include "tmp_dir.hpp"
 
 #include <chrono>
-#include <optional>
+#include <cstdint>
+#include <map>
 #include <string>
 #include <sys/types.h>
 
@@ -25,6 +31,16 @@ namespace overcache::test {
 // Exits the test binary with 77 (meson: SKIP) when FUSE mounts cannot work
 // here: not root, or /dev/fuse cannot be opened, or OVERCACHE_BIN unset.
 void require_fuse();
+
+// Like require_fuse(), and also skips (77) under the bind stand-in: for tests
+// about the daemon itself (its cache, its stats).
+void require_daemon();
+
+// For a child between fork() and exec(): every signal back to its default
+// action and none blocked, so a daemon started by a test behaves the same
+// whatever the runner ignores or blocks (nohup, `trap "" HUP`). Only
+// async-signal-safe calls.
+void reset_signals_in_child() noexcept;
 
 struct MountOptions {
     // Appended to the -o list after the test defaults (comma separated). The
@@ -40,11 +56,6 @@ struct MountOptions {
     // Where the temporary directory goes (default $TMPDIR or /tmp); e.g.
     // /dev/shm for a test that makes a huge tree and is not about the disk.
     std::string tmp_base;
-    // Use this existing directory as the root (backing, mnt, twin and the
-    // default cache directory inside it, made if missing) instead of a new
-    // temporary one; it is left in place when the Mount dies. Lets a test
-    // mount the same backing and cache again, e.g. after kill9().
-    std::string root;
 };
 
 class Mount {
@@ -55,7 +66,7 @@ public:
     Mount& operator=(const Mount&) = delete;
     ~Mount();
 
-    const std::string& root() const noexcept { return root_; }
+    const std::string& root() const noexcept { return tmp_.path(); }
     const std::string& backing() const noexcept { return backing_; }
     const std::string& mountpoint() const noexcept { return mnt_; }
     const std::string& twin() const noexcept { return twin_; }
@@ -69,24 +80,42 @@ public:
     // False on the stand-in: no control file, no daemon memory to watch.
     bool has_daemon() const noexcept { return !standin_; }
 
+    // The cache directory the test defaults put in the temporary directory
+    // (empty when the options named cache= or cache_dev=).
+    const std::string& cache_dir() const noexcept { return cache_; }
+
     // Unmounts now and waits for the daemon to exit; returns its wait status
     // (or 0 for the stand-in). Idempotent; the destructor calls it.
     int unmount() noexcept;
     bool mounted() const noexcept { return mounted_; }
+    // Unmounts if mounted, then starts a new daemon over the same backing,
+    // mountpoint and cache, with the same options. A daemon that crashed
+    // fails the test (as in the destructor).
+    void remount();
+    // kill -9 of the daemon, then takes the dead mount down (abort the
+    // connection, lazy unmount). remount() may follow.
+    void kill9();
 
-    // kill -9 of the daemon: SIGKILL, reap it (with a deadline), abort the
-    // FUSE connection (requests in flight fail with ENOTCONN) and detach the
-    // dead mount. Returns the daemon's wait status (0 for the stand-in, which
-    // is just unmounted). Idempotent.
-    int kill9() noexcept;
+    // MOUNT/.overcache as key -> value (empty on the stand-in).
+    std::map<std::string, std::string> stats() const;
+    // One value of it; fails the test when the key is missing.
+    std::uint64_t stat(const std::string& key) const;
+    // Waits until `fills_pending` is 0: every fill queued by the reads that
+    // have returned so far has been written (or refused) and counted. Fails
+    // the test past the mount's timeout.
+    void wait_fills() const;
 
 private:
+    void start(const MountOptions& opts); // the daemon, or the stand-in's bind mount
     void start_daemon(const MountOptions& opts);
-    bool wait_mounted(std::chrono::milliseconds timeout);
     bool wait_child(std::chrono::milliseconds timeout, int& status) noexcept;
+    void abort_connection() noexcept;
+    void end_reaper() noexcept;
+    void check_exit() const;
 
-    std::optional<TmpDir> tmp_; // absent when MountOptions::root was given
-    std::string root_;
+    MountOptions opts_;
+    std::string cache_;
+    TmpDir tmp_;
     std::string backing_, mnt_, twin_;
     pid_t pid_ = -1;
     bool standin_ = false;

@@ -2,6 +2,7 @@
 // bypass, checksums, overwrite splitting, write/fill races, coherency,
 // reclaim and persistence. The FUSE adapter is not involved: the tests call
 // open/read/wrote as it would.
+#include "cache_fixture.hpp"
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/extent_index.hpp"
 #include "overcache/cache/factory.hpp"
@@ -9,9 +10,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <doctest/doctest.h>
@@ -150,20 +148,9 @@ struct Handle {
 
 TEST_SUITE("cache") {
     TEST_CASE("ExtentIndex: lookup, overlap, splitting and punching" * doctest::timeout(30)) {
-        test::TmpDir tmp;
-        store::DeviceConfig dc;
-        dc.dir = tmp / "cache";
-        dc.cache_size = 4 * MiB;
-        dc.bucket_size = 256 * KiB;
-        dc.backing = {"/b", 1, 1};
-        auto dev = store::open_cache_device(dc);
-        REQUIRE(dev);
-        store::Allocator alloc((*dev)->meta(),
-                               static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
-                               dc.bucket_size, 1);
-        alloc.finish_load();
-        store::WritePoint wp("test", false);
-        ExtentIndex ix(**dev, alloc);
+        test::IndexFixture fx(4 * MiB);
+        ExtentIndex& ix = fx.ix();
+        store::WritePoint& wp = fx.wp;
         const auto a = random_bytes(100, 1), b = random_bytes(30, 2);
         REQUIRE(*ix.insert(wp, 7, 0, a.data(), 100));
         REQUIRE(*ix.insert(wp, 8, 0, b.data(), 30)); // another file is not touched
@@ -215,20 +202,9 @@ TEST_SUITE("cache") {
     }
 
     TEST_CASE("ExtentIndex: splits keep every block's checksum valid" * doctest::timeout(60)) {
-        test::TmpDir tmp;
-        store::DeviceConfig dc;
-        dc.dir = tmp / "cache";
-        dc.cache_size = 64 * MiB;
-        dc.bucket_size = 256 * KiB;
-        dc.backing = {"/b", 1, 1};
-        auto dev = store::open_cache_device(dc);
-        REQUIRE(dev);
-        store::Allocator alloc((*dev)->meta(),
-                               static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
-                               dc.bucket_size, 1);
-        alloc.finish_load();
-        store::WritePoint wp("test", false);
-        ExtentIndex ix(**dev, alloc);
+        test::IndexFixture fx(64 * MiB);
+        ExtentIndex& ix = fx.ix();
+        store::WritePoint& wp = fx.wp;
         constexpr std::uint64_t kSize = 512 * KiB;
         std::string model = random_bytes(kSize, 30);
         std::vector<bool> cached(kSize, true);
@@ -280,30 +256,19 @@ TEST_SUITE("cache") {
 
     TEST_CASE("ExtentIndex: a split whose edge block is corrupt drops that side" *
               doctest::timeout(30)) {
-        test::TmpDir tmp;
-        store::DeviceConfig dc;
-        dc.dir = tmp / "cache";
-        dc.cache_size = 4 * MiB;
-        dc.bucket_size = 256 * KiB;
-        dc.backing = {"/b", 1, 1};
-        auto dev = store::open_cache_device(dc);
-        REQUIRE(dev);
-        store::Allocator alloc((*dev)->meta(),
-                               static_cast<std::uint32_t>((*dev)->superblock().bucket_count),
-                               dc.bucket_size, 1);
-        alloc.finish_load();
-        store::WritePoint wp("test", false);
-        ExtentIndex ix(**dev, alloc);
+        test::IndexFixture fx(4 * MiB);
+        ExtentIndex& ix = fx.ix();
+        store::WritePoint& wp = fx.wp;
         const auto data = random_bytes(64 * KiB, 40);
         REQUIRE(*ix.insert(wp, 2, 0, data.data(), 64 * KiB));
         auto ps = ix.lookup(2, 0, 64 * KiB);
         REQUIRE(ps->size() == 1);
         const auto p = ps->front();
         const std::string junk(4 * KiB, 'X');
-        const int raw = ::open((*dev)->data_path().c_str(), O_WRONLY);
+        const int raw = ::open(fx.dev->data_path().c_str(), O_WRONLY);
         REQUIRE(raw >= 0);
         REQUIRE(::pwrite(raw, junk.data(), junk.size(),
-                         static_cast<off_t>((*dev)->device_offset(p.v.bucket, p.v.bucket_off) +
+                         static_cast<off_t>(fx.dev->device_offset(p.v.bucket, p.v.bucket_off) +
                                             3 * 4 * KiB)) == 4 * 1024);
         ::close(raw);
         // Blocks other than the corrupt one still read.
@@ -368,14 +333,48 @@ TEST_SUITE("cache") {
             CHECK(h2.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
         CHECK(fx.stat("cache_hits") == 4);
         CHECK(fx.stat("cache_bypass_misses") == 24);
-        // A bypassed read that is in the cache is a bypass hit.
-        Handle h3(*fx.dp, fx.path("f"), O_RDONLY);
-        for (std::uint64_t off = 0; off < 512 * KiB; off += 64 * KiB)
-            h3.read(*fx.dp, off % (256 * KiB), 64 * KiB); // seeks back: no stream
-        std::string seq;
-        for (std::uint64_t off = 0; off < 320 * KiB; off += 64 * KiB)
-            seq = h2.read(*fx.dp, off, 64 * KiB);
-        (void)seq;
+        // Bypassed reads never fill: only the 4 chunks read before the
+        // cutoff were filled, by either stream.
+        fx.ctl().drain_fills();
+        CHECK(fx.stat("fills") == 4);
+        CHECK(fx.stat("cache_used_bytes") == 256 * KiB);
+    }
+
+    TEST_CASE("a bypassed read of cached data is a bypass hit, served from the cache" *
+              doctest::timeout(30)) {
+        Fx fx;
+        fx.cp.sequential_cutoff = 256 * KiB;
+        fx.start();
+        const auto data = random_bytes(1 * MiB, 16);
+        write_file(fx.path("f"), data);
+        {
+            // One read an open, so no open makes a stream: everything filled.
+            for (std::uint64_t off = 0; off < MiB; off += 64 * KiB) {
+                Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+                CHECK(h.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
+            }
+            CHECK(fx.stat("cache_misses") == 16);
+            CHECK(fx.stat("cache_bypass_misses") == 0);
+            fx.ctl().drain_fills();
+            REQUIRE(fx.stat("fills") == 16);
+        }
+        // One stream over all of it: 4 reads up to the cutoff are hits, the 12
+        // past it bypass, and find their data in the cache.
+        const auto used = fx.stat("cache_used_bytes");
+        Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+        for (std::uint64_t off = 0; off < MiB; off += 64 * KiB)
+            CHECK(h.read(*fx.dp, off, 64 * KiB) == data.substr(off, 64 * KiB));
+        CHECK(fx.stat("cache_hits") == 4);
+        CHECK(fx.stat("cache_bypass_hits") == 12);
+        CHECK(fx.stat("cache_bypass_misses") == 0);
+        CHECK(fx.stat("cache_misses") == 16); // none added
+        CHECK(fx.stat("cache_hit_bytes") == 1 * MiB);
+        CHECK(fx.stat("cache_read_errors") == 0);
+        // Nothing was filled or queued, and the cache did not grow.
+        CHECK(fx.stat("fills_pending") == 0);
+        fx.ctl().drain_fills();
+        CHECK(fx.stat("fills") == 16);
+        CHECK(fx.stat("cache_used_bytes") == used);
     }
 
     TEST_CASE("corrupt cache bytes read as a miss, counted, and the data is right" *
@@ -647,47 +646,4 @@ TEST_SUITE("cache") {
         CHECK(escape_path("//srv//x/") == "srv-x");
         CHECK(default_cache_dir("/mnt/x").ends_with("/overcache/mnt-x"));
     }
-}
-
-// Not a test: `OVERCACHE_BENCH=1 test_cache_path -tc='*micro-benchmark*'`
-// prints what a hit costs in-process (no FUSE), for the record.
-TEST_CASE("hit path micro-benchmark" * doctest::timeout(120)) {
-    if (std::getenv("OVERCACHE_BENCH") == nullptr)
-        return;
-    Fx fx;
-    fx.dc.cache_size = 128 * MiB;
-    fx.dc.bucket_size = 1 * MiB;
-    fx.cp.fill_size = 256 * KiB;
-    fx.start();
-    constexpr std::uint64_t kSize = 64 * MiB;
-    const auto data = random_bytes(kSize, 50);
-    write_file(fx.path("f"), data);
-    Handle h(*fx.dp, fx.path("f"), O_RDONLY);
-    for (std::uint64_t off = 0; off < kSize; off += 256 * KiB)
-        h.read(*fx.dp, off, 256 * KiB);
-    fx.ctl().drain_fills();
-    auto& of = *h.out.file;
-    std::string buf(256 * KiB, '\0');
-    auto time_it = [&](const char* what, int n, std::uint64_t len, bool random) {
-        std::mt19937_64 rng(1);
-        const auto hits0 = fx.stat("cache_hits");
-        const auto t0 = std::chrono::steady_clock::now();
-        std::uint64_t off = 0;
-        for (int i = 0; i < n; ++i) {
-            off = random ? (rng() % (kSize / len)) * len : (off + len) % kSize;
-            auto r = fx.dp->read(of, buf.data(), len, static_cast<off_t>(off));
-            REQUIRE(r);
-        }
-        const auto dt =
-            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-                .count();
-        CHECK(fx.stat("cache_hits") - hits0 == static_cast<std::uint64_t>(n));
-        std::printf("%-28s %8.2f us/read  %8.0f MiB/s\n", what, dt / n,
-                    static_cast<double>(len) * n / dt * 1e6 / MiB);
-    };
-    time_it("random 4 KiB hits",
-            std::getenv("OVERCACHE_BENCH_N") ? std::atoi(std::getenv("OVERCACHE_BENCH_N")) : 200000,
-            4 * KiB, true);
-    time_it("sequential 128 KiB hits", 20000, 128 * KiB, false);
-    time_it("sequential 256 KiB hits", 10000, 256 * KiB, false);
 }

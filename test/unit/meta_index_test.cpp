@@ -1,14 +1,14 @@
 // The index: key order, value layouts, batches, cursors, persistence, and
-// the start-up cost of a large index.
+// what opening a large index reads (counted, not timed).
 #include "overcache/meta/key_codec.hpp"
 #include "overcache/meta/meta_store.hpp"
 #include "tmp_dir.hpp"
 
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <doctest/doctest.h>
 #include <random>
+#include <rocksdb/perf_context.h>
+#include <rocksdb/perf_level.h>
 
 using namespace overcache;
 using namespace overcache::meta;
@@ -141,9 +141,14 @@ TEST_SUITE("meta") {
         CHECK((*ms)->get(Cf::extents, extent_key(3, 500))->has_value());
     }
 
-    TEST_CASE("an index of 1,000,000 extents opens quickly" * doctest::timeout(120)) {
-        // No timing assertion: the time is printed for the record (issue #3 asks
-        // for under 2 s); start-up does not read extents at all.
+    TEST_CASE("opening an index of 1,000,000 extents reads almost none of them" *
+              doctest::timeout(120)) {
+        // Start-up must not read the extents (issue #3: a large cache mounts
+        // in well under 2 s). Time depends on the machine, so the test counts
+        // instead: RocksDB's per-thread perf context counts the blocks read
+        // from disk. Opening and one lookup read a handful of index, filter
+        // and data blocks; a scan of the extents reads thousands, which shows
+        // the counter works here.
         test::TmpDir tmp;
         const std::string dir = tmp / "index";
         StoreOptions o;
@@ -162,14 +167,27 @@ TEST_SUITE("meta") {
             REQUIRE((*ms)->flush());
         }
         o.create_if_missing = false;
-        const auto t0 = std::chrono::steady_clock::now();
+        rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+        rocksdb::PerfContext& perf = *rocksdb::get_perf_context();
+        perf.Reset();
         auto ms = MetaStore::open(dir, o);
         REQUIRE(ms);
         CHECK((*ms)->get(Cf::extents, extent_key(500, 500 * 65536))->has_value());
-        const auto ms_open = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::steady_clock::now() - t0)
-                                 .count();
-        std::printf("index of 1000000 extents: open + first lookup in %lld ms\n",
-                    static_cast<long long>(ms_open));
+        const std::uint64_t open_blocks = perf.block_read_count;
+
+        perf.Reset();
+        auto c = (*ms)->cursor(Cf::extents);
+        std::uint64_t n = 0;
+        for (c.seek_to_first(); c.valid(); c.next())
+            ++n;
+        REQUIRE(c.status());
+        const std::uint64_t scan_blocks = perf.block_read_count;
+        rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+
+        MESSAGE("blocks read: open + one lookup " << open_blocks << ", a scan of the extents "
+                                                  << scan_blocks);
+        CHECK(n == 1000000);
+        CHECK(scan_blocks >= 1000);
+        CHECK(open_blocks * 100 < scan_blocks);
     }
 }
