@@ -44,8 +44,11 @@ std::int64_t ns(const struct timespec& t) {
 }
 
 meta::FileRecord record_of(FileId id, const struct stat& st) {
-    return meta::FileRecord{id, static_cast<std::uint64_t>(st.st_size), ns(st.st_mtim),
-                            ns(st.st_ctim), static_cast<std::uint64_t>(st.st_ino)};
+    return meta::FileRecord{.file_id = id,
+                            .size = static_cast<std::uint64_t>(st.st_size),
+                            .mtime_ns = ns(st.st_mtim),
+                            .ctime_ns = ns(st.st_ctim),
+                            .ino = static_cast<std::uint64_t>(st.st_ino)};
 }
 
 bool same_file(const meta::FileRecord& r, const struct stat& st) {

@@ -43,12 +43,12 @@ std::vector<char>& range_scratch() {
 
 } // namespace
 
-std::uint32_t block_checksum(const char* data, std::size_t len) noexcept {
-    return static_cast<std::uint32_t>(XXH3_64bits(data, len));
+std::uint64_t block_checksum(const char* data, std::size_t len) noexcept {
+    return XXH3_64bits(data, len);
 }
 
 void checksum_blocks(std::uint64_t start, const char* data, std::uint64_t len,
-                     std::vector<std::uint32_t>& out) {
+                     std::vector<std::uint64_t>& out) {
     out.clear();
     const std::uint64_t end = start + len;
     for (std::uint64_t at = start; at < end;) {
@@ -147,7 +147,7 @@ Result<void> ExtentIndex::carve(meta::Batch& b, meta::FileId file, std::uint64_t
     // [bs, be) that stays, after the whole edge block verified.
     auto edge_checksum = [this](const Piece& p, std::uint64_t bs, std::uint64_t be,
                                 std::uint64_t keep_from,
-                                std::uint64_t keep_to) -> std::optional<std::uint32_t> {
+                                std::uint64_t keep_to) -> std::optional<std::uint64_t> {
         auto& buf = scratch();
         buf.resize(be - bs);
         if (read_range(p, bs, be, buf.data()) != PieceRead::ok)

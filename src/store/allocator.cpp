@@ -75,7 +75,10 @@ std::optional<Allocation> Allocator::alloc(std::uint32_t len) {
     used_bytes_ += len;
     const std::uint64_t t = tick_.fetch_add(1, std::memory_order_relaxed);
     last_use_[b].store(t, std::memory_order_relaxed);
-    a.record = meta::BucketRecord{a.gen, meta::BucketState::open, slots_[b].fill, t};
+    a.record = meta::BucketRecord{.gen = a.gen,
+                                  .state = meta::BucketState::open,
+                                  .fill_bytes = slots_[b].fill,
+                                  .last_use = t};
     return a;
 }
 
@@ -121,8 +124,10 @@ meta::BucketRecord Allocator::invalidate(std::uint32_t bucket) {
     slots_[bucket].fill = 0;
     // Not on the free list until release(): its record must be written first.
     slots_[bucket].state = meta::BucketState::open;
-    return meta::BucketRecord{g, meta::BucketState::free, 0,
-                              last_use_[bucket].load(std::memory_order_relaxed)};
+    return meta::BucketRecord{.gen = g,
+                              .state = meta::BucketState::free,
+                              .fill_bytes = 0,
+                              .last_use = last_use_[bucket].load(std::memory_order_relaxed)};
 }
 
 void Allocator::release(const std::vector<std::uint32_t>& buckets) {
@@ -136,10 +141,11 @@ void Allocator::release(const std::vector<std::uint32_t>& buckets) {
 meta::BucketRecord Allocator::record(std::uint32_t bucket) const {
     std::lock_guard lk(mu_);
     const auto& s = slots_[bucket];
-    return meta::BucketRecord{gens_[bucket].load(std::memory_order_relaxed),
-                              s.state == meta::BucketState::free ? meta::BucketState::free
-                                                                 : meta::BucketState::full,
-                              s.fill, last_use_[bucket].load(std::memory_order_relaxed)};
+    return meta::BucketRecord{.gen = gens_[bucket].load(std::memory_order_relaxed),
+                              .state = s.state == meta::BucketState::free ? meta::BucketState::free
+                                                                          : meta::BucketState::full,
+                              .fill_bytes = s.fill,
+                              .last_use = last_use_[bucket].load(std::memory_order_relaxed)};
 }
 
 std::size_t Allocator::free_count() const {

@@ -24,11 +24,11 @@ struct Piece {
 enum class PieceRead { ok, stale, bad_checksum, io_error };
 
 // The checksum of one block (or the part of an edge block an extent holds):
-// the low 32 bits of XXH3-64.
-std::uint32_t block_checksum(const char* data, std::size_t len) noexcept;
+// XXH3-64.
+std::uint64_t block_checksum(const char* data, std::size_t len) noexcept;
 // The per-block checksums of `len` bytes that sit at file offset `start`.
 void checksum_blocks(std::uint64_t start, const char* data, std::uint64_t len,
-                     std::vector<std::uint32_t>& out);
+                     std::vector<std::uint64_t>& out);
 
 class ExtentIndex {
 public:

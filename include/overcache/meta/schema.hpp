@@ -1,7 +1,8 @@
 // The index's data model: column families and the value records stored in
-// them. Keys are built by key_codec.hpp; values here are fixed-layout
-// big-endian records with a leading layout byte so a later format can add
-// fields. Nothing in this header knows RocksDB.
+// them. Keys are built by key_codec.hpp; values here are big-endian records
+// with a leading layout byte so a later format can add fields: fixed-width
+// fields first, then length-prefixed strings. Nothing in this header knows
+// RocksDB.
 #pragma once
 
 #include <array>
@@ -15,28 +16,54 @@ namespace overcache::meta {
 
 // One column family a kind of record. The names are on disk: never rename.
 enum class Cf : std::uint8_t {
-    meta,    // settings: "superblock", "next_file_id"
-    files,   // backing identity -> FileRecord
-    extents, // (FileId, end offset) -> ExtentValue
-    buckets, // bucket index -> BucketRecord
+    meta,     // settings: "superblock", "next_file_id"
+    files,    // backing identity -> FileRecord
+    extents,  // (FileId, end offset) -> ExtentValue
+    buckets,  // bucket index -> BucketRecord
+    file_ids, // FileId -> FileKey: from an extent or a dirty entry back to its file
+    dirty,    // (FileId, offset) -> length: dirty ranges in writeback order (empty until writeback)
 };
-inline constexpr std::array<Cf, 4> kAllCfs{Cf::meta, Cf::files, Cf::extents, Cf::buckets};
+inline constexpr std::array<Cf, 6> kAllCfs{Cf::meta,    Cf::files,    Cf::extents,
+                                           Cf::buckets, Cf::file_ids, Cf::dirty};
 const char* cf_name(Cf cf) noexcept;
 
 using FileId = std::uint64_t;
 
+// FileRecord::flags
+// The kernel may hold pages of the file from before a backing change the
+// cache detected outside an open: the next open must not keep them.
+inline constexpr std::uint32_t kFileKernelPagesStale = 1u << 0;
+// cache_size/cache_mtime_ns are ahead of the backing (dirty data, writeback).
+inline constexpr std::uint32_t kFileAhead = 1u << 1;
+
 // What the cache believed about a backing file when it cached its data.
-// Any difference from the backing's fstat at open drops the cached data (by
-// giving the file a new FileId).
+// Any difference from the backing's fstat at open (or before a change made
+// through the mount) drops the file's extents and bumps `epoch`; the FileId
+// stays, so per-file settings and (later) dirty data keep their key.
 struct FileRecord {
     FileId file_id = 0;
+    std::uint64_t epoch = 0; // bumped every time the cached data is dropped
+    // The backing's attributes as of the last check or our own change.
     std::uint64_t size = 0;
     std::int64_t mtime_ns = 0;
     std::int64_t ctime_ns = 0;
     std::uint64_t ino = 0;
+    // The cache's own view while it is ahead of the backing (kFileAhead).
+    std::uint64_t cache_size = 0;
+    std::int64_t cache_mtime_ns = 0;
+    std::uint32_t flags = 0;
+    // How to reopen the backing file after a restart: a name_to_handle_at()
+    // handle (handle_type be32, then the f_handle bytes) where the backing
+    // supports it, and the path below the backing root as of the last open or
+    // rename through the mount.
+    std::string handle;
+    std::string path;
+    // Per-file settings (mode, pin, ...): opaque bytes owned by the control
+    // surface; empty means "inherit everything".
+    std::string settings;
 };
 
-inline constexpr std::uint32_t kExtentDirty = 1u << 0; // reserved for writeback
+inline constexpr std::uint32_t kExtentDirty = 1u << 0; // writeback: not on the backing yet
 
 // Extents are checksummed per block of the FILE's 4 KiB grid, so a hit
 // reads and verifies only the blocks it needs. 4 KiB is the page size, the
@@ -61,11 +88,11 @@ struct ExtentValue {
     std::uint32_t bucket_off = 0; // byte offset inside the bucket
     std::uint32_t len = 0;
     std::uint32_t flags = 0;
-    // One checksum (the low 32 bits of XXH3-64) per kCsumBlock grid block the
-    // extent touches, in file order; an edge block that the extent covers only
-    // in part has the checksum of the extent's bytes in it. 4 bytes per 4 KiB:
-    // 0.1% of the cached data. csum_block_count(start, len) entries.
-    std::vector<std::uint32_t> csums;
+    // One checksum (XXH3-64) per kCsumBlock grid block the extent touches, in
+    // file order; an edge block that the extent covers only in part has the
+    // checksum of the extent's bytes in it. 8 bytes per 4 KiB: 0.2% of the
+    // cached data. csum_block_count(start, len) entries.
+    std::vector<std::uint64_t> csums;
 };
 
 enum class BucketState : std::uint8_t { free = 0, open = 1, full = 2 };
@@ -73,12 +100,17 @@ enum class BucketState : std::uint8_t { free = 0, open = 1, full = 2 };
 struct BucketRecord {
     std::uint32_t gen = 0;
     BucketState state = BucketState::free;
-    std::uint32_t fill_bytes = 0; // bytes appended since the bucket was last freed
-    std::uint64_t last_use = 0;   // allocator tick of the last hit or fill (LRU)
+    std::uint32_t fill_bytes = 0;  // bytes appended since the bucket was last freed
+    std::uint32_t live_bytes = 0;  // bytes of current extents in it (moving GC ranks by it)
+    std::uint32_t dirty_bytes = 0; // of which dirty (writeback); GC never frees those
+    std::uint64_t last_use = 0;    // allocator tick of the last hit or fill (LRU)
 };
 
 // 2: per-block extent checksums (version 1 had one XXH3-64 an extent).
-inline constexpr std::uint32_t kFormatVersion = 2;
+// 3: stable FileIds with epochs, reopen handles/paths, 64-bit block
+//    checksums, live/dirty bytes per bucket, file_ids and dirty families.
+//    A version-2 cache holds only clean data: it is dropped with a log line.
+inline constexpr std::uint32_t kFormatVersion = 3;
 
 // The cache's identity, in Cf::meta under "superblock". The data device
 // carries a short header with the same uuid (store/cache_device.cpp), so an
@@ -106,8 +138,12 @@ std::optional<ExtentValue> decode_extent(std::string_view s);
 // grown): for the read path. false: damaged (out is then unspecified).
 bool decode_extent(std::string_view s, ExtentValue& out);
 std::optional<BucketRecord> decode_bucket(std::string_view s);
-// Superblock decoding distinguishes "not ours" from "a version we don't know".
-enum class SbDecode { ok, bad_magic, bad_version, truncated };
+// Superblock decoding distinguishes "not ours" from "a version we don't know"
+// and from "an older version we know" (1 .. kFormatVersion - 1, whose
+// superblock has the same layout): old_version fills `out` completely (with
+// the old version number), so the caller can check whose cache it was before
+// replacing it; bad_version sets only out.version.
+enum class SbDecode { ok, bad_magic, bad_version, truncated, old_version };
 SbDecode decode_superblock(std::string_view s, Superblock& out);
 
 inline constexpr std::string_view kSuperblockKey = "superblock";
