@@ -23,6 +23,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <optional>
 #include <random>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -147,29 +148,58 @@ bool same_backing(const meta::Superblock& sb, const BackingIdentity& b) {
            sb.backing_root_ino == b.root_ino;
 }
 
-// The superblock of the index at `index_dir` when it is of an older format
-// this code knows (and so may be replaced) and belongs to cfg's backing;
-// nullopt for anything else, which the full open and validate() judge.
-Result<std::optional<meta::Superblock>> older_format(const DeviceConfig& cfg,
-                                                     const std::string& index_dir) {
+std::string unknown_version(const DeviceConfig& cfg, std::uint32_t version) {
+    return "the cache at " + cfg.dir + " has an unknown format version " + std::to_string(version) +
+           " (this overcache reads version " + std::to_string(meta::kFormatVersion) +
+           " and older; a newer overcache made it, or it is damaged)";
+}
+
+// Whether an older format `sb` (SbDecode::old_version) may be replaced: only
+// when it is this backing's cache.
+Result<void> check_old_backing(const DeviceConfig& cfg, const meta::Superblock& sb) {
+    if (same_backing(sb, cfg.backing))
+        return {};
+    return fail(Errc::Foreign, "the cache at " + cfg.dir + " (format " +
+                                   std::to_string(sb.version) + ") belongs to another backing (" +
+                                   sb.backing_path + ", root inode " +
+                                   std::to_string(sb.backing_root_ino) + "), not " +
+                                   cfg.backing.path + reformat_hint(cfg));
+}
+
+// The index at `index_dir` did not open as format 3 (`why`). Returns the
+// superblock of an older format of this backing, which the caller replaces;
+// anything else is refused, as damaged or as a version we do not know.
+Result<meta::Superblock> other_format(const DeviceConfig& cfg, const std::string& index_dir,
+                                      const Error& why) {
+    auto damaged = [&] {
+        return fail(Errc::MetaCorrupt, "the cache at " + cfg.dir + " is damaged (" + why.message +
+                                           ")" + reformat_hint(cfg));
+    };
     auto v = meta::MetaStore::peek(index_dir, meta::Cf::meta, meta::kSuperblockKey);
     if (!v || !v->has_value())
-        return std::optional<meta::Superblock>{};
+        return damaged();
     meta::Superblock sb;
-    if (meta::decode_superblock(**v, sb) != meta::SbDecode::old_version)
-        return std::optional<meta::Superblock>{};
-    if (!same_backing(sb, cfg.backing))
-        return fail(Errc::Foreign, "the cache at " + cfg.dir + " (format " +
-                                       std::to_string(sb.version) +
-                                       ") belongs to another backing (" + sb.backing_path +
-                                       ", root inode " + std::to_string(sb.backing_root_ino) +
-                                       "), not " + cfg.backing.path + reformat_hint(cfg));
-    return std::optional<meta::Superblock>{std::move(sb)};
+    switch (meta::decode_superblock(**v, sb)) {
+    case meta::SbDecode::old_version:
+        if (auto r = check_old_backing(cfg, sb); !r)
+            return fail(r.error());
+        return sb;
+    case meta::SbDecode::bad_version:
+        return fail(Errc::Foreign, unknown_version(cfg, sb.version) + reformat_hint(cfg));
+    case meta::SbDecode::ok:
+    case meta::SbDecode::bad_magic:
+    case meta::SbDecode::truncated:
+        break;
+    }
+    return damaged();
 }
 
 // Checks an existing cache; returns the reason it cannot be used, or empty.
+// An older format of this backing sets `old` (its superblock) and returns
+// empty: the caller replaces it.
 Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
-                             meta::Superblock& sb, Errc& code) {
+                             meta::Superblock& sb, Errc& code,
+                             std::optional<meta::Superblock>& old) {
     auto v = ms.get(meta::Cf::meta, meta::kSuperblockKey);
     if (!v) {
         code = Errc::MetaCorrupt;
@@ -182,15 +212,14 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
     switch (meta::decode_superblock(**v, sb)) {
     case meta::SbDecode::ok:
         break;
-    case meta::SbDecode::old_version: // older_format() saw it first, unless peeking failed
-        code = Errc::Foreign;
-        return "the cache at " + cfg.dir + " has the older format " + std::to_string(sb.version);
+    case meta::SbDecode::old_version:
+        if (auto r = check_old_backing(cfg, sb); !r)
+            return fail(r.error());
+        old = sb;
+        return std::string{};
     case meta::SbDecode::bad_version:
         code = Errc::Foreign;
-        return "the cache at " + cfg.dir + " has an unknown format version " +
-               std::to_string(sb.version) + " (this overcache reads version " +
-               std::to_string(meta::kFormatVersion) +
-               " and older; a newer overcache made it, or it is damaged)";
+        return unknown_version(cfg, sb.version);
     case meta::SbDecode::bad_magic:
     case meta::SbDecode::truncated:
         code = Errc::MetaCorrupt;
@@ -363,41 +392,43 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_i
         return fail(r.error());
 
     bool must_format = cfg.reformat;
-    if (!must_format && had_index) {
-        // Look before opening: an index of an older format has other column
-        // families, and one of a newer format must be left as it is.
-        auto old = older_format(cfg, index_dir);
-        if (!old)
-            return fail(old.error());
-        if (*old) {
-            // Older formats hold clean data only: nothing is lost but hits.
-            // MetaStore::destroy below takes the index's LOCK, so a mount
-            // still using it is not pulled from under it.
-            log::warn("the cache at ", cfg.dir, " has format ", (*old)->version,
-                      ", which this overcache does not read: its cached data is dropped and a "
-                      "new format-",
-                      meta::kFormatVersion, " cache is started");
-            if (cfg.cache_size == 0 && S_ISREG(st.st_mode))
-                cfg.cache_size = (*old)->cache_size; // keep the size it was given
-            must_format = true;
-        }
-    }
+    std::optional<meta::Superblock> old; // an older format of this backing, to replace
     if (!must_format && had_index) {
         auto ms = meta::MetaStore::open(index_dir, cfg.store);
         if (!ms && ms.error().code == Errc::Sys) // e.g. the LOCK of a mount still running
             return fail(Errc::Sys, "cannot open the cache at " + cfg.dir + " (" +
                                        ms.error().message + "); is it in use by another mount?");
-        if (!ms)
-            return fail(Errc::MetaCorrupt, "the cache at " + cfg.dir + " is damaged (" +
-                                               ms.error().message + ")" + reformat_hint(cfg));
-        Errc code = Errc::MetaCorrupt;
-        auto why = validate(cfg, **ms, dev->data_.get(), dev->sb_, code);
-        if (!why)
-            return fail(why.error());
-        if (!why->empty())
-            return fail(code, *why + reformat_hint(cfg));
-        dev->meta_ = std::move(*ms);
-        return dev;
+        if (!ms) {
+            // Another format has other column families: its superblock says
+            // which format it is (read-only, nothing written).
+            auto o = other_format(cfg, index_dir, ms.error());
+            if (!o)
+                return fail(o.error());
+            old = std::move(*o);
+        } else {
+            Errc code = Errc::MetaCorrupt;
+            auto why = validate(cfg, **ms, dev->data_.get(), dev->sb_, code, old);
+            if (!why)
+                return fail(why.error());
+            if (!why->empty())
+                return fail(code, *why + reformat_hint(cfg));
+            if (!old) {
+                dev->meta_ = std::move(*ms);
+                return dev;
+            }
+        }
+    }
+    if (old) {
+        // Older formats hold clean data only: nothing is lost but hits.
+        // MetaStore::destroy below takes the index's LOCK, so a mount still
+        // using it is not pulled from under it.
+        log::warn("the cache at ", cfg.dir, " has format ", old->version,
+                  ", which this overcache does not read: its cached data is dropped and a new "
+                  "format-",
+                  meta::kFormatVersion, " cache is started");
+        if (cfg.cache_size == 0 && S_ISREG(st.st_mode))
+            cfg.cache_size = old->cache_size; // keep the size it was given
+        must_format = true;
     }
     if (!must_format) {
         // No index. Only an empty data file (or an all-zero device start) may be

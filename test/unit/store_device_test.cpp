@@ -338,13 +338,30 @@ TEST_SUITE("store") {
         }
         REQUIRE(meta::MetaStore::destroy(c.dir + "/index"));
         std::uint32_t version = 2;
+        bool four_families = true;
         SUBCASE("format 2") {
             version = 2;
         }
         SUBCASE("format 1") {
             version = 1;
         }
-        write_old_index(c.dir + "/index", old_sb, version);
+        SUBCASE("format 2 superblock in an index with all families") {
+            four_families = false;
+        }
+        if (four_families) {
+            write_old_index(c.dir + "/index", old_sb, version);
+        } else {
+            meta::StoreOptions so;
+            so.create_if_missing = true;
+            auto ms = meta::MetaStore::open(c.dir + "/index", so);
+            REQUIRE(ms);
+            auto sb = old_sb;
+            sb.version = version;
+            auto b = (*ms)->batch();
+            b.put(meta::Cf::meta, meta::kSuperblockKey, meta::encode(sb));
+            b.put(meta::Cf::extents, meta::extent_key(1, 4096), "old extent");
+            REQUIRE((*ms)->write(b, true));
+        }
         REQUIRE(
             meta::MetaStore::peek(c.dir + "/index", meta::Cf::extents, meta::extent_key(1, 4096))
                 ->has_value());

@@ -118,7 +118,9 @@ public:
     void set_extent_filter(ExtentIsCurrent is_current);
     // Compacts all of Cf::extents now, through the filter (GC, tests).
     Result<void> compact_extents();
-    // Extents the filter dropped, and undecodable ones it kept, since open.
+    // Extents the filter dropped since open, and how many times it met (and
+    // kept) a value that does not decode: a damaged extent counts once per
+    // compaction that rewrites it.
     std::uint64_t stale_extents_dropped() const;
     std::uint64_t undecodable_extents_kept() const;
 
