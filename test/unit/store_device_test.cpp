@@ -106,14 +106,18 @@ private:
 };
 
 // Writes an index the way the format-2 code left it: the families meta,
-// files, extents and buckets only, a superblock of `version` and one extent.
-void write_old_index(const std::string& dir, meta::Superblock sb, std::uint32_t version) {
+// files, extents and buckets only (`extra` adds one, as a later format
+// might), a superblock of `version` and one extent.
+void write_old_index(const std::string& dir, meta::Superblock sb, std::uint32_t version,
+                     const char* extra = nullptr) {
     rocksdb::DBOptions dbo;
     dbo.create_if_missing = true;
     dbo.create_missing_column_families = true;
     std::vector<rocksdb::ColumnFamilyDescriptor> descs;
     for (const char* n : {"default", "meta", "files", "extents", "buckets"})
         descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    if (extra != nullptr)
+        descs.emplace_back(extra, rocksdb::ColumnFamilyOptions());
     std::vector<rocksdb::ColumnFamilyHandle*> h;
     rocksdb::DB* raw = nullptr;
     REQUIRE(rocksdb::DB::Open(dbo, dir, descs, &h, &raw).ok());
@@ -257,6 +261,22 @@ TEST_SUITE("store") {
             REQUIRE(sb_after);
             CHECK(**sb_after == **sb_before);
             CHECK(file_bytes(c.dir + "/data") == data_before);
+        }
+        SUBCASE("a newer version with other column families is refused as such") {
+            auto d0 = open_cache_device(c);
+            REQUIRE(d0);
+            auto sb = (*d0)->superblock();
+            d0->reset();
+            REQUIRE(meta::MetaStore::destroy(c.dir + "/index"));
+            write_old_index(c.dir + "/index", sb, 99, "from_the_future");
+            auto d = open_cache_device(c);
+            REQUIRE_FALSE(d);
+            CHECK(d.error().code == Errc::Foreign);
+            CHECK(d.error().message.find("unknown format version 99") != std::string::npos);
+            auto still = meta::MetaStore::peek(c.dir + "/index", meta::Cf::extents,
+                                               meta::extent_key(1, 4096));
+            REQUIRE(still);
+            CHECK(still->has_value());
         }
         SUBCASE("an older format of another backing is refused and left untouched") {
             auto d0 = open_cache_device(c);
