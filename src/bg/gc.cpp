@@ -65,6 +65,12 @@ void Gc::run(bool force) {
         else
             freed = *r;
     }
+    if (force) {
+        // An explicit pass also compacts the extents, so that the stale ones
+        // leave the index now (the compaction filter drops them).
+        if (auto r = meta_.compact_extents(); !r)
+            log::warn("gc: compacting the index: ", to_string(r.error()));
+    }
     std::lock_guard lk(stats_mu_);
     ++stats_.runs;
     stats_.buckets_reclaimed += freed;

@@ -87,7 +87,13 @@ class CachingPath final : public DataPath, public CacheControl {
 public:
     CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
                 bg::Executors& ex, CacheHooks hooks);
-    ~CachingPath() override { stop(); }
+    ~CachingPath() override {
+        stop();
+        // Close the index (it waits for its compactions, which call the
+        // filter above) while the allocator is still there.
+        core_.dev->meta().set_extent_filter({});
+        core_.dev.reset();
+    }
 
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags) override;
     Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) override {
@@ -152,6 +158,10 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     core_.alloc.before_reclaim = hooks_.before_reclaim;
     if (hooks_.after_compare)
         core_.records.after_compare = [h = hooks_.after_compare](FileState&) { h(); };
+    // Stale extents (their bucket's gen moved on) leave the index when it
+    // compacts: nobody deletes a key it read earlier.
+    core_.dev->meta().set_extent_filter(
+        [this](std::uint32_t bucket, std::uint32_t gen) { return core_.alloc.current(bucket, gen); });
     core_.kick_gc = [this] { gc_.kick(); };
     core_.index.on_io_error = [this](const Error& e) { core_.device_error(e); };
     gc_.kick();
@@ -288,7 +298,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"backing_changes_seen", u(c.backing_changes)},
         {"gc_runs", u(gs.runs)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},
-        {"gc_stale_extents_removed", u(gs.stale_extents_removed)},
+        {"gc_stale_extents_removed", u(core_.dev->meta().stale_extents_dropped())},
         {"bucket_size", u(sb.bucket_size)},
         {"cache_size", u(sb.cache_size)},
         {"fill_size", u(core_.p.fill_size)},

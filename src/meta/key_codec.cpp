@@ -1,8 +1,13 @@
-// DOC: big-endian key encoding and the fixed value layouts of the index.
+// DOC: big-endian key encoding and the value layouts of the index (format 3).
 // Keys: see the layout table in key_codec.hpp; byte order must equal numeric
-// order, which the key_codec unit test checks. Values start with a layout
-// byte (1; 2 for extents, which carry per-block checksums) and are decoded strictly: a short or
-// unknown value decodes to nullopt and is treated as damaged by the caller, never guessed at.
+// order, which the meta_index unit test checks. Values start with a layout
+// byte, 3 for every record format 3 introduced or changed (files, extents,
+// buckets), so a value left over from format 2 can never decode as a format-3
+// one. Fixed fields come first, then variable-length strings, each as
+// (length be32, bytes), in struct order. Decoding is strict: a short or long
+// value, an unknown layout byte, an unknown flag bit or an impossible count
+// decodes to nullopt/false and is treated as damaged by the caller, never
+// guessed at. Dirty values are a bare be64 length (> 0).
 #include "overcache/meta/key_codec.hpp"
 
 #include <cstring>
@@ -61,12 +66,6 @@ std::string extent_prefix_end(FileId file) {
     return extent_key(file + 1, 0);
 }
 
-std::string file_id_key(FileId file) {
-    std::string s;
-    put_be64(s, file);
-    return s;
-}
-
 std::string bucket_key(std::uint32_t bucket) {
     std::string s;
     put_be32(s, bucket);
@@ -79,17 +78,66 @@ bool decode_bucket_key(std::string_view s, std::uint32_t& out) {
     return true;
 }
 
+std::string file_id_key(FileId file) {
+    std::string s;
+    s.reserve(8);
+    put_be64(s, file);
+    return s;
+}
+bool decode_file_id_key(std::string_view s, FileId& out) {
+    if (s.size() != 8)
+        return false;
+    out = get_be64(s.data());
+    return true;
+}
+
+std::string dirty_key(FileId file, std::uint64_t start) {
+    std::string s;
+    s.reserve(16);
+    put_be64(s, file);
+    put_be64(s, start);
+    return s;
+}
+bool decode_dirty_key(std::string_view s, DirtyKey& out) {
+    if (s.size() != 16)
+        return false;
+    out.file = get_be64(s.data());
+    out.start = get_be64(s.data() + 8);
+    return true;
+}
+std::string dirty_prefix_end(FileId file) {
+    return dirty_key(file + 1, 0); // as extent_prefix_end
+}
+
+std::string encode_dirty_len(std::uint64_t len) {
+    std::string s;
+    s.reserve(8);
+    put_be64(s, len);
+    return s;
+}
+std::optional<std::uint64_t> decode_dirty_len(std::string_view s) {
+    if (s.size() != 8)
+        return std::nullopt;
+    const std::uint64_t len = get_be64(s.data());
+    if (len == 0)
+        return std::nullopt;
+    return len;
+}
+
 // ---- values ----------------------------------------------------------------
 
 namespace {
 
-constexpr char kLayout1 = 1;
+// Layout byte of the files, extents and buckets values of format 3.
+constexpr char kLayout3 = 3;
+constexpr std::uint32_t kKnownFileFlags = kFileKernelPagesStale | kFileAhead;
+constexpr std::uint32_t kKnownExtentFlags = kExtentDirty;
 
 class Reader {
 public:
     explicit Reader(std::string_view s) : s_(s) {}
     bool u64(std::uint64_t& v) {
-        if (s_.size() - pos_ < 8 || pos_ > s_.size())
+        if (left() < 8)
             return fail();
         v = get_be64(s_.data() + pos_);
         pos_ += 8;
@@ -103,20 +151,20 @@ public:
         return true;
     }
     bool u32(std::uint32_t& v) {
-        if (s_.size() - pos_ < 4 || pos_ > s_.size())
+        if (left() < 4)
             return fail();
         v = get_be32(s_.data() + pos_);
         pos_ += 4;
         return true;
     }
     bool u8(std::uint8_t& v) {
-        if (pos_ >= s_.size())
+        if (left() < 1)
             return fail();
         v = static_cast<std::uint8_t>(s_[pos_++]);
         return true;
     }
     bool bytes(void* dst, std::size_t n) {
-        if (s_.size() - pos_ < n || pos_ > s_.size())
+        if (left() < n)
             return fail();
         std::memcpy(dst, s_.data() + pos_, n);
         pos_ += n;
@@ -124,7 +172,7 @@ public:
     }
     bool str(std::string& out) {
         std::uint32_t n = 0;
-        if (!u32(n) || s_.size() - pos_ < n)
+        if (!u32(n) || left() < n)
             return fail();
         out.assign(s_.data() + pos_, n);
         pos_ += n;
@@ -132,6 +180,7 @@ public:
     }
     bool ok() const { return ok_; }
     bool at_end() const { return pos_ == s_.size(); }
+    std::size_t left() const { return s_.size() - pos_; } // pos_ never passes the end
 
 private:
     bool fail() {
@@ -145,36 +194,59 @@ private:
 
 bool layout_ok(Reader& r) {
     std::uint8_t l = 0;
-    return r.u8(l) && l == kLayout1;
+    return r.u8(l) && l == kLayout3;
+}
+
+void put_str(std::string& out, const std::string& v) {
+    put_be32(out, static_cast<std::uint32_t>(v.size()));
+    out += v;
 }
 
 } // namespace
 
+// files: layout 3, file_id, epoch, size, mtime_ns, ctime_ns, ino, cache_size,
+// cache_mtime_ns (be64 each), flags be32, then handle, path, settings as
+// (length be32, bytes).
 std::string encode(const FileRecord& r) {
-    std::string s(1, kLayout1);
+    std::string s;
+    s.reserve(1 + 8 * 8 + 4 + 3 * 4 + r.handle.size() + r.path.size() + r.settings.size());
+    s.push_back(kLayout3);
     put_be64(s, r.file_id);
+    put_be64(s, r.epoch);
     put_be64(s, r.size);
     put_be64(s, static_cast<std::uint64_t>(r.mtime_ns));
     put_be64(s, static_cast<std::uint64_t>(r.ctime_ns));
     put_be64(s, r.ino);
+    put_be64(s, r.cache_size);
+    put_be64(s, static_cast<std::uint64_t>(r.cache_mtime_ns));
+    put_be32(s, r.flags);
+    put_str(s, r.handle);
+    put_str(s, r.path);
+    put_str(s, r.settings);
     return s;
 }
 std::optional<FileRecord> decode_file_record(std::string_view s) {
     Reader rd(s);
     FileRecord r;
-    if (!layout_ok(rd) || !rd.u64(r.file_id) || !rd.u64(r.size) || !rd.i64(r.mtime_ns) ||
-        !rd.i64(r.ctime_ns) || !rd.u64(r.ino) || !rd.at_end())
+    if (!layout_ok(rd) || !rd.u64(r.file_id) || !rd.u64(r.epoch) || !rd.u64(r.size) ||
+        !rd.i64(r.mtime_ns) || !rd.i64(r.ctime_ns) || !rd.u64(r.ino) || !rd.u64(r.cache_size) ||
+        !rd.i64(r.cache_mtime_ns) || !rd.u32(r.flags) || !rd.str(r.handle) || !rd.str(r.path) ||
+        !rd.str(r.settings) || !rd.at_end() || (r.flags & ~kKnownFileFlags) != 0)
         return std::nullopt;
     return r;
 }
 
-// Extent values have their own layout byte: 2 (per-block checksums).
-constexpr char kExtentLayout2 = 2;
+// extents: layout 3, bucket, gen, bucket_off, len, flags, n (be32 each), then
+// n checksums be64. len > 0, and n is the csum_block_count() of the extent,
+// which, without its start, lies in [ceil(len / 4 KiB), ceil(len / 4 KiB) + 1].
+namespace {
+constexpr std::size_t kExtentFixed = 1 + 6 * 4;
+}
 
 std::string encode(const ExtentValue& v) {
     std::string s;
-    s.reserve(1 + 6 * 4 + 8 * v.csums.size());
-    s.push_back(kExtentLayout2);
+    s.reserve(kExtentFixed + 8 * v.csums.size());
+    s.push_back(kLayout3);
     put_be32(s, v.bucket);
     put_be32(s, v.gen);
     put_be32(s, v.bucket_off);
@@ -186,17 +258,24 @@ std::string encode(const ExtentValue& v) {
     return s;
 }
 bool decode_extent(std::string_view s, ExtentValue& v) {
-    Reader rd(s);
-    std::uint8_t layout = 0;
-    std::uint32_t n = 0;
-    if (!rd.u8(layout) || layout != kExtentLayout2 || !rd.u32(v.bucket) || !rd.u32(v.gen) ||
-        !rd.u32(v.bucket_off) || !rd.u32(v.len) || !rd.u32(v.flags) || !rd.u32(n) ||
-        s.size() - (1 + 6 * 4) != std::size_t{n} * 8)
+    // The read path's decoder: no Reader, no allocation once v.csums has grown.
+    if (s.size() < kExtentFixed || s[0] != kLayout3)
+        return false;
+    const char* p = s.data() + 1;
+    v.bucket = get_be32(p);
+    v.gen = get_be32(p + 4);
+    v.bucket_off = get_be32(p + 8);
+    v.len = get_be32(p + 12);
+    v.flags = get_be32(p + 16);
+    const std::uint32_t n = get_be32(p + 20);
+    const std::uint64_t min_blocks = (std::uint64_t{v.len} + kCsumBlock - 1) / kCsumBlock;
+    if (v.len == 0 || n < min_blocks || n > min_blocks + 1 || (v.flags & ~kKnownExtentFlags) != 0 ||
+        s.size() - kExtentFixed != std::size_t{n} * 8)
         return false;
     v.csums.resize(n);
-    const char* p = s.data() + 1 + 6 * 4;
+    const char* c = s.data() + kExtentFixed;
     for (std::uint32_t i = 0; i < n; ++i)
-        v.csums[i] = get_be64(p + 8 * i);
+        v.csums[i] = get_be64(c + 8 * static_cast<std::size_t>(i));
     return true;
 }
 std::optional<ExtentValue> decode_extent(std::string_view s) {
@@ -206,8 +285,12 @@ std::optional<ExtentValue> decode_extent(std::string_view s) {
     return v;
 }
 
+// buckets: layout 3, gen be32, state u8, fill_bytes, live_bytes, dirty_bytes
+// (be32 each), last_use be64.
 std::string encode(const BucketRecord& r) {
-    std::string s(1, kLayout1);
+    std::string s;
+    s.reserve(1 + 4 + 1 + 3 * 4 + 8);
+    s.push_back(kLayout3);
     put_be32(s, r.gen);
     s.push_back(static_cast<char>(r.state));
     put_be32(s, r.fill_bytes);
@@ -222,7 +305,7 @@ std::optional<BucketRecord> decode_bucket(std::string_view s) {
     std::uint8_t st = 0;
     if (!layout_ok(rd) || !rd.u32(r.gen) || !rd.u8(st) || !rd.u32(r.fill_bytes) ||
         !rd.u32(r.live_bytes) || !rd.u32(r.dirty_bytes) || !rd.u64(r.last_use) || !rd.at_end() ||
-        st > 2)
+        st > static_cast<std::uint8_t>(BucketState::full))
         return std::nullopt;
     r.state = static_cast<BucketState>(st);
     return r;
@@ -253,15 +336,19 @@ SbDecode decode_superblock(std::string_view s, Superblock& out) {
     Reader rd(s.substr(sizeof kSbMagic));
     Superblock sb;
     rd.u32(sb.version);
-    if (sb.version != kFormatVersion)
+    // Versions 1 and 2 wrote the superblock in this same layout.
+    if (sb.version == 0 || sb.version > kFormatVersion) {
+        out.version = sb.version;
         return SbDecode::bad_version;
+    }
     if (!rd.bytes(sb.uuid.data(), sb.uuid.size()) || !rd.u64(sb.bucket_size) ||
         !rd.u64(sb.bucket_count) || !rd.u64(sb.data_offset) || !rd.u64(sb.cache_size) ||
         !rd.str(sb.backing_path) || !rd.u64(sb.backing_fsid) || !rd.u64(sb.backing_root_ino) ||
         !rd.at_end())
         return SbDecode::truncated;
+    const bool old = sb.version < kFormatVersion;
     out = std::move(sb);
-    return SbDecode::ok;
+    return old ? SbDecode::old_version : SbDecode::ok;
 }
 
 } // namespace overcache::meta

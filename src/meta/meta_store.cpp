@@ -6,14 +6,38 @@
 // a power loss may lose the newest clean extents, which is harmless because
 // the data they point at is checksummed. to_error() is the one place a
 // rocksdb::Status becomes an Error.
+// Stale extents are dropped lazily by a compaction filter on Cf::extents
+// (kvrocks' SubKeyFilter idea): a bucket's gen bump invalidates its extents at
+// once, and compaction removes their keys later, one key version at a time, so
+// it cannot race with a fresh fill of the same key the way a scan-and-delete
+// sweep does. The predicate comes from above (set_extent_filter); each
+// compaction takes a snapshot of it when it starts.
+// The index directory is 0700 and its files 0600: format 3 stores paths and
+// file handles of the backing, which are its owner's business only.
 #include "overcache/meta/meta_store.hpp"
 
+#include "overcache/meta/key_codec.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <mutex>
 #include <rocksdb/cache.h>
+#if __has_include(<rocksdb/advanced_cache.h>)
+#include <rocksdb/advanced_cache.h>
+#endif
+#include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 namespace overcache::meta {
@@ -29,6 +53,183 @@ Error to_error(const rocksdb::Status& s, const std::string& what) {
 
 rocksdb::Slice slice(std::string_view s) {
     return {s.data(), s.size()};
+}
+
+// ---- the stale-extent compaction filter ---------------------------------------
+
+// Shared by MetaStore::Impl (which sets the predicate and reads the counters)
+// and the factory RocksDB owns (which may outlive neither, but shared_ptr
+// keeps the question moot).
+struct ExtentFilterState {
+    mutable std::mutex mu; // guards is_current only
+    std::shared_ptr<const MetaStore::ExtentIsCurrent> is_current;
+    std::atomic<std::uint64_t> dropped{0};
+    std::atomic<std::uint64_t> undecodable{0};
+
+    std::shared_ptr<const MetaStore::ExtentIsCurrent> snapshot() const {
+        std::lock_guard lk(mu);
+        return is_current;
+    }
+};
+
+// One per compaction (or subcompaction).
+class StaleExtentFilter final : public rocksdb::CompactionFilter {
+public:
+    StaleExtentFilter(std::shared_ptr<ExtentFilterState> state,
+                      std::shared_ptr<const MetaStore::ExtentIsCurrent> is_current)
+        : state_(std::move(state)), is_current_(std::move(is_current)) {}
+
+    bool Filter(int /*level*/, const rocksdb::Slice& key, const rocksdb::Slice& value,
+                std::string* /*new_value*/, bool* /*value_changed*/) const override {
+        ExtentKey k;
+        if (!decode_extent_key({key.data(), key.size()}, k))
+            return false; // not an extent key: not ours to judge
+        // Reused across keys and compactions of this RocksDB thread.
+        thread_local ExtentValue v_;
+        if (!decode_extent({value.data(), value.size()}, v_)) {
+            state_->undecodable.fetch_add(1, std::memory_order_relaxed);
+            return false; // damaged: the read path reports it, never guessed at here
+        }
+        if ((v_.flags & kExtentDirty) != 0)
+            return false; // the only copy of data the backing does not have yet
+        bool current = true;
+        try {
+            current = (*is_current_)(v_.bucket, v_.gen);
+        } catch (...) {
+            current = true; // in doubt, keep
+        }
+        if (current)
+            return false;
+        state_->dropped.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    const char* Name() const override { return "overcache.StaleExtentFilter"; }
+
+private:
+    std::shared_ptr<ExtentFilterState> state_;
+    std::shared_ptr<const MetaStore::ExtentIsCurrent> is_current_;
+};
+
+class StaleExtentFilterFactory final : public rocksdb::CompactionFilterFactory {
+public:
+    explicit StaleExtentFilterFactory(std::shared_ptr<ExtentFilterState> state)
+        : state_(std::move(state)) {}
+
+    std::unique_ptr<rocksdb::CompactionFilter>
+    CreateCompactionFilter(const rocksdb::CompactionFilter::Context& /*ctx*/) override {
+        auto fn = state_->snapshot();
+        if (!fn || !*fn)
+            return nullptr; // no predicate yet: keep everything
+        return std::make_unique<StaleExtentFilter>(state_, std::move(fn));
+    }
+    const char* Name() const override { return "overcache.StaleExtentFilterFactory"; }
+
+private:
+    std::shared_ptr<ExtentFilterState> state_;
+};
+
+// ---- owner-only files ------------------------------------------------------------
+
+constexpr mode_t kDirMode = 0700;
+constexpr mode_t kFileMode = 0600;
+
+Result<void> make_private_dir(const std::string& dir, bool create) {
+    if (create && ::mkdir(dir.c_str(), kDirMode) != 0 && errno != EEXIST)
+        return fail_errno("cannot create the index directory " + dir);
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+        if (errno == ENOENT && !create)
+            return {}; // RocksDB reports the missing index in its own words
+        return fail_errno("cannot stat the index directory " + dir);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return fail(Errc::BadValue, dir + " is not a directory");
+    // Exactly 0700 whatever the umask was at mkdir (which may also have taken
+    // the owner's own bits away).
+    if ((st.st_mode & 07777) != kDirMode && ::chmod(dir.c_str(), kDirMode) != 0)
+        return fail_errno("cannot make the index directory " + dir + " private");
+    return {};
+}
+
+// Every file RocksDB creates is 0600 and every directory 0700, not 0644 &
+// ~umask: the directory's 0700 already keeps others out, and this keeps each
+// file private should the index be copied or its directory opened up.
+class OwnerOnlyFs final : public rocksdb::FileSystemWrapper {
+public:
+    using FileSystemWrapper::FileSystemWrapper;
+    const char* Name() const override { return "OverCacheOwnerOnlyFs"; }
+
+    rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& fo,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                      rocksdb::IODebugContext* dbg) override {
+        return owner_only(f, kFileMode, target()->NewWritableFile(f, fo, r, dbg));
+    }
+    rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& fo,
+                                         std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                         rocksdb::IODebugContext* dbg) override {
+        return owner_only(f, kFileMode, target()->ReopenWritableFile(f, fo, r, dbg));
+    }
+    rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
+                                        const rocksdb::FileOptions& fo,
+                                        std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                        rocksdb::IODebugContext* dbg) override {
+        return owner_only(f, kFileMode, target()->ReuseWritableFile(f, old, fo, r, dbg));
+    }
+    rocksdb::IOStatus NewRandomRWFile(const std::string& f, const rocksdb::FileOptions& fo,
+                                      std::unique_ptr<rocksdb::FSRandomRWFile>* r,
+                                      rocksdb::IODebugContext* dbg) override {
+        return owner_only(f, kFileMode, target()->NewRandomRWFile(f, fo, r, dbg));
+    }
+    rocksdb::IOStatus NewLogger(const std::string& f, const rocksdb::IOOptions& io,
+                                std::shared_ptr<rocksdb::Logger>* r,
+                                rocksdb::IODebugContext* dbg) override {
+        return owner_only(f, kFileMode, target()->NewLogger(f, io, r, dbg));
+    }
+    rocksdb::IOStatus CreateDir(const std::string& d, const rocksdb::IOOptions& io,
+                                rocksdb::IODebugContext* dbg) override {
+        return owner_only(d, kDirMode, target()->CreateDir(d, io, dbg));
+    }
+    rocksdb::IOStatus CreateDirIfMissing(const std::string& d, const rocksdb::IOOptions& io,
+                                         rocksdb::IODebugContext* dbg) override {
+        return owner_only(d, kDirMode, target()->CreateDirIfMissing(d, io, dbg));
+    }
+
+private:
+    static rocksdb::IOStatus owner_only(const std::string& path, mode_t mode,
+                                        rocksdb::IOStatus made) {
+        if (!made.ok())
+            return made;
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0)
+            return rocksdb::IOStatus::IOError("stat " + path, std::strerror(errno));
+        if ((st.st_mode & 07777) != mode && ::chmod(path.c_str(), mode) != 0)
+            return rocksdb::IOStatus::IOError("chmod " + path, std::strerror(errno));
+        return made;
+    }
+};
+
+// Files made before the index was private (or by another tool): group and
+// others lose every bit.
+Result<void> make_private_files(const std::string& dir) {
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr)
+        return fail_errno("cannot list the index directory " + dir);
+    const int dfd = ::dirfd(d);
+    Result<void> r;
+    while (const dirent* e = ::readdir(d)) {
+        if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0)
+            continue;
+        struct stat st {};
+        if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISLNK(st.st_mode))
+            continue;
+        const mode_t want = S_ISDIR(st.st_mode) ? kDirMode : (st.st_mode & kFileMode);
+        if ((st.st_mode & 077) != 0 && ::fchmodat(dfd, e->d_name, want, 0) != 0) {
+            r = fail_errno("cannot make " + dir + "/" + e->d_name + " private");
+            break;
+        }
+    }
+    ::closedir(d);
+    return r;
 }
 
 } // namespace
@@ -102,6 +303,8 @@ Result<void> Cursor::status() const {
 // ---- MetaStore ---------------------------------------------------------------
 
 struct MetaStore::Impl {
+    std::unique_ptr<rocksdb::Env> env; // outlives db: ~Impl closes db first
+    std::shared_ptr<ExtentFilterState> extent_filter = std::make_shared<ExtentFilterState>();
     std::shared_ptr<rocksdb::Cache> block_cache;
     std::vector<rocksdb::ColumnFamilyHandle*> cfs; // indexed by Cf
     std::unique_ptr<rocksdb::DB> db;
@@ -125,10 +328,14 @@ bool MetaStore::exists(const std::string& dir) {
 }
 
 Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir, const StoreOptions& o) {
+    if (auto r = make_private_dir(dir, o.create_if_missing); !r)
+        return fail(r.error());
     auto impl = std::make_unique<Impl>();
+    impl->env = NewCompositeEnv(std::make_shared<OwnerOnlyFs>(rocksdb::FileSystem::Default()));
     impl->block_cache = rocksdb::NewLRUCache(o.block_cache_bytes);
 
     rocksdb::DBOptions dbo;
+    dbo.env = impl->env.get();
     dbo.create_if_missing = o.create_if_missing;
     dbo.create_missing_column_families = o.create_if_missing;
     dbo.max_background_jobs = 2;
@@ -147,8 +354,12 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir, const
 
     std::vector<rocksdb::ColumnFamilyDescriptor> descs;
     descs.emplace_back(rocksdb::kDefaultColumnFamilyName, cfo);
-    for (Cf cf : kAllCfs)
+    for (Cf cf : kAllCfs) {
         descs.emplace_back(cf_name(cf), cfo);
+        if (cf == Cf::extents)
+            descs.back().options.compaction_filter_factory =
+                std::make_shared<StaleExtentFilterFactory>(impl->extent_filter);
+    }
 
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
@@ -159,7 +370,51 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir, const
     // handles[0] is the default family, unused: keep the rest by Cf.
     impl->db->DestroyColumnFamilyHandle(handles[0]);
     impl->cfs.assign(handles.begin() + 1, handles.end());
+    if (auto r = make_private_files(dir); !r)
+        return fail(r.error());
     return std::unique_ptr<MetaStore>(new MetaStore(std::move(impl)));
+}
+
+namespace {
+// peek() must not even rotate the LOG of an index it only looks at.
+class NullLogger final : public rocksdb::Logger {
+public:
+    using rocksdb::Logger::Logv;
+    void Logv(const char* /*format*/, va_list /*ap*/) override {}
+};
+} // namespace
+
+Result<std::optional<std::string>> MetaStore::peek(const std::string& dir, Cf cf,
+                                                   std::string_view key) {
+    rocksdb::DBOptions dbo;
+    dbo.info_log = std::make_shared<NullLogger>();
+    std::vector<std::string> names;
+    auto s = rocksdb::DB::ListColumnFamilies(dbo, dir, &names);
+    if (!s.ok())
+        return fail(to_error(s, "cannot read the index at " + dir));
+    const auto want = std::find(names.begin(), names.end(), cf_name(cf));
+    if (want == names.end())
+        return std::optional<std::string>{};
+    std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+    for (const auto& n : names)
+        descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    s = rocksdb::DB::OpenForReadOnly(dbo, dir, descs, &handles, &raw);
+    if (!s.ok())
+        return fail(to_error(s, "cannot read the index at " + dir));
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string v;
+    s = db->Get(rocksdb::ReadOptions(), handles[static_cast<std::size_t>(want - names.begin())],
+                slice(key), &v);
+    for (auto* h : handles)
+        db->DestroyColumnFamilyHandle(h);
+    db->Close().PermitUncheckedError();
+    if (s.IsNotFound())
+        return std::optional<std::string>{};
+    if (!s.ok())
+        return fail(to_error(s, std::string("index read (") + cf_name(cf) + ")"));
+    return std::optional<std::string>{std::move(v)};
 }
 
 Result<void> MetaStore::destroy(const std::string& dir) {
@@ -228,6 +483,33 @@ std::uint64_t MetaStore::memory_bytes() const {
             total += v;
     }
     return total;
+}
+
+void MetaStore::set_extent_filter(ExtentIsCurrent is_current) {
+    std::shared_ptr<const ExtentIsCurrent> fn;
+    if (is_current)
+        fn = std::make_shared<const ExtentIsCurrent>(std::move(is_current));
+    std::lock_guard lk(impl_->extent_filter->mu);
+    impl_->extent_filter->is_current = std::move(fn);
+}
+
+Result<void> MetaStore::compact_extents() {
+    rocksdb::CompactRangeOptions co;
+    // Rewrite the last level too, or extents already there are never filtered.
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    auto s = impl_->db->CompactRange(co, impl_->cfs[static_cast<std::size_t>(Cf::extents)], nullptr,
+                                     nullptr);
+    if (!s.ok())
+        return fail(to_error(s, "index compaction (extents)"));
+    return {};
+}
+
+std::uint64_t MetaStore::stale_extents_dropped() const {
+    return impl_->extent_filter->dropped.load(std::memory_order_relaxed);
+}
+
+std::uint64_t MetaStore::undecodable_extents_kept() const {
+    return impl_->extent_filter->undecodable.load(std::memory_order_relaxed);
 }
 
 } // namespace overcache::meta

@@ -6,6 +6,12 @@
 // overwritten. Bucket 0 starts at data_offset = bucket_size. Nothing is
 // written to an existing cache unless it validates or -o reformat is given;
 // a fresh cache writes the index superblock (synced) before the data header.
+// One exception: a cache of an older format this code knows (1 or 2) holds
+// only clean data, so after a package upgrade it is dropped with one warning
+// and reformatted rather than refused; a newer, unknown version is refused.
+// Format 3 stores backing paths and handles, so the cache is its owner's
+// alone whatever the umask: a cache directory we create is 0700, the index
+// directory 0700 with 0600 files (MetaStore::open), a data file 0600.
 #include "overcache/store/cache_device.hpp"
 
 #include "overcache/meta/key_codec.hpp"
@@ -18,6 +24,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <optional>
 #include <random>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -94,15 +101,39 @@ Result<std::string> read_header(int fd) {
     return buf;
 }
 
+// Creates the missing directories of `path`, each 0700 whatever the umask.
+// Existing ones keep their mode: a cache= directory the user made 0755 is
+// theirs, and what matters inside it (index/, data) is private anyway.
 Result<void> mkdirs(const std::string& path) {
     std::string cur;
     for (std::size_t i = 0; i <= path.size(); ++i) {
         if (i == path.size() || (path[i] == '/' && i > 0)) {
             cur = path.substr(0, i);
-            if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
+            if (::mkdir(cur.c_str(), 0700) == 0) {
+                if (::chmod(cur.c_str(), 0700) != 0) // the umask may have taken the owner's bits
+                    return fail_errno("cannot set the mode of " + cur);
+            } else if (errno != EEXIST) {
                 return fail_errno("cannot create " + cur);
+            }
         }
     }
+    return {};
+}
+
+// A data file (not a block device, whose node is the administrator's) is
+// 0600: exactly, when we have just created it; otherwise group and others
+// lose their bits.
+Result<void> make_data_private(int fd, const std::string& path, bool created, struct stat& st) {
+    if (!S_ISREG(st.st_mode))
+        return {};
+    const mode_t mode = st.st_mode & 07777;
+    if ((mode & 077) == 0 && (!created || mode == 0600))
+        return {};
+    const mode_t want = created ? 0600 : (mode & 0600);
+    if (::fchmod(fd, want) != 0)
+        return fail_errno("cannot make the cache data file " + path + " private (mode " +
+                          std::to_string(want) + ")");
+    st.st_mode = (st.st_mode & ~mode_t{07777}) | want;
     return {};
 }
 
@@ -134,9 +165,63 @@ std::array<std::uint8_t, 16> new_uuid() {
     return u;
 }
 
+bool same_backing(const meta::Superblock& sb, const BackingIdentity& b) {
+    return sb.backing_path == b.path && sb.backing_fsid == b.fsid &&
+           sb.backing_root_ino == b.root_ino;
+}
+
+std::string unknown_version(const DeviceConfig& cfg, std::uint32_t version) {
+    return "the cache at " + cfg.dir + " has an unknown format version " + std::to_string(version) +
+           " (this overcache reads version " + std::to_string(meta::kFormatVersion) +
+           " and older; a newer overcache made it, or it is damaged)";
+}
+
+// Whether an older format `sb` (SbDecode::old_version) may be replaced: only
+// when it is this backing's cache.
+Result<void> check_old_backing(const DeviceConfig& cfg, const meta::Superblock& sb) {
+    if (same_backing(sb, cfg.backing))
+        return {};
+    return fail(Errc::Foreign, "the cache at " + cfg.dir + " (format " +
+                                   std::to_string(sb.version) + ") belongs to another backing (" +
+                                   sb.backing_path + ", root inode " +
+                                   std::to_string(sb.backing_root_ino) + "), not " +
+                                   cfg.backing.path + reformat_hint(cfg));
+}
+
+// The index at `index_dir` did not open as format 3 (`why`). Returns the
+// superblock of an older format of this backing, which the caller replaces;
+// anything else is refused, as damaged or as a version we do not know.
+Result<meta::Superblock> other_format(const DeviceConfig& cfg, const std::string& index_dir,
+                                      const Error& why) {
+    auto damaged = [&] {
+        return fail(Errc::MetaCorrupt, "the cache at " + cfg.dir + " is damaged (" + why.message +
+                                           ")" + reformat_hint(cfg));
+    };
+    auto v = meta::MetaStore::peek(index_dir, meta::Cf::meta, meta::kSuperblockKey);
+    if (!v || !v->has_value())
+        return damaged();
+    meta::Superblock sb;
+    switch (meta::decode_superblock(**v, sb)) {
+    case meta::SbDecode::old_version:
+        if (auto r = check_old_backing(cfg, sb); !r)
+            return fail(r.error());
+        return sb;
+    case meta::SbDecode::bad_version:
+        return fail(Errc::Foreign, unknown_version(cfg, sb.version) + reformat_hint(cfg));
+    case meta::SbDecode::ok:
+    case meta::SbDecode::bad_magic:
+    case meta::SbDecode::truncated:
+        break;
+    }
+    return damaged();
+}
+
 // Checks an existing cache; returns the reason it cannot be used, or empty.
+// An older format of this backing sets `old` (its superblock) and returns
+// empty: the caller replaces it.
 Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
-                             meta::Superblock& sb, Errc& code) {
+                             meta::Superblock& sb, Errc& code,
+                             std::optional<meta::Superblock>& old) {
     auto v = ms.get(meta::Cf::meta, meta::kSuperblockKey);
     if (!v) {
         code = Errc::MetaCorrupt;
@@ -149,23 +234,29 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
     switch (meta::decode_superblock(**v, sb)) {
     case meta::SbDecode::ok:
         break;
+    case meta::SbDecode::old_version:
+        if (auto r = check_old_backing(cfg, sb); !r)
+            return fail(r.error());
+        old = sb;
+        return std::string{};
     case meta::SbDecode::bad_version:
         code = Errc::Foreign;
-        return "the cache at " + cfg.dir +
-               " has an unknown format version (this overcache "
-               "reads version " +
-               std::to_string(meta::kFormatVersion) + ")";
+        return unknown_version(cfg, sb.version);
     case meta::SbDecode::bad_magic:
     case meta::SbDecode::truncated:
         code = Errc::MetaCorrupt;
         return "the cache at " + cfg.dir + " is damaged: its superblock does not decode";
     }
     const auto& b = cfg.backing;
-    if (sb.backing_path != b.path || sb.backing_fsid != b.fsid ||
-        sb.backing_root_ino != b.root_ino) {
+    if (!same_backing(sb, b)) {
         code = Errc::Foreign;
         return "the cache at " + cfg.dir + " belongs to another backing (" + sb.backing_path +
                ", root inode " + std::to_string(sb.backing_root_ino) + "), not " + b.path;
+    }
+    if (sb.bucket_count > UINT32_MAX) {
+        code = Errc::MetaCorrupt;
+        return "the cache at " + cfg.dir + " is damaged: its superblock says " +
+               std::to_string(sb.bucket_count) + " buckets";
     }
     if (sb.bucket_size != cfg.bucket_size) {
         code = Errc::Foreign;
@@ -224,6 +315,13 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
         return fail(Errc::BadValue, "cache_size " + std::to_string(size) +
                                         " is too small for bucket_size " +
                                         std::to_string(cfg.bucket_size));
+    // Buckets are numbered in 32 bits (keys, extents, the allocator).
+    if (const std::uint64_t buckets = size / cfg.bucket_size - 1; buckets > UINT32_MAX)
+        return fail(Errc::BadValue,
+                    "cache_size " + std::to_string(size) + " with bucket_size " +
+                        std::to_string(cfg.bucket_size) + " makes " + std::to_string(buckets) +
+                        " buckets, more than the limit of " + std::to_string(UINT32_MAX) +
+                        "; give a larger bucket_size= or a smaller cache_size=");
     if (!S_ISBLK(st.st_mode)) {
         // Refuse up front rather than fill the disk and fail halfway: what
         // the file already holds is reused by the reformat.
@@ -290,7 +388,8 @@ Result<std::uint64_t> default_cache_size(const std::string& dir, std::uint64_t b
     return size;
 }
 
-Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) {
+Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_in) {
+    DeviceConfig cfg = cfg_in; // a cache of an older format keeps its size when replaced
     if (auto r = mkdirs(cfg.dir); !r)
         return fail(r.error());
     const std::string index_dir = cfg.dir + "/index";
@@ -312,26 +411,49 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg) 
         return fail_errno("cannot stat " + dpath);
     if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
         return fail(Errc::BadValue, dpath + " is neither a regular file nor a block device");
+    if (auto r = make_data_private(dev->data_.get(), dpath, !had_data, st); !r)
+        return fail(r.error());
 
     bool must_format = cfg.reformat;
+    std::optional<meta::Superblock> old; // an older format of this backing, to replace
     if (!must_format && had_index) {
         auto ms = meta::MetaStore::open(index_dir, cfg.store);
         if (!ms && ms.error().code == Errc::Sys) // e.g. the LOCK of a mount still running
             return fail(Errc::Sys, "cannot open the cache at " + cfg.dir + " (" +
                                        ms.error().message + "); is it in use by another mount?");
-        if (!ms)
-            return fail(Errc::MetaCorrupt, "the cache at " + cfg.dir + " is damaged (" +
-                                               ms.error().message + ")" + reformat_hint(cfg));
-        Errc code = Errc::MetaCorrupt;
-        auto why = validate(cfg, **ms, dev->data_.get(), dev->sb_, code);
-        if (!why)
-            return fail(why.error());
-        if (!why->empty())
-            return fail(code, *why + reformat_hint(cfg));
-        dev->meta_ = std::move(*ms);
-        if (auto r = dev->adopt_data(); !r)
-            return fail(r.error());
-        return dev;
+        if (!ms) {
+            // Another format has other column families: its superblock says
+            // which format it is (read-only, nothing written).
+            auto o = other_format(cfg, index_dir, ms.error());
+            if (!o)
+                return fail(o.error());
+            old = std::move(*o);
+        } else {
+            Errc code = Errc::MetaCorrupt;
+            auto why = validate(cfg, **ms, dev->data_.get(), dev->sb_, code, old);
+            if (!why)
+                return fail(why.error());
+            if (!why->empty())
+                return fail(code, *why + reformat_hint(cfg));
+            if (!old) {
+                dev->meta_ = std::move(*ms);
+                if (auto r = dev->adopt_data(); !r)
+                    return fail(r.error());
+                return dev;
+            }
+        }
+    }
+    if (old) {
+        // Older formats hold clean data only: nothing is lost but hits.
+        // MetaStore::destroy below takes the index's LOCK, so a mount still
+        // using it is not pulled from under it.
+        log::warn("the cache at ", cfg.dir, " has format ", old->version,
+                  ", which this overcache does not read: its cached data is dropped and a new "
+                  "format-",
+                  meta::kFormatVersion, " cache is started");
+        if (cfg.cache_size == 0 && S_ISREG(st.st_mode))
+            cfg.cache_size = old->cache_size; // keep the size it was given
+        must_format = true;
     }
     if (!must_format) {
         // No index. Only an empty data file (or an all-zero device start) may be

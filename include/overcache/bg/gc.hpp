@@ -25,7 +25,6 @@ struct GcParams {
 struct GcStats {
     std::uint64_t runs = 0;
     std::uint64_t buckets_reclaimed = 0;
-    std::uint64_t stale_extents_removed = 0;
 };
 
 class Gc {
@@ -36,7 +35,8 @@ public:
     // Reclaims if free buckets are below the low watermark. Cheap, callable
     // from any thread; never waits.
     void kick();
-    // Forces a reclaim pass, whatever the watermarks (tests, `gc`).
+    // Forces a reclaim pass, whatever the watermarks, and a compaction of
+    // the extents (tests, `gc`).
     void trigger();
     // Waits until the work queued on the GC strand so far has run. Never call
     // it from the strand itself.

@@ -1,12 +1,17 @@
 // Big-endian, fixed-width keys: byte order equals numeric order, so a
 // RocksDB iterator walks a file's extents in offset order. Layouts:
 //
-//   files:   (fsid be64, ino be64)          -> FileRecord
-//   extents: (FileId be64, end offset be64) -> ExtentValue
-//            keyed by the END (exclusive) as bcache does: Seek(file, off + 1)
-//            lands on the first extent that can cover `off`.
-//   buckets: (bucket be32)                  -> BucketRecord
-//   meta:    ASCII names ("superblock", "next_file_id")
+//   files:    (fsid be64, ino be64)           -> FileRecord
+//   extents:  (FileId be64, end offset be64)  -> ExtentValue
+//             keyed by the END (exclusive) as bcache does: Seek(file, off + 1)
+//             lands on the first extent that can cover `off`.
+//   buckets:  (bucket be32)                   -> BucketRecord
+//   file_ids: (FileId be64)                   -> FileKey bytes (fsid be64, ino be64)
+//             the way back from an extent or a dirty range to its files record.
+//   dirty:    (FileId be64, start offset be64) -> length be64
+//             keyed by the START: writeback walks it file by file, each file
+//             in offset order, which is the backing's preferred write order.
+//   meta:     ASCII names ("superblock", "next_file_id")
 #pragma once
 
 #include "overcache/meta/schema.hpp"
@@ -14,6 +19,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -57,10 +63,24 @@ bool decode_extent_key(std::string_view s, ExtentKey& out);
 // [extent_key(f, 0), extent_prefix_end(f)) holds exactly file f's extents.
 std::string extent_prefix_end(FileId file);
 
-// file_ids: (FileId be64) -> file_key bytes
-std::string file_id_key(FileId file);
-
 std::string bucket_key(std::uint32_t bucket);
 bool decode_bucket_key(std::string_view s, std::uint32_t& out);
+
+// file_ids: the key is the FileId, the value the file's FileKey (file_key()).
+std::string file_id_key(FileId file);
+bool decode_file_id_key(std::string_view s, FileId& out);
+
+struct DirtyKey {
+    FileId file = 0;
+    std::uint64_t start = 0; // first dirty byte of the range in the file
+    bool operator==(const DirtyKey&) const = default;
+};
+std::string dirty_key(FileId file, std::uint64_t start);
+bool decode_dirty_key(std::string_view s, DirtyKey& out);
+// [dirty_key(f, 0), dirty_prefix_end(f)) holds exactly file f's dirty ranges.
+std::string dirty_prefix_end(FileId file);
+// dirty values: the range's length in bytes, be64 (> 0).
+std::string encode_dirty_len(std::uint64_t len);
+std::optional<std::uint64_t> decode_dirty_len(std::string_view s);
 
 } // namespace overcache::meta

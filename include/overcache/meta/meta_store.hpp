@@ -7,6 +7,7 @@
 #include "overcache/util/result.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,8 +73,19 @@ public:
 
     // Whether `dir` holds an index (a RocksDB CURRENT file).
     static bool exists(const std::string& dir);
-    // Opens (or with create_if_missing creates) the index at `dir`.
+    // Opens (or with create_if_missing creates) the index at `dir`. The index
+    // holds paths and handles of backing files, so it is its owner's alone,
+    // whatever the umask: `dir` is made (or, when it exists, set to) 0700,
+    // and every file RocksDB creates in it is 0600 (existing ones that are
+    // more open are set to that at open).
     static Result<std::unique_ptr<MetaStore>> open(const std::string& dir, const StoreOptions& o);
+    // Reads one value from the index at `dir` without opening it for writing:
+    // whatever column families it has (an index of another format may have
+    // other ones), no LOCK taken, nothing written, not even a LOG. nullopt
+    // when the family or the key is missing. For looking at a superblock
+    // before deciding whether this format can open the index at all.
+    static Result<std::optional<std::string>> peek(const std::string& dir, Cf cf,
+                                                   std::string_view key);
     // Deletes the index at `dir` (for reformat).
     static Result<void> destroy(const std::string& dir);
 
@@ -88,6 +100,29 @@ public:
     Result<void> flush();
     // Approximate bytes used by memtables and the block cache (for stats).
     std::uint64_t memory_bytes() const;
+
+    // ---- stale extents -------------------------------------------------------
+    // Whether an extent written with (bucket, gen) still points at live data:
+    // the allocator's view (Allocator::current). Called from RocksDB's
+    // background threads, concurrently with everything else: it must be
+    // thread-safe and must not call back into this MetaStore.
+    using ExtentIsCurrent = std::function<bool(std::uint32_t bucket, std::uint32_t gen)>;
+    // From now on, compactions of Cf::extents drop every clean extent for
+    // which !is_current(bucket, gen). Before the first call (RocksDB may
+    // compact right at open, before the bucket gens are loaded), or after a
+    // call with an empty function, compactions keep everything. Dirty
+    // extents (kExtentDirty) and values that do not decode are never dropped.
+    // A compaction already running keeps the predicate it started with.
+    // Because RocksDB filters one version of a key at a time, an extent
+    // rewritten under the same key with a current gen is never lost to this.
+    void set_extent_filter(ExtentIsCurrent is_current);
+    // Compacts all of Cf::extents now, through the filter (GC, tests).
+    Result<void> compact_extents();
+    // Extents the filter dropped since open, and how many times it met (and
+    // kept) a value that does not decode: a damaged extent counts once per
+    // compaction that rewrites it.
+    std::uint64_t stale_extents_dropped() const;
+    std::uint64_t undecodable_extents_kept() const;
 
 private:
     struct Impl;

@@ -1,7 +1,8 @@
 // The index's data model: column families and the value records stored in
-// them. Keys are built by key_codec.hpp; values here are fixed-layout
-// big-endian records with a leading layout byte so a later format can add
-// fields. Nothing in this header knows RocksDB.
+// them. Keys are built by key_codec.hpp; values here are big-endian records
+// with a leading layout byte so a later format can add fields: fixed-width
+// fields first, then length-prefixed strings. Nothing in this header knows
+// RocksDB.
 #pragma once
 
 #include <array>
@@ -15,9 +16,9 @@ namespace overcache::meta {
 
 // One column family a kind of record. The names are on disk: never rename.
 enum class Cf : std::uint8_t {
-    meta,    // settings: "superblock", "next_file_id"
-    files,   // backing identity -> FileRecord
-    extents, // (FileId, end offset) -> ExtentValue
+    meta,     // settings: "superblock", "next_file_id"
+    files,    // backing identity -> FileRecord
+    extents,  // (FileId, end offset) -> ExtentValue
     buckets,  // bucket index -> BucketRecord
     file_ids, // FileId -> FileKey: from an extent or a dirty entry back to its file
     dirty,    // (FileId, offset) -> length: dirty ranges in writeback order (empty until writeback)
@@ -137,8 +138,12 @@ std::optional<ExtentValue> decode_extent(std::string_view s);
 // grown): for the read path. false: damaged (out is then unspecified).
 bool decode_extent(std::string_view s, ExtentValue& out);
 std::optional<BucketRecord> decode_bucket(std::string_view s);
-// Superblock decoding distinguishes "not ours" from "a version we don't know".
-enum class SbDecode { ok, bad_magic, bad_version, truncated };
+// Superblock decoding distinguishes "not ours" from "a version we don't know"
+// and from "an older version we know" (1 .. kFormatVersion - 1, whose
+// superblock has the same layout): old_version fills `out` completely (with
+// the old version number), so the caller can check whose cache it was before
+// replacing it; bad_version sets only out.version.
+enum class SbDecode { ok, bad_magic, bad_version, truncated, old_version };
 SbDecode decode_superblock(std::string_view s, Superblock& out);
 
 inline constexpr std::string_view kSuperblockKey = "superblock";

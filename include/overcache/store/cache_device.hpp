@@ -67,10 +67,16 @@ private:
 };
 
 // Opens the cache at cfg.dir, formatting it when there is none. An existing
-// cache that belongs to another backing, has another format version or
-// bucket/cache size, or is damaged is refused (Errc::Foreign or
+// cache that belongs to another backing, has a newer (unknown) format version
+// or another bucket/cache size, or is damaged is refused (Errc::Foreign or
 // Errc::MetaCorrupt, the message says which and to use -o reformat) and left
-// untouched, unless cfg.reformat.
+// untouched, unless cfg.reformat. A cache of this backing in an older format
+// (1, 2: clean data only) is dropped with a warning and reformatted, keeping
+// its cache_size unless cfg gives one; formatted_now() is then true.
+// The cache is private to its owner whatever the umask: cfg.dir is created
+// 0700 (an existing one keeps its mode), index/ is 0700 with 0600 files, and
+// a data file is 0600 (an existing one loses group and other bits). A size
+// of more than 2^32 - 1 buckets is refused (Errc::BadValue).
 Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg);
 
 // The default size rule: 10% of the free space of the filesystem holding
