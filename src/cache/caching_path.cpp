@@ -92,6 +92,7 @@ public:
         // Close the index (it waits for its compactions, which call the
         // filter above) while the allocator is still there.
         core_.dev->meta().set_extent_filter({});
+        core_.index.release_cursors();
         core_.dev.reset();
     }
 

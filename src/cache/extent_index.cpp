@@ -21,6 +21,7 @@
 #include "util/log.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <optional>
 #include <unistd.h>
@@ -76,22 +77,61 @@ Result<std::vector<Piece>> ExtentIndex::lookup(meta::FileId file, std::uint64_t 
     return out;
 }
 
+std::unique_ptr<meta::Cursor> ExtentIndex::take_cursor() const {
+    {
+        std::lock_guard lk(cursors_mu_);
+        if (!cursors_.empty()) {
+            auto c = std::move(cursors_.back());
+            cursors_.pop_back();
+            return c;
+        }
+    }
+    return std::make_unique<meta::Cursor>(dev_.meta().cursor(meta::Cf::extents));
+}
+
+void ExtentIndex::give_back(std::unique_ptr<meta::Cursor> c) const {
+    // As many as threads look up at once; a few more are just dropped.
+    constexpr std::size_t kKeep = 64;
+    std::lock_guard lk(cursors_mu_);
+    if (cursors_.size() < kKeep)
+        cursors_.push_back(std::move(c));
+}
+
+void ExtentIndex::release_cursors() {
+    std::lock_guard lk(cursors_mu_);
+    cursors_.clear();
+}
+
 Result<void> ExtentIndex::lookup(meta::FileId file, std::uint64_t start, std::uint64_t end,
                                  std::vector<Piece>& out) const {
     std::size_t n = 0;
     if (start < end) {
-        auto cur = dev_.meta().cursor(meta::Cf::extents, meta::extent_prefix_end(file));
+        // A reused cursor, refreshed (it must see every committed change:
+        // a dropped extent must never be served), and a key on the stack.
+        auto cur = take_cursor();
+        if (auto r = cur->refresh(); !r) {
+            out.clear();
+            return r;
+        }
+        char key[16];
+        constexpr bool kLittle = std::endian::native == std::endian::little;
+        const std::uint64_t be_file = kLittle ? __builtin_bswap64(file) : file;
+        const std::uint64_t be_from = kLittle ? __builtin_bswap64(start + 1) : start + 1;
+        std::memcpy(key, &be_file, 8);
+        std::memcpy(key + 8, &be_from, 8);
         // Keyed by end: the first key past `start` is the first extent that
         // can contain `start`.
-        for (cur.seek(meta::extent_key(file, start + 1)); cur.valid(); cur.next()) {
+        for (cur->seek(std::string_view(key, 16)); cur->valid(); cur->next()) {
             meta::ExtentKey k;
+            if (!meta::decode_extent_key(cur->key(), k) || k.file != file)
+                break; // past this file's extents
             if (n == out.size())
                 out.emplace_back();
             Piece& p = out[n];
-            if (!meta::decode_extent_key(cur.key(), k) || !meta::decode_extent(cur.value(), p.v) ||
-                p.v.len == 0 || p.v.len > k.end ||
+            if (!meta::decode_extent(cur->value(), p.v) || p.v.len == 0 || p.v.len > k.end ||
                 p.v.csums.size() != meta::csum_block_count(k.end - p.v.len, p.v.len)) {
                 out.resize(n);
+                give_back(std::move(cur));
                 return fail(Errc::MetaCorrupt,
                             "damaged extent record of file " + std::to_string(file));
             }
@@ -100,7 +140,9 @@ Result<void> ExtentIndex::lookup(meta::FileId file, std::uint64_t start, std::ui
                 break;
             ++n;
         }
-        if (auto st = cur.status(); !st) {
+        auto st = cur->status();
+        give_back(std::move(cur));
+        if (!st) {
             out.resize(n);
             return st;
         }

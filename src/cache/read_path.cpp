@@ -24,7 +24,9 @@ ReadPath::ReadPath(CacheCore& core, bg::Executor fill, const CacheHooks& hooks)
     : core_(core), fill_ex_(std::move(fill)), hooks_(hooks) {}
 
 bool ReadPath::try_hit(FileState& st, std::uint64_t start, std::uint64_t end, char* out) {
-    // Reused by every hit of this thread: no allocation once warm.
+    // Reused by every hit of this thread, as the lookup reuses a cursor and
+    // the checksum vectors: a warm hit allocates only when RocksDB's view
+    // changed since the cursor's last use (a flush or a compaction).
     thread_local std::vector<Piece> pieces;
     if (auto r = core_.index.lookup(st.fid.load(), start, end, pieces); !r) {
         ++core_.c.read_errors;

@@ -276,6 +276,12 @@ Cursor::~Cursor() = default;
 void Cursor::seek(std::string_view key) {
     impl_->it->Seek(slice(key));
 }
+Result<void> Cursor::refresh() {
+    auto s = impl_->it->Refresh();
+    if (!s.ok())
+        return fail(to_error(s, "index cursor refresh"));
+    return {};
+}
 void Cursor::seek_to_first() {
     impl_->it->SeekToFirst();
 }

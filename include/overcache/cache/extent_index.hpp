@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace overcache::cache {
@@ -92,7 +94,17 @@ public:
     // device and before anything is staged (the bucket is pinned).
     std::function<void(std::uint32_t bucket)> after_device_write;
 
+    // Destroys the cursors kept for reuse; before the index closes.
+    void release_cursors();
+
 private:
+    // Cursors over the extents kept for reuse by lookups (a new RocksDB
+    // iterator costs more than refreshing one), one taken per lookup.
+    std::unique_ptr<meta::Cursor> take_cursor() const;
+    void give_back(std::unique_ptr<meta::Cursor> c) const;
+    mutable std::mutex cursors_mu_; // a leaf
+    mutable std::vector<std::unique_ptr<meta::Cursor>> cursors_; // guarded by cursors_mu_
+
     void io_error(const Error& e) const;
 
     store::CacheDevice& dev_;

@@ -52,6 +52,9 @@ public:
 
     void seek(std::string_view key); // first key >= key
     void seek_to_first();
+    // Lets a cursor kept for reuse see every write committed before now (a
+    // cursor otherwise sees the index as of its creation).
+    Result<void> refresh();
     bool valid() const;
     void next();
     std::string_view key() const;
