@@ -9,6 +9,9 @@
 #include "overcache/meta/meta_store.hpp"
 
 #include <rocksdb/cache.h>
+#if __has_include(<rocksdb/advanced_cache.h>)
+#include <rocksdb/advanced_cache.h>  // RocksDB >= 8 defines rocksdb::Cache here
+#endif
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
