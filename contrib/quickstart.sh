@@ -22,12 +22,23 @@ fi
 
 bdir=$src/build-quickstart
 echo "== building overcache in $bdir"
-if [[ -f $bdir/build.ninja ]]; then
-    meson setup --reconfigure "$bdir" >/dev/null
-else
-    meson setup "$bdir" >/dev/null
+# The build's output goes to a log, shown whenever the build fails.
+log=$(mktemp -t overcache-quickstart-build.XXXXXX)
+build() {
+    if [[ -f $bdir/build.ninja ]]; then
+        meson setup --reconfigure "$bdir" || return
+    else
+        meson setup "$bdir" || return
+    fi
+    ninja -C "$bdir" src/overcache
+}
+if ! build > "$log" 2>&1; then
+    echo "quickstart: the build FAILED; the last 100 lines of its output:" >&2
+    tail -n 100 "$log" >&2
+    echo "quickstart: the build FAILED; its whole output is in $log" >&2
+    exit 1
 fi
-ninja -C "$bdir" src/overcache >/dev/null
+rm -f "$log"
 bin=$bdir/src/overcache
 
 if (($# == 2)); then

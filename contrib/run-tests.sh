@@ -5,26 +5,54 @@
 #   contrib/run-tests.sh            # normal build in build-test/
 #   contrib/run-tests.sh --asan     # the same with ASan+UBSan in build-asan/
 #   contrib/run-tests.sh --tsan     # the executor and unit tests with TSan in build-tsan/
+# Tests are built with -Dtests=enabled: a missing test dependency (doctest)
+# fails the setup instead of leaving nothing to run, and a run of 0 tests
+# fails. With OVERCACHE_TESTS_NO_SKIP=1 (CI sets it) a skipped test fails
+# the run too, so mount tests cannot quietly stop running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 "$PWD/contrib/install-deps.sh"
 
 dir=build-test
-args=(-Dwerror=true)
+args=(-Dtests=enabled -Dwerror=true)
 suites=()
 case "${1:-}" in
     --asan) dir=build-asan; args+=(-Db_sanitize=address,undefined -Db_lundef=false) ;;
     # Boost.Asio's atomic_thread_fence trips g++'s -Wtsan, hence no -Werror here.
-    --tsan) dir=build-tsan; args=(-Dwerror=false -Dcpp_args=-Wno-tsan -Db_sanitize=thread -Db_lundef=false)
+    --tsan) dir=build-tsan; args=(-Dtests=enabled -Dwerror=false -Dcpp_args=-Wno-tsan
+                                 -Db_sanitize=thread -Db_lundef=false)
             suites=(--suite unit) ;;
     "") ;;
     *) echo "usage: $0 [--asan|--tsan]" >&2; exit 2 ;;
 esac
 
+start=$SECONDS
 if [[ -d $dir ]]; then
-    meson setup --reconfigure "$dir" "${args[@]}" >/dev/null
+    meson setup --reconfigure "$dir" "${args[@]}"
 else
-    meson setup "$dir" "${args[@]}" >/dev/null
+    meson setup "$dir" "${args[@]}"
 fi
 ninja -C "$dir" -j"$(nproc)"
-meson test -C "$dir" --print-errorlogs --num-processes "$(nproc)" "${suites[@]}"
+
+ntests=$(meson test -C "$dir" --list "${suites[@]}" 2>/dev/null | grep -cE '^[^ ]+ / [^ ]+$' || true)
+if ((ntests == 0)); then
+    echo "run-tests: no tests are defined in $dir: refusing to pass with nothing run" >&2
+    exit 1
+fi
+rc=0
+meson test -C "$dir" --print-errorlogs --num-processes "$(nproc)" "${suites[@]}" || rc=$?
+
+# meson test prints its own summary above; one line more for logs and CI.
+log=$dir/meson-logs/testlog.json
+ran=$(grep -c '"name"' "$log" || true)
+skipped=$(grep -c '"result": "SKIP"' "$log" || true)
+echo "run-tests: $dir: $ran tests ran, $skipped of them skipped, exit $rc, $((SECONDS - start)) s"
+if ((rc == 0 && ran == 0)); then
+    echo "run-tests: 0 tests ran" >&2
+    exit 1
+fi
+if ((rc == 0 && skipped > 0)) && [[ ${OVERCACHE_TESTS_NO_SKIP:-0} == 1 ]]; then
+    echo "run-tests: OVERCACHE_TESTS_NO_SKIP=1 and $skipped tests skipped" >&2
+    exit 1
+fi
+exit "$rc"

@@ -4,6 +4,7 @@
 #include "twin.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <dirent.h>
 #include <fcntl.h>
