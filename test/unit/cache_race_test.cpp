@@ -264,14 +264,31 @@ struct Handle {
     }
 };
 
+// Where two byte strings first differ (doctest would print them whole).
+std::string first_diff(const std::string& a, const std::string& b) {
+    const auto m = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+    return "sizes " + std::to_string(a.size()) + " and " + std::to_string(b.size()) +
+           ", first difference at byte " + std::to_string(m.first - a.begin());
+}
+#define CHECK_BYTES(a, b)                                                                      \
+    do {                                                                                       \
+        const std::string a_ = (a), b_ = (b);                                                  \
+        CHECK_MESSAGE((a_ == b_), first_diff(a_, b_));                                         \
+    } while (0)
+#define REQUIRE_BYTES(a, b)                                                                    \
+    do {                                                                                       \
+        const std::string a_ = (a), b_ = (b);                                                  \
+        REQUIRE_MESSAGE((a_ == b_), first_diff(a_, b_));                                       \
+    } while (0)
+
 // Every byte the cache serves for `name` equals the backing's.
 void check_all_bytes(Fx& fx, const std::string& name) {
     const std::string truth = read_backing(fx.path(name));
     Handle h(*fx.dp, fx.path(name), O_RDONLY);
     for (std::uint64_t off = 0; off < truth.size(); off += 64 * KiB) {
         const auto len = std::min<std::uint64_t>(64 * KiB, truth.size() - off);
-        REQUIRE_MESSAGE(h.read(*fx.dp, off, len) == truth.substr(off, len),
-                        name << " differs at " << off);
+        INFO(name << " at " << off);
+        REQUIRE_BYTES(h.read(*fx.dp, off, len), truth.substr(off, len));
     }
 }
 
@@ -334,9 +351,9 @@ TEST_CASE("race 1: an open during a change's compare waits and never serves old 
     fx.start();
     write_file(f, one);
     Handle h0(*fx.dp, f, O_RDONLY);
-    CHECK(h0.read(*fx.dp, 0, 128 * KiB) == one);
+    CHECK_BYTES(h0.read(*fx.dp, 0, 128 * KiB), one);
     fx.ctl().drain_fills();
-    CHECK(h0.read(*fx.dp, 0, 128 * KiB) == one);
+    CHECK_BYTES(h0.read(*fx.dp, 0, 128 * KiB), one);
     REQUIRE(fx.stat("cache_hits") == 1);
 
     const struct stat now = change_behind(f, two);
@@ -345,7 +362,7 @@ TEST_CASE("race 1: an open during a change's compare waits and never serves old 
     SUBCASE("the change is an open (close-to-open)") {
         Handle h1(*fx.dp, f, O_RDONLY);
         CHECK_FALSE(h1.out.keep_page_cache); // this open tells the kernel
-        CHECK(h1.read(*fx.dp, 0, 128 * KiB) == two);
+        CHECK_BYTES(h1.read(*fx.dp, 0, 128 * KiB), two);
         t2_must_drop_pages = false; // the flag was consumed by h1's open
     }
     SUBCASE("the change is a getattr") {
@@ -365,12 +382,12 @@ TEST_CASE("race 1: an open during a change's compare waits and never serves old 
     if (t2_must_drop_pages)
         CHECK_FALSE(s.t2_keep); // the kernel must drop its pages
     REQUIRE(s.t2_bytes.has_value());
-    CHECK(*s.t2_bytes == two);      // never the old extents
+    CHECK_BYTES(*s.t2_bytes, two);      // never the old extents
     // An open from before the change reads the new bytes too.
-    CHECK(h0.read(*fx.dp, 0, 128 * KiB) == two);
+    CHECK_BYTES(h0.read(*fx.dp, 0, 128 * KiB), two);
     CHECK(fx.stat("files_invalidated") == 1);
     fx.ctl().drain_fills();
-    CHECK(h0.read(*fx.dp, 0, 128 * KiB) == two);
+    CHECK_BYTES(h0.read(*fx.dp, 0, 128 * KiB), two);
     CHECK(fx.stat("cache_read_errors") == 0);
 }
 
@@ -404,14 +421,14 @@ TEST_CASE("race 2: a fill never commits after the file's extents were dropped" *
             ::unlink(f.c_str());
         };
         s.armed = true;
-        CHECK(h.read(*fx.dp, 0, 64 * KiB) == one);
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one);
         REQUIRE(s.acted.wait());
         fx.ctl().drain_fills();
         CHECK(fx.stat("fills_raced") == 1);
         CHECK(fx.stat("fills") == 0);
         CHECK(fx.stat("cache_live_bytes") == 0);
         // The open file still reads, from the backing.
-        CHECK(h.read(*fx.dp, 0, 64 * KiB) == one);
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one);
         fx.ctl().drain_fills();
         CHECK(fx.stat("cache_hits") == 0);
         CHECK(fx.stat("cache_live_bytes") == 0);
@@ -423,17 +440,17 @@ TEST_CASE("race 2: a fill never commits after the file's extents were dropped" *
             ok = r && !r->backing_changed;
         };
         s.armed = true;
-        CHECK(h.read(*fx.dp, 0, 64 * KiB) == one);
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one);
         REQUIRE(s.acted.wait());
         fx.ctl().drain_fills();
         CHECK(ok);
         CHECK(fx.stat("fills_raced") == 1);
         CHECK(fx.stat("fills") == 0);
         CHECK(fx.stat("cache_live_bytes") == 0);
-        CHECK(h.read(*fx.dp, 0, 64 * KiB) == one.substr(0, 10 * KiB));
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one.substr(0, 10 * KiB));
         fx.ctl().drain_fills();
         CHECK(fx.stat("fills") == 1); // the truncated file's own fill
-        CHECK(h.read(*fx.dp, 0, 64 * KiB) == one.substr(0, 10 * KiB));
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one.substr(0, 10 * KiB));
         CHECK(fx.stat("cache_hits") == 1);
         CHECK(fx.stat("cache_live_bytes") == 10 * KiB);
     }
@@ -459,7 +476,7 @@ TEST_CASE("race 2: a fill never commits after the file's extents were dropped" *
             changed = fx.dp->attrs_changed(FileRef{h.fd, after}, seen).backing_changed;
         };
         s.armed = true;
-        CHECK(h.read(*fx.dp, 0, 64 * KiB) == one);
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one);
         REQUIRE(s.acted.wait());
         fx.ctl().drain_fills();
         CHECK(changed);
@@ -467,9 +484,9 @@ TEST_CASE("race 2: a fill never commits after the file's extents were dropped" *
         CHECK(fx.stat("fills") == 0);
         CHECK(fx.stat("cache_live_bytes") == 0);
         Handle h2(*fx.dp, f, O_RDONLY);
-        CHECK(h2.read(*fx.dp, 0, 64 * KiB) == two);
+        CHECK_BYTES(h2.read(*fx.dp, 0, 64 * KiB), two);
         fx.ctl().drain_fills();
-        CHECK(h2.read(*fx.dp, 0, 64 * KiB) == two);
+        CHECK_BYTES(h2.read(*fx.dp, 0, 64 * KiB), two);
         CHECK(fx.stat("cache_hits") == 1);
     }
     CHECK(fx.stat("cache_read_errors") == 0);
@@ -550,7 +567,7 @@ TEST_CASE("race 3: GC never removes a fresh fill of a key that was stale" *
     fx.ctl().drain_fills();
     CHECK(s.failures == 0);
     REQUIRE(s.hook_read.has_value());
-    CHECK(*s.hook_read == data.substr(0, 64 * KiB));
+    CHECK_BYTES(*s.hook_read, data.substr(0, 64 * KiB));
     REQUIRE(fx.stat("gc_buckets_reclaimed") == 2);
     {
         std::lock_guard lk(s.mu);
@@ -641,11 +658,11 @@ TEST_CASE("race 4: a GC pass while a fill is between device write and commit" *
         fdata.replace(3 * 64 * KiB, patch.size(), patch);
         {
             Handle ho(*fx.dp, fx.path("old"), O_RDONLY);
-            CHECK(ho.read(*fx.dp, 0, 256 * KiB) == odata);
+            CHECK_BYTES(ho.read(*fx.dp, 0, 256 * KiB), odata);
             fx.ctl().drain_fills();
         }
         // f's chunks 0 and 1 go to bucket 0 too, which then has 64K left.
-        CHECK(hf.read(*fx.dp, 0, 128 * KiB) == fdata.substr(0, 128 * KiB));
+        CHECK_BYTES(hf.read(*fx.dp, 0, 128 * KiB), fdata.substr(0, 128 * KiB));
         fx.ctl().drain_fills();
         {
             std::lock_guard lk(s.mu);
@@ -662,7 +679,7 @@ TEST_CASE("race 4: a GC pass while a fill is between device write and commit" *
         // f's chunk 3 has a hole: a miss, and its fill takes bucket 0's last
         // 64K and parks between the device write and the commit.
         s.armed = true;
-        CHECK(hf.read(*fx.dp, 3 * 64 * KiB, 64 * KiB) == fdata.substr(3 * 64 * KiB, 64 * KiB));
+        CHECK_BYTES(hf.read(*fx.dp, 3 * 64 * KiB, 64 * KiB), fdata.substr(3 * 64 * KiB, 64 * KiB));
         REQUIRE(s.in_hook.wait());
         CHECK(s.held == b0);
         CHECK(fx.stat("buckets_pinned") == 1); // race 5: the fill's bucket is pinned
@@ -692,8 +709,8 @@ TEST_CASE("race 4: a GC pass while a fill is between device write and commit" *
         CHECK(fx.stat("gc_runs") == 1); // back at the low mark: no more passes
         // The fill committed, at bucket 0's unchanged gen: it hits.
         const auto hits = fx.stat("cache_hits");
-        CHECK(hf.read(*fx.dp, 3 * 64 * KiB, 64 * KiB) == fdata.substr(3 * 64 * KiB, 64 * KiB));
-        CHECK(hf.read(*fx.dp, 0, 128 * KiB) == fdata.substr(0, 128 * KiB));
+        CHECK_BYTES(hf.read(*fx.dp, 3 * 64 * KiB, 64 * KiB), fdata.substr(3 * 64 * KiB, 64 * KiB));
+        CHECK_BYTES(hf.read(*fx.dp, 0, 128 * KiB), fdata.substr(0, 128 * KiB));
         CHECK(fx.stat("cache_hits") == hits + 2);
         CHECK(fx.stat("cache_stale_reads") == 0);
         // Live: f 0, 1, 3 and old 3 in bucket 0, g's 4K in the new one.
@@ -709,7 +726,7 @@ TEST_CASE("race 4: a GC pass while a fill is between device write and commit" *
     {
         Handle hf(*fx.dp, fx.path("f"), O_RDONLY);
         CHECK(hf.out.keep_page_cache);
-        CHECK(hf.read(*fx.dp, 3 * 64 * KiB, 64 * KiB) == fdata.substr(3 * 64 * KiB, 64 * KiB));
+        CHECK_BYTES(hf.read(*fx.dp, 3 * 64 * KiB, 64 * KiB), fdata.substr(3 * 64 * KiB, 64 * KiB));
         CHECK(fx.stat("cache_hits") == 1);
     }
     check_all_bytes(fx, "f");
@@ -754,7 +771,7 @@ TEST_CASE("race 5: a gc_now while a write's bucket is pinned, then every byte ch
     {
         Handle hf(*fx.dp, fx.path("f"));
         Handle hg(*fx.dp, fx.path("g"));
-        CHECK(hf.read(*fx.dp, 0, 192 * KiB) == fdata.substr(0, 192 * KiB));
+        CHECK_BYTES(hf.read(*fx.dp, 0, 192 * KiB), fdata.substr(0, 192 * KiB));
         fx.ctl().drain_fills();
         std::uint32_t b0 = 0;
         {
@@ -787,13 +804,13 @@ TEST_CASE("race 5: a gc_now while a write's bucket is pinned, then every byte ch
         fdata.replace(192 * KiB, w1.size(), w1);
         CHECK(fx.stat("buckets_pinned") == 0);
         auto hits = fx.stat("cache_hits");
-        CHECK(hf.read(*fx.dp, 0, 256 * KiB) == fdata);
+        CHECK_BYTES(hf.read(*fx.dp, 0, 256 * KiB), fdata);
         CHECK(fx.stat("cache_hits") == hits + 1);
         // Unpinned, bucket 0 goes at the next pass; new writes may reuse it.
         fx.ctl().gc_now();
         CHECK(fx.stat("gc_buckets_reclaimed") == 1);
         hits = fx.stat("cache_hits");
-        CHECK(hf.read(*fx.dp, 0, 256 * KiB) == fdata);
+        CHECK_BYTES(hf.read(*fx.dp, 0, 256 * KiB), fdata);
         CHECK(fx.stat("cache_hits") == hits);
     }
 }
@@ -917,12 +934,19 @@ TEST_CASE("race 6: overlapping writes reach the backing and the cache in one ord
         CHECK(s.backing_had_w1); // ...and had not touched the backing
         auto truth = base;
         truth.replace(at, w2.size(), w2);
-        CHECK(read_backing(fx.path("f")) == truth);
+        CHECK_BYTES(read_backing(fx.path("f")), truth);
         fx.ctl().drain_fills();
-        const auto hits = fx.stat("cache_hits");
+        auto hits = fx.stat("cache_hits");
+        // The written range alone first: in writethrough it is the cache's
+        // own bytes (a hit), and they must be W2's.
+        CHECK(h->read(*fx.dp, at, w2.size()) == w2);
+        if (mode == config::CacheMode::writethrough)
+            CHECK(fx.stat("cache_hits") == hits + 1);
+        fx.ctl().drain_fills();
+        hits = fx.stat("cache_hits");
         CHECK(h->read(*fx.dp, 0, 128 * KiB) == truth);
         if (mode == config::CacheMode::writethrough)
-            CHECK(fx.stat("cache_hits") == hits + 1); // the cache's own bytes
+            CHECK(fx.stat("cache_hits") == hits + 1); // filled around the write
         fx.ctl().drain_fills();
         CHECK(h->read(*fx.dp, 0, 128 * KiB) == truth);
         CHECK(fx.stat("cache_read_errors") == 0);
@@ -941,9 +965,9 @@ TEST_CASE("race 7: a local op after a backing change never leaves stale extents"
     const std::string f = fx.path("f");
     write_file(f, one);
     Handle h(*fx.dp, f);
-    CHECK(h.read(*fx.dp, 0, 128 * KiB) == one);
+    CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), one);
     fx.ctl().drain_fills();
-    CHECK(h.read(*fx.dp, 0, 128 * KiB) == one);
+    CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), one);
     REQUIRE(fx.stat("cache_hits") == 1);
     const struct stat now = change_behind(f, two);
     std::string truth = two;
@@ -975,11 +999,11 @@ TEST_CASE("race 7: a local op after a backing change never leaves stale extents"
         truth.replace(100 * KiB, patch.size(), patch);
     }
     CHECK(fx.stat("backing_changes_seen") == 1);
-    CHECK(h.read(*fx.dp, 0, 128 * KiB) == truth);
+    CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), truth);
     fx.ctl().drain_fills();
-    CHECK(h.read(*fx.dp, 0, 128 * KiB) == truth);
+    CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), truth);
     Handle h2(*fx.dp, f, O_RDONLY);
-    CHECK(h2.read(*fx.dp, 0, 128 * KiB) == truth);
+    CHECK_BYTES(h2.read(*fx.dp, 0, 128 * KiB), truth);
     CHECK(fx.stat("cache_read_errors") == 0);
 }
 
@@ -994,7 +1018,7 @@ TEST_CASE("race 8: cache device read errors, then degraded" * doctest::timeout(3
     auto data = random_bytes(512 * KiB, 19);
     write_file(fx.path("f"), data);
     Handle h(*fx.dp, fx.path("f"));
-    CHECK(h.read(*fx.dp, 0, 256 * KiB) == data.substr(0, 256 * KiB));
+    CHECK_BYTES(h.read(*fx.dp, 0, 256 * KiB), data.substr(0, 256 * KiB));
     fx.ctl().drain_fills();
     REQUIRE(fx.stat("fills") == 4);
     std::atomic<int> read_faults{0};
@@ -1006,33 +1030,33 @@ TEST_CASE("race 8: cache device read errors, then degraded" * doctest::timeout(3
     });
     // Within the budget: hits turn into misses, the data is right.
     for (std::uint64_t c = 0; c < 2; ++c) {
-        CHECK(h.read(*fx.dp, c * 64 * KiB, 64 * KiB) == data.substr(c * 64 * KiB, 64 * KiB));
+        CHECK_BYTES(h.read(*fx.dp, c * 64 * KiB, 64 * KiB), data.substr(c * 64 * KiB, 64 * KiB));
         CHECK(fx.stat("cache_io_errors") == c + 1);
         CHECK(fx.stat_str("cache_state") == "running");
     }
     CHECK(fx.stat("cache_hits") == 0);
     // Past it: degraded.
-    CHECK(h.read(*fx.dp, 2 * 64 * KiB, 64 * KiB) == data.substr(2 * 64 * KiB, 64 * KiB));
+    CHECK_BYTES(h.read(*fx.dp, 2 * 64 * KiB, 64 * KiB), data.substr(2 * 64 * KiB, 64 * KiB));
     CHECK(fx.stat("cache_io_errors") == 3);
     CHECK(fx.stat_str("cache_state") == "degraded");
     fx.ctl().drain_fills();
     const auto fills = fx.stat("fills");
     const auto faults = read_faults.load();
     // Reads and writes keep working, from and to the backing, and stay right.
-    CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+    CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
     const auto patch = random_bytes(8 * KiB, 20);
     h.write(*fx.dp, 300 * KiB, patch);
     data.replace(300 * KiB, patch.size(), patch);
-    CHECK(read_backing(fx.path("f")) == data);
-    CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+    CHECK_BYTES(read_backing(fx.path("f")), data);
+    CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
     Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
-    CHECK(h2.read(*fx.dp, 256 * KiB, 256 * KiB) == data.substr(256 * KiB));
+    CHECK_BYTES(h2.read(*fx.dp, 256 * KiB, 256 * KiB), data.substr(256 * KiB));
     fx.ctl().drain_fills();
     CHECK(fx.stat("fills") == fills); // nothing committed while degraded
     CHECK(read_faults.load() == faults); // and the device is not read
     CHECK(fx.stat_str("cache_state") == "degraded");
     fx.dev->set_fault({});
-    CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+    CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
     fx.ctl().drain_fills();
     CHECK(fx.stat("fills") == fills);
 }
@@ -1057,7 +1081,7 @@ TEST_CASE("race 8: cache device write errors during fills leave no bucket behind
             return err;
         });
         // Eight fills of 64K: all fail after taking their space.
-        CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+        CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
         fx.ctl().drain_fills();
         CHECK(fx.stat("fill_errors") == 8);
         CHECK(fx.stat("fills") == 0);
@@ -1069,7 +1093,7 @@ TEST_CASE("race 8: cache device write errors during fills leave no bucket behind
         const auto patch = random_bytes(8 * KiB, 22);
         h.write(*fx.dp, 10 * KiB, patch);
         data.replace(10 * KiB, patch.size(), patch);
-        CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+        CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
         fx.ctl().drain_fills();
         CHECK(fx.stat("fills") == 0);
         CHECK(fx.stat_str("cache_state") == "running");
@@ -1085,12 +1109,12 @@ TEST_CASE("race 8: cache device write errors during fills leave no bucket behind
         CHECK(fx.stat("cache_live_bytes") == 0);
         CHECK(fx.stat("cache_used_bytes") <= 256 * KiB); // the open bucket's tail
         // And the cache works again.
-        CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+        CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
         fx.ctl().drain_fills();
         CHECK(fx.stat("fills") == 8);
         CHECK(fx.stat("cache_live_bytes") == 512 * KiB);
         const auto hits = fx.stat("cache_hits");
-        CHECK(h.read(*fx.dp, 0, 512 * KiB) == data);
+        CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), data);
         CHECK(fx.stat("cache_hits") == hits + 1);
         CHECK(fx.stat("cache_read_errors") == 0);
     }
@@ -1144,12 +1168,12 @@ TEST_CASE("race 9: files_tracked returns to the files still open" * doctest::tim
     // Hits, and the unlink of an open file.
     {
         Handle h(*fx.dp, fx.path("f2"), O_RDONLY);
-        CHECK(h.read(*fx.dp, 0, 128 * KiB) == datas[2]);
+        CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), datas[2]);
         CHECK(fx.stat("files_tracked") == 1);
         fx.dp->removed(FileRef{h.fd, h.fstat()});
         REQUIRE(::unlink(fx.path("f2").c_str()) == 0);
         CHECK(fx.stat("files_tracked") == 1);
-        CHECK(h.read(*fx.dp, 0, 128 * KiB) == datas[2]);
+        CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), datas[2]);
         fx.ctl().drain_fills();
         CHECK(fx.stat("files_tracked") == 1);
     }
@@ -1159,7 +1183,7 @@ TEST_CASE("race 9: files_tracked returns to the files still open" * doctest::tim
     write_file(fx.path("n"), datas[4]);
     {
         Handle h(*fx.dp, fx.path("n"), O_RDONLY);
-        CHECK(h.read(*fx.dp, 0, 128 * KiB) == datas[4]);
+        CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), datas[4]);
         fx.dp->removed(FileRef{h.fd, h.fstat()});
         REQUIRE(::unlink(fx.path("n").c_str()) == 0);
     }
