@@ -18,6 +18,7 @@
 #include "util/log.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <fcntl.h>
 #include <sys/statfs.h>
 
@@ -47,8 +48,9 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
 void CacheCore::device_error(const Error& e) {
     if (budget.record_error()) {
         degraded.store(true);
-        log::error("cache: the cache device failed ", static_cast<std::uint64_t>(budget.error_count()),
-                   " times recently (last: ", to_string(e),
+        // The count decays between errors: 3 errors read back as 2.999...
+        const auto errors = static_cast<std::uint64_t>(std::llround(budget.error_count()));
+        log::error("cache: the cache device failed ", errors, " times recently (last: ", to_string(e),
                    "); running as a passthrough until the next mount (cache_state degraded)");
     }
 }
