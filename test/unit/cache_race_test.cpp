@@ -1007,6 +1007,66 @@ TEST_CASE("race 7: a local op after a backing change never leaves stale extents"
     CHECK(fx.stat("cache_read_errors") == 0);
 }
 
+// 7b. The reverse of race 7: our own write is not a change behind the
+// mount, even when a metadata change through the mount (chmod: the adapter
+// reports it with attrs_changed) lands while the write is between the
+// backing and the cache (mmap writeback is not serialised with setattr).
+TEST_CASE("race 7b: attrs_changed during our own write is not a backing change" *
+          doctest::timeout(30)) {
+    struct S {
+        std::atomic<bool> armed{false};
+        Gate t_done;
+        std::atomic<bool> t_changed{false};
+        std::atomic<int> failures{0};
+    } s;
+    Fx fx;
+    std::unique_ptr<Handle> h;
+    std::jthread t;
+    fx.hooks.after_backing_write = [&] {
+        if (!s.armed.exchange(false))
+            return;
+        // The write is on the backing; the cache and the record follow it
+        // after this hook. Another thread chmods the file through the mount.
+        t = std::jthread([&] {
+            struct stat before {};
+            struct stat after {};
+            if (::fstat(h->fd, &before) != 0 || ::fchmod(h->fd, 0600) != 0 ||
+                ::fstat(h->fd, &after) != 0)
+                ++s.failures;
+            s.t_changed = fx.dp->attrs_changed(FileRef{h->fd, after}, before).backing_changed;
+            s.t_done.open();
+        });
+        // It may wait for the write (a fix may serialise them): look only.
+        (void)s.t_done.wait(kQuiet);
+    };
+    fx.start();
+    auto data = random_bytes(128 * KiB, 40);
+    write_file(fx.path("f"), data);
+    h = std::make_unique<Handle>(*fx.dp, fx.path("f"));
+    CHECK_BYTES(h->read(*fx.dp, 0, 128 * KiB), data);
+    fx.ctl().drain_fills();
+    const auto patch = random_bytes(4 * KiB, 41);
+    s.armed = true;
+    h->write(*fx.dp, 100 * KiB, patch);
+    data.replace(100 * KiB, patch.size(), patch);
+    REQUIRE(s.t_done.wait());
+    t.join();
+    CHECK(s.failures == 0);
+    CHECK_FALSE(s.t_changed);
+    CHECK(fx.stat("backing_changes_seen") == 0);
+    CHECK(fx.stat("files_invalidated") == 0);
+    // The file's cache survived: the untouched chunk and the write hit.
+    const auto hits = fx.stat("cache_hits");
+    CHECK_BYTES(h->read(*fx.dp, 0, 64 * KiB), data.substr(0, 64 * KiB));
+    CHECK_BYTES(h->read(*fx.dp, 100 * KiB, 4 * KiB), patch);
+    CHECK(fx.stat("cache_hits") == hits + 2);
+    // And the next open may keep the kernel's pages.
+    Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
+    CHECK(h2.out.keep_page_cache);
+    CHECK_BYTES(h2.read(*fx.dp, 0, 128 * KiB), data);
+    h.reset();
+}
+
 // 8. Cache device errors: reads fall back to the backing and count against
 // the error budget; past it the mount degrades to a passthrough that stays
 // correct. Failed writes during fills leave nothing pinned or accounted.
