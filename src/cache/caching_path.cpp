@@ -213,13 +213,20 @@ ChangeOut CachingPath::getattr(FileRef file, struct stat& /*st*/) {
 ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
     ChangeOut out;
     cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    // After a change of our own in flight (mmap writeback is not serialised
+    // with setattr): `before` may show its bytes before its record does.
+    std::lock_guard wl(ref->write_mu);
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r || !ref->rec)
         return out;
-    auto changed = core_.records.revalidate(*ref, before);
-    if (changed && *changed) {
-        ++core_.c.backing_changes;
-        out.backing_changed = true;
+    // That change may also have recorded the backing after this one: then
+    // there is nothing behind the mount to see.
+    if (!same_file(*ref->rec, file.st)) {
+        auto changed = core_.records.revalidate(*ref, before);
+        if (changed && *changed) {
+            ++core_.c.backing_changes;
+            out.backing_changed = true;
+        }
     }
     if (auto r = core_.records.record_after(*ref, file.st); !r)
         log::warn("cache: cannot update a file record: ", to_string(r.error()));
