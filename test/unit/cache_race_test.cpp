@@ -492,6 +492,64 @@ TEST_CASE("race 2: a fill never commits after the file's extents were dropped" *
     CHECK(fx.stat("cache_read_errors") == 0);
 }
 
+// 2b. An open with O_TRUNC through the mount empties the backing file in
+// the adapter, before DataPath::open. If that lands while our own write is
+// between the backing and the cache, the write must not leave its bytes
+// cached past the new end of file, where a later truncate up (or a write
+// further out) would turn them into hits on bytes the backing never had.
+TEST_CASE("race 2b: an O_TRUNC open during our own write leaves nothing past the end" *
+          doctest::timeout(30)) {
+    struct S {
+        std::atomic<bool> armed{false};
+        Gate t_done;
+        std::atomic<bool> t_ok{false};
+    } s;
+    Fx fx;
+    const std::string f = fx.path("f");
+    std::jthread t;
+    fx.hooks.after_backing_write = [&] {
+        if (!s.armed.exchange(false))
+            return;
+        // Our write is on the backing, the cache not updated yet: another
+        // process opens the file with O_TRUNC through the mount.
+        t = std::jthread([&] {
+            int fd = ::open(f.c_str(), O_RDWR | O_TRUNC);
+            struct stat st {};
+            if (fd >= 0 && ::fstat(fd, &st) == 0) {
+                auto r = fx.dp->open(fd, st, O_RDWR | O_TRUNC);
+                s.t_ok = r.has_value();
+                if (r)
+                    r->file.reset();
+            }
+            if (fd >= 0)
+                ::close(fd);
+            s.t_done.open();
+        });
+        // It may wait for the write (a fix may serialise them): look only.
+        (void)s.t_done.wait(1s);
+    };
+    fx.start();
+    write_file(f, random_bytes(128 * KiB, 42));
+    Handle h(*fx.dp, f);
+    const auto patch = random_bytes(4 * KiB, 43);
+    s.armed = true;
+    h.write(*fx.dp, 64 * KiB, patch);
+    REQUIRE(s.t_done.wait());
+    t.join();
+    CHECK(s.t_ok);
+    // The truncate came last on the backing: the file is empty.
+    CHECK(h.fstat().st_size == 0);
+    CHECK(fx.stat("cache_live_bytes") == 0); // nothing cached past the end
+    // Grown back through the mount: zeros, never the old write.
+    auto r = fx.dp->truncate(h.fd, true, 128 * KiB);
+    REQUIRE(r);
+    CHECK_FALSE(r->backing_changed);
+    CHECK_BYTES(h.read(*fx.dp, 64 * KiB, 4 * KiB), std::string(4 * KiB, '\0'));
+    CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), std::string(128 * KiB, '\0'));
+    CHECK_BYTES(read_backing(f), std::string(128 * KiB, '\0'));
+    CHECK(fx.stat("cache_read_errors") == 0);
+}
+
 // 3. GC used to sweep stale keys from an earlier snapshot and delete fresh
 // fills of the same key. Here a stale extent is refilled while GC is in the
 // middle of a reclaim (between picking victims and bumping gens), and again
