@@ -162,6 +162,11 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
     StateRef ref = core_.files.acquire(core_.key_of(fd, st));
     FileState& fs = *ref;
     bool keep = false;
+    // The adapter's open has emptied the backing already: a write of ours in
+    // flight would otherwise cache its bytes after our drop, past the end.
+    std::unique_lock<std::mutex> wl;
+    if ((open_flags & O_TRUNC) != 0)
+        wl = std::unique_lock(fs.write_mu);
     {
         std::lock_guard lk(fs.mu);
         if (auto r = core_.records.load(fs); !r) {
