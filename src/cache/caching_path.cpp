@@ -50,7 +50,8 @@ void CacheCore::device_error(const Error& e) {
         degraded.store(true);
         // The count decays between errors: 3 errors read back as 2.999...
         const auto errors = static_cast<std::uint64_t>(std::llround(budget.error_count()));
-        log::error("cache: the cache device failed ", errors, " times recently (last: ", to_string(e),
+        log::error("cache: the cache device failed ", errors,
+                   " times recently (last: ", to_string(e),
                    "); running as a passthrough until the next mount (cache_state degraded)");
     }
 }
