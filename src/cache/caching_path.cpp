@@ -18,6 +18,7 @@
 #include "util/log.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <fcntl.h>
 #include <sys/statfs.h>
 
@@ -47,7 +48,9 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
 void CacheCore::device_error(const Error& e) {
     if (budget.record_error()) {
         degraded.store(true);
-        log::error("cache: the cache device failed ", static_cast<std::uint64_t>(budget.error_count()),
+        // The count decays between errors: 3 errors read back as 2.999...
+        const auto errors = static_cast<std::uint64_t>(std::llround(budget.error_count()));
+        log::error("cache: the cache device failed ", errors,
                    " times recently (last: ", to_string(e),
                    "); running as a passthrough until the next mount (cache_state degraded)");
     }
@@ -172,6 +175,11 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
     StateRef ref = core_.files.acquire(core_.key_of(fd, st));
     FileState& fs = *ref;
     bool keep = false;
+    // The adapter's open has emptied the backing already: a write of ours in
+    // flight would otherwise cache its bytes after our drop, past the end.
+    std::unique_lock<std::mutex> wl;
+    if ((open_flags & O_TRUNC) != 0)
+        wl = std::unique_lock(fs.write_mu);
     {
         std::lock_guard lk(fs.mu);
         if (auto r = core_.records.load(fs); !r) {
@@ -226,13 +234,20 @@ ChangeOut CachingPath::getattr(FileRef file, struct stat& /*st*/) {
 ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
     ChangeOut out;
     cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    // After a change of our own in flight (mmap writeback is not serialised
+    // with setattr): `before` may show its bytes before its record does.
+    std::lock_guard wl(ref->write_mu);
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r || !ref->rec)
         return out;
-    auto changed = core_.records.revalidate(*ref, before);
-    if (changed && *changed) {
-        ++core_.c.backing_changes;
-        out.backing_changed = true;
+    // That change may also have recorded the backing after this one: then
+    // there is nothing behind the mount to see.
+    if (!same_file(*ref->rec, file.st)) {
+        auto changed = core_.records.revalidate(*ref, before);
+        if (changed && *changed) {
+            ++core_.c.backing_changes;
+            out.backing_changed = true;
+        }
     }
     if (auto r = core_.records.record_after(*ref, file.st); !r)
         log::warn("cache: cannot update a file record: ", to_string(r.error()));
