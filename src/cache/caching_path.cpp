@@ -48,6 +48,7 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
 void CacheCore::device_error(const Error& e) {
     if (budget.record_error()) {
         degraded.store(true);
+        index.stop_device_reads();
         // The count decays between errors: 3 errors read back as 2.999...
         const auto errors = static_cast<std::uint64_t>(std::llround(budget.error_count()));
         log::error("cache: the cache device failed ", errors,

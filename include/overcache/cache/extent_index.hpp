@@ -94,6 +94,10 @@ public:
     // device and before anything is staged (the bucket is pinned).
     std::function<void(std::uint32_t bucket)> after_device_write;
 
+    // The cache device is out of use (degraded): punches no longer read it
+    // to keep the cut edges of extents; those edges are dropped instead.
+    void stop_device_reads() { no_device_reads_.store(true); }
+
     // Destroys the cursors kept for reuse; before the index closes.
     void release_cursors();
 
@@ -111,6 +115,7 @@ private:
     store::Allocator& alloc_;
     mutable std::atomic<std::uint64_t> read_bytes_{0};
     mutable std::atomic<std::uint64_t> io_errors_{0};
+    std::atomic<bool> no_device_reads_{false};
 };
 
 } // namespace overcache::cache

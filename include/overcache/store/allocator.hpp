@@ -157,7 +157,7 @@ public:
     std::uint64_t tick() const { return tick_.load(std::memory_order_relaxed); }
 
     // Test seam: called by reclaim() after it picked its victims and before
-    // it bumps their gens (with no lock held).
+    // it bumps their gens, with commit_mu_ held (so it must not commit).
     std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
 
 private:
