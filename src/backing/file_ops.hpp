@@ -3,6 +3,7 @@
 // call can be short, and knows nothing about the cache.
 #pragma once
 
+#include "backing/backing_fs.hpp"
 #include "overcache/util/result.hpp"
 #include "util/file_io.hpp"
 
@@ -29,6 +30,16 @@ inline Result<std::size_t> write_all(int fd, const char* data, std::size_t len, 
 inline Result<void> sync_file(int fd, bool datasync) {
     if ((datasync ? ::fdatasync(fd) : ::fsync(fd)) != 0)
         return fail_errno();
+    return {};
+}
+
+// Sets the size of the file behind `fd`: an open, writable fd when
+// `fd_is_open`, else an O_PATH handle (truncated through /proc).
+inline Result<void> truncate_file(int fd, bool fd_is_open, std::uint64_t size) {
+    const int err = fd_is_open ? (::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno)
+                               : truncate_path(fd, static_cast<off_t>(size));
+    if (err != 0)
+        return fail_sys(err);
     return {};
 }
 

@@ -1,7 +1,6 @@
 // DOC: the passthrough DataPath (cache_mode=none). Every read is a zero-copy
 // splice from the backing fd and every write a splice to it; nothing is
 // remembered, so the change hooks have nothing to do.
-#include "backing/backing_fs.hpp"
 #include "backing/file_ops.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/cache/factory.hpp"
@@ -42,13 +41,8 @@ public:
         done(backing::sync_file(fd_of(f), datasync));
     }
     Result<ChangeOut> truncate(int fd, bool fd_is_open, std::uint64_t size) override {
-        int err = 0;
-        if (fd_is_open)
-            err = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno;
-        else
-            err = backing::truncate_path(fd, static_cast<off_t>(size));
-        if (err != 0)
-            return fail_sys(err);
+        if (auto r = backing::truncate_file(fd, fd_is_open, size); !r)
+            return fail(r.error());
         return ChangeOut{};
     }
     Result<void> fallocate(OpenFile& f, int mode, off_t off, off_t len) override {

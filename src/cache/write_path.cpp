@@ -15,7 +15,6 @@
 // the range instead, so it never keeps what the write replaced.
 #include "cache/write_path.hpp"
 
-#include "backing/backing_fs.hpp"
 #include "backing/file_ops.hpp"
 #include "util/log.hpp"
 
@@ -156,13 +155,8 @@ Result<ChangeOut> WritePath::truncate(int fd, bool fd_is_open, std::uint64_t siz
         return fail(st0.error());
     StateRef ref = core_.files.acquire(core_.key_of(fd, *st0));
     return change(*ref, fd, [&]() -> Result<CacheUpdate> {
-        int err = 0;
-        if (fd_is_open)
-            err = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno;
-        else
-            err = backing::truncate_path(fd, static_cast<off_t>(size));
-        if (err != 0)
-            return fail_sys(err);
+        if (auto r = backing::truncate_file(fd, fd_is_open, size); !r)
+            return fail(r.error());
         return CacheUpdate{size, kToEnd, nullptr};
     });
 }

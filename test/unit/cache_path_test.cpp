@@ -6,6 +6,7 @@
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/extent_index.hpp"
 #include "overcache/cache/factory.hpp"
+#include "data_path_support.hpp"
 #include "tmp_dir.hpp"
 
 #include <algorithm>
@@ -21,25 +22,13 @@
 
 using namespace overcache;
 using namespace overcache::cache;
+using test::MemSource;
+using test::random_bytes;
+using test::write_file;
 
 namespace {
 
 constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
-
-std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::string s(n, '\0');
-    for (auto& c : s)
-        c = static_cast<char>(rng());
-    return s;
-}
-
-void write_file(const std::string& path, const std::string& data) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    REQUIRE(fd >= 0);
-    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
-    ::close(fd);
-}
 
 struct Fx {
     bg::Executors ex;
@@ -82,24 +71,6 @@ struct Fx {
         return 0;
     }
     std::string path(const std::string& name) const { return backing + "/" + name; }
-};
-
-// A write request's bytes in memory.
-class MemSource final : public WriteSource {
-public:
-    explicit MemSource(const std::string& d) : d_(d) {}
-    std::size_t size() const override { return d_.size(); }
-    ssize_t copy_to(char* out) override {
-        std::memcpy(out, d_.data(), d_.size());
-        return static_cast<ssize_t>(d_.size());
-    }
-    ssize_t write_to(int fd, off_t off) override {
-        const ssize_t n = ::pwrite(fd, d_.data(), d_.size(), off);
-        return n < 0 ? -errno : n;
-    }
-
-private:
-    const std::string& d_;
 };
 
 // One open file as the adapter holds it.

@@ -10,6 +10,7 @@
 #include "overcache/meta/key_codec.hpp"
 #include "overcache/meta/schema.hpp"
 #include "overcache/store/cache_device.hpp"
+#include "data_path_support.hpp"
 #include "tmp_dir.hpp"
 
 #include <algorithm>
@@ -31,6 +32,9 @@
 
 using namespace overcache;
 using namespace overcache::cache;
+using test::MemSource;
+using test::random_bytes;
+using test::write_file;
 using namespace std::chrono_literals;
 
 namespace {
@@ -40,21 +44,6 @@ constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
 constexpr auto kDeadline = 10s;
 // How long a wait for something that must NOT happen (yet) looks.
 constexpr auto kQuiet = 300ms;
-
-std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::string s(n, '\0');
-    for (auto& c : s)
-        c = static_cast<char>(rng());
-    return s;
-}
-
-void write_file(const std::string& path, const std::string& data) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    REQUIRE(fd >= 0);
-    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
-    ::close(fd);
-}
 
 std::string read_backing(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY);
@@ -132,23 +121,6 @@ std::optional<std::string> try_read(DataPath& dp, OpenFile& of, std::uint64_t of
     }
     return buf;
 }
-
-class MemSource final : public WriteSource {
-public:
-    explicit MemSource(const std::string& d) : d_(d) {}
-    std::size_t size() const override { return d_.size(); }
-    ssize_t copy_to(char* out) override {
-        std::memcpy(out, d_.data(), d_.size());
-        return static_cast<ssize_t>(d_.size());
-    }
-    ssize_t write_to(int fd, off_t off) override {
-        const ssize_t n = ::pwrite(fd, d_.data(), d_.size(), off);
-        return n < 0 ? -errno : n;
-    }
-
-private:
-    const std::string& d_;
-};
 
 bool try_write(DataPath& dp, OpenFile& of, std::uint64_t off, const std::string& data) {
     MemSource src(data);

@@ -1,0 +1,50 @@
+// Test support for driving a DataPath without FUSE: seeded random bytes,
+// files written straight to the backing, and a write request's bytes in
+// memory (what the adapter's fuse_bufvec source is in production).
+#pragma once
+
+#include "overcache/cache/data_path.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <random>
+#include <string>
+#include <unistd.h>
+
+namespace overcache::test {
+
+inline std::string random_bytes(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::string s(n, '\0');
+    for (auto& c : s)
+        c = static_cast<char>(rng());
+    return s;
+}
+
+inline void write_file(const std::string& path, const std::string& data) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
+    ::close(fd);
+}
+
+class MemSource final : public cache::WriteSource {
+public:
+    explicit MemSource(const std::string& d) : d_(d) {}
+    std::size_t size() const override { return d_.size(); }
+    ssize_t copy_to(char* out) override {
+        std::memcpy(out, d_.data(), d_.size());
+        return static_cast<ssize_t>(d_.size());
+    }
+    ssize_t write_to(int fd, off_t off) override {
+        const ssize_t n = ::pwrite(fd, d_.data(), d_.size(), off);
+        return n < 0 ? -errno : n;
+    }
+
+private:
+    const std::string& d_;
+};
+
+} // namespace overcache::test
