@@ -4,6 +4,8 @@
 // and an entry never outlives its last user.
 #include "cache/file_table.hpp"
 
+#include "util/log.hpp"
+
 namespace overcache::cache {
 
 StateRef::StateRef(const StateRef& o) : t_(o.t_), s_(o.s_) {
@@ -72,9 +74,9 @@ void FileTable::release(FileState* s) noexcept {
     std::unique_ptr<FileState> dead; // freed after the lock is dropped
     std::lock_guard lk(mu_);
     if (--s->refs == 0) {
-        auto it = map_.find(s->key);
-        dead = std::move(it->second);
-        map_.erase(it);
+        auto node = map_.extract(s->key);
+        OC_ASSERT(!node.empty());
+        dead = std::move(node.mapped());
     }
 }
 
