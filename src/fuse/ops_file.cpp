@@ -189,8 +189,14 @@ void op_read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
                 fuse_reply_buf(req, nullptr, 0);
                 return 0;
             }
+            // Reply from a copy, never from the handle: once the reply is
+            // written the reader may close, and RELEASE (another FUSE thread)
+            // frees the handle while this thread is still inside the reply
+            // call (ASan checks writev's buffers after the syscall).
             const std::size_t n = std::min(size, text.size() - static_cast<std::size_t>(off));
-            fuse_reply_buf(req, text.data() + off, n);
+            std::vector<char>& copy = thread_buffer(n);
+            std::memcpy(copy.data(), text.data() + off, n);
+            fuse_reply_buf(req, copy.data(), n);
             return 0;
         }
         Adapter& a = adapter_of(req);

@@ -11,6 +11,7 @@
 #include "tmp_dir.hpp"
 
 #include <cerrno>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -350,4 +352,44 @@ TEST_SUITE("mount") {
         const long end = wait_inodes(1);
         CHECK_MESSAGE(end == 1, "the kernel holds only the root");
     }
+
+    TEST_CASE("cli: the control file survives readers closing while their reads are answered" *
+              doctest::timeout(120)) {
+        // Each reader reads MOUNT/.overcache in small pieces and closes at
+        // once, from several threads: RELEASE of one handle arrives while the
+        // reply to its last read is still being written. The daemon must
+        // answer from memory no RELEASE can free (under ASan a reply from the
+        // handle's own text is a use-after-free), and every reader must get
+        // a whole, well-formed text.
+        Mount m(MountOptions{.twin = false});
+        if (!m.has_daemon())
+            return;
+        const std::string path = m.mnt(".overcache");
+        std::atomic<int> bad{0};
+        std::vector<std::thread> readers;
+        for (int t = 0; t < 4; ++t)
+            readers.emplace_back([&] {
+                for (int i = 0; i < 400; ++i) {
+                    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+                    if (fd < 0) {
+                        ++bad;
+                        return;
+                    }
+                    std::string text;
+                    char piece[61];
+                    ssize_t n = 0;
+                    while ((n = ::read(fd, piece, sizeof piece)) > 0)
+                        text.append(piece, static_cast<std::size_t>(n));
+                    ::close(fd);
+                    if (n < 0 || ("\n" + text).find("\ninodes ") == std::string::npos ||
+                        text.back() != '\n')
+                        ++bad;
+                }
+            });
+        for (auto& r : readers)
+            r.join();
+        CHECK(bad.load() == 0);
+        CHECK(m.stat("inodes") >= 1); // the daemon is still there
+    }
 }
+
