@@ -130,6 +130,7 @@ public:
     void removed(FileRef file) override;
     void renamed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
+    void flush(Done<void> done) override;
     void stop() override;
 
     void gc_now() override {
@@ -322,6 +323,10 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"sequential_cutoff", u(core_.p.sequential_cutoff)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
     };
+}
+
+void CachingPath::flush(Done<void> done) {
+    done({}); // writeback is not in yet: nothing is ever dirty
 }
 
 void CachingPath::stop() {

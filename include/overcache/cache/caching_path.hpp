@@ -30,6 +30,14 @@ struct CachingParams {
     // io_error_halflife_s) before the mount stops using the cache.
     unsigned io_error_limit = 8;
     unsigned io_error_halflife_s = 60;
+
+    // Writeback (cache_mode=writeback); names and meanings as bcache's.
+    unsigned writeback_percent = 10;       // dirty share of the cache before full speed
+    double writeback_delay_s = 30;         // a dirty extent ages this long first
+    std::uint64_t writeback_rate_minimum = 1u << 20; // bytes/s while below the target
+    bool writeback_running = true;         // false: writeback paused
+    bool fsync_to_backing = false;         // fsync writes the file back and syncs the backing
+    double writeback_wait_max_s = 10;      // a write waits this long for space, then goes around
 };
 
 // Seams where tests force an interleaving; each runs, when set, at the

@@ -126,6 +126,13 @@ public:
     // again by path after a restart keeps that path current.
     virtual void renamed(FileRef file) = 0;
 
+    // Writes every byte the backing does not have yet (writeback's dirty
+    // data) to the backing and syncs it there; `done` once the backing has
+    // all that was dirty when flush was called, or with the first error that
+    // stopped it (the data stays dirty and is retried). Nothing to do in the
+    // other cache modes.
+    virtual void flush(Done<void> done) = 0;
+
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
 
