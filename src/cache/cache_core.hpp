@@ -5,6 +5,7 @@
 // file and works on a CacheCore; caching_path.cpp wires them to DataPath.
 #pragma once
 
+#include "cache/dirty_files.hpp"
 #include "cache/file_records.hpp"
 #include "cache/file_table.hpp"
 #include "overcache/bg/executors.hpp"
@@ -33,6 +34,8 @@ struct CacheCounters {
     Counter fills_skipped_busy{0};
     Counter writes_cached{0}, writes_punched{0};
     Counter backing_changes{0}; // changes behind the mount seen before one of ours
+    Counter writes_dirty{0}, writes_around{0}; // writeback: into the cache, or around it
+    Counter writeback_conflicts{0};
 };
 
 struct CacheCore {
@@ -43,6 +46,7 @@ struct CacheCore {
     store::Allocator alloc;
     ExtentIndex index;
     FileTable files;
+    DirtyFiles dirty;
     FileRecords records;
     store::WritePoint fg_wp{"foreground", false};
     CacheCounters c;
@@ -56,6 +60,15 @@ struct CacheCore {
     void device_error(const Error& e);
     // Tells GC that buckets were taken (set once at start-up).
     std::function<void()> kick_gc = [] {};
+    // Writes every dirty byte of a file back now, on the calling thread
+    // (the writeback service's; set once at start-up). No lock of the file
+    // may be held by the caller.
+    std::function<Result<void>(FileState&)> write_back_file;
+    // Tells writeback there is new dirty data.
+    std::function<void()> kick_writeback = [] {};
+    // Makes dirty data written so far durable: the cache device, then the
+    // index's WAL (data before the entries that point at it).
+    Result<void> sync_dirty();
 
     meta::FileKey key_of(int fd, const struct stat& st);
 

@@ -12,8 +12,17 @@ namespace overcache::cache {
 
 class CachedFile final : public OpenFile {
 public:
-    CachedFile(int fd, StateRef st) : fd_(fd), st_(std::move(st)) {}
+    // `sync_writes`: opened O_SYNC or O_DSYNC (each write is durable when
+    // it returns).
+    CachedFile(int fd, StateRef st, bool sync_writes = false)
+        : fd_(fd), sync_writes_(sync_writes), st_(std::move(st)) {
+        ++st_->opens;
+    }
+    ~CachedFile() override { --st_->opens; }
+    CachedFile(const CachedFile&) = delete;
+    CachedFile& operator=(const CachedFile&) = delete;
     int fd() const { return fd_; }
+    bool sync_writes() const { return sync_writes_; }
     FileState& state() const { return *st_; }
     const StateRef& ref() const { return st_; }
 
@@ -25,6 +34,7 @@ public:
 
 private:
     int fd_; // borrowed from the adapter
+    const bool sync_writes_;
     StateRef st_;
     StreamDetector streams_; // thread-safe: FUSE threads read one open concurrently
 };

@@ -11,14 +11,17 @@
 
 #include "backing/file_ops.hpp"
 #include "cache/cache_core.hpp"
+#include "cache/conflict_copy.hpp"
 #include "cache/read_path.hpp"
 #include "cache/write_path.hpp"
+#include "cache/writeback.hpp"
 #include "overcache/bg/gc.hpp"
 #include "overcache/meta/key_codec.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <future>
 #include <fcntl.h>
 #include <sys/statfs.h>
 
@@ -41,7 +44,7 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
       alloc(dev->meta(), static_cast<std::uint32_t>(dev->superblock().bucket_count),
             dev->superblock().bucket_size, reserve_for(dev->superblock().bucket_count),
             dev->block_size()),
-      index(*dev, alloc), records(dev->meta(), index, p.backing_root),
+      index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
                                       std::chrono::seconds(p.io_error_halflife_s)}) {}
 
@@ -55,6 +58,14 @@ void CacheCore::device_error(const Error& e) {
                    " times recently (last: ", to_string(e),
                    "); running as a passthrough until the next mount (cache_state degraded)");
     }
+}
+
+Result<void> CacheCore::sync_dirty() {
+    if (auto r = dev->sync(); !r) {
+        device_error(r.error());
+        return r;
+    }
+    return dev->meta().sync_wal();
 }
 
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
@@ -108,6 +119,8 @@ public:
         writer_.write(static_cast<CachedFile&>(f), src, off, std::move(done));
         gc_.kick();
     }
+    // Writeback kicks itself only when dirty data passed its target.
+    void kick_writeback_if_over();
     void fsync(OpenFile& f, bool datasync, Done<void> done) override {
         writer_.fsync(static_cast<CachedFile&>(f), datasync, std::move(done));
     }
@@ -126,6 +139,7 @@ public:
         return writer_.lseek(static_cast<CachedFile&>(f), off, whence);
     }
     ChangeOut getattr(FileRef file, struct stat& st) override;
+    ChangeOut check_attrs(FileState& fs, FileRef file);
     ChangeOut attrs_changed(FileRef file, const struct stat& before) override;
     void removed(FileRef file) override;
     void renamed(FileRef file) override;
@@ -139,6 +153,7 @@ public:
         gc_.wait_idle();
     }
     void drain_fills() override { reader_.drain(); }
+    void writeback_now() override { writeback_.pass_now(); }
 
 private:
     CacheHooks hooks_;
@@ -146,6 +161,7 @@ private:
     bg::Gc gc_;
     ReadPath reader_;
     WritePath writer_;
+    Writeback writeback_;
 };
 
 CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
@@ -153,7 +169,8 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     : hooks_(std::move(hooks)), core_(std::move(dev), p),
       gc_(ex.gc().make_strand(), core_.alloc, core_.dev->meta(),
           gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p)),
-      reader_(core_, ex.fill().executor(), hooks_), writer_(core_, hooks_) {
+      reader_(core_, ex.fill().executor(), hooks_), writer_(core_, hooks_),
+      writeback_(core_, ex.writeback().make_strand()) {
     // Start-up reads the bucket records (one per bucket at most), never the
     // data device or the extents.
     if (auto r = core_.alloc.load_all(); !r)
@@ -170,7 +187,38 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
         [this](std::uint32_t bucket, std::uint32_t gen) { return core_.alloc.current(bucket, gen); });
     core_.kick_gc = [this] { gc_.kick(); };
     core_.index.on_io_error = [this](const Error& e) { core_.device_error(e); };
+    core_.write_back_file = [this](FileState& st) { return writeback_.write_back_file(st); };
+    core_.kick_writeback = [this] { kick_writeback_if_over(); };
+    writeback_.hooks_before_copy = hooks_.before_writeback_copy;
+    core_.records.on_conflict = [this](FileState& st, const struct stat&) {
+        // Someone else changed the file while we held dirty data for it:
+        // the backing keeps theirs, ours goes beside the cache.
+        const std::string name = st.rec->path.empty() ? "inode " + std::to_string(st.key.ino)
+                                                       : st.rec->path;
+        auto copy = save_dirty_copy(core_, st, core_.p.lost_found_dir);
+        if (!copy) {
+            log::error("writeback conflict: ", name, " changed on the backing while the cache "
+                       "held dirty data for it, and that data could not be saved (",
+                       to_string(copy.error()), "); both kept, the cache's served");
+            return false;
+        }
+        ++core_.c.writeback_conflicts;
+        log::warn("writeback conflict: ", name, " changed on the backing while the cache held "
+                  "dirty data for it; the backing's version is kept, the cache's is in ", *copy);
+        return true;
+    };
+    // Recovery reads the dirty list from the index, never the cache device.
+    if (auto r = core_.dirty.load(core_.dev->meta()); !r)
+        log::error("cache: reading the dirty list: ", to_string(r.error()));
     gc_.kick();
+    writeback_.start();
+}
+
+void CachingPath::kick_writeback_if_over() {
+    const std::uint64_t capacity =
+        std::uint64_t{core_.alloc.bucket_count()} * core_.alloc.bucket_size();
+    if (core_.alloc.dirty_bytes() > capacity / 100 * core_.p.writeback_percent)
+        writeback_.kick();
 }
 
 Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags) {
@@ -183,14 +231,24 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
     if ((open_flags & O_TRUNC) != 0)
         wl = std::unique_lock(fs.write_mu);
     {
+        // Writeback copies under backing_mu: the comparison below must not
+        // see half a copy, and an O_TRUNC must not be undone by one.
+        std::lock_guard bl(fs.backing_mu);
         std::lock_guard lk(fs.mu);
+        struct stat now = st;
+        if ((open_flags & O_TRUNC) != 0 && fs.ahead.load() && (open_flags & O_ACCMODE) != O_RDONLY) {
+            // A writeback batch may have written to the file after the
+            // open emptied it: empty it again under the lock.
+            if (::ftruncate(fd, 0) == 0)
+                (void)::fstat(fd, &now);
+        }
         if (auto r = core_.records.load(fs); !r) {
             log::warn("cache: ", to_string(r.error()), "; serving the file uncached");
             fs.uncached.store(true);
         } else if (fs.rec && (open_flags & O_TRUNC) != 0) {
             // The open itself emptied the file: our change, not one behind
             // the mount.
-            if (auto dropped = core_.records.drop(fs, st); !dropped)
+            if (auto dropped = core_.records.drop(fs, now); !dropped)
                 log::warn("cache: ", to_string(dropped.error()));
         } else if (fs.rec) {
             auto changed = core_.records.revalidate(fs, st);
@@ -206,21 +264,53 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
         }
         if (!fs.rec)
             fs.uncached.store(true);
-        fs.size.store(static_cast<std::uint64_t>(st.st_size));
+        if (!fs.ahead.load())
+            fs.size.store(static_cast<std::uint64_t>(now.st_size));
     }
-    return OpenOut{std::make_unique<CachedFile>(fd, std::move(ref)), keep};
+    return OpenOut{std::make_unique<CachedFile>(fd, std::move(ref), (open_flags & O_DSYNC) != 0),
+                   keep};
 }
 
-ChangeOut CachingPath::getattr(FileRef file, struct stat& /*st*/) {
+namespace {
+
+// What the mount shows of a file ahead of the backing: the cache's size and
+// mtime (ctime no older), and blocks for at least its bytes.
+void overlay(struct stat& st, const DirtyView& v) {
+    st.st_size = static_cast<off_t>(v.size);
+    st.st_mtim.tv_sec = v.mtime_ns / 1000000000;
+    st.st_mtim.tv_nsec = v.mtime_ns % 1000000000;
+    if (st.st_ctim.tv_sec < st.st_mtim.tv_sec ||
+        (st.st_ctim.tv_sec == st.st_mtim.tv_sec && st.st_ctim.tv_nsec < st.st_mtim.tv_nsec))
+        st.st_ctim = st.st_mtim;
+    const auto blocks = static_cast<blkcnt_t>((v.size + 4095) / 4096 * 8);
+    st.st_blocks = std::max(st.st_blocks, blocks);
+}
+
+} // namespace
+
+ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {
     ChangeOut out;
-    // Only files in use: a file that is not will be compared at its next open.
-    cache::StateRef ref = core_.files.find(core_.key_of(file.fd, file.st));
-    if (!ref)
-        return out;
+    const meta::FileKey key = core_.key_of(file.fd, file.st);
+    // Only files in use are compared: a file that is not will be at its
+    // next open.
+    cache::StateRef ref = core_.files.find(key);
+    if (ref)
+        out = check_attrs(*ref, file);
+    if (auto v = core_.dirty.find(key))
+        overlay(st, *v);
+    return out;
+}
+
+ChangeOut CachingPath::check_attrs(FileState& fs, FileRef file) {
+    ChangeOut out;
+    FileState* ref = &fs;
     // A change of ours in flight explains any difference; it checks itself.
     std::unique_lock wl(ref->write_mu, std::try_to_lock);
     if (!wl.owns_lock())
         return out;
+    std::unique_lock bl(ref->backing_mu, std::try_to_lock);
+    if (!bl.owns_lock())
+        return out; // writeback is copying: the difference may be its own
     std::lock_guard lk(ref->mu);
     if (!ref->loaded || !ref->rec)
         return out;
@@ -239,6 +329,7 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
     // After a change of our own in flight (mmap writeback is not serialised
     // with setattr): `before` may show its bytes before its record does.
     std::lock_guard wl(ref->write_mu);
+    std::lock_guard bl(ref->backing_mu);
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r || !ref->rec)
         return out;
@@ -251,6 +342,21 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
             out.backing_changed = true;
         }
     }
+    if (ref->rec && (ref->rec->flags & meta::kFileAhead) != 0) {
+        // Still ahead: the new attributes are the backing's; an mtime the
+        // change set (utimes) is the file's from now on, and writeback
+        // puts it on the backing when it is done.
+        meta::FileRecord rec = *ref->rec;
+        take_attrs(rec, file.st);
+        if (before.st_mtim.tv_sec != file.st.st_mtim.tv_sec ||
+            before.st_mtim.tv_nsec != file.st.st_mtim.tv_nsec)
+            rec.cache_mtime_ns = static_cast<std::int64_t>(file.st.st_mtim.tv_sec) * 1000000000 +
+                                 file.st.st_mtim.tv_nsec;
+        auto t = core_.index.txn();
+        if (auto r = core_.records.commit(*ref, t, rec); !r)
+            log::warn("cache: cannot update a file record: ", to_string(r.error()));
+        return out;
+    }
     if (auto r = core_.records.record_after(*ref, file.st); !r)
         log::warn("cache: cannot update a file record: ", to_string(r.error()));
     ref->size.store(static_cast<std::uint64_t>(file.st.st_size));
@@ -259,6 +365,15 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
 
 void CachingPath::removed(FileRef file) {
     cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    if (ref->opens.load() > 0 && ref->ahead.load()) {
+        // Still open: the file lives on without a name, and whoever holds
+        // it reads the backing from now on, which must have its bytes.
+        std::lock_guard wl(ref->write_mu);
+        if (auto r = core_.write_back_file(*ref); !r)
+            log::warn("cache: writing back an unlinked file that is still open: ",
+                      to_string(r.error()), "; its dirty data is dropped");
+    }
+    std::lock_guard bl(ref->backing_mu);
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r)
         log::warn("cache: ", to_string(r.error()));
@@ -279,6 +394,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const auto& sb = core_.dev->superblock();
     const auto gs = gc_.stats();
     const auto as = core_.alloc.stats();
+    const auto ws = writeback_.stats();
     const auto& c = core_.c;
     const std::uint64_t h = c.hits, m = c.misses;
     auto u = [](std::uint64_t v) { return std::to_string(v); };
@@ -303,6 +419,16 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_used_bytes", u(as.used_bytes)},
         {"cache_live_bytes", u(as.live_bytes)},
         {"dirty_data", u(as.dirty_bytes)},
+        {"dirty_files", u(core_.dirty.size())},
+        {"buckets_dirty", u(as.dirty_buckets)},
+        {"writes_dirty", u(c.writes_dirty)},
+        {"writes_around", u(c.writes_around)},
+        {"writeback_rate", ws.rate == UINT64_MAX ? "max" : u(ws.rate)},
+        {"writeback_bytes", u(ws.bytes)},
+        {"writeback_errors", u(ws.errors)},
+        {"last_writeback_error", ws.last_error.empty() ? "-" : ws.last_error},
+        {"writeback_conflicts", u(c.writeback_conflicts)},
+        {"writeback_lost_bytes", u(ws.lost)},
         {"fills", u(c.fills)},
         {"fills_skipped_full", u(c.fills_skipped_full)},
         {"fills_skipped_busy", u(c.fills_skipped_busy)},
@@ -326,12 +452,25 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
 }
 
 void CachingPath::flush(Done<void> done) {
-    done({}); // writeback is not in yet: nothing is ever dirty
+    writeback_.flush(std::move(done));
 }
 
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
+    if (core_.p.flush_on_unmount && core_.dirty.size() > 0) {
+        log::info("cache: flushing ", core_.alloc.stats().dirty_bytes,
+                  " bytes of dirty data before unmounting");
+        std::promise<Result<void>> flushed;
+        writeback_.flush([&](Result<void> r) { flushed.set_value(std::move(r)); });
+        if (auto r = flushed.get_future().get(); !r)
+            log::error("cache: the flush at unmount failed: ", to_string(r.error()),
+                       "; the dirty data stays in the cache for the next mount");
+    }
+    writeback_.stop();
+    if (const auto n = core_.dirty.size(); n > 0)
+        log::info("cache: ", core_.alloc.stats().dirty_bytes, " bytes of dirty data in ", n,
+                  " files stay in the cache for the next mount");
     reader_.drain(); // fills already queued still run: their data is in memory
     gc_.stop();
     gc_.wait_idle();

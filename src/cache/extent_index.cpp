@@ -265,6 +265,24 @@ Result<void> ExtentIndex::stage_punch(ExtentTxn& t, meta::FileId file, std::uint
     return {};
 }
 
+Result<bool> ExtentIndex::stage_clean(ExtentTxn& t, meta::FileId file, const Piece& p) {
+    auto now = lookup(file, p.start, p.end());
+    if (!now)
+        return fail(now.error());
+    if (now->size() != 1)
+        return false;
+    const Piece& q = now->front();
+    if (q.start != p.start || q.v.len != p.v.len || q.v.bucket != p.v.bucket ||
+        q.v.gen != p.v.gen || q.v.bucket_off != p.v.bucket_off ||
+        (q.v.flags & meta::kExtentDirty) == 0)
+        return false;
+    meta::ExtentValue v = q.v;
+    v.flags &= ~meta::kExtentDirty;
+    t.batch.put(meta::Cf::extents, meta::extent_key(file, q.end()), meta::encode(v));
+    t.account(v.bucket, v.gen, 0, -static_cast<std::int64_t>(v.len));
+    return true;
+}
+
 Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
     // Point deletes for the usual handful of extents; one range tombstone
     // only for a file with very many (range tombstones cost every later

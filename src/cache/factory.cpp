@@ -93,20 +93,20 @@ Result<store::BackingIdentity> backing_identity(const MountPaths& paths) {
 
 Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
                                                  const MountPaths& paths, bg::Executors& ex) {
-    switch (cfg.cache_mode) {
-    case config::CacheMode::none:
-        return make_passthrough();
-    case config::CacheMode::writeback:
-        return fail(Errc::NotSupported, "cache_mode=writeback is not supported yet");
-    case config::CacheMode::writethrough:
-    case config::CacheMode::writearound:
-        break;
+    // cache_mode=none still opens a cache that exists: dirty data left in
+    // it by a writeback mount is served and written back first.
+    const std::string dir =
+        cfg.cache_dir.empty() ? default_cache_dir(paths.mountpoint) : cfg.cache_dir;
+    if (cfg.cache_mode == config::CacheMode::none) {
+        struct stat sb {};
+        if (::stat((dir + "/index").c_str(), &sb) != 0)
+            return make_passthrough();
     }
     auto id = backing_identity(paths);
     if (!id)
         return fail(id.error());
     store::DeviceConfig dc;
-    dc.dir = cfg.cache_dir.empty() ? default_cache_dir(paths.mountpoint) : cfg.cache_dir;
+    dc.dir = dir;
     dc.dev = cfg.cache_dev;
     dc.cache_size = cfg.cache_size;
     dc.bucket_size = cfg.bucket_size;
@@ -127,6 +127,14 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.gc_low_percent = cfg.gc_low_percent;
     p.gc_high_percent = cfg.gc_high_percent;
     p.backing_root = paths.backing;
+    p.writeback_percent = cfg.writeback_percent;
+    p.writeback_delay_s = cfg.writeback_delay_s;
+    p.writeback_rate_minimum = cfg.writeback_rate_minimum;
+    p.writeback_running = cfg.writeback_running;
+    p.fsync_to_backing = cfg.fsync_to_backing;
+    p.flush_on_unmount = cfg.flush_on_unmount;
+    p.writeback_wait_max_s = cfg.writeback_wait_max_s;
+    p.lost_found_dir = dir + "/lost+found";
     log::info("cache device I/O ", (*dev)->direct_io() ? "bypasses" : "goes through",
               " the page cache");
     return make_caching_path(std::move(*dev), p, ex);

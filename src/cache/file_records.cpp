@@ -15,6 +15,7 @@
 #include "util/log.hpp"
 
 #include <climits>
+#include <ctime>
 #include <fcntl.h>
 #include <unistd.h>
 #include <vector>
@@ -24,13 +25,6 @@ namespace {
 
 std::int64_t ns(const struct timespec& t) {
     return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
-}
-
-void take_attrs(meta::FileRecord& r, const struct stat& st) {
-    r.size = static_cast<std::uint64_t>(st.st_size);
-    r.mtime_ns = ns(st.st_mtim);
-    r.ctime_ns = ns(st.st_ctim);
-    r.ino = static_cast<std::uint64_t>(st.st_ino);
 }
 
 // handle_type (be32) then the handle bytes, or empty where the backing has
@@ -51,13 +45,27 @@ std::string file_handle_of(int fd) {
 
 } // namespace
 
+void take_attrs(meta::FileRecord& r, const struct stat& st) {
+    r.size = static_cast<std::uint64_t>(st.st_size);
+    r.mtime_ns = ns(st.st_mtim);
+    r.ctime_ns = ns(st.st_ctim);
+    r.ino = static_cast<std::uint64_t>(st.st_ino);
+}
+
+std::int64_t now_ns() {
+    struct timespec t {};
+    ::clock_gettime(CLOCK_REALTIME, &t);
+    return ns(t);
+}
+
 bool same_file(const meta::FileRecord& r, const struct stat& st) {
     return r.size == static_cast<std::uint64_t>(st.st_size) && r.mtime_ns == ns(st.st_mtim) &&
            r.ctime_ns == ns(st.st_ctim) && r.ino == static_cast<std::uint64_t>(st.st_ino);
 }
 
-FileRecords::FileRecords(meta::MetaStore& meta, ExtentIndex& index, std::string backing_root)
-    : meta_(meta), index_(index), root_(std::move(backing_root)) {}
+FileRecords::FileRecords(meta::MetaStore& meta, ExtentIndex& index, DirtyFiles& dirty,
+                         std::string backing_root)
+    : meta_(meta), index_(index), dirty_(dirty), root_(std::move(backing_root)) {}
 
 Result<void> FileRecords::start() {
     auto v = meta_.get(meta::Cf::meta, meta::kNextFileIdKey);
@@ -84,16 +92,37 @@ std::string FileRecords::rel_path(int fd) const {
 }
 
 void FileRecords::publish(FileState& st, const meta::FileRecord& rec) {
+    const bool ahead = (rec.flags & meta::kFileAhead) != 0;
     st.rec = rec;
     st.fid.store(rec.file_id);
     st.epoch.store(rec.epoch);
-    st.size.store((rec.flags & meta::kFileAhead) != 0 ? rec.cache_size : rec.size);
+    st.size.store(ahead ? rec.cache_size : rec.size);
+    st.ahead.store(ahead);
     st.uncached.store(false);
+    if (ahead) {
+        DirtyView v{rec.file_id, rec.cache_size, rec.cache_mtime_ns, now_ns()};
+        if (auto old = dirty_.find(st.key); old && old->fid == rec.file_id)
+            v.since_ns = old->since_ns;
+        dirty_.set(st.key, v);
+    } else {
+        dirty_.erase(st.key);
+    }
 }
 
-Result<void> FileRecords::write(FileState& st, ExtentTxn& t, const meta::FileRecord& rec) {
+Result<void> FileRecords::commit(FileState& st, ExtentTxn& t, const meta::FileRecord& rec,
+                                 bool sync) {
+    const bool ahead = (rec.flags & meta::kFileAhead) != 0;
+    const bool was_ahead = st.rec && (st.rec->flags & meta::kFileAhead) != 0 &&
+                           st.rec->file_id == rec.file_id;
     t.batch.put(meta::Cf::files, meta::file_key(st.key), meta::encode(rec));
-    if (auto r = index_.commit(t); !r) {
+    if (ahead && !was_ahead) {
+        std::string since;
+        meta::put_be64(since, static_cast<std::uint64_t>(now_ns()));
+        t.batch.put(meta::Cf::dirty, meta::dirty_key(rec.file_id, 0), since);
+    } else if (!ahead && st.rec && (st.rec->flags & meta::kFileAhead) != 0) {
+        t.batch.del(meta::Cf::dirty, meta::dirty_key(st.rec->file_id, 0));
+    }
+    if (auto r = index_.commit(t, sync); !r) {
         // The index keeps what it had; memory stops trusting it.
         st.uncached.store(true);
         return r;
@@ -130,6 +159,19 @@ Result<bool> FileRecords::revalidate(FileState& st, const struct stat& backing) 
         after_compare(st);
     if (same)
         return false;
+    if ((st.rec->flags & meta::kFileWritingBack) != 0) {
+        // Our own writeback stopped between its copy and its commit (a
+        // crash): what differs is ours; the dirty data is written again.
+        meta::FileRecord rec = *st.rec;
+        take_attrs(rec, backing);
+        rec.flags &= ~meta::kFileWritingBack;
+        auto t = index_.txn();
+        if (auto r = commit(st, t, rec, true); !r)
+            return fail(r.error());
+        return false;
+    }
+    if ((st.rec->flags & meta::kFileAhead) != 0 && on_conflict && !on_conflict(st, backing))
+        return fail(Errc::Sys, "a changed file's dirty data could not be saved; kept as it is");
     meta::FileRecord rec = *st.rec;
     ++rec.epoch;
     take_attrs(rec, backing);
@@ -141,7 +183,7 @@ Result<bool> FileRecords::revalidate(FileState& st, const struct stat& backing) 
         return fail(r.error());
     }
     ++st.write_seq; // fills that read the old bytes stand down
-    if (auto r = write(st, t, rec); !r)
+    if (auto r = commit(st, t, rec); !r)
         return fail(r.error());
     invalidated_.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -164,7 +206,7 @@ Result<void> FileRecords::create(FileState& st, int fd, const struct stat& backi
     // Extents a FileId left behind (a crash between its allocation and a
     // counter write cannot happen: both are in this batch) would be the
     // only way to find stale bytes under a new record: none can exist.
-    return write(st, t, rec);
+    return commit(st, t, rec);
 }
 
 Result<void> FileRecords::record_after(FileState& st, const struct stat& after) {
@@ -173,7 +215,7 @@ Result<void> FileRecords::record_after(FileState& st, const struct stat& after) 
     meta::FileRecord rec = *st.rec;
     take_attrs(rec, after);
     auto t = index_.txn();
-    return write(st, t, rec);
+    return commit(st, t, rec);
 }
 
 Result<void> FileRecords::drop(FileState& st, const struct stat& after, std::uint32_t set_flags) {
@@ -182,6 +224,7 @@ Result<void> FileRecords::drop(FileState& st, const struct stat& after, std::uin
     meta::FileRecord rec = *st.rec;
     ++rec.epoch;
     take_attrs(rec, after);
+    rec.flags &= ~(meta::kFileAhead | meta::kFileWritingBack); // the dirty data goes too
     rec.flags |= set_flags;
     auto t = index_.txn();
     if (auto r = index_.stage_drop_all(t, rec.file_id); !r) {
@@ -189,7 +232,7 @@ Result<void> FileRecords::drop(FileState& st, const struct stat& after, std::uin
         return fail(r.error());
     }
     ++st.write_seq;
-    return write(st, t, rec);
+    return commit(st, t, rec);
 }
 
 Result<void> FileRecords::set_flags(FileState& st, std::uint32_t set, std::uint32_t clear) {
@@ -201,7 +244,7 @@ Result<void> FileRecords::set_flags(FileState& st, std::uint32_t set, std::uint3
         return {};
     rec.flags = flags;
     auto t = index_.txn();
-    return write(st, t, rec);
+    return commit(st, t, rec);
 }
 
 Result<void> FileRecords::update_path(FileState& st, int fd) {
@@ -213,7 +256,7 @@ Result<void> FileRecords::update_path(FileState& st, int fd) {
     meta::FileRecord rec = *st.rec;
     rec.path = std::move(p);
     auto t = index_.txn();
-    return write(st, t, rec);
+    return commit(st, t, rec);
 }
 
 Result<void> FileRecords::remove(FileState& st) {
@@ -226,8 +269,11 @@ Result<void> FileRecords::remove(FileState& st) {
         return r;
     t.batch.del(meta::Cf::files, meta::file_key(st.key));
     t.batch.del(meta::Cf::file_ids, meta::file_id_key(st.rec->file_id));
+    t.batch.del(meta::Cf::dirty, meta::dirty_key(st.rec->file_id, 0));
     if (auto r = index_.commit(t); !r)
         return r;
+    dirty_.erase(st.key);
+    st.ahead.store(false);
     st.rec.reset();
     return {};
 }

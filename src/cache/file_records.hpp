@@ -3,6 +3,7 @@
 // changes the record and the extents together, in one batch.
 #pragma once
 
+#include "cache/dirty_files.hpp"
 #include "cache/file_table.hpp"
 #include "overcache/cache/extent_index.hpp"
 #include "overcache/meta/meta_store.hpp"
@@ -17,10 +18,15 @@ namespace overcache::cache {
 
 // Whether `r` still describes the backing file whose fstat is `st`.
 bool same_file(const meta::FileRecord& r, const struct stat& st);
+// Copies the backing's size, mtime, ctime and inode into `r`.
+void take_attrs(meta::FileRecord& r, const struct stat& st);
+// The current time as unix nanoseconds (the cache's mtime of dirty files).
+std::int64_t now_ns();
 
 class FileRecords {
 public:
-    FileRecords(meta::MetaStore& meta, ExtentIndex& index, std::string backing_root);
+    FileRecords(meta::MetaStore& meta, ExtentIndex& index, DirtyFiles& dirty,
+                std::string backing_root);
     // Reads the FileId counter.
     Result<void> start();
 
@@ -30,12 +36,20 @@ public:
     // Compares the record with `backing` (the backing's attributes from
     // before a change of ours, or at open): on a difference the file was
     // changed behind the mount, so its extents are dropped, its epoch bumped
-    // and `backing` recorded. true when it dropped.
+    // and `backing` recorded. true when it dropped. A file with dirty data
+    // goes through on_conflict first (our version is saved beside it); one
+    // whose writeback was cut short (kFileWritingBack) is not a change: the
+    // backing's attributes are taken and the dirty data kept.
     Result<bool> revalidate(FileState& st, const struct stat& backing);
     // A record for a file the index has none of (fd: any fd on the file).
     Result<void> create(FileState& st, int fd, const struct stat& backing);
     // Records `after` as the backing's state after our own change.
     Result<void> record_after(FileState& st, const struct stat& after);
+    // Commits `t` (the caller's extent changes) with `rec` as the file's new
+    // record, in one batch; the dirty list follows rec's kFileAhead. sync:
+    // with a synced WAL.
+    Result<void> commit(FileState& st, ExtentTxn& t, const meta::FileRecord& rec,
+                        bool sync = false);
     // Drops every extent of the file (our own truncate to 0, O_TRUNC) and
     // records `after`.
     Result<void> drop(FileState& st, const struct stat& after, std::uint32_t set_flags = 0);
@@ -52,14 +66,18 @@ public:
     // Test seam: called by revalidate() with st.mu held, after the record
     // was compared and before anything is written.
     std::function<void(FileState&)> after_compare;
+    // Called by revalidate() (st.mu held) before it drops a file whose dirty
+    // data the backing does not have: saves that data elsewhere. false: it
+    // could not, and the file is left as it is (revalidate fails).
+    std::function<bool(FileState&, const struct stat& backing)> on_conflict;
 
 private:
-    Result<void> write(FileState& st, ExtentTxn& t, const meta::FileRecord& rec);
     void publish(FileState& st, const meta::FileRecord& rec);
     std::string rel_path(int fd) const;
 
     meta::MetaStore& meta_;
     ExtentIndex& index_;
+    DirtyFiles& dirty_;
     const std::string root_;
     std::mutex id_mu_;
     meta::FileId next_fid_ = 1; // guarded by id_mu_

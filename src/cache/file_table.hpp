@@ -7,6 +7,7 @@
 
 #include "overcache/meta/key_codec.hpp"
 #include "overcache/meta/schema.hpp"
+#include "util/unique_fd.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -26,12 +27,24 @@ struct FileState {
     // cache change), so writes of one range reach the backing and the cache
     // in the same order. Taken before mu; never by reads or fills.
     std::mutex write_mu;
+    // Serialises whatever changes the backing file's bytes or size —
+    // writeback's copies, and changes through the mount that reach the
+    // backing (truncate, fallocate, writes around the cache) — with each
+    // other and with every comparison of the record with the backing, so a
+    // half-done writeback never looks like a change behind the mount.
+    // After write_mu, before mu. Writeback takes it without write_mu, and
+    // holds it for one bounded batch at a time.
+    std::mutex backing_mu;
     // The owner: every change of this file's record and extents is made
     // under it, from the check of the record to the commit. Before the
     // Allocator's locks.
     std::mutex mu;
     bool loaded = false;                 // guarded by mu: `rec` is what the index holds
     std::optional<meta::FileRecord> rec; // guarded by mu
+    // A writable fd on the backing file for writeback, dup'ed from the
+    // first open that wrote dirty data (it works where reopening would not:
+    // NFS root squashing); guarded by mu.
+    UniqueFd wb_fd;
 
     // Read without mu by the read path; written under mu.
     std::atomic<meta::FileId> fid{0};
@@ -39,6 +52,14 @@ struct FileState {
     std::atomic<std::uint64_t> write_seq{0}; // bumped by every change of the bytes
     std::atomic<std::uint64_t> size{0};      // the file's size as the cache knows it
     std::atomic<bool> uncached{false};       // no record: serve from the backing only
+    // The record is ahead of the backing (kFileAhead: dirty data): the
+    // backing's bytes are the file's only where no dirty extent is, and
+    // past the backing's end the file reads as zeros up to `size`.
+    std::atomic<bool> ahead{false};
+    // Bytes went to the backing without a sync since the last fsync
+    // (writeback mode: writes around the cache).
+    std::atomic<bool> backing_unsynced{false};
+    std::atomic<std::uint32_t> opens{0}; // CachedFiles on it (open handles)
 
     std::uint32_t refs = 0; // guarded by FileTable::mu_
 };

@@ -64,7 +64,12 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         return ReadOut{-1, 0, 0};
     const auto off = static_cast<std::uint64_t>(off_signed);
     const std::uint64_t fsize = st.size.load();
-    const bool uncached = st.uncached.load() || core_.degraded.load();
+    // A file ahead of the backing is read through the cache whatever
+    // happened to the cache since: only the cache has its newest bytes.
+    const bool ahead = st.ahead.load();
+    const bool uncached = !ahead && (st.uncached.load() || core_.degraded.load());
+    if (ahead && off >= fsize)
+        return ReadOut{-1, 0, 0}; // past the end the mount shows
     if (uncached || off >= fsize) {
         // Past what we know of the file, or a file we do not cache: the
         // backing answers, spliced.
@@ -90,8 +95,9 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             continue;
         }
         all_hit = false;
-        ssize_t n =
-            bypass ? pread_upto(f.fd(), out, pe - ps, ps) : miss_chunk(f, c, ps, pe, fsize, out);
+        ssize_t n = ahead    ? miss_ahead(f, ps, pe, out)
+                    : bypass ? pread_upto(f.fd(), out, pe - ps, ps)
+                             : miss_chunk(f, c, ps, pe, fsize, out);
         if (n < 0) {
             if (done == 0)
                 return fail_sys(static_cast<int>(-n), "read from the backing");
@@ -105,7 +111,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             break;
         }
     }
-    if (!short_read && end < off + size) {
+    if (!short_read && !ahead && end < off + size) {
         // The read crosses the size we know: the backing has the last word.
         ssize_t n = pread_upto(f.fd(), buf + done, off + size - end, end);
         if (n > 0)
@@ -133,7 +139,8 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t s
         std::lock_guard lk(mu_);
         // Someone else filling this chunk, or fills backed up: read just what
         // was asked, without filling.
-        if (inflight_.count(key) == 0 && !core_.stopped) {
+        if (inflight_.count(key) == 0 && !core_.stopped &&
+            core_.p.mode != config::CacheMode::none) {
             if (pending_bytes_ + (ce - cs) <= core_.p.max_pending_fill_bytes) {
                 inflight_.insert(key);
                 pending_bytes_ += ce - cs;
@@ -171,6 +178,49 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t s
     }
     boost::asio::post(fill_ex_, [this, job] { fill(*job); });
     return static_cast<ssize_t>(avail);
+}
+
+ssize_t ReadPath::miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out) {
+    FileState& st = f.state();
+    // The extents first, then the backing: an extent written back and
+    // marked clean in between was already in the backing when it was read
+    // there, or is still in the cache under the gen read here.
+    thread_local std::vector<Piece> pieces;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        if (auto r = core_.index.lookup(st.fid.load(), start, end, pieces); !r) {
+            ++core_.c.read_errors;
+            log::warn("cache: ", to_string(r.error()));
+            return -EIO; // the newest bytes may be in the cache: never guess
+        }
+        const ssize_t n = pread_upto(f.fd(), out, end - start, start);
+        if (n < 0)
+            return n;
+        // Past the backing's end the file is what the cache says, or zeros.
+        std::memset(out + n, 0, end - start - static_cast<std::uint64_t>(n));
+        bool retry = false;
+        for (const auto& p : pieces) {
+            if ((p.v.flags & meta::kExtentDirty) == 0)
+                continue; // the backing has those bytes
+            const std::uint64_t s = std::max(start, p.start);
+            const std::uint64_t e = std::min(end, p.end());
+            if (s >= e)
+                continue;
+            const PieceRead pr = core_.index.read_range(p, s, e, out + (s - start));
+            if (pr == PieceRead::stale) {
+                retry = true; // written back and reused meanwhile: read again
+                break;
+            }
+            if (pr != PieceRead::ok) {
+                ++core_.c.read_errors;
+                log::error("cache: dirty bytes [", s, ", ", e, ") of inode ", st.key.ino,
+                           " cannot be read from the cache device");
+                return -EIO;
+            }
+        }
+        if (!retry)
+            return static_cast<ssize_t>(end - start);
+    }
+    return -EAGAIN;
 }
 
 void ReadPath::finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes, bool queued) {

@@ -48,6 +48,9 @@ private:
     bool try_hit(FileState& st, std::uint64_t start, std::uint64_t end, char* out);
     ssize_t miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t start, std::uint64_t end,
                        std::uint64_t fsize, char* out);
+    // A miss in a file ahead of the backing: the backing's bytes, zeros
+    // past its end, the dirty extents over both; not filled.
+    ssize_t miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out);
     void fill(Fill& f);
     void finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes, bool queued);
 

@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <vector>
 
 namespace overcache::cache {
@@ -38,8 +40,18 @@ std::vector<char>& thread_buffer(std::size_t size) {
 
 template <class Op>
 Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Op&& op) {
+    return change(st, stat_fd, [] { return Result<void>{}; }, std::forward<Op>(op));
+}
+
+template <class Pre, class Op>
+Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& op) {
     ChangeOut out;
     std::lock_guard wl(st.write_mu);
+    if (auto r = pre(); !r)
+        return fail(r.error());
+    // Writeback copies to the backing under backing_mu: the comparison and
+    // our own backing change must not see half of one.
+    std::lock_guard bl(st.backing_mu);
     auto before = backing::fstat_file(stat_fd);
     if (!before)
         return fail(before.error());
@@ -71,11 +83,96 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Op&& op) {
         st.uncached.store(true);
         return out;
     }
+    st.backing_unsynced.store(true);
     st.size.store(static_cast<std::uint64_t>(after->st_size));
     if (st.rec && !st.uncached.load())
-        if (auto r = core_.records.record_after(st, *after); !r)
-            log::warn("cache: cannot update a file record: ", to_string(r.error()));
+        record_change(st, *upd, *after);
     return out;
+}
+
+void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct stat& after) {
+    if ((st.rec->flags & meta::kFileAhead) == 0) {
+        if (auto r = core_.records.record_after(st, after); !r)
+            log::warn("cache: cannot update a file record: ", to_string(r.error()));
+        return;
+    }
+    meta::FileRecord rec = *st.rec;
+    take_attrs(rec, after);
+    switch (u.size_rule) {
+    case CacheUpdate::Size::keep:
+        break;
+    case CacheUpdate::Size::at_least:
+        rec.cache_size = std::max(rec.cache_size, u.size);
+        break;
+    case CacheUpdate::Size::exact:
+        rec.cache_size = u.size;
+        break;
+    }
+    // The backing may have grown past what the cache knew (an allocation
+    // or a copy that the backing extended).
+    rec.cache_size = std::max(rec.cache_size, static_cast<std::uint64_t>(after.st_size));
+    if (u.size_rule == CacheUpdate::Size::exact)
+        rec.cache_size = u.size;
+    rec.cache_mtime_ns = now_ns();
+    auto t = core_.index.txn();
+    if (auto r = core_.records.commit(st, t, rec); !r)
+        log::warn("cache: cannot update a file record: ", to_string(r.error()));
+}
+
+Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t len,
+                                    std::uint64_t off) {
+    FileState& st = f.state();
+    std::lock_guard wl(st.write_mu);
+    {
+        // A change behind the mount is found before our bytes go in (a
+        // file with dirty data: a conflict, saved aside).
+        std::lock_guard bl(st.backing_mu);
+        auto before = backing::fstat_file(f.fd());
+        if (!before)
+            return fail(before.error());
+        std::lock_guard lk(st.mu);
+        if (auto r = core_.records.load(st); !r)
+            log::warn("cache: ", to_string(r.error()));
+        auto changed = core_.records.revalidate(st, *before);
+        if (!changed)
+            log::warn("cache: ", to_string(changed.error()));
+        else if (*changed)
+            ++core_.c.backing_changes;
+    }
+    std::lock_guard lk(st.mu);
+    if (!st.rec || st.uncached.load() || core_.degraded.load())
+        return false;
+    ++st.write_seq; // fills that read before now stand down
+    const meta::FileId fid = st.fid.load();
+    const std::uint64_t end = off + len;
+    auto t = core_.index.txn();
+    // Chunk-aligned pieces, like fills, so extents never cross a chunk.
+    const std::uint64_t fill = core_.p.fill_size;
+    for (std::uint64_t at = off; at < end;) {
+        const std::uint64_t next = std::min(end, (at / fill + 1) * fill);
+        auto r = core_.index.stage_insert(t, core_.fg_wp, fid, at, data + (at - off),
+                                          static_cast<std::uint32_t>(next - at),
+                                          meta::kExtentDirty);
+        if (!r)
+            return fail(r.error()); // nothing committed: the caller writes around
+        if (!*r)
+            return false;
+        at = next;
+    }
+    meta::FileRecord rec = *st.rec;
+    const bool was_ahead = (rec.flags & meta::kFileAhead) != 0;
+    rec.cache_size = std::max(was_ahead ? rec.cache_size : rec.size, end);
+    rec.cache_mtime_ns = now_ns();
+    rec.flags |= meta::kFileAhead;
+    if (auto r = core_.records.commit(st, t, rec); !r)
+        return fail(r.error());
+    if (!st.wb_fd) {
+        const int d = ::fcntl(f.fd(), F_DUPFD_CLOEXEC, 0);
+        if (d >= 0)
+            st.wb_fd.reset(d);
+    }
+    ++core_.c.writes_dirty;
+    return true;
 }
 
 void WritePath::update_cache(FileState& st, const CacheUpdate& u) {
@@ -118,6 +215,44 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     FileState& st = f.state();
     const std::size_t size = src.size();
     std::size_t written = 0;
+    if (core_.p.mode == config::CacheMode::writeback && !core_.degraded.load() &&
+        !st.uncached.load()) {
+        auto& buf = thread_buffer(size);
+        const ssize_t got = src.copy_to(buf.data());
+        if (got < 0)
+            return done(fail_sys(static_cast<int>(-got), "write request"));
+        const auto uoff = static_cast<std::uint64_t>(off);
+        const auto len = static_cast<std::size_t>(got);
+        auto in = write_dirty(f, buf.data(), len, uoff);
+        if (in && *in) {
+            if (f.sync_writes())
+                if (auto s = core_.sync_dirty(); !s)
+                    return done(fail(s.error()));
+            core_.kick_writeback();
+            return done(len);
+        }
+        if (!in)
+            log::warn("cache: a write could not go to the cache (", to_string(in.error()),
+                      "); writing it to the backing");
+        // No room in the cache: around it, to the backing, which replaces
+        // any dirty bytes of the range.
+        ++core_.c.writes_around;
+        core_.kick_writeback();
+        auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
+            auto n = backing::write_all(f.fd(), buf.data(), len, uoff);
+            if (!n)
+                return fail(n.error());
+            written = *n;
+            return CacheUpdate{uoff, uoff + written, nullptr, CacheUpdate::Size::at_least,
+                               uoff + written};
+        });
+        if (!r)
+            return done(fail(std::move(r).error()));
+        if (f.sync_writes() && st.ahead.load())
+            if (auto s = backing::sync_file(f.fd(), true); !s)
+                return done(fail(s.error()));
+        return done(written);
+    }
     auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
         const auto uoff = static_cast<std::uint64_t>(off);
         if (core_.p.mode != config::CacheMode::writethrough || core_.degraded.load() ||
@@ -145,8 +280,27 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
 }
 
 void WritePath::fsync(CachedFile& f, bool datasync, Done<void> done) {
-    // writethrough and writearound: every byte is on the backing already.
-    done(backing::sync_file(f.fd(), datasync));
+    FileState& st = f.state();
+    if (!st.ahead.load()) {
+        // Every byte is on the backing: it makes them durable.
+        done(backing::sync_file(f.fd(), datasync));
+        return;
+    }
+    if (core_.p.fsync_to_backing) {
+        if (auto r = core_.write_back_file(st); !r)
+            return done(fail(r.error()));
+        return done(backing::sync_file(f.fd(), datasync));
+    }
+    // Dirty data is durable in the cache: its bytes, then the index
+    // entries that point at them.
+    if (auto r = core_.sync_dirty(); !r)
+        return done(fail(r.error()));
+    if (st.backing_unsynced.exchange(false))
+        if (auto r = backing::sync_file(f.fd(), datasync); !r) {
+            st.backing_unsynced.store(true);
+            return done(fail(r.error()));
+        }
+    done({});
 }
 
 Result<ChangeOut> WritePath::truncate(int fd, bool fd_is_open, std::uint64_t size) {
@@ -157,18 +311,36 @@ Result<ChangeOut> WritePath::truncate(int fd, bool fd_is_open, std::uint64_t siz
     return change(*ref, fd, [&]() -> Result<CacheUpdate> {
         if (auto r = backing::truncate_file(fd, fd_is_open, size); !r)
             return fail(r.error());
-        return CacheUpdate{size, kToEnd, nullptr};
+        return CacheUpdate{size, kToEnd, nullptr, CacheUpdate::Size::exact, size};
     });
 }
 
 Result<void> WritePath::fallocate(CachedFile& f, int mode, off_t off, off_t len) {
-    auto r = change(f.state(), f.fd(), [&]() -> Result<CacheUpdate> {
+    // Collapse and insert move every byte after `off`: the backing must
+    // hold them all first.
+    const bool shifts = (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) != 0;
+    auto write_back_first = [&]() -> Result<void> {
+        // Under write_mu: no write can make the file dirty again before the
+        // shift. Writeback takes only backing_mu and mu.
+        if (shifts && f.state().ahead.load())
+            return core_.write_back_file(f.state());
+        return {};
+    };
+    auto r = change(f.state(), f.fd(), write_back_first, [&]() -> Result<CacheUpdate> {
         if (auto a = backing::fallocate_file(f.fd(), mode, off, len); !a)
             return fail(a.error());
-        // Collapse and insert move every byte after `off`.
-        const bool shifts = (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) != 0;
         const auto s = static_cast<std::uint64_t>(off);
-        return CacheUpdate{s, shifts ? kToEnd : s + static_cast<std::uint64_t>(len), nullptr};
+        const auto e = s + static_cast<std::uint64_t>(len);
+        // Punch and zero replace the range's bytes (dirty ones too: the
+        // backing has the newer zeros); a plain allocation changes no byte.
+        const bool replaces = (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) != 0;
+        CacheUpdate u{s, shifts ? kToEnd : (replaces || (mode & ~FALLOC_FL_KEEP_SIZE) != 0 ? e : s),
+                      nullptr};
+        if ((mode & FALLOC_FL_KEEP_SIZE) == 0 && !shifts) {
+            u.size_rule = CacheUpdate::Size::at_least;
+            u.size = e;
+        }
+        return u;
     });
     if (!r)
         return fail(r.error());
@@ -178,13 +350,17 @@ Result<void> WritePath::fallocate(CachedFile& f, int mode, off_t off, off_t len)
 Result<std::size_t> WritePath::copy_file_range(CachedFile& in, off_t off_in, CachedFile& out,
                                                off_t off_out, std::size_t len, unsigned flags) {
     std::size_t copied = 0;
+    // The copy reads the source's backing: it must hold the source's bytes.
+    if (in.state().ahead.load())
+        if (auto w = core_.write_back_file(in.state()); !w)
+            return fail(w.error());
     auto r = change(out.state(), out.fd(), [&]() -> Result<CacheUpdate> {
         auto n = backing::copy_range(in.fd(), off_in, out.fd(), off_out, len, flags);
         if (!n)
             return fail(n.error());
         copied = *n;
         const auto s = static_cast<std::uint64_t>(off_out);
-        return CacheUpdate{s, s + copied, nullptr};
+        return CacheUpdate{s, s + copied, nullptr, CacheUpdate::Size::at_least, s + copied};
     });
     if (!r)
         return fail(r.error());

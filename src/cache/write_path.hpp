@@ -28,13 +28,28 @@ private:
         std::uint64_t start = 0;
         std::uint64_t end = 0;        // UINT64_MAX: to the end of the file
         const char* data = nullptr;   // the new bytes (writethrough), else punch
+        // The file's size afterwards as the cache shows it while the file is
+        // ahead of the backing: at least `size` (a write, an allocation),
+        // exactly `size` (a truncate), or unchanged.
+        enum class Size { keep, at_least, exact } size_rule = Size::keep;
+        std::uint64_t size = 0;
     };
+    // Writeback: puts the bytes in the cache as dirty. false: no room (the
+    // caller writes them around the cache instead).
+    Result<bool> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off);
+    // Records the backing's `after` for the file's own change; a file ahead
+    // of the backing also takes the change's size and a new mtime.
+    void record_change(FileState& st, const CacheUpdate& u, const struct stat& after);
     // The protocol every change follows: under the file's write lock, check
     // the backing against the record (a change behind the mount drops the
     // cache first), run `op` on the backing, then under the owner lock
     // update the extents and record what the backing now looks like.
     template <class Op>
     Result<ChangeOut> change(FileState& st, int stat_fd, Op&& op);
+    // The same with `pre` run first, under write_mu only (writeback of the
+    // file before a change that needs the backing complete).
+    template <class Pre, class Op>
+    Result<ChangeOut> change(FileState& st, int stat_fd, Pre&& pre, Op&& op);
     void update_cache(FileState& st, const CacheUpdate& u);
 
     CacheCore& core_;

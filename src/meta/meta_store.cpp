@@ -469,6 +469,13 @@ Cursor MetaStore::cursor(Cf cf, std::optional<std::string> upper) const {
     return Cursor(std::move(impl));
 }
 
+Result<void> MetaStore::sync_wal() {
+    auto s = impl_->db->SyncWAL();
+    if (!s.ok() && !s.IsNotSupported())
+        return fail(to_error(s, "index WAL sync"));
+    return {};
+}
+
 Result<void> MetaStore::flush() {
     rocksdb::FlushOptions fo;
     fo.wait = true;

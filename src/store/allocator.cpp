@@ -311,9 +311,16 @@ AllocatorStats Allocator::stats() const {
     s.live_bytes = live_bytes_;
     s.dirty_bytes = dirty_bytes_;
     s.used_bytes = used_bytes_;
-    for (const auto& sl : slots_)
+    for (const auto& sl : slots_) {
         s.pinned += sl.pins != 0 ? 1 : 0;
+        s.dirty_buckets += sl.dirty != 0 ? 1 : 0;
+    }
     return s;
+}
+
+std::uint64_t Allocator::dirty_bytes() const {
+    std::lock_guard lk(mu_);
+    return dirty_bytes_;
 }
 
 } // namespace overcache::store

@@ -15,6 +15,8 @@
 
 namespace overcache::cache {
 
+struct FileState;
+
 struct CachingParams {
     config::CacheMode mode = config::CacheMode::writethrough; // writethrough or writearound
     std::uint64_t fill_size = 256u << 10;                     // clamped to bucket_size
@@ -37,7 +39,11 @@ struct CachingParams {
     std::uint64_t writeback_rate_minimum = 1u << 20; // bytes/s while below the target
     bool writeback_running = true;         // false: writeback paused
     bool fsync_to_backing = false;         // fsync writes the file back and syncs the backing
+    bool flush_on_unmount = false;         // stop() writes everything back first
     double writeback_wait_max_s = 10;      // a write waits this long for space, then goes around
+    // Where dirty data that cannot be written back goes (conflicts, files
+    // gone from the backing): CACHE_DIR/lost+found.
+    std::string lost_found_dir;
 };
 
 // Seams where tests force an interleaving; each runs, when set, at the
@@ -53,6 +59,9 @@ struct CacheHooks {
     std::function<void(std::uint32_t bucket)> after_device_write;
     // GC picked victims and is about to bump their gens.
     std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
+    // A writeback batch chose its extents and marked the record; nothing is
+    // copied yet (the file's backing_mu held, its owner lock not).
+    std::function<void(FileState&)> before_writeback_copy;
 };
 
 // Fills run on ex.fill(), reclaim on ex.gc(); `ex` outlives the DataPath
@@ -70,6 +79,8 @@ public:
     virtual void gc_now() = 0;
     // Waits until every fill queued so far has finished.
     virtual void drain_fills() = 0;
+    // Runs a writeback pass now (settings apply: delay, rate) and waits for it.
+    virtual void writeback_now() = 0;
 };
 
 // The default cache directory of a mount: /var/cache/overcache/<escaped

@@ -82,6 +82,10 @@ public:
     // keeping the parts of edge extents outside it.
     Result<void> stage_punch(ExtentTxn& t, meta::FileId file, std::uint64_t start,
                              std::uint64_t end);
+    // Writeback: stages `p` (a dirty extent of `file` read earlier) as
+    // clean, if the index still holds exactly it; false (nothing staged)
+    // when it was replaced or cut meanwhile — that newer extent stays dirty.
+    Result<bool> stage_clean(ExtentTxn& t, meta::FileId file, const Piece& p);
     // Stages forgetting every extent of `file`.
     Result<void> stage_drop_all(ExtentTxn& t, meta::FileId file);
 

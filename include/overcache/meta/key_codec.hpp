@@ -8,7 +8,10 @@
 //   buckets:  (bucket be32)                   -> BucketRecord
 //   file_ids: (FileId be64)                   -> FileKey bytes (fsid be64, ino be64)
 //             the way back from an extent or a dirty range to its files record.
-//   dirty:    (FileId be64, start offset be64) -> length be64
+//   dirty:    (FileId be64, 0 be64) -> be64 unix time (ns) the file became
+//             dirty: one entry per file that has dirty extents, so recovery
+//             and writeback find them without reading every extent. (The
+//             offset field is kept for finer-grained entries.)
 //             keyed by the START: writeback walks it file by file, each file
 //             in offset order, which is the backing's preferred write order.
 //   meta:     ASCII names ("superblock", "next_file_id")

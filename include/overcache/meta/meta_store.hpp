@@ -99,6 +99,9 @@ public:
     Result<void> write(Batch& b, bool sync = false);
     // A cursor over `cf`; with `upper` set it stops before that key.
     Cursor cursor(Cf cf, std::optional<std::string> upper = std::nullopt) const;
+    // Syncs the WAL: every write made before the call is durable after it
+    // (writeback's fsync: the index entries of dirty data).
+    Result<void> sync_wal();
     // Flushes memtables and syncs the WAL: called at clean stop.
     Result<void> flush();
     // Approximate bytes used by memtables and the block cache (for stats).

@@ -35,6 +35,11 @@ using FileId = std::uint64_t;
 inline constexpr std::uint32_t kFileKernelPagesStale = 1u << 0;
 // cache_size/cache_mtime_ns are ahead of the backing (dirty data, writeback).
 inline constexpr std::uint32_t kFileAhead = 1u << 1;
+// Writeback is copying dirty data to the backing (set, synced, before the
+// first byte goes out; cleared with the extents it marked clean): a backing
+// that no longer matches the record is then our own half-done copy, not a
+// change behind the mount.
+inline constexpr std::uint32_t kFileWritingBack = 1u << 2;
 
 // What the cache believed about a backing file when it cached its data.
 // Any difference from the backing's fstat at open (or before a change made

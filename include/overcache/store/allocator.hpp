@@ -99,6 +99,7 @@ struct AllocatorStats {
     std::uint64_t dirty_bytes = 0;
     std::uint64_t used_bytes = 0; // appended since buckets were last freed (live + dead)
     std::uint64_t pinned = 0;     // buckets with writes in flight
+    std::uint64_t dirty_buckets = 0; // buckets holding dirty data
 };
 
 class Allocator {
@@ -153,7 +154,8 @@ public:
     std::uint32_t reserve() const { return reserve_; }
     std::size_t free_count() const;
     std::uint64_t used_bytes() const;
-    AllocatorStats stats() const;
+    AllocatorStats stats() const; // walks every bucket: for the control file
+    std::uint64_t dirty_bytes() const; // cheap: for every write
     std::uint64_t tick() const { return tick_.load(std::memory_order_relaxed); }
 
     // Test seam: called by reclaim() after it picked its victims and before

@@ -38,6 +38,8 @@ public:
     // carrying the errno (a short transfer is EIO).
     Result<void> read(std::uint64_t dev_off, std::size_t len, char* out) const;
     Result<void> write(std::uint64_t dev_off, const char* data, std::size_t len);
+    // Makes every write so far durable (fdatasync of the data device).
+    Result<void> sync() { return file_.sync(); }
     // The alignment of device offsets that writes must start at (the
     // allocator places every extent in blocks of its own).
     std::uint32_t block_size() const { return static_cast<std::uint32_t>(file_.block_size()); }

@@ -1,0 +1,515 @@
+// DOC: writeback. A pass (about once a second, or when kicked) walks the
+// dirty files oldest first. A file is written back when its dirty data has
+// aged writeback_delay, or at once when dirty data holds more than
+// writeback_percent of the cache, when a flush asks for it, or when the mount
+// is not in writeback mode (dirty data left by an earlier mount goes first).
+// Below the target the pass spends at most writeback_rate_minimum bytes a
+// second; above it, or for a flush, as much as the backing takes.
+//
+// One batch of one file (at most kBatchBytes), under the file's backing_mu:
+//  1. under the owner lock: the dirty extents from where the last batch
+//     stopped, the record, write_seq; the record gets kFileWritingBack,
+//     committed with a synced WAL before any byte goes out, so a crash in
+//     the middle is known for our own copy at the next open;
+//  2. the extents are read from the cache device (checksums verified) and
+//     written to the backing in runs of neighbours (up to kRunBytes each);
+//     the last batch also sets the backing's size and mtime to the cache's;
+//  3. fdatasync of the backing file;
+//  4. under the owner lock: each extent still exactly as read is staged
+//     clean (one replaced meanwhile stays dirty: the newer bytes go in a
+//     later batch), the record takes the backing's new attributes and loses
+//     kFileWritingBack, and, when nothing dirty is left and nothing was
+//     written meanwhile, kFileAhead; one batch, synced.
+// Errors leave the data dirty; the file is retried with backoff (1 s
+// doubling to 5 min), counted, and logged at most once a minute.
+#include "cache/writeback.hpp"
+
+#include "backing/file_ops.hpp"
+#include "cache/conflict_copy.hpp"
+#include "util/file_io.hpp"
+#include "util/log.hpp"
+
+#include <algorithm>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <fcntl.h>
+#include <future>
+#include <sys/stat.h>
+#include <vector>
+
+namespace overcache::cache {
+namespace {
+
+constexpr std::uint64_t kBatchBytes = 16u << 20;
+constexpr std::uint64_t kRunBytes = 4u << 20;
+constexpr auto kPassInterval = std::chrono::seconds(1);
+constexpr auto kMaxBackoff = std::chrono::seconds(300);
+
+std::pair<std::uint64_t, std::uint64_t> id(const meta::FileKey& k) { return {k.fsid, k.ino}; }
+
+// The file is not (or no longer) where the record says: its dirty data
+// has nowhere to go.
+bool is_gone(const Error& e) {
+    return e.code == Errc::Sys && (e.sys_errno == ENOENT || e.sys_errno == ESTALE);
+}
+
+// Reopens a backing file from a stored handle (handle_type be32, bytes).
+UniqueFd open_by_handle(int root, const std::string& h, int flags) {
+    if (h.size() < 4 || h.size() - 4 > MAX_HANDLE_SZ)
+        return {};
+    alignas(struct file_handle) unsigned char buf[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+    auto* fh = reinterpret_cast<struct file_handle*>(buf);
+    fh->handle_type = static_cast<int>(meta::get_be32(h.data()));
+    fh->handle_bytes = static_cast<unsigned>(h.size() - 4);
+    std::memcpy(buf + sizeof(struct file_handle), h.data() + 4, h.size() - 4);
+    return UniqueFd(::open_by_handle_at(root, fh, flags));
+}
+
+} // namespace
+
+Writeback::Writeback(CacheCore& core, bg::Strand strand)
+    : core_(core), strand_(std::move(strand)), timer_(strand_) {
+    root_ = UniqueFd(::open(core_.p.backing_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_ && !core_.p.backing_root.empty())
+        log::warn("cache: cannot open the backing root ", core_.p.backing_root,
+                  " for writeback: ", std::strerror(errno));
+}
+
+Writeback::~Writeback() = default;
+
+void Writeback::start() {
+    boost::asio::post(strand_, [this] {
+        if (stopped_)
+            return;
+        if (const auto n = core_.dirty.size(); n > 0)
+            log::info("cache: ", n, " files hold dirty data; writing them back");
+        pass();
+        schedule();
+    });
+}
+
+void Writeback::schedule() {
+    timer_.expires_after(kPassInterval);
+    timer_.async_wait(boost::asio::bind_executor(strand_, [this](boost::system::error_code ec) {
+        if (ec || stopped_)
+            return;
+        pass();
+        schedule();
+    }));
+}
+
+void Writeback::kick() {
+    if (kicked_.exchange(true))
+        return; // a pass is queued already
+    boost::asio::post(strand_, [this] {
+        kicked_.store(false);
+        if (!stopped_)
+            pass();
+    });
+}
+
+void Writeback::flush(Done<void> done) {
+    boost::asio::post(strand_, [this, done = std::move(done)]() mutable {
+        if (stopped_)
+            return done(fail(Errc::Sys, "the mount is stopping"));
+        Flush f;
+        for (auto& [key, v] : core_.dirty.oldest_first())
+            f.files.push_back(key);
+        f.done = std::move(done);
+        flushes_.push_back(std::move(f));
+        pass();
+    });
+}
+
+void Writeback::pass_now() {
+    std::promise<void> done;
+    boost::asio::post(strand_, [this, &done] {
+        if (!stopped_)
+            pass();
+        done.set_value();
+    });
+    done.get_future().wait();
+}
+
+void Writeback::stop() {
+    stopping_.store(true);
+    std::promise<void> stopped;
+    boost::asio::post(strand_, [this, &stopped] {
+        stopped_ = true;
+        timer_.cancel();
+        for (auto& f : flushes_)
+            f.done(fail(Errc::Sys, "the mount is stopping"));
+        flushes_.clear();
+        stopped.set_value();
+    });
+    stopped.get_future().wait();
+}
+
+WritebackStats Writeback::stats() const {
+    std::lock_guard lk(stats_mu_);
+    return stats_;
+}
+
+void Writeback::note_error(const std::string& what) {
+    std::lock_guard lk(stats_mu_);
+    ++stats_.errors;
+    stats_.last_error = what;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log_ < std::chrono::minutes(1)) {
+        ++unlogged_errors_;
+        return;
+    }
+    last_log_ = now;
+    if (unlogged_errors_ > 0)
+        log::warn("writeback: ", what, " (and ", unlogged_errors_,
+                  " more errors in the last minute); the data stays dirty and is retried");
+    else
+        log::warn("writeback: ", what, "; the data stays dirty and is retried");
+    unlogged_errors_ = 0;
+}
+
+void Writeback::pass() {
+    const auto now = std::chrono::steady_clock::now();
+    const std::int64_t wall = now_ns();
+    const std::uint64_t capacity =
+        std::uint64_t{core_.alloc.bucket_count()} * core_.alloc.bucket_size();
+    const std::uint64_t target = capacity / 100 * core_.p.writeback_percent;
+    const bool over = core_.alloc.dirty_bytes() > target;
+    // Dirty data under another mode is written back regardless of settings.
+    const bool wb_mode = core_.p.mode == config::CacheMode::writeback;
+    const bool running = core_.p.writeback_running || !wb_mode;
+    const std::uint64_t budget =
+        (over || !wb_mode) ? UINT64_MAX
+                           : static_cast<std::uint64_t>(core_.p.writeback_rate_minimum *
+                                                        std::chrono::duration<double>(kPassInterval)
+                                                            .count());
+    const auto delay_ns = static_cast<std::int64_t>(core_.p.writeback_delay_s * 1e9);
+    {
+        std::lock_guard lk(stats_mu_);
+        stats_.rate = (over || !wb_mode) ? UINT64_MAX : core_.p.writeback_rate_minimum;
+    }
+
+    // Files a flush waits for: whole, whatever the settings.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> forced;
+    for (const auto& f : flushes_)
+        for (const auto& k : f.files)
+            forced.push_back(id(k));
+    std::sort(forced.begin(), forced.end());
+    std::map<std::pair<std::uint64_t, std::uint64_t>, Error> failed;
+
+    std::uint64_t spent = 0;
+    for (const auto& [key, v] : core_.dirty.oldest_first()) {
+        if (stopping_.load())
+            break;
+        const bool force = std::binary_search(forced.begin(), forced.end(), id(key));
+        if (!force) {
+            if (!running || spent >= budget)
+                continue;
+            if (!over && wb_mode && v.since_ns + delay_ns > wall)
+                continue;
+            if (auto b = backoff_.find(id(key)); b != backoff_.end() && b->second.first > now)
+                continue;
+        }
+        auto r = run_file(key, force ? UINT64_MAX : budget - std::min(budget, spent), spent);
+        if (!r) {
+            failed.emplace(id(key), r.error());
+            auto& b = backoff_[id(key)];
+            b.second = std::min<std::chrono::seconds>(
+                kMaxBackoff, b.second.count() == 0 ? std::chrono::seconds(1) : b.second * 2);
+            b.first = now + b.second;
+        } else {
+            backoff_.erase(id(key));
+        }
+    }
+    // Every flush queued before this pass has had each of its files tried.
+    for (auto& f : flushes_) {
+        Result<void> out;
+        for (const auto& k : f.files)
+            if (auto it = failed.find(id(k)); it != failed.end()) {
+                out = fail(it->second);
+                break;
+            }
+        if (out && stopping_.load())
+            out = fail(Errc::Sys, "the mount is stopping");
+        f.done(std::move(out));
+    }
+    flushes_.clear();
+}
+
+Result<void> Writeback::run_file(const meta::FileKey& key, std::uint64_t budget,
+                                 std::uint64_t& spent) {
+    StateRef ref = core_.files.acquire(key);
+    FileState& st = *ref;
+    {
+        std::lock_guard lk(st.mu);
+        if (auto r = core_.records.load(st); !r)
+            return r;
+        if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
+            return {}; // clean since the list was read
+    }
+    auto fd = open_backing(st);
+    if (!fd) {
+        if (is_gone(fd.error())) {
+            orphaned(st, "it is gone from the backing");
+            return {};
+        }
+        note_error("cannot open " + (st.rec ? st.rec->path : std::string("a file")) + ": " +
+                   to_string(fd.error()));
+        return fail(fd.error());
+    }
+    std::uint64_t from = 0;
+    for (;;) {
+        std::uint64_t written = 0;
+        bool more = false;
+        auto r = batch(st, fd->get(), from, std::min(budget, kBatchBytes), written, from, more);
+        spent += written;
+        if (!r)
+            return r;
+        if (!more || stopping_.load())
+            return {};
+        if (budget != UINT64_MAX) {
+            budget -= std::min(budget, written);
+            if (budget == 0)
+                return {};
+        }
+    }
+}
+
+Result<void> Writeback::write_back_file(FileState& st) {
+    {
+        std::lock_guard lk(st.mu);
+        if (auto r = core_.records.load(st); !r)
+            return r;
+        if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
+            return {};
+    }
+    auto fd = open_backing(st);
+    if (!fd)
+        return fail(fd.error());
+    std::uint64_t from = 0;
+    for (;;) {
+        std::uint64_t written = 0;
+        bool more = false;
+        if (auto r = batch(st, fd->get(), from, kBatchBytes, written, from, more); !r)
+            return r;
+        if (!more)
+            return {};
+    }
+}
+
+Result<UniqueFd> Writeback::open_backing(FileState& st) {
+    meta::FileRecord rec;
+    {
+        std::lock_guard lk(st.mu);
+        if (!st.rec)
+            return fail_sys(ENOENT, "no record");
+        if (st.wb_fd) {
+            const int d = ::fcntl(st.wb_fd.get(), F_DUPFD_CLOEXEC, 0);
+            if (d >= 0)
+                return UniqueFd(d);
+        }
+        rec = *st.rec;
+    }
+    if (!root_)
+        return fail_sys(EBADF, "the backing root is not open");
+    constexpr int kFlags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
+    UniqueFd fd;
+    int err = ENOENT;
+    if (!rec.handle.empty()) {
+        fd = open_by_handle(root_.get(), rec.handle, kFlags);
+        if (!fd)
+            err = errno;
+    }
+    if (!fd && !rec.path.empty()) {
+        fd = UniqueFd(::openat(root_.get(), rec.path.c_str(), kFlags | O_NOFOLLOW));
+        if (!fd)
+            err = errno;
+    }
+    if (!fd)
+        return fail_sys(err, "reopening " + rec.path);
+    // A path may name another file by now.
+    struct stat s {};
+    if (::fstat(fd.get(), &s) != 0)
+        return fail_errno("reopening " + rec.path);
+    const meta::FileKey k = core_.key_of(fd.get(), s);
+    if (k.fsid != st.key.fsid || k.ino != st.key.ino)
+        return fail_sys(ENOENT, rec.path + " is another file now");
+    return fd;
+}
+
+Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::uint64_t max_bytes,
+                              std::uint64_t& written, std::uint64_t& next_from, bool& more) {
+    std::lock_guard bl(st.backing_mu);
+    std::vector<Piece> todo;
+    meta::FileRecord rec;
+    std::uint64_t seq = 0;
+    more = false;
+    {
+        std::lock_guard lk(st.mu);
+        if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
+            return {};
+        auto pieces = core_.index.lookup(st.rec->file_id, from, UINT64_MAX);
+        if (!pieces)
+            return fail(pieces.error());
+        std::uint64_t bytes = 0;
+        for (auto& p : *pieces) {
+            if ((p.v.flags & meta::kExtentDirty) == 0 || p.start < from)
+                continue; // clean, or cut by `from` (written in the last batch)
+            if (!todo.empty() && bytes + p.v.len > max_bytes) {
+                more = true;
+                break;
+            }
+            bytes += p.v.len;
+            todo.push_back(std::move(p));
+        }
+        rec = *st.rec;
+        seq = st.write_seq.load();
+        if ((rec.flags & meta::kFileWritingBack) == 0) {
+            meta::FileRecord marked = rec;
+            marked.flags |= meta::kFileWritingBack;
+            auto t = core_.index.txn();
+            if (auto r = core_.records.commit(st, t, marked, true); !r)
+                return r;
+            rec = marked;
+        }
+    }
+    if (hooks_before_copy)
+        hooks_before_copy(st);
+
+    // 2. Copy, neighbours coalesced.
+    std::vector<Piece> lost;
+    std::vector<const Piece*> copied;
+    thread_local std::vector<char> buf;
+    std::size_t i = 0;
+    while (i < todo.size()) {
+        const std::uint64_t run_start = todo[i].start;
+        std::uint64_t run_len = 0;
+        std::vector<const Piece*> run;
+        while (i < todo.size() && todo[i].start == run_start + run_len &&
+               (run.empty() || run_len + todo[i].v.len <= kRunBytes)) {
+            const Piece& p = todo[i];
+            buf.resize(run_len + p.v.len);
+            const PieceRead pr = core_.index.read_piece(p, buf.data() + run_len);
+            if (pr == PieceRead::io_error)
+                return fail(Errc::CacheIo, "reading dirty data from the cache device");
+            if (pr != PieceRead::ok) {
+                lost.push_back(p);
+                ++i;
+                break; // the run ends before the bytes that failed
+            }
+            run_len += p.v.len;
+            run.push_back(&p);
+            ++i;
+        }
+        if (run_len == 0)
+            continue;
+        if (auto n = backing::write_all(fd, buf.data(), run_len, run_start); !n) {
+            note_error("writing " + rec.path + ": " + to_string(n.error()));
+            return fail(n.error());
+        } else if (*n != run_len) {
+            note_error("writing " + rec.path + ": short write");
+            return fail_sys(EIO, "short write to the backing");
+        }
+        written += run_len;
+        copied.insert(copied.end(), run.begin(), run.end());
+    }
+    const bool last = !more;
+    if (last) {
+        // The size and mtime the mount has shown, on the backing too.
+        auto cur = backing::fstat_file(fd);
+        if (!cur)
+            return fail(cur.error());
+        if (static_cast<std::uint64_t>(cur->st_size) < rec.cache_size &&
+            ::ftruncate(fd, static_cast<off_t>(rec.cache_size)) != 0) {
+            note_error("extending " + rec.path + ": " + std::strerror(errno));
+            return fail_errno("extending " + rec.path);
+        }
+        struct timespec times[2];
+        times[0].tv_sec = 0;
+        times[0].tv_nsec = UTIME_OMIT;
+        times[1].tv_sec = rec.cache_mtime_ns / 1000000000;
+        times[1].tv_nsec = rec.cache_mtime_ns % 1000000000;
+        if (::futimens(fd, times) != 0)
+            log::debug("writeback: cannot set the mtime of ", rec.path, ": ", std::strerror(errno));
+    }
+    if (auto r = backing::sync_file(fd, true); !r) {
+        note_error("syncing " + rec.path + ": " + to_string(r.error()));
+        return fail(r.error());
+    }
+    auto after = backing::fstat_file(fd);
+    if (!after)
+        return fail(after.error());
+
+    // 4. Mark what was copied clean, in one synced batch with the record.
+    std::lock_guard lk(st.mu);
+    if (!st.rec || st.rec->file_id != rec.file_id)
+        return {}; // removed meanwhile: nothing to mark
+    auto t = core_.index.txn();
+    bool all = true;
+    for (const Piece* p : copied) {
+        auto r = core_.index.stage_clean(t, rec.file_id, *p);
+        if (!r)
+            return fail(r.error());
+        all = all && *r;
+    }
+    std::uint64_t lost_bytes = 0;
+    for (const Piece& p : lost) {
+        // Only if it is still exactly the extent that failed.
+        auto now = core_.index.lookup(rec.file_id, p.start, p.end());
+        if (now && now->size() == 1 && now->front().start == p.start &&
+            now->front().v.bucket == p.v.bucket && now->front().v.gen == p.v.gen &&
+            now->front().v.len == p.v.len) {
+            if (auto r = core_.index.stage_punch(t, rec.file_id, p.start, p.end()); !r)
+                return r;
+            lost_bytes += p.v.len;
+            log::error("writeback: dirty bytes [", p.start, ", ", p.end(), ") of ", rec.path,
+                       " failed their checksum on the cache device and are lost; the backing "
+                       "keeps what it had there");
+        } else {
+            all = false;
+        }
+    }
+    meta::FileRecord out = *st.rec;
+    take_attrs(out, *after);
+    out.flags &= ~meta::kFileWritingBack;
+    if (last && all && st.write_seq.load() == seq)
+        out.flags &= ~meta::kFileAhead; // nothing dirty left, nothing written since
+    if (auto r = core_.records.commit(st, t, out, true); !r)
+        return r;
+    if ((out.flags & meta::kFileAhead) == 0)
+        st.wb_fd.reset();
+    next_from = todo.empty() ? from : todo.back().end();
+    {
+        std::lock_guard sl(stats_mu_);
+        stats_.bytes += written;
+        stats_.lost += lost_bytes;
+    }
+    if (lost_bytes > 0)
+        note_error("dirty data of " + rec.path + " failed its checksum");
+    return {};
+}
+
+void Writeback::orphaned(FileState& st, const std::string& why) {
+    std::lock_guard bl(st.backing_mu);
+    std::lock_guard lk(st.mu);
+    if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
+        return;
+    const std::string name = st.rec->path.empty() ? "file " + std::to_string(st.rec->file_id)
+                                                   : st.rec->path;
+    auto copy = save_dirty_copy(core_, st, core_.p.lost_found_dir);
+    if (!copy) {
+        note_error("cannot save the dirty data of " + name + " (" + why +
+                   "): " + to_string(copy.error()));
+        return; // kept dirty: tried again later
+    }
+    ++core_.c.writeback_conflicts;
+    log::warn("writeback: ", name, " has dirty data but ", why, "; the data was saved as ",
+              *copy);
+    if (auto r = core_.records.remove(st); !r)
+        log::warn("cache: dropping ", name, ": ", to_string(r.error()));
+}
+
+} // namespace overcache::cache
