@@ -195,6 +195,10 @@ const std::vector<Row>& rows() {
                   "format the cache even if it holds another backing's, an unknown version's or "
                   "a damaged cache; its contents are lost"},
                  &Config::reformat),
+        bool_row({"discard_dirty", T::flag, "off",
+                  "let reformat, or replacing a cache that belongs to another backing, throw away "
+                  "dirty data (writes the backing does not have yet); without it both are refused"},
+                 &Config::discard_dirty),
         size_row({"block_cache_size", T::size, "32M",
                   "memory for the index's block cache (bounds the daemon's resident set)"},
                  &Config::block_cache_size, 1 * kMiB, 64 * kGiB),
@@ -204,6 +208,31 @@ const std::vector<Row>& rows() {
         uint_row({"gc_high_percent", T::uint, "10",
                   "reclaim stops when free buckets reach this percentage"},
                  &Config::gc_high_percent, 2, 90),
+        uint_row({"writeback_percent", T::uint, "10",
+                  "writeback: share of the cache that dirty data may hold before writeback runs "
+                  "at full speed (0 to 100; 0 always at full speed)"},
+                 &Config::writeback_percent, 0, 100),
+        seconds_row({"writeback_delay", T::seconds, "30",
+                     "writeback: seconds a dirty extent ages before it is written to the backing"},
+                    &Config::writeback_delay_s),
+        size_row({"writeback_rate_minimum", T::size, "1M",
+                  "writeback: bytes per second written back while dirty data is below its share "
+                  "(4K to 1T)"},
+                 &Config::writeback_rate_minimum, 4 * kKiB, 1 * kTiB),
+        bool_row({"writeback_running", T::boolean, "on",
+                  "writeback: write dirty data back to the backing; off pauses it"},
+                 &Config::writeback_running),
+        seconds_row({"writeback_wait_max", T::seconds, "10",
+                     "writeback: seconds a write waits for cache space before it goes around the "
+                     "cache to the backing"},
+                    &Config::writeback_wait_max_s),
+        bool_row({"fsync_to_backing", T::boolean, "off",
+                  "writeback: fsync writes the file's dirty data to the backing and syncs it "
+                  "there, not only to the cache"},
+                 &Config::fsync_to_backing),
+        bool_row({"flush_on_unmount", T::boolean, "off",
+                  "writeback: a clean unmount first writes all dirty data back to the backing"},
+                 &Config::flush_on_unmount),
         seconds_row({"attr_timeout", T::seconds, "1",
                      "seconds the kernel may cache attributes; lower it over NFS shared with "
                      "other clients"},

@@ -78,6 +78,102 @@ TEST_CASE("bad input names the option") {
     CHECK(to_errno(parse_options({"cache_mode=writeback"}).error()) == ENOTSUP);
 }
 
+TEST_CASE("writeback options: defaults") {
+    auto r = parse_options({""});
+    REQUIRE(r.has_value());
+    const Config& c = r->config;
+    CHECK(c.writeback_percent == 10);
+    CHECK(c.writeback_delay_s == doctest::Approx(30));
+    CHECK(c.writeback_rate_minimum == 1u << 20);
+    CHECK(c.writeback_running);
+    CHECK_FALSE(c.fsync_to_backing);
+    CHECK_FALSE(c.flush_on_unmount);
+    CHECK(c.writeback_wait_max_s == doctest::Approx(10));
+    CHECK_FALSE(c.discard_dirty);
+    // A fresh Config and the parser agree: the table's default texts are
+    // what Config holds before any option is applied.
+    const Config fresh;
+    CHECK(fresh.writeback_percent == c.writeback_percent);
+    CHECK(fresh.writeback_rate_minimum == c.writeback_rate_minimum);
+}
+
+TEST_CASE("writeback options: good values") {
+    auto r = parse_options({"writeback_percent=40,writeback_delay=2.5,writeback_rate_minimum=4M",
+                            "writeback_running=0,fsync_to_backing,flush_on_unmount=yes",
+                            "writeback_wait_max=0.5,discard_dirty"});
+    REQUIRE(r.has_value());
+    const Config& c = r->config;
+    CHECK(c.writeback_percent == 40);
+    CHECK(c.writeback_delay_s == doctest::Approx(2.5));
+    CHECK(c.writeback_rate_minimum == 4u << 20);
+    CHECK_FALSE(c.writeback_running);
+    CHECK(c.fsync_to_backing);
+    CHECK(c.flush_on_unmount);
+    CHECK(c.writeback_wait_max_s == doctest::Approx(0.5));
+    CHECK(c.discard_dirty);
+    CHECK(r->fuse_options.empty()); // none of them leaks to libfuse
+
+    SUBCASE("the ends of the ranges") {
+        auto e = parse_options({"writeback_percent=0,writeback_delay=0,writeback_wait_max=0",
+                                "writeback_rate_minimum=4K"});
+        REQUIRE(e.has_value());
+        CHECK(e->config.writeback_percent == 0);
+        CHECK(e->config.writeback_delay_s == 0);
+        CHECK(e->config.writeback_wait_max_s == 0);
+        CHECK(e->config.writeback_rate_minimum == 4096);
+        auto f = parse_options({"writeback_percent=100,writeback_rate_minimum=1T"});
+        REQUIRE(f.has_value());
+        CHECK(f->config.writeback_percent == 100);
+        CHECK(f->config.writeback_rate_minimum == 1ull << 40);
+    }
+    SUBCASE("negated and dashed spellings") {
+        auto n = parse_options({"nowriteback_running,writeback-percent=5,fsync_to_backing",
+                                "nofsync_to_backing,discard-dirty=0"});
+        REQUIRE(n.has_value());
+        CHECK_FALSE(n->config.writeback_running);
+        CHECK(n->config.writeback_percent == 5);
+        CHECK_FALSE(n->config.fsync_to_backing);
+        CHECK_FALSE(n->config.discard_dirty);
+    }
+}
+
+TEST_CASE("writeback options: bad values are refused, naming the option and the value") {
+    struct Case {
+        const char* opts;
+        const char* option;
+        const char* value;
+    };
+    const Case cases[] = {
+        {"writeback_percent=101", "writeback_percent", "101"},
+        {"writeback_percent=-1", "writeback_percent", "-1"},
+        {"writeback_percent=ten", "writeback_percent", "ten"},
+        {"writeback_percent", "writeback_percent", "needs a value"},
+        {"writeback_delay=-3", "writeback_delay", "-3"},
+        {"writeback_delay=soon", "writeback_delay", "soon"},
+        {"writeback_delay=inf", "writeback_delay", "inf"},
+        {"writeback_rate_minimum=1K", "writeback_rate_minimum", "1K"},
+        {"writeback_rate_minimum=0", "writeback_rate_minimum", "0"},
+        {"writeback_rate_minimum=2T", "writeback_rate_minimum", "2T"},
+        {"writeback_rate_minimum=fast", "writeback_rate_minimum", "fast"},
+        {"writeback_running=sometimes", "writeback_running", "sometimes"},
+        {"fsync_to_backing=2", "fsync_to_backing", "2"},
+        {"flush_on_unmount=maybe", "flush_on_unmount", "maybe"},
+        {"writeback_wait_max=-0.1", "writeback_wait_max", "-0.1"},
+        {"writeback_wait_max=", "writeback_wait_max", "''"},
+        {"discard_dirty=perhaps", "discard_dirty", "perhaps"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.opts);
+        auto r = parse_options({c.opts});
+        REQUIRE_FALSE(r.has_value());
+        const std::string& msg = r.error().message;
+        CAPTURE(msg);
+        CHECK(msg.find(std::string("option ") + c.option) != std::string::npos);
+        CHECK(msg.find(c.value) != std::string::npos);
+        CHECK(to_errno(r.error()) == EINVAL);
+    }
+}
+
 TEST_CASE("every option has help and a default") {
     for (const auto& o : option_table()) {
         CAPTURE(o.name);

@@ -37,6 +37,24 @@ struct Config {
     unsigned gc_high_percent = 10; // ... and stops when they reach this
     CacheMode cache_mode = CacheMode::writethrough;
     bool reformat = false;
+    // Refusing to lose data the backing does not have is the default:
+    // reformat, or a cache that belongs to another backing, is refused while
+    // it holds dirty data unless this is given.
+    bool discard_dirty = false;
+
+    // Writeback (cache_mode=writeback); names and meanings as bcache's.
+    // Share of the cache dirty data may hold before writeback runs at full
+    // speed; 0: always at full speed.
+    unsigned writeback_percent = 10;
+    // A dirty extent ages this long before it is written back.
+    double writeback_delay_s = 30;
+    // Bytes per second written back while dirty data is below its share.
+    std::uint64_t writeback_rate_minimum = 1u << 20;
+    bool writeback_running = true; // false: writeback paused
+    bool fsync_to_backing = false; // fsync writes the file back and syncs the backing
+    bool flush_on_unmount = false; // a clean unmount writes back all dirty data first
+    // A write waits this long for cache space, then goes around the cache.
+    double writeback_wait_max_s = 10;
 
     // Writeback (placeholders until the option rows land).
     unsigned writeback_percent = 10;
