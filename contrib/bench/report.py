@@ -7,7 +7,11 @@ Reads the fio JSON (seq-*, rand-*), the tree-walk JSON (tree-*), the copies
 of overcache's control file taken around each overcache run (stats-*) and
 the daemon's memory (rss-*), and prints one table (median and spread of the
 repeats for every workload and target) and the ratios the goals of issue #3
-name. Ratios are taken per repeat between runs of the same repeat (which ran
+name; then the same for the write jobs (randw-*, seqw-*, sust-*, with the
+per-second bandwidth logs of the sustained write and the bench's own samples
+of the HDD's writes) and the goals of issue #7, marking overcache "refused"
+or "failed" where run.sh noted that it would not mount or that a job on it
+failed. Ratios are taken per repeat between runs of the same repeat (which ran
 moments apart) and then summarised, so that a noisy neighbour slowing one
 repeat moves both sides of a ratio.
 """
@@ -125,21 +129,335 @@ def spread_text(values):
     return fmt(med), f"{fmt(lo)}-{fmt(hi)} (±{pct / 2:.0f}%)"
 
 
-def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    markdown = "--markdown" in sys.argv
-    if len(args) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    d = args[0]
-    meta = {}
-    if os.path.exists(os.path.join(d, "meta.json")):
-        meta = load(os.path.join(d, "meta.json"))
-    runs = collect(d)
-    if not runs:
-        print(f"no results in {d}", file=sys.stderr)
-        return 1
+# ------------------------------------------------------------------ writes --
+W_TARGETS = ["hdd", "fast", "pt", "pt-wb", "oc"]
+W_TARGET_NAMES = {
+    "hdd": "HDD directly",
+    "fast": "fast dir directly",
+    "pt": "passthrough_ll (fast)",
+    "pt-wb": "passthrough_ll -o writeback",
+    "oc": "overcache",
+}
+W_WORKLOADS = ["randw", "seqw", "sust"]
+W_WORKLOAD_NAMES = {
+    "randw": "random 4 KiB writes, fsync/32",
+    "seqw": "sequential write + fsync",
+    "sust": "sustained sequential write",
+}
+# Seconds of a bandwidth log: fio logs one average per second and nothing
+# for a second in which no write completed.
+LOG_MS = 1000
 
+
+def write_metrics(workload, data):
+    """(primary value, unit, seconds, extra) of one fio write run."""
+    job = data["jobs"][0]
+    wr = job["write"]
+    secs = wr["runtime"] / 1000.0
+    extra = {"bytes": wr.get("io_bytes", 0)}
+    if workload == "randw":
+        lat = wr.get("clat_ns", {}).get("mean")
+        if lat is not None:
+            extra["mean_lat_ms"] = lat / 1e6
+        sync = job.get("sync", {}).get("lat_ns", {}).get("mean")
+        if sync is not None:
+            extra["fsync_ms"] = sync / 1e6
+        return wr["iops"], "IOPS", secs, extra
+    return wr["bw_bytes"] / 2**20, "MiB/s", secs, extra
+
+
+def collect_writes(d):
+    """Runs of the write jobs, and the refused/failed notes of overcache."""
+    marks = {}  # (workload, target) -> {repeat: (status, reason)}
+    for path in glob.glob(os.path.join(d, "*-r*.refused")) + \
+            glob.glob(os.path.join(d, "*-r*.failed")):
+        m = re.match(r"(randw|seqw|sust)-(.+)-r(\d+)\.(refused|failed)$", os.path.basename(path))
+        if not m:
+            continue
+        with open(path) as f:
+            lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+        # The last line of the daemon's log is usually the reason.
+        reason = lines[-1].strip() if len(lines) > 1 else (lines[0] if lines else "")
+        marks.setdefault((m.group(1), m.group(2)), {})[int(m.group(3))] = (m.group(4), reason)
+    runs = {}
+    for path in glob.glob(os.path.join(d, "*-r*.json")):
+        m = re.match(r"(randw|seqw|sust)-(.+)-r(\d+)\.json$", os.path.basename(path))
+        if not m:
+            continue
+        w, t, r = m.group(1), m.group(2), int(m.group(3))
+        if r in marks.get((w, t), {}):
+            continue  # a failed run's numbers are not a result
+        try:
+            value, unit, secs, extra = write_metrics(w, load(path))
+        except (ValueError, KeyError, IndexError, OSError) as e:
+            print(f"warning: cannot read {path}: {e}", file=sys.stderr)
+            continue
+        if w == "sust":
+            extra.update(per_second(os.path.join(d, f"{w}-{t}-r{r}"), secs, extra["bytes"]))
+        runs.setdefault((w, t), {})[r] = (value, unit, secs, extra)
+    return runs, marks
+
+
+def per_second(prefix, runtime_s, total_bytes):
+    """Per-second analysis of a fio bandwidth log (PREFIX_bw.1.log)."""
+    path = prefix + "_bw.1.log"
+    pts = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) >= 2 and parts[0].isdigit():
+                    pts.append((int(parts[0]), int(parts[1]) / 1024.0))  # ms, MiB/s
+    except OSError:
+        return {}
+    pts.sort()
+    series = []  # (MiB/s, MiB written in that second)
+    prev = 0
+    for t, v in pts:
+        gap = t - prev
+        # No entry for a second means no write completed in it.
+        missing = max(0, round(gap / LOG_MS) - 1) if gap > 1.5 * LOG_MS else 0
+        series.extend([(0.0, 0.0)] * missing)
+        span = min(gap, LOG_MS) / 1000.0 if gap > 0 else LOG_MS / 1000.0
+        series.append((v, v * span))
+        prev = t
+    zero_writing = sum(1 for v, _ in series if v == 0)
+    # fio logs nothing after the last whole second of writes: the writes of
+    # the last partial second (up to one) and the final fsync, during which
+    # no write completes, make up the rest of its runtime. Whole seconds of
+    # it beyond the first count as seconds without progress.
+    tail_s = max(0.0, runtime_s - (pts[-1][0] / 1000.0 if pts else 0.0))
+    zero_tail = max(0, int(tail_s - LOG_MS / 1000.0))
+    # Steady state: the second half of the bytes (with 4x the cache size
+    # written, the cache cannot be absorbing those), from the moment half
+    # were written to the end of the final fsync: a sustained writer's data
+    # is not done until it is synced.
+    half = total_bytes / 2**20 / 2
+    done, t_half, steady = 0.0, None, []
+    for i, (v, mib) in enumerate(series):
+        if done >= half:
+            steady.append(v)
+        elif done + mib >= half and mib > 0:
+            t_half = i + (half - done) / mib  # seconds since the start
+        done += mib
+    if t_half is None:  # half the bytes only in the unlogged tail
+        t_half = float(len(series))
+    st = {}
+    if runtime_s > t_half:
+        st["steady_mean"] = half / (runtime_s - t_half)
+        st["steady_secs"] = runtime_s - t_half
+    if steady:
+        st["steady_median"] = statistics.median(steady)
+    return {"series": [v for v, _ in series], "zero_writing": zero_writing,
+            "zero_tail": zero_tail, "tail_s": tail_s, **st}
+
+
+def samples(path):
+    """run.sh's own per-second samples, as (HDD writes MiB/s, file growth
+    MiB/s or None, dirty_data MiB or None) for each interval."""
+    def num(x):
+        return None if x == "-" else float(x)
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) >= 4:
+                    rows.append((float(p[0]), int(p[1]), num(p[2]), num(p[3])))
+    except (OSError, ValueError):
+        return []
+    out = []
+    for (t0, s0, z0, _), (t1, s1, z1, dirty) in zip(rows, rows[1:]):
+        if t1 > t0:
+            growth = None
+            if z1 is not None:
+                growth = (z1 - (z0 or 0)) / 2**20 / (t1 - t0)
+            out.append(((s1 - s0) * 512 / 2**20 / (t1 - t0), growth,
+                        dirty / 2**20 if dirty is not None else None))
+    return out
+
+
+def fmt_x(v):
+    if v >= 10:
+        return f"{v:.0f}x"
+    if v >= 1:
+        return f"{v:.1f}x"
+    return f"{v:.2f}x"
+
+
+def report_writes(d, runs, marks, meta, markdown):
+    if markdown:
+        print("| write workload | target | median | unit | min-max (spread) | seconds (median) |")
+        print("|---|---|---:|---|---|---:|")
+    else:
+        print(f"{'write workload':<31} {'target':<28} {'median':>10} {'unit':<6} "
+              f"{'min-max (spread)':<26} {'secs':>7}")
+    oc_name = "overcache"
+    if meta.get("standin"):
+        oc_name = "stand-in (pt -o wb, HDD)"
+    names = dict(W_TARGET_NAMES, oc=oc_name)
+    for w in W_WORKLOADS:
+        for t in W_TARGETS:
+            rs, ms = runs.get((w, t), {}), marks.get((w, t), {})
+            if not rs and not ms:
+                continue
+            if rs:
+                vals = [v[0] for v in rs.values()]
+                secs = statistics.median([v[2] for v in rs.values()])
+                unit = next(iter(rs.values()))[1]
+                med, spread = spread_text(vals)
+                if ms:  # some repeats refused or failed
+                    spread += f" ({len(ms)} {'/'.join(sorted({s for s, _ in ms.values()}))})"
+                secs_txt = f"{secs:.2f}"
+            else:
+                med = sorted({s for s, _ in ms.values()})[0]
+                unit, spread, secs_txt = "", "(why: below)", "-"
+            if markdown:
+                print(f"| {W_WORKLOAD_NAMES[w]} | {names[t]} | {med} | {unit} | {spread} | {secs_txt} |")
+            else:
+                print(f"{W_WORKLOAD_NAMES[w]:<31} {names[t]:<28} {med:>10} {unit:<6} "
+                      f"{spread:<26} {secs_txt:>7}")
+
+    def ratios(w, num, den, key=None):
+        """Per-repeat ratios num/den; key picks a value from extra."""
+        a, b = runs.get((w, num), {}), runs.get((w, den), {})
+        out = []
+        for r in sorted(set(a) & set(b)):
+            x = a[r][3].get(key) if key else a[r][0]
+            y = b[r][0]
+            if x is not None and y:
+                out.append(x / y)
+        return out
+
+    goals = [
+        ("random 4K writes: overcache vs HDD directly (IOPS)",
+         "randw", "oc", "hdd", None, ">=", 100.0),
+        ("random 4K writes: overcache vs passthrough_ll -o writeback",
+         "randw", "oc", "pt-wb", None, ">=", 0.7),
+        ("sequential write + fsync: overcache vs pt -o writeback",
+         "seqw", "oc", "pt-wb", None, ">=", 0.8),
+        ("sustained: overcache steady state vs HDD write bandwidth",
+         "sust", "oc", "hdd", "steady_mean", ">=", 0.8),
+        ("random 4K writes: pt -o writeback vs fast dir (no goal)",
+         "randw", "pt-wb", "fast", None, None, None),
+        ("random 4K writes: pt -o writeback vs pt (no goal)",
+         "randw", "pt-wb", "pt", None, None, None),
+        ("sequential write + fsync: pt -o writeback vs fast dir (no goal)",
+         "seqw", "pt-wb", "fast", None, None, None),
+    ]
+    print()
+    if markdown:
+        print("| write ratio | median | min-max | goal | met? |")
+        print("|---|---:|---|---|---|")
+    else:
+        print(f"{'write ratio':<62} {'median':>8} {'min-max':<15} {'goal':<8} met?")
+
+    def row(name, med, mm, goal_text, met):
+        if markdown:
+            print(f"| {name} | {med} | {mm} | {goal_text} | {met} |")
+        else:
+            print(f"{name:<62} {med:>8} {mm:<15} {goal_text:<8} {met}")
+
+    for name, w, num, den, key, op, goal in goals:
+        goal_text = f"{op} {fmt_x(goal)}" if op else "-"
+        rs = ratios(w, num, den, key)
+        if not rs:
+            status = {s for s, _ in marks.get((w, num), {}).values()}
+            if status and not runs.get((w, num)):
+                row(name, "-", "-", goal_text, "/".join(sorted(status)))
+            elif runs.get((w, num)) and runs.get((w, den)):
+                row(name, "-", "-", goal_text, "n/a (see below)")
+            continue
+        med, lo, hi = summary(rs)
+        met = "-" if op is None else ("yes" if med >= goal else "NO")
+        row(name, fmt_x(med), f"{fmt_x(lo)}-{fmt_x(hi)}", goal_text, met)
+    # No second without progress: the worst repeat counts.
+    oc_sust = runs.get(("sust", "oc"), {})
+    if oc_sust:
+        zeros = [e[3].get("zero_writing", 0) + e[3].get("zero_tail", 0) for e in oc_sust.values()]
+        row("sustained: overcache seconds without progress (worst repeat)",
+            str(max(zeros)), f"{min(zeros)}-{max(zeros)}", "= 0", "yes" if max(zeros) == 0 else "NO")
+    elif marks.get(("sust", "oc")):
+        row("sustained: overcache seconds without progress (worst repeat)", "-", "-", "= 0",
+            "/".join(sorted({s for s, _ in marks[("sust", "oc")].values()})))
+
+    # Per-second view of the sustained job.
+    print()
+    cache_mib = meta.get("sust_cache_mib")
+    if cache_mib:
+        print(f"sustained write: {meta.get('sust_mib')} MiB written in 1 MiB writes, then fsync; "
+              f"overcache cache_size={cache_mib}M; steady state = the second half of the "
+              f"bytes over the time from when half were written to the end of the final fsync")
+    for t in ("hdd", "oc"):
+        for r, (value, _, secs, ex) in sorted(runs.get(("sust", t), {}).items()):
+            ser = ex.get("series")
+            head = f"sustained, {names[t]}, repeat {r}:"
+            if ser is None:
+                print(f"{head} {value:.0f} MiB/s overall, no bandwidth log")
+                continue
+            if not ser:  # every write done within the first second
+                ser = [0.0]
+            st = ""
+            if "steady_mean" in ex:
+                st = (f"; steady state {ex['steady_mean']:.0f} MiB/s over the last "
+                      f"{ex['steady_secs']:.1f} s")
+                if "steady_median" in ex:
+                    st += f" (median of its logged seconds {ex['steady_median']:.0f})"
+            print(f"{head} {ex['bytes'] / 2**20:.0f} MiB in {secs:.1f} s ({value:.0f} MiB/s "
+                  f"overall); per second min {min(ser):.0f}, median "
+                  f"{statistics.median(ser):.0f}, max {max(ser):.0f} MiB/s{st}; seconds at zero: "
+                  f"{ex['zero_writing']} while writing, {ex['zero_tail']} at the end "
+                  f"({ex.get('tail_s', 0):.1f} s after the last logged second: the last "
+                  f"partial second and the final fsync)")
+            print("    written per second (MiB/s): " + " ".join(f"{v:.0f}" for v in ser))
+            smp = samples(os.path.join(d, f"sust-{t}-r{r}.samples"))
+            if smp:
+                print("    sampled by run.sh, each second from before fio starts until it ends:")
+                if any(g is not None for _, g, _ in smp):
+                    print("    file growth (MiB/s, its size through the mount): " +
+                          " ".join("-" if g is None else f"{g:.0f}" for _, g, _ in smp))
+                print("    HDD writes (MiB/s, loop device): " +
+                      " ".join(f"{h:.0f}" for h, _, _ in smp))
+                if any(x is not None for _, _, x in smp):
+                    print("    overcache dirty_data (MiB): " +
+                          " ".join("-" if x is None else f"{x:.0f}" for _, _, x in smp))
+
+    # The overcache write runs: refusals, counters, storage writes.
+    for w in W_WORKLOADS:
+        for r, (status, reason) in sorted(marks.get((w, "oc"), {}).items()):
+            print(f"overcache, {W_WORKLOAD_NAMES[w]}, repeat {r}: {status}: {reason}")
+    keys = re.compile(r"^(dirty_|writeback_|foreground_wait|gc_|buckets_dirty|cache_used_bytes)")
+    for w in W_WORKLOADS:
+        for before in sorted(glob.glob(os.path.join(d, f"stats-{w}-oc-r*-before.txt"))):
+            after = read_stats(before.replace("-before.txt", "-after.txt"))
+            shown = {k: v for k, v in after.items() if keys.match(k)}
+            r = re.search(r"-r(\d+)-before", before).group(1)
+            if shown:
+                print(f"overcache after {W_WORKLOAD_NAMES[w]}, repeat {r}: " +
+                      ", ".join(f"{k} {v:.0f}" for k, v in sorted(shown.items())))
+        for before in sorted(glob.glob(os.path.join(d, f"io-{w}-oc-r*-before.txt"))):
+            a = {k.rstrip(":"): v for k, v in read_stats(before).items()}
+            b = {k.rstrip(":"): v
+                 for k, v in read_stats(before.replace("-before.txt", "-after.txt")).items()}
+            r = int(re.search(r"-r(\d+)-before", before).group(1))
+            run = runs.get((w, "oc"), {}).get(r)
+            if "write_bytes" in a and "write_bytes" in b and run:
+                dev = b["write_bytes"] - a["write_bytes"]
+                asked = run[3].get("bytes", 0)
+                amp = f" ({dev / asked:.2f}x)" if asked else ""
+                print(f"daemon storage writes, {W_WORKLOAD_NAMES[w]}, repeat {r}: "
+                      f"{dev / 2**20:.0f} MiB for {asked / 2**20:.0f} MiB written{amp}")
+    rss = []
+    for p in sorted(glob.glob(os.path.join(d, "rssw-*.txt"))):
+        with open(p) as f:
+            kv = dict(line.split(":", 1) for line in f if ":" in line)
+        rss.append(f"{os.path.basename(p)[5:-4]} {kv.get('VmRSS', '?').strip()} / "
+                   f"{kv.get('VmHWM', '?').strip()}")
+    if rss:
+        print("daemon memory after each write job (RSS / peak RSS): " + ", ".join(rss))
+
+
+def report_reads(d, runs, markdown):
     lines = []
     if markdown:
         lines.append("| workload | target | median | unit | min-max (spread) | seconds (median) |")
@@ -235,22 +553,52 @@ def main():
                 print(f"daemon storage reads, {WORKLOAD_NAMES[w]}, {ph}: {dev / 2**20:.0f} MiB "
                       f"for {asked / 2**20:.0f} MiB asked ({dev / asked:.2f}x)")
 
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    markdown = "--markdown" in sys.argv
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    d = args[0]
+    meta = {}
+    if os.path.exists(os.path.join(d, "meta.json")):
+        meta = load(os.path.join(d, "meta.json"))
+    runs = collect(d)
+    wruns, marks = collect_writes(d)
+    if not runs and not wruns and not marks:
+        print(f"no results in {d}", file=sys.stderr)
+        return 1
+    if runs:
+        report_reads(d, runs, markdown)
+    if wruns or marks:
+        if runs:
+            print()
+        report_writes(d, wruns, marks, meta, markdown)
+    print()
+
     rss = []
     for p in sorted(glob.glob(os.path.join(d, "rss-r*.txt"))):
         with open(p) as f:
             kv = dict(line.split(":", 1) for line in f if ":" in line)
         rss.append((kv.get("VmRSS", "?").strip(), kv.get("VmHWM", "?").strip()))
     if rss:
-        print("daemon memory at the end of each repeat (RSS / peak RSS): " +
+        print("daemon memory at the end of each repeat's read jobs (RSS / peak RSS): " +
               ", ".join(f"{a} / {b}" for a, b in rss))
     if meta:
         if meta.get("standin"):
-            print("NOTE: --standin run: the 'overcache' rows are passthrough_ll over the HDD.")
+            print("NOTE: --standin run: the 'overcache' rows are passthrough_ll over the HDD "
+                  "(with -o writeback for the write jobs).")
         print(f"date {meta.get('date')}, commit {meta.get('commit')}, kernel {meta.get('kernel')}, "
               f"{meta.get('cpus')} CPUs ({meta.get('cpu')}), {meta.get('mem')} RAM, "
               f"{meta.get('fio')}, cgroup {meta.get('cgroup')}, repeats {meta.get('repeat')}")
         print(f"command: {meta.get('command')}")
-        print(f"overcache options: {meta.get('overcache_options')}")
+        if meta.get("reads", True):
+            print(f"overcache options, reads: {meta.get('overcache_options')}")
+        if meta.get("writes"):
+            print(f"overcache options, writes: {meta.get('overcache_write_options')}; "
+                  f"sustained: {meta.get('overcache_sust_options')}")
     return 0
 
 
