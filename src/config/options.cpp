@@ -157,11 +157,10 @@ Result<void> apply_cache_mode(Config& c, const std::string& v) {
     else if (v == "none")
         c.cache_mode = CacheMode::none;
     else if (v == "writeback")
-        return fail(Errc::NotSupported, "option cache_mode: writeback is not yet supported; use "
-                                        "writethrough, writearound or none");
+        c.cache_mode = CacheMode::writeback;
     else
-        return fail(Errc::BadValue,
-                    "option cache_mode: '" + v + "' is not one of writethrough, writearound, none");
+        return fail(Errc::BadValue, "option cache_mode: '" + v +
+                                        "' is not one of writethrough, writearound, writeback, none");
     return {};
 }
 
@@ -189,7 +188,7 @@ const std::vector<Row>& rows() {
                   "never"},
                  &Config::sequential_cutoff, 0, 1024 * kTiB),
         {{"cache_mode", T::mode, "writethrough",
-          "writethrough, writearound or none (writeback is not supported yet)"},
+          "writethrough, writearound, writeback or none"},
          apply_cache_mode},
         bool_row({"reformat", T::flag, "off",
                   "format the cache even if it holds another backing's, an unknown version's or "

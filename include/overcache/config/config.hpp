@@ -56,15 +56,6 @@ struct Config {
     // A write waits this long for cache space, then goes around the cache.
     double writeback_wait_max_s = 10;
 
-    // Writeback (placeholders until the option rows land).
-    unsigned writeback_percent = 10;
-    double writeback_delay_s = 30;
-    std::uint64_t writeback_rate_minimum = 1u << 20;
-    bool writeback_running = true;
-    bool fsync_to_backing = false;
-    bool flush_on_unmount = false;
-    double writeback_wait_max_s = 10;
-    bool discard_dirty = false;
 
     // Threads serving FUSE requests at most.
     unsigned max_threads = 16;
