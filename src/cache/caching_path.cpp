@@ -98,6 +98,20 @@ bg::GcParams gc_params(std::uint32_t total, std::uint32_t reserve, const Caching
     return g;
 }
 
+// What the mount shows of a file ahead of the backing: the cache's size and
+// mtime (ctime no older), and blocks for at least its bytes.
+void overlay(struct stat& st, const DirtyView& v) {
+    st.st_size = static_cast<off_t>(v.size);
+    st.st_mtim.tv_sec = v.mtime_ns / 1000000000;
+    st.st_mtim.tv_nsec = v.mtime_ns % 1000000000;
+    if (st.st_ctim.tv_sec < st.st_mtim.tv_sec ||
+        (st.st_ctim.tv_sec == st.st_mtim.tv_sec && st.st_ctim.tv_nsec < st.st_mtim.tv_nsec))
+        st.st_ctim = st.st_mtim;
+    const auto blocks = static_cast<blkcnt_t>((v.size + 4095) / 4096 * 8);
+    st.st_blocks = std::max(st.st_blocks, blocks);
+}
+
+
 class CachingPath final : public DataPath, public CacheControl {
 public:
     CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
@@ -140,6 +154,12 @@ public:
     }
     ChangeOut getattr(FileRef file, struct stat& st) override;
     ChangeOut check_attrs(FileState& fs, FileRef file);
+    void show_attrs(FileRef file, struct stat& st) override {
+        if (core_.dirty.size() == 0)
+            return;
+        if (auto v = core_.dirty.find(core_.key_of(file.fd, file.st)))
+            overlay(st, *v);
+    }
     ChangeOut attrs_changed(FileRef file, const struct stat& before) override;
     void removed(FileRef file) override;
     void renamed(FileRef file) override;
@@ -271,22 +291,6 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
                    keep};
 }
 
-namespace {
-
-// What the mount shows of a file ahead of the backing: the cache's size and
-// mtime (ctime no older), and blocks for at least its bytes.
-void overlay(struct stat& st, const DirtyView& v) {
-    st.st_size = static_cast<off_t>(v.size);
-    st.st_mtim.tv_sec = v.mtime_ns / 1000000000;
-    st.st_mtim.tv_nsec = v.mtime_ns % 1000000000;
-    if (st.st_ctim.tv_sec < st.st_mtim.tv_sec ||
-        (st.st_ctim.tv_sec == st.st_mtim.tv_sec && st.st_ctim.tv_nsec < st.st_mtim.tv_nsec))
-        st.st_ctim = st.st_mtim;
-    const auto blocks = static_cast<blkcnt_t>((v.size + 4095) / 4096 * 8);
-    st.st_blocks = std::max(st.st_blocks, blocks);
-}
-
-} // namespace
 
 ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {
     ChangeOut out;

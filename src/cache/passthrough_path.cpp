@@ -62,6 +62,7 @@ public:
     std::vector<std::pair<std::string, std::string>> stats() const override {
         return {{"cache_mode", "none"}};
     }
+    void show_attrs(FileRef, struct stat&) override {}
     void flush(Done<void> done) override { done({}); } // nothing is ever dirty
     void stop() override {}
 };

@@ -214,8 +214,10 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         fuse_entry_param e{};
         if (const int err = lookup_entry(a, *dir, newname, e))
             return err;
-        if (S_ISREG(e.attr.st_mode))
-            note_change(a, ino, a.data.attrs_changed(cache::FileRef{inode->fd(), e.attr}, before));
+        // e.attr shows the cache's view; the DataPath compares the backing's.
+        struct stat now {};
+        if (S_ISREG(e.attr.st_mode) && backing::stat_fd(inode->fd(), now) == 0)
+            note_change(a, ino, a.data.attrs_changed(cache::FileRef{inode->fd(), now}, before));
         reply_entry(req, a, e);
         return 0;
     });

@@ -48,6 +48,8 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
     struct stat st {};
     if (const int err = backing::stat_fd(fd->get(), st))
         return err;
+    if (S_ISREG(st.st_mode))
+        a.data.show_attrs(cache::FileRef{fd->get(), st}, st);
     InodeRef inode = a.inodes.lookup(std::move(*fd), st);
     std::memset(&e, 0, sizeof e);
     e.ino = inode->ino();
@@ -286,6 +288,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             // The size change reported itself; the rest is reported here.
             changed.backing_changed |=
                 a.data.attrs_changed(cache::FileRef{any_fd, st}, before).backing_changed;
+        }
+        if (S_ISREG(st.st_mode)) {
+            const struct stat seen = st;
+            a.data.show_attrs(cache::FileRef{any_fd, seen}, st);
         }
         note_change(a, ino, changed);
         fuse_reply_attr(req, &st, a.cfg.attr_timeout);

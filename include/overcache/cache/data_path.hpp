@@ -114,6 +114,12 @@ public:
     // for files it has open.
     virtual ChangeOut getattr(FileRef file, struct stat& st) = 0;
 
+    // Puts the DataPath's own view of a regular file (size, mtime while
+    // the cache is ahead of the backing) over `st`, the backing's fstat of
+    // `file`: for every reply that carries attributes (lookup, setattr,
+    // readdirplus). Cheap: no backing I/O.
+    virtual void show_attrs(FileRef file, struct stat& st) = 0;
+
     // The mount changed the file's attributes (chmod, chown, utimes,
     // xattrs, link) but not its bytes; `before` is the backing's fstat from
     // just before that change, `file.st` from just after.
