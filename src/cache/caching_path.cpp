@@ -428,6 +428,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"writes_dirty", u(c.writes_dirty)},
         {"writes_around", u(c.writes_around)},
         {"writeback_rate", ws.rate == UINT64_MAX ? "max" : u(ws.rate)},
+        {"writeback_target", u(ws.target)},
         {"writeback_bytes", u(ws.bytes)},
         {"writeback_errors", u(ws.errors)},
         {"last_writeback_error", ws.last_error.empty() ? "-" : ws.last_error},

@@ -111,6 +111,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     dc.cache_size = cfg.cache_size;
     dc.bucket_size = cfg.bucket_size;
     dc.reformat = cfg.reformat;
+    dc.discard_dirty = cfg.discard_dirty;
     dc.backing = std::move(*id);
     dc.store.block_cache_bytes = cfg.block_cache_size;
     dc.store.write_buffer_bytes =

@@ -176,20 +176,32 @@ void Writeback::pass() {
     const std::int64_t wall = now_ns();
     const std::uint64_t capacity =
         std::uint64_t{core_.alloc.bucket_count()} * core_.alloc.bucket_size();
-    const std::uint64_t target = capacity / 100 * core_.p.writeback_percent;
-    const bool over = core_.alloc.dirty_bytes() > target;
+    const std::uint64_t dirty = core_.alloc.dirty_bytes();
+    const bool over = dirty > bg::dirty_target_bytes(capacity, core_.p.writeback_percent);
     // Dirty data under another mode is written back regardless of settings.
     const bool wb_mode = core_.p.mode == config::CacheMode::writeback;
     const bool running = core_.p.writeback_running || !wb_mode;
+    // The controller sets the rate from how far dirty data is above its
+    // target (and how fast it grows); a pass may spend what that rate
+    // allows for the time since the last one (at most two intervals).
+    const auto elapsed = std::min<std::chrono::nanoseconds>(
+        last_pass_.time_since_epoch().count() == 0 ? kPassInterval : now - last_pass_,
+        2 * std::chrono::nanoseconds(kPassInterval));
+    last_pass_ = now;
+    const std::uint64_t rate = rate_.update(
+        bg::RateInputs{dirty, capacity, core_.p.writeback_percent, core_.p.writeback_rate_minimum},
+        elapsed);
+    const double secs = std::max(std::chrono::duration<double>(elapsed).count(), 0.1);
     const std::uint64_t budget =
-        (over || !wb_mode) ? UINT64_MAX
-                           : static_cast<std::uint64_t>(core_.p.writeback_rate_minimum *
-                                                        std::chrono::duration<double>(kPassInterval)
-                                                            .count());
+        (!wb_mode || rate == bg::kUnlimitedRate ||
+         static_cast<double>(rate) * secs >= static_cast<double>(UINT64_MAX / 2))
+            ? UINT64_MAX
+            : static_cast<std::uint64_t>(static_cast<double>(rate) * secs);
     const auto delay_ns = static_cast<std::int64_t>(core_.p.writeback_delay_s * 1e9);
     {
         std::lock_guard lk(stats_mu_);
-        stats_.rate = (over || !wb_mode) ? UINT64_MAX : core_.p.writeback_rate_minimum;
+        stats_.rate = wb_mode ? rate : bg::kUnlimitedRate;
+        stats_.target = rate_.stats().target_bytes;
     }
 
     // Files a flush waits for: whole, whatever the settings.

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "cache/cache_core.hpp"
+#include "bg/writeback_rate.hpp"
 #include "overcache/bg/executors.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -26,7 +27,8 @@ struct WritebackStats {
     std::uint64_t bytes = 0;      // written back since start
     std::uint64_t errors = 0;     // batches that failed (retried later)
     std::uint64_t lost = 0;       // dirty bytes that failed their checksum
-    std::uint64_t rate = 0;       // bytes/s allowed now
+    std::uint64_t rate = 0;       // bytes/s allowed now (UINT64_MAX: no limit)
+    std::uint64_t target = 0;     // dirty bytes writeback aims to stay under
     std::string last_error;       // empty when none yet
 };
 
@@ -87,6 +89,8 @@ private:
         Done<void> done;
     };
     std::deque<Flush> flushes_; // on the strand
+    bg::WritebackRate rate_;    // on the strand
+    std::chrono::steady_clock::time_point last_pass_{}; // on the strand
     // Per file: no retry before this time after an error (on the strand).
     std::map<std::pair<std::uint64_t, std::uint64_t>,
              std::pair<std::chrono::steady_clock::time_point, std::chrono::seconds>>

@@ -415,6 +415,27 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_i
         return fail(r.error());
 
     bool must_format = cfg.reformat;
+    if (cfg.reformat && had_index && !cfg.discard_dirty) {
+        // Reformatting throws away everything, dirty data too: only when
+        // asked for by name. An index that cannot be read holds nothing
+        // that could be written back anyway.
+        if (auto ms = meta::MetaStore::open(index_dir, cfg.store); ms) {
+            std::uint64_t dirty = 0;
+            auto cur = (*ms)->cursor(meta::Cf::buckets);
+            for (cur.seek_to_first(); cur.valid(); cur.next())
+                if (auto b = meta::decode_bucket(cur.value()))
+                    dirty += b->dirty_bytes;
+            if (dirty > 0)
+                return fail(Errc::Foreign,
+                            "the cache at " + cfg.dir + " holds " + std::to_string(dirty) +
+                                " bytes of dirty data (writes its backing does not have yet); "
+                                "mount it over its backing and run `overcache flush MOUNTPOINT` "
+                                "first, or add -o discard_dirty to reformat and lose them");
+        } else if (ms.error().code == Errc::Sys) {
+            return fail(Errc::Sys, "cannot open the cache at " + cfg.dir + " (" +
+                                       ms.error().message + "); is it in use by another mount?");
+        }
+    }
     std::optional<meta::Superblock> old; // an older format of this backing, to replace
     if (!must_format && had_index) {
         auto ms = meta::MetaStore::open(index_dir, cfg.store);

@@ -27,6 +27,9 @@ struct DeviceConfig {
     std::uint64_t bucket_size = 1u << 20;
     meta::StoreOptions store;
     bool reformat = false;
+    // reformat may throw away dirty data (writes the backing lacks); without
+    // it, reformatting a cache that holds some is refused.
+    bool discard_dirty = false;
     BackingIdentity backing;
 };
 
