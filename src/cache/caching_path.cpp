@@ -387,9 +387,26 @@ void CachingPath::removed(FileRef file) {
 
 void CachingPath::renamed(FileRef file) {
     cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    std::lock_guard bl(ref->backing_mu);
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r || !ref->rec)
         return;
+    // A rename moves the file's ctime on most filesystems (ext4, xfs): ours,
+    // not a change behind the mount. Same size, mtime and inode with a newer
+    // ctime is taken as the rename's.
+    const meta::FileRecord& r0 = *ref->rec;
+    const std::int64_t ctime = static_cast<std::int64_t>(file.st.st_ctim.tv_sec) * 1000000000 +
+                               file.st.st_ctim.tv_nsec;
+    if (r0.size == static_cast<std::uint64_t>(file.st.st_size) &&
+        r0.mtime_ns == static_cast<std::int64_t>(file.st.st_mtim.tv_sec) * 1000000000 +
+                           file.st.st_mtim.tv_nsec &&
+        r0.ino == static_cast<std::uint64_t>(file.st.st_ino) && r0.ctime_ns < ctime) {
+        meta::FileRecord rec = r0;
+        rec.ctime_ns = ctime;
+        auto t = core_.index.txn();
+        if (auto r = core_.records.commit(*ref, t, rec); !r)
+            log::warn("cache: cannot update a file record: ", to_string(r.error()));
+    }
     if (auto r = core_.records.update_path(*ref, file.fd); !r)
         log::warn("cache: cannot update the path of a file record: ", to_string(r.error()));
 }

@@ -262,7 +262,8 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             if (n < 0)
                 return fail_sys(static_cast<int>(-n), "write to the backing");
             written = static_cast<std::size_t>(n);
-            return CacheUpdate{uoff, uoff + written, nullptr};
+            return CacheUpdate{uoff, uoff + written, nullptr, CacheUpdate::Size::at_least,
+                               uoff + written};
         }
         auto& buf = thread_buffer(size);
         const ssize_t got = src.copy_to(buf.data());
@@ -272,7 +273,8 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         if (!n)
             return fail(n.error());
         written = *n;
-        return CacheUpdate{uoff, uoff + written, buf.data()};
+        return CacheUpdate{uoff, uoff + written, buf.data(), CacheUpdate::Size::at_least,
+                           uoff + written};
     });
     if (!r)
         return done(fail(std::move(r).error()));

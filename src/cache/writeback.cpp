@@ -72,7 +72,8 @@ UniqueFd open_by_handle(int root, const std::string& h, int flags) {
 
 Writeback::Writeback(CacheCore& core, bg::Strand strand)
     : core_(core), strand_(std::move(strand)), timer_(strand_) {
-    root_ = UniqueFd(::open(core_.p.backing_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    // Not O_PATH: open_by_handle_at refuses an O_PATH mount fd (EBADF).
+    root_ = UniqueFd(::open(core_.p.backing_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root_ && !core_.p.backing_root.empty())
         log::warn("cache: cannot open the backing root ", core_.p.backing_root,
                   " for writeback: ", std::strerror(errno));
@@ -329,19 +330,26 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
         return fail_sys(EBADF, "the backing root is not open");
     constexpr int kFlags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
     UniqueFd fd;
-    int err = ENOENT;
+    // Only a handle the backing calls stale, or a missing path where there
+    // is no handle, says the file is gone; any other failure is retried.
+    int handle_err = 0;
+    int path_err = ENOENT;
     if (!rec.handle.empty()) {
         fd = open_by_handle(root_.get(), rec.handle, kFlags);
-        if (!fd)
-            err = errno;
+        if (!fd) {
+            handle_err = errno;
+            if (handle_err == ESTALE)
+                return fail_sys(ESTALE, "reopening " + rec.path);
+        }
     }
     if (!fd && !rec.path.empty()) {
         fd = UniqueFd(::openat(root_.get(), rec.path.c_str(), kFlags | O_NOFOLLOW));
         if (!fd)
-            err = errno;
+            path_err = errno;
     }
     if (!fd)
-        return fail_sys(err, "reopening " + rec.path);
+        return fail_sys(handle_err != 0 && handle_err != ENOENT ? handle_err : path_err,
+                        "reopening " + rec.path);
     // A path may name another file by now.
     struct stat s {};
     if (::fstat(fd.get(), &s) != 0)

@@ -235,6 +235,10 @@ void Mount::start_daemon(const MountOptions& opts) {
             (o.find("cache_size=") == std::string::npos ? ",cache_size=256M" : "") +
             (o.empty() ? "" : "," + o);
     }
+    // The whole suite can run in another mode: OVERCACHE_TEST_EXTRA_OPTIONS
+    // is appended to every mount's options (CI runs it with writeback).
+    if (const char* x = std::getenv("OVERCACHE_TEST_EXTRA_OPTIONS"); x != nullptr && *x != '\0')
+        o += std::string(",") + x;
     args.emplace_back("-o");
     args.push_back(o);
     if (opts.debug)
