@@ -4,6 +4,8 @@
 #pragma once
 
 #include "backing/creds.hpp"
+#include "control/command_runner.hpp"
+#include "control/control_file.hpp"
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
 #include "fuse/page_invalidator.hpp"
@@ -24,12 +26,28 @@
 
 namespace overcache::fuse {
 
-inline constexpr const char* kControlName = ".overcache";
+using control::kControlName;
+
+// Whether replies to control-file commands may still be sent. A command
+// (flush) may complete after the session has ended, from a thread of the
+// DataPath; the session closes the gate before it is destroyed, and a
+// completion that finds it closed neither replies nor starts more work.
+struct ControlGate {
+    std::mutex mu;
+    bool open = true; // guarded by mu; taken before any libfuse request lock
+};
+
+// The commands' view of the mount (ops_control.cpp): flush and gc on the
+// DataPath, refused once `gate` is closed.
+std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
+                                                            std::shared_ptr<ControlGate> gate);
 
 struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
-        : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()) {}
+        : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
+          control_gate(std::make_shared<ControlGate>()),
+          commands(make_command_target(data_path, control_gate)) {}
 
     // Half the descriptor limit for pinned inodes; the rest is for open
     // files, directories and the cache.
@@ -45,6 +63,8 @@ struct Adapter {
     InodeTable inodes;
     PageInvalidator invalidator;
     std::atomic<std::uint64_t> open_files{0};
+    std::shared_ptr<ControlGate> control_gate;
+    control::CommandRunner commands; // what writes to the control file run
 
     // Work for the first request after INIT (see after_init()).
     std::string readahead_path; // /sys/class/bdi/M:N/read_ahead_kb, or empty
@@ -125,8 +145,19 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
 void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e);
 void control_attr(struct stat& st) noexcept;
 void control_entry(fuse_entry_param& e, const Adapter& a) noexcept;
-// The control file's lines: the DataPath's stats, then the adapter's.
+// The control file's lines: the DataPath's stats, then the adapter's, then
+// the commands' (last_error).
 control::StatLines all_stats(Adapter& a);
+
+// ops_control.cpp: the control file's open, read and write, each returning
+// 0 once it has replied (or a completion will), else the errno to reply.
+int open_control(fuse_req_t req, fuse_file_info* fi);
+int read_control(fuse_req_t req, const FileHandle& fh, std::size_t size, off_t off);
+int write_control(fuse_req_t req, fuse_bufvec* in_buf);
+// Whether the caller may run commands (open the control file for writing).
+bool may_command(fuse_req_t req, const Adapter& a) noexcept;
+// No reply to a command is sent after this (Session teardown).
+void close_control(Adapter& a) noexcept;
 
 // ops_entry.cpp
 void op_init(void* userdata, fuse_conn_info* conn);

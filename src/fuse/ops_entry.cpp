@@ -19,10 +19,6 @@
 
 namespace overcache::fuse {
 
-// The control file's st_ino: far from where small filesystems hand out
-// numbers, and still fits a 32-bit ino_t for old binaries.
-constexpr ino_t kControlStIno = 0xFFFFFFF0u;
-
 CallerScope::CallerScope(fuse_req_t req, bool active) {
     if (!active || !backing::can_switch_credentials())
         return;
@@ -69,11 +65,13 @@ void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e) {
 
 void control_attr(struct stat& st) noexcept {
     std::memset(&st, 0, sizeof st);
-    st.st_ino = kControlStIno;
-    st.st_mode = S_IFREG | 0444;
+    st.st_ino = control::kControlStIno;
+    // Everyone who can see the mount reads it; the mount's owner (and root)
+    // write commands to it.
+    st.st_mode = S_IFREG | 0644;
     st.st_nlink = 1;
-    st.st_uid = 0;
-    st.st_gid = 0;
+    st.st_uid = ::geteuid();
+    st.st_gid = ::getegid();
     st.st_size = 0; // opened with direct_io: reads are not bounded by the size
     st.st_blksize = 4096;
 }
@@ -109,6 +107,7 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
+    a.commands.add_stats(lines);
     return lines;
 }
 
@@ -191,8 +190,21 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 fuse_file_info* fi) noexcept {
     guarded(req, "setattr", [&] {
         Adapter& a = adapter_of(req);
-        if (ino == kControlIno)
-            return EPERM;
+        if (ino == kControlIno) {
+            // Only the truncate of an open with O_TRUNC where the kernel
+            // does not pass O_TRUNC to open (no atomic_o_trunc): a no-op.
+            constexpr int kOwnerChanges =
+                FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID;
+            if ((to_set & FUSE_SET_ATTR_SIZE) == 0 || attr->st_size != 0 ||
+                (to_set & kOwnerChanges) != 0)
+                return EPERM;
+            if (!may_command(req, a))
+                return EACCES;
+            struct stat st {};
+            control_attr(st);
+            fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+            return 0;
+        }
         // An open handle is used when the kernel gives one (ftruncate,
         // futimens): it works even if the file's mode forbids a reopen, and
         // for an unlinked file.
@@ -335,7 +347,8 @@ void op_access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
     guarded(req, "access", [&] {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno) {
-            fuse_reply_err(req, (mask & (W_OK | X_OK)) != 0 ? EACCES : 0);
+            const bool denied = (mask & X_OK) != 0 || ((mask & W_OK) != 0 && !may_command(req, a));
+            fuse_reply_err(req, denied ? EACCES : 0);
             return 0;
         }
         InodeRef inode = a.inodes.get(ino);

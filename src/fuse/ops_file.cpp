@@ -1,5 +1,6 @@
 // DOC: file data handlers: open, create, read, write_buf, flush, release,
-// fsync, fallocate, lseek, copy_file_range, and the control file's reads.
+// fsync, fallocate, lseek, copy_file_range (the control file's are in
+// ops_control.cpp).
 // Each open holds a real backing fd and the DataPath's OpenFile (FileHandle,
 // owned through fi->fh until release). Everything that touches the file's
 // bytes is the DataPath's: these handlers translate the request, hand it
@@ -61,21 +62,6 @@ private:
 // Hands a FileHandle to the kernel through fi->fh.
 void give_handle(fuse_file_info* fi, std::unique_ptr<FileHandle>& fh) {
     fi->fh = reinterpret_cast<std::uint64_t>(fh.get()); // NOLINT: our pointer, returned at release
-}
-
-int open_control(fuse_req_t req, fuse_file_info* fi) {
-    Adapter& a = adapter_of(req);
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0)
-        return EACCES; // read-only for now; commands come with a later issue
-    auto fh = std::make_unique<FileHandle>();
-    fh->control = true;
-    fh->control_text = control::render_stats(all_stats(a));
-    give_handle(fi, fh);
-    fi->direct_io = 1; // size 0 in stat; reads are served from the text
-    fi->keep_cache = 0;
-    if (fuse_reply_open(req, fi) == 0)
-        (void)fh.release();
-    return 0;
 }
 
 // Hands a freshly opened backing fd to the data path (the close-to-open
@@ -183,22 +169,8 @@ void op_read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
              fuse_file_info* fi) noexcept {
     guarded(req, "read", [&] {
         FileHandle& fh = file_of(fi);
-        if (fh.control) {
-            const std::string& text = fh.control_text;
-            if (off < 0 || static_cast<std::size_t>(off) >= text.size()) {
-                fuse_reply_buf(req, nullptr, 0);
-                return 0;
-            }
-            // Reply from a copy, never from the handle: once the reply is
-            // written the reader may close, and RELEASE (another FUSE thread)
-            // frees the handle while this thread is still inside the reply
-            // call (ASan checks writev's buffers after the syscall).
-            const std::size_t n = std::min(size, text.size() - static_cast<std::size_t>(off));
-            std::vector<char>& copy = thread_buffer(n);
-            std::memcpy(copy.data(), text.data() + off, n);
-            fuse_reply_buf(req, copy.data(), n);
-            return 0;
-        }
+        if (fh.control)
+            return read_control(req, fh, size, off);
         Adapter& a = adapter_of(req);
         std::vector<char>& buf = thread_buffer(size);
         auto r = a.data.read(*fh.open, buf.data(), size, off);
@@ -222,7 +194,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
     guarded(req, "write_buf", [&] {
         FileHandle& fh = file_of(fi);
         if (fh.control)
-            return EBADF;
+            return write_control(req, in_buf);
         BufvecSource src(in_buf);
         adapter_of(req).data.write(*fh.open, src, off, [req](Result<std::size_t> r) {
             if (r)

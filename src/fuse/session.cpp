@@ -133,8 +133,12 @@ Result<std::unique_ptr<Session>> Session::create(const config::Config& cfg, cach
 }
 
 Session::~Session() {
-    if (adapter_)
+    if (adapter_) {
+        // A flush may still complete later, on a DataPath thread: it must
+        // find no session to reply to.
+        close_control(*adapter_);
         adapter_->invalidator.stop();
+    }
     unmount();
     if (se_ != nullptr)
         fuse_session_destroy(se_);

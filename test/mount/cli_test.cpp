@@ -5,13 +5,17 @@
 // (every child starts with default signal actions and nothing blocked, so
 // this holds under nohup too); the daemon's inode table holds no more than
 // the kernel looked up, at least what it must keep, and shrinks back to the
-// root when the kernel forgets. Nothing here drops the machine's caches.
+// root when the kernel forgets. Commands written to MOUNT/.overcache (a
+// line a command, a bad one refused with EINVAL and its reason readable as
+// last_error) and the subcommands that write them (`overcache flush`, `gc`,
+// `stats`) work, and refuse what is not an overcache mount without touching
+// it. Nothing here drops the machine's caches.
 #include "fuse_mount.hpp"
 #include "overcache/config/config.hpp"
 #include "tmp_dir.hpp"
 
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -20,6 +24,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fstream>
+#include <grp.h>
 #include <poll.h>
 #include <sstream>
 #include <string>
@@ -185,6 +190,27 @@ struct Dirs {
 
 bool contains(const std::string& hay, const std::string& needle) {
     return hay.find(needle) != std::string::npos;
+}
+
+// One write(2) of `text` to a fresh open of `path` with `flags`: the bytes
+// written, or -errno.
+long write_once(const std::string& path, const std::string& text, int flags = O_WRONLY | O_TRUNC) {
+    const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    const ssize_t n = ::write(fd, text.data(), text.size());
+    const long out = n < 0 ? -errno : static_cast<long>(n);
+    ::close(fd);
+    return out;
+}
+
+// The value of `key` in the control file's text ("" if missing).
+std::string control_value(const std::string& text, const std::string& key) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(key + " ", 0) == 0)
+            return line.substr(key.size() + 1);
+    return "";
 }
 
 } // namespace
@@ -391,5 +417,185 @@ TEST_SUITE("mount") {
         CHECK(bad.load() == 0);
         CHECK(m.stat("inodes") >= 1); // the daemon is still there
     }
-}
 
+    TEST_CASE("control: command lines written to .overcache run, one write(2) each" *
+              doctest::timeout(120)) {
+        Mount m(MountOptions{.twin = false});
+        if (!m.has_daemon())
+            return; // the bind stand-in has no control file
+        const std::string ctl = m.mnt(".overcache");
+        // What `echo flush > .overcache` does: O_WRONLY|O_TRUNC, one line.
+        CHECK(write_once(ctl, "flush\n") == 6);
+        // A last line without its newline counts; several lines run in order.
+        CHECK(write_once(ctl, "flush") == 5);
+        CHECK(write_once(ctl, "flush\ngc\n", O_WRONLY | O_APPEND) == 9);
+        CHECK(write_once(ctl, "gc\r\n", O_RDWR) == 4);
+        CHECK(m.stats().at("last_error") == "-"); // nothing failed
+    }
+
+    TEST_CASE("control: gc runs a pass; a bad line changes nothing and shows why" *
+              doctest::timeout(120)) {
+        Mount m(MountOptions{.twin = false});
+        if (!m.has_daemon())
+            return; // the bind stand-in has no control file
+        const std::string ctl = m.mnt(".overcache");
+        const std::uint64_t runs = m.stat("gc_runs");
+        CHECK(write_once(ctl, "gc\n") == 3);
+        // gc_now() waits for its pass: the count has moved when the write returns.
+        const std::uint64_t after_gc = m.stat("gc_runs");
+        CHECK(after_gc > runs);
+
+        struct Bad {
+            std::string text;
+            std::string reason;
+        };
+        const std::vector<Bad> bad = {
+            {"frob\n", "unknown command 'frob'"},
+            {"gc\nfrob now\n", "line 2: unknown command 'frob'"},
+            {"gc extra\n", "'gc' takes no arguments"},
+            {"\n", "empty command line"},
+            {"gc\n\ngc\n", "line 2: empty command line"},
+        };
+        for (const auto& b : bad) {
+            INFO("write: " << b.text);
+            CHECK(write_once(ctl, b.text) == -EINVAL);
+            const std::string text = read_file(ctl);
+            CHECK(contains(control_value(text, "last_error"), b.reason));
+        }
+        // Not even the good lines before a bad one ran.
+        CHECK(m.stat("gc_runs") == after_gc);
+        // A success clears nothing: the last failure stays readable.
+        CHECK(write_once(ctl, "gc\n") == 3);
+        CHECK(contains(m.stats().at("last_error"), "line 2: empty command line"));
+
+        // A write the kernel could split is refused whole.
+        std::string big;
+        while (big.size() <= 64 * 1024)
+            big += "gc\n";
+        const std::uint64_t before_big = m.stat("gc_runs");
+        CHECK(write_once(ctl, big) == -EINVAL);
+        CHECK(contains(m.stats().at("last_error"), "bytes a write"));
+        CHECK(m.stat("gc_runs") == before_big);
+    }
+
+    TEST_CASE("control: readable by everyone, commands only for the mount's owner" *
+              doctest::timeout(120)) {
+        Mount m(MountOptions{.twin = false});
+        if (!m.has_daemon())
+            return; // the bind stand-in has no control file
+        struct stat st {};
+        REQUIRE(::stat(m.mnt(".overcache").c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == 0644);
+        CHECK(st.st_uid == ::geteuid());
+        CHECK(st.st_gid == ::getegid());
+        CHECK(S_ISREG(st.st_mode));
+        // Another user (the root mount allows others): reads, cannot write.
+        // The mount's root is opened first, as root, since the test's
+        // temporary directory need not be searchable by that user.
+        const int root = ::open(m.mountpoint().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        REQUIRE(root >= 0);
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+                ::setresuid(65534, 65534, 65534) != 0)
+                std::_Exit(10);
+            const int r = ::openat(root, ".overcache", O_RDONLY | O_CLOEXEC);
+            if (r < 0)
+                std::_Exit(11);
+            char c = 0;
+            if (::read(r, &c, 1) != 1)
+                std::_Exit(12);
+            if (::openat(root, ".overcache", O_WRONLY | O_CLOEXEC) >= 0 || errno != EACCES)
+                std::_Exit(13);
+            if (::openat(root, ".overcache", O_RDWR | O_CLOEXEC) >= 0 || errno != EACCES)
+                std::_Exit(14);
+            std::_Exit(0);
+        }
+        int ws = 0;
+        REQUIRE(::waitpid(pid, &ws, 0) == pid);
+        ::close(root);
+        CHECK(WIFEXITED(ws));
+        CHECK_MESSAGE(WEXITSTATUS(ws) == 0, "child step " << WEXITSTATUS(ws) << " failed");
+    }
+
+    TEST_CASE("cli: overcache flush, gc and stats talk to a mount" * doctest::timeout(120)) {
+        Mount m(MountOptions{.twin = false});
+        if (!m.has_daemon())
+            return; // the bind stand-in has no control file
+        const RunResult f = run({bin(), "flush", m.mountpoint()});
+        INFO("flush output: " << f.out);
+        CHECK(f.status == 0);
+        CHECK(f.out.empty()); // no terminal: no progress line
+
+        const std::uint64_t runs = m.stat("gc_runs");
+        const RunResult g = run({bin(), "gc", m.mountpoint()});
+        INFO("gc output: " << g.out);
+        CHECK(g.status == 0);
+        CHECK(m.stat("gc_runs") > runs);
+
+        const RunResult s = run({bin(), "stats", m.mountpoint()});
+        CHECK(s.status == 0);
+        CHECK(contains(s.out, "\ninodes "));
+        CHECK(contains(s.out, "\nlast_error "));
+
+        // Usage errors exit 2 and say what is wrong.
+        const RunResult none = run({bin(), "flush"});
+        CHECK(none.status == 2);
+        CHECK(contains(none.out, "missing MOUNTPOINT"));
+        const RunResult two = run({bin(), "flush", m.mountpoint(), "extra"});
+        CHECK(two.status == 2);
+        CHECK(contains(two.out, "extra"));
+    }
+
+    TEST_CASE("cli: a mount without a cache answers gc with a clear error" *
+              doctest::timeout(120)) {
+        Mount m(MountOptions{.options = "cache_mode=none", .twin = false});
+        if (!m.has_daemon())
+            return; // the bind stand-in has no control file
+        CHECK(write_once(m.mnt(".overcache"), "flush\n") == 6);
+        CHECK(write_once(m.mnt(".overcache"), "gc\n") == -ENOTSUP);
+        CHECK(contains(m.stats().at("last_error"), "no cache"));
+        const RunResult g = run({bin(), "gc", m.mountpoint()});
+        INFO("output: " << g.out);
+        CHECK(g.status == 1);
+        CHECK(contains(g.out, "overcache: gc of " + m.mountpoint() + " failed: "));
+        CHECK(contains(g.out, "no cache"));
+        CHECK(run({bin(), "flush", m.mountpoint()}).status == 0);
+    }
+
+    TEST_CASE("cli: flush refuses what is not an overcache mount, and writes nothing there" *
+              doctest::timeout(120)) {
+        require_fuse();
+        const RunResult tmp = run({bin(), "flush", "/tmp"});
+        INFO("output: " << tmp.out);
+        CHECK(tmp.status == 1);
+        CHECK(contains(tmp.out, "overcache: flush of /tmp failed: "));
+        CHECK(contains(tmp.out, "not an overcache mount"));
+
+        // A directory holding an ordinary file of the control file's name.
+        TmpDir d{"oc-cli"};
+        const std::string fake = d / ".overcache";
+        std::ofstream(fake) << "inodes 1\n";
+        const RunResult r = run({bin(), "flush", d.path()});
+        INFO("output: " << r.out);
+        CHECK(r.status == 1);
+        CHECK(contains(r.out, "not an overcache mount"));
+        CHECK(read_file(fake) == "inodes 1\n");
+
+        const RunResult missing = run({bin(), "stats", d / "missing"});
+        CHECK(missing.status == 1);
+        CHECK(contains(missing.out, d / "missing"));
+    }
+
+    TEST_CASE("cli: --help lists the subcommands" * doctest::timeout(60)) {
+        require_fuse();
+        const RunResult h = run({bin(), "--help"});
+        CHECK(h.status == 0);
+        for (const char* sc : {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT"})
+            CHECK(contains(h.out, sc));
+        const RunResult f = run({bin(), "flush", "--help"});
+        CHECK(f.status == 0);
+        CHECK(contains(f.out, "usage: overcache flush MOUNTPOINT"));
+    }
+}

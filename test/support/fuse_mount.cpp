@@ -437,10 +437,14 @@ std::map<std::string, std::string> Mount::stats() const {
     std::map<std::string, std::string> m;
     if (standin_)
         return m;
+    // A line is split at its first space: a value may hold spaces
+    // (last_error), a key never does.
     std::ifstream in(mnt_ + "/.overcache");
-    std::string k, v;
-    while (in >> k >> v)
-        m[k] = v;
+    for (std::string line; std::getline(in, line);) {
+        const auto sp = line.find(' ');
+        if (sp != std::string::npos)
+            m[line.substr(0, sp)] = line.substr(sp + 1);
+    }
     return m;
 }
 

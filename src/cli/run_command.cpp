@@ -1,0 +1,82 @@
+// DOC: `overcache flush MOUNTPOINT` and `overcache gc MOUNTPOINT`: one
+// command line written to the mount's control file, with one write(2) that
+// returns when the mount has run it (DESIGN.md, control surface). A flush
+// may take long: on a terminal a progress line shows the `dirty_data` left
+// (read from the control file by a second reader, which the mount answers
+// while the flush runs) or, where the mount has no such stat, the time.
+// Failure: "overcache: flush of MOUNTPOINT failed: <errno text> (<the
+// control file's last_error>)" and exit 1.
+#include "cli/control_client.hpp"
+#include "cli/progress.hpp"
+#include "cli/subcommands.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+namespace overcache::cli {
+namespace {
+
+// The progress line of a flush: what is left to write back, if the mount
+// says, and how long it has been.
+std::string flush_progress(const ControlClient& control, const std::string& mountpoint,
+                           std::chrono::seconds elapsed) {
+    std::string line = "overcache: flushing " + mountpoint + ": ";
+    std::optional<std::uint64_t> dirty;
+    if (auto text = control.read_text(); text) {
+        if (auto v = value_of(*text, "dirty_data"); v && !v->empty()) {
+            char* end = nullptr;
+            const unsigned long long n = std::strtoull(v->c_str(), &end, 10);
+            if (end != v->c_str() && *end == '\0')
+                dirty = n;
+        }
+    }
+    if (dirty)
+        line += human_bytes(*dirty) + " dirty, ";
+    line += std::to_string(elapsed.count()) + " s";
+    return line;
+}
+
+int run_command(const char* verb, const std::string& mountpoint, bool progress) {
+    auto control = ControlClient::open(mountpoint);
+    if (!control) {
+        std::fprintf(stderr, "overcache: %s of %s failed: %s\n", verb, mountpoint.c_str(),
+                     control.error().code == Errc::Sys ? to_string(control.error()).c_str()
+                                                       : control.error().message.c_str());
+        return 1;
+    }
+    Result<void> r;
+    {
+        std::optional<Progress> shown;
+        if (progress)
+            shown.emplace([&](std::chrono::seconds elapsed) {
+                return flush_progress(*control, mountpoint, elapsed);
+            });
+        r = control->run(verb);
+    }
+    if (r)
+        return 0;
+    const Error& e = r.error();
+    std::string reason = std::strerror(to_errno(e));
+    if (!e.message.empty())
+        reason += " (" + e.message + ")";
+    std::fprintf(stderr, "overcache: %s of %s failed: %s\n", verb, mountpoint.c_str(),
+                 reason.c_str());
+    return 1;
+}
+
+} // namespace
+
+int flush_main(const std::string& mountpoint) {
+    return run_command("flush", mountpoint, true);
+}
+
+int gc_main(const std::string& mountpoint) {
+    return run_command("gc", mountpoint, false);
+}
+
+} // namespace overcache::cli

@@ -1,0 +1,62 @@
+// Runs the commands of one control-file write, in order, against a
+// CommandTarget, and keeps `last_error` for the control file's text. A
+// command may finish later on another thread (flush waits for writeback);
+// the write's completion is called once every command has finished or the
+// first one failed. No libfuse here: the FUSE adapter turns the completion
+// into the write's reply.
+#pragma once
+
+#include "control/command.hpp"
+#include "control/stats_text.hpp"
+#include "overcache/util/result.hpp"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace overcache::control {
+
+// Completion of a command or of a whole write; called exactly once, from
+// any thread, possibly before the call that started the work returns.
+using CommandDone = std::function<void(Result<void>)>;
+
+// What commands act on; the FUSE adapter implements it over the mount's
+// DataPath. One member a verb.
+class CommandTarget {
+public:
+    virtual ~CommandTarget() = default;
+    virtual void flush(CommandDone done) = 0;
+    virtual void gc(CommandDone done) = 0;
+};
+
+class CommandRunner {
+public:
+    // Runs in flight keep the target alive (they may outlive the runner's
+    // owner by the time a long flush completes).
+    explicit CommandRunner(std::shared_ptr<CommandTarget> target);
+
+    // Parses `text`, one write's bytes, then runs its commands one after
+    // the other; `done` gets success, the parse error (nothing ran) or the
+    // first command's error (the commands after it do not run). Every
+    // failure is recorded as last_error.
+    void run(std::string_view text, CommandDone done);
+
+    // Records a refusal decided before parsing (a write too large).
+    void record_error(std::string text);
+
+    // The most recent failure as one line, "" when none: a success clears
+    // nothing, so a failure stays readable until a later one replaces it.
+    std::string last_error() const;
+
+    // The control file's lines of the command machinery.
+    void add_stats(StatLines& out) const;
+
+private:
+    struct Shared;
+    class Run;
+    std::shared_ptr<Shared> shared_;
+    std::shared_ptr<CommandTarget> target_;
+};
+
+} // namespace overcache::control

@@ -1,0 +1,199 @@
+// DOC: the control file's data handlers. An open renders the text a reader
+// will see (a snapshot: reads in pieces stay consistent); reads are answered
+// from a per-thread copy of it, never from the handle, which RELEASE on
+// another thread may free while the reply is still being written. A write
+// carries whole command lines (control/command.hpp) and is answered once
+// its commands have finished: a flush replies from the DataPath's
+// completion, on whatever thread that runs, and holds no FUSE thread or lock
+// meanwhile, so reads of the control file go on during it. An interrupted
+// writer (Ctrl-C) gets EINTR at once and the command goes on in the
+// background; whichever of the completion and the interrupt comes first
+// replies, the other does nothing. Writing needs the mount's owner or root:
+// the kernel checks the mode (0644, owned by the daemon's user) with
+// default_permissions, and may_command() does without it.
+#include "fuse/adapter.hpp"
+#include "fuse/reply.hpp"
+#include "overcache/cache/caching_path.hpp"
+
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+#include <vector>
+
+namespace overcache::fuse {
+namespace {
+
+// Per FUSE thread: the bytes of one read reply.
+std::vector<char>& reply_buffer(std::size_t size) {
+    thread_local std::vector<char> buf;
+    if (buf.size() < size)
+        buf.resize(size);
+    return buf;
+}
+
+class DataPathTarget final : public control::CommandTarget {
+public:
+    DataPathTarget(cache::DataPath& data, std::shared_ptr<ControlGate> gate)
+        : data_(data), gate_(std::move(gate)) {}
+
+    void flush(control::CommandDone done) override {
+        if (!open())
+            return done(closing());
+        data_.flush(std::move(done));
+    }
+
+    // TODO(#8): CacheControl has only a waiting gc_now(); it runs on this
+    // FUSE thread. A pass touches the cache device and the index, never the
+    // backing, so the wait is bounded.
+    void gc(control::CommandDone done) override {
+        if (!open())
+            return done(closing());
+        auto* cc = dynamic_cast<cache::CacheControl*>(&data_);
+        if (cc == nullptr)
+            return done(fail(Errc::NotSupported, "this mount has no cache (cache_mode=none)"));
+        cc->gc_now();
+        done({});
+    }
+
+private:
+    bool open() {
+        std::lock_guard lk(gate_->mu);
+        return gate_->open;
+    }
+    static Unexpected closing() { return fail_sys(ESHUTDOWN, "the mount is shutting down"); }
+
+    cache::DataPath& data_; // valid while the gate is open
+    std::shared_ptr<ControlGate> gate_;
+};
+
+// The one reply to a control write, sent by the commands' completion or by
+// an interrupt, whichever claims it first.
+class WriteReply {
+public:
+    WriteReply(fuse_req_t req, std::size_t size, std::shared_ptr<ControlGate> gate)
+        : req_(req), size_(size), gate_(std::move(gate)) {}
+
+    // Registers for the request's interrupt; false if it was interrupted
+    // already (and has been answered with EINTR).
+    bool watch_interrupt() {
+        fuse_req_interrupt_func(req_, &WriteReply::on_interrupt, this);
+        return !answered_.load();
+    }
+
+    void send(const Result<void>& r) {
+        std::lock_guard lk(gate_->mu);
+        if (!gate_->open || answered_.exchange(true))
+            return;
+        // Unregister, which waits for an interrupt callback that is running
+        // now (it holds the request's lock): after this none can see `this`.
+        fuse_req_interrupt_func(req_, nullptr, nullptr);
+        if (r)
+            fuse_reply_write(req_, size_);
+        else
+            fuse_reply_err(req_, errno_of(r.error()));
+    }
+
+private:
+    // Runs on the FUSE thread that handles the INTERRUPT, with the session
+    // alive and the request held. Touches `data` only to claim the reply.
+    static void on_interrupt(fuse_req_t req, void* data) {
+        if (static_cast<WriteReply*>(data)->answered_.exchange(true))
+            return;
+        fuse_reply_err(req, EINTR);
+    }
+
+    fuse_req_t req_;
+    std::size_t size_;
+    std::shared_ptr<ControlGate> gate_;
+    std::atomic<bool> answered_{false};
+};
+
+} // namespace
+
+std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
+                                                            std::shared_ptr<ControlGate> gate) {
+    return std::make_shared<DataPathTarget>(data, std::move(gate));
+}
+
+bool may_command(fuse_req_t req, const Adapter& a) noexcept {
+    if (a.cfg.default_permissions)
+        return true; // the kernel checked the mode against the caller already
+    const uid_t uid = fuse_req_ctx(req)->uid;
+    return uid == 0 || uid == ::geteuid();
+}
+
+int open_control(fuse_req_t req, fuse_file_info* fi) {
+    Adapter& a = adapter_of(req);
+    const int access = fi->flags & O_ACCMODE;
+    // O_TRUNC is what `echo flush > .overcache` opens with; there is
+    // nothing to truncate, but it needs the right to write.
+    const bool writes = access != O_RDONLY || (fi->flags & O_TRUNC) != 0;
+    if (writes && (access == O_RDONLY || !may_command(req, a)))
+        return EACCES;
+    auto fh = std::make_unique<FileHandle>();
+    fh->control = true;
+    if (access != O_WRONLY)
+        fh->control_text = control::render_stats(all_stats(a));
+    fi->fh = reinterpret_cast<std::uint64_t>(fh.get()); // NOLINT: returned at release
+    fi->direct_io = 1; // size 0 in stat; reads are served from the text, writes whole
+    fi->keep_cache = 0;
+    if (fuse_reply_open(req, fi) == 0)
+        (void)fh.release();
+    return 0;
+}
+
+int read_control(fuse_req_t req, const FileHandle& fh, std::size_t size, off_t off) {
+    const std::string& text = fh.control_text;
+    if (off < 0 || static_cast<std::size_t>(off) >= text.size()) {
+        fuse_reply_buf(req, nullptr, 0);
+        return 0;
+    }
+    // Reply from a copy, never from the handle: once the reply is written
+    // the reader may close, and RELEASE (another FUSE thread) frees the
+    // handle while this thread is still inside the reply call (ASan checks
+    // writev's buffers after the syscall).
+    const std::size_t n = std::min(size, text.size() - static_cast<std::size_t>(off));
+    std::vector<char>& copy = reply_buffer(n);
+    std::memcpy(copy.data(), text.data() + off, n);
+    fuse_reply_buf(req, copy.data(), n);
+    return 0;
+}
+
+int write_control(fuse_req_t req, fuse_bufvec* in_buf) {
+    Adapter& a = adapter_of(req);
+    const std::size_t size = fuse_buf_size(in_buf);
+    if (size > control::kMaxControlWrite) {
+        a.commands.record_error("a write of " + std::to_string(size) +
+                                " bytes was refused: at most " +
+                                std::to_string(control::kMaxControlWrite) + " bytes a write");
+        return EINVAL;
+    }
+    // The bytes may still be in the kernel's pipe (splice): copy them out.
+    std::string text(size, '\0');
+    fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+    mem.buf[0].mem = text.data();
+    const ssize_t got = fuse_buf_copy(&mem, in_buf, FUSE_BUF_NO_SPLICE);
+    if (got < 0)
+        return static_cast<int>(-got);
+    text.resize(static_cast<std::size_t>(got));
+
+    auto reply = std::make_shared<WriteReply>(req, size, a.control_gate);
+    if (!reply->watch_interrupt())
+        return 0; // the writer is gone before anything ran: run nothing
+    try {
+        a.commands.run(text, [reply](Result<void> r) { reply->send(r); });
+    } catch (const std::bad_alloc&) {
+        reply->send(fail_sys(ENOMEM)); // nothing if a reply went out already
+    } catch (const std::exception& e) {
+        log::error("control write: unexpected exception: ", e.what());
+        reply->send(fail_sys(EIO));
+    }
+    return 0;
+}
+
+void close_control(Adapter& a) noexcept {
+    std::lock_guard lk(a.control_gate->mu);
+    a.control_gate->open = false;
+}
+
+} // namespace overcache::fuse
