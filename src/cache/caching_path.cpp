@@ -256,9 +256,11 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
         std::lock_guard bl(fs.backing_mu);
         std::lock_guard lk(fs.mu);
         struct stat now = st;
-        if ((open_flags & O_TRUNC) != 0 && fs.ahead.load() && (open_flags & O_ACCMODE) != O_RDONLY) {
-            // A writeback batch may have written to the file after the
-            // open emptied it: empty it again under the lock.
+        if ((open_flags & O_TRUNC) != 0 && (open_flags & O_ACCMODE) != O_RDONLY &&
+            ::fstat(fd, &now) == 0 && now.st_size != 0) {
+            // A writeback batch wrote to the file after the open emptied it
+            // (it may even have finished and found the file clean): empty
+            // it again, under the lock that keeps writeback out.
             if (::ftruncate(fd, 0) == 0)
                 (void)::fstat(fd, &now);
         }

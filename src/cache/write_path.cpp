@@ -370,6 +370,11 @@ Result<std::size_t> WritePath::copy_file_range(CachedFile& in, off_t off_in, Cac
 }
 
 Result<off_t> WritePath::lseek(CachedFile& f, off_t off, int whence) {
+    // Holes and data of a dirty file are the backing's once it has the
+    // dirty bytes: write them back first (rare: sparse-aware copies).
+    if ((whence == SEEK_DATA || whence == SEEK_HOLE) && f.state().ahead.load())
+        if (auto w = core_.write_back_file(f.state()); !w)
+            return fail(w.error());
     return backing::seek(f.fd(), off, whence);
 }
 

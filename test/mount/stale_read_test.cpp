@@ -324,7 +324,9 @@ std::string run_case(const test::Mount& m, Op op, bool held_open, bool keep_mtim
     }
     if (held >= 0)
         ::close(held);
-    // The backing itself must hold what we expect, or the test is wrong.
+    // The backing itself must hold what we expect, or the test is wrong
+    // (in writeback mode, once the mount is flushed).
+    m.settle();
     const int bfd = ::open(bpath.c_str(), O_RDONLY | O_CLOEXEC);
     if (bfd < 0)
         throw Fail(err("open backing"));

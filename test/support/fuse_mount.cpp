@@ -239,6 +239,8 @@ void Mount::start_daemon(const MountOptions& opts) {
     // is appended to every mount's options (CI runs it with writeback).
     if (const char* x = std::getenv("OVERCACHE_TEST_EXTRA_OPTIONS"); x != nullptr && *x != '\0')
         o += std::string(",") + x;
+    writeback_ = o.find("cache_mode=writeback") != std::string::npos &&
+                 o.rfind("cache_mode=writeback") >= o.rfind("cache_mode=");
     args.emplace_back("-o");
     args.push_back(o);
     if (opts.debug)
@@ -475,6 +477,18 @@ Mount::~Mount() {
     end_reaper();
     if (is_mountpoint(mnt_))
         ::umount2(mnt_.c_str(), MNT_DETACH);
+}
+
+void Mount::settle() const {
+    if (!writeback_ || !mounted_)
+        return;
+    const std::string ctl = mnt_ + "/.overcache";
+    const int fd = ::open(ctl.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE_MESSAGE(fd >= 0, "open " << ctl << ": " << std::strerror(errno));
+    const ssize_t n = ::write(fd, "flush\n", 6);
+    const int err = errno;
+    ::close(fd);
+    REQUIRE_MESSAGE(n == 6, "flush of " << mnt_ << ": " << std::strerror(err));
 }
 
 } // namespace overcache::test

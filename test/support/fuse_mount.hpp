@@ -67,10 +67,23 @@ public:
     ~Mount();
 
     const std::string& root() const noexcept { return tmp_.path(); }
-    const std::string& backing() const noexcept { return backing_; }
+    // The backing directory. In writeback mode the backing lags the mount,
+    // so asking for it first flushes the mount (`settle`): a test that
+    // looks at the backing sees what writeback guarantees it will hold.
+    const std::string& backing() const {
+        settle();
+        return backing_;
+    }
     const std::string& mountpoint() const noexcept { return mnt_; }
     const std::string& twin() const noexcept { return twin_; }
-    std::string backing(const std::string& rel) const { return backing_ + "/" + rel; }
+    std::string backing(const std::string& rel) const {
+        settle();
+        return backing_ + "/" + rel;
+    }
+    // Writeback mode: writes `flush` to the control file and waits for it
+    // (a failure fails the test). Nothing in the other modes.
+    void settle() const;
+    bool writeback_mode() const noexcept { return writeback_; }
     std::string mnt(const std::string& rel) const { return mnt_ + "/" + rel; }
     std::string twin(const std::string& rel) const { return twin_ + "/" + rel; }
 
@@ -119,6 +132,7 @@ private:
     std::string backing_, mnt_, twin_;
     pid_t pid_ = -1;
     bool standin_ = false;
+    bool writeback_ = false; // mounted with cache_mode=writeback
     bool mounted_ = false;
     unsigned fuse_minor_ = 0; // connection id under /sys/fs/fuse/connections
     int exit_status_ = 0;     // the daemon's wait status once reaped

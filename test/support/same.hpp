@@ -64,6 +64,7 @@ template <class F> Res check_same_fd(const FdPair& fds, F&& f, const char* what)
 inline void same_stat(const Mount& m, const std::string& rel, unsigned fields = kStatDefault) {
     struct stat a {
     }, b{}, k{};
+    m.settle(); // writeback: the backing holds what the mount shows
     Res ra = call([&] { return ::lstat(m.mnt(rel).c_str(), &a); });
     Res rb = call([&] { return ::lstat(m.twin(rel).c_str(), &b); });
     INFO("lstat " << rel << "  mount: " << ra << "  twin: " << rb);
