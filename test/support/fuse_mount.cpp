@@ -237,7 +237,9 @@ void Mount::start_daemon(const MountOptions& opts) {
     }
     // The whole suite can run in another mode: OVERCACHE_TEST_EXTRA_OPTIONS
     // is appended to every mount's options (CI runs it with writeback).
-    if (const char* x = std::getenv("OVERCACHE_TEST_EXTRA_OPTIONS"); x != nullptr && *x != '\0')
+    // A test that chose its cache mode keeps it.
+    if (const char* x = std::getenv("OVERCACHE_TEST_EXTRA_OPTIONS");
+        x != nullptr && *x != '\0' && o.find("cache_mode=") == std::string::npos)
         o += std::string(",") + x;
     writeback_ = o.find("cache_mode=writeback") != std::string::npos &&
                  o.rfind("cache_mode=writeback") >= o.rfind("cache_mode=");
