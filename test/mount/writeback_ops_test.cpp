@@ -24,6 +24,8 @@
 //    only fsynced state is guaranteed) and the open files are closed on both
 //    sides; after either, the whole trees must agree (names, types, modes,
 //    sizes, nlink, contents, explicit mtimes).
+// No daemon may reject its own cached data (cache_read_errors: the index
+// pointing at space that was reused), and GC must have reclaimed buckets.
 // At the end the files are closed, the mount flushed, and the backing
 // directory itself must agree with the twin the same way.
 //
@@ -134,13 +136,18 @@ public:
     }
     unsigned remounts() const { return remounts_; }
     unsigned kills() const { return kills_; }
-    // GC's reclaimed buckets summed over the daemons so far (each counts
-    // its own): read before each unmount or kill, and by the caller at the end.
+    // GC's reclaimed buckets, and cached data the daemon rejected (checksum
+    // or I/O: the index pointing at reused space), summed over the daemons
+    // so far (each counts its own): read before each unmount or kill, and by
+    // the caller at the end.
     std::uint64_t reclaimed() const { return reclaimed_; }
+    std::uint64_t read_errors() const { return read_errors_; }
     void count_gc() {
         const auto s = m_.stats();
         if (auto it = s.find("gc_buckets_reclaimed"); it != s.end())
             reclaimed_ += std::stoull(it->second);
+        if (auto it = s.find("cache_read_errors"); it != s.end())
+            read_errors_ += std::stoull(it->second);
     }
 
 private:
@@ -169,7 +176,7 @@ private:
 
     Mount& mount_;
     unsigned remounts_ = 0, kills_ = 0;
-    std::uint64_t reclaimed_ = 0;
+    std::uint64_t reclaimed_ = 0, read_errors_ = 0;
 };
 
 Slot* Runner::pick_writable_slot() {
@@ -637,6 +644,8 @@ void run_ops_test(const std::string& mode) {
         CHECK_MESSAGE(dm == "", repro << ": the mount after the flush: " << dm);
     }
     CHECK_MESSAGE(r.reclaimed() > 0, "GC reclaimed no bucket: the cache is not small enough");
+    CHECK_MESSAGE(r.read_errors() == 0,
+                  repro << ": the daemons rejected cached data " << r.read_errors() << " times");
     const auto secs =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count() / 1000.0;
     MESSAGE("cache_mode=" << mode << ": " << ops << " ops, " << r.remounts() << " remounts, "
