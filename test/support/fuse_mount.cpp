@@ -452,6 +452,23 @@ std::map<std::string, std::string> Mount::stats() const {
     return m;
 }
 
+int Mount::control(const std::string& line) const {
+    if (standin_)
+        return ENOTSUP;
+    const int fd = ::open((mnt_ + "/.overcache").c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int err = 0;
+    const ssize_t n = ::write(fd, line.data(), line.size());
+    if (n < 0)
+        err = errno;
+    else if (static_cast<std::size_t>(n) != line.size())
+        err = EIO; // a command is taken whole or not at all
+    if (::close(fd) != 0 && err == 0)
+        err = errno;
+    return err;
+}
+
 std::uint64_t Mount::stat(const std::string& key) const {
     const auto m = stats();
     const auto it = m.find(key);

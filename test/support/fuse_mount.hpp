@@ -109,8 +109,16 @@ public:
     // connection, lazy unmount). remount() may follow.
     void kill9();
 
+    // The options this mount was started with (remount() uses them again).
+    const MountOptions& options() const noexcept { return opts_; }
+
     // MOUNT/.overcache as key -> value (empty on the stand-in).
     std::map<std::string, std::string> stats() const;
+    // Writes `line` (a command, e.g. "flush\n") to MOUNT/.overcache in one
+    // write(2) and closes it; returns 0, or the errno of the open, the write
+    // or the close (EACCES while the control file is read-only). ENOTSUP on
+    // the stand-in.
+    int control(const std::string& line) const;
     // One value of it; fails the test when the key is missing.
     std::uint64_t stat(const std::string& key) const;
     // Waits until `fills_pending` is 0: every fill queued by the reads that
