@@ -66,7 +66,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     const std::uint64_t fsize = st.size.load();
     // A file ahead of the backing is read through the cache whatever
     // happened to the cache since: only the cache has its newest bytes.
-    const bool ahead = st.ahead.load();
+    bool ahead = st.ahead.load();
     const bool uncached = !ahead && (st.uncached.load() || core_.degraded.load());
     if (ahead && off >= fsize)
         return ReadOut{-1, 0, 0}; // past the end the mount shows
@@ -95,6 +95,9 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             continue;
         }
         all_hit = false;
+        // A write may have made the file dirty since the read began: its
+        // bytes must be in the reply if it committed before this chunk.
+        ahead = ahead || st.ahead.load();
         ssize_t n = ahead    ? miss_ahead(f, ps, pe, out)
                     : bypass ? pread_upto(f.fd(), out, pe - ps, ps)
                              : miss_chunk(f, c, ps, pe, fsize, out);
@@ -237,8 +240,12 @@ void ReadPath::fill(Fill& job) {
     FileState& st = *job.file;
     {
         std::lock_guard lk(st.mu);
-        if (st.uncached.load() || core_.degraded.load() || st.fid.load() != job.fid ||
-            st.epoch.load() != job.epoch || st.write_seq.load() != job.seq) {
+        // A file with dirty data is never filled: the backing's bytes may be
+        // older than a dirty extent in the chunk (a write that landed after
+        // this read began, before it read the chunk).
+        if (st.uncached.load() || core_.degraded.load() || st.ahead.load() ||
+            st.fid.load() != job.fid || st.epoch.load() != job.epoch ||
+            st.write_seq.load() != job.seq) {
             ++core_.c.fills_raced;
         } else {
             auto t = core_.index.txn();

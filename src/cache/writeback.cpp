@@ -300,8 +300,13 @@ Result<void> Writeback::write_back_file(FileState& st) {
             return {};
     }
     auto fd = open_backing(st);
-    if (!fd)
+    if (!fd) {
+        if (is_gone(fd.error())) {
+            orphaned(st, "it is gone from the backing");
+            return {};
+        }
         return fail(fd.error());
+    }
     std::uint64_t from = 0;
     for (;;) {
         std::uint64_t written = 0;
@@ -357,6 +362,8 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
     const meta::FileKey k = core_.key_of(fd.get(), s);
     if (k.fsid != st.key.fsid || k.ino != st.key.ino)
         return fail_sys(ENOENT, rec.path + " is another file now");
+    if (s.st_nlink == 0)
+        return fail_sys(ENOENT, rec.path + " was deleted behind the mount");
     return fd;
 }
 
@@ -367,10 +374,22 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
     meta::FileRecord rec;
     std::uint64_t seq = 0;
     more = false;
+    auto now = backing::fstat_file(fd);
+    if (!now)
+        return fail(now.error());
     {
         std::lock_guard lk(st.mu);
         if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
             return {};
+        // Someone else may have written the file since the cache last
+        // looked: then it is a conflict (ours saved aside), never a copy
+        // over their bytes.
+        if ((st.rec->flags & meta::kFileWritingBack) == 0 && !same_file(*st.rec, *now)) {
+            auto changed = core_.records.revalidate(st, *now);
+            if (!changed)
+                return fail(changed.error());
+            return {};
+        }
         auto pieces = core_.index.lookup(st.rec->file_id, from, UINT64_MAX);
         if (!pieces)
             return fail(pieces.error());
@@ -396,6 +415,33 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
             rec = marked;
         }
     }
+    // A batch that fails after the mark takes the mark back, with the
+    // backing's attributes as the failure left them (the bytes it did write
+    // are ours): left set, it would make any later change behind the mount
+    // look like our own half-done copy.
+    struct Unmark {
+        Writeback& w;
+        FileState& st;
+        int fd;
+        meta::FileId fid;
+        bool armed = true;
+        ~Unmark() {
+            if (!armed)
+                return;
+            auto after = backing::fstat_file(fd);
+            if (!after)
+                return; // the mark stays: the next batch or open sorts it out
+            std::lock_guard lk(st.mu);
+            if (!st.rec || st.rec->file_id != fid)
+                return;
+            meta::FileRecord r = *st.rec;
+            take_attrs(r, *after);
+            r.flags &= ~meta::kFileWritingBack;
+            auto t = w.core_.index.txn();
+            if (auto c = w.core_.records.commit(st, t, r, true); !c)
+                log::warn("writeback: ", to_string(c.error()));
+        }
+    } unmark{*this, st, fd, rec.file_id};
     if (hooks_before_copy)
         hooks_before_copy(st);
 
@@ -464,6 +510,7 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         return fail(after.error());
 
     // 4. Mark what was copied clean, in one synced batch with the record.
+    unmark.armed = false;
     std::lock_guard lk(st.mu);
     if (!st.rec || st.rec->file_id != rec.file_id)
         return {}; // removed meanwhile: nothing to mark
@@ -478,10 +525,10 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
     std::uint64_t lost_bytes = 0;
     for (const Piece& p : lost) {
         // Only if it is still exactly the extent that failed.
-        auto now = core_.index.lookup(rec.file_id, p.start, p.end());
-        if (now && now->size() == 1 && now->front().start == p.start &&
-            now->front().v.bucket == p.v.bucket && now->front().v.gen == p.v.gen &&
-            now->front().v.len == p.v.len) {
+        auto cur = core_.index.lookup(rec.file_id, p.start, p.end());
+        if (cur && cur->size() == 1 && cur->front().start == p.start &&
+            cur->front().v.bucket == p.v.bucket && cur->front().v.gen == p.v.gen &&
+            cur->front().v.len == p.v.len) {
             if (auto r = core_.index.stage_punch(t, rec.file_id, p.start, p.end()); !r)
                 return r;
             lost_bytes += p.v.len;

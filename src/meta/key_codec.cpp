@@ -130,7 +130,7 @@ namespace {
 
 // Layout byte of the files, extents and buckets values of format 3.
 constexpr char kLayout3 = 3;
-constexpr std::uint32_t kKnownFileFlags = kFileKernelPagesStale | kFileAhead;
+constexpr std::uint32_t kKnownFileFlags = kFileKernelPagesStale | kFileAhead | kFileWritingBack;
 constexpr std::uint32_t kKnownExtentFlags = kExtentDirty;
 
 class Reader {

@@ -41,17 +41,6 @@ bool flush_to_backing(Mount& m, const std::string& mode) {
     const int err = m.control("flush\n");
     if (err == 0)
         return true;
-    // TODO(#7): the control file's `flush` command is being added; until
-    // then the control file refuses writers (EACCES). A clean unmount stands
-    // in for it where nothing is ever dirty. Once `flush` is in, this branch
-    // goes: an error from it is then a failure in every mode.
-    const bool never_dirty = mode == "writethrough" || mode == "writearound" || mode == "none";
-    if (err == EACCES && never_dirty) {
-        const int status = m.unmount();
-        CHECK_MESSAGE(status == 0,
-                      "clean unmount (standing in for flush) ended with wait status " << status);
-        return false;
-    }
     FAIL_CHECK("flush through " << m.mnt(".overcache") << " failed: " << std::strerror(err)
                                 << " (cache_mode=" << mode << ")");
     return m.mounted();

@@ -15,9 +15,7 @@
 
 namespace overcache::test {
 
-// TODO(#7): "writethrough,writeback" once cache_mode=writeback lands (the
-// daemon refuses the mode until then, so its cases are off by default).
-inline constexpr const char* kDefaultCacheModes = "writethrough";
+inline constexpr const char* kDefaultCacheModes = "writethrough,writeback";
 
 // The modes chosen for this run, in the order given.
 std::vector<std::string> chosen_cache_modes();
@@ -30,13 +28,9 @@ bool cache_mode_chosen(const std::string& mode);
 std::string small_cache_options(const std::string& mode);
 
 // Makes the backing hold every byte the mount acknowledged, synced, with the
-// mount still up: writes "flush\n" to MOUNT/.overcache. Until the control
-// file takes commands it cannot be opened for writing (EACCES); then, in a
-// mode where nothing is ever dirty (the backing already holds every
-// acknowledged byte), the mount is unmounted cleanly instead, and in any
-// other mode the test fails. Returns whether the mount is still up. The
-// caller fsyncs or closes its files first (the kernel may hold writes that
-// the daemon has not seen).
+// mount still up: writes "flush\n" to MOUNT/.overcache; an error fails the
+// test. Returns whether the mount is still up. The caller fsyncs or closes
+// its files first (the kernel may hold writes that the daemon has not seen).
 bool flush_to_backing(Mount& m, const std::string& mode);
 
 } // namespace overcache::test
