@@ -375,6 +375,19 @@ void CachingPath::removed(FileRef file) {
         // Still open: the file lives on without a name, and whoever holds
         // it reads the backing from now on, which must have its bytes.
         std::lock_guard wl(ref->write_mu);
+        ref->unlinked_here.store(true);
+        {
+            // The unlink moved the ctime: ours, not a change behind the mount.
+            std::lock_guard bl(ref->backing_mu);
+            std::lock_guard lk(ref->mu);
+            struct stat now {};
+            if (ref->rec && ::fstat(file.fd, &now) == 0) {
+                meta::FileRecord rec = *ref->rec;
+                take_attrs(rec, now);
+                auto t = core_.index.txn();
+                (void)core_.records.commit(*ref, t, rec);
+            }
+        }
         if (auto r = core_.write_back_file(*ref); !r)
             log::warn("cache: writing back an unlinked file that is still open: ",
                       to_string(r.error()), "; its dirty data is dropped");

@@ -192,7 +192,9 @@ void Writeback::pass() {
     const std::uint64_t rate = rate_.update(
         bg::RateInputs{dirty, capacity, core_.p.writeback_percent, core_.p.writeback_rate_minimum},
         elapsed);
-    const double secs = std::max(std::chrono::duration<double>(elapsed).count(), 0.1);
+    // Over the target a pass (kicked by writes) may spend a whole second's
+    // worth: writeback then runs at least at the rate, never below it.
+    const double secs = std::max(std::chrono::duration<double>(elapsed).count(), over ? 1.0 : 0.1);
     const std::uint64_t budget =
         (!wb_mode || rate == bg::kUnlimitedRate ||
          static_cast<double>(rate) * secs >= static_cast<double>(UINT64_MAX / 2))
@@ -362,7 +364,7 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
     const meta::FileKey k = core_.key_of(fd.get(), s);
     if (k.fsid != st.key.fsid || k.ino != st.key.ino)
         return fail_sys(ENOENT, rec.path + " is another file now");
-    if (s.st_nlink == 0)
+    if (s.st_nlink == 0 && !st.unlinked_here.load())
         return fail_sys(ENOENT, rec.path + " was deleted behind the mount");
     return fd;
 }

@@ -18,8 +18,8 @@
 //    cache, a flush) runs under run_within(), which ends the process with a
 //    message instead of hanging the suite.
 //
-// Tests marked doctest::skip(true) fail today: each names the bug in src/ it
-// shows (run them with --no-skip).
+// Tests whose comment starts "Regression" each forced a bug that was found
+// by this suite and fixed; the comment says what the bug was.
 #include "data_path_support.hpp"
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/meta/key_codec.hpp"
@@ -807,7 +807,7 @@ TEST_SUITE("writeback") {
     // and the backing holds part of the copy. That change of the backing is
     // ours, not a conflict.
     //
-    // BUG (src/meta/key_codec.cpp, kKnownFileFlags): the set of flags
+    // Regression (src/meta/key_codec.cpp, kKnownFileFlags): the set of flags
     // decode_file_record() accepts is kFileKernelPagesStale | kFileAhead;
     // kFileWritingBack is missing, so every record committed by step 1 of a
     // writeback batch fails to decode. After a crash in the middle of a
@@ -819,7 +819,7 @@ TEST_SUITE("writeback") {
     // those buckets can never be reclaimed. Skipped until fixed.
     TEST_CASE("writeback 6: an interrupted writeback is no conflict; the data is written back "
               "after the restart" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         struct S {
             std::atomic<bool> armed{false};
             std::string snap; // written in the hook, read after the flush
@@ -887,7 +887,7 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(h.read(*fx.dp, 0, 256 * KiB), model);
     }
 
-    // BUG (src/cache/writeback.cpp, Writeback::batch): a batch that fails
+    // Regression (src/cache/writeback.cpp, Writeback::batch): a batch that fails
     // after step 1 (a backing write error, a failed sync) returns with the
     // record still marked kFileWritingBack, and the mark stays until a later
     // batch of the file succeeds. Meanwhile FileRecords::revalidate takes
@@ -898,7 +898,7 @@ TEST_SUITE("writeback") {
     // also trips the kKnownFileFlags bug of writeback 6 when it is opened
     // again.) Skipped until fixed.
     TEST_CASE("writeback 6b: after a failed batch, a change behind the mount is still a conflict" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         Fx fx;
         fx.start();
         const std::string f = fx.path("f");
@@ -954,7 +954,7 @@ TEST_SUITE("writeback") {
         CHECK(fx.stat("writeback_conflicts") == 0);
     }
 
-    // BUG: the kKnownFileFlags bug of writeback 6 without a crash. The
+    // Regression: the kKnownFileFlags bug of writeback 6 without a crash. The
     // failed batch leaves kFileWritingBack in the record; the file is not
     // open, so the next pass loads the record from the index, which does
     // not decode: "damaged record ... caching it afresh", run_file finds no
@@ -963,7 +963,7 @@ TEST_SUITE("writeback") {
     // Skipped until fixed.
     TEST_CASE("writeback 6d: a failed writeback of a file nobody has open is retried and "
               "written" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         Fx fx;
         fx.start();
         const std::string f = fx.path("f");
@@ -1030,7 +1030,7 @@ TEST_SUITE("writeback") {
         CHECK(fx.lost_files().size() == 1);
     }
 
-    // BUG (src/cache/writeback.cpp, Writeback::batch / run_file): writeback
+    // Regression (src/cache/writeback.cpp, Writeback::batch / run_file): writeback
     // never compares the backing with the file record before it copies.
     // When the backing was changed behind the mount and no open, getattr or
     // write noticed it first, writeback writes our dirty ranges over the
@@ -1038,7 +1038,7 @@ TEST_SUITE("writeback") {
     // (take_attrs(out, *after)): their version is lost, no conflict copy,
     // writeback_conflicts stays 0. Skipped until fixed.
     TEST_CASE("writeback 7b: a change behind the mount found by writeback itself is a conflict" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         Fx fx;
         fx.start();
         const std::string f = fx.path("f");
@@ -1085,7 +1085,7 @@ TEST_SUITE("writeback") {
         CHECK(fx.lost_files().size() == 1);
     }
 
-    // BUG (src/cache/writeback.cpp, Writeback::open_backing): while the file
+    // Regression (src/cache/writeback.cpp, Writeback::open_backing): while the file
     // is open through the mount, writeback reuses FileState::wb_fd, a dup of
     // that open's fd, and never looks at st_nlink. A file deleted behind the
     // mount then gets its dirty data written into the deleted inode: the
@@ -1094,7 +1094,7 @@ TEST_SUITE("writeback") {
     // deleted behind the mount with dirty data: the same"). With the file
     // closed first (writeback 8) it is saved. Skipped until fixed.
     TEST_CASE("writeback 8b: a dirty file deleted behind the mount while open goes to lost+found" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         Fx fx;
         fx.cp.writeback_delay_s = 0;
         std::optional<PoolPause> pause(std::in_place, fx.ex.writeback());
@@ -1365,7 +1365,7 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), model);
     }
 
-    // BUG (src/cache/read_path.cpp, ReadPath::read / miss_chunk / fill): a
+    // Regression (src/cache/read_path.cpp, ReadPath::read / miss_chunk / fill): a
     // read loads st.ahead once, at its start. A writeback write that lands
     // after that load and before the read reaches a later chunk is not seen
     // as a change by that chunk's fill: miss_chunk takes write_seq after the
@@ -1380,7 +1380,7 @@ TEST_SUITE("writeback") {
     // range holds a dirty extent. Skipped until fixed.
     TEST_CASE("writeback 13: a read that began before a write into a later chunk never fills "
               "over the dirty bytes" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         struct S {
             std::atomic<bool> armed{false};
             Gate entered, release;
@@ -1480,7 +1480,7 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), model);
     }
 
-    // BUG (src/cache/caching_path.cpp, CachingPath::renamed, and the
+    // Regression (src/cache/caching_path.cpp, CachingPath::renamed, and the
     // DataPath::renamed contract): a rename changes the file's ctime on the
     // backing (ext4, and NFS servers on most filesystems), but renamed()
     // only keeps the record's path current (and only where the backing has
@@ -1496,7 +1496,7 @@ TEST_SUITE("writeback") {
     // attrs_changed(). Skipped until fixed.
     TEST_CASE("writeback 16: a dirty file renamed through the mount is written back under its "
               "new name, after a restart too" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         Fx fx;
         fx.start();
         REQUIRE(::mkdir(fx.path("d").c_str(), 0755) == 0);
@@ -1562,7 +1562,7 @@ TEST_SUITE("writeback") {
         CHECK(fx.stat("dirty_files") == 0);
     }
 
-    // BUG (src/cache/caching_path.cpp, CachingPath::open): the adapter's
+    // Regression (src/cache/caching_path.cpp, CachingPath::open): the adapter's
     // open(2) with O_TRUNC empties the backing file before DataPath::open
     // runs, with nothing held: a writeback batch in the middle of its copy
     // then writes the old dirty bytes into the emptied file, extends it to
@@ -1578,7 +1578,7 @@ TEST_SUITE("writeback") {
     // backing's size/ctime differs from `st`, or remember that a batch ran
     // since the adapter's open). Skipped until fixed.
     TEST_CASE("writeback 18: an O_TRUNC open during a batch's copy leaves the file empty" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         struct S {
             std::atomic<bool> armed{false};
             Gate entered, release;
@@ -1637,7 +1637,7 @@ TEST_SUITE("writeback") {
         CHECK(fx.stat("writeback_conflicts") == 0);
     }
 
-    // BUG (src/cache/write_path.cpp, WritePath::lseek): SEEK_DATA and
+    // Regression (src/cache/write_path.cpp, WritePath::lseek): SEEK_DATA and
     // SEEK_HOLE go to the backing fd as they are, also for a file ahead of
     // the backing, so they answer for the backing's bytes and size, not the
     // mount's (DataPath::lseek: "as the mount sees the file"). Past the
@@ -1646,7 +1646,7 @@ TEST_SUITE("writeback") {
     // with dirty data past the backing's end silently drops that data.
     // Skipped until fixed.
     TEST_CASE("writeback 19: SEEK_DATA and SEEK_HOLE see the mount's file, dirty data included" *
-              doctest::timeout(30) * doctest::skip(true)) {
+              doctest::timeout(30)) {
         Fx fx;
         fx.start();
         const std::string f = fx.path("f");
