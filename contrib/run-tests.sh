@@ -5,6 +5,8 @@
 #   contrib/run-tests.sh            # normal build in build-test/
 #   contrib/run-tests.sh --asan     # the same with ASan+UBSan in build-asan/
 #   contrib/run-tests.sh --tsan     # the executor and unit tests with TSan in build-tsan/
+#   contrib/run-tests.sh --writeback  # the mount tests again, every mount in
+#                                     # cache_mode=writeback (build-test/)
 # Tests are built with -Dtests=enabled: a missing test dependency (doctest)
 # fails the setup instead of leaving nothing to run, and a run of 0 tests
 # fails. With OVERCACHE_TESTS_NO_SKIP=1 (CI sets it) a skipped test fails
@@ -22,8 +24,11 @@ case "${1:-}" in
     --tsan) dir=build-tsan; args=(-Dtests=enabled -Dwerror=false -Dcpp_args=-Wno-tsan
                                  -Db_sanitize=thread -Db_lundef=false)
             suites=(--suite unit) ;;
+    # Tests that choose a cache mode keep it; every other mount is writeback.
+    --writeback) suites=(--suite mount)
+                 export OVERCACHE_TEST_EXTRA_OPTIONS=cache_mode=writeback ;;
     "") ;;
-    *) echo "usage: $0 [--asan|--tsan]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--asan|--tsan|--writeback]" >&2; exit 2 ;;
 esac
 
 start=$SECONDS

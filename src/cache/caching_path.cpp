@@ -210,7 +210,11 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     core_.write_back_file = [this](FileState& st) { return writeback_.write_back_file(st); };
     core_.kick_writeback = [this] { kick_writeback_if_over(); };
     writeback_.hooks_before_copy = hooks_.before_writeback_copy;
-    core_.records.on_conflict = [this](FileState& st, const struct stat&) {
+    core_.records.on_conflict = [this](FileState& st, const struct stat& b) {
+        log::debug("conflict: recorded size ", st.rec->size, " mtime ", st.rec->mtime_ns, " ctime ",
+                   st.rec->ctime_ns, " ino ", st.rec->ino, "; backing size ", b.st_size, " mtime ",
+                   b.st_mtim.tv_sec, ".", b.st_mtim.tv_nsec, " ctime ", b.st_ctim.tv_sec, ".",
+                   b.st_ctim.tv_nsec, " ino ", b.st_ino, " flags ", st.rec->flags);
         // Someone else changed the file while we held dirty data for it:
         // the backing keeps theirs, ours goes beside the cache.
         const std::string name = st.rec->path.empty() ? "inode " + std::to_string(st.key.ino)
@@ -320,10 +324,16 @@ ChangeOut CachingPath::check_attrs(FileState& fs, FileRef file) {
     std::lock_guard lk(ref->mu);
     if (!ref->loaded || !ref->rec)
         return out;
-    auto changed = core_.records.revalidate(*ref, file.st);
+    // The caller's attributes were taken before these locks: a writeback
+    // batch or a change of ours may have moved the backing since. Compare
+    // what the backing holds now.
+    struct stat now {};
+    if (::fstat(file.fd, &now) != 0)
+        return out;
+    auto changed = core_.records.revalidate(*ref, now);
     if (changed && *changed) {
         ++core_.c.backing_changes;
-        ref->size.store(static_cast<std::uint64_t>(file.st.st_size));
+        ref->size.store(static_cast<std::uint64_t>(now.st_size));
         out.backing_changed = true;
     }
     return out;
@@ -340,8 +350,12 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
     if (auto r = core_.records.load(*ref); !r || !ref->rec)
         return out;
     // That change may also have recorded the backing after this one: then
-    // there is nothing behind the mount to see.
-    if (!same_file(*ref->rec, file.st)) {
+    // there is nothing behind the mount to see. A file with dirty data is
+    // not compared here: `before` was taken without our locks, and a
+    // writeback batch since then would read as a conflict; its next write,
+    // open or batch compares under them.
+    const bool ahead = (ref->rec->flags & meta::kFileAhead) != 0;
+    if (!ahead && !same_file(*ref->rec, file.st)) {
         auto changed = core_.records.revalidate(*ref, before);
         if (changed && *changed) {
             ++core_.c.backing_changes;

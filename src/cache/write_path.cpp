@@ -67,9 +67,38 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& 
             ++core_.c.backing_changes;
         }
     }
+    // A file with dirty data carries kFileWritingBack (synced) while we
+    // change its backing: a crash before the record follows must not make
+    // the next mount take our own change for someone else's (a conflict).
+    bool marked = false;
+    {
+        std::lock_guard lk(st.mu);
+        if (st.rec && (st.rec->flags & meta::kFileAhead) != 0 &&
+            (st.rec->flags & meta::kFileWritingBack) == 0) {
+            meta::FileRecord rec = *st.rec;
+            rec.flags |= meta::kFileWritingBack;
+            auto t = core_.index.txn();
+            if (auto r = core_.records.commit(st, t, rec, true); !r)
+                return fail(r.error());
+            marked = true;
+        }
+    }
     auto upd = op();
-    if (!upd)
+    if (!upd) {
+        if (marked) {
+            // Nothing or part of it happened: the backing as it is now is ours.
+            std::lock_guard lk(st.mu);
+            struct stat now {};
+            if (st.rec && ::fstat(stat_fd, &now) == 0) {
+                meta::FileRecord rec = *st.rec;
+                take_attrs(rec, now);
+                rec.flags &= ~meta::kFileWritingBack;
+                auto t = core_.index.txn();
+                (void)core_.records.commit(st, t, rec, true);
+            }
+        }
         return fail(upd.error());
+    }
     if (hooks_.after_backing_write)
         hooks_.after_backing_write();
     std::lock_guard lk(st.mu);
@@ -98,6 +127,7 @@ void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct 
     }
     meta::FileRecord rec = *st.rec;
     take_attrs(rec, after);
+    rec.flags &= ~meta::kFileWritingBack;
     switch (u.size_rule) {
     case CacheUpdate::Size::keep:
         break;
