@@ -9,6 +9,7 @@
 // the file table's and the read path's mutexes are leaves.
 #include "overcache/cache/caching_path.hpp"
 
+#include "backing/backing_fs.hpp"
 #include "backing/file_ops.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
@@ -259,9 +260,12 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
         // see half a copy, and an O_TRUNC must not be undone by one.
         std::lock_guard bl(fs.backing_mu);
         std::lock_guard lk(fs.mu);
+        // The caller's attributes were taken before these locks; a writeback
+        // batch may have moved the backing since: compare what it is now.
         struct stat now = st;
+        (void)::fstat(fd, &now);
         if ((open_flags & O_TRUNC) != 0 && (open_flags & O_ACCMODE) != O_RDONLY &&
-            ::fstat(fd, &now) == 0 && now.st_size != 0) {
+            now.st_size != 0) {
             // A writeback batch wrote to the file after the open emptied it
             // (it may even have finished and found the file clean): empty
             // it again, under the lock that keeps writeback out.
@@ -277,14 +281,14 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
             if (auto dropped = core_.records.drop(fs, now); !dropped)
                 log::warn("cache: ", to_string(dropped.error()));
         } else if (fs.rec) {
-            auto changed = core_.records.revalidate(fs, st);
+            auto changed = core_.records.revalidate(fs, now);
             if (!changed)
                 log::warn("cache: ", to_string(changed.error()));
             const bool stale_pages = (fs.rec && (fs.rec->flags & meta::kFileKernelPagesStale) != 0);
             keep = changed && !*changed && !stale_pages;
             if (stale_pages)
                 (void)core_.records.set_flags(fs, 0, meta::kFileKernelPagesStale);
-        } else if (auto made = core_.records.create(fs, fd, st); !made) {
+        } else if (auto made = core_.records.create(fs, fd, now); !made) {
             log::warn("cache: cannot record a file; serving it uncached: ",
                       to_string(made.error()));
         }
@@ -349,13 +353,30 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r || !ref->rec)
         return out;
+    // file.st was taken before these locks; a writeback batch may have
+    // moved the backing since. The record takes the backing as it is now.
+    struct stat now = file.st;
+    (void)::fstat(file.fd, &now);
+    // A time set by this change (utimes) that a writeback batch overwrote
+    // with the cache's mtime before these locks: set it again.
+    const bool mtime_set = before.st_mtim.tv_sec != file.st.st_mtim.tv_sec ||
+                           before.st_mtim.tv_nsec != file.st.st_mtim.tv_nsec;
+    if (mtime_set && (now.st_mtim.tv_sec != file.st.st_mtim.tv_sec ||
+                      now.st_mtim.tv_nsec != file.st.st_mtim.tv_nsec)) {
+        struct timespec times[2];
+        times[0].tv_sec = 0;
+        times[0].tv_nsec = UTIME_OMIT;
+        times[1] = file.st.st_mtim;
+        if (backing::set_times(file.fd, times) == 0)
+            (void)::fstat(file.fd, &now);
+    }
     // That change may also have recorded the backing after this one: then
     // there is nothing behind the mount to see. A file with dirty data is
     // not compared here: `before` was taken without our locks, and a
     // writeback batch since then would read as a conflict; its next write,
     // open or batch compares under them.
     const bool ahead = (ref->rec->flags & meta::kFileAhead) != 0;
-    if (!ahead && !same_file(*ref->rec, file.st)) {
+    if (!ahead && !same_file(*ref->rec, now)) {
         auto changed = core_.records.revalidate(*ref, before);
         if (changed && *changed) {
             ++core_.c.backing_changes;
@@ -367,9 +388,8 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
         // change set (utimes) is the file's from now on, and writeback
         // puts it on the backing when it is done.
         meta::FileRecord rec = *ref->rec;
-        take_attrs(rec, file.st);
-        if (before.st_mtim.tv_sec != file.st.st_mtim.tv_sec ||
-            before.st_mtim.tv_nsec != file.st.st_mtim.tv_nsec)
+        take_attrs(rec, now);
+        if (mtime_set)
             rec.cache_mtime_ns = static_cast<std::int64_t>(file.st.st_mtim.tv_sec) * 1000000000 +
                                  file.st.st_mtim.tv_nsec;
         auto t = core_.index.txn();
@@ -377,9 +397,9 @@ ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
             log::warn("cache: cannot update a file record: ", to_string(r.error()));
         return out;
     }
-    if (auto r = core_.records.record_after(*ref, file.st); !r)
+    if (auto r = core_.records.record_after(*ref, now); !r)
         log::warn("cache: cannot update a file record: ", to_string(r.error()));
-    ref->size.store(static_cast<std::uint64_t>(file.st.st_size));
+    ref->size.store(static_cast<std::uint64_t>(now.st_size));
     return out;
 }
 
@@ -412,6 +432,9 @@ void CachingPath::removed(FileRef file) {
         log::warn("cache: ", to_string(r.error()));
     if (auto r = core_.records.remove(*ref); !r)
         log::warn("cache: dropping an unlinked file: ", to_string(r.error()));
+    ref->wb_fd.reset();
+    // Its inode number may come back with a new file at once.
+    core_.files.detach(*ref);
 }
 
 void CachingPath::renamed(FileRef file) {
@@ -424,12 +447,14 @@ void CachingPath::renamed(FileRef file) {
     // not a change behind the mount. Same size, mtime and inode with a newer
     // ctime is taken as the rename's.
     const meta::FileRecord& r0 = *ref->rec;
-    const std::int64_t ctime = static_cast<std::int64_t>(file.st.st_ctim.tv_sec) * 1000000000 +
-                               file.st.st_ctim.tv_nsec;
-    if (r0.size == static_cast<std::uint64_t>(file.st.st_size) &&
-        r0.mtime_ns == static_cast<std::int64_t>(file.st.st_mtim.tv_sec) * 1000000000 +
-                           file.st.st_mtim.tv_nsec &&
-        r0.ino == static_cast<std::uint64_t>(file.st.st_ino) && r0.ctime_ns < ctime) {
+    struct stat cur = file.st; // as of now, under the locks
+    (void)::fstat(file.fd, &cur);
+    const std::int64_t ctime = static_cast<std::int64_t>(cur.st_ctim.tv_sec) * 1000000000 +
+                               cur.st_ctim.tv_nsec;
+    if (r0.size == static_cast<std::uint64_t>(cur.st_size) &&
+        r0.mtime_ns == static_cast<std::int64_t>(cur.st_mtim.tv_sec) * 1000000000 +
+                           cur.st_mtim.tv_nsec &&
+        r0.ino == static_cast<std::uint64_t>(cur.st_ino) && r0.ctime_ns < ctime) {
         meta::FileRecord rec = r0;
         rec.ctime_ns = ctime;
         auto t = core_.index.txn();

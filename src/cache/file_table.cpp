@@ -70,14 +70,32 @@ void FileTable::add_ref(FileState* s) {
     ++s->refs;
 }
 
+void FileTable::detach(FileState& s) {
+    std::lock_guard lk(mu_);
+    auto it = map_.find(s.key);
+    if (it == map_.end() || it->second.get() != &s)
+        return; // detached already
+    detached_.push_back(std::move(it->second));
+    map_.erase(it);
+}
+
 void FileTable::release(FileState* s) noexcept {
     std::unique_ptr<FileState> dead; // freed after the lock is dropped
     std::lock_guard lk(mu_);
-    if (--s->refs == 0) {
-        auto node = map_.extract(s->key);
-        OC_ASSERT(!node.empty());
-        dead = std::move(node.mapped());
+    if (--s->refs != 0)
+        return;
+    if (auto it = map_.find(s->key); it != map_.end() && it->second.get() == s) {
+        dead = std::move(it->second);
+        map_.erase(it);
+        return;
     }
+    for (auto it = detached_.begin(); it != detached_.end(); ++it)
+        if (it->get() == s) {
+            dead = std::move(*it);
+            detached_.erase(it);
+            return;
+        }
+    OC_ASSERT(false);
 }
 
 } // namespace overcache::cache

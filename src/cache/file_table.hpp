@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 namespace overcache::cache {
 
@@ -98,6 +99,11 @@ public:
     StateRef acquire(const meta::FileKey& key);
     // The state of `key` if the table has one.
     StateRef find(const meta::FileKey& key);
+    // The file is gone (its last name removed through the mount): its state
+    // leaves the table but lives on for the references that hold it (opens
+    // of the nameless file), so a new file that gets the same inode number
+    // gets a state of its own, never this one's record, fd or extents.
+    void detach(FileState& s);
     std::size_t size() const;
 
 private:
@@ -112,6 +118,7 @@ private:
     };
     mutable std::mutex mu_; // a leaf
     std::unordered_map<meta::FileKey, std::unique_ptr<FileState>, KeyHash> map_;
+    std::vector<std::unique_ptr<FileState>> detached_; // guarded by mu_
 };
 
 } // namespace overcache::cache

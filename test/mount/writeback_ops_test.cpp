@@ -251,7 +251,9 @@ std::string Runner::op_namespace(unsigned long i) {
     switch (uniform(4)) {
     case 0:
     case 1: {
-        const std::string to = chance(30) ? pick_file() : pick_name_in_dir();
+        std::string to = chance(30) ? pick_file() : "";
+        if (to.empty()) // no file yet: never the root (EXDEV from the VFS)
+            to = pick_name_in_dir();
         std::string r =
             both(n + "rename " + from + " -> " + to, [&](const std::string& root, bool) {
                 return ::rename((root + "/" + from).c_str(), (root + "/" + to).c_str());
@@ -349,7 +351,9 @@ std::string Runner::op_dirty_namespace(unsigned long i) {
     if (!r.empty())
         return r;
     const std::string from = s->path;
-    const std::string to = chance(20) ? pick_file() : pick_name_in_dir();
+    std::string to = chance(20) ? pick_file() : "";
+    if (to.empty()) // no file yet: never the root (EXDEV from the VFS)
+        to = pick_name_in_dir();
     switch (uniform(3)) {
     case 0:
         r = both(n + "rename " + from + " -> " + to, [&](const std::string& root, bool) {

@@ -15,12 +15,7 @@
 
 namespace overcache::test {
 
-// TODO(#7): "writethrough,writeback". Both suites fail in writeback mode
-// today, intermittently: after kill -9 (and remounts) a dirty file's record
-// no longer matches its backing though nobody else wrote it, so it is taken
-// for a conflict and its dirty data goes to lost+found. Reproduce with
-// OVERCACHE_TEST_CACHE_MODE=writeback (a few runs).
-inline constexpr const char* kDefaultCacheModes = "writethrough";
+inline constexpr const char* kDefaultCacheModes = "writethrough,writeback";
 
 // The modes chosen for this run, in the order given.
 std::vector<std::string> chosen_cache_modes();
