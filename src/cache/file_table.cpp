@@ -62,7 +62,7 @@ StateRef FileTable::find(const meta::FileKey& key) {
 
 std::size_t FileTable::size() const {
     std::lock_guard lk(mu_);
-    return map_.size();
+    return map_.size() + detached_.size(); // a nameless file still open is in use
 }
 
 void FileTable::add_ref(FileState* s) {
