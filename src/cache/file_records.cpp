@@ -160,8 +160,9 @@ Result<bool> FileRecords::revalidate(FileState& st, const struct stat& backing) 
     if (same)
         return false;
     if ((st.rec->flags & meta::kFileWritingBack) != 0) {
-        // Our own writeback stopped between its copy and its commit (a
-        // crash): what differs is ours; the dirty data is written again.
+        // Our own writeback or change stopped between the backing and the
+        // record (a crash): what differs is ours; dirty data is written
+        // again.
         meta::FileRecord rec = *st.rec;
         take_attrs(rec, backing);
         rec.flags &= ~meta::kFileWritingBack;

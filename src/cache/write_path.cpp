@@ -38,6 +38,23 @@ std::vector<char>& thread_buffer(std::size_t size) {
 
 } // namespace
 
+Result<bool> WritePath::check_backing(FileState& st, int fd) {
+    auto now = backing::fstat_file(fd);
+    if (!now)
+        return fail(now.error());
+    std::lock_guard lk(st.mu);
+    if (auto r = core_.records.load(st); !r)
+        log::warn("cache: ", to_string(r.error()));
+    auto changed = core_.records.revalidate(st, *now);
+    if (!changed) {
+        log::warn("cache: ", to_string(changed.error()));
+        return false;
+    }
+    if (*changed)
+        ++core_.c.backing_changes;
+    return *changed;
+}
+
 template <class Op>
 Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Op&& op) {
     return change(st, stat_fd, [] { return Result<void>{}; }, std::forward<Op>(op));
@@ -52,21 +69,10 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& 
     // Writeback copies to the backing under backing_mu: the comparison and
     // our own backing change must not see half of one.
     std::lock_guard bl(st.backing_mu);
-    auto before = backing::fstat_file(stat_fd);
-    if (!before)
-        return fail(before.error());
-    {
-        std::lock_guard lk(st.mu);
-        if (auto r = core_.records.load(st); !r)
-            log::warn("cache: ", to_string(r.error()));
-        auto changed = core_.records.revalidate(st, *before);
-        if (!changed)
-            log::warn("cache: ", to_string(changed.error()));
-        else if (*changed) {
-            out.backing_changed = true;
-            ++core_.c.backing_changes;
-        }
-    }
+    auto changed = check_backing(st, stat_fd);
+    if (!changed)
+        return fail(changed.error());
+    out.backing_changed = *changed;
     // A file with dirty data carries kFileWritingBack (synced) while we
     // change its backing: a crash before the record follows must not make
     // the next mount take our own change for someone else's (a conflict).
@@ -157,17 +163,8 @@ Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t
         // A change behind the mount is found before our bytes go in (a
         // file with dirty data: a conflict, saved aside).
         std::lock_guard bl(st.backing_mu);
-        auto before = backing::fstat_file(f.fd());
-        if (!before)
-            return fail(before.error());
-        std::lock_guard lk(st.mu);
-        if (auto r = core_.records.load(st); !r)
-            log::warn("cache: ", to_string(r.error()));
-        auto changed = core_.records.revalidate(st, *before);
-        if (!changed)
-            log::warn("cache: ", to_string(changed.error()));
-        else if (*changed)
-            ++core_.c.backing_changes;
+        if (auto changed = check_backing(st, f.fd()); !changed)
+            return fail(changed.error());
     }
     std::lock_guard lk(st.mu);
     if (!st.rec || st.uncached.load() || core_.degraded.load())

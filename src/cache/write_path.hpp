@@ -34,6 +34,10 @@ private:
         enum class Size { keep, at_least, exact } size_rule = Size::keep;
         std::uint64_t size = 0;
     };
+    // Compares the backing (fstat of `fd`, now) with the record (st's
+    // write_mu and backing_mu held): a change behind the mount drops the
+    // cache first (saving dirty data aside). true when it did.
+    Result<bool> check_backing(FileState& st, int fd);
     // Writeback: puts the bytes in the cache as dirty. false: no room (the
     // caller writes them around the cache instead).
     Result<bool> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off);

@@ -327,6 +327,9 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
         if (!st.rec)
             return fail_sys(ENOENT, "no record");
         if (st.wb_fd) {
+            struct stat s {};
+            if (::fstat(st.wb_fd.get(), &s) == 0 && s.st_nlink == 0 && !st.unlinked_here.load())
+                return fail_sys(ENOENT, st.rec->path + " was deleted behind the mount");
             const int d = ::fcntl(st.wb_fd.get(), F_DUPFD_CLOEXEC, 0);
             if (d >= 0)
                 return UniqueFd(d);
