@@ -30,7 +30,6 @@
 #include "util/log.hpp"
 
 #include <algorithm>
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <climits>
@@ -94,12 +93,12 @@ void Writeback::start() {
 
 void Writeback::schedule() {
     timer_.expires_after(kPassInterval);
-    timer_.async_wait(boost::asio::bind_executor(strand_, [this](boost::system::error_code ec) {
+    timer_.async_wait([this](boost::system::error_code ec) {
         if (ec || stopped_)
             return;
         pass();
         schedule();
-    }));
+    });
 }
 
 void Writeback::kick() {

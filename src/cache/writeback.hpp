@@ -78,7 +78,13 @@ private:
 
     CacheCore& core_;
     bg::Strand strand_;
-    boost::asio::steady_timer timer_;
+    // Typed on the strand, not on any_io_executor: runs its handlers on the
+    // strand, and keeps Asio's type-erased executor comparison (a g++ 14
+    // -Wnull-dereference false positive) out of the build.
+    boost::asio::basic_waitable_timer<std::chrono::steady_clock,
+                                      boost::asio::wait_traits<std::chrono::steady_clock>,
+                                      bg::Strand>
+        timer_;
     UniqueFd root_; // the backing root, for reopening files by handle or path
     bool stopped_ = false; // on the strand
     std::atomic<bool> stopping_{false};
