@@ -101,6 +101,11 @@ int start_reaper(pid_t daemon, unsigned minor, const std::string& mnt) {
             total += n;
         if (total >= 4 && std::memcmp(buf, "done", 4) == 0)
             std::_Exit(0);
+        // A daemon already gone (a test's kill -9) took its connection with
+        // it, and the connection number may now be another mount's (tests
+        // run in parallel): abort only the connection of a live daemon.
+        if (::kill(daemon, 0) != 0)
+            std::_Exit(0);
         int fd = ::open(abort_path.c_str(), O_WRONLY);
         if (fd >= 0) {
             (void)!::write(fd, "1", 1);
