@@ -159,14 +159,22 @@ Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t
                                     std::uint64_t off) {
     FileState& st = f.state();
     std::lock_guard wl(st.write_mu);
-    {
-        // A change behind the mount is found before our bytes go in (a
-        // file with dirty data: a conflict, saved aside).
-        std::lock_guard bl(st.backing_mu);
-        if (auto changed = check_backing(st, f.fd()); !changed)
-            return fail(changed.error());
+    std::unique_lock lk(st.mu);
+    if (!st.loaded || !st.rec || (st.rec->flags & meta::kFileAhead) == 0) {
+        // A change behind the mount is found before our bytes go in. A file
+        // already ahead is not compared: it was at its open and at its first
+        // dirty write, and writeback compares it before every batch (a
+        // change then is a conflict, ours saved aside). So the writes of a
+        // dirty file never wait for backing_mu, which a writeback batch
+        // holds across its backing I/O.
+        lk.unlock();
+        {
+            std::lock_guard bl(st.backing_mu);
+            if (auto changed = check_backing(st, f.fd()); !changed)
+                return fail(changed.error());
+        }
+        lk.lock();
     }
-    std::lock_guard lk(st.mu);
     if (!st.rec || st.uncached.load() || core_.degraded.load())
         return false;
     ++st.write_seq; // fills that read before now stand down

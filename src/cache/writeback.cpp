@@ -6,7 +6,8 @@
 // Below the target the pass spends at most writeback_rate_minimum bytes a
 // second; above it, or for a flush, as much as the backing takes.
 //
-// One batch of one file (at most kBatchBytes), under the file's backing_mu:
+// One batch of one file (at most kBatchBytes in kBatchRuns runs of
+// neighbours), under the file's backing_mu:
 //  1. under the owner lock: the dirty extents from where the last batch
 //     stopped, the record, write_seq; the record gets kFileWritingBack,
 //     committed with a synced WAL before any byte goes out, so a crash in
@@ -43,6 +44,10 @@ namespace overcache::cache {
 namespace {
 
 constexpr std::uint64_t kBatchBytes = 16u << 20;
+// Separate backing writes a batch may make: scattered small extents cost a
+// seek each, and a batch holds backing_mu (which opens and changes of the
+// file wait for) until it is done: 64 seeks is well under a second on a disk.
+constexpr std::size_t kBatchRuns = 64;
 constexpr std::uint64_t kRunBytes = 4u << 20;
 constexpr auto kPassInterval = std::chrono::seconds(1);
 constexpr auto kMaxBackoff = std::chrono::seconds(300);
@@ -398,14 +403,18 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         if (!pieces)
             return fail(pieces.error());
         std::uint64_t bytes = 0;
+        std::size_t runs = 0;
         for (auto& p : *pieces) {
             if ((p.v.flags & meta::kExtentDirty) == 0 || p.start < from)
                 continue; // clean, or cut by `from` (written in the last batch)
-            if (!todo.empty() && bytes + p.v.len > max_bytes) {
+            const bool new_run = todo.empty() || todo.back().end() != p.start;
+            if (!todo.empty() &&
+                (bytes + p.v.len > max_bytes || (new_run && runs == kBatchRuns))) {
                 more = true;
                 break;
             }
             bytes += p.v.len;
+            runs += new_run ? 1 : 0;
             todo.push_back(std::move(p));
         }
         rec = *st.rec;
