@@ -11,6 +11,7 @@
 
 #include "backing/backing_fs.hpp"
 #include "backing/file_ops.hpp"
+#include "cache/attr_change.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
 #include "cache/read_path.hpp"
@@ -161,9 +162,11 @@ public:
         if (auto v = core_.dirty.find(core_.key_of(file.fd, file.st)))
             overlay(st, *v);
     }
-    ChangeOut attrs_changed(FileRef file, const struct stat& before) override;
+    std::unique_ptr<AttrChange> begin_attr_change(FileRef file) override {
+        return std::make_unique<FileAttrChange>(
+            core_, core_.files.acquire(core_.key_of(file.fd, file.st)), file.fd);
+    }
     void removed(FileRef file) override;
-    void renamed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
     void flush(Done<void> done) override;
     void stop() override;
@@ -343,66 +346,6 @@ ChangeOut CachingPath::check_attrs(FileState& fs, FileRef file) {
     return out;
 }
 
-ChangeOut CachingPath::attrs_changed(FileRef file, const struct stat& before) {
-    ChangeOut out;
-    cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
-    // After a change of our own in flight (mmap writeback is not serialised
-    // with setattr): `before` may show its bytes before its record does.
-    std::lock_guard wl(ref->write_mu);
-    std::lock_guard bl(ref->backing_mu);
-    std::lock_guard lk(ref->mu);
-    if (auto r = core_.records.load(*ref); !r || !ref->rec)
-        return out;
-    // file.st was taken before these locks; a writeback batch may have
-    // moved the backing since. The record takes the backing as it is now.
-    struct stat now = file.st;
-    (void)::fstat(file.fd, &now);
-    // A time set by this change (utimes) that a writeback batch overwrote
-    // with the cache's mtime before these locks: set it again.
-    const bool mtime_set = before.st_mtim.tv_sec != file.st.st_mtim.tv_sec ||
-                           before.st_mtim.tv_nsec != file.st.st_mtim.tv_nsec;
-    if (mtime_set && (now.st_mtim.tv_sec != file.st.st_mtim.tv_sec ||
-                      now.st_mtim.tv_nsec != file.st.st_mtim.tv_nsec)) {
-        struct timespec times[2];
-        times[0].tv_sec = 0;
-        times[0].tv_nsec = UTIME_OMIT;
-        times[1] = file.st.st_mtim;
-        if (backing::set_times(file.fd, times) == 0)
-            (void)::fstat(file.fd, &now);
-    }
-    // That change may also have recorded the backing after this one: then
-    // there is nothing behind the mount to see. A file with dirty data is
-    // not compared here: `before` was taken without our locks, and a
-    // writeback batch since then would read as a conflict; its next write,
-    // open or batch compares under them.
-    const bool ahead = (ref->rec->flags & meta::kFileAhead) != 0;
-    if (!ahead && !same_file(*ref->rec, now)) {
-        auto changed = core_.records.revalidate(*ref, before);
-        if (changed && *changed) {
-            ++core_.c.backing_changes;
-            out.backing_changed = true;
-        }
-    }
-    if (ref->rec && (ref->rec->flags & meta::kFileAhead) != 0) {
-        // Still ahead: the new attributes are the backing's; an mtime the
-        // change set (utimes) is the file's from now on, and writeback
-        // puts it on the backing when it is done.
-        meta::FileRecord rec = *ref->rec;
-        take_attrs(rec, now);
-        if (mtime_set)
-            rec.cache_mtime_ns = static_cast<std::int64_t>(file.st.st_mtim.tv_sec) * 1000000000 +
-                                 file.st.st_mtim.tv_nsec;
-        auto t = core_.index.txn();
-        if (auto r = core_.records.commit(*ref, t, rec); !r)
-            log::warn("cache: cannot update a file record: ", to_string(r.error()));
-        return out;
-    }
-    if (auto r = core_.records.record_after(*ref, now); !r)
-        log::warn("cache: cannot update a file record: ", to_string(r.error()));
-    ref->size.store(static_cast<std::uint64_t>(now.st_size));
-    return out;
-}
-
 void CachingPath::removed(FileRef file) {
     cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
     if (ref->opens.load() > 0 && ref->ahead.load()) {
@@ -435,34 +378,6 @@ void CachingPath::removed(FileRef file) {
     ref->wb_fd.reset();
     // Its inode number may come back with a new file at once.
     core_.files.detach(*ref);
-}
-
-void CachingPath::renamed(FileRef file) {
-    cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
-    std::lock_guard bl(ref->backing_mu);
-    std::lock_guard lk(ref->mu);
-    if (auto r = core_.records.load(*ref); !r || !ref->rec)
-        return;
-    // A rename moves the file's ctime on most filesystems (ext4, xfs): ours,
-    // not a change behind the mount. Same size, mtime and inode with a newer
-    // ctime is taken as the rename's.
-    const meta::FileRecord& r0 = *ref->rec;
-    struct stat cur = file.st; // as of now, under the locks
-    (void)::fstat(file.fd, &cur);
-    const std::int64_t ctime = static_cast<std::int64_t>(cur.st_ctim.tv_sec) * 1000000000 +
-                               cur.st_ctim.tv_nsec;
-    if (r0.size == static_cast<std::uint64_t>(cur.st_size) &&
-        r0.mtime_ns == static_cast<std::int64_t>(cur.st_mtim.tv_sec) * 1000000000 +
-                           cur.st_mtim.tv_nsec &&
-        r0.ino == static_cast<std::uint64_t>(cur.st_ino) && r0.ctime_ns < ctime) {
-        meta::FileRecord rec = r0;
-        rec.ctime_ns = ctime;
-        auto t = core_.index.txn();
-        if (auto r = core_.records.commit(*ref, t, rec); !r)
-            log::warn("cache: cannot update a file record: ", to_string(r.error()));
-    }
-    if (auto r = core_.records.update_path(*ref, file.fd); !r)
-        log::warn("cache: cannot update the path of a file record: ", to_string(r.error()));
 }
 
 std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {

@@ -87,6 +87,16 @@ inline void note_change(Adapter& a, fuse_ino_t ino, const cache::ChangeOut& c) {
         a.invalidator.post(ino);
 }
 
+// Brackets a change of a regular file's inode on the backing (see
+// DataPath::begin_attr_change); null for other kinds of files. `fd` (O_PATH
+// will do) must stay open until the guard is gone.
+inline std::unique_ptr<cache::AttrChange> begin_attr_change(Adapter& a, int fd,
+                                                            const struct stat& st) {
+    if (!S_ISREG(st.st_mode))
+        return nullptr;
+    return a.data.begin_attr_change(cache::FileRef{fd, st});
+}
+
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
 struct FileHandle {

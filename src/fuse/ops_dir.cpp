@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
+#include <memory>
+#include <utility>
 #include <vector>
 
 namespace overcache::fuse {
@@ -56,25 +59,22 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     return 0;
 }
 
-// After `fd`'s file (lstat `before`) lost a name: tell the DataPath.
-void lost_name(Adapter& a, int fd, const struct stat& before) {
-    if (!S_ISREG(before.st_mode))
-        return;
-    if (before.st_nlink <= 1) {
-        a.data.removed(cache::FileRef{fd, before});
-        return;
-    }
-    struct stat now {};
-    if (backing::stat_fd(fd, now) == 0)
-        (void)a.data.attrs_changed(cache::FileRef{fd, now}, before);
+// Before `fd`'s file (fstat `st`) may lose a name: its last one is reported
+// after the change (removed()); one of several is a change of its inode,
+// bracketed by the returned guard.
+std::unique_ptr<cache::AttrChange> losing_name(Adapter& a, int fd, const struct stat& st) {
+    if (!S_ISREG(st.st_mode) || st.st_nlink <= 1)
+        return nullptr;
+    return begin_attr_change(a, fd, st);
 }
 
-// After a rename: the file now at `name` in `dirfd` has a new path.
-void renamed(Adapter& a, int dirfd, const char* name) {
-    auto fd = backing::open_path(dirfd, name);
-    struct stat st {};
-    if (fd && backing::stat_fd(fd->get(), st) == 0 && S_ISREG(st.st_mode))
-        a.data.renamed(cache::FileRef{fd->get(), st});
+// After `fd`'s file (fstat `before`) lost a name.
+void lost_name(Adapter& a, int fd, const struct stat& before,
+               std::unique_ptr<cache::AttrChange> change) {
+    if (change)
+        (void)change->finish();
+    else if (S_ISREG(before.st_mode) && before.st_nlink <= 1)
+        a.data.removed(cache::FileRef{fd, before});
 }
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
@@ -203,6 +203,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         struct stat before {};
         if (const int err = backing::stat_fd(inode->fd(), before))
             return err;
+        auto change = begin_attr_change(a, inode->fd(), before); // the link moves its ctime
         {
             // Through /proc rather than AT_EMPTY_PATH, which needs
             // CAP_DAC_READ_SEARCH that the caller's fsuid does not carry.
@@ -211,13 +212,12 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
             if (::linkat(AT_FDCWD, p.c_str(), dir->fd(), newname, AT_SYMLINK_FOLLOW) != 0)
                 return errno;
         }
+        if (change)
+            note_change(a, ino, change->finish());
+        change.reset(); // before the lookup, whose reply shows the record
         fuse_entry_param e{};
         if (const int err = lookup_entry(a, *dir, newname, e))
             return err;
-        // e.attr shows the cache's view; the DataPath compares the backing's.
-        struct stat now {};
-        if (S_ISREG(e.attr.st_mode) && backing::stat_fd(inode->fd(), now) == 0)
-            note_change(a, ino, a.data.attrs_changed(cache::FileRef{inode->fd(), now}, before));
         reply_entry(req, a, e);
         return 0;
     });
@@ -238,9 +238,10 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         struct stat before {};
         if (const int err = backing::stat_fd(fd->get(), before))
             return err;
+        auto change = losing_name(a, fd->get(), before);
         if (::unlinkat(dir->fd(), name, 0) != 0)
             return errno;
-        lost_name(a, fd->get(), before);
+        lost_name(a, fd->get(), before, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
     });
@@ -288,13 +289,52 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
                     victim = std::move(*v);
             }
         }
+        // The files that move (and a victim that keeps other names) change
+        // their ctime: bracketed, one guard a file, taken in one order.
+        struct Moving {
+            UniqueFd fd;
+            struct stat st {};
+        };
+        auto moving = [](int dirfd, const char* n) {
+            Moving m;
+            if (auto f = backing::open_path(dirfd, n);
+                f && backing::stat_fd(f->get(), m.st) == 0 && S_ISREG(m.st.st_mode))
+                m.fd = std::move(*f);
+            return m;
+        };
+        const auto same = [](const struct stat& x, const struct stat& y) {
+            return x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+        };
+        Moving src = moving(from->fd(), name);
+        Moving other = (flags & RENAME_EXCHANGE) != 0 ? moving(to->fd(), newname) : Moving{};
+        if (other.fd && src.fd && same(src.st, other.st))
+            other = Moving{}; // two names of one file: one guard
+        struct Guarded {
+            const struct stat* st;
+            int fd;
+            bool moves; // it gets a new name
+        };
+        std::vector<Guarded> files;
+        if (src.fd)
+            files.push_back({&src.st, src.fd.get(), true});
+        if (other.fd)
+            files.push_back({&other.st, other.fd.get(), true});
+        if (victim && victim_st.st_nlink > 1)
+            files.push_back({&victim_st, victim.get(), false});
+        std::sort(files.begin(), files.end(), [](const Guarded& x, const Guarded& y) {
+            return std::pair(x.st->st_dev, x.st->st_ino) < std::pair(y.st->st_dev, y.st->st_ino);
+        });
+        std::vector<std::pair<bool, std::unique_ptr<cache::AttrChange>>> changes;
+        for (const Guarded& g : files)
+            changes.emplace_back(g.moves, begin_attr_change(a, g.fd, *g.st));
         if (::renameat2(from->fd(), name, to->fd(), newname, flags) != 0)
             return errno;
-        if (victim)
-            lost_name(a, victim.get(), victim_st);
-        renamed(a, to->fd(), newname);
-        if ((flags & RENAME_EXCHANGE) != 0)
-            renamed(a, from->fd(), name);
+        for (auto& [moves, change] : changes)
+            if (change)
+                (void)change->finish(moves);
+        changes.clear();
+        if (victim && victim_st.st_nlink <= 1)
+            a.data.removed(cache::FileRef{victim.get(), victim_st});
         fuse_reply_err(req, 0);
         return 0;
     });

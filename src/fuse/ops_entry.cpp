@@ -215,10 +215,26 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         CallerScope as(req, check_as_caller(a));
         // The attributes from before our change, for the cache to tell a
         // change behind the mount from ours (weak cache consistency).
+        const int any_fd = ofd >= 0 ? ofd : inode->fd();
         struct stat before {};
-        if (const int err = backing::stat_fd(ofd >= 0 ? ofd : inode->fd(), before))
+        if (const int err = backing::stat_fd(any_fd, before))
             return err;
         cache::ChangeOut changed;
+        // The size first: a truncate is a change of the bytes, which the
+        // DataPath makes itself; the rest changes only the inode, bracketed.
+        if ((to_set & FUSE_SET_ATTR_SIZE) != 0) {
+            if (!S_ISREG(before.st_mode))
+                return S_ISDIR(before.st_mode) ? EISDIR : EINVAL;
+            auto r = a.data.truncate(any_fd, ofd >= 0, static_cast<std::uint64_t>(attr->st_size));
+            if (!r)
+                return errno_of(r.error());
+            changed.backing_changed |= r->backing_changed;
+            if (const int err = backing::stat_fd(any_fd, before))
+                return err;
+        }
+        std::unique_ptr<cache::AttrChange> change;
+        if (to_set != FUSE_SET_ATTR_SIZE)
+            change = begin_attr_change(a, any_fd, before);
 
         if ((to_set & FUSE_SET_ATTR_MODE) != 0) {
             int err = 0;
@@ -257,18 +273,6 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             if (err != 0)
                 return err;
         }
-        if ((to_set & FUSE_SET_ATTR_SIZE) != 0) {
-            if (!S_ISREG(before.st_mode))
-                return S_ISDIR(before.st_mode) ? EISDIR : EINVAL;
-            auto r = a.data.truncate(ofd >= 0 ? ofd : inode->fd(), ofd >= 0,
-                                     static_cast<std::uint64_t>(attr->st_size));
-            if (!r)
-                return errno_of(r.error());
-            changed.backing_changed |= r->backing_changed;
-            // What follows compares with the file as the truncate left it.
-            if (const int err = backing::stat_fd(ofd >= 0 ? ofd : inode->fd(), before))
-                return err;
-        }
         if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) != 0) {
             struct timespec times[2];
             times[0].tv_sec = 0;
@@ -292,15 +296,12 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 return err;
         }
 
+        if (change)
+            changed.backing_changed |= change->finish().backing_changed;
+        change.reset();
         struct stat st {};
-        const int any_fd = ofd >= 0 ? ofd : inode->fd();
         if (const int err = backing::stat_fd(any_fd, st))
             return err;
-        if (S_ISREG(st.st_mode) && to_set != FUSE_SET_ATTR_SIZE) {
-            // The size change reported itself; the rest is reported here.
-            changed.backing_changed |=
-                a.data.attrs_changed(cache::FileRef{any_fd, st}, before).backing_changed;
-        }
         if (S_ISREG(st.st_mode)) {
             const struct stat seen = st;
             a.data.show_attrs(cache::FileRef{any_fd, seen}, st);

@@ -23,21 +23,17 @@ bool is_reserved(const char* name) noexcept {
     return std::string_view(name).substr(0, kReservedPrefix.size()) == kReservedPrefix;
 }
 
-// The attributes of a regular file from just before an xattr change.
-struct stat before_change(const InodeRef& inode) {
+// Brackets an xattr change of a regular file (it moves the ctime).
+std::unique_ptr<cache::AttrChange> xattr_change(Adapter& a, const InodeRef& inode) {
     struct stat st {};
-    if (S_ISREG(inode.type()) && backing::stat_fd(inode.fd(), st) != 0)
-        st.st_mode = 0; // unknown: attributes_changed() will not compare
-    return st;
+    if (!S_ISREG(inode.type()) || backing::stat_fd(inode.fd(), st) != 0)
+        return nullptr;
+    return begin_attr_change(a, inode.fd(), st);
 }
 
-void attributes_changed(Adapter& a, fuse_ino_t ino, const InodeRef& inode,
-                        const struct stat& before) {
-    if (!S_ISREG(inode.type()) || !S_ISREG(before.st_mode))
-        return;
-    struct stat st {};
-    if (backing::stat_fd(inode.fd(), st) == 0)
-        note_change(a, ino, a.data.attrs_changed(cache::FileRef{inode.fd(), st}, before));
+void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange> change) {
+    if (change)
+        note_change(a, ino, change->finish());
 }
 
 } // namespace
@@ -133,10 +129,10 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
-        const struct stat before = before_change(*inode);
+        auto change = xattr_change(a, *inode);
         if (::setxattr(p.c_str(), name, value, size, flags) != 0)
             return errno;
-        attributes_changed(a, ino, *inode, before);
+        xattr_changed(a, ino, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
     });
@@ -154,10 +150,10 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
-        const struct stat before = before_change(*inode);
+        auto change = xattr_change(a, *inode);
         if (::removexattr(p.c_str(), name) != 0)
             return errno;
-        attributes_changed(a, ino, *inode, before);
+        xattr_changed(a, ino, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
     });

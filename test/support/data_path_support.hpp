@@ -47,4 +47,16 @@ private:
     const std::string& d_;
 };
 
+// A change of a file's inode made as the adapter makes it: bracketed by
+// begin_attr_change, `change` run on the backing in between.
+template <class F>
+cache::ChangeOut attr_change(cache::DataPath& dp, int fd, F&& change, bool renamed = false) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+        return {};
+    auto guard = dp.begin_attr_change(cache::FileRef{fd, st});
+    change();
+    return guard->finish(renamed);
+}
+
 } // namespace overcache::test

@@ -22,6 +22,7 @@
 
 using namespace overcache;
 using namespace overcache::cache;
+using test::attr_change;
 using test::MemSource;
 using test::random_bytes;
 using test::write_file;
@@ -546,10 +547,8 @@ TEST_SUITE("cache") {
         REQUIRE(::fstat(h.fd, &st) == 0);
         CHECK(h.read(*fx.dp, 0, 256 * KiB) == data.substr(0, 100 * KiB));
         CHECK(fx.stat("cache_hits") == 1); // what is left is still cached
-        const struct stat before = st;
-        REQUIRE(::fchmod(h.fd, 0600) == 0);
-        REQUIRE(::fstat(h.fd, &st) == 0);
-        CHECK_FALSE(fx.dp->attrs_changed(FileRef{h.fd, st}, before).backing_changed);
+        CHECK_FALSE(attr_change(*fx.dp, h.fd, [&] { REQUIRE(::fchmod(h.fd, 0600) == 0); })
+                        .backing_changed);
         {
             Handle h2(*fx.dp, fx.path("f"), O_RDONLY);
             CHECK(h2.out.keep_page_cache);

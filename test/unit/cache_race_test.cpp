@@ -32,6 +32,7 @@
 
 using namespace overcache;
 using namespace overcache::cache;
+using test::attr_change;
 using test::MemSource;
 using test::random_bytes;
 using test::write_file;
@@ -342,9 +343,8 @@ TEST_SUITE("cache races") {
             CHECK(fx.dp->getattr(FileRef{h0.fd, now}, st).backing_changed);
         }
         SUBCASE("the change is attrs_changed (chmod through the mount)") {
-            REQUIRE(::fchmod(h0.fd, 0600) == 0);
-            const struct stat after = h0.fstat();
-            CHECK(fx.dp->attrs_changed(FileRef{h0.fd, after}, now).backing_changed);
+            CHECK(attr_change(*fx.dp, h0.fd, [&] { REQUIRE(::fchmod(h0.fd, 0600) == 0); })
+                      .backing_changed);
         }
         REQUIRE(s.t2_done.wait());
         t2.join();
@@ -442,10 +442,7 @@ TEST_SUITE("cache races") {
                         break;
                     std::this_thread::sleep_for(5ms);
                 }
-                const struct stat seen = after; // the backing before our chmod
-                ::fchmod(h.fd, 0600);
-                ::fstat(h.fd, &after);
-                changed = fx.dp->attrs_changed(FileRef{h.fd, after}, seen).backing_changed;
+                changed = attr_change(*fx.dp, h.fd, [&] { ::fchmod(h.fd, 0600); }).backing_changed;
             };
             s.armed = true;
             CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one);
@@ -1063,8 +1060,8 @@ TEST_SUITE("cache races") {
         std::string truth = two;
 
         SUBCASE("attrs_changed") {
-            REQUIRE(::fchmod(h.fd, 0600) == 0);
-            CHECK(fx.dp->attrs_changed(FileRef{h.fd, h.fstat()}, now).backing_changed);
+            CHECK(attr_change(*fx.dp, h.fd, [&] { REQUIRE(::fchmod(h.fd, 0600) == 0); })
+                      .backing_changed);
         }
         SUBCASE("truncate to the same size") {
             auto r = fx.dp->truncate(h.fd, true, 128 * KiB);
@@ -1118,12 +1115,10 @@ TEST_SUITE("cache races") {
             // The write is on the backing; the cache and the record follow it
             // after this hook. Another thread chmods the file through the mount.
             t = std::jthread([&] {
-                struct stat before {};
-                struct stat after {};
-                if (::fstat(h->fd, &before) != 0 || ::fchmod(h->fd, 0600) != 0 ||
-                    ::fstat(h->fd, &after) != 0)
-                    ++s.failures;
-                s.t_changed = fx.dp->attrs_changed(FileRef{h->fd, after}, before).backing_changed;
+                s.t_changed = attr_change(*fx.dp, h->fd, [&] {
+                                  if (::fchmod(h->fd, 0600) != 0)
+                                      ++s.failures;
+                              }).backing_changed;
                 s.t_done.open();
             });
             // It may wait for the write (a fix may serialise them): look only.
@@ -1311,10 +1306,7 @@ TEST_SUITE("cache races") {
             struct stat st {};
             REQUIRE(::fstat(fd, &st) == 0);
             fx.dp->getattr(FileRef{fd, st}, st);
-            REQUIRE(::fchmod(fd, 0600) == 0);
-            struct stat after {};
-            REQUIRE(::fstat(fd, &after) == 0);
-            fx.dp->attrs_changed(FileRef{fd, after}, st);
+            attr_change(*fx.dp, fd, [&] { REQUIRE(::fchmod(fd, 0600) == 0); });
             REQUIRE(fx.dp->truncate(fd, true, 64 * KiB));
             ::close(fd);
             CHECK(fx.stat("files_tracked") == 0);

@@ -54,6 +54,7 @@
 
 using namespace overcache;
 using namespace overcache::cache;
+using test::attr_change;
 using test::MemSource;
 using test::random_bytes;
 using test::write_file;
@@ -1440,12 +1441,10 @@ TEST_SUITE("writeback") {
         Handle h(*fx.dp, f);
         h.write(*fx.dp, 64 * KiB, b);
         put(model, 64 * KiB, b);
-        // The adapter's setattr: the backing first, then attrs_changed.
-        const struct stat before = h.fstat();
+        // The adapter's setattr, bracketed.
         const struct timespec ts[2] = {{0, UTIME_OMIT}, {1000000000, 123456789}};
-        REQUIRE(::futimens(h.fd, ts) == 0);
-        const struct stat after = h.fstat();
-        CHECK_FALSE(fx.dp->attrs_changed(FileRef{h.fd, after}, before).backing_changed);
+        CHECK_FALSE(attr_change(*fx.dp, h.fd, [&] { REQUIRE(::futimens(h.fd, ts) == 0); })
+                        .backing_changed);
         const struct stat shown = getattr_of(*fx.dp, h.fd);
         CHECK(ns_of(shown.st_mtim) == ns_of(ts[1]));
         CHECK(shown.st_size == static_cast<off_t>(128 * KiB));
@@ -1485,20 +1484,11 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), model);
     }
 
-    // Regression (src/cache/caching_path.cpp, CachingPath::renamed, and the
-    // DataPath::renamed contract): a rename changes the file's ctime on the
-    // backing (ext4, and NFS servers on most filesystems), but renamed()
-    // only keeps the record's path current (and only where the backing has
-    // no file handles); it never records the backing's new attributes. The
-    // next comparison (an open, a getattr, a write, ...) takes the rename for
-    // a change behind the mount: for a dirty file that is a false conflict —
-    // the data written through the mount goes to lost+found and the file
-    // reads as it was before those writes (writeback_conflicts 1). The usual
-    // "write a temporary file, rename it into place" loses its content that
-    // way. A clean file merely loses its cache. The adapter
-    // (fuse/ops_dir.cpp renamed()) has the attributes from before the
-    // rename at hand; renamed() should take before/after like
-    // attrs_changed(). Skipped until fixed.
+    // A rename moves the file's ctime on the backing (ext4, and NFS servers
+    // on most filesystems). Made inside begin_attr_change's bracket, it is
+    // recorded as ours: never a false conflict (which would send the data
+    // written through the mount to lost+found: the usual "write a temporary
+    // file, rename it into place"), and the record's path follows.
     TEST_CASE("writeback 16: a dirty file renamed through the mount is written back under its "
               "new name, after a restart too" *
               doctest::timeout(30)) {
@@ -1513,11 +1503,9 @@ TEST_SUITE("writeback") {
             Handle h(*fx.dp, f);
             h.write(*fx.dp, 48 * KiB, b);
             put(model, 48 * KiB, b);
-            // The adapter's rename: the backing, then renamed() with an fd
-            // on the file under its new name.
-            REQUIRE(::rename(f.c_str(), g.c_str()) == 0);
-            const struct stat st = h.fstat();
-            fx.dp->renamed(FileRef{h.fd, st});
+            // The adapter's rename, bracketed.
+            attr_change(
+                *fx.dp, h.fd, [&] { REQUIRE(::rename(f.c_str(), g.c_str()) == 0); }, true);
         }
         SUBCASE("in the same mount") {}
         SUBCASE("after a restart") {

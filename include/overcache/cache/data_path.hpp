@@ -74,6 +74,16 @@ struct ChangeOut {
     bool backing_changed = false;
 };
 
+// See DataPath::begin_attr_change.
+class AttrChange {
+public:
+    virtual ~AttrChange() = default; // finish()es if the caller did not
+    // The change is made (or failed: the guard records whatever the backing
+    // shows now). `renamed`: the file has a new name, which a cache that
+    // finds files again by path after a restart keeps current. Once only.
+    virtual ChangeOut finish(bool renamed = false) = 0;
+};
+
 class DataPath {
 public:
     virtual ~DataPath() = default;
@@ -120,17 +130,19 @@ public:
     // readdirplus). Cheap: no backing I/O.
     virtual void show_attrs(FileRef file, struct stat& st) = 0;
 
-    // The mount changed the file's attributes (chmod, chown, utimes,
-    // xattrs, link) but not its bytes; `before` is the backing's fstat from
-    // just before that change, `file.st` from just after.
-    virtual ChangeOut attrs_changed(FileRef file, const struct stat& before) = 0;
+    // A change the mount is about to make to a regular file's inode on the
+    // backing that leaves its bytes alone: chmod, chown, utimes, xattrs, a
+    // link, the unlink of one of several names, a rename. It moves the
+    // file's ctime, which the cache compares to notice changes behind the
+    // mount, so it is made between begin_attr_change() (`file`: an fd of
+    // the file, O_PATH will do, and its fstat) and the end of the returned
+    // guard: meanwhile nothing compares the file, and the guard's end
+    // records the backing as the change left it. Writes and writeback of
+    // the file wait for it.
+    virtual std::unique_ptr<AttrChange> begin_attr_change(FileRef file) = 0;
 
     // The last name of the file is gone (`st` is as before the unlink).
     virtual void removed(FileRef file) = 0;
-
-    // The file has a new name (`fd` is on it): a cache that finds files
-    // again by path after a restart keeps that path current.
-    virtual void renamed(FileRef file) = 0;
 
     // Writes every byte the backing does not have yet (writeback's dirty
     // data) to the backing and syncs it there; `done` once the backing has
