@@ -23,6 +23,7 @@
 #include "cache/writeback.hpp"
 #include "data_path_support.hpp"
 #include "overcache/bg/gc.hpp"
+#include "overcache/cache/caching_path.hpp"
 #include "overcache/meta/key_codec.hpp"
 #include "tmp_dir.hpp"
 
@@ -583,5 +584,74 @@ TEST_SUITE("moving_gc") {
         CHECK_FALSE(in_any(ps, olds));
         fx.check_accounting();
         CHECK_BYTES(fx.read(*a, kFileSize), model);
+    }
+
+    TEST_CASE("the caching path runs moving GC on its GC executor and counts it") {
+        bg::Executors ex;
+        ex.start();
+        test::TmpDir tmp;
+        const std::string backing = tmp / "backing";
+        ::mkdir(backing.c_str(), 0755);
+        store::DeviceConfig dc;
+        dc.dir = tmp / "cache";
+        dc.cache_size = 4 * MiB;
+        dc.bucket_size = 256 * KiB;
+        dc.backing = store::BackingIdentity{backing, 1, 2};
+        CachingParams cp;
+        cp.mode = config::CacheMode::writeback;
+        cp.fill_size = kExt;
+        cp.sequential_cutoff = 0;
+        cp.backing_root = backing;
+        cp.lost_found_dir = tmp / "lost+found";
+        cp.writeback_delay_s = 3600;
+        cp.writeback_running = false; // the data stays dirty: reclaim cannot help
+        auto d = store::open_cache_device(dc);
+        REQUIRE(d);
+        auto dp = make_caching_path(std::move(*d), cp, ex);
+        auto stat = [&](const std::string& key) {
+            for (auto& [k, v] : dp->stats())
+                if (k == key)
+                    return std::stoull(v);
+            FAIL("no stat " << key);
+            return 0ull;
+        };
+        const int fd = ::open((backing + "/a").c_str(), O_RDWR | O_CREAT, 0644);
+        REQUIRE(fd >= 0);
+        struct stat st {};
+        REQUIRE(::fstat(fd, &st) == 0);
+        auto o = dp->open(fd, st, O_RDWR);
+        REQUIRE(o);
+        std::string model;
+        auto write = [&](std::uint64_t off, const std::string& data) {
+            MemSource src(data);
+            std::optional<Result<std::size_t>> got;
+            dp->write(*o->file, src, static_cast<off_t>(off),
+                      [&](Result<std::size_t> r) { got = r; });
+            REQUIRE((got && *got && **got == data.size()));
+            put(model, off, data);
+        };
+        for (std::uint64_t off = 0; off < kFileSize; off += kExt)
+            write(off, random_bytes(kExt, static_cast<unsigned>(off / kExt + 1)));
+        for (std::uint64_t off = 0; off < kFileSize; off += kExt)
+            if ((off / kExt) % 4 != 0)
+                write(off, random_bytes(kExt, static_cast<unsigned>(off / kExt + 100)));
+        const auto dirty = stat("dirty_data");
+        dynamic_cast<CacheControl&>(*dp).gc_now();
+        CHECK(stat("gc_moved_bytes") == 4 * kExt);
+        CHECK(stat("gc_buckets_moved") == 4);
+        CHECK(stat("dirty_data") == dirty);
+        std::string got(kFileSize, '\0');
+        for (std::uint64_t at = 0; at < kFileSize;) {
+            auto r = dp->read(*o->file, got.data() + at, kFileSize - at, static_cast<off_t>(at));
+            REQUIRE(r);
+            REQUIRE(r->fd < 0);
+            REQUIRE(r->len > 0);
+            at += r->len;
+        }
+        CHECK_BYTES(got, model);
+        o->file.reset();
+        dp->stop();
+        dp.reset();
+        ::close(fd);
     }
 }
