@@ -1,10 +1,15 @@
 // DOC: garbage collection of the cache, on the GC strand only. A pass asks
-// the Allocator to free buckets (store/allocator.cpp: least recently used,
-// never pinned by a write in flight, never holding dirty data; gen bump,
-// record written, then free). GC never waits for foreground work: it takes
-// no foreground write point, holds no lock a request waits on across I/O,
-// and a full cache just makes foreground fills skip. Errors are logged and
-// the pass is retried at the next kick.
+// the Allocator to free buckets (store/allocator.cpp: never pinned by a
+// write in flight, never holding dirty data; empty ones first, then least
+// recently used; gen bump, record written, then free). When that leaves
+// free buckets under the target, moving GC runs in rounds: the Allocator
+// names the full buckets with the least live data, the BucketMover
+// (cache/mover.cpp) copies their live extents, dirty ones included, through
+// GC's own write point — the only one allowed into the reserve — and the
+// buckets it emptied are reclaimed like any other. GC never waits for
+// foreground work: it takes no foreground write point, holds no lock a
+// request waits on across I/O, and a full cache just makes foreground fills
+// skip. Errors are logged and the pass is retried at the next kick.
 #include "overcache/bg/gc.hpp"
 
 #include "util/log.hpp"
@@ -14,8 +19,9 @@
 
 namespace overcache::bg {
 
-Gc::Gc(Strand strand, store::Allocator& alloc, meta::MetaStore& meta, GcParams p)
-    : strand_(std::move(strand)), alloc_(alloc), meta_(meta), params_(p) {}
+Gc::Gc(Strand strand, store::Allocator& alloc, meta::MetaStore& meta, GcParams p,
+       BucketMover* mover)
+    : strand_(std::move(strand)), alloc_(alloc), meta_(meta), params_(p), mover_(mover) {}
 
 void Gc::kick() {
     if (stopping_.load(std::memory_order_relaxed) || alloc_.free_count() >= params_.low_free)
@@ -65,6 +71,10 @@ void Gc::run(bool force) {
         else
             freed = *r;
     }
+    // Reclaim could not get there: what holds the space is live (often
+    // dirty) data spread thin over many buckets.
+    if (mover_ != nullptr && alloc_.free_count() < target)
+        freed += compact(target, force);
     if (force) {
         // An explicit pass also compacts the extents, so that the stale ones
         // leave the index now (the compaction filter drops them).
@@ -74,6 +84,55 @@ void Gc::run(bool force) {
     std::lock_guard lk(stats_mu_);
     ++stats_.runs;
     stats_.buckets_reclaimed += freed;
+}
+
+} // namespace overcache::bg
+
+namespace overcache::bg {
+
+std::size_t Gc::compact(std::size_t target, bool force) {
+    // Each round moves at most move_batch buckets' live data: a bounded
+    // stretch of work on the strand, and the index scanned once a round.
+    constexpr int kMaxRounds = 4;
+    const std::uint64_t max_live = alloc_.bucket_size() * params_.move_below_percent / 100;
+    std::size_t freed = 0;
+    for (int round = 0; round < kMaxRounds && !stopping_.load(); ++round) {
+        if (alloc_.free_count() >= target)
+            break;
+        auto cands = alloc_.fragmented(max_live, params_.move_batch);
+        if (cands.empty())
+            break;
+        if (!force && cands == fruitless_)
+            break; // nothing changed since they could not be moved
+        auto r = mover_->move(wp_, cands);
+        if (!r) {
+            log::error("gc: moving GC: ", to_string(r.error()));
+            std::lock_guard lk(stats_mu_);
+            ++stats_.move_errors;
+            break;
+        }
+        std::size_t got = 0;
+        if (r->emptied > 0) {
+            // Empty buckets go first, so this frees the ones just emptied.
+            auto f = alloc_.reclaim(r->emptied);
+            if (!f)
+                log::error("gc: cannot record freed buckets: ", to_string(f.error()));
+            else
+                got = *f;
+        }
+        freed += got;
+        {
+            std::lock_guard lk(stats_mu_);
+            stats_.moved_bytes += r->bytes;
+            stats_.buckets_moved += got;
+        }
+        if (r->emptied == 0) {
+            fruitless_ = std::move(cands);
+            break;
+        }
+        fruitless_.clear();
+    }
+    return freed;
 }
 
 } // namespace overcache::bg

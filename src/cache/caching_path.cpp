@@ -2,7 +2,7 @@
 // adapter's calls. Reads and fills: read_path.cpp; changes of bytes:
 // write_path.cpp; file records and the coherency rule: file_records.cpp;
 // the files in use: file_table.cpp; bucket state: store/allocator.cpp;
-// reclaim: bg/gc.cpp. Here: open (close-to-open check), getattr and
+// reclaim and moving GC: bg/gc.cpp with cache/mover.cpp. Here: open (close-to-open check), getattr and
 // attribute changes (a backing change noticed there drops the file's
 // extents and asks the kernel to drop its pages), unlink, stats and stop.
 // Lock order: FileState::write_mu, FileState::mu, the Allocator's locks;
@@ -14,6 +14,7 @@
 #include "cache/attr_change.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
+#include "cache/mover.hpp"
 #include "cache/read_path.hpp"
 #include "cache/write_path.hpp"
 #include "cache/writeback.hpp"
@@ -182,6 +183,7 @@ public:
 private:
     CacheHooks hooks_;
     CacheCore core_;
+    Mover mover_; // moving GC's half that knows files: before gc_, which calls it
     bg::Gc gc_;
     ReadPath reader_;
     WritePath writer_;
@@ -190,9 +192,9 @@ private:
 
 CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
                          bg::Executors& ex, CacheHooks hooks)
-    : hooks_(std::move(hooks)), core_(std::move(dev), p),
+    : hooks_(std::move(hooks)), core_(std::move(dev), p), mover_(core_),
       gc_(ex.gc().make_strand(), core_.alloc, core_.dev->meta(),
-          gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p)),
+          gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p), &mover_),
       reader_(core_, ex.fill().executor(), hooks_), writer_(core_, hooks_),
       writeback_(core_, ex.writeback().make_strand()) {
     // Start-up reads the bucket records (one per bucket at most), never the
@@ -433,6 +435,8 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"backing_changes_seen", u(c.backing_changes)},
         {"gc_runs", u(gs.runs)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},
+        {"gc_moved_bytes", u(gs.moved_bytes)},
+        {"gc_buckets_moved", u(gs.buckets_moved)},
         {"gc_stale_extents_removed", u(core_.dev->meta().stale_extents_dropped())},
         {"bucket_size", u(sb.bucket_size)},
         {"cache_size", u(sb.cache_size)},

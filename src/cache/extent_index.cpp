@@ -283,6 +283,83 @@ Result<bool> ExtentIndex::stage_clean(ExtentTxn& t, meta::FileId file, const Pie
     return true;
 }
 
+Result<std::optional<Piece>> ExtentIndex::still(meta::FileId file, const Piece& p) const {
+    auto now = lookup(file, p.start, p.end());
+    if (!now)
+        return fail(now.error());
+    if (now->size() != 1)
+        return std::optional<Piece>();
+    Piece& q = now->front();
+    if (q.start != p.start || q.v.len != p.v.len || q.v.bucket != p.v.bucket ||
+        q.v.gen != p.v.gen || q.v.bucket_off != p.v.bucket_off || q.v.csums != p.v.csums ||
+        !alloc_.current(q.v.bucket, q.v.gen))
+        return std::optional<Piece>();
+    return std::optional<Piece>(std::move(q));
+}
+
+Result<bool> ExtentIndex::holds(meta::FileId file, const Piece& p) const {
+    auto q = still(file, p);
+    if (!q)
+        return fail(q.error());
+    return q->has_value();
+}
+
+Result<CopyOut> ExtentIndex::copy_extent(store::WritePoint& wp, const Piece& p, MovedCopy& out) {
+    const auto phase = static_cast<std::uint32_t>(p.start % kBlock);
+    const std::uint64_t span = (std::uint64_t{phase} + p.v.len + kBlock - 1) / kBlock * kBlock;
+    if (std::uint64_t{phase} + p.v.len > alloc_.bucket_size())
+        return CopyOut::bad_checksum; // no extent is written like that: damaged
+    // Read first: a bad or reclaimed extent costs no space.
+    auto& buf = scratch();
+    buf.assign(span, '\0');
+    switch (read_piece(p, buf.data() + phase)) {
+    case PieceRead::ok:
+        break;
+    case PieceRead::stale:
+        return CopyOut::gone;
+    case PieceRead::bad_checksum:
+        return CopyOut::bad_checksum;
+    case PieceRead::io_error:
+        return fail(Errc::CacheIo, "reading an extent to move it");
+    }
+    auto a = alloc_.alloc(wp, phase + p.v.len);
+    if (!a)
+        return CopyOut::no_space;
+    if (auto r = dev_.write(dev_.device_offset(a->bucket, a->offset), buf.data(),
+                            std::min<std::uint64_t>(span, alloc_.bucket_size() - a->offset));
+        !r) {
+        io_error(r.error());
+        return fail(r.error()); // dead space in GC's bucket: reclaimed later
+    }
+    out.from = p;
+    out.to = p.v;
+    out.to.bucket = a->bucket;
+    out.to.gen = a->gen;
+    out.to.bucket_off = a->offset + phase;
+    out.pin = std::move(a->pin);
+    return CopyOut::ok;
+}
+
+Result<bool> ExtentIndex::stage_move(ExtentTxn& t, meta::FileId file, MovedCopy& c) {
+    auto now = still(file, c.from);
+    if (!now)
+        return fail(now.error());
+    if (!now->has_value())
+        return false;
+    // Whatever writeback did meanwhile (cleaned it) stays true of the copy.
+    const std::uint32_t flags = (*now)->v.flags;
+    meta::ExtentValue v = c.to;
+    v.flags = flags;
+    // Same key (same end): the put replaces the old place.
+    t.batch.put(meta::Cf::extents, meta::extent_key(file, c.from.end()), meta::encode(v));
+    const auto len = static_cast<std::int64_t>(v.len);
+    const std::int64_t dirty = (flags & meta::kExtentDirty) != 0 ? len : 0;
+    t.account(c.from.v.bucket, c.from.v.gen, -len, -dirty);
+    t.account(v.bucket, v.gen, len, dirty);
+    t.pins.push_back(std::move(c.pin));
+    return true;
+}
+
 Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
     // Point deletes for the usual handful of extents; one range tombstone
     // only for a file with very many (range tombstones cost every later

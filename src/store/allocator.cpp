@@ -10,7 +10,10 @@
 //    commit_mu_, from the in-memory state at that moment: the records on
 //    disk follow memory's order and gens only grow;
 //  - live/dirty bytes change only through commit()'s deltas, applied only
-//    when the bucket still has the delta's gen, and reset by reclaim.
+//    when the bucket still has the delta's gen, and reset by reclaim;
+//  - the last `reserve` free buckets go only to a reserve write point
+//    (moving GC's), so GC can always copy live data out of mostly dead
+//    buckets and free them, however full foreground work has made the cache.
 // Gens and LRU ticks are atomics so the read path checks them lock-free.
 // Lock order: commit_mu_, then mu_; mu_ is never held across I/O.
 #include "overcache/store/allocator.hpp"
@@ -219,8 +222,10 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
         std::lock_guard lk(mu_);
         for (std::uint32_t b = 0; b < count_; ++b) {
             const auto& s = slots_[b];
+            // An empty bucket costs nothing to free: it goes before any LRU one.
             if (s.state == meta::BucketState::full && s.pins == 0 && s.dirty == 0)
-                cands.emplace_back(last_use_[b].load(std::memory_order_relaxed), b);
+                cands.emplace_back(
+                    s.live == 0 ? 0 : last_use_[b].load(std::memory_order_relaxed) + 1, b);
         }
         n = std::min(n, cands.size());
         std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n),
@@ -276,6 +281,35 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
         free_.push_back(b);
     }
     return taken.size();
+}
+
+std::vector<BucketUsage> Allocator::fragmented(std::uint64_t max_live, std::size_t n) const {
+    std::vector<BucketUsage> out;
+    {
+        std::lock_guard lk(mu_);
+        for (std::uint32_t b = 0; b < count_; ++b) {
+            const auto& s = slots_[b];
+            // live 0 is reclaim's (nothing to move); an open bucket is still
+            // being appended to.
+            if (s.state == meta::BucketState::full && s.pins == 0 && s.live != 0 &&
+                s.live < max_live)
+                out.push_back(
+                    BucketUsage{b, gens_[b].load(std::memory_order_relaxed), s.live, s.dirty});
+        }
+    }
+    std::sort(out.begin(), out.end(), [](const BucketUsage& x, const BucketUsage& y) {
+        return x.live != y.live ? x.live < y.live : x.bucket < y.bucket;
+    });
+    if (out.size() > n)
+        out.resize(n);
+    return out;
+}
+
+std::uint64_t Allocator::room(const WritePoint& wp) const {
+    std::lock_guard lk(mu_);
+    if (!wp.bucket_)
+        return 0;
+    return bucket_size_ - slots_[*wp.bucket_].fill;
 }
 
 meta::BucketRecord Allocator::record(std::uint32_t bucket) const {

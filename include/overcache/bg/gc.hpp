@@ -1,36 +1,73 @@
-// Gc: reclaim on its own executor. When free buckets fall below the low
-// watermark it has the Allocator free the least recently used buckets that
-// hold no dirty data and no write in flight (a gen bump each) until the high
-// watermark. Stale extents are not swept: they read as misses, the owner of
-// a file deletes those it overlaps when it writes, and the index's
-// compaction filter drops the rest, so GC never deletes a key it read
-// earlier.
+// Gc: reclaim and moving GC on their own executor. When free buckets fall
+// below the low watermark it has the Allocator free buckets that hold no
+// dirty data and no write in flight (empty ones first, then the least
+// recently used) until the high watermark. When that cannot get there —
+// the space is held by buckets that are mostly dead but still hold some
+// live (often dirty) bytes — moving GC compacts the emptiest of them: a
+// BucketMover copies their live extents through GC's own write point, which
+// alone may take the reserved buckets, and the emptied buckets are then
+// reclaimed as above. A bucket with dirty bytes is never invalidated: it is
+// freed only once none are left in it. Stale extents are not swept: they
+// read as misses, the owner of a file deletes those it overlaps when it
+// writes, and the index's compaction filter drops the rest, so GC never
+// deletes a key it read earlier.
 #pragma once
 
 #include "overcache/bg/executors.hpp"
 #include "overcache/meta/meta_store.hpp"
 #include "overcache/store/allocator.hpp"
+#include "overcache/util/result.hpp"
 
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 namespace overcache::bg {
 
 struct GcParams {
     std::size_t low_free = 1;  // start reclaiming below this many free buckets
     std::size_t high_free = 2; // ... and stop at this many
+    // Moving GC compacts only buckets with less live data than this share
+    // of a bucket: above it a move copies much to free little.
+    unsigned move_below_percent = 50;
+    // Buckets one moving round considers (and scans the index for).
+    std::size_t move_batch = 8;
 };
 
 struct GcStats {
     std::uint64_t runs = 0;
     std::uint64_t buckets_reclaimed = 0;
+    std::uint64_t moved_bytes = 0;   // live bytes moving GC copied and committed
+    std::uint64_t buckets_moved = 0; // buckets moving GC emptied
+    std::uint64_t move_errors = 0;
+};
+
+struct MoveOutcome {
+    std::uint64_t bytes = 0;   // live bytes now at their new place
+    std::uint64_t extents = 0; // extents moved
+    std::size_t emptied = 0;   // victims left with no live byte (reclaim frees them)
+};
+
+// Moving GC's other half, which knows files and extents (cache/mover.cpp):
+// GC picks candidate buckets, the mover empties what it can of them. Runs
+// on the GC strand only; it must never take a foreground write point or
+// wait for a FUSE thread.
+class BucketMover {
+public:
+    virtual ~BucketMover() = default;
+    // Moves the live extents of as many of `candidates` (least live first)
+    // as fit where `wp` can write and free more buckets than they take.
+    virtual Result<MoveOutcome> move(store::WritePoint& wp,
+                                     const std::vector<store::BucketUsage>& candidates) = 0;
 };
 
 class Gc {
 public:
     // Everything GC does runs on `strand` (an executor of the GC context).
-    Gc(Strand strand, store::Allocator& alloc, meta::MetaStore& meta, GcParams p);
+    // `mover` (may be null: no moving GC) outlives the Gc.
+    Gc(Strand strand, store::Allocator& alloc, meta::MetaStore& meta, GcParams p,
+       BucketMover* mover = nullptr);
 
     // Reclaims if free buckets are below the low watermark. Cheap, callable
     // from any thread; never waits.
@@ -45,14 +82,26 @@ public:
     void stop();
 
     GcStats stats() const;
+    // GC's write point (strand: gc): tests look at what it holds.
+    const store::WritePoint& write_point() const { return wp_; }
 
 private:
     void run(bool force);
+    // Moving rounds until `target` free buckets or no progress. Returns the
+    // buckets freed.
+    std::size_t compact(std::size_t target, bool force);
 
     Strand strand_;
     store::Allocator& alloc_;
     meta::MetaStore& meta_;
     const GcParams params_;
+    BucketMover* const mover_;
+    // Moving GC's copies go here; the only write point that may take the
+    // reserve (strand: gc).
+    store::WritePoint wp_{"gc", true};
+    // The candidates of the last round that moved nothing: an unforced pass
+    // does not scan the index again for the same ones (strand: gc).
+    std::vector<store::BucketUsage> fruitless_;
     std::atomic<bool> queued_{false};
     std::atomic<bool> stopping_{false};
     mutable std::mutex stats_mu_;

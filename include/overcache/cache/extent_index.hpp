@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace overcache::cache {
@@ -42,6 +43,16 @@ struct ExtentTxn : store::IndexTxn {
     using store::IndexTxn::IndexTxn;
     std::vector<store::BucketPin> pins;
 };
+
+// Moving GC: an extent's bytes copied to a new place on the cache device,
+// not yet in the index.
+struct MovedCopy {
+    Piece from;           // the extent as the mover read it
+    meta::ExtentValue to; // the new place: same length and checksums
+    store::BucketPin pin; // the new place's bucket, until the move commits
+};
+
+enum class CopyOut { ok, gone, bad_checksum, no_space };
 
 class ExtentIndex {
 public:
@@ -86,6 +97,22 @@ public:
     // clean, if the index still holds exactly it; false (nothing staged)
     // when it was replaced or cut meanwhile — that newer extent stays dirty.
     Result<bool> stage_clean(ExtentTxn& t, meta::FileId file, const Piece& p);
+    // Whether the index holds exactly `p` (same range, bucket, gen, place and
+    // checksums; the dirty flag may differ) as one extent of `file`, and its
+    // bucket still has that gen. The owner's re-check before acting on an
+    // extent read earlier without its lock.
+    Result<bool> holds(meta::FileId file, const Piece& p) const;
+    // Moving GC, no lock held: reads `p` (checksums verified) and writes its
+    // bytes through `wp` at the same phase in a device block, into `out`.
+    // gone: its bucket was reclaimed since; no_space: `wp` got no bucket.
+    // Nothing is staged: the owner stages the move with stage_move.
+    Result<CopyOut> copy_extent(store::WritePoint& wp, const Piece& p, MovedCopy& out);
+    // Moving GC, owner lock held: points the extent at its copy if
+    // holds(file, c.from), keeping the dirty flag it has now, with both
+    // buckets' live and dirty bytes moved in the same transaction. false:
+    // it changed meanwhile (overwritten, cut, dropped), nothing staged, the
+    // copy is dead space.
+    Result<bool> stage_move(ExtentTxn& t, meta::FileId file, MovedCopy& c);
     // Stages forgetting every extent of `file`.
     Result<void> stage_drop_all(ExtentTxn& t, meta::FileId file);
 
@@ -109,6 +136,8 @@ private:
     // Cursors over the extents kept for reuse by lookups (a new RocksDB
     // iterator costs more than refreshing one), one taken per lookup.
     std::unique_ptr<meta::Cursor> take_cursor() const;
+    // The extent of `file` at p's range if it is still exactly `p` (see holds).
+    Result<std::optional<Piece>> still(meta::FileId file, const Piece& p) const;
     void give_back(std::unique_ptr<meta::Cursor> c) const;
     mutable std::mutex cursors_mu_; // a leaf
     mutable std::vector<std::unique_ptr<meta::Cursor>> cursors_; // guarded by cursors_mu_

@@ -94,6 +94,15 @@ struct IndexTxn {
     bool empty() const { return batch.count() == 0 && deltas.empty(); }
 };
 
+// A bucket moving GC may compact: full, unpinned, and mostly dead.
+struct BucketUsage {
+    std::uint32_t bucket = 0;
+    std::uint32_t gen = 0;
+    std::uint32_t live = 0;
+    std::uint32_t dirty = 0;
+    bool operator==(const BucketUsage&) const = default;
+};
+
 struct AllocatorStats {
     std::uint64_t live_bytes = 0;
     std::uint64_t dirty_bytes = 0;
@@ -138,11 +147,21 @@ public:
     // A hit: the bucket becomes the most recently used.
     void touch(std::uint32_t bucket);
 
-    // GC: frees up to `n` of the least recently used full buckets that are
-    // neither pinned nor hold dirty data: bumps their gens (every extent in
-    // them is stale from that instant), commits their free records, then puts
+    // GC: frees up to `n` of the full buckets that are neither pinned nor
+    // hold dirty data, empty ones (live 0: moving GC emptied them) first,
+    // then the least recently used: bumps their gens (every extent in them
+    // is stale from that instant), commits their free records, then puts
     // them on the free list. Returns how many were freed.
     Result<std::size_t> reclaim(std::size_t n);
+
+    // Moving GC: up to `n` full, unpinned buckets holding some but fewer
+    // than `max_live` live bytes, least live first. Dirty ones included:
+    // they are the buckets reclaim cannot free.
+    std::vector<BucketUsage> fragmented(std::uint64_t max_live, std::size_t n) const;
+    // Bytes `wp` can still take in its open bucket (0 when it has none).
+    std::uint64_t room(const WritePoint& wp) const;
+    // What an allocation of `len` bytes uses of a bucket (whole blocks).
+    std::uint64_t footprint(std::uint64_t len) const { return (len + align_ - 1) / align_ * align_; }
 
     // The bucket's current record (an open bucket is recorded as full).
     meta::BucketRecord record(std::uint32_t bucket) const;
