@@ -265,7 +265,10 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
     }
     if (taken.empty())
         return std::size_t{0};
-    if (auto r = meta_.write(batch); !r) {
+    // Synced: the bucket is about to be written again, and a lost gen bump
+    // (power loss dropping the WAL's tail) would bring back extents that
+    // point into it, fsynced dirty ones among them, over new bytes.
+    if (auto r = meta_.write(batch, true); !r) {
         // The gens are bumped in memory, so the buckets' extents are stale
         // for this run; freeing them without a durable record could let a
         // restart revive the old gen. Keep them out of use (full, empty):
