@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <csignal>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <doctest/doctest.h>
@@ -39,7 +40,13 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kStall = std::chrono::seconds(60);
+// How long a worker may go without finishing an operation before the
+// watchdog calls it a hang (OVERCACHE_TORTURE_STALL_S overrides it, e.g. to
+// see the watchdog at work by stopping faultfs with SIGSTOP).
+std::chrono::seconds stall_limit() {
+    const char* s = std::getenv("OVERCACHE_TORTURE_STALL_S");
+    return std::chrono::seconds(s && *s ? std::atoi(s) : 60);
+}
 constexpr std::size_t kFileBytes = 6 << 20; // each writer's file at most
 constexpr std::size_t kStaticBytes = 1 << 20;
 constexpr int kWriters = 4, kReaders = 2, kStaticFiles = 3;
@@ -125,27 +132,31 @@ bool writers_done(const std::vector<Beat>& beats) {
     return true;
 }
 
-// Every thread of `pid`, as gdb sees it (and the kernel's view where gdb
-// cannot attach).
+// Every thread of `pid`: the kernel's view first (/proc, which cannot
+// block), then gdb's. gdb's attach stops each thread, and a thread waiting
+// in a FUSE request stops only once that request is answered, so gdb gets
+// a deadline.
 std::string stacks_of(pid_t pid, const char* what) {
     std::string out = std::string("=== ") + what + " (pid " + std::to_string(pid) + ") ===\n";
+    const std::string task = "/proc/" + std::to_string(pid) + "/task";
+    if (DIR* d = ::opendir(task.c_str())) {
+        while (const dirent* e = ::readdir(d)) {
+            if (e->d_name[0] == '.')
+                continue;
+            const std::string t = task + "/" + e->d_name;
+            std::string comm = read_file(t + "/comm");
+            if (!comm.empty() && comm.back() == '\n')
+                comm.pop_back();
+            out += "--- thread " + std::string(e->d_name) + " " + comm + " waiting in " +
+                   read_file(t + "/wchan") + "\n" + read_file(t + "/stack");
+        }
+        ::closedir(d);
+    }
     const CommandResult g =
         run_command({"gdb", "-batch", "-nx", "-p", std::to_string(pid), "-ex",
                      "thread apply all bt"},
-                    std::chrono::seconds(60));
-    out += g.out;
-    if (g.status != 0) {
-        const std::string task = "/proc/" + std::to_string(pid) + "/task";
-        if (DIR* d = ::opendir(task.c_str())) {
-            while (const dirent* e = ::readdir(d)) {
-                if (e->d_name[0] == '.')
-                    continue;
-                out += "--- thread " + std::string(e->d_name) + " kernel stack:\n" +
-                       read_file(task + "/" + e->d_name + "/stack");
-            }
-            ::closedir(d);
-        }
-    }
+                    std::chrono::seconds(30));
+    out += "--- gdb" + std::string(g.timed_out ? " (timed out)" : "") + ":\n" + g.out;
     return out;
 }
 
@@ -194,6 +205,7 @@ void torture(const Variant& v) {
 
     Failures failures;
     std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> retries{0}; // calls that failed while the backing failed
     std::vector<Beat> beats(kWriters + kReaders + 1);
     std::vector<std::string> models(kWriters);
     std::vector<std::thread> threads;
@@ -231,6 +243,7 @@ void torture(const Variant& v) {
                     }
                     if (stop)
                         break;
+                    ++retries;
                     std::this_thread::sleep_for(std::chrono::milliseconds(100));
                 }
                 if (model.size() < off + len)
@@ -251,6 +264,7 @@ void torture(const Variant& v) {
                         }
                         if (stop)
                             break;
+                        ++retries;
                         std::this_thread::sleep_for(std::chrono::milliseconds(100));
                     }
                     beat.tick();
@@ -318,13 +332,16 @@ void torture(const Variant& v) {
             if (beats[i].done)
                 continue;
             const auto idle = std::chrono::nanoseconds(now_ns() - beats[i].last_ns.load());
-            if (idle < kStall)
+            if (idle < stall_limit())
                 continue;
             stalled = true;
-            std::fprintf(stderr, "watchdog: worker %zu made no progress for %lld s; stacks:\n%s\n%s\n",
-                         i, static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(idle).count()),
-                         stacks_of(m.daemon_pid(), "overcache").c_str(),
-                         stacks_of(b.pid(), "faultfs").c_str());
+            std::fprintf(stderr, "watchdog: worker %zu made no progress for %lld s\n", i,
+                         static_cast<long long>(
+                             std::chrono::duration_cast<std::chrono::seconds>(idle).count()));
+            // faultfs first: its threads wait on the lower filesystem, not
+            // on FUSE, so gdb can always stop them.
+            std::fprintf(stderr, "%s\n", stacks_of(b.pid(), "faultfs").c_str());
+            std::fprintf(stderr, "%s\n", stacks_of(m.daemon_pid(), "overcache").c_str());
             std::fflush(stderr);
             failures.add("watchdog: worker " + std::to_string(i) + " stalled");
             stop = true;
@@ -344,7 +361,8 @@ void torture(const Variant& v) {
             << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count()
             << " s; writes_dirty " << m.stat("writes_dirty") << ", writes_around "
             << m.stat("writes_around") << ", writeback_bytes " << m.stat("writeback_bytes")
-            << ", writeback_errors " << m.stat("writeback_errors"));
+            << ", writeback_errors " << m.stat("writeback_errors")
+            << ", calls retried while the backing failed " << retries.load());
 
     const CommandResult r = run_command({std::getenv("OVERCACHE_BIN"), "flush", m.mountpoint()},
                                         std::chrono::seconds(120));

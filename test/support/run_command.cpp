@@ -75,7 +75,10 @@ CommandResult run_command(const std::vector<std::string>& args, std::chrono::mil
     if (!exited) {
         r.timed_out = true;
         ::kill(pid, SIGKILL);
-        ::waitpid(pid, &ws, 0);
+        // A child stuck in the kernel (gdb attaching to a thread blocked in
+        // a FUSE request) may not die at once: wait a little, never forever.
+        for (int i = 0; i < 100 && ::waitpid(pid, &ws, WNOHANG) == 0; ++i)
+            ::usleep(50000);
         r.status = -1;
     }
     if (pidfd >= 0)

@@ -16,7 +16,8 @@ struct CommandResult {
 };
 
 // `args[0]` is looked up in PATH. Past `timeout` the child is killed
-// (SIGKILL) and whatever it printed so far is returned.
+// (SIGKILL) and whatever it printed so far is returned (a child that will
+// not die within 5 s more is left behind, not waited for).
 CommandResult run_command(const std::vector<std::string>& args, std::chrono::milliseconds timeout);
 
 } // namespace overcache::test
