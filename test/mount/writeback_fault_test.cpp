@@ -48,8 +48,8 @@ std::string read_file(const std::string& path) {
 int pwrite_all(int fd, const std::string& data, off_t off) {
     std::size_t done = 0;
     while (done < data.size()) {
-        const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
-                                   off + static_cast<off_t>(done));
+        const ssize_t n =
+            ::pwrite(fd, data.data() + done, data.size() - done, off + static_cast<off_t>(done));
         if (n < 0)
             return errno;
         done += static_cast<std::size_t>(n);
@@ -250,10 +250,9 @@ TEST_SUITE("writeback_fault") {
                                   model.names[i] << " through the mount");
 
                 const std::string why = std::strerror(c.err);
-                REQUIRE_MESSAGE(
-                    wait_until([&] { return m.stat("writeback_errors") >= 1; },
-                               std::chrono::seconds(60)),
-                    "no writeback error counted while the backing fails with " << why);
+                REQUIRE_MESSAGE(wait_until([&] { return m.stat("writeback_errors") >= 1; },
+                                           std::chrono::seconds(60)),
+                                "no writeback error counted while the backing fails with " << why);
                 CHECK(m.stat("dirty_data") > 0);
                 CHECK_MESSAGE(contains(m.stats()["last_writeback_error"], why),
                               "last_writeback_error: " << m.stats()["last_writeback_error"]);

@@ -20,8 +20,8 @@
 
 #include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
@@ -152,10 +152,9 @@ std::string stacks_of(pid_t pid, const char* what) {
         }
         ::closedir(d);
     }
-    const CommandResult g =
-        run_command({"gdb", "-batch", "-nx", "-p", std::to_string(pid), "-ex",
-                     "thread apply all bt"},
-                    std::chrono::seconds(30));
+    const CommandResult g = run_command(
+        {"gdb", "-batch", "-nx", "-p", std::to_string(pid), "-ex", "thread apply all bt"},
+        std::chrono::seconds(30));
     out += "--- gdb" + std::string(g.timed_out ? " (timed out)" : "") + ":\n" + g.out;
     return out;
 }
@@ -377,7 +376,8 @@ void torture(const Variant& v) {
                       name << " through the mount differs from what was written");
     }
     for (int i = 0; i < kStaticFiles; ++i)
-        CHECK(read_file(b.lower("static" + std::to_string(i))) == statics[static_cast<std::size_t>(i)]);
+        CHECK(read_file(b.lower("static" + std::to_string(i))) ==
+              statics[static_cast<std::size_t>(i)]);
 }
 
 } // namespace

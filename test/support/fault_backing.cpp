@@ -48,7 +48,9 @@ std::vector<std::size_t> class_indexes(const std::string& list) {
     return out;
 }
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 void abort_connection(unsigned minor) noexcept {
     if (minor == 0)
@@ -193,7 +195,9 @@ FaultBacking::FaultBacking(const std::string& mountpoint, std::chrono::milliseco
     reaper_fd_ = start_reaper(pid_, minor_, mnt_);
 }
 
-FaultBacking::~FaultBacking() { stop(); }
+FaultBacking::~FaultBacking() {
+    stop();
+}
 
 void FaultBacking::write_control() {
     std::string text = "# written by fault_backing.cpp\n";
@@ -359,7 +363,9 @@ void FaultMount::remount() {
     mount_->remount();
 }
 
-std::string FaultMount::log() const { return read_all(log_path_); }
+std::string FaultMount::log() const {
+    return read_all(log_path_);
+}
 
 FaultMount::~FaultMount() {
     if (mount_)

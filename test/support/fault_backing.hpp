@@ -90,7 +90,8 @@ public:
     // `opts` as for Mount; must not name cache= or cache_dev= (the cache is
     // wiped between the two mounts).
     explicit FaultMount(MountOptions opts);
-    explicit FaultMount(const std::string& options) : FaultMount(MountOptions{.options = options}) {}
+    explicit FaultMount(const std::string& options)
+        : FaultMount(MountOptions{.options = options}) {}
     FaultMount(const FaultMount&) = delete;
     FaultMount& operator=(const FaultMount&) = delete;
     // Takes overcache down, then faultfs; prints the tail of the daemon's

@@ -14,17 +14,18 @@ namespace {
 
 // Every errno a backing filesystem is likely to return, by name.
 constexpr std::pair<const char*, int> kErrnos[] = {
-    {"EIO", EIO},       {"ENOSPC", ENOSPC},   {"EACCES", EACCES},       {"EROFS", EROFS},
-    {"ESTALE", ESTALE}, {"EPERM", EPERM},     {"ENOENT", ENOENT},       {"EDQUOT", EDQUOT},
-    {"EFBIG", EFBIG},   {"EAGAIN", EAGAIN},   {"EINTR", EINTR},         {"ENOTCONN", ENOTCONN},
-    {"EBUSY", EBUSY},   {"ENOMEM", ENOMEM},   {"ETIMEDOUT", ETIMEDOUT}, {"ENXIO", ENXIO},
-    {"EREMOTEIO", EREMOTEIO}, {"EOPNOTSUPP", EOPNOTSUPP},
+    {"EIO", EIO},       {"ENOSPC", ENOSPC},       {"EACCES", EACCES},
+    {"EROFS", EROFS},   {"ESTALE", ESTALE},       {"EPERM", EPERM},
+    {"ENOENT", ENOENT}, {"EDQUOT", EDQUOT},       {"EFBIG", EFBIG},
+    {"EAGAIN", EAGAIN}, {"EINTR", EINTR},         {"ENOTCONN", ENOTCONN},
+    {"EBUSY", EBUSY},   {"ENOMEM", ENOMEM},       {"ETIMEDOUT", ETIMEDOUT},
+    {"ENXIO", ENXIO},   {"EREMOTEIO", EREMOTEIO}, {"EOPNOTSUPP", EOPNOTSUPP},
 };
 
 constexpr std::pair<const char*, OpClass> kClasses[] = {
-    {"read", OpClass::read},         {"write", OpClass::write}, {"fsync", OpClass::fsync},
-    {"open", OpClass::open},         {"truncate", OpClass::truncate},
-    {"meta", OpClass::meta},         {"lookup", OpClass::lookup},
+    {"read", OpClass::read},     {"write", OpClass::write},       {"fsync", OpClass::fsync},
+    {"open", OpClass::open},     {"truncate", OpClass::truncate}, {"meta", OpClass::meta},
+    {"lookup", OpClass::lookup},
 };
 
 // "write,fsync" -> those classes; "all" -> every class; false on an unknown name.

@@ -61,8 +61,8 @@ public:
             // Idle time is not saved up for a later burst.
             if (next_ < now)
                 next_ = now;
-            next_ += std::chrono::duration_cast<Clock::duration>(
-                std::chrono::duration<double>(static_cast<double>(bytes) / static_cast<double>(rate)));
+            next_ += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                static_cast<double>(bytes) / static_cast<double>(rate)));
             until = next_;
         }
         std::this_thread::sleep_until(until);
@@ -135,9 +135,13 @@ int gate(OpClass c) {
     return -cfg->fails(c);
 }
 
-std::string full(const char* path) { return g_state->lower + path; }
+std::string full(const char* path) {
+    return g_state->lower + path;
+}
 
-int neg_errno() { return -errno; }
+int neg_errno() {
+    return -errno;
+}
 
 // Files made through the mount belong to the caller, as on any filesystem
 // (faultfs runs as root and would otherwise own them all).
@@ -148,7 +152,9 @@ void give_to_caller(const std::string& p) {
     (void)!::lchown(p.c_str(), ctx->uid, ctx->gid);
 }
 
-int fd_of(const fuse_file_info* fi) { return static_cast<int>(fi->fh); }
+int fd_of(const fuse_file_info* fi) {
+    return static_cast<int>(fi->fh);
+}
 
 void* op_init(fuse_conn_info* /*conn*/, fuse_config* cfg) {
     cfg->use_ino = 1;
@@ -172,7 +178,7 @@ int op_access(const char* path, int mask) {
     if (int e = gate(OpClass::lookup))
         return e;
     return ::faccessat(AT_FDCWD, full(path).c_str(), mask, AT_SYMLINK_NOFOLLOW) == 0 ? 0
-                                                                                   : neg_errno();
+                                                                                     : neg_errno();
 }
 
 int op_readlink(const char* path, char* buf, size_t size) {
