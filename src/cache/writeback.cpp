@@ -344,26 +344,33 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
         return fail_sys(EBADF, "the backing root is not open");
     constexpr int kFlags = O_WRONLY | O_CLOEXEC | O_NOCTTY;
     UniqueFd fd;
-    // Only a handle the backing calls stale, or a missing path where there
-    // is no handle, says the file is gone; any other failure is retried.
+    // The file is gone only when its handle is stale (or there is none) and
+    // its path is missing too, while the backing root itself answers: an
+    // NFS server that calls everything stale for a while (a re-export) is
+    // an error to retry, never a reason to give the data up.
     int handle_err = 0;
     int path_err = ENOENT;
     if (!rec.handle.empty()) {
         fd = open_by_handle(root_.get(), rec.handle, kFlags);
-        if (!fd) {
+        if (!fd)
             handle_err = errno;
-            if (handle_err == ESTALE)
-                return fail_sys(ESTALE, "reopening " + rec.path);
-        }
     }
     if (!fd && !rec.path.empty()) {
         fd = UniqueFd(::openat(root_.get(), rec.path.c_str(), kFlags | O_NOFOLLOW));
         if (!fd)
             path_err = errno;
     }
-    if (!fd)
-        return fail_sys(handle_err != 0 && handle_err != ENOENT ? handle_err : path_err,
-                        "reopening " + rec.path);
+    if (!fd) {
+        const bool handle_gone = rec.handle.empty() || handle_err == ESTALE || handle_err == ENOENT;
+        const bool path_gone = rec.path.empty() || path_err == ENOENT;
+        struct stat root {};
+        if (handle_gone && path_gone) {
+            if (::fstat(root_.get(), &root) != 0)
+                return fail_errno("the backing root does not answer");
+            return fail_sys(ESTALE, "reopening " + rec.path);
+        }
+        return fail_sys(handle_gone ? path_err : handle_err, "reopening " + rec.path);
+    }
     // A path may name another file by now.
     struct stat s {};
     if (::fstat(fd.get(), &s) != 0)
