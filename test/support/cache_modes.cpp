@@ -12,7 +12,16 @@ namespace overcache::test {
 
 std::vector<std::string> chosen_cache_modes() {
     const char* env = std::getenv("OVERCACHE_TEST_CACHE_MODE");
-    const std::string list = env && *env ? env : kDefaultCacheModes;
+    std::string list = env && *env ? env : kDefaultCacheModes;
+    if (!(env && *env))
+        if (const char* extra = std::getenv("OVERCACHE_TEST_EXTRA_OPTIONS")) {
+            const std::string opts = std::string(",") + extra + ",";
+            const std::string key = ",cache_mode=";
+            if (const auto at = opts.rfind(key); at != std::string::npos) {
+                const auto from = at + key.size();
+                list = opts.substr(from, opts.find(',', from) - from);
+            }
+        }
     std::vector<std::string> out;
     std::string cur;
     for (const char c : list + ",") {
