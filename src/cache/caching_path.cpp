@@ -216,6 +216,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     core_.write_back_file = [this](FileState& st) { return writeback_.write_back_file(st); };
     core_.kick_writeback = [this] { kick_writeback_if_over(); };
     writeback_.hooks_before_copy = hooks_.before_writeback_copy;
+    writeback_.hooks_before_batch = hooks_.before_writeback_batch;
     core_.records.on_conflict = [this](FileState& st, const struct stat& b) {
         log::debug("conflict: recorded size ", st.rec->size, " mtime ", st.rec->mtime_ns, " ctime ",
                    st.rec->ctime_ns, " ino ", st.rec->ino, "; backing size ", b.st_size, " mtime ",

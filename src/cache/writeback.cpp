@@ -280,10 +280,12 @@ Result<void> Writeback::run_file(const meta::FileKey& key, std::uint64_t budget,
         return fail(fd.error());
     }
     std::uint64_t from = 0;
+    std::uint64_t pass_seq = 0;
     for (;;) {
         std::uint64_t written = 0;
         bool more = false;
-        auto r = batch(st, fd->get(), from, std::min(budget, kBatchBytes), written, from, more);
+        auto r = batch(st, fd->get(), from, std::min(budget, kBatchBytes), written, from, more,
+                       pass_seq);
         spent += written;
         if (!r)
             return r;
@@ -314,10 +316,11 @@ Result<void> Writeback::write_back_file(FileState& st) {
         return fail(fd.error());
     }
     std::uint64_t from = 0;
+    std::uint64_t pass_seq = 0;
     for (;;) {
         std::uint64_t written = 0;
         bool more = false;
-        if (auto r = batch(st, fd->get(), from, kBatchBytes, written, from, more); !r)
+        if (auto r = batch(st, fd->get(), from, kBatchBytes, written, from, more, pass_seq); !r)
             return r;
         if (!more)
             return {};
@@ -384,7 +387,10 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
 }
 
 Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::uint64_t max_bytes,
-                              std::uint64_t& written, std::uint64_t& next_from, bool& more) {
+                              std::uint64_t& written, std::uint64_t& next_from, bool& more,
+                              std::uint64_t& pass_seq) {
+    if (hooks_before_batch)
+        hooks_before_batch(st, from);
     std::lock_guard bl(st.backing_mu);
     std::vector<Piece> todo;
     meta::FileRecord rec;
@@ -426,6 +432,8 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         }
         rec = *st.rec;
         seq = st.write_seq.load();
+        if (from == 0)
+            pass_seq = seq;
         if ((rec.flags & meta::kFileWritingBack) == 0) {
             meta::FileRecord marked = rec;
             marked.flags |= meta::kFileWritingBack;
@@ -562,8 +570,11 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
     meta::FileRecord out = *st.rec;
     take_attrs(out, *after);
     out.flags &= ~meta::kFileWritingBack;
-    if (last && all && st.write_seq.load() == seq)
-        out.flags &= ~meta::kFileAhead; // nothing dirty left, nothing written since
+    // Nothing dirty left, and nothing written since the pass began: a write
+    // between two batches may have landed below `from`, where no later
+    // batch of this pass looks.
+    if (last && all && st.write_seq.load() == pass_seq)
+        out.flags &= ~meta::kFileAhead;
     if (auto r = core_.records.commit(st, t, out, true); !r)
         return r;
     if ((out.flags & meta::kFileAhead) == 0)

@@ -58,6 +58,8 @@ public:
     // Test seam: a batch's extents are chosen and the record marked
     // kFileWritingBack; nothing is copied yet (backing_mu held, mu not).
     std::function<void(FileState&)> hooks_before_copy;
+    // Test seam: a batch is about to start at `from` (no lock held).
+    std::function<void(FileState&, std::uint64_t from)> hooks_before_batch;
 
 private:
     void schedule();
@@ -68,8 +70,12 @@ private:
     // Copies one batch (at most `max_bytes`, at least one extent) of `st`'s
     // dirty extents that start at or after `from` to `fd`. Sets `next_from`
     // past them, and `more` when dirty extents remain after them.
+    // `pass_seq`: the file's write_seq when the pass over it began (set by
+    // its first batch, the one from 0): the last batch marks the file clean
+    // only if nothing was written since, below `from` included.
     Result<void> batch(FileState& st, int fd, std::uint64_t from, std::uint64_t max_bytes,
-                       std::uint64_t& written, std::uint64_t& next_from, bool& more);
+                       std::uint64_t& written, std::uint64_t& next_from, bool& more,
+                       std::uint64_t& pass_seq);
     Result<UniqueFd> open_backing(FileState& st);
     void note_error(const std::string& what);
     // The file's dirty data cannot be written where it belongs (the file

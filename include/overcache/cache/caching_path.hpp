@@ -62,6 +62,9 @@ struct CacheHooks {
     // A writeback batch chose its extents and marked the record; nothing is
     // copied yet (the file's backing_mu held, its owner lock not).
     std::function<void(FileState&)> before_writeback_copy;
+    // A writeback batch is about to start at file offset `from` (no lock of
+    // the file held): between two batches of one pass when from > 0.
+    std::function<void(FileState&, std::uint64_t from)> before_writeback_batch;
 };
 
 // Fills run on ex.fill(), reclaim on ex.gc(); `ex` outlives the DataPath
