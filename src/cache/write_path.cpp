@@ -268,8 +268,7 @@ bool WritePath::room_may_come() const {
         return true;
     // Writeback is paused: only clean buckets can be freed. With none
     // (every bucket dirty), waiting would only delay the write.
-    const auto s = core_.alloc.stats();
-    return s.reclaimable > 0 || s.pinned > 0;
+    return core_.alloc.stats().reclaimable > 0;
 }
 
 bool WritePath::park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,

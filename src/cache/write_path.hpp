@@ -62,7 +62,7 @@ private:
     Result<std::size_t> write_around(CachedFile& f, const char* data, std::size_t len,
                                      std::uint64_t off);
     // Whether waiting for room can end in the cache: writeback runs, or GC
-    // has clean buckets to reclaim (or soon will: fills in flight).
+    // has clean buckets to reclaim.
     bool room_may_come() const;
     // Parks a copy of the write; false (and `done` untouched) when it cannot.
     bool park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
