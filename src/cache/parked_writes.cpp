@@ -3,10 +3,11 @@
 // copies it into a ParkedWrite and returns; the FUSE handler has not
 // replied, and the answer comes from here. Invariants:
 //  - one queue, FIFO, popped only on the strand, so answers go out in the
-//    order writes parked; a file with parked writes parks its new writes
-//    too (has_parked), so a write acknowledged later never lands earlier;
-//  - the per-file count drops before a write is answered: a write that
-//    comes after an answer sees the answered write already in place;
+//    order writes parked; while it is not empty new writes park too
+//    (any_parked), so a write acknowledged later never lands earlier, and
+//    room freed for the waiters goes to the oldest first;
+//  - a waiter leaves the queue only once its write is done, before its
+//    answer: a write that comes after an answer finds it in place;
 //  - nothing here holds a FileState lock; mu_ is a leaf, never held across
 //    I/O, so GC and writeback, which free the space, never wait for us;
 //  - every waiter is answered: in the cache once there is room, around the
@@ -39,9 +40,9 @@ ParkedWrites::~ParkedWrites() {
         log::error("cache: ", queue_.size(), " parked writes were never answered");
 }
 
-bool ParkedWrites::has_parked(const FileState& st) const {
+bool ParkedWrites::any_parked() const {
     std::lock_guard lk(mu_);
-    return files_.count(&st) != 0;
+    return !queue_.empty();
 }
 
 bool ParkedWrites::park(std::unique_ptr<ParkedWrite>& w) {
@@ -50,7 +51,6 @@ bool ParkedWrites::park(std::unique_ptr<ParkedWrite>& w) {
         return false;
     w->parked_at = ParkedWrite::Clock::now();
     w->deadline = w->parked_at + wait_max_;
-    ++files_[&w->file->state()];
     ++stats_.waits;
     ++stats_.waiting;
     queue_.push_back(std::move(w));
@@ -81,15 +81,20 @@ void ParkedWrites::stop() {
     boost::asio::post(strand_, [this, &stopped] {
         timer_.cancel();
         for (;;) {
-            std::unique_ptr<ParkedWrite> w;
+            ParkedWrite* head = nullptr;
             {
                 std::lock_guard lk(mu_);
                 if (queue_.empty())
                     break;
+                head = queue_.front().get();
+            }
+            auto r = ops_.write_around(*head);
+            std::unique_ptr<ParkedWrite> w;
+            {
+                std::lock_guard lk(mu_);
                 w = std::move(queue_.front());
                 queue_.pop_front();
             }
-            auto r = ops_.write_around(*w);
             answer(std::move(w), std::move(r), true);
         }
         stopped.set_value();
@@ -161,9 +166,6 @@ void ParkedWrites::answer(std::unique_ptr<ParkedWrite> w, Result<std::size_t> r,
         ParkedWrite::Clock::now() - w->parked_at);
     {
         std::lock_guard lk(mu_);
-        auto it = files_.find(&w->file->state());
-        if (it != files_.end() && --it->second == 0)
-            files_.erase(it);
         --stats_.waiting;
         if (around)
             ++stats_.written_around;

@@ -5,8 +5,10 @@
 // buffer nor its open has to outlive the FUSE handler. Waiters are retried
 // in FIFO order, on a strand of a foreground-class executor, when space may
 // have appeared (buckets freed, a periodic recheck); at its deadline a
-// waiter is written around the cache. Writes of a file with parked writes
-// park behind them, so acknowledgements follow the order writes took effect.
+// waiter is written around the cache. While any write is parked, new writes
+// park behind it: acknowledgements follow the order writes took effect
+// (a newer write of the same range wins), and a fresh write cannot take
+// the room an older waiter was woken for.
 #pragma once
 
 #include "cache/cached_file.hpp"
@@ -22,7 +24,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 namespace overcache::cache {
@@ -71,8 +72,9 @@ public:
     ParkedWrites(const ParkedWrites&) = delete;
     ParkedWrites& operator=(const ParkedWrites&) = delete;
 
-    // True while writes of `st` are parked: a new write of it parks behind.
-    bool has_parked(const FileState& st) const;
+    // True while any write is parked (or being answered): a new write
+    // parks behind it.
+    bool any_parked() const;
     // Queues `w` (its deadline set here) behind every parked write. false
     // after stop(): the caller answers `w` itself.
     bool park(std::unique_ptr<ParkedWrite>& w);
@@ -101,9 +103,9 @@ private:
 
     mutable std::mutex mu_; // a leaf: held for queue changes only, never across I/O
     bool stopping_ = false;                                // guarded by mu_
-    std::deque<std::unique_ptr<ParkedWrite>> queue_;       // guarded by mu_; popped on the strand
-    std::unordered_map<const FileState*, unsigned> files_; // guarded by mu_
-    ParkedStats stats_;                                    // guarded by mu_
+    // guarded by mu_; popped on the strand, only once its head is answered
+    std::deque<std::unique_ptr<ParkedWrite>> queue_;
+    ParkedStats stats_; // guarded by mu_
 };
 
 } // namespace overcache::cache

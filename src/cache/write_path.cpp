@@ -17,8 +17,8 @@
 // mu (no backing I/O). One that finds no room parks (parked_writes.cpp):
 // its bytes are copied, the FUSE thread returns without replying, and the
 // write is retried without any lock held in between, until it fits or
-// writeback_wait_max passes (then it goes around the cache). While a file
-// has parked writes its new writes park behind them, in order.
+// writeback_wait_max passes (then it goes around the cache). While writes
+// are parked, new writes park behind them, in order.
 #include "cache/write_path.hpp"
 
 #include "backing/file_ops.hpp"
@@ -358,9 +358,9 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             return done(fail_sys(static_cast<int>(-got), "write request"));
         const auto uoff = static_cast<std::uint64_t>(off);
         const auto len = static_cast<std::size_t>(got);
-        // Behind the file's parked writes: acknowledged after them, it must
-        // not land before them.
-        if (parked_.has_parked(st) && park(f, buf.data(), len, uoff, done))
+        // Behind parked writes: acknowledged after them, it must not land
+        // before them, nor take the room they wait for.
+        if (parked_.any_parked() && park(f, buf.data(), len, uoff, done))
             return;
         auto in = write_dirty(f, buf.data(), len, uoff);
         if (in && *in == Dirty::cached)

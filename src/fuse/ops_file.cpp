@@ -213,16 +213,19 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
             return write_control(req, in_buf);
         BufvecSource src(in_buf);
         Adapter& a = adapter_of(req);
-        t_answering_inline = req;
-        a.data.write(*fh.open, src, off,
-                     [req, gate = a.control_gate](Result<std::size_t> r) {
-                         if (t_answering_inline == req)
-                             return reply_write_result(req, r);
-                         std::lock_guard lk(gate->mu);
-                         if (gate->open)
-                             reply_write_result(req, r);
-                     });
-        t_answering_inline = nullptr;
+        struct Inline {
+            explicit Inline(fuse_req_t r) { t_answering_inline = r; }
+            ~Inline() { t_answering_inline = nullptr; }
+            Inline(const Inline&) = delete;
+            Inline& operator=(const Inline&) = delete;
+        } in_handler(req);
+        a.data.write(*fh.open, src, off, [req, gate = a.control_gate](Result<std::size_t> r) {
+            if (t_answering_inline == req)
+                return reply_write_result(req, r);
+            std::lock_guard lk(gate->mu);
+            if (gate->open)
+                reply_write_result(req, r);
+        });
         return 0;
     });
 }
