@@ -350,8 +350,11 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     FileState& st = f.state();
     const std::size_t size = src.size();
     std::size_t written = 0;
-    if (core_.p.mode == config::CacheMode::writeback && !core_.degraded.load() &&
-        !st.uncached.load()) {
+    // A write that comes while others are parked queues behind them even
+    // if the cache could not take it anyway (the file or the cache stopped
+    // caching meanwhile): it is acknowledged after them.
+    if (core_.p.mode == config::CacheMode::writeback &&
+        ((!core_.degraded.load() && !st.uncached.load()) || parked_.any_parked())) {
         auto& buf = thread_buffer(size);
         const ssize_t got = src.copy_to(buf.data());
         if (got < 0)
