@@ -195,7 +195,8 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     : hooks_(std::move(hooks)), core_(std::move(dev), p), mover_(core_),
       gc_(ex.gc().make_strand(), core_.alloc, core_.dev->meta(),
           gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p), &mover_),
-      reader_(core_, ex.fill().executor(), hooks_), writer_(core_, hooks_),
+      reader_(core_, ex.fill().executor(), hooks_),
+      writer_(core_, hooks_, ex.fill().make_strand()),
       writeback_(core_, ex.writeback().make_strand()) {
     // Start-up reads the bucket records (one per bucket at most), never the
     // data device or the extents.
@@ -205,6 +206,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
         log::error("cache: reading the file id counter: ", to_string(r.error()));
     core_.index.after_device_write = hooks_.after_device_write;
     core_.alloc.before_reclaim = hooks_.before_reclaim;
+    core_.alloc.after_free = [this] { writer_.wake_parked(); };
     if (hooks_.after_compare)
         core_.records.after_compare = [h = hooks_.after_compare](FileState&) { h(); };
     // Stale extents (their bucket's gen moved on) leave the index when it
@@ -388,6 +390,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const auto gs = gc_.stats();
     const auto as = core_.alloc.stats();
     const auto ws = writeback_.stats();
+    const auto ps = writer_.parked_stats();
     const auto& c = core_.c;
     const std::uint64_t h = c.hits, m = c.misses;
     auto u = [](std::uint64_t v) { return std::to_string(v); };
@@ -416,6 +419,10 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"buckets_dirty", u(as.dirty_buckets)},
         {"writes_dirty", u(c.writes_dirty)},
         {"writes_around", u(c.writes_around)},
+        {"foreground_waits", u(ps.waits)},
+        {"foreground_waiting", u(ps.waiting)},
+        {"foreground_wait_max_ms", u(ps.wait_max_ms)},
+        {"foreground_waits_around", u(ps.written_around)},
         {"writeback_rate", ws.rate == UINT64_MAX ? "max" : u(ws.rate)},
         {"writeback_target", u(ws.target)},
         {"writeback_bytes", u(ws.bytes)},
@@ -454,6 +461,9 @@ void CachingPath::flush(Done<void> done) {
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
+    // Parked writes first: each is answered (around the cache), and a
+    // flush below then finds their bytes where they went.
+    writer_.stop();
     if (core_.p.flush_on_unmount && core_.dirty.size() > 0) {
         log::info("cache: flushing ", core_.alloc.stats().dirty_bytes,
                   " bytes of dirty data before unmounting");

@@ -13,6 +13,12 @@
 //     that no longer matches the backing, which reads as a change.
 // A cache that cannot take the bytes (no bucket, a device error) punches
 // the range instead, so it never keeps what the write replaced.
+// Writeback: a write goes into the cache as dirty data under write_mu and
+// mu (no backing I/O). One that finds no room parks (parked_writes.cpp):
+// its bytes are copied, the FUSE thread returns without replying, and the
+// write is retried without any lock held in between, until it fits or
+// writeback_wait_max passes (then it goes around the cache). While writes
+// are parked, new writes park behind them, in order.
 #include "cache/write_path.hpp"
 
 #include "backing/file_ops.hpp"
@@ -37,6 +43,21 @@ std::vector<char>& thread_buffer(std::size_t size) {
 }
 
 } // namespace
+
+WritePath::WritePath(CacheCore& core, const CacheHooks& hooks, bg::Strand park_strand)
+    : core_(core), hooks_(hooks),
+      parked_(std::move(park_strand),
+              std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::duration<double>(std::max(0.0, core.p.writeback_wait_max_s))),
+              ParkedWrites::Ops{
+                  [this](ParkedWrite& w) { return retry_parked(w); },
+                  [this](ParkedWrite& w) {
+                      return write_around(*w.file, w.data.data(), w.data.size(), w.off);
+                  },
+                  [this] {
+                      core_.kick_gc();
+                      core_.kick_writeback();
+                  }}) {}
 
 Result<bool> WritePath::check_backing(FileState& st, int fd) {
     auto now = backing::fstat_file(fd);
@@ -155,8 +176,8 @@ void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct 
         log::warn("cache: cannot update a file record: ", to_string(r.error()));
 }
 
-Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t len,
-                                    std::uint64_t off) {
+Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
+                                                std::size_t len, std::uint64_t off) {
     FileState& st = f.state();
     std::lock_guard wl(st.write_mu);
     std::unique_lock lk(st.mu);
@@ -176,7 +197,7 @@ Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t
         lk.lock();
     }
     if (!st.rec || st.uncached.load() || core_.degraded.load())
-        return false;
+        return Dirty::not_cacheable;
     ++st.write_seq; // fills that read before now stand down
     const meta::FileId fid = st.fid.load();
     const std::uint64_t end = off + len;
@@ -191,7 +212,7 @@ Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t
         if (!r)
             return fail(r.error()); // nothing committed: the caller writes around
         if (!*r)
-            return false;
+            return Dirty::no_room; // nothing committed
         at = next;
     }
     meta::FileRecord rec = *st.rec;
@@ -207,7 +228,86 @@ Result<bool> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t
             st.wb_fd.reset(d);
     }
     ++core_.c.writes_dirty;
-    return true;
+    return Dirty::cached;
+}
+
+Result<std::size_t> WritePath::dirty_written(CachedFile& f, std::size_t len) {
+    if (f.sync_writes())
+        if (auto s = core_.sync_dirty(); !s)
+            return fail(s.error());
+    core_.kick_writeback();
+    return len;
+}
+
+Result<std::size_t> WritePath::write_around(CachedFile& f, const char* data, std::size_t len,
+                                            std::uint64_t off) {
+    FileState& st = f.state();
+    ++core_.c.writes_around;
+    core_.kick_writeback();
+    std::size_t written = 0;
+    auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
+        auto n = backing::write_all(f.fd(), data, len, off);
+        if (!n)
+            return fail(n.error());
+        written = *n;
+        return CacheUpdate{off, off + written, nullptr, CacheUpdate::Size::at_least,
+                           off + written};
+    });
+    if (!r)
+        return fail(std::move(r).error());
+    if (f.sync_writes() && st.ahead.load())
+        if (auto s = backing::sync_file(f.fd(), true); !s)
+            return fail(s.error());
+    return written;
+}
+
+bool WritePath::room_may_come() const {
+    if (core_.stopped.load() || core_.p.writeback_wait_max_s <= 0)
+        return false;
+    if (core_.p.writeback_running)
+        return true;
+    // Writeback is paused: only clean buckets can be freed. With none
+    // (every bucket dirty), waiting would only delay the write.
+    return core_.alloc.stats().reclaimable > 0;
+}
+
+bool WritePath::park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
+                     Done<std::size_t>& done) {
+    // The request's fd belongs to its open, which the kernel may release
+    // before a parked write is answered (an aborted connection): the waiter
+    // holds a duplicate, and a reference to the file's state.
+    const int d = ::fcntl(f.fd(), F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return false;
+    auto w = std::make_unique<ParkedWrite>();
+    w->fd.reset(d);
+    w->file = std::make_unique<CachedFile>(d, f.ref(), f.sync_writes());
+    w->data.assign(data, data + len);
+    w->off = off;
+    w->done = std::move(done);
+    if (parked_.park(w))
+        return true;
+    done = std::move(w->done); // stopping: the caller answers
+    return false;
+}
+
+ParkedWrites::Tried WritePath::retry_parked(ParkedWrite& w) {
+    using Kind = ParkedWrites::Tried::Kind;
+    auto in = write_dirty(*w.file, w.data.data(), w.data.size(), w.off);
+    if (!in) {
+        log::warn("cache: a parked write could not go to the cache (", to_string(in.error()),
+                  "); writing it to the backing");
+        return {Kind::not_cacheable, {}};
+    }
+    switch (*in) {
+    case Dirty::cached:
+        return {Kind::cached, dirty_written(*w.file, w.data.size())};
+    case Dirty::no_room:
+        return {Kind::no_room, {}};
+    case Dirty::not_cacheable:
+        break;
+    }
+    return {Kind::not_cacheable, {}};
 }
 
 void WritePath::update_cache(FileState& st, const CacheUpdate& u) {
@@ -250,43 +350,31 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     FileState& st = f.state();
     const std::size_t size = src.size();
     std::size_t written = 0;
-    if (core_.p.mode == config::CacheMode::writeback && !core_.degraded.load() &&
-        !st.uncached.load()) {
+    // A write that comes while others are parked queues behind them even
+    // if the cache could not take it anyway (the file or the cache stopped
+    // caching meanwhile): it is acknowledged after them.
+    if (core_.p.mode == config::CacheMode::writeback &&
+        ((!core_.degraded.load() && !st.uncached.load()) || parked_.any_parked())) {
         auto& buf = thread_buffer(size);
         const ssize_t got = src.copy_to(buf.data());
         if (got < 0)
             return done(fail_sys(static_cast<int>(-got), "write request"));
         const auto uoff = static_cast<std::uint64_t>(off);
         const auto len = static_cast<std::size_t>(got);
+        // Behind parked writes: acknowledged after them, it must not land
+        // before them, nor take the room they wait for.
+        if (parked_.any_parked() && park(f, buf.data(), len, uoff, done))
+            return;
         auto in = write_dirty(f, buf.data(), len, uoff);
-        if (in && *in) {
-            if (f.sync_writes())
-                if (auto s = core_.sync_dirty(); !s)
-                    return done(fail(s.error()));
-            core_.kick_writeback();
-            return done(len);
-        }
+        if (in && *in == Dirty::cached)
+            return done(dirty_written(f, len));
         if (!in)
             log::warn("cache: a write could not go to the cache (", to_string(in.error()),
                       "); writing it to the backing");
-        // No room in the cache: around it, to the backing, which replaces
-        // any dirty bytes of the range.
-        ++core_.c.writes_around;
-        core_.kick_writeback();
-        auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
-            auto n = backing::write_all(f.fd(), buf.data(), len, uoff);
-            if (!n)
-                return fail(n.error());
-            written = *n;
-            return CacheUpdate{uoff, uoff + written, nullptr, CacheUpdate::Size::at_least,
-                               uoff + written};
-        });
-        if (!r)
-            return done(fail(std::move(r).error()));
-        if (f.sync_writes() && st.ahead.load())
-            if (auto s = backing::sync_file(f.fd(), true); !s)
-                return done(fail(s.error()));
-        return done(written);
+        else if (*in == Dirty::no_room && room_may_come() && park(f, buf.data(), len, uoff, done))
+            return;
+        // No room, and none coming: around the cache, to the backing.
+        return done(write_around(f, buf.data(), len, uoff));
     }
     auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
         const auto uoff = static_cast<std::uint64_t>(off);

@@ -1,10 +1,13 @@
 // WritePath: every change of a file's bytes made through the mount (write,
-// truncate, fallocate, copy_file_range), and fsync/lseek, in writethrough
-// and writearound modes. Writeback (issue #7) adds its mode here.
+// truncate, fallocate, copy_file_range), and fsync/lseek, in writethrough,
+// writearound and writeback modes. A writeback write that finds no room
+// waits as a parked write (parked_writes.hpp), not on a FUSE thread.
 #pragma once
 
 #include "cache/cache_core.hpp"
 #include "cache/cached_file.hpp"
+#include "cache/parked_writes.hpp"
+#include "overcache/bg/executors.hpp"
 
 #include <functional>
 
@@ -12,9 +15,15 @@ namespace overcache::cache {
 
 class WritePath {
 public:
-    WritePath(CacheCore& core, const CacheHooks& hooks) : core_(core), hooks_(hooks) {}
+    // Parked writes are retried on `park_strand` (a foreground-class executor).
+    WritePath(CacheCore& core, const CacheHooks& hooks, bg::Strand park_strand);
 
     void write(CachedFile& f, WriteSource& src, off_t off, Done<std::size_t> done);
+    // Buckets were freed: parked writes retry.
+    void wake_parked() { parked_.wake(); }
+    // Answers every parked write (around the cache); parks no more.
+    void stop() { parked_.stop(); }
+    ParkedStats parked_stats() const { return parked_.stats(); }
     void fsync(CachedFile& f, bool datasync, Done<void> done);
     Result<ChangeOut> truncate(int fd, bool fd_is_open, std::uint64_t size);
     Result<void> fallocate(CachedFile& f, int mode, off_t off, off_t len);
@@ -38,9 +47,27 @@ private:
     // write_mu and backing_mu held): a change behind the mount drops the
     // cache first (saving dirty data aside). true when it did.
     Result<bool> check_backing(FileState& st, int fd);
-    // Writeback: puts the bytes in the cache as dirty. false: no room (the
-    // caller writes them around the cache instead).
-    Result<bool> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off);
+    // Writeback: puts the bytes in the cache as dirty.
+    enum class Dirty {
+        cached,
+        no_room,      // no bucket to be had now (only the reserve is left)
+        not_cacheable // the file or the cache cannot take them (uncached, degraded)
+    };
+    Result<Dirty> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off);
+    // After write_dirty put a write's bytes in the cache: durable first for
+    // an O_SYNC/O_DSYNC open; writeback is told.
+    Result<std::size_t> dirty_written(CachedFile& f, std::size_t len);
+    // Writeback mode, no room in the cache: the bytes go to the backing,
+    // replacing any dirty bytes of the range.
+    Result<std::size_t> write_around(CachedFile& f, const char* data, std::size_t len,
+                                     std::uint64_t off);
+    // Whether waiting for room can end in the cache: writeback runs, or GC
+    // has clean buckets to reclaim.
+    bool room_may_come() const;
+    // Parks a copy of the write; false (and `done` untouched) when it cannot.
+    bool park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
+              Done<std::size_t>& done);
+    ParkedWrites::Tried retry_parked(ParkedWrite& w);
     // Records the backing's `after` for the file's own change; a file ahead
     // of the backing also takes the change's size and a new mtime.
     void record_change(FileState& st, const CacheUpdate& u, const struct stat& after);
@@ -58,6 +85,7 @@ private:
 
     CacheCore& core_;
     const CacheHooks& hooks_;
+    ParkedWrites parked_;
 };
 
 } // namespace overcache::cache

@@ -223,7 +223,7 @@ const std::vector<Row>& rows() {
                  &Config::writeback_running),
         seconds_row({"writeback_wait_max", T::seconds, "10",
                      "writeback: seconds a write waits for cache space before it goes around the "
-                     "cache to the backing"},
+                     "cache to the backing (0: at once)"},
                     &Config::writeback_wait_max_s),
         bool_row({"fsync_to_backing", T::boolean, "off",
                   "writeback: fsync writes the file's dirty data to the backing and syncs it "

@@ -13,6 +13,11 @@
 // a backing O_APPEND fd would put page writes at the end of the file.
 // O_DIRECT is not passed either: the kernel applies it to its own page
 // cache, and the backing need not accept the caller's alignment.
+// A write may be answered after its handler returned (a write parked until
+// the cache has room): such a late answer goes through the adapter's gate,
+// which the session closes before it is destroyed, so none is sent to a
+// session that is gone (the DataPath still writes the bytes, around the
+// cache, when it stops).
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
@@ -58,6 +63,17 @@ private:
     fuse_bufvec* in_;
     std::size_t size_;
 };
+
+// The write request whose handler is running on this thread: its answer,
+// when it comes before the handler returns, needs no gate.
+thread_local fuse_req_t t_answering_inline = nullptr;
+
+void reply_write_result(fuse_req_t req, const Result<std::size_t>& r) {
+    if (r)
+        fuse_reply_write(req, *r);
+    else
+        fuse_reply_err(req, errno_of(r.error()));
+}
 
 // Hands a FileHandle to the kernel through fi->fh.
 void give_handle(fuse_file_info* fi, std::unique_ptr<FileHandle>& fh) {
@@ -196,11 +212,19 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
         if (fh.control)
             return write_control(req, in_buf);
         BufvecSource src(in_buf);
-        adapter_of(req).data.write(*fh.open, src, off, [req](Result<std::size_t> r) {
-            if (r)
-                fuse_reply_write(req, *r);
-            else
-                fuse_reply_err(req, errno_of(r.error()));
+        Adapter& a = adapter_of(req);
+        struct Inline {
+            explicit Inline(fuse_req_t r) { t_answering_inline = r; }
+            ~Inline() { t_answering_inline = nullptr; }
+            Inline(const Inline&) = delete;
+            Inline& operator=(const Inline&) = delete;
+        } in_handler(req);
+        a.data.write(*fh.open, src, off, [req, gate = a.control_gate](Result<std::size_t> r) {
+            if (t_answering_inline == req)
+                return reply_write_result(req, r);
+            std::lock_guard lk(gate->mu);
+            if (gate->open)
+                reply_write_result(req, r);
         });
         return 0;
     });

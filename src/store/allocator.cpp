@@ -278,11 +278,15 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
             slots_[b].state = meta::BucketState::full;
         return fail(r.error());
     }
-    std::lock_guard lk(mu_);
-    for (auto b : taken) {
-        slots_[b].state = meta::BucketState::free;
-        free_.push_back(b);
+    {
+        std::lock_guard lk(mu_);
+        for (auto b : taken) {
+            slots_[b].state = meta::BucketState::free;
+            free_.push_back(b);
+        }
     }
+    if (after_free)
+        after_free(); // commit_mu_ still held: it must only post
     return taken.size();
 }
 
@@ -351,6 +355,8 @@ AllocatorStats Allocator::stats() const {
     for (const auto& sl : slots_) {
         s.pinned += sl.pins != 0 ? 1 : 0;
         s.dirty_buckets += sl.dirty != 0 ? 1 : 0;
+        s.reclaimable +=
+            sl.state == meta::BucketState::full && sl.pins == 0 && sl.dirty == 0 ? 1 : 0;
     }
     return s;
 }

@@ -109,6 +109,7 @@ struct AllocatorStats {
     std::uint64_t used_bytes = 0; // appended since buckets were last freed (live + dead)
     std::uint64_t pinned = 0;     // buckets with writes in flight
     std::uint64_t dirty_buckets = 0; // buckets holding dirty data
+    std::uint64_t reclaimable = 0;   // full buckets reclaim() may free now
 };
 
 class Allocator {
@@ -180,6 +181,10 @@ public:
     // Test seam: called by reclaim() after it picked its victims and before
     // it bumps their gens, with commit_mu_ held (so it must not commit).
     std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
+    // Called by reclaim() once freed buckets are on the free list, with
+    // commit_mu_ held (so it must only post work): writes waiting for space
+    // retry. Set once, before any reclaim.
+    std::function<void()> after_free;
 
 private:
     friend class BucketPin;
