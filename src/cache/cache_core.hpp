@@ -66,6 +66,10 @@ struct CacheCore {
     std::function<Result<void>(FileState&)> write_back_file;
     // Tells writeback there is new dirty data.
     std::function<void()> kick_writeback = [] {};
+    // Until this steady-clock time (ns), writes are parked for want of
+    // room: writeback runs as if over its target (no writeback_delay, the
+    // full rate), since only clean buckets let them in.
+    std::atomic<std::int64_t> room_wanted_until_ns{0};
     // Makes dirty data written so far durable: the cache device, then the
     // index's WAL (data before the entries that point at it).
     Result<void> sync_dirty();

@@ -55,6 +55,11 @@ WritePath::WritePath(CacheCore& core, const CacheHooks& hooks, bg::Strand park_s
                       return write_around(*w.file, w.data.data(), w.data.size(), w.off);
                   },
                   [this] {
+                      core_.room_wanted_until_ns.store(
+                          std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              (std::chrono::steady_clock::now() + std::chrono::seconds(2))
+                                  .time_since_epoch())
+                              .count());
                       core_.kick_gc();
                       core_.kick_writeback();
                   }}) {}

@@ -182,7 +182,11 @@ void Writeback::pass() {
     const std::uint64_t capacity =
         std::uint64_t{core_.alloc.bucket_count()} * core_.alloc.bucket_size();
     const std::uint64_t dirty = core_.alloc.dirty_bytes();
-    const bool over = dirty > bg::dirty_target_bytes(capacity, core_.p.writeback_percent);
+    // Writes parked for want of room count as over the target too.
+    const bool over =
+        dirty > bg::dirty_target_bytes(capacity, core_.p.writeback_percent) ||
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() <
+            core_.room_wanted_until_ns.load();
     // Dirty data under another mode is written back regardless of settings.
     const bool wb_mode = core_.p.mode == config::CacheMode::writeback;
     const bool running = core_.p.writeback_running || !wb_mode;

@@ -104,6 +104,9 @@ struct Fx {
         cp.backing_root = backing;
         cp.lost_found_dir = tmp / "lost+found";
         cp.writeback_delay_s = 3600;
+        // Writes that find no room go around at once (this fixture answers
+        // writes inline; parked waits are parked_write_test's).
+        cp.writeback_wait_max_s = 0;
         start();
     }
     ~Fx() { crash(); }
@@ -115,7 +118,7 @@ struct Fx {
         REQUIRE(core->alloc.load_all());
         REQUIRE(core->records.start());
         REQUIRE(core->dirty.load(core->dev->meta()));
-        writer.emplace(*core, hooks);
+        writer.emplace(*core, hooks, ex.fill().make_strand());
         reader.emplace(*core, ex.fill().executor(), hooks);
         wb.emplace(*core, ex.writeback().make_strand());
         mover.emplace(*core);
