@@ -16,7 +16,7 @@
 #   OVERCACHE_BIN   default: build/src/overcache of this tree, built if missing
 #   WORK=DIR        scratch space outside the repo (default /var/tmp/overcache-conformance)
 #   MODES, SUITES   subsets, e.g. MODES=writeback SUITES="fsx fio"
-#   FSX_OPS, FSX_PROCS, FSX_LEN, FIO_SIZE   sizes (defaults below)
+#   FSX_OPS, FSX_PROCS, FSX_LEN, FIO_SIZE, PJD_JOBS   sizes (defaults below)
 #
 # Exit status: 0 when every suite passed in every mode, 1 otherwise, 2 on a
 # setup error.
@@ -33,6 +33,7 @@ FSX_OPS=${FSX_OPS:-20000}
 FSX_PROCS=${FSX_PROCS:-4}
 FSX_LEN=${FSX_LEN:-8388608}
 FIO_SIZE=${FIO_SIZE:-24M}
+PJD_JOBS=${PJD_JOBS:-8}
 # The smallest cache the option parser accepts (man/overcache.8): with 1 MiB
 # buckets that is 16 buckets, so every suite below overflows it.
 CACHE_SIZE=16M
@@ -180,14 +181,48 @@ manifest() { # DIR
 # Each runs in the current overcache mount (cwd: its scratch directory) and
 # returns non-zero on failure, leaving details in $LOGS.
 
+# pjdfstest's files run in PJD_JOBS groups at once, each group in its own
+# directory (its tests mostly sleep between steps to see times move, so
+# serial runs take far longer than the work). Every group's failures are
+# collected into the note.
 run_pjdfstest() { # MODE
-    prove -r "$PJDFSTEST/tests" >"$LOGS/$1-pjdfstest.log" 2>&1
-    local rc=$?
-    suite_note=$(grep -E '^(Files=|Result:)' "$LOGS/$1-pjdfstest.log" | tr '\n' ' ')
-    local failed
-    failed=$(sed -n '/^Test Summary Report/,$p' "$LOGS/$1-pjdfstest.log" |
-        grep -oE '^[^ ]+\.t' | sed "s|$PJDFSTEST/tests/||" | tr '\n' ' ')
-    [ -n "$failed" ] && suite_note="$suite_note failed: $failed"
+    local mode=$1 j d pids=() rc=0
+    local -a groups=()
+    # Deal the test directories out, largest first, to the lightest group.
+    local -a load=()
+    for j in $(seq 0 $((PJD_JOBS - 1))); do groups[j]="" load[j]=0; done
+    while read -r count d; do
+        local best=0
+        for j in $(seq 1 $((PJD_JOBS - 1))); do
+            [ "${load[j]}" -lt "${load[best]}" ] && best=$j
+        done
+        groups[best]="${groups[best]} $d"
+        load[best]=$((load[best] + count))
+    done < <(for d in "$PJDFSTEST"/tests/*/; do
+        echo "$(find "$d" -name '*.t' | wc -l) ${d%/}"
+    done | sort -rn)
+    for j in $(seq 0 $((PJD_JOBS - 1))); do
+        [ -n "${groups[j]}" ] || continue
+        mkdir "pjd.$j"
+        # shellcheck disable=SC2086 # one word per test directory
+        (cd "pjd.$j" && prove -r ${groups[j]}) >"$LOGS/$mode-pjdfstest.$j.log" 2>&1 &
+        pids+=($!)
+    done
+    for j in "${pids[@]}"; do wait "$j" || rc=1; done
+    local files=0 tests=0 failed=""
+    for j in $(seq 0 $((PJD_JOBS - 1))); do
+        local f="$LOGS/$mode-pjdfstest.$j.log"
+        [ -f "$f" ] || continue
+        local nf nt
+        nf=$(sed -n 's/^Files=\([0-9]*\),.*/\1/p' "$f" | tail -1)
+        nt=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' "$f" | tail -1)
+        files=$((files + ${nf:-0})) tests=$((tests + ${nt:-0}))
+        failed="$failed $(sed -n '/^Test Summary Report/,$p' "$f" | grep -oE '^[^ ]+\.t' |
+            sed "s|$PJDFSTEST/tests/||" | tr '\n' ' ')"
+    done
+    failed=$(echo $failed)
+    suite_note="$files files, $tests tests"
+    [ -n "$failed" ] && suite_note="$suite_note; failed: $failed"
     return $rc
 }
 
