@@ -266,6 +266,9 @@ verify_fatal=1
 verify_dump=1
 randrepeat=1
 group_reporting=0
+# No state files: they would land in the caller's cwd (the tree, for the
+# check on the backing).
+verify_state_save=0
 
 [rand4k]
 rw=randwrite
