@@ -51,6 +51,9 @@ constexpr std::size_t kBatchRuns = 64;
 constexpr std::uint64_t kRunBytes = 4u << 20;
 constexpr auto kPassInterval = std::chrono::seconds(1);
 constexpr auto kMaxBackoff = std::chrono::seconds(300);
+// Rounds over one file a whole-file writeback makes before it gives up on
+// extents that GC keeps moving under it (one is already rare).
+constexpr int kWholeRounds = 8;
 
 std::pair<std::uint64_t, std::uint64_t> id(const meta::FileKey& k) { return {k.fsid, k.ino}; }
 
@@ -265,7 +268,16 @@ void Writeback::pass() {
 Result<void> Writeback::run_file(const meta::FileKey& key, std::uint64_t budget,
                                  std::uint64_t& spent) {
     StateRef ref = core_.files.acquire(key);
-    FileState& st = *ref;
+    return write_back(*ref, budget, spent, budget == UINT64_MAX);
+}
+
+Result<void> Writeback::write_back_file(FileState& st) {
+    std::uint64_t spent = 0;
+    return write_back(st, UINT64_MAX, spent, true);
+}
+
+Result<void> Writeback::write_back(FileState& st, std::uint64_t budget, std::uint64_t& spent,
+                                   bool whole) {
     {
         std::lock_guard lk(st.mu);
         if (auto r = core_.records.load(st); !r)
@@ -283,51 +295,66 @@ Result<void> Writeback::run_file(const meta::FileKey& key, std::uint64_t budget,
                    to_string(fd.error()));
         return fail(fd.error());
     }
-    std::uint64_t from = 0;
-    std::uint64_t pass_seq = 0;
-    for (;;) {
-        std::uint64_t written = 0;
-        bool more = false;
-        auto r = batch(st, fd->get(), from, std::min(budget, kBatchBytes), written, from, more,
-                       pass_seq);
-        spent += written;
-        if (!r)
+    // A round leaves dirty the extents it chose that were replaced or
+    // moved before it could mark them clean. Replaced: newer bytes, written
+    // after the round began. Moved by GC: the same bytes, which may not
+    // have gone out (the batch may have read their old place after GC
+    // reused it). Callers that need the whole file on the backing (flush,
+    // fsync_to_backing, copy_file_range, a collapse) go round until one
+    // round marked every extent it chose: whatever is dirty after that was
+    // written after it began. Writers that keep replacing what a round
+    // chose end it after kWholeRounds (what they replaced is theirs);
+    // extents that keep moving with no writer are an error, never success.
+    for (int round = 1;; ++round) {
+        bool complete = true;
+        const std::uint64_t seq = st.write_seq.load();
+        if (auto r = write_back_round(st, fd->get(), budget, spent, complete); !r)
             return r;
-        if (!more || stopping_.load())
+        if (complete || !whole || stopping_.load())
             return {};
-        if (budget != UINT64_MAX) {
-            budget -= std::min(budget, written);
-            if (budget == 0)
+        std::string path;
+        {
+            std::lock_guard lk(st.mu);
+            if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
                 return {};
+            path = st.rec->path;
+        }
+        if (round == kWholeRounds) {
+            if (st.write_seq.load() != seq)
+                return {};
+            const std::string what = "the dirty data of " + path + " kept moving in the "
+                                     "cache while it was written back; it stays dirty";
+            note_error(what);
+            return fail_sys(EAGAIN, what);
         }
     }
 }
 
-Result<void> Writeback::write_back_file(FileState& st) {
-    {
-        std::lock_guard lk(st.mu);
-        if (auto r = core_.records.load(st); !r)
-            return r;
-        if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
-            return {};
-    }
-    auto fd = open_backing(st);
-    if (!fd) {
-        if (is_gone(fd.error())) {
-            orphaned(st, "it is gone from the backing");
-            return {};
-        }
-        return fail(fd.error());
-    }
+Result<void> Writeback::write_back_round(FileState& st, int fd, std::uint64_t budget,
+                                         std::uint64_t& spent, bool& complete) {
     std::uint64_t from = 0;
     std::uint64_t pass_seq = 0;
     for (;;) {
         std::uint64_t written = 0;
         bool more = false;
-        if (auto r = batch(st, fd->get(), from, kBatchBytes, written, from, more, pass_seq); !r)
+        auto r = batch(st, fd, from, std::min(budget, kBatchBytes), written, from, more, pass_seq,
+                       complete);
+        spent += written;
+        if (!r)
             return r;
         if (!more)
             return {};
+        if (stopping_.load()) {
+            complete = false;
+            return {};
+        }
+        if (budget != UINT64_MAX) {
+            budget -= std::min(budget, written);
+            if (budget == 0) {
+                complete = false;
+                return {};
+            }
+        }
     }
 }
 
@@ -392,7 +419,7 @@ Result<UniqueFd> Writeback::open_backing(FileState& st) {
 
 Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::uint64_t max_bytes,
                               std::uint64_t& written, std::uint64_t& next_from, bool& more,
-                              std::uint64_t& pass_seq) {
+                              std::uint64_t& pass_seq, bool& complete) {
     if (hooks_before_batch)
         hooks_before_batch(st, from);
     std::lock_guard bl(st.backing_mu);
@@ -571,6 +598,7 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
             all = false;
         }
     }
+    complete = complete && all;
     meta::FileRecord out = *st.rec;
     take_attrs(out, *after);
     out.flags &= ~meta::kFileWritingBack;

@@ -44,8 +44,10 @@ public:
     // Writes back every file dirty now and calls `done` when the backing
     // has synced them all, or with the first error (the rest is still tried).
     void flush(Done<void> done);
-    // Writes back every dirty byte of `st` now, on the calling thread. The
-    // caller holds none of st's locks but may hold its write_mu.
+    // Writes back every dirty byte of `st` now, on the calling thread: on
+    // success every byte that was dirty when it was called is on the
+    // backing and synced there. The caller holds none of st's locks but may
+    // hold its write_mu.
     Result<void> write_back_file(FileState& st);
     // Runs a pass on the writeback executor and waits for it (tests).
     void pass_now();
@@ -67,15 +69,24 @@ private:
     // One file, from the pass: opens the backing, writes back, records the
     // outcome (backoff on failure).
     Result<void> run_file(const meta::FileKey& key, std::uint64_t budget, std::uint64_t& spent);
+    // Opens `st`'s backing file and writes back up to `budget` bytes;
+    // `whole`: every byte dirty when it began (see write_back_file).
+    Result<void> write_back(FileState& st, std::uint64_t budget, std::uint64_t& spent, bool whole);
+    // Batches from offset 0 to the end (or the budget). `complete` is
+    // cleared unless every extent chosen was written and marked clean.
+    Result<void> write_back_round(FileState& st, int fd, std::uint64_t budget,
+                                  std::uint64_t& spent, bool& complete);
     // Copies one batch (at most `max_bytes`, at least one extent) of `st`'s
     // dirty extents that start at or after `from` to `fd`. Sets `next_from`
     // past them, and `more` when dirty extents remain after them.
     // `pass_seq`: the file's write_seq when the pass over it began (set by
     // its first batch, the one from 0): the last batch marks the file clean
     // only if nothing was written since, below `from` included.
+    // `complete` is cleared when an extent it chose was replaced or moved
+    // before it could be marked clean (it stays dirty).
     Result<void> batch(FileState& st, int fd, std::uint64_t from, std::uint64_t max_bytes,
                        std::uint64_t& written, std::uint64_t& next_from, bool& more,
-                       std::uint64_t& pass_seq);
+                       std::uint64_t& pass_seq, bool& complete);
     Result<UniqueFd> open_backing(FileState& st);
     void note_error(const std::string& what);
     // The file's dirty data cannot be written where it belongs (the file

@@ -661,12 +661,20 @@ TEST_SUITE("writeback") {
         CHECK(c_ok);
         put(model, c_at, c);
 
-        // The batch copied what it chose; the new bytes are dirty and win
-        // (over the range, b's extent was cut by them: its uncovered part
-        // stays dirty too, to be written again).
-        CHECK_BYTES(read_backing(f), after_batch);
-        CHECK(fx.stat("dirty_files") == 1);
-        CHECK(fx.stat("dirty_data") == (c_at == 32 * KiB ? 96 * KiB : 64 * KiB));
+        if (c_at == 32 * KiB) {
+            // b's extent was cut by c before the batch could mark it clean:
+            // the flush went round again (b may have moved instead, and
+            // then its bytes may not have gone out), and wrote c with it.
+            CHECK_BYTES(read_backing(f), model);
+            CHECK(fx.stat("dirty_files") == 0);
+            CHECK(fx.stat("dirty_data") == 0);
+        } else {
+            // The batch copied what it chose and marked it clean; the new
+            // bytes are dirty (written after the flush began) and win.
+            CHECK_BYTES(read_backing(f), after_batch);
+            CHECK(fx.stat("dirty_files") == 1);
+            CHECK(fx.stat("dirty_data") == 64 * KiB);
+        }
         CHECK_BYTES(h.read(*fx.dp, 0, 256 * KiB), model);
         {
             Handle h2(*fx.dp, f, O_RDONLY);
