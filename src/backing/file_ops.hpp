@@ -33,6 +33,15 @@ inline Result<void> sync_file(int fd, bool datasync) {
     return {};
 }
 
+// Starts writing [off, off + len) of the file out to its disk without
+// waiting for it, so that the disk works while the caller prepares more;
+// a later sync_file waits for the rest. Best effort: a filesystem that
+// cannot (or a pipe) just keeps the pages until then.
+inline void start_writeout(int fd, std::uint64_t off, std::uint64_t len) {
+    (void)::sync_file_range(fd, static_cast<off64_t>(off), static_cast<off64_t>(len),
+                            SYNC_FILE_RANGE_WRITE);
+}
+
 // Sets the size of the file behind `fd`: an open, writable fd when
 // `fd_is_open`, else an O_PATH handle (truncated through /proc).
 inline Result<void> truncate_file(int fd, bool fd_is_open, std::uint64_t size) {

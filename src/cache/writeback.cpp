@@ -15,6 +15,8 @@
 //  2. the extents are read from the cache device (checksums verified) and
 //     written to the backing in runs of neighbours (up to kRunBytes each);
 //     the last batch also sets the backing's size and mtime to the cache's;
+//     each run's writeout starts as soon as it is written (sync_file_range),
+//     so the backing's disk works while the next run is read;
 //  3. fdatasync of the backing file;
 //  4. under the owner lock: each extent still exactly as read is staged
 //     clean (one replaced meanwhile stays dirty: the newer bytes go in a
@@ -538,6 +540,9 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
             note_error("writing " + rec.path + ": short write");
             return fail_sys(EIO, "short write to the backing");
         }
+        // The backing's disk writes this run while the next is read from
+        // the cache (else it idles until the fdatasync below).
+        backing::start_writeout(fd, run_start, run_len);
         written += run_len;
         copied.insert(copied.end(), run.begin(), run.end());
     }

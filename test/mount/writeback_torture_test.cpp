@@ -360,7 +360,8 @@ void torture(const Variant& v) {
             << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count()
             << " s; writes_dirty " << m.stat("writes_dirty") << ", writes_around "
             << m.stat("writes_around") << ", writeback_bytes " << m.stat("writeback_bytes")
-            << ", writeback_errors " << m.stat("writeback_errors")
+            << ", writeback_errors " << m.stat("writeback_errors") << ", gc_buckets_moved "
+            << m.stat("gc_buckets_moved")
             << ", calls retried while the backing failed " << retries.load());
 
     const CommandResult r = run_command({std::getenv("OVERCACHE_BIN"), "flush", m.mountpoint()},
