@@ -4,7 +4,8 @@
 // writeback_percent of the cache, when a flush asks for it, or when the mount
 // is not in writeback mode (dirty data left by an earlier mount goes first).
 // Below the target the pass spends at most writeback_rate_minimum bytes a
-// second; above it, or for a flush, as much as the backing takes.
+// second; above it what the rate controller allows; for a flush, or while
+// writes are parked for want of room, as much as the backing takes.
 //
 // One batch of one file (at most kBatchBytes in kBatchRuns runs of
 // neighbours), under the file's backing_mu:
@@ -187,11 +188,13 @@ void Writeback::pass() {
     const std::uint64_t capacity =
         std::uint64_t{core_.alloc.bucket_count()} * core_.alloc.bucket_size();
     const std::uint64_t dirty = core_.alloc.dirty_bytes();
-    // Writes parked for want of room count as over the target too.
-    const bool over =
-        dirty > bg::dirty_target_bytes(capacity, core_.p.writeback_percent) ||
+    // Writes parked for want of room: the foreground waits for what this
+    // pass frees, so it writes back as fast as the backing takes.
+    const bool room_wanted =
         std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() <
-            core_.room_wanted_until_ns.load();
+        core_.room_wanted_until_ns.load();
+    const bool over =
+        room_wanted || dirty > bg::dirty_target_bytes(capacity, core_.p.writeback_percent);
     // Dirty data under another mode is written back regardless of settings.
     const bool wb_mode = core_.p.mode == config::CacheMode::writeback;
     const bool running = core_.p.writeback_running || !wb_mode;
@@ -209,7 +212,7 @@ void Writeback::pass() {
     // worth: writeback then runs at least at the rate, never below it.
     const double secs = std::max(std::chrono::duration<double>(elapsed).count(), over ? 1.0 : 0.1);
     const std::uint64_t budget =
-        (!wb_mode || rate == bg::kUnlimitedRate ||
+        (!wb_mode || room_wanted || rate == bg::kUnlimitedRate ||
          static_cast<double>(rate) * secs >= static_cast<double>(UINT64_MAX / 2))
             ? UINT64_MAX
             : static_cast<std::uint64_t>(static_cast<double>(rate) * secs);
