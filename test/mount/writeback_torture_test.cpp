@@ -368,6 +368,8 @@ void torture(const Variant& v) {
                                         std::chrono::seconds(120));
     INFO("overcache flush said: " << r.out);
     REQUIRE(r.status == 0);
+    INFO("dirty_files " << m.stat("dirty_files") << ", gc_buckets_moved "
+                        << m.stat("gc_buckets_moved"));
     CHECK(m.stat("dirty_data") == 0);
     for (int w = 0; w < kWriters; ++w) {
         const std::string name = "w" + std::to_string(w);
