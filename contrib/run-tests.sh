@@ -51,6 +51,23 @@ meson test -C "$dir" --print-errorlogs --num-processes "$(nproc)" "${suites[@]}"
 log=$dir/meson-logs/testlog.json
 ran=$(grep -c '"name"' "$log" || true)
 skipped=$(grep -c '"result": "SKIP"' "$log" || true)
+# --print-errorlogs shows only the last 100 lines of a failed test, which a
+# test that mounts many times fills with the daemons' routine lines: print
+# each failed test's own findings (doctest's, the seed, the watchdog) too.
+if ((rc != 0)); then
+    python3 - "$log" <<'PY' || true
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    if t.get("result") in ("OK", "SKIP", "EXPECTEDFAIL"):
+        continue
+    out = (t.get("stdout") or "") + "\n" + (t.get("stderr") or "")
+    keep = [l for l in out.splitlines() if "overcache: info:" not in l]
+    print(f"run-tests: findings of {t.get('name')} ({t.get('result')}), last 200 lines "
+          "without the daemons' info lines:")
+    print("\n".join(keep[-200:]))
+PY
+fi
 echo "run-tests: $dir: $ran tests ran, $skipped of them skipped, exit $rc, $((SECONDS - start)) s"
 if ((rc == 0 && ran == 0)); then
     echo "run-tests: 0 tests ran" >&2
