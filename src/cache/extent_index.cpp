@@ -417,19 +417,85 @@ Result<bool> ExtentIndex::stage_insert(ExtentTxn& t, store::WritePoint& wp, meta
     }
     if (after_device_write)
         after_device_write(a->bucket);
-    if (auto r = stage_punch(t, file, start, start + len); !r)
+    if (auto r = stage_placed(t, *a, file, start, data, len, flags); !r)
         return fail(r.error());
+    return true;
+}
+
+Result<void> ExtentIndex::stage_placed(ExtentTxn& t, store::Allocation& a, meta::FileId file,
+                                       std::uint64_t start, const char* data, std::uint32_t len,
+                                       std::uint32_t flags) {
+    if (auto r = stage_punch(t, file, start, start + len); !r)
+        return r;
     meta::ExtentValue v;
-    v.bucket = a->bucket;
-    v.gen = a->gen;
-    v.bucket_off = a->offset + phase;
+    v.bucket = a.bucket;
+    v.gen = a.gen;
+    v.bucket_off = a.offset + static_cast<std::uint32_t>(start % kBlock);
     v.len = len;
     v.flags = flags;
     checksum_blocks(start, data, len, v.csums);
     t.batch.put(meta::Cf::extents, meta::extent_key(file, start + len), meta::encode(v));
     const bool dirty = (flags & meta::kExtentDirty) != 0;
-    t.account(a->bucket, a->gen, len, dirty ? len : 0);
-    t.pins.push_back(std::move(a->pin));
+    t.account(a.bucket, a.gen, len, dirty ? len : 0);
+    t.pins.push_back(std::move(a.pin));
+    return {};
+}
+
+Result<bool> ExtentIndex::stage_insert_chunked(ExtentTxn& t, store::WritePoint& wp,
+                                               meta::FileId file, std::uint64_t start,
+                                               const char* data, std::uint64_t len,
+                                               std::uint64_t chunk, std::uint32_t flags) {
+    struct Placed {
+        std::uint64_t start;
+        std::uint32_t len;
+        std::uint64_t span; // whole blocks from a.offset
+        store::Allocation a;
+    };
+    std::vector<Placed> placed;
+    const std::uint64_t end = start + len;
+    for (std::uint64_t at = start; at < end;) {
+        const std::uint64_t next = std::min(end, (at / chunk + 1) * chunk);
+        const std::uint64_t phase = at % kBlock;
+        if (phase + (next - at) > alloc_.bucket_size())
+            return false;
+        auto a = alloc_.alloc(wp, static_cast<std::uint32_t>(phase + (next - at)));
+        if (!a)
+            return false; // what was allocated is dead space: GC reclaims it
+        const std::uint64_t span = (phase + (next - at) + kBlock - 1) / kBlock * kBlock;
+        placed.push_back({at, static_cast<std::uint32_t>(next - at), span, std::move(*a)});
+        at = next;
+    }
+    // One device write per run of pieces that lie back to back in a bucket:
+    // a 1 MiB write is one device write, not four of fill_size.
+    auto& buf = scratch();
+    for (std::size_t i = 0; i < placed.size();) {
+        const Placed& first = placed[i];
+        std::size_t j = i;
+        std::uint64_t run = 0;
+        buf.clear();
+        while (j < placed.size() &&
+               (j == i || (placed[j].a.bucket == first.a.bucket &&
+                           placed[j].a.offset == first.a.offset + run))) {
+            const Placed& p = placed[j];
+            buf.resize(run + p.span, '\0');
+            std::memcpy(buf.data() + run + p.start % kBlock, data + (p.start - start), p.len);
+            run += p.span;
+            ++j;
+        }
+        if (auto r = dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), buf.data(),
+                                std::min<std::uint64_t>(run, alloc_.bucket_size() - first.a.offset));
+            !r) {
+            io_error(r.error());
+            return fail(r.error()); // the space stays allocated, dead: GC reclaims it
+        }
+        if (after_device_write)
+            after_device_write(first.a.bucket);
+        i = j;
+    }
+    for (auto& p : placed)
+        if (auto r = stage_placed(t, p.a, file, p.start, data + (p.start - start), p.len, flags);
+            !r)
+            return fail(r.error());
     return true;
 }
 

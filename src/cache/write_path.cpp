@@ -207,19 +207,14 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
     const meta::FileId fid = st.fid.load();
     const std::uint64_t end = off + len;
     auto t = core_.index.txn();
-    // Chunk-aligned pieces, like fills, so extents never cross a chunk.
-    const std::uint64_t fill = core_.p.fill_size;
-    for (std::uint64_t at = off; at < end;) {
-        const std::uint64_t next = std::min(end, (at / fill + 1) * fill);
-        auto r = core_.index.stage_insert(t, core_.fg_wp, fid, at, data + (at - off),
-                                          static_cast<std::uint32_t>(next - at),
-                                          meta::kExtentDirty);
-        if (!r)
-            return fail(r.error()); // nothing committed: the caller writes around
-        if (!*r)
-            return Dirty::no_room; // nothing committed
-        at = next;
-    }
+    // Chunk-aligned pieces, like fills, so extents never cross a chunk;
+    // written to the device together.
+    auto ins = core_.index.stage_insert_chunked(t, core_.fg_wp, fid, off, data, len,
+                                                core_.p.fill_size, meta::kExtentDirty);
+    if (!ins)
+        return fail(ins.error()); // nothing committed: the caller writes around
+    if (!*ins)
+        return Dirty::no_room; // nothing committed
     meta::FileRecord rec = *st.rec;
     const bool was_ahead = (rec.flags & meta::kFileAhead) != 0;
     rec.cache_size = std::max(was_ahead ? rec.cache_size : rec.size, end);

@@ -1751,4 +1751,43 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(read_backing(g), mg);
         CHECK(fx.stat("writeback_conflicts") == 0);
     }
+
+    TEST_CASE("writeback 21: a write over several chunks is one device write per bucket it "
+              "lands in; its extents still end at chunk edges, and its bytes read back" *
+              doctest::timeout(30)) {
+        Fx fx;
+        std::vector<std::uint32_t> writes; // the bucket of each cache device write
+        fx.hooks.after_device_write = [&](std::uint32_t b) { writes.push_back(b); };
+        fx.start();
+        const std::string f = fx.path("f");
+        write_file(f, "");
+        std::string model;
+        Handle h(*fx.dp, f);
+        // 200 KiB from an offset inside a block: four pieces of the 64 KiB
+        // chunks ([10000, 64K) with its head block shared, then two whole
+        // chunks, then a tail), 204 KiB of blocks: one fresh bucket of 256 KiB.
+        const auto a = random_bytes(200 * KiB, 211);
+        h.write(*fx.dp, 10000, a);
+        put(model, 10000, a);
+        CHECK(writes.size() == 1);
+        CHECK(fx.stat("dirty_data") == 200 * KiB);
+        CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), model);
+        // The next 200 KiB find 52 KiB left in that bucket: the pieces that
+        // fit go there, the rest to a new bucket, one write each.
+        const auto b = random_bytes(200 * KiB, 212);
+        h.write(*fx.dp, 300 * KiB, b);
+        put(model, 300 * KiB, b);
+        CHECK(writes.size() == 3);
+        if (writes.size() == 3)
+            CHECK(writes[1] == writes[0]);
+        CHECK(fx.stat("dirty_data") == 400 * KiB);
+        CHECK_BYTES(h.read(*fx.dp, 0, 1024 * KiB), model);
+        {
+            Handle h2(*fx.dp, f, O_RDONLY);
+            CHECK_BYTES(h2.read(*fx.dp, 0, 1024 * KiB), model);
+        }
+        CHECK(fx.flush());
+        CHECK_BYTES(read_backing(f), model);
+        CHECK(fx.stat("dirty_data") == 0);
+    }
 }

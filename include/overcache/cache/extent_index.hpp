@@ -89,6 +89,13 @@ public:
     Result<bool> stage_insert(ExtentTxn& t, store::WritePoint& wp, meta::FileId file,
                               std::uint64_t start, const char* data, std::uint32_t len,
                               std::uint32_t flags = 0);
+    // stage_insert of [start, start + len) cut at multiples of `chunk`
+    // (extents never cross one), the pieces that land back to back in a
+    // bucket written to the device in one write. false: no free bucket
+    // (nothing staged; what was allocated is dead space).
+    Result<bool> stage_insert_chunked(ExtentTxn& t, store::WritePoint& wp, meta::FileId file,
+                                      std::uint64_t start, const char* data, std::uint64_t len,
+                                      std::uint64_t chunk, std::uint32_t flags = 0);
     // Stages forgetting [start, end) of `file` (end may be UINT64_MAX),
     // keeping the parts of edge extents outside it.
     Result<void> stage_punch(ExtentTxn& t, meta::FileId file, std::uint64_t start,
@@ -133,6 +140,11 @@ public:
     void release_cursors();
 
 private:
+    // Stages [start, start + len) of `file` at `a`, where its bytes are on
+    // the device already, replacing what overlapped; takes a's pin.
+    Result<void> stage_placed(ExtentTxn& t, store::Allocation& a, meta::FileId file,
+                              std::uint64_t start, const char* data, std::uint32_t len,
+                              std::uint32_t flags);
     // Cursors over the extents kept for reuse by lookups (a new RocksDB
     // iterator costs more than refreshing one), one taken per lookup.
     std::unique_ptr<meta::Cursor> take_cursor() const;
