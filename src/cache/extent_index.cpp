@@ -395,31 +395,8 @@ Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
 Result<bool> ExtentIndex::stage_insert(ExtentTxn& t, store::WritePoint& wp, meta::FileId file,
                                        std::uint64_t start, const char* data, std::uint32_t len,
                                        std::uint32_t flags) {
-    if (len == 0)
-        return true;
-    // The bytes sit at the same offset inside a device block as in the
-    // file's 4 KiB grid, so a grid block is one aligned device block.
-    const auto phase = static_cast<std::uint32_t>(start % kBlock);
-    if (std::uint64_t{phase} + len > alloc_.bucket_size())
-        return false;
-    auto a = alloc_.alloc(wp, phase + len);
-    if (!a)
-        return false;
-    auto& buf = scratch();
-    const std::uint64_t span = (std::uint64_t{phase} + len + kBlock - 1) / kBlock * kBlock;
-    buf.assign(span, '\0');
-    std::memcpy(buf.data() + phase, data, len);
-    if (auto r = dev_.write(dev_.device_offset(a->bucket, a->offset), buf.data(),
-                            std::min<std::uint64_t>(span, alloc_.bucket_size() - a->offset));
-        !r) {
-        io_error(r.error());
-        return fail(r.error()); // the space stays allocated, dead: GC reclaims it
-    }
-    if (after_device_write)
-        after_device_write(a->bucket);
-    if (auto r = stage_placed(t, *a, file, start, data, len, flags); !r)
-        return fail(r.error());
-    return true;
+    // One piece: no chunk edge inside it.
+    return stage_insert_chunked(t, wp, file, start, data, len, UINT64_MAX, flags);
 }
 
 Result<void> ExtentIndex::stage_placed(ExtentTxn& t, store::Allocation& a, meta::FileId file,
@@ -451,6 +428,8 @@ Result<bool> ExtentIndex::stage_insert_chunked(ExtentTxn& t, store::WritePoint& 
         std::uint64_t span; // whole blocks from a.offset
         store::Allocation a;
     };
+    // The bytes sit at the same offset inside a device block as in the
+    // file's 4 KiB grid, so a grid block is one aligned device block.
     std::vector<Placed> placed;
     const std::uint64_t end = start + len;
     for (std::uint64_t at = start; at < end;) {
