@@ -23,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <sys/resource.h>
+#include <unordered_map>
 
 namespace overcache::fuse {
 
@@ -41,6 +42,13 @@ struct ControlGate {
 // DataPath, refused once `gate` is closed.
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
                                                             std::shared_ptr<ControlGate> gate);
+
+struct FileHandle {
+    UniqueFd fd;
+    std::unique_ptr<cache::OpenFile> open;
+    bool control = false;
+    std::string control_text; // the control file's text as of open
+};
 
 struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
@@ -65,6 +73,12 @@ struct Adapter {
     std::atomic<std::uint64_t> open_files{0};
     std::shared_ptr<ControlGate> control_gate;
     control::CommandRunner commands; // what writes to the control file run
+    // Open handles of the control file, owned here: a RELEASE still queued
+    // when the mount goes away is never delivered, and such a handle is
+    // freed with the adapter instead of leaking (open_control, op_release).
+    std::mutex control_mu;
+    std::unordered_map<const FileHandle*, std::unique_ptr<FileHandle>>
+        control_handles; // guarded by control_mu
 
     // Work for the first request after INIT (see after_init()).
     std::string readahead_path; // /sys/class/bdi/M:N/read_ahead_kb, or empty
@@ -99,13 +113,6 @@ inline std::unique_ptr<cache::AttrChange> begin_attr_change(Adapter& a, int fd,
 
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
-struct FileHandle {
-    UniqueFd fd;
-    std::unique_ptr<cache::OpenFile> open;
-    bool control = false;
-    std::string control_text; // the control file's text as of open
-};
-
 struct DirHandle {
     explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
     ~DirHandle() {

@@ -134,11 +134,19 @@ int open_control(fuse_req_t req, fuse_file_info* fi) {
     fh->control = true;
     if (access != O_WRONLY)
         fh->control_text = control::render_stats(all_stats(a));
-    fi->fh = reinterpret_cast<std::uint64_t>(fh.get()); // NOLINT: returned at release
+    const FileHandle* key = fh.get();
+    fi->fh = reinterpret_cast<std::uint64_t>(key); // NOLINT: returned at release
     fi->direct_io = 1; // size 0 in stat; reads are served from the text, writes whole
     fi->keep_cache = 0;
-    if (fuse_reply_open(req, fi) == 0)
-        (void)fh.release();
+    {
+        // In the table before the reply: RELEASE may follow it at once.
+        std::lock_guard lk(a.control_mu);
+        a.control_handles.emplace(key, std::move(fh));
+    }
+    if (fuse_reply_open(req, fi) != 0) {
+        std::lock_guard lk(a.control_mu);
+        a.control_handles.erase(key);
+    }
     return 0;
 }
 

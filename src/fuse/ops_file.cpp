@@ -250,9 +250,20 @@ void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
 void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
     guarded(req, "release", [&] {
         FileHandle* fh = &file_of(fi);
-        if (!fh->control)
-            --adapter_of(req).open_files;
-        delete fh; // NOLINT: the handle open/create gave away
+        Adapter& a = adapter_of(req);
+        if (fh->control) {
+            std::unique_ptr<FileHandle> gone; // freed outside the lock
+            {
+                std::lock_guard lk(a.control_mu);
+                if (auto it = a.control_handles.find(fh); it != a.control_handles.end()) {
+                    gone = std::move(it->second);
+                    a.control_handles.erase(it);
+                }
+            }
+        } else {
+            --a.open_files;
+            delete fh; // NOLINT: the handle open/create gave away
+        }
         fuse_reply_err(req, 0);
         return 0;
     });

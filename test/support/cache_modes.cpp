@@ -50,7 +50,9 @@ bool flush_to_backing(Mount& m, const std::string& mode) {
     const int err = m.control("flush\n");
     if (err == 0)
         return true;
-    FAIL_CHECK("flush through " << m.mnt(".overcache") << " failed: " << std::strerror(err)
+    // strerror's char* would print as a pointer.
+    FAIL_CHECK("flush through " << m.mnt(".overcache")
+                                << " failed: " << std::string(std::strerror(err))
                                 << " (cache_mode=" << mode << ")");
     return m.mounted();
 }
