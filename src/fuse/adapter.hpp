@@ -43,6 +43,8 @@ struct ControlGate {
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
                                                             std::shared_ptr<ControlGate> gate);
 
+// One open of a file. Members are destroyed in reverse order: the DataPath's
+// OpenFile goes before the fd it borrows.
 struct FileHandle {
     UniqueFd fd;
     std::unique_ptr<cache::OpenFile> open;
@@ -111,8 +113,6 @@ inline std::unique_ptr<cache::AttrChange> begin_attr_change(Adapter& a, int fd,
     return a.data.begin_attr_change(cache::FileRef{fd, st});
 }
 
-// One open of a file. Members are destroyed in reverse order: the DataPath's
-// OpenFile goes before the fd it borrows.
 struct DirHandle {
     explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
     ~DirHandle() {
