@@ -326,8 +326,7 @@ void FaultBacking::stop() noexcept {
 
 FaultMount::FaultMount(MountOptions opts) {
     require_faultfs();
-    if (opts.options.find("cache=") != std::string::npos ||
-        opts.options.find("cache_dev=") != std::string::npos)
+    if (names_option(opts.options, "cache") || names_option(opts.options, "cache_dev"))
         throw std::invalid_argument("FaultMount picks the cache itself");
     mount_ = std::make_unique<Mount>(std::move(opts));
     Mount& m = *mount_;

@@ -226,6 +226,20 @@ void Mount::start(const MountOptions& opts) {
     mounted_ = true;
 }
 
+bool names_option(const std::string& options, const std::string& name) {
+    std::size_t at = 0;
+    while (at <= options.size()) {
+        std::size_t end = options.find(',', at);
+        if (end == std::string::npos)
+            end = options.size();
+        const std::string item = options.substr(at, end - at);
+        if (item == name || item.rfind(name + "=", 0) == 0)
+            return true;
+        at = end + 1;
+    }
+    return false;
+}
+
 void Mount::start_daemon(const MountOptions& opts) {
     const std::string bin = std::getenv("OVERCACHE_BIN");
     std::vector<std::string> args{bin, backing_, mnt_, "-f"};
@@ -233,11 +247,10 @@ void Mount::start_daemon(const MountOptions& opts) {
     // under /var/cache would outlive the test), and is kept small because it
     // is preallocated.
     std::string o = opts.options;
-    if (o.find("cache=") == std::string::npos && o.find("cache_dev=") == std::string::npos) {
+    if (!names_option(o, "cache") && !names_option(o, "cache_dev")) {
         cache_ = tmp_.path() + "/cache";
         ::mkdir(cache_.c_str(), 0700);
-        o = "cache=" + cache_ +
-            (o.find("cache_size=") == std::string::npos ? ",cache_size=256M" : "") +
+        o = "cache=" + cache_ + (!names_option(o, "cache_size") ? ",cache_size=256M" : "") +
             (o.empty() ? "" : "," + o);
     }
     // The whole suite can run in another mode: OVERCACHE_TEST_EXTRA_OPTIONS
@@ -506,6 +519,13 @@ Mount::~Mount() {
 void Mount::settle() const {
     if (!writeback_ || !mounted_)
         return;
+    // What the kernel still holds (its writeback cache) reaches the mount
+    // first, as `overcache flush` does it.
+    const int root = ::open(mnt_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE_MESSAGE(root >= 0, "open " << mnt_ << ": " << std::strerror(errno));
+    const int synced = ::syncfs(root) == 0 ? 0 : errno;
+    ::close(root);
+    REQUIRE_MESSAGE(synced == 0, "syncfs of " << mnt_ << ": " << std::strerror(synced));
     const std::string ctl = mnt_ + "/.overcache";
     const int fd = ::open(ctl.c_str(), O_WRONLY | O_CLOEXEC);
     REQUIRE_MESSAGE(fd >= 0, "open " << ctl << ": " << std::strerror(errno));

@@ -42,6 +42,10 @@ void require_daemon();
 // async-signal-safe calls.
 void reset_signals_in_child() noexcept;
 
+// Whether the comma-separated `options` set `name` (as name=value or a bare
+// name): kernel_writeback_cache=1 does not name cache=.
+bool names_option(const std::string& options, const std::string& name);
+
 struct MountOptions {
     // Appended to the -o list after the test defaults (comma separated). The
     // defaults put the cache in the temporary directory (cache=<tmp>/cache,
