@@ -163,6 +163,7 @@ public:
         if (auto v = core_.dirty.find(core_.key_of(file.fd, file.st)))
             overlay(st, *v);
     }
+    bool keep_mtime(FileRef file, const struct timespec& mtime) override;
     std::unique_ptr<AttrChange> begin_attr_change(FileRef file) override {
         return std::make_unique<FileAttrChange>(
             core_, core_.files.acquire(core_.key_of(file.fd, file.st)), file.fd);
@@ -189,6 +190,28 @@ private:
     WritePath writer_;
     Writeback writeback_;
 };
+
+bool CachingPath::keep_mtime(FileRef file, const struct timespec& mtime) {
+    if (core_.dirty.size() == 0)
+        return false;
+    StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    FileState& st = *ref;
+    // As an attribute change: a writeback batch in flight (backing_mu) puts
+    // the mtime it read on the backing; this one waits and comes after it.
+    std::lock_guard wl(st.write_mu);
+    std::lock_guard bl(st.backing_mu);
+    std::lock_guard lk(st.mu);
+    if (auto r = core_.records.load(st); !r || !st.rec || (st.rec->flags & meta::kFileAhead) == 0)
+        return false;
+    meta::FileRecord rec = *st.rec;
+    rec.cache_mtime_ns = static_cast<std::int64_t>(mtime.tv_sec) * 1000000000 + mtime.tv_nsec;
+    auto t = core_.index.txn();
+    if (auto r = core_.records.commit(st, t, rec); !r) {
+        log::warn("cache: cannot update a file record: ", to_string(r.error()));
+        return false;
+    }
+    return true;
+}
 
 CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingParams& p,
                          bg::Executors& ex, CacheHooks hooks)

@@ -418,19 +418,13 @@ Result<void> ExtentIndex::stage_placed(ExtentTxn& t, store::Allocation& a, meta:
     return {};
 }
 
-Result<bool> ExtentIndex::stage_insert_chunked(ExtentTxn& t, store::WritePoint& wp,
-                                               meta::FileId file, std::uint64_t start,
-                                               const char* data, std::uint64_t len,
-                                               std::uint64_t chunk, std::uint32_t flags) {
-    struct Placed {
-        std::uint64_t start;
-        std::uint32_t len;
-        std::uint64_t span; // whole blocks from a.offset
-        store::Allocation a;
-    };
+Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, const char* data,
+                                std::uint64_t len, std::uint64_t chunk, Placement& out) {
     // The bytes sit at the same offset inside a device block as in the
     // file's 4 KiB grid, so a grid block is one aligned device block.
-    std::vector<Placed> placed;
+    auto& placed = out.pieces;
+    placed.clear();
+    out.start = start;
     const std::uint64_t end = start + len;
     for (std::uint64_t at = start; at < end;) {
         const std::uint64_t next = std::min(end, (at / chunk + 1) * chunk);
@@ -448,14 +442,14 @@ Result<bool> ExtentIndex::stage_insert_chunked(ExtentTxn& t, store::WritePoint& 
     // a 1 MiB write is one device write, not four of fill_size.
     auto& buf = scratch();
     for (std::size_t i = 0; i < placed.size();) {
-        const Placed& first = placed[i];
+        const auto& first = placed[i];
         std::size_t j = i;
         std::uint64_t run = 0;
         buf.clear();
         while (j < placed.size() &&
                (j == i || (placed[j].a.bucket == first.a.bucket &&
                            placed[j].a.offset == first.a.offset + run))) {
-            const Placed& p = placed[j];
+            const auto& p = placed[j];
             buf.resize(run + p.span, '\0');
             std::memcpy(buf.data() + run + p.start % kBlock, data + (p.start - start), p.len);
             run += p.span;
@@ -471,10 +465,30 @@ Result<bool> ExtentIndex::stage_insert_chunked(ExtentTxn& t, store::WritePoint& 
             after_device_write(first.a.bucket);
         i = j;
     }
-    for (auto& p : placed)
-        if (auto r = stage_placed(t, p.a, file, p.start, data + (p.start - start), p.len, flags);
+    return true;
+}
+
+Result<void> ExtentIndex::stage_placement(ExtentTxn& t, Placement& pl, meta::FileId file,
+                                          const char* data, std::uint32_t flags) {
+    for (auto& p : pl.pieces)
+        if (auto r = stage_placed(t, p.a, file, p.start, data + (p.start - pl.start), p.len,
+                                  flags);
             !r)
-            return fail(r.error());
+            return r;
+    pl.pieces.clear();
+    return {};
+}
+
+Result<bool> ExtentIndex::stage_insert_chunked(ExtentTxn& t, store::WritePoint& wp,
+                                               meta::FileId file, std::uint64_t start,
+                                               const char* data, std::uint64_t len,
+                                               std::uint64_t chunk, std::uint32_t flags) {
+    Placement pl;
+    auto r = place(wp, start, data, len, chunk, pl);
+    if (!r || !*r)
+        return r;
+    if (auto s = stage_placement(t, pl, file, data, flags); !s)
+        return fail(s.error());
     return true;
 }
 

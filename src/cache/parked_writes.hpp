@@ -34,6 +34,7 @@ struct ParkedWrite {
     std::unique_ptr<CachedFile> file; // on `fd`; declared after it, so destroyed first
     std::vector<char> data;
     std::uint64_t off = 0;
+    bool stamp = true; // write_dirty's: the write sets the mtime
     Done<std::size_t> done;
     Clock::time_point parked_at{};
     Clock::time_point deadline{};

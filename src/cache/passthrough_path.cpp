@@ -67,6 +67,7 @@ public:
         return {{"cache_mode", "none"}};
     }
     void show_attrs(FileRef, struct stat&) override {}
+    bool keep_mtime(FileRef, const struct timespec&) override { return false; }
     void flush(Done<void> done) override { done({}); } // nothing is ever dirty
     void stop() override {}
 };

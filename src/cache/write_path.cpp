@@ -182,8 +182,21 @@ void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct 
 }
 
 Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
-                                                std::size_t len, std::uint64_t off) {
+                                                std::size_t len, std::uint64_t off, bool stamp) {
     FileState& st = f.state();
+    if (core_.degraded.load())
+        return Dirty::not_cacheable;
+    // The bytes go to the device before any lock of the file is taken, so
+    // that writes to one file (the kernel's writeback of several pages at
+    // once) overlap their device writes. Nothing refers to them until they
+    // are staged below; if they never are, they are dead space for GC.
+    // Chunk-aligned pieces, like fills, so extents never cross a chunk.
+    ExtentIndex::Placement placed;
+    auto ins = core_.index.place(core_.fg_wp, off, data, len, core_.p.fill_size, placed);
+    if (!ins)
+        return fail(ins.error()); // nothing committed: the caller writes around
+    if (!*ins)
+        return Dirty::no_room; // nothing committed
     std::lock_guard wl(st.write_mu);
     std::unique_lock lk(st.mu);
     if (!st.loaded || !st.rec || (st.rec->flags & meta::kFileAhead) == 0) {
@@ -207,18 +220,15 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
     const meta::FileId fid = st.fid.load();
     const std::uint64_t end = off + len;
     auto t = core_.index.txn();
-    // Chunk-aligned pieces, like fills, so extents never cross a chunk;
-    // written to the device together.
-    auto ins = core_.index.stage_insert_chunked(t, core_.fg_wp, fid, off, data, len,
-                                                core_.p.fill_size, meta::kExtentDirty);
-    if (!ins)
-        return fail(ins.error()); // nothing committed: the caller writes around
-    if (!*ins)
-        return Dirty::no_room; // nothing committed
+    if (auto r = core_.index.stage_placement(t, placed, fid, data, meta::kExtentDirty); !r)
+        return fail(r.error()); // nothing committed: the caller writes around
     meta::FileRecord rec = *st.rec;
     const bool was_ahead = (rec.flags & meta::kFileAhead) != 0;
     rec.cache_size = std::max(was_ahead ? rec.cache_size : rec.size, end);
-    rec.cache_mtime_ns = now_ns();
+    if (stamp)
+        rec.cache_mtime_ns = now_ns();
+    else if (!was_ahead)
+        rec.cache_mtime_ns = rec.mtime_ns; // the kernel's setattr, if it came first
     rec.flags |= meta::kFileAhead;
     if (auto r = core_.records.commit(st, t, rec); !r)
         return fail(r.error());
@@ -272,7 +282,7 @@ bool WritePath::room_may_come() const {
 }
 
 bool WritePath::park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
-                     Done<std::size_t>& done) {
+                     bool stamp, Done<std::size_t>& done) {
     // The request's fd belongs to its open, which the kernel may release
     // before a parked write is answered (an aborted connection): the waiter
     // holds a duplicate, and a reference to the file's state.
@@ -284,6 +294,7 @@ bool WritePath::park(CachedFile& f, const char* data, std::size_t len, std::uint
     w->file = std::make_unique<CachedFile>(d, f.ref(), f.sync_writes());
     w->data.assign(data, data + len);
     w->off = off;
+    w->stamp = stamp;
     w->done = std::move(done);
     if (parked_.park(w))
         return true;
@@ -293,7 +304,7 @@ bool WritePath::park(CachedFile& f, const char* data, std::size_t len, std::uint
 
 ParkedWrites::Tried WritePath::retry_parked(ParkedWrite& w) {
     using Kind = ParkedWrites::Tried::Kind;
-    auto in = write_dirty(*w.file, w.data.data(), w.data.size(), w.off);
+    auto in = write_dirty(*w.file, w.data.data(), w.data.size(), w.off, w.stamp);
     if (!in) {
         log::warn("cache: a parked write could not go to the cache (", to_string(in.error()),
                   "); writing it to the backing");
@@ -361,17 +372,19 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             return done(fail_sys(static_cast<int>(-got), "write request"));
         const auto uoff = static_cast<std::uint64_t>(off);
         const auto len = static_cast<std::size_t>(got);
+        const bool stamp = !src.from_kernel_cache();
         // Behind parked writes: acknowledged after them, it must not land
         // before them, nor take the room they wait for.
-        if (parked_.any_parked() && park(f, buf.data(), len, uoff, done))
+        if (parked_.any_parked() && park(f, buf.data(), len, uoff, stamp, done))
             return;
-        auto in = write_dirty(f, buf.data(), len, uoff);
+        auto in = write_dirty(f, buf.data(), len, uoff, stamp);
         if (in && *in == Dirty::cached)
             return done(dirty_written(f, len));
         if (!in)
             log::warn("cache: a write could not go to the cache (", to_string(in.error()),
                       "); writing it to the backing");
-        else if (*in == Dirty::no_room && room_may_come() && park(f, buf.data(), len, uoff, done))
+        else if (*in == Dirty::no_room && room_may_come() &&
+                 park(f, buf.data(), len, uoff, stamp, done))
             return;
         // No room, and none coming: around the cache, to the backing.
         return done(write_around(f, buf.data(), len, uoff));

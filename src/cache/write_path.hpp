@@ -53,7 +53,10 @@ private:
         no_room,      // no bucket to be had now (only the reserve is left)
         not_cacheable // the file or the cache cannot take them (uncached, degraded)
     };
-    Result<Dirty> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off);
+    // `stamp`: the write sets the file's mtime (not for the kernel's
+    // writeback, whose mtime comes in a setattr).
+    Result<Dirty> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
+                              bool stamp);
     // After write_dirty put a write's bytes in the cache: durable first for
     // an O_SYNC/O_DSYNC open; writeback is told.
     Result<std::size_t> dirty_written(CachedFile& f, std::size_t len);
@@ -65,7 +68,7 @@ private:
     // has clean buckets to reclaim.
     bool room_may_come() const;
     // Parks a copy of the write; false (and `done` untouched) when it cannot.
-    bool park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
+    bool park(CachedFile& f, const char* data, std::size_t len, std::uint64_t off, bool stamp,
               Done<std::size_t>& done);
     ParkedWrites::Tried retry_parked(ParkedWrite& w);
     // Records the backing's `after` for the file's own change; a file ahead

@@ -4,6 +4,8 @@
 // may take long: on a terminal a progress line shows the `dirty_data` left
 // (read from the control file by a second reader, which the mount answers
 // while the flush runs) or, where the mount has no such stat, the time.
+// A flush first syncs the mount (syncfs): with the kernel's writeback cache
+// the kernel may still hold writes that the mount has not seen.
 // Failure: "overcache: flush of MOUNTPOINT failed: <errno text> (<the
 // control file's last_error>)" and exit 1.
 #include "cli/control_client.hpp"
@@ -15,8 +17,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <optional>
 #include <string>
+#include <unistd.h>
 
 namespace overcache::cli {
 namespace {
@@ -41,6 +45,17 @@ std::string flush_progress(const ControlClient& control, const std::string& moun
     return line;
 }
 
+// The writes the kernel still holds for the mount go to it (and fail here
+// if the mount refuses them). 0 or an errno.
+int sync_mount(const std::string& mountpoint) {
+    const int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    const int err = ::syncfs(fd) == 0 ? 0 : errno;
+    ::close(fd);
+    return err;
+}
+
 int run_command(const char* verb, const std::string& mountpoint, bool progress) {
     auto control = ControlClient::open(mountpoint);
     if (!control) {
@@ -49,6 +64,14 @@ int run_command(const char* verb, const std::string& mountpoint, bool progress) 
                                                        : control.error().message.c_str());
         return 1;
     }
+    if (std::strcmp(verb, "flush") == 0)
+        if (const int err = sync_mount(mountpoint); err != 0) {
+            std::fprintf(stderr,
+                         "overcache: flush of %s failed: %s (the kernel could not hand the mount "
+                         "the writes it held)\n",
+                         mountpoint.c_str(), std::strerror(err));
+            return 1;
+        }
     Result<void> r;
     {
         std::optional<Progress> shown;

@@ -229,6 +229,10 @@ const std::vector<Row>& rows() {
                   "writeback: fsync writes the file's dirty data to the backing and syncs it "
                   "there, not only to the cache"},
                  &Config::fsync_to_backing),
+        bool_row({"kernel_writeback_cache", T::boolean, "off",
+                  "writeback: the kernel buffers writes in its page cache and sends them in "
+                  "batches; errors then show at fsync and close"},
+                 &Config::kernel_writeback_cache),
         bool_row({"flush_on_unmount", T::boolean, "off",
                   "writeback: a clean unmount first writes all dirty data back to the backing"},
                  &Config::flush_on_unmount),

@@ -82,6 +82,10 @@ struct Adapter {
     std::unordered_map<const FileHandle*, std::unique_ptr<FileHandle>>
         control_handles; // guarded by control_mu
 
+    // The kernel buffers writes (FUSE's writeback cache, negotiated at
+    // INIT): it may read through any handle it writes through.
+    std::atomic<bool> kernel_caches_writes{false};
+
     // Work for the first request after INIT (see after_init()).
     std::string readahead_path; // /sys/class/bdi/M:N/read_ahead_kb, or empty
     std::once_flag init_done;

@@ -219,6 +219,18 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         struct stat before {};
         if (const int err = backing::stat_fd(any_fd, before))
             return err;
+        // The kernel's writeback cache sending the mtime (and ctime, which
+        // no caller can set) of writes it held: a file ahead of the backing
+        // keeps it in the cache, so a failing backing fails no fsync.
+        constexpr int kFlushTimes = FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME;
+        if ((to_set & ~kFlushTimes) == 0 && (to_set & kFlushTimes) == kFlushTimes &&
+            S_ISREG(before.st_mode) &&
+            a.data.keep_mtime(cache::FileRef{any_fd, before}, attr->st_mtim)) {
+            struct stat st = before;
+            a.data.show_attrs(cache::FileRef{any_fd, before}, st);
+            fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+            return 0;
+        }
         cache::ChangeOut changed;
         // The size first: a truncate is a change of the bytes, which the
         // DataPath makes itself; the rest changes only the inode, bracketed.

@@ -11,6 +11,8 @@
 // kernel gives every write its offset (end of file, under the inode lock, for
 // O_APPEND opens), and mmap writeback may go through any writable handle, so
 // a backing O_APPEND fd would put page writes at the end of the file.
+// With the kernel's writeback cache a write-only open is read-write on the
+// backing: the kernel fills the rest of a partly written page through it.
 // O_DIRECT is not passed either: the kernel applies it to its own page
 // cache, and the backing need not accept the caller's alignment.
 // A write may be answered after its handler returned (a write parked until
@@ -44,7 +46,8 @@ std::vector<char>& thread_buffer(std::size_t size) {
 // (spliced) to a backing fd, straight from the request's buffer vector.
 class BufvecSource final : public cache::WriteSource {
 public:
-    explicit BufvecSource(fuse_bufvec* in) : in_(in), size_(fuse_buf_size(in)) {}
+    BufvecSource(fuse_bufvec* in, bool writepage)
+        : in_(in), size_(fuse_buf_size(in)), writepage_(writepage) {}
     std::size_t size() const override { return size_; }
     ssize_t copy_to(char* out) override {
         fuse_bufvec mem = FUSE_BUFVEC_INIT(size_);
@@ -59,9 +62,12 @@ public:
         return fuse_buf_copy(&dst, in_, static_cast<fuse_buf_copy_flags>(0));
     }
 
+    bool from_kernel_cache() const override { return writepage_; }
+
 private:
     fuse_bufvec* in_;
     std::size_t size_;
+    bool writepage_;
 };
 
 // The write request whose handler is running on this thread: its answer,
@@ -109,13 +115,24 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return ESTALE;
         if (inode->is_dir())
             return EISDIR;
+        const int flags = fi->flags & ~kStrippedOpenFlags;
         UniqueFd fd;
         {
             CallerScope as(req, check_as_caller(a));
-            auto r = backing::reopen(inode->fd(), fi->flags & ~kStrippedOpenFlags);
+            auto r = backing::reopen(inode->fd(), flags);
             if (!r)
                 return errno_of(r.error());
             fd = std::move(*r);
+        }
+        if (a.kernel_caches_writes.load() && (flags & O_ACCMODE) == O_WRONLY) {
+            // The kernel reads the rest of a page a write covers in part,
+            // through the handle it writes with: that handle must read.
+            // The caller's right to write was checked by the open above;
+            // reading for the kernel's page cache needs none of theirs. A
+            // daemon that may not read it either (not root) keeps the
+            // write-only fd, and such a partial-page write fails (EBADF).
+            if (auto r = backing::reopen(inode->fd(), (flags & ~(O_ACCMODE | O_TRUNC)) | O_RDWR))
+                fd = std::move(*r);
         }
         struct stat st {};
         bool keep = false;
@@ -142,7 +159,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         InodeRef dir = a.inodes.get(parent);
         if (!dir)
             return ESTALE;
-        const int flags = (fi->flags & ~(O_NOCTTY | O_APPEND | O_DIRECT)) | O_CREAT;
+        int flags = (fi->flags & ~(O_NOCTTY | O_APPEND | O_DIRECT)) | O_CREAT;
+        // As in op_open; the open that creates a file checks no mode.
+        if (a.kernel_caches_writes.load() && (flags & O_ACCMODE) == O_WRONLY)
+            flags = (flags & ~O_ACCMODE) | O_RDWR;
         UniqueFd fd;
         {
             CallerScope as(req, true);
@@ -211,7 +231,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return write_control(req, in_buf);
-        BufvecSource src(in_buf);
+        BufvecSource src(in_buf, fi->writepage != 0);
         Adapter& a = adapter_of(req);
         struct Inline {
             explicit Inline(fuse_req_t r) { t_answering_inline = r; }

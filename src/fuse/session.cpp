@@ -1,8 +1,15 @@
 // DOC: the libfuse low-level session. make_operations() wires every op_*
 // handler; op_init negotiates capabilities in one place: 1 MiB requests,
 // splice in both directions, parallel directory operations, readdirplus.
-// Left off on purpose: the kernel writeback cache (the DataPath must see
-// every write as it happens), HANDLE_KILLPRIV (the backing is written as
+// The kernel's writeback cache only where asked (kernel_writeback_cache=1
+// in cache_mode=writeback): writes wait in the page cache and come in
+// batches, at fsync, close, syncfs or when the kernel writes back, and the
+// DataPath writes a batch to the cache device in parallel. Its price is why
+// it is not the default: the kernel then trusts its own size and mtime of a
+// file it has cached (a change behind the mount shows once it forgets the
+// inode), st_blocks lags until the kernel hands the bytes over, and a
+// write's error shows at fsync or close. Left off on purpose:
+// HANDLE_KILLPRIV (the backing is written as
 // root, which would keep setuid bits; the kernel clears them with a
 // setattr instead), POSIX/flock locks, which stay local to this kernel
 // (no getlk/setlk/flock handlers: locks are not seen by other NFS clients),
@@ -69,10 +76,14 @@ void want_if_capable(fuse_conn_info* conn, unsigned cap) {
 
 } // namespace
 
-void op_init(void* /*userdata*/, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
+    auto& a = *static_cast<Adapter*>(userdata);
     conn->want &=
         ~static_cast<unsigned>(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV |
                                FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_SPLICE_MOVE);
+    if (a.cfg.cache_mode == config::CacheMode::writeback && a.cfg.kernel_writeback_cache)
+        want_if_capable(conn, FUSE_CAP_WRITEBACK_CACHE);
+    a.kernel_caches_writes.store((conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0);
     want_if_capable(conn, FUSE_CAP_SPLICE_READ);
     want_if_capable(conn, FUSE_CAP_SPLICE_WRITE);
     want_if_capable(conn, FUSE_CAP_PARALLEL_DIROPS);

@@ -1790,4 +1790,60 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(read_backing(f), model);
         CHECK(fx.stat("dirty_data") == 0);
     }
+
+    TEST_CASE("writeback 22: a dirty write's device write holds no lock of the file: while it "
+              "waits between the device and the index, another write and a truncate of the "
+              "same file complete; it then lands after them" *
+              doctest::timeout(30)) {
+        Fx fx;
+        Gate entered, release;
+        std::atomic<bool> armed{false};
+        fx.hooks.after_device_write = [&](std::uint32_t) {
+            if (armed.exchange(false)) {
+                entered.open();
+                CHECK(release.wait());
+            }
+        };
+        fx.start();
+        const std::string f = fx.path("f");
+        write_file(f, "");
+        std::string model;
+        Handle h(*fx.dp, f);
+        const auto base = random_bytes(256 * KiB, 221);
+        h.write(*fx.dp, 0, base);
+        put(model, 0, base);
+
+        // The held write: 64 KiB at 128 KiB, its bytes on the device.
+        const auto held = random_bytes(64 * KiB, 222);
+        armed = true;
+        Gate held_done;
+        std::jthread writer([&] {
+            h.write(*fx.dp, 128 * KiB, held);
+            held_done.open();
+        });
+        REQUIRE(entered.wait());
+        // Meanwhile: a write elsewhere in the file and a truncate below the
+        // held range both finish (neither waits for the held one).
+        const auto other = random_bytes(16 * KiB, 223);
+        run_within("a write while another is between device and index",
+                   [&] { h.write(*fx.dp, 16 * KiB, other); });
+        put(model, 16 * KiB, other);
+        run_within("a truncate while a write is between device and index", [&] {
+            auto r = fx.dp->truncate(h.fd, true, 100 * KiB);
+            CHECK(r);
+        });
+        model.resize(100 * KiB);
+        CHECK_FALSE(held_done.wait(kQuiet)); // still held
+        release.open();
+        REQUIRE(held_done.wait());
+        writer.join();
+        // The held write counts from when it entered the index: after the
+        // truncate, so the gap it leaves reads as zeros.
+        put(model, 128 * KiB, held);
+        CHECK(getattr_of(*fx.dp, h.fd).st_size == static_cast<off_t>(model.size()));
+        CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), model);
+        CHECK(fx.flush());
+        CHECK_BYTES(read_backing(f), model);
+        CHECK(fx.stat("dirty_data") == 0);
+    }
 }

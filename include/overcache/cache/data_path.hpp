@@ -61,6 +61,10 @@ public:
     virtual ssize_t copy_to(char* out) = 0;
     // Moves the bytes to `fd` at `off` (splice where possible); bytes or -errno.
     virtual ssize_t write_to(int fd, off_t off) = 0;
+    // The kernel writing back its page cache (FUSE's writeback cache): it
+    // keeps the file's mtime itself, from the write(2), and sends it in a
+    // setattr of its own, possibly before these bytes arrive.
+    virtual bool from_kernel_cache() const { return false; }
 };
 
 // Completion of a request that a DataPath may answer later, from another
@@ -129,6 +133,11 @@ public:
     // `file`: for every reply that carries attributes (lookup, setattr,
     // readdirplus). Cheap: no backing I/O.
     virtual void show_attrs(FileRef file, struct stat& st) = 0;
+    // The kernel's writeback cache sends the mtime of the writes it held in
+    // a setattr of its own. A file ahead of the backing takes it as its own
+    // mtime, and writeback puts it on the backing with the bytes: true. A
+    // file that is not (false) gets it on the backing from the caller.
+    virtual bool keep_mtime(FileRef file, const struct timespec& mtime) = 0;
 
     // A change the mount is about to make to a regular file's inode on the
     // backing that leaves its bytes alone: chmod, chown, utimes, xattrs, a

@@ -96,6 +96,27 @@ public:
     Result<bool> stage_insert_chunked(ExtentTxn& t, store::WritePoint& wp, meta::FileId file,
                                       std::uint64_t start, const char* data, std::uint64_t len,
                                       std::uint64_t chunk, std::uint32_t flags = 0);
+    // stage_insert_chunked in two steps, so that the device write needs no
+    // lock of the file's: place() allocates and writes the bytes (nothing
+    // refers to them yet; dropped unstaged, they are dead space that GC
+    // reclaims), stage_placement() then stages them under the owner's lock.
+    // The buckets stay pinned from place() until the transaction ends.
+    struct Placement {
+        struct Piece {
+            std::uint64_t start;
+            std::uint32_t len;
+            std::uint64_t span; // whole blocks from a.offset
+            store::Allocation a;
+        };
+        std::uint64_t start = 0;
+        std::vector<Piece> pieces;
+    };
+    // false: no free bucket (what was allocated is dead space).
+    Result<bool> place(store::WritePoint& wp, std::uint64_t start, const char* data,
+                       std::uint64_t len, std::uint64_t chunk, Placement& out);
+    // `data` is what place() wrote (the checksums are computed from it).
+    Result<void> stage_placement(ExtentTxn& t, Placement& pl, meta::FileId file, const char* data,
+                                 std::uint32_t flags);
     // Stages forgetting [start, end) of `file` (end may be UINT64_MAX),
     // keeping the parts of edge extents outside it.
     Result<void> stage_punch(ExtentTxn& t, meta::FileId file, std::uint64_t start,

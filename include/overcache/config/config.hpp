@@ -53,6 +53,9 @@ struct Config {
     bool writeback_running = true; // false: writeback paused
     bool fsync_to_backing = false; // fsync writes the file back and syncs the backing
     bool flush_on_unmount = false; // a clean unmount writes back all dirty data first
+    // In writeback mode the kernel buffers writes in its page cache as well
+    // and sends them in batches (FUSE's writeback cache).
+    bool kernel_writeback_cache = false;
     // A write waits this long for cache space, then goes around the cache.
     double writeback_wait_max_s = 10;
 
