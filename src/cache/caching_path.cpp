@@ -196,13 +196,14 @@ bool CachingPath::keep_mtime(FileRef file, const struct timespec& mtime) {
         return false;
     StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
     FileState& st = *ref;
-    // As an attribute change: a writeback batch in flight (backing_mu) puts
-    // the mtime it read on the backing; this one waits and comes after it.
-    std::lock_guard wl(st.write_mu);
-    std::lock_guard bl(st.backing_mu);
+    // Only mu: this comes with every fsync and close, and must not wait for
+    // a writeback batch's backing I/O (backing_mu). A batch in flight has
+    // read the old mtime; counted as a write, the new one keeps the file
+    // ahead when that batch ends, and the next batch puts it on the backing.
     std::lock_guard lk(st.mu);
     if (auto r = core_.records.load(st); !r || !st.rec || (st.rec->flags & meta::kFileAhead) == 0)
         return false;
+    ++st.write_seq;
     meta::FileRecord rec = *st.rec;
     rec.cache_mtime_ns = static_cast<std::int64_t>(mtime.tv_sec) * 1000000000 + mtime.tv_nsec;
     auto t = core_.index.txn();

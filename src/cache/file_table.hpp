@@ -50,7 +50,9 @@ struct FileState {
     // Read without mu by the read path; written under mu.
     std::atomic<meta::FileId> fid{0};
     std::atomic<std::uint64_t> epoch{0};
-    std::atomic<std::uint64_t> write_seq{0}; // bumped by every change of the bytes
+    // Bumped by every change of the bytes, and by an mtime the kernel sends
+    // for a file ahead (keep_mtime): a batch in flight leaves it ahead.
+    std::atomic<std::uint64_t> write_seq{0};
     std::atomic<std::uint64_t> size{0};      // the file's size as the cache knows it
     std::atomic<bool> uncached{false};       // no record: serve from the backing only
     // The record is ahead of the backing (kFileAhead: dirty data): the
