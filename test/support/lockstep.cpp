@@ -5,6 +5,7 @@
 #include "lockstep.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -44,8 +45,14 @@ std::string Lockstep::log_tail() const {
 }
 
 void Lockstep::note(const std::string& s) {
+    // OVERCACHE_RANDOM_HISTORY=N keeps the last N steps for the failure
+    // message (default 40): a whole run's worth finds a file's history.
+    static const std::size_t keep = [] {
+        const char* v = std::getenv("OVERCACHE_RANDOM_HISTORY");
+        return v != nullptr ? std::strtoull(v, nullptr, 10) : 40ULL;
+    }();
     log_.push_back(s);
-    if (log_.size() > 40)
+    while (log_.size() > keep)
         log_.pop_front();
 }
 
