@@ -1863,6 +1863,8 @@ TEST_SUITE("writeback") {
         write_file(f, a);
         std::string model = a;
         std::optional<Handle> h(std::in_place, *fx.dp, f);
+        // Writeback's once-a-second retire syncs the device: held off.
+        std::optional<PoolPause> held(std::in_place, fx.ex.writeback());
         // Small writes (deferred: deferred_write_size is 64K by default),
         // one not aligned to a block.
         const auto s1 = random_bytes(4 * KiB, 232), s2 = random_bytes(100, 233);
@@ -1881,6 +1883,7 @@ TEST_SUITE("writeback") {
         CHECK(syncs.load() >= 1);
         CHECK(fx.stat("writes_deferred") == 2);
         fx.dev->set_fault({});
+        held.reset();
 
         // The power cut: the cache directory as it is on disk now, minus
         // the deferred writes' device bytes (never synced, so a power cut
