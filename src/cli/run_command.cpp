@@ -56,7 +56,15 @@ int sync_mount(const std::string& mountpoint) {
     return err;
 }
 
-int run_command(const char* verb, const std::string& mountpoint, bool progress) {
+// `prepare`, when given, runs once the mount is known to be ours and
+// before the command: 0 or an errno; `fails` says what failed.
+struct Prepare {
+    int (*run)(const std::string& mountpoint) = nullptr;
+    const char* fails = "";
+};
+
+int run_command(const char* verb, const std::string& mountpoint, bool progress,
+                Prepare prepare = {}) {
     auto control = ControlClient::open(mountpoint);
     if (!control) {
         std::fprintf(stderr, "overcache: %s of %s failed: %s\n", verb, mountpoint.c_str(),
@@ -64,12 +72,10 @@ int run_command(const char* verb, const std::string& mountpoint, bool progress) 
                                                        : control.error().message.c_str());
         return 1;
     }
-    if (std::strcmp(verb, "flush") == 0)
-        if (const int err = sync_mount(mountpoint); err != 0) {
-            std::fprintf(stderr,
-                         "overcache: flush of %s failed: %s (the kernel could not hand the mount "
-                         "the writes it held)\n",
-                         mountpoint.c_str(), std::strerror(err));
+    if (prepare.run != nullptr)
+        if (const int err = prepare.run(mountpoint); err != 0) {
+            std::fprintf(stderr, "overcache: %s of %s failed: %s (%s)\n", verb, mountpoint.c_str(),
+                         std::strerror(err), prepare.fails);
             return 1;
         }
     Result<void> r;
@@ -95,7 +101,8 @@ int run_command(const char* verb, const std::string& mountpoint, bool progress) 
 } // namespace
 
 int flush_main(const std::string& mountpoint) {
-    return run_command("flush", mountpoint, true);
+    return run_command("flush", mountpoint, true,
+                       {sync_mount, "the kernel could not hand the mount the writes it held"});
 }
 
 int gc_main(const std::string& mountpoint) {

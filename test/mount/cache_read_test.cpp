@@ -5,6 +5,7 @@
 // own temporary tree (test::Mount), and mounts the same cache again where it
 // checks what survives; waits for fills are on the exact fills_pending count,
 // and every wait has a deadline.
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 
 #include <cstdlib>
@@ -15,6 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+using overcache::test::random_bytes;
+using overcache::test::write_file;
+
 using namespace overcache;
 using test::Mount;
 using test::MountOptions;
@@ -22,24 +26,6 @@ using test::MountOptions;
 namespace {
 
 constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
-
-std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937_64 rng(seed);
-    std::string s(n, '\0');
-    for (std::size_t i = 0; i + 8 <= n; i += 8) {
-        const auto v = rng();
-        std::memcpy(s.data() + i, &v, 8);
-    }
-    return s;
-}
-
-void write_file(const std::string& path, const std::string& data) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    REQUIRE(fd >= 0);
-    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
-    ::fsync(fd);
-    ::close(fd);
-}
 
 // Reads a whole file through the mount with its page cache dropped before,
 // so the reads reach the daemon.

@@ -21,6 +21,7 @@
 // detached mountpoint) end that reader's round; before it, any error fails.
 // Rounds: 6 by default, OVERCACHE_CHURN_ROUNDS to change; the seed is fixed
 // (OVERCACHE_CHURN_SEED to change). About 30-40 s with the defaults.
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "tmp_dir.hpp"
 
@@ -43,6 +44,8 @@
 #include <unistd.h>
 #include <vector>
 
+using overcache::test::random_bytes;
+
 using namespace overcache;
 using namespace std::chrono_literals;
 
@@ -58,16 +61,6 @@ unsigned env_uint(const char* name, unsigned dflt) {
     if (!s || !*s)
         return dflt;
     return static_cast<unsigned>(std::strtoul(s, nullptr, 10));
-}
-
-std::string random_bytes(std::size_t n, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::string s(n, '\0');
-    for (std::size_t i = 0; i < n; i += 8) {
-        const auto v = rng();
-        std::memcpy(s.data() + i, &v, std::min<std::size_t>(8, n - i));
-    }
-    return s;
 }
 
 // Stats from MOUNT/.overcache; empty if the control file cannot be read.

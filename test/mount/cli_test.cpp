@@ -10,6 +10,7 @@
 // last_error) and the subcommands that write them (`overcache flush`, `gc`,
 // `stats`) work, and refuse what is not an overcache mount without touching
 // it. Nothing here drops the machine's caches.
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "overcache/config/config.hpp"
 #include "tmp_dir.hpp"
@@ -51,19 +52,6 @@ std::string bin() {
 }
 
 // Whole file through read(2) ("" when it cannot be opened).
-std::string read_file(const std::string& path) {
-    std::string out;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return out;
-    char buf[4096];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0)
-        out.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
-    return out;
-}
-
 // Runs `args` (argv[0] included) with a deadline; output is collected from a
 // pipe until every writer has closed it: the command exited and, for a
 // background mount, the daemon it left redirected its stdio to /dev/null

@@ -6,6 +6,7 @@
 // keeps after close, and the one the backing gets; `overcache flush` writes
 // back what the kernel still held, not only what the mount had seen; an
 // fsync survives a kill -9 of the daemon.
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
 
@@ -20,38 +21,15 @@
 #include <thread>
 #include <unistd.h>
 
+using overcache::test::random_bytes;
+using overcache::test::read_file;
+using overcache::test::write_file;
+
 using namespace overcache;
 
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * KiB;
-
-std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::string s(n, '\0');
-    for (auto& c : s)
-        c = static_cast<char>(rng());
-    return s;
-}
-
-std::string read_file(const std::string& path) {
-    std::string out;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    REQUIRE_MESSAGE(fd >= 0, path << ": " << std::strerror(errno));
-    char buf[65536];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0)
-        out.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
-    return out;
-}
-
-void write_file(const std::string& path, const std::string& data) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    REQUIRE_MESSAGE(fd >= 0, path << ": " << std::strerror(errno));
-    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
-    REQUIRE(::close(fd) == 0);
-}
 
 void pwrite_all(int fd, const std::string& data, std::size_t off) {
     REQUIRE_MESSAGE(::pwrite(fd, data.data(), data.size(), static_cast<off_t>(off)) ==

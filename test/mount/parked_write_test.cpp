@@ -6,6 +6,7 @@
 // completes, every byte reads back right through the mount and, after a
 // flush, from the backing; .overcache counts the waits. Once a flush has
 // cleaned the cache, waiting writes go into it again.
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 
 #include <cerrno>
@@ -19,20 +20,14 @@
 #include <unistd.h>
 #include <vector>
 
+using overcache::test::random_bytes;
+
 using namespace overcache;
 
 namespace {
 
 constexpr std::size_t KiB = 1024, MiB = 1024 * KiB;
 constexpr std::size_t kWrite = 256 * KiB;
-
-std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::string s(n, '\0');
-    for (auto& c : s)
-        c = static_cast<char>(rng());
-    return s;
-}
 
 // Writes `data` to `path` in kWrite pieces; the first error, or 0.
 int write_pieces(const std::string& path, const std::string& data) {

@@ -22,6 +22,7 @@
 //
 // The page cache is made irrelevant per file: POSIX_FADV_DONTNEED on a mount
 // fd before each checked read (never drop_caches, which is global).
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 
 #include <cerrno>
@@ -41,6 +42,8 @@
 #include <thread>
 #include <unistd.h>
 
+using overcache::test::random_bytes;
+
 using namespace overcache;
 using namespace std::chrono_literals;
 
@@ -53,16 +56,6 @@ struct Fail : std::runtime_error {
 };
 
 std::string err(const std::string& what) { return what + ": " + std::strerror(errno); }
-
-std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937_64 rng(seed);
-    std::string s(n, '\0');
-    for (std::size_t i = 0; i < n; i += 8) {
-        const auto v = rng();
-        std::memcpy(s.data() + i, &v, std::min<std::size_t>(8, n - i));
-    }
-    return s;
-}
 
 void pwrite_all(int fd, const std::string& data, off_t off, const std::string& what) {
     std::size_t done = 0;

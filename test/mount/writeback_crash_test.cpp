@@ -40,6 +40,7 @@
 // starts once 8 have run, so a slow machine keeps the suite's time; default
 // 90),
 // OVERCACHE_TEST_CACHE_MODE (cache_modes.hpp).
+#include "file_bytes.hpp"
 #include "cache_modes.hpp"
 #include "fuse_mount.hpp"
 #include "twin.hpp"
@@ -79,15 +80,6 @@ constexpr auto kDeadline = std::chrono::seconds(120);
 std::uint64_t env_or(const char* name, std::uint64_t dflt) {
     const char* s = std::getenv(name);
     return s && *s ? std::strtoull(s, nullptr, 0) : dflt;
-}
-
-std::string random_bytes(std::mt19937_64& rng, std::size_t n) {
-    std::string s(n, '\0');
-    for (std::size_t i = 0; i < n; i += 8) {
-        const std::uint64_t v = rng();
-        std::memcpy(s.data() + i, &v, std::min<std::size_t>(8, n - i));
-    }
-    return s;
 }
 
 struct Write {

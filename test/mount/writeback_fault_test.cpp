@@ -7,6 +7,7 @@
 // was written. A file deleted from the backing behind the mount keeps its
 // dirty data as a conflict copy; a throttled backing only makes things
 // slower. The first cases check faultfs itself.
+#include "file_bytes.hpp"
 #include "fault_backing.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
@@ -31,19 +32,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string read_file(const std::string& path) {
-    std::string out;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return "<cannot open " + path + ": " + std::strerror(errno) + ">";
-    char buf[65536];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0)
-        out.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
-    return out;
-}
-
 // 0 or the errno of a pwrite that did not write everything.
 int pwrite_all(int fd, const std::string& data, off_t off) {
     std::size_t done = 0;
@@ -55,13 +43,6 @@ int pwrite_all(int fd, const std::string& data, off_t off) {
         done += static_cast<std::size_t>(n);
     }
     return 0;
-}
-
-std::string random_bytes(std::mt19937_64& rng, std::size_t n) {
-    std::string s(n, '\0');
-    for (auto& c : s)
-        c = static_cast<char>(rng());
-    return s;
 }
 
 // Polls `done` (every 50 ms) until it holds or `timeout` passes; returns

@@ -14,6 +14,7 @@
 // thread has made no progress for kStall, it prints the stacks of every
 // thread of overcache and faultfs (gdb), fails the test and kills both
 // daemons, which fails every call still blocked on them.
+#include "file_bytes.hpp"
 #include "fault_backing.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
@@ -54,21 +55,6 @@ constexpr int kWriters = 4, kReaders = 2, kStaticFiles = 3;
 std::int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
         .count();
-}
-
-std::string read_file(const std::string& path) {
-    std::string out;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return "<cannot open " + path + ": " + std::strerror(errno) + ">";
-    char buf[65536];
-    ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0)
-        out.append(buf, static_cast<std::size_t>(n));
-    if (n < 0)
-        out = "<read error on " + path + ": " + std::strerror(errno) + ">";
-    ::close(fd);
-    return out;
 }
 
 int pwrite_all(int fd, const char* data, std::size_t len, off_t off) {

@@ -1,8 +1,9 @@
-// Test support for driving a DataPath without FUSE: seeded random bytes,
-// files written straight to the backing, and a write request's bytes in
-// memory (what the adapter's fuse_bufvec source is in production).
+// Test support for driving a DataPath without FUSE: file_bytes.hpp (seeded
+// random bytes, files written straight to the backing), and a write
+// request's bytes in memory (what the adapter's fuse_bufvec source is in production).
 #pragma once
 
+#include "file_bytes.hpp"
 #include "overcache/cache/data_path.hpp"
 
 #include <cerrno>
@@ -14,21 +15,6 @@
 #include <unistd.h>
 
 namespace overcache::test {
-
-inline std::string random_bytes(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::string s(n, '\0');
-    for (auto& c : s)
-        c = static_cast<char>(rng());
-    return s;
-}
-
-inline void write_file(const std::string& path, const std::string& data) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    REQUIRE(fd >= 0);
-    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
-    ::close(fd);
-}
 
 class MemSource final : public cache::WriteSource {
 public:
