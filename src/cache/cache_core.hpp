@@ -5,7 +5,6 @@
 // file and works on a CacheCore; caching_path.cpp wires them to DataPath.
 #pragma once
 
-#include "cache/deferred_writes.hpp"
 #include "cache/dirty_files.hpp"
 #include "cache/file_records.hpp"
 #include "cache/file_table.hpp"
@@ -46,7 +45,6 @@ struct CacheCore {
     const CachingParams p;
     store::Allocator alloc;
     ExtentIndex index;
-    DeferredWrites deferred;
     FileTable files;
     DirtyFiles dirty;
     FileRecords records;
@@ -72,12 +70,9 @@ struct CacheCore {
     // room: writeback runs as if over its target (no writeback_delay, the
     // full rate), since only clean buckets let them in.
     std::atomic<std::int64_t> room_wanted_until_ns{0};
-    // Makes dirty data written so far durable: the cache device where a
-    // dirty write was not deferred, then the index's WAL (data before the
-    // entries that point at it; a deferred write's bytes are in the WAL).
+    // Makes dirty data written so far durable: the cache device, then the
+    // index's WAL (data before the entries that point at it).
     Result<void> sync_dirty();
-    // DeferredWrites::retire(), its failure counted as a device error.
-    void retire_deferred();
 
     meta::FileKey key_of(int fd, const struct stat& st);
 

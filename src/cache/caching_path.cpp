@@ -47,7 +47,7 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
       alloc(dev->meta(), static_cast<std::uint32_t>(dev->superblock().bucket_count),
             dev->superblock().bucket_size, reserve_for(dev->superblock().bucket_count),
             dev->block_size()),
-      index(*dev, alloc), deferred(*dev, alloc, p.deferred_write_size), records(dev->meta(), index, dirty, p.backing_root),
+      index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
                                       std::chrono::seconds(p.io_error_halflife_s)}) {}
 
@@ -64,19 +64,11 @@ void CacheCore::device_error(const Error& e) {
 }
 
 Result<void> CacheCore::sync_dirty() {
-    if (auto r = deferred.sync_device(); !r) {
+    if (auto r = dev->sync(); !r) {
         device_error(r.error());
         return r;
     }
     return dev->meta().sync_wal();
-}
-
-void CacheCore::retire_deferred() {
-    if (auto r = deferred.retire(); !r) {
-        device_error(r.error());
-        log::warn("cache: retiring deferred writes: ", to_string(r.error()),
-                  "; their records stay in the index");
-    }
 }
 
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
@@ -236,14 +228,6 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
         log::error("cache: reading bucket records: ", to_string(r.error()));
     if (auto r = core_.records.start(); !r)
         log::error("cache: reading the file id counter: ", to_string(r.error()));
-    // Before anything reads the device: a power cut may have lost the
-    // device writes of deferred writes; their records put them back.
-    if (auto r = core_.deferred.replay(); !r)
-        log::error("cache: writing deferred writes back to the cache device: ",
-                   to_string(r.error()), "; their records stay for the next start");
-    core_.alloc.on_free = [this](meta::Batch& b, std::uint32_t bucket) {
-        core_.deferred.forget_bucket(b, bucket);
-    };
     core_.index.after_device_write = hooks_.after_device_write;
     core_.alloc.before_reclaim = hooks_.before_reclaim;
     core_.alloc.after_free = [this] { writer_.wake_parked(); };
@@ -431,7 +415,6 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const auto as = core_.alloc.stats();
     const auto ws = writeback_.stats();
     const auto ps = writer_.parked_stats();
-    const auto ds = core_.deferred.stats();
     const auto& c = core_.c;
     const std::uint64_t h = c.hits, m = c.misses;
     auto u = [](std::uint64_t v) { return std::to_string(v); };
@@ -459,10 +442,6 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"dirty_files", u(core_.dirty.size())},
         {"buckets_dirty", u(as.dirty_buckets)},
         {"writes_dirty", u(c.writes_dirty)},
-        {"writes_deferred", u(ds.written)},
-        {"deferred_records", u(ds.records)},
-        {"deferred_bytes", u(ds.bytes)},
-        {"deferred_replayed", u(ds.replayed)},
         {"writes_around", u(c.writes_around)},
         {"foreground_waits", u(ps.waits)},
         {"foreground_waiting", u(ps.waiting)},
@@ -525,8 +504,6 @@ void CachingPath::stop() {
     reader_.drain(); // fills already queued still run: their data is in memory
     gc_.stop();
     gc_.wait_idle();
-    // The device synced, no record is left to replay at the next start.
-    core_.retire_deferred();
     // Persist the LRU order (hits only touched memory) so the next mount
     // reclaims in the same order.
     if (auto r = core_.alloc.save_all(); !r)

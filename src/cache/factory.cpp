@@ -135,7 +135,6 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.fsync_to_backing = cfg.fsync_to_backing;
     p.flush_on_unmount = cfg.flush_on_unmount;
     p.writeback_wait_max_s = cfg.writeback_wait_max_s;
-    p.deferred_write_size = cfg.deferred_write_size;
     p.lost_found_dir = dir + "/lost+found";
     log::info("cache device I/O ", (*dev)->direct_io() ? "bypasses" : "goes through",
               " the page cache");

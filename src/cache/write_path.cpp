@@ -197,9 +197,6 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
         return fail(ins.error()); // nothing committed: the caller writes around
     if (!*ins)
         return Dirty::no_room; // nothing committed
-    const bool deferred = core_.deferred.wants(len);
-    if (!deferred)
-        core_.deferred.wrote_direct(); // an fsync must sync the device first
     std::lock_guard wl(st.write_mu);
     std::unique_lock lk(st.mu);
     if (!st.loaded || !st.rec || (st.rec->flags & meta::kFileAhead) == 0) {
@@ -223,8 +220,6 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
     const meta::FileId fid = st.fid.load();
     const std::uint64_t end = off + len;
     auto t = core_.index.txn();
-    if (deferred)
-        core_.deferred.stage(t.batch, placed, data);
     if (auto r = core_.index.stage_placement(t, placed, fid, data, meta::kExtentDirty); !r)
         return fail(r.error()); // nothing committed: the caller writes around
     meta::FileRecord rec = *st.rec;
@@ -247,9 +242,6 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
 }
 
 Result<std::size_t> WritePath::dirty_written(CachedFile& f, std::size_t len) {
-    // Writes with no fsync between them outrun the once-a-second retire.
-    if (core_.deferred.over_hard_budget())
-        core_.retire_deferred();
     if (f.sync_writes())
         if (auto s = core_.sync_dirty(); !s)
             return fail(s.error());

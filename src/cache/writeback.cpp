@@ -110,8 +110,6 @@ void Writeback::schedule() {
     timer_.async_wait([this](boost::system::error_code ec) {
         if (ec || stopped_)
             return;
-        // Here, not in pass(): a pass runs on every kick, this once a second.
-        core_.retire_deferred();
         pass();
         schedule();
     });

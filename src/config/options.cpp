@@ -229,10 +229,6 @@ const std::vector<Row>& rows() {
                   "writeback: fsync writes the file's dirty data to the backing and syncs it "
                   "there, not only to the cache"},
                  &Config::fsync_to_backing),
-        size_row({"deferred_write_size", T::size, "64K",
-                  "writeback: dirty writes up to this size also go into the index's journal, so "
-                  "an fsync after them syncs the journal only (0 to 1M; 0: never)"},
-                 &Config::deferred_write_size, 0, 1 * kMiB),
         bool_row({"kernel_writeback_cache", T::boolean, "off",
                   "writeback: the kernel buffers writes in its page cache and sends them in "
                   "batches; errors then show at fsync and close"},

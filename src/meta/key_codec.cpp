@@ -109,46 +109,6 @@ std::string dirty_prefix_end(FileId file) {
     return dirty_key(file + 1, 0); // as extent_prefix_end
 }
 
-std::string deferred_key(const DeferredKey& k) {
-    std::string s(kDeferredPrefix);
-    put_be32(s, k.bucket);
-    put_be32(s, k.gen);
-    put_be32(s, k.offset);
-    return s;
-}
-
-bool decode_deferred_key(std::string_view s, DeferredKey& out) {
-    if (s.size() != kDeferredPrefix.size() + 12 || !s.starts_with(kDeferredPrefix))
-        return false;
-    const char* p = s.data() + kDeferredPrefix.size();
-    out.bucket = get_be32(p);
-    out.gen = get_be32(p + 4);
-    out.offset = get_be32(p + 8);
-    return true;
-}
-
-std::string deferred_prefix_end() {
-    std::string s(kDeferredPrefix);
-    s.back() = static_cast<char>(s.back() + 1); // "deferred0"
-    return s;
-}
-
-std::string encode_deferred(std::uint32_t phase, const char* data, std::size_t len) {
-    std::string s;
-    s.reserve(4 + len);
-    put_be32(s, phase);
-    s.append(data, len);
-    return s;
-}
-
-bool decode_deferred(std::string_view s, std::uint32_t& phase, std::string_view& bytes) {
-    if (s.size() < 4)
-        return false;
-    phase = get_be32(s.data());
-    bytes = s.substr(4);
-    return !bytes.empty();
-}
-
 std::string encode_dirty_len(std::uint64_t len) {
     std::string s;
     s.reserve(8);

@@ -260,8 +260,6 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
                       meta::encode(meta::BucketRecord{
                           g, meta::BucketState::free, 0, 0, 0,
                           last_use_[b].load(std::memory_order_relaxed)}));
-            if (on_free)
-                on_free(batch, b);
             taken.push_back(b);
         }
     }

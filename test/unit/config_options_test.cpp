@@ -90,7 +90,6 @@ TEST_CASE("writeback options: defaults") {
     CHECK_FALSE(c.fsync_to_backing);
     CHECK_FALSE(c.flush_on_unmount);
     CHECK(c.writeback_wait_max_s == doctest::Approx(10));
-    CHECK(c.deferred_write_size == 64 * 1024);
     CHECK_FALSE(c.discard_dirty);
     // A fresh Config and the parser agree: the table's default texts are
     // what Config holds before any option is applied.
@@ -102,7 +101,7 @@ TEST_CASE("writeback options: defaults") {
 TEST_CASE("writeback options: good values") {
     auto r = parse_options({"writeback_percent=40,writeback_delay=2.5,writeback_rate_minimum=4M",
                             "writeback_running=0,fsync_to_backing,flush_on_unmount=yes",
-                            "writeback_wait_max=0.5,discard_dirty,deferred_write_size=16K"});
+                            "writeback_wait_max=0.5,discard_dirty"});
     REQUIRE(r.has_value());
     const Config& c = r->config;
     CHECK(c.writeback_percent == 40);
@@ -112,19 +111,17 @@ TEST_CASE("writeback options: good values") {
     CHECK(c.fsync_to_backing);
     CHECK(c.flush_on_unmount);
     CHECK(c.writeback_wait_max_s == doctest::Approx(0.5));
-    CHECK(c.deferred_write_size == 16 * 1024);
     CHECK(c.discard_dirty);
     CHECK(r->fuse_options.empty()); // none of them leaks to libfuse
 
     SUBCASE("the ends of the ranges") {
         auto e = parse_options({"writeback_percent=0,writeback_delay=0,writeback_wait_max=0",
-                                "writeback_rate_minimum=4K,deferred_write_size=0"});
+                                "writeback_rate_minimum=4K"});
         REQUIRE(e.has_value());
         CHECK(e->config.writeback_percent == 0);
         CHECK(e->config.writeback_delay_s == 0);
         CHECK(e->config.writeback_wait_max_s == 0);
         CHECK(e->config.writeback_rate_minimum == 4096);
-        CHECK(e->config.deferred_write_size == 0);
         auto f = parse_options({"writeback_percent=100,writeback_rate_minimum=1T"});
         REQUIRE(f.has_value());
         CHECK(f->config.writeback_percent == 100);
@@ -164,8 +161,6 @@ TEST_CASE("writeback options: bad values are refused, naming the option and the 
         {"flush_on_unmount=maybe", "flush_on_unmount", "maybe"},
         {"writeback_wait_max=-0.1", "writeback_wait_max", "-0.1"},
         {"writeback_wait_max=", "writeback_wait_max", "''"},
-        {"deferred_write_size=2M", "deferred_write_size", "2M"},
-        {"deferred_write_size=small", "deferred_write_size", "small"},
         {"discard_dirty=perhaps", "discard_dirty", "perhaps"},
     };
     for (const auto& c : cases) {

@@ -41,9 +41,6 @@ struct CachingParams {
     bool fsync_to_backing = false;         // fsync writes the file back and syncs the backing
     bool flush_on_unmount = false;         // stop() writes everything back first
     double writeback_wait_max_s = 10;      // a write waits this long for space, then goes around
-    // Dirty writes of at most this many bytes also go into the index's WAL,
-    // so their fsync needs no cache device sync (cache/deferred_writes.hpp).
-    std::uint64_t deferred_write_size = 64u << 10;
     // Where dirty data that cannot be written back goes (conflicts, files
     // gone from the backing): CACHE_DIR/lost+found.
     std::string lost_found_dir;

@@ -58,9 +58,6 @@ struct Config {
     bool kernel_writeback_cache = false;
     // A write waits this long for cache space, then goes around the cache.
     double writeback_wait_max_s = 10;
-    // Dirty writes up to this size also go into the index's WAL: their
-    // fsync needs one flush instead of two.
-    std::uint64_t deferred_write_size = 64 * 1024;
 
 
     // Threads serving FUSE requests at most.

@@ -14,11 +14,7 @@
 //             offset field is kept for finer-grained entries.)
 //             keyed by the START: writeback walks it file by file, each file
 //             in offset order, which is the backing's preferred write order.
-//   meta:     ASCII names ("superblock", "next_file_id"), and
-//             "deferred/" (bucket be32, gen be32, offset in bucket be32)
-//             -> (phase be32, bytes): a small dirty write's bytes, kept in
-//             the WAL until the cache device is synced
-//             (cache/deferred_writes.hpp). Older overcaches ignore them.
+//   meta:     ASCII names ("superblock", "next_file_id")
 #pragma once
 
 #include "overcache/meta/schema.hpp"
@@ -89,21 +85,5 @@ std::string dirty_prefix_end(FileId file);
 // dirty values: the range's length in bytes, be64 (> 0).
 std::string encode_dirty_len(std::uint64_t len);
 std::optional<std::uint64_t> decode_dirty_len(std::string_view s);
-
-// Deferred writes, in Cf::meta.
-inline constexpr std::string_view kDeferredPrefix = "deferred/";
-struct DeferredKey {
-    std::uint32_t bucket = 0;
-    std::uint32_t gen = 0;
-    std::uint32_t offset = 0; // of the first block written, inside the bucket
-    auto operator<=>(const DeferredKey&) const = default;
-};
-std::string deferred_key(const DeferredKey& k);
-bool decode_deferred_key(std::string_view s, DeferredKey& out);
-// The first key after every deferred key.
-std::string deferred_prefix_end();
-// The value: where the bytes start in their first block, then the bytes.
-std::string encode_deferred(std::uint32_t phase, const char* data, std::size_t len);
-bool decode_deferred(std::string_view s, std::uint32_t& phase, std::string_view& bytes);
 
 } // namespace overcache::meta

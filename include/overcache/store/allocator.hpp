@@ -185,10 +185,6 @@ public:
     // commit_mu_ held (so it must only post work): writes waiting for space
     // retry. Set once, before any reclaim.
     std::function<void()> after_free;
-    // Called by reclaim() for each bucket it frees, with the batch that
-    // frees it and mu_ held (so it must only add to the batch): records
-    // that name the bucket's space leave with it. Set once, before any reclaim.
-    std::function<void(meta::Batch&, std::uint32_t bucket)> on_free;
 
 private:
     friend class BucketPin;
