@@ -310,9 +310,14 @@ TEST_SUITE("store") {
             CHECK(d.error().message.find("damaged") != std::string::npos);
         }
         SUBCASE("a data file that is not this index's") {
-            int fd = ::open((c.dir + "/data").c_str(), O_WRONLY);
+            int fd = ::open((c.dir + "/data").c_str(), O_RDWR);
             REQUIRE(fd >= 0);
-            REQUIRE(::pwrite(fd, "X", 1, 20) == 1); // inside the uuid
+            // One byte of the uuid flipped (a fixed byte written there
+            // would be the uuid's own one time in 256).
+            char b = 0;
+            REQUIRE(::pread(fd, &b, 1, 20) == 1);
+            b = static_cast<char>(~b);
+            REQUIRE(::pwrite(fd, &b, 1, 20) == 1);
             ::close(fd);
             auto d = open_cache_device(c);
             REQUIRE_FALSE(d);
