@@ -7,7 +7,9 @@
 // once the mount is usable and non-zero with the message already printed.
 // Shut-down runs in reverse: the loop ends (unmount or SIGTERM/SIGINT/SIGHUP),
 // the session unmounts and is destroyed, then DataPath::stop() makes the
-// cache durable.
+// cache durable. Under a service manager ($NOTIFY_SOCKET, systemd's
+// Type=notify) it hears READY=1 once the mount answers, STATUS= lines, and
+// STOPPING=1 when the loop ends (service_status.hpp).
 #include "daemon.hpp"
 
 #include "backing/backing_fs.hpp"
@@ -17,6 +19,7 @@
 #include "overcache/cache/factory.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache_config.h"
+#include "service_status.hpp"
 #include "util/log.hpp"
 #include "util/unique_fd.hpp"
 
@@ -248,10 +251,13 @@ int serve(const Plan& plan, bool debug, int status_fd) {
             log::use_syslog(true);
         }
         log::info("mounted ", plan.backing, " on ", plan.mountpoint);
+        ServiceStatus status(plan.mountpoint, **data);
+        status.start();
         if (auto r = (*session)->run(plan.loop); !r) {
             log::error(to_string(r.error()));
             rc = 1;
         }
+        status.stopping(); // before the cache's stop, which may flush for long
         log::info("unmounted ", plan.mountpoint);
     }
     (*data)->stop();

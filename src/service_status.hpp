@@ -1,0 +1,43 @@
+// What a service manager (systemd, Type=notify) is told about the mount:
+// READY=1 once the mount answers requests, a STATUS= line with the hit
+// ratio and the dirty data every 10 seconds, and STOPPING=1 when it stops.
+// Does nothing unless $NOTIFY_SOCKET names a socket.
+#pragma once
+
+#include "overcache/cache/data_path.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace overcache {
+
+class ServiceStatus {
+public:
+    ServiceStatus(std::string mountpoint, const cache::DataPath& data);
+    ~ServiceStatus(); // stopping(), if not called yet
+    ServiceStatus(const ServiceStatus&) = delete;
+    ServiceStatus& operator=(const ServiceStatus&) = delete;
+
+    // Call right before the request loop runs: a thread stats the
+    // mountpoint (which waits for the loop to answer), then says READY=1.
+    void start();
+    // The request loop has ended (the mount is gone): says STOPPING=1 and
+    // ends the thread.
+    void stopping();
+
+private:
+    void run();
+    std::string status_line() const;
+
+    const std::string mountpoint_;
+    const cache::DataPath& data_;
+    const bool wanted_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false; // guarded by mu_
+    std::thread thread_;
+};
+
+} // namespace overcache

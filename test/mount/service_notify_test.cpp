@@ -1,0 +1,165 @@
+// The daemon under a service manager, started the way the unit
+// contrib/systemd/overcache@.service starts it (Type=notify: -f, and
+// $NOTIFY_SOCKET naming a datagram socket the manager listens on; here the
+// test listens): it says READY=1, with a STATUS= line, once the mount
+// answers; on SIGTERM it says STOPPING=1, unmounts and exits 0. Both kinds
+// of socket name systemd uses: a path, and "@name" (abstract namespace).
+#include "file_bytes.hpp"
+#include "fuse_mount.hpp"
+#include "tmp_dir.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <string>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace overcache::test;
+
+namespace {
+
+constexpr auto kDeadline = std::chrono::seconds(20);
+constexpr long kFuseMagic = 0x65735546; // FUSE_SUPER_MAGIC
+
+bool is_fuse(const std::string& dir) {
+    struct statfs sf {};
+    return ::statfs(dir.c_str(), &sf) == 0 && sf.f_type == kFuseMagic;
+}
+
+// A datagram socket bound to `name` (a path, or "@name": abstract).
+int listen_at(const std::string& name) {
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    REQUIRE(name.size() < sizeof sa.sun_path);
+    std::memcpy(sa.sun_path, name.data(), name.size());
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() + 1);
+    if (name[0] == '@') {
+        sa.sun_path[0] = '\0';
+        len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+    }
+    REQUIRE_MESSAGE(::bind(fd, reinterpret_cast<const sockaddr*>(&sa), len) == 0,
+                    name << ": " << std::strerror(errno));
+    return fd;
+}
+
+// Datagrams until one holds `line` (as a whole line) or the deadline
+// passes; every message received is appended to `seen`.
+bool wait_for(int fd, const std::string& line, std::string& seen) {
+    const auto until = std::chrono::steady_clock::now() + kDeadline;
+    while (std::chrono::steady_clock::now() < until) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 200) <= 0)
+            continue;
+        char buf[4096];
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            continue;
+        const std::string msg(buf, static_cast<std::size_t>(n));
+        seen += msg + "\n--\n";
+        if (("\n" + msg + "\n").find("\n" + line + "\n") != std::string::npos)
+            return true;
+    }
+    return false;
+}
+
+// Waits for `pid` to exit; its exit status, or -1 (killed, or still alive
+// at the deadline: then it is killed).
+int wait_exit(pid_t pid) {
+    const auto until = std::chrono::steady_clock::now() + kDeadline;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < until) {
+        const pid_t r = ::waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return -1;
+}
+
+void run_as_service(const std::string& socket_name, const TmpDir& t) {
+    const std::string back = t / "back", mnt = t / "mnt";
+    REQUIRE(::mkdir(back.c_str(), 0755) == 0);
+    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+    write_file(back + "/hello", "hello\n");
+    const int sock = listen_at(socket_name);
+
+    // Everything the child needs is built before fork().
+    const std::string bin = std::getenv("OVERCACHE_BIN");
+    const std::string opts = "cache=" + (t / "cache") + ",cache_size=64M";
+    std::vector<std::string> env_store;
+    for (char** e = environ; *e != nullptr; ++e)
+        if (std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0)
+            env_store.emplace_back(*e);
+    env_store.push_back("NOTIFY_SOCKET=" + socket_name);
+    std::vector<char*> envp;
+    for (auto& e : env_store)
+        envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> args_store{bin, back, mnt, "-f", "-o", opts};
+    std::vector<char*> argv;
+    for (auto& a : args_store)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
+
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        reset_signals_in_child();
+        ::execve(bin.c_str(), argv.data(), envp.data());
+        ::_exit(127);
+    }
+    std::string seen;
+    const bool ready = wait_for(sock, "READY=1", seen);
+    if (!ready) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        ::umount2(mnt.c_str(), MNT_DETACH);
+        FAIL("no READY=1 within the deadline; received: " << seen);
+    }
+    CHECK_MESSAGE(seen.find("STATUS=serving " + mnt) != std::string::npos, seen);
+    // Ready means answering: the mount serves the backing's file.
+    CHECK(is_fuse(mnt));
+    CHECK(read_file(mnt + "/hello") == "hello\n");
+    write_file(mnt + "/new", "written through the mount\n");
+    CHECK(read_file(back + "/new") == "written through the mount\n");
+
+    REQUIRE(::kill(pid, SIGTERM) == 0);
+    seen.clear();
+    CHECK_MESSAGE(wait_for(sock, "STOPPING=1", seen), "received: " << seen);
+    CHECK(wait_exit(pid) == 0);
+    CHECK_FALSE(is_fuse(mnt));
+    ::close(sock);
+}
+
+} // namespace
+
+TEST_SUITE("mount") {
+
+    TEST_CASE("under a service manager: READY=1 once the mount answers, STOPPING=1 on SIGTERM, "
+              "a clean exit" *
+              doctest::timeout(120)) {
+        require_daemon();
+        TmpDir t;
+        SUBCASE("a socket path") { run_as_service(t / "notify", t); }
+        SUBCASE("an abstract socket name") {
+            run_as_service("@overcache-test-notify-" + std::to_string(::getpid()), t);
+        }
+    }
+}
