@@ -37,6 +37,9 @@
 namespace overcache {
 namespace {
 
+static_assert(static_cast<int>(config::LogLevel::debug) == static_cast<int>(log::Level::debug) &&
+              static_cast<int>(config::LogLevel::error) == static_cast<int>(log::Level::error));
+
 const char* type_name(config::OptType t) {
     switch (t) {
     case config::OptType::flag:
@@ -53,6 +56,8 @@ const char* type_name(config::OptType t) {
         return "=PATH";
     case config::OptType::mode:
         return "=MODE";
+    case config::OptType::level:
+        return "=LEVEL";
     }
     return "";
 }
@@ -348,6 +353,8 @@ int run_daemon(const CommandLine& cl) {
     Plan plan;
     if (!make_plan(cl, plan))
         return 1;
+    if (!cl.debug) // -d asks for everything, whatever log_level says
+        log::set_level(static_cast<log::Level>(static_cast<int>(plan.cfg.log_level)));
     if (cl.foreground)
         return serve(plan, cl.debug, -1);
 

@@ -19,7 +19,9 @@ constexpr auto kStatusEvery = std::chrono::seconds(10);
 ServiceStatus::ServiceStatus(std::string mountpoint, const cache::DataPath& data)
     : mountpoint_(std::move(mountpoint)), data_(data), wanted_(sd::notify_wanted()) {}
 
-ServiceStatus::~ServiceStatus() { stopping(); }
+ServiceStatus::~ServiceStatus() {
+    stopping();
+}
 
 void ServiceStatus::start() {
     if (!wanted_ || thread_.joinable())

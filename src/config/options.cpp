@@ -164,6 +164,21 @@ Result<void> apply_cache_mode(Config& c, const std::string& v) {
     return {};
 }
 
+Result<void> apply_log_level(Config& c, const std::string& v) {
+    if (v == "debug")
+        c.log_level = LogLevel::debug;
+    else if (v == "info")
+        c.log_level = LogLevel::info;
+    else if (v == "warning")
+        c.log_level = LogLevel::warning;
+    else if (v == "error")
+        c.log_level = LogLevel::error;
+    else
+        return fail(Errc::BadValue,
+                    "option log_level: '" + v + "' is not one of debug, info, warning, error");
+    return {};
+}
+
 const std::vector<Row>& rows() {
     using T = OptType;
     static const std::vector<Row> table = {
@@ -253,6 +268,9 @@ const std::vector<Row>& rows() {
                  &Config::allow_other, &Config::allow_other_given),
         uint_row({"max_threads", T::uint, "16", "threads serving requests at most (1 to 256)"},
                  &Config::max_threads, 1, 256),
+        {{"log_level", T::level, "info",
+          "the least severe messages logged: debug, info, warning or error"},
+         apply_log_level},
     };
     return table;
 }

@@ -4,6 +4,8 @@
 // test listens): it says READY=1, with a STATUS= line, once the mount
 // answers; on SIGTERM it says STOPPING=1, unmounts and exits 0. Both kinds
 // of socket name systemd uses: a path, and "@name" (abstract namespace).
+// Its standard error is "the journal" ($JOURNAL_STREAM names it, as systemd
+// sets it): lines carry "<N>" priorities, and log_level= picks which come.
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "tmp_dir.hpp"
@@ -15,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string>
 #include <sys/mount.h>
@@ -93,7 +96,19 @@ int wait_exit(pid_t pid) {
     return -1;
 }
 
-void run_as_service(const std::string& socket_name, const TmpDir& t) {
+// Everything readable from `fd` now (non-blocking).
+std::string drain(int fd) {
+    std::string out;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        out.append(buf, static_cast<std::size_t>(n));
+    return out;
+}
+
+// Returns what the daemon wrote to its standard error.
+std::string run_as_service(const std::string& socket_name, const TmpDir& t,
+                           const std::string& extra_options = "") {
     const std::string back = t / "back", mnt = t / "mnt";
     REQUIRE(::mkdir(back.c_str(), 0755) == 0);
     REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
@@ -102,12 +117,19 @@ void run_as_service(const std::string& socket_name, const TmpDir& t) {
 
     // Everything the child needs is built before fork().
     const std::string bin = std::getenv("OVERCACHE_BIN");
-    const std::string opts = "cache=" + (t / "cache") + ",cache_size=64M";
+    const std::string opts = "cache=" + (t / "cache") + ",cache_size=64M" + extra_options;
+    int err[2];
+    REQUIRE(::pipe2(err, O_CLOEXEC | O_NONBLOCK) == 0);
+    struct stat es {};
+    REQUIRE(::fstat(err[1], &es) == 0);
     std::vector<std::string> env_store;
     for (char** e = environ; *e != nullptr; ++e)
-        if (std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0)
+        if (std::strncmp(*e, "NOTIFY_SOCKET=", 14) != 0 &&
+            std::strncmp(*e, "JOURNAL_STREAM=", 15) != 0)
             env_store.emplace_back(*e);
     env_store.push_back("NOTIFY_SOCKET=" + socket_name);
+    env_store.push_back("JOURNAL_STREAM=" + std::to_string(es.st_dev) + ":" +
+                        std::to_string(es.st_ino));
     std::vector<char*> envp;
     for (auto& e : env_store)
         envp.push_back(e.data());
@@ -122,9 +144,11 @@ void run_as_service(const std::string& socket_name, const TmpDir& t) {
     REQUIRE(pid >= 0);
     if (pid == 0) {
         reset_signals_in_child();
+        ::dup2(err[1], STDERR_FILENO); // dup2 clears O_CLOEXEC on the copy
         ::execve(bin.c_str(), argv.data(), envp.data());
         ::_exit(127);
     }
+    ::close(err[1]);
     std::string seen;
     const bool ready = wait_for(sock, "READY=1", seen);
     if (!ready) {
@@ -146,6 +170,9 @@ void run_as_service(const std::string& socket_name, const TmpDir& t) {
     CHECK(wait_exit(pid) == 0);
     CHECK_FALSE(is_fuse(mnt));
     ::close(sock);
+    std::string log = drain(err[0]);
+    ::close(err[0]);
+    return log;
 }
 
 } // namespace
@@ -157,9 +184,16 @@ TEST_SUITE("mount") {
               doctest::timeout(120)) {
         require_daemon();
         TmpDir t;
-        SUBCASE("a socket path") { run_as_service(t / "notify", t); }
-        SUBCASE("an abstract socket name") {
-            run_as_service("@overcache-test-notify-" + std::to_string(::getpid()), t);
+        SUBCASE("a socket path") {
+            const std::string log = run_as_service(t / "notify", t);
+            CHECK_MESSAGE(log.find("<6>mounted ") != std::string::npos, log);
+            CHECK_MESSAGE(log.find("<6>unmounted ") != std::string::npos, log);
+            CHECK_MESSAGE(log.find("overcache: info:") == std::string::npos, log);
+        }
+        SUBCASE("an abstract socket name, log_level=warning") {
+            const std::string log = run_as_service(
+                "@overcache-test-notify-" + std::to_string(::getpid()), t, ",log_level=warning");
+            CHECK_MESSAGE(log.find("<6>") == std::string::npos, log);
         }
     }
 }

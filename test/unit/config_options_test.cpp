@@ -91,6 +91,7 @@ TEST_CASE("writeback options: defaults") {
     CHECK_FALSE(c.flush_on_unmount);
     CHECK(c.writeback_wait_max_s == doctest::Approx(10));
     CHECK_FALSE(c.discard_dirty);
+    CHECK(c.log_level == LogLevel::info);
     // A fresh Config and the parser agree: the table's default texts are
     // what Config holds before any option is applied.
     const Config fresh;
@@ -101,7 +102,7 @@ TEST_CASE("writeback options: defaults") {
 TEST_CASE("writeback options: good values") {
     auto r = parse_options({"writeback_percent=40,writeback_delay=2.5,writeback_rate_minimum=4M",
                             "writeback_running=0,fsync_to_backing,flush_on_unmount=yes",
-                            "writeback_wait_max=0.5,discard_dirty"});
+                            "writeback_wait_max=0.5,discard_dirty,log_level=warning"});
     REQUIRE(r.has_value());
     const Config& c = r->config;
     CHECK(c.writeback_percent == 40);
@@ -112,6 +113,7 @@ TEST_CASE("writeback options: good values") {
     CHECK(c.flush_on_unmount);
     CHECK(c.writeback_wait_max_s == doctest::Approx(0.5));
     CHECK(c.discard_dirty);
+    CHECK(c.log_level == LogLevel::warning);
     CHECK(r->fuse_options.empty()); // none of them leaks to libfuse
 
     SUBCASE("the ends of the ranges") {
@@ -161,6 +163,8 @@ TEST_CASE("writeback options: bad values are refused, naming the option and the 
         {"flush_on_unmount=maybe", "flush_on_unmount", "maybe"},
         {"writeback_wait_max=-0.1", "writeback_wait_max", "-0.1"},
         {"writeback_wait_max=", "writeback_wait_max", "''"},
+        {"log_level=verbose", "log_level", "verbose"},
+        {"log_level=INFO", "log_level", "INFO"},
         {"discard_dirty=perhaps", "discard_dirty", "perhaps"},
     };
     for (const auto& c : cases) {

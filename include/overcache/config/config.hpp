@@ -14,6 +14,8 @@ namespace overcache::config {
 
 enum class CacheMode { writethrough, writearound, none, writeback };
 const char* to_string(CacheMode m) noexcept;
+// The least severe messages logged.
+enum class LogLevel { debug, info, warning, error };
 
 struct Config {
     // Kernel caching of names and attributes (seconds).
@@ -62,9 +64,10 @@ struct Config {
 
     // Threads serving FUSE requests at most.
     unsigned max_threads = 16;
+    LogLevel log_level = LogLevel::info;
 };
 
-enum class OptType { flag, boolean, size, uint, seconds, string, mode };
+enum class OptType { flag, boolean, size, uint, seconds, string, mode, level };
 
 struct OptionInfo {
     const char* name;
