@@ -3,7 +3,8 @@
 # Safe to run again: apt-get skips what is installed.
 set -euo pipefail
 pkgs=(g++ meson ninja-build pkg-config libfuse3-dev fuse3 librocksdb-dev libboost-dev
-      doctest-dev libxxhash-dev gdb)
+      doctest-dev libxxhash-dev gdb
+      systemd)  # systemd-analyze, for the installed unit (test/install_test.sh)
 if [[ "${1:-}" == "--bench" ]]; then
     pkgs+=(fio e2fsprogs util-linux gcc python3)
 fi
