@@ -60,7 +60,8 @@ void ServiceStatus::run() {
         sd::notify("STATUS=" + status_line());
 }
 
-// "mounted: cache hits 93%, 12.0 MiB dirty" (what the DataPath reports).
+// "serving /mnt/fast (writeback), cache hits 93%, 12.0 MiB dirty": what the
+// DataPath reports.
 std::string ServiceStatus::status_line() const {
     std::string mode, ratio, dirty;
     for (const auto& [k, v] : data_.stats()) {
