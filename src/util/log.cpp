@@ -13,6 +13,7 @@ namespace {
 std::atomic<Level> g_level{Level::info};
 std::atomic<bool> g_syslog{false};
 std::mutex g_stderr_mutex; // keeps lines from different threads whole
+constexpr int kPrio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR}; // by Level
 
 // Whether stderr is the journal's stream ($JOURNAL_STREAM is "DEV:INO" of
 // it, set by systemd for a service's stdout/stderr): lines then start with
@@ -43,7 +44,6 @@ void write(Level l, std::string_view msg) noexcept {
     static constexpr const char* kNames[] = {"debug", "info", "warning", "error"};
     const int idx = static_cast<int>(l);
     if (g_syslog.load()) {
-        static constexpr int kPrio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
         syslog(kPrio[idx], "%.*s", static_cast<int>(msg.size()), msg.data());
         return;
     }
@@ -51,7 +51,6 @@ void write(Level l, std::string_view msg) noexcept {
     std::lock_guard lock(g_stderr_mutex);
     if (journal) {
         // The journal records who wrote the line; the level is its priority.
-        static constexpr int kPrio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
         std::fprintf(stderr, "<%d>%.*s\n", kPrio[idx], static_cast<int>(msg.size()), msg.data());
         return;
     }
