@@ -16,9 +16,12 @@
 #include "backing/creds.hpp"
 #include "fuse/session.hpp"
 #include "overcache/bg/executors.hpp"
+#include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/factory.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache_config.h"
+#include "mountpoint.hpp"
+#include "service_config.hpp"
 #include "service_status.hpp"
 #include "util/log.hpp"
 #include "util/unique_fd.hpp"
@@ -86,6 +89,110 @@ struct Plan {
     std::string mountpoint;
 };
 
+bool make_dirs(const std::string& path) {
+    for (std::size_t i = 1; i <= path.size(); ++i) {
+        if (i < path.size() && path[i] != '/')
+            continue;
+        const std::string part = path.substr(0, i);
+        if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST)
+            return false;
+    }
+    return true;
+}
+
+// The mountpoint must be a directory that nothing of ours is mounted on.
+// Under --config (the service) a missing one is created and a dead mount
+// left by a crashed daemon is removed; on the command line both are
+// refused with what to do.
+bool check_mountpoint(const CommandLine& cl, std::string& resolved) {
+    const bool service = !cl.config_file.empty();
+    MountpointInfo mp = inspect_mountpoint(cl.mountpoint);
+    resolved = mp.path;
+    const std::string name = "mountpoint '" + cl.mountpoint + "'";
+    if (mp.kind == MountpointInfo::Kind::dead_fuse && service) {
+        std::string err;
+        if (!remove_dead_mount(mp.path, err)) {
+            log::error(name, " is a dead FUSE mount and cannot be removed: ", err);
+            return false;
+        }
+        log::warn("removed the dead mount at ", mp.path,
+                  " (its daemon had exited without unmounting)");
+        mp = inspect_mountpoint(mp.path);
+    }
+    if (mp.kind == MountpointInfo::Kind::missing && service) {
+        if (!make_dirs(mp.path)) {
+            log::error("cannot create the ", name, ": ", std::strerror(errno));
+            return false;
+        }
+        mp = inspect_mountpoint(mp.path);
+    }
+    switch (mp.kind) {
+    case MountpointInfo::Kind::directory:
+        return true;
+    case MountpointInfo::Kind::overcache:
+        log::error(name, " is already an overcache mount (of ", mp.source,
+                   "); unmount it first (umount ", mp.path, ") or choose another mountpoint");
+        return false;
+    case MountpointInfo::Kind::dead_fuse:
+        log::error(name, " is a dead FUSE mount (", mp.fstype,
+                   "): the daemon that served it exited without unmounting (\"Transport "
+                   "endpoint is not connected\"). Remove it with 'overcache --cleanup ",
+                   mp.path, "' (or 'umount -l ", mp.path, "' as root), then mount again");
+        return false;
+    case MountpointInfo::Kind::missing:
+        log::error(name, " does not exist; create it first (mkdir ", mp.path, ")");
+        return false;
+    case MountpointInfo::Kind::other:
+        break;
+    }
+    log::error(name, " ", mp.error);
+    return false;
+}
+
+// The path with its longest existing prefix resolved (symlinks, ..): the
+// cache directory may not exist yet.
+std::string resolve_existing_prefix(const std::string& path) {
+    std::string head = path, tail;
+    char buf[PATH_MAX];
+    while (!head.empty()) {
+        if (::realpath(head.c_str(), buf) != nullptr)
+            return std::string(buf) + tail;
+        const auto slash = head.rfind('/');
+        if (slash == std::string::npos || slash == 0)
+            break;
+        tail = head.substr(slash) + tail;
+        head.resize(slash);
+    }
+    return path;
+}
+
+bool is_under(const std::string& path, const std::string& dir) {
+    return path == dir ||
+           (path.rfind(dir, 0) == 0 && (dir == "/" || path[dir.size()] == '/'));
+}
+
+// A cache inside the backing tree would show through the mount (and cache
+// itself); one under the mountpoint is hidden by the mount.
+bool check_cache_dir(const Plan& plan) {
+    if (plan.cfg.cache_mode == config::CacheMode::none && plan.cfg.cache_dir.empty())
+        return true;
+    const bool given = !plan.cfg.cache_dir.empty();
+    const std::string dir = resolve_existing_prefix(
+        given ? plan.cfg.cache_dir : cache::default_cache_dir(plan.mountpoint));
+    const char* what = given ? "cache=" : "the default cache directory ";
+    if (is_under(dir, plan.backing)) {
+        log::error(what, dir, " is inside the backing directory ", plan.backing,
+                   ": the cache would show through the mount; give cache= a directory outside it");
+        return false;
+    }
+    if (is_under(dir, plan.mountpoint)) {
+        log::error(what, dir, " is inside the mountpoint ", plan.mountpoint,
+                   ", which the mount hides; give cache= a directory outside it");
+        return false;
+    }
+    return true;
+}
+
 // Every check that can fail before anything happens. Prints its message.
 bool make_plan(const CommandLine& cl, Plan& plan) {
     auto parsed = config::parse_options(cl.option_lists);
@@ -106,20 +213,22 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
         log::error("backing directory '", cl.backing, "' is not a directory");
         return false;
     }
-    if (::realpath(cl.mountpoint.c_str(), resolved) == nullptr) {
-        log::error("mountpoint '", cl.mountpoint, "': ", std::strerror(errno));
+    if (!check_mountpoint(cl, plan.mountpoint))
         return false;
-    }
-    plan.mountpoint = resolved;
-    if (::stat(plan.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-        log::error("mountpoint '", cl.mountpoint, "' is not a directory");
-        return false;
-    }
     if (plan.mountpoint == plan.backing) {
         log::error("mountpoint '", cl.mountpoint,
                    "' is the backing directory itself; mount somewhere else");
         return false;
     }
+    if (is_under(plan.mountpoint, plan.backing)) {
+        // The daemon would look itself up through its own mount.
+        log::error("mountpoint '", cl.mountpoint, "' is inside the backing directory ",
+                   plan.backing, "; mount somewhere outside it");
+        return false;
+    }
+
+    if (!check_cache_dir(plan))
+        return false;
 
     plan.loop.single_thread = cl.single_thread;
     plan.loop.max_threads = plan.cfg.max_threads;
@@ -232,6 +341,7 @@ int serve(const Plan& plan, bool debug, int status_fd) {
         return 1;
     }
     int rc = 0;
+    ServiceStatus status(plan.mountpoint, **data);
     {
         auto session =
             fuse::Session::create(plan.cfg, **data, std::move(root_fd), plan.fuse_options, debug);
@@ -256,7 +366,6 @@ int serve(const Plan& plan, bool debug, int status_fd) {
             log::use_syslog(true);
         }
         log::info("mounted ", plan.backing, " on ", plan.mountpoint);
-        ServiceStatus status(plan.mountpoint, **data);
         status.start();
         if (auto r = (*session)->run(plan.loop); !r) {
             log::error(to_string(r.error()));
@@ -266,6 +375,7 @@ int serve(const Plan& plan, bool debug, int status_fd) {
         log::info("unmounted ", plan.mountpoint);
     }
     (*data)->stop();
+    status.stopped();
     return rc;
 }
 
@@ -286,6 +396,16 @@ bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& er
             out.foreground = true;
         } else if (a == "-s") {
             out.single_thread = true;
+        } else if (a == "--cleanup") {
+            out.cleanup = true;
+        } else if (a == "--config") {
+            if (i + 1 >= argc) {
+                error = "option --config needs a FILE";
+                return false;
+            }
+            out.config_file = argv[++i];
+        } else if (a.rfind("--config=", 0) == 0) {
+            out.config_file = a.substr(std::strlen("--config="));
         } else if (a == "-o") {
             if (i + 1 >= argc) {
                 error = "option -o needs a value";
@@ -306,6 +426,23 @@ bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& er
     }
     if (out.help || out.version)
         return true;
+    if (!out.config_file.empty()) {
+        if (!positional.empty()) {
+            error = "unexpected argument '" + positional[0] +
+                    "': with --config, BACKING and MOUNTPOINT come from the file";
+            return false;
+        }
+        return true;
+    }
+    if (out.cleanup) {
+        if (positional.size() != 1) {
+            error = positional.empty() ? "--cleanup needs a MOUNTPOINT (or --config FILE)"
+                                       : "unexpected argument '" + positional[1] + "'";
+            return false;
+        }
+        out.mountpoint = positional[0];
+        return true;
+    }
     if (positional.size() < 2) {
         error = positional.empty() ? "missing BACKING and MOUNTPOINT" : "missing MOUNTPOINT";
         return false;
@@ -321,6 +458,8 @@ bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& er
 
 void print_help(const char* prog) {
     std::printf("usage: %s BACKING MOUNTPOINT [-o OPTION[,OPTION...]]... [-f] [-d] [-s]\n"
+                "       %s --config FILE [-o OPTION...]... [-f] [-d] [-s]\n"
+                "       %s --cleanup MOUNTPOINT | --config FILE --cleanup\n"
                 "\n"
                 "Mounts the directory BACKING on MOUNTPOINT, caching the parts of files that\n"
                 "are used on a fast device.\n"
@@ -328,11 +467,15 @@ void print_help(const char* prog) {
                 "  -f             stay in the foreground\n"
                 "  -d             debug output (implies -f)\n"
                 "  -s             serve requests in one thread\n"
+                "  --config FILE  take BACKING, MOUNTPOINT and options from FILE (the\n"
+                "                 service's config, overcache.conf(5)); create a missing\n"
+                "                 mountpoint and remove a dead mount left on it\n"
+                "  --cleanup      only remove a dead mount (its daemon gone) at MOUNTPOINT\n"
                 "  -h, --help     this help\n"
                 "  -V, --version  version\n"
                 "\n"
                 "Options (-o):\n",
-                prog);
+                prog, prog, prog);
     for (const auto& o : config::option_table()) {
         std::string head = std::string(o.name) + type_name(o.type);
         std::printf("  %-24s %s (default: %s)\n", head.c_str(), o.help, o.default_text);
@@ -347,9 +490,50 @@ void print_version() {
                 FUSE_USE_VERSION);
 }
 
-int run_daemon(const CommandLine& cl) {
-    if (cl.debug)
+namespace {
+
+// --cleanup: a dead mount is removed, anything else is left as it is.
+int cleanup(const CommandLine& cl) {
+    const MountpointInfo mp = inspect_mountpoint(cl.mountpoint);
+    if (mp.kind != MountpointInfo::Kind::dead_fuse) {
+        log::info("nothing to clean up at ", mp.path);
+        return 0;
+    }
+    std::string err;
+    if (!remove_dead_mount(mp.path, err)) {
+        log::error("cannot remove the dead mount at ", mp.path, ": ", err);
+        return 1;
+    }
+    log::info("removed the dead mount at ", mp.path);
+    return 0;
+}
+
+} // namespace
+
+int run_daemon(const CommandLine& cl_in) {
+    if (cl_in.debug)
         log::set_level(log::Level::debug);
+    CommandLine cl = cl_in;
+    if (!cl.config_file.empty()) {
+        ServiceConfig sc;
+        std::string err;
+        if (!read_service_config(cl.config_file, sc, err)) {
+            log::error(err);
+            return 1;
+        }
+        cl.backing = sc.backing;
+        cl.mountpoint = sc.mountpoint;
+        // The file's options first: -o on the command line wins.
+        std::vector<std::string> lists;
+        if (!sc.cache.empty())
+            lists.push_back("cache=" + sc.cache);
+        if (!sc.options.empty())
+            lists.push_back(sc.options);
+        lists.insert(lists.end(), cl.option_lists.begin(), cl.option_lists.end());
+        cl.option_lists = std::move(lists);
+    }
+    if (cl.cleanup)
+        return cleanup(cl);
     Plan plan;
     if (!make_plan(cl, plan))
         return 1;

@@ -11,6 +11,12 @@ struct CommandLine {
     std::string backing;
     std::string mountpoint;
     std::vector<std::string> option_lists; // each -o argument
+    // --config FILE: BACKING, MOUNTPOINT and options come from FILE (the
+    // service's way, service_config.hpp); the mountpoint is created if
+    // missing and a dead mount on it is removed.
+    std::string config_file;
+    // --cleanup: only remove a dead mount at MOUNTPOINT, then exit.
+    bool cleanup = false;
     bool foreground = false;
     bool debug = false;
     bool single_thread = false;

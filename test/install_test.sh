@@ -32,14 +32,19 @@ for f in "$root/$(option mandir)/man8/overcache.8" \
 done
 "$bin" --version >/dev/null || fail "the installed binary does not run"
 
-# The unit, with ExecStart pointing at the installed binary (systemd would
-# find it on its own search path once installed for real).
+# The unit, as an instance, with its commands pointing at the installed
+# binary (systemd would find it on its own search path once installed for
+# real).
 command -v systemd-analyze >/dev/null ||
     fail "systemd-analyze is missing (contrib/install-deps.sh installs the systemd package)"
 mkdir "$dest/verify"
-sed "s|^ExecStart=overcache |ExecStart=$bin |" "$dest$unit_dir/overcache@.service" \
-    > "$dest/verify/overcache@.service"
-out=$(systemd-analyze verify --man=no "$dest/verify/overcache@.service" 2>&1) ||
+grep -q '^ExecStart=overcache ' "$dest$unit_dir/overcache@.service" ||
+    fail "the unit's ExecStart does not run overcache"
+sed -E "s#^(Exec[A-Za-z]*=-?)overcache #\1$bin #" "$dest$unit_dir/overcache@.service" \
+    > "$dest/verify/overcache@check.service"
+grep -n 'overcache ' "$dest/verify/overcache@check.service" | grep '^[0-9]*:Exec' |
+    grep -v "$bin" && fail "a command of the unit was not pointed at $bin"
+out=$(systemd-analyze verify --man=no "$dest/verify/overcache@check.service" 2>&1) ||
     fail "systemd-analyze verify failed: $out"
 [[ -z $out ]] || fail "systemd-analyze verify warns: $out"
 
