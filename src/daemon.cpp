@@ -244,6 +244,10 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
         }
         if (is_ignored_mount_flag(o))
             continue;
+        // nosuid,nodev unless allow_suid/allow_dev (config.hpp): the generic
+        // flags are set below, whatever mount.fuse3 added.
+        if (o == "suid" || o == "nosuid" || o == "dev" || o == "nodev")
+            continue;
         have_fsname = have_fsname || starts_with(o, "fsname=");
         have_subtype = have_subtype || starts_with(o, "subtype=");
         allow_root = allow_root || o == "allow_root";
@@ -255,6 +259,8 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
         plan.fuse_options.emplace_back("subtype=overcache");
     if (plan.cfg.default_permissions)
         plan.fuse_options.emplace_back("default_permissions");
+    plan.fuse_options.emplace_back(plan.cfg.allow_suid ? "suid" : "nosuid");
+    plan.fuse_options.emplace_back(plan.cfg.allow_dev ? "dev" : "nodev");
     // As root the mount serves everyone (like a system mount) unless told
     // otherwise; a user's mount serves that user unless asked.
     const bool root = ::geteuid() == 0;
@@ -480,9 +486,10 @@ void print_help(const char* prog) {
         std::string head = std::string(o.name) + type_name(o.type);
         std::printf("  %-24s %s (default: %s)\n", head.c_str(), o.help, o.default_text);
     }
-    std::printf("\nMount options of mount(8) and FUSE (ro, nosuid, nodev, noexec, noatime,\n"
-                "allow_root, auto_unmount, fsname=, subtype=, max_read=, clone_fd,\n"
-                "max_idle_threads=, ...) are accepted too.\n");
+    std::printf("\nMount options of mount(8) and FUSE (ro, noexec, noatime, allow_root,\n"
+                "auto_unmount, fsname=, subtype=, max_read=, clone_fd, max_idle_threads=,\n"
+                "...) are accepted too. The mount is always nosuid,nodev unless allow_suid\n"
+                "or allow_dev says otherwise.\n");
 }
 
 void print_version() {

@@ -266,6 +266,14 @@ const std::vector<Row>& rows() {
         bool_row({"allow_other", T::boolean, "on as root",
                   "let users other than the mounting one use the mount"},
                  &Config::allow_other, &Config::allow_other_given),
+        bool_row({"allow_suid", T::boolean, "off",
+                  "honour set-user-ID and set-group-ID bits of the backing's files (the mount "
+                  "is nosuid otherwise)"},
+                 &Config::allow_suid),
+        bool_row({"allow_dev", T::boolean, "off",
+                  "let device nodes on the backing be opened through the mount (nodev "
+                  "otherwise)"},
+                 &Config::allow_dev),
         uint_row({"max_threads", T::uint, "16", "threads serving requests at most (1 to 256)"},
                  &Config::max_threads, 1, 256),
         {{"log_level", T::level, "info",

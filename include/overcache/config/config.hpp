@@ -26,6 +26,11 @@ struct Config {
     bool default_permissions = true;
     bool allow_other = true; // applied only when running as root unless given explicitly
     bool allow_other_given = false;
+    // The mount is nosuid,nodev unless these say otherwise, however it is
+    // started: mount.fuse3 adds "suid,dev" to every root mount, so the
+    // generic suid and dev options cannot say what the user meant.
+    bool allow_suid = false;
+    bool allow_dev = false;
 
     // Cache location. Empty cache_dir means the default location.
     std::string cache_dir;
