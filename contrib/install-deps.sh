@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(g++ meson ninja-build pkg-config libfuse3-dev fuse3 librocksdb-dev libboost-dev
       doctest-dev libxxhash-dev gdb
-      systemd)  # systemd-analyze, for the installed unit (test/install_test.sh)
+      systemd     # systemd-analyze, for the installed unit (test/install_test.sh)
+      mount util-linux)  # mount(8), umount, findmnt, unshare: test/mount/system_mount_test.cpp
 if [[ "${1:-}" == "--bench" ]]; then
     pkgs+=(fio e2fsprogs util-linux gcc python3)
 fi
