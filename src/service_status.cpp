@@ -16,7 +16,9 @@ constexpr auto kStatusEvery = std::chrono::seconds(10);
 // While stopping: how often the flush's progress is looked at, and how much
 // more time each step of progress asks for.
 constexpr auto kStopEvery = std::chrono::seconds(5);
-constexpr auto kStopGrant = std::chrono::microseconds(std::chrono::seconds(30));
+// A writeback batch (up to 64 MiB) shows as progress only when it is done:
+// the grant covers one at a slow backing's pace.
+constexpr auto kStopGrant = std::chrono::microseconds(std::chrono::seconds(120));
 
 } // namespace
 
@@ -42,7 +44,7 @@ void ServiceStatus::stopping() {
     }
     cv_.notify_all();
     if (wanted_)
-        sd::notify("STOPPING=1\nSTATUS=stopping: " + status_line());
+        sd::notify("STOPPING=1\nSTATUS=" + status_line("stopping"));
 }
 
 void ServiceStatus::stopped() {
@@ -67,35 +69,40 @@ void ServiceStatus::run() {
     }
     std::unique_lock lk(mu_);
     if (phase_ == Phase::serving)
-        sd::notify("READY=1\nSTATUS=" + status_line());
+        sd::notify("READY=1\nSTATUS=" + status_line("serving"));
     while (!cv_.wait_for(lk, kStatusEvery, [this] { return phase_ != Phase::serving; }))
-        sd::notify("STATUS=" + status_line());
+        sd::notify("STATUS=" + status_line("serving"));
     // Stopping: while a flush writes dirty data back, each step of progress
     // buys time; a flush that stalls gets none and the manager's stop
     // timeout ends it (the dirty data stays in the cache for the next mount).
-    std::uint64_t last = dirty_bytes();
+    Progress last = progress();
     while (!cv_.wait_for(lk, kStopEvery, [this] { return phase_ == Phase::stopped; })) {
-        const std::uint64_t now = dirty_bytes();
-        if (now == 0 && last == 0)
+        const Progress now = progress();
+        if (now.dirty == 0 && last.dirty == 0)
             continue;
-        std::string msg = "STATUS=stopping: " + cli::human_bytes(now) + " dirty left to flush";
-        if (now < last)
+        std::string msg =
+            "STATUS=stopping: " + cli::human_bytes(now.dirty) + " dirty left to flush";
+        if (now.dirty < last.dirty || now.written > last.written)
             msg += "\nEXTEND_TIMEOUT_USEC=" + std::to_string(kStopGrant.count());
         sd::notify(msg);
         last = now;
     }
 }
 
-std::uint64_t ServiceStatus::dirty_bytes() const {
-    for (const auto& [k, v] : data_.stats())
+ServiceStatus::Progress ServiceStatus::progress() const {
+    Progress p;
+    for (const auto& [k, v] : data_.stats()) {
         if (k == "dirty_data")
-            return std::strtoull(v.c_str(), nullptr, 10);
-    return 0;
+            p.dirty = std::strtoull(v.c_str(), nullptr, 10);
+        else if (k == "writeback_bytes")
+            p.written = std::strtoull(v.c_str(), nullptr, 10);
+    }
+    return p;
 }
 
 // "serving /mnt/fast (writeback), cache hits 93%, 12.0 MiB dirty": what the
 // DataPath reports.
-std::string ServiceStatus::status_line() const {
+std::string ServiceStatus::status_line(const char* doing) const {
     std::string mode, ratio, dirty;
     for (const auto& [k, v] : data_.stats()) {
         if (k == "cache_mode")
@@ -105,7 +112,7 @@ std::string ServiceStatus::status_line() const {
         else if (k == "dirty_data")
             dirty = v;
     }
-    std::string line = "serving " + mountpoint_;
+    std::string line = std::string(doing) + " " + mountpoint_;
     if (!mode.empty())
         line += " (" + mode + ")";
     if (!ratio.empty())

@@ -35,8 +35,13 @@ public:
 
 private:
     void run();
-    std::string status_line() const;
-    std::uint64_t dirty_bytes() const;
+    // "serving /mnt/fast (writeback), cache hits 93%, 12.0 MiB dirty"
+    std::string status_line(const char* doing) const;
+    struct Progress {
+        std::uint64_t dirty = 0;   // bytes not yet on the backing
+        std::uint64_t written = 0; // bytes written back so far
+    };
+    Progress progress() const;
 
     const std::string mountpoint_;
     const cache::DataPath& data_;

@@ -6,6 +6,10 @@
 // of socket name systemd uses: a path, and "@name" (abstract namespace).
 // Its standard error is "the journal" ($JOURNAL_STREAM names it, as systemd
 // sets it): lines carry "<N>" priorities, and log_level= picks which come.
+// A stop that flushes (flush_on_unmount) asks for more time while the flush
+// makes progress (EXTEND_TIMEOUT_USEC), so the unit's stop timeout need not
+// fit a long flush.
+#include "fault_backing.hpp"
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "tmp_dir.hpp"
@@ -106,18 +110,21 @@ std::string drain(int fd) {
     return out;
 }
 
-// Returns what the daemon wrote to its standard error.
-std::string run_as_service(const std::string& socket_name, const TmpDir& t,
-                           const std::string& extra_options = "") {
-    const std::string back = t / "back", mnt = t / "mnt";
-    REQUIRE(::mkdir(back.c_str(), 0755) == 0);
-    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
-    write_file(back + "/hello", "hello\n");
-    const int sock = listen_at(socket_name);
+// The daemon started as the unit starts it: -f, $NOTIFY_SOCKET naming a
+// socket the test listens on, its standard error a pipe named by
+// $JOURNAL_STREAM.
+struct Service {
+    pid_t pid = -1;
+    int sock = -1;   // the notify socket
+    int err = -1; // read end of the daemon's standard error
+};
 
+Service start_service(const std::string& socket_name, const std::string& back,
+                      const std::string& mnt, const std::string& opts) {
+    Service s;
+    s.sock = listen_at(socket_name);
     // Everything the child needs is built before fork().
     const std::string bin = std::getenv("OVERCACHE_BIN");
-    const std::string opts = "cache=" + (t / "cache") + ",cache_size=64M" + extra_options;
     int err[2];
     REQUIRE(::pipe2(err, O_CLOEXEC | O_NONBLOCK) == 0);
     struct stat es {};
@@ -140,39 +147,57 @@ std::string run_as_service(const std::string& socket_name, const TmpDir& t,
         argv.push_back(a.data());
     argv.push_back(nullptr);
 
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
+    s.pid = ::fork();
+    REQUIRE(s.pid >= 0);
+    if (s.pid == 0) {
         reset_signals_in_child();
         ::dup2(err[1], STDERR_FILENO); // dup2 clears O_CLOEXEC on the copy
         ::execve(bin.c_str(), argv.data(), envp.data());
         ::_exit(127);
     }
     ::close(err[1]);
+    s.err = err[0];
     std::string seen;
-    const bool ready = wait_for(sock, "READY=1", seen);
-    if (!ready) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
+    if (!wait_for(s.sock, "READY=1", seen)) {
+        ::kill(s.pid, SIGKILL);
+        ::waitpid(s.pid, nullptr, 0);
         ::umount2(mnt.c_str(), MNT_DETACH);
         FAIL("no READY=1 within the deadline; received: " << seen);
     }
     CHECK_MESSAGE(seen.find("STATUS=serving " + mnt) != std::string::npos, seen);
-    // Ready means answering: the mount serves the backing's file.
+    // Ready means answering.
     CHECK(is_fuse(mnt));
+    return s;
+}
+
+// SIGTERM, as systemctl stop sends it: STOPPING=1, a clean exit, no mount
+// left. Returns what the daemon wrote to its standard error.
+std::string stop_service(Service& s, const std::string& mnt) {
+    REQUIRE(::kill(s.pid, SIGTERM) == 0);
+    std::string seen;
+    CHECK_MESSAGE(wait_for(s.sock, "STOPPING=1", seen), "received: " << seen);
+    CHECK(wait_exit(s.pid) == 0);
+    CHECK_FALSE(is_fuse(mnt));
+    ::close(s.sock);
+    std::string log = drain(s.err);
+    ::close(s.err);
+    return log;
+}
+
+// Returns what the daemon wrote to its standard error.
+std::string run_as_service(const std::string& socket_name, const TmpDir& t,
+                           const std::string& extra_options = "") {
+    const std::string back = t / "back", mnt = t / "mnt";
+    REQUIRE(::mkdir(back.c_str(), 0755) == 0);
+    REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+    write_file(back + "/hello", "hello\n");
+    Service s = start_service(socket_name, back, mnt,
+                              "cache=" + (t / "cache") + ",cache_size=64M" + extra_options);
+    // The mount serves the backing's file.
     CHECK(read_file(mnt + "/hello") == "hello\n");
     write_file(mnt + "/new", "written through the mount\n");
     CHECK(read_file(back + "/new") == "written through the mount\n");
-
-    REQUIRE(::kill(pid, SIGTERM) == 0);
-    seen.clear();
-    CHECK_MESSAGE(wait_for(sock, "STOPPING=1", seen), "received: " << seen);
-    CHECK(wait_exit(pid) == 0);
-    CHECK_FALSE(is_fuse(mnt));
-    ::close(sock);
-    std::string log = drain(err[0]);
-    ::close(err[0]);
-    return log;
+    return stop_service(s, mnt);
 }
 
 } // namespace
@@ -195,5 +220,44 @@ TEST_SUITE("mount") {
                 "@overcache-test-notify-" + std::to_string(::getpid()), t, ",log_level=warning");
             CHECK_MESSAGE(log.find("<6>") == std::string::npos, log);
         }
+    }
+
+    TEST_CASE("a flush at stop asks for more time while it makes progress" *
+              doctest::timeout(180)) {
+        require_daemon();
+        require_faultfs();
+        TmpDir t;
+        const std::string back = t / "back", mnt = t / "mnt";
+        REQUIRE(::mkdir(back.c_str(), 0755) == 0);
+        REQUIRE(::mkdir(mnt.c_str(), 0755) == 0);
+        FaultBacking fb(back);
+        // Dirty data stays dirty until the stop flushes it.
+        Service s = start_service(t / "notify", back, mnt,
+                                  "cache=" + (t / "cache") +
+                                      ",cache_size=256M,cache_mode=writeback,flush_on_unmount,"
+                                      "writeback_delay=3600");
+        // 16 files of 1 MiB (below writeback_percent of the cache) through
+        // a backing that takes 2 MiB a second: each file's batch is a step
+        // of progress, two a second, for 8 seconds.
+        std::vector<std::string> data;
+        for (int i = 0; i < 16; ++i) {
+            data.push_back(random_bytes(1u << 20, static_cast<unsigned>(i)));
+            write_file(mnt + "/f" + std::to_string(i), data.back());
+        }
+        fb.throttle_writes(2u << 20);
+        REQUIRE(::kill(s.pid, SIGTERM) == 0);
+        std::string seen;
+        CHECK_MESSAGE(wait_for(s.sock, "STOPPING=1", seen), "received: " << seen);
+        CHECK_MESSAGE(wait_for(s.sock, "EXTEND_TIMEOUT_USEC=120000000", seen),
+                      "received: " << seen);
+        CHECK_MESSAGE(seen.find("STATUS=stopping " + mnt + " (writeback)") != std::string::npos,
+                      seen);
+        CHECK_MESSAGE(seen.find("dirty left to flush") != std::string::npos, seen);
+        CHECK(wait_exit(s.pid) == 0);
+        CHECK_FALSE(is_fuse(mnt));
+        for (int i = 0; i < 16; ++i)
+            CHECK(read_file(fb.lower("f" + std::to_string(i))) == data[static_cast<std::size_t>(i)]);
+        ::close(s.sock);
+        ::close(s.err);
     }
 }
