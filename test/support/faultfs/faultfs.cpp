@@ -499,7 +499,10 @@ int main(int argc, char** argv) {
     // The files faultfs makes get exactly the caller's mode.
     ::umask(0);
     std::vector<char*> args{argv[0], argv[3]};
-    static char defaults[] = "-ofsname=faultfs,subtype=faultfs,allow_other,default_permissions";
+    // max_threads given: libfuse 3.14's fuse_main otherwise warns "Ignoring
+    // invalid max threads value 4294967295" (its unset default).
+    static char defaults[] =
+        "-ofsname=faultfs,subtype=faultfs,allow_other,default_permissions,max_threads=16";
     args.push_back(defaults);
     for (int i = 4; i < argc; ++i)
         args.push_back(argv[i]);
