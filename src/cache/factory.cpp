@@ -6,7 +6,7 @@
 //
 // Default location: /var/cache/overcache/<escaped mountpoint> for root,
 // $XDG_CACHE_HOME/overcache/<...> (else ~/.cache/overcache/<...>) for other
-// users. Default size: see store::default_cache_size() (10% of the free space
+// users; escape_path() keeps the name typable. Default size: see store::default_cache_size() (10% of the free space
 // of the filesystem holding the cache, clamped to [64 MiB, 64 GiB], never
 // more than the free space), fixed when the cache is formatted.
 #include "overcache/cache/factory.hpp"
@@ -26,12 +26,27 @@
 
 namespace overcache::cache {
 
-std::string escape_path(const std::string& path) {
+namespace {
+
+// Leading and trailing slashes go, runs of them count as one.
+std::pair<std::size_t, std::size_t> trimmed(const std::string& path) {
     std::size_t b = 0, e = path.size();
     while (b < e && path[b] == '/')
         ++b;
     while (e > b && path[e - 1] == '/')
         --e;
+    return {b, e};
+}
+
+bool plain_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == ':' || c == '.' || c == '+' || c == ',' || c == '@' || c == '=';
+}
+
+// How versions before 0.2 named it (systemd-escape --path): "mnt-a\x2db".
+// A cache there is still found, so an upgrade does not orphan its data.
+std::string legacy_escape_path(const std::string& path) {
+    const auto [b, e] = trimmed(path);
     if (b == e)
         return "-";
     std::string out;
@@ -52,6 +67,31 @@ std::string escape_path(const std::string& path) {
     return out;
 }
 
+} // namespace
+
+std::string escape_path(const std::string& path) {
+    const auto [b, e] = trimmed(path);
+    if (b == e)
+        return "-";
+    std::string out;
+    for (std::size_t i = b; i < e; ++i) {
+        const unsigned char c = static_cast<unsigned char>(path[i]);
+        if (c == '/') {
+            if (path[i - 1] != '/')
+                out += '-';
+        } else if (c == '-') {
+            out += "--"; // "/a-b" and "/a/b" stay apart
+        } else if (plain_char(c) && !(c == '.' && i == b)) {
+            out += static_cast<char>(c);
+        } else {
+            char hex[4];
+            std::snprintf(hex, sizeof hex, "%%%02X", c);
+            out += hex;
+        }
+    }
+    return out;
+}
+
 std::string default_cache_dir(const std::string& mountpoint) {
     std::string base;
     if (::geteuid() == 0) {
@@ -63,7 +103,12 @@ std::string default_cache_dir(const std::string& mountpoint) {
     } else {
         base = "/tmp/overcache-" + std::to_string(::geteuid());
     }
-    return base + "/" + escape_path(mountpoint);
+    const std::string dir = base + "/" + escape_path(mountpoint);
+    const std::string legacy = base + "/" + legacy_escape_path(mountpoint);
+    struct stat st {};
+    if (legacy != dir && ::stat(dir.c_str(), &st) != 0 && ::stat(legacy.c_str(), &st) == 0)
+        return legacy;
+    return dir;
 }
 
 namespace {

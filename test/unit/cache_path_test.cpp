@@ -611,9 +611,39 @@ TEST_SUITE("cache") {
     }
 
     TEST_CASE("default cache location") {
-        CHECK(escape_path("/mnt/a-b/c d") == "mnt-a\\x2db-c\\x20d");
+        CHECK(escape_path("/srv/overcache-demo/fast") == "srv-overcache--demo-fast");
+        CHECK(escape_path("/mnt/a-b/c d") == "mnt-a--b-c%20d");
+        CHECK(escape_path("/mnt/a/b") != escape_path("/mnt/a-b"));
+        CHECK(escape_path("/.hidden/x.y") == "%2Ehidden-x.y");
+        CHECK(escape_path("/100%") == "100%25");
         CHECK(escape_path("/") == "-");
         CHECK(escape_path("//srv//x/") == "srv-x");
         CHECK(default_cache_dir("/mnt/x").ends_with("/overcache/mnt-x"));
+
+        // A cache made under the old (systemd-escape) name is still used.
+        overcache::test::TmpDir t;
+        const char* old_xdg = std::getenv("XDG_CACHE_HOME");
+        const std::string saved = old_xdg != nullptr ? old_xdg : "";
+        const bool root = ::geteuid() == 0;
+        const std::string base = root ? "/var/cache/overcache" : t / "overcache";
+        if (!root) {
+            ::setenv("XDG_CACHE_HOME", t.path().c_str(), 1);
+            REQUIRE(::mkdir(base.c_str(), 0700) == 0);
+        }
+        const std::string mnt = "/overcache-test-" + std::to_string(::getpid()) + "/a-b";
+        CHECK(default_cache_dir(mnt) == base + "/" + escape_path(mnt));
+        const std::string legacy = base + "/overcache\\x2dtest\\x2d" +
+                                   std::to_string(::getpid()) + "-a\\x2db";
+        if (root)
+            ::mkdir(base.c_str(), 0700);
+        REQUIRE(::mkdir(legacy.c_str(), 0700) == 0);
+        CHECK(default_cache_dir(mnt) == legacy);
+        ::rmdir(legacy.c_str());
+        if (!root) {
+            if (old_xdg != nullptr)
+                ::setenv("XDG_CACHE_HOME", saved.c_str(), 1);
+            else
+                ::unsetenv("XDG_CACHE_HOME");
+        }
     }
 }

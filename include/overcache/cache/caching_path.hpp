@@ -88,8 +88,10 @@ public:
 
 // The default cache directory of a mount: /var/cache/overcache/<escaped
 // mountpoint> for root, $XDG_CACHE_HOME/overcache/<...> (or
-// ~/.cache/overcache/<...>) otherwise. The escaping is systemd-escape
-// --path's: "/mnt/a-b" -> "mnt-a\x2db".
+// ~/.cache/overcache/<...>) otherwise. The name stays typable: "/" becomes
+// "-" and "-" becomes "--" ("/srv/my-data/fast" -> "srv-my--data-fast"),
+// letters, digits and . _ : + , @ = stay, anything else is %XX. A cache under
+// the name versions before 0.2 used ("mnt-a\x2db") is still found there.
 std::string default_cache_dir(const std::string& mountpoint);
 std::string escape_path(const std::string& path);
 
