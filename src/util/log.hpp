@@ -3,6 +3,7 @@
 // g++ 12 (no <format>), so messages are built with log_line(level, parts...).
 #pragma once
 
+#include <chrono>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -15,7 +16,13 @@ void set_level(Level l) noexcept;
 Level level() noexcept;
 // After daemonizing: send lines to syslog(3) under the ident "overcache".
 void use_syslog(bool on) noexcept;
+// Warnings and errors are rate-limited by kind (the text before their first
+// path, number or quote):
+// 10 lines a minute each, then a count of what was left out comes with the
+// next line after the minute.
 void write(Level l, std::string_view msg) noexcept;
+// Test seam: another burst and window (clears what was counted).
+void set_rate_limit(unsigned burst, std::chrono::milliseconds window) noexcept;
 
 template <typename... Parts> void line(Level l, const Parts&... parts) {
     if (l < level())
