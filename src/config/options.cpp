@@ -71,8 +71,8 @@ Result<std::uint64_t> parse_size_named(const std::string& name, const std::strin
         return fail(Errc::BadValue, "option " + name + ": " + r.error().message);
     if (*r < min || *r > max) {
         std::ostringstream os;
-        os << "option " << name << ": " << v << " is out of range (" << min << " to " << max
-           << " bytes)";
+        os << "option " << name << ": " << v << " is out of range (" << format_size(min)
+           << " to " << format_size(max) << ")";
         return fail(Errc::BadValue, os.str());
     }
     return *r;
@@ -348,7 +348,16 @@ Result<std::uint64_t> parse_size(const std::string& text) {
         ++digits;
     if (digits == 0)
         return fail(Errc::BadValue, "'" + text + "' is not a size (like 4096, 512K, 4M, 1G)");
-    std::string suffix = text.substr(digits);
+    // A decimal fraction: "0.5G", "1.25T".
+    std::size_t frac_end = digits;
+    if (frac_end < text.size() && text[frac_end] == '.') {
+        ++frac_end;
+        while (frac_end < text.size() && text[frac_end] >= '0' && text[frac_end] <= '9')
+            ++frac_end;
+        if (frac_end == digits + 1)
+            return fail(Errc::BadValue, "'" + text + "' is not a size (like 4096, 512K, 0.5G)");
+    }
+    std::string suffix = text.substr(frac_end);
     std::uint64_t mult = 1;
     if (!suffix.empty() && (suffix.back() == 'B' || suffix.back() == 'b') && suffix.size() > 1)
         suffix.pop_back(); // "4MB", "4MiB" -> "4M", "4Mi"
@@ -370,7 +379,36 @@ Result<std::uint64_t> parse_size(const std::string& text) {
     const unsigned long long n = std::strtoull(text.substr(0, digits).c_str(), nullptr, 10);
     if (errno == ERANGE || (n != 0 && mult > UINT64_MAX / n))
         return fail(Errc::BadValue, "'" + text + "' is too large");
-    return static_cast<std::uint64_t>(n) * mult;
+    std::uint64_t bytes = static_cast<std::uint64_t>(n) * mult;
+    if (frac_end > digits) {
+        if (mult == 1)
+            return fail(Errc::BadValue,
+                        "'" + text + "': a byte count has no fraction (use a suffix: 0.5G)");
+        // mult * F / 10^d exactly (F the d digits after the point), in
+        // parts that cannot overflow: F < 10^d, mult <= 2^40, d <= 9.
+        const std::size_t d = frac_end - digits - 1;
+        if (d > 9)
+            return fail(Errc::BadValue, "'" + text + "' has more than 9 decimals");
+        std::uint64_t pow10 = 1;
+        for (std::size_t i = 0; i < d; ++i)
+            pow10 *= 10;
+        const std::uint64_t f = std::strtoull(text.substr(digits + 1, d).c_str(), nullptr, 10);
+        const std::uint64_t add = f * (mult / pow10) + f * (mult % pow10) / pow10;
+        if (bytes > UINT64_MAX - add)
+            return fail(Errc::BadValue, "'" + text + "' is too large");
+        bytes += add;
+    }
+    return bytes;
+}
+
+std::string format_size(std::uint64_t bytes) {
+    static const char* const kUnits[] = {"", "K", "M", "G", "T"};
+    int u = 0;
+    while (u < 4 && bytes >= 1024 && bytes % 1024 == 0) {
+        bytes /= 1024;
+        ++u;
+    }
+    return std::to_string(bytes) + kUnits[u];
 }
 
 Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {

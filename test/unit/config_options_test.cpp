@@ -21,6 +21,28 @@ TEST_CASE("parse_size takes binary suffixes") {
     CHECK_FALSE(parse_size("17179869184T").has_value());
 }
 
+TEST_CASE("parse_size takes a decimal fraction with a suffix; format_size shows sizes short") {
+    CHECK(parse_size("0.5G").value() == 512ull << 20);
+    CHECK(parse_size("1.25T").value() == (5ull << 40) / 4);
+    CHECK(parse_size("1.5MiB").value() == 3u << 19);
+    CHECK(parse_size("0.1K").value() == 102); // rounded down to a whole byte
+    CHECK(parse_size("2.0M").value() == 2u << 20);
+    auto bare = parse_size("1.5");
+    REQUIRE_FALSE(bare.has_value());
+    CHECK(bare.error().message.find("a byte count has no fraction") != std::string::npos);
+    CHECK_FALSE(parse_size("1.G").has_value());
+    CHECK_FALSE(parse_size("1..5G").has_value());
+    CHECK_FALSE(parse_size(".5G").has_value());
+    CHECK(format_size(64u << 20) == "64M");
+    CHECK(format_size(1536u << 10) == "1536K");
+    CHECK(format_size(4097) == "4097");
+    CHECK(format_size(0) == "0");
+    CHECK(format_size(1ull << 40) == "1T");
+    auto r = parse_options({"bucket_size=1K"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "option bucket_size: 1K is out of range (64K to 64M)");
+}
+
 TEST_CASE("parse_options applies overcache options and passes mount options through") {
     auto r = parse_options({"rw,nosuid,nodev,cache=/var/cache/x,cache_size=1G", "fill_size=512K"});
     REQUIRE(r.has_value());

@@ -95,7 +95,10 @@ struct Parsed {
 // An unknown option or a bad value fails with a message naming it.
 Result<Parsed> parse_options(const std::vector<std::string>& option_lists);
 
-// "4M", "1G", "512K", "4096" -> bytes. Suffixes are binary (K = 1024).
+// "4M", "1G", "512K", "4096", "0.5G" -> bytes. Suffixes are binary
+// (K = 1024); a fraction needs one and is rounded down to a whole byte.
 Result<std::uint64_t> parse_size(const std::string& text);
+// Bytes in the largest binary unit that divides them: "64M", "1536K", "4097".
+std::string format_size(std::uint64_t bytes);
 
 } // namespace overcache::config
