@@ -350,7 +350,7 @@ TEST_SUITE("mount") {
         put_overcache_on_root_path();
 
         // As an fstab line would have it, mount-only options included.
-        auto r = run({"mount", "-t", "fuse.overcache", "-o", tree.opts(",_netdev,nofail"),
+        auto r = run({"mount", "-t", "fuse.overcache", "-o", tree.opts(",_netdev,nofail,x-systemd.requires=/"),
                       tree.back, tree.mnt});
         REQUIRE_MESSAGE(r.status == 0, r.out);
         REQUIRE(is_mountpoint(tree.mnt));

@@ -91,7 +91,7 @@ public:
 // ~/.cache/overcache/<...>) otherwise. The name stays typable: "/" becomes
 // "-" and "-" becomes "--" ("/srv/my-data/fast" -> "srv-my--data-fast"),
 // letters, digits and . _ : + , @ = stay, anything else is %XX. A cache under
-// the name versions before 0.2 used ("mnt-a\x2db") is still found there.
+// the name earlier versions used ("mnt-a\x2db") is still found there.
 std::string default_cache_dir(const std::string& mountpoint);
 std::string escape_path(const std::string& path);
 
