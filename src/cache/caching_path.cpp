@@ -49,7 +49,9 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
             dev->block_size()),
       index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
-                                      std::chrono::seconds(p.io_error_halflife_s)}) {}
+                                      std::chrono::seconds(p.io_error_halflife_s)}) {
+    alloc.set_space(dev->space()); // before the bucket records are loaded
+}
 
 void CacheCore::device_error(const Error& e) {
     if (budget.record_error()) {
