@@ -105,7 +105,7 @@ TEST_SUITE("mount") {
         // Slack: the free space is re-read every 4 MiB the file grows, and
         // the index on the same filesystem grows a little too.
         CHECK(fs.free_bytes() + 6 * MiB >= min_free);
-        CHECK(after >= before + 2 * MiB); // it grew up to the floor ...
+        CHECK(after >= before + 2 * MiB);        // it grew up to the floor ...
         CHECK(after <= before + room + 6 * MiB); // ... and no further
         // Every byte still reads right, from the cache or the backing.
         for (int i = 0; i < kFiles; ++i)
