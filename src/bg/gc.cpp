@@ -80,8 +80,7 @@ void Gc::run(bool force) {
         freed += compact(target, force);
     // Short of free space on the cache's filesystem: what was freed goes
     // back to it rather than waiting on the free list (cache_min_free).
-    if (freed > 0)
-        alloc_.give_back(freed);
+    const std::size_t given = freed > 0 ? alloc_.give_back(freed) : 0;
     if (force) {
         // An explicit pass also compacts the extents, so that the stale ones
         // leave the index now (the compaction filter drops them).
@@ -91,6 +90,7 @@ void Gc::run(bool force) {
     std::lock_guard lk(stats_mu_);
     ++stats_.runs;
     stats_.buckets_reclaimed += freed;
+    stats_.buckets_given_back += given;
 }
 
 } // namespace overcache::bg

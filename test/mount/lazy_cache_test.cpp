@@ -83,6 +83,9 @@ TEST_SUITE("mount") {
         CHECK(grown <= at_mount + 10 * MiB);
         CHECK(read_uncached(d.mnt("f0")) == want[0]);
         CHECK(d.stat("cache_hits") > 0);
+        // The control file counts whole buckets: the data file's blocks.
+        CHECK(d.stat("cache_allocated_bytes") + at_mount >= grown);
+        CHECK(d.stat("cache_allocated_bytes") <= grown);
 
         // Someone else fills the filesystem to 8 MiB above the floor.
         const std::uint64_t room = 8 * MiB;
@@ -101,12 +104,16 @@ TEST_SUITE("mount") {
         const std::uint64_t after = test::allocated_bytes(data_file);
         MESSAGE("before the second round ", before, " bytes allocated, after ", after,
                 "; filesystem free ", fs.free_bytes(), " (floor ", min_free, "); fills skipped ",
-                d.stat("fills_skipped_full"));
+                d.stat("fills_skipped_full"), ", buckets given back ",
+                d.stat("gc_buckets_given_back"), ", cache_allocated_bytes ",
+                d.stat("cache_allocated_bytes"));
         // Slack: the free space is re-read every 4 MiB the file grows, and
         // the index on the same filesystem grows a little too.
         CHECK(fs.free_bytes() + 6 * MiB >= min_free);
         CHECK(after >= before + 2 * MiB);        // it grew up to the floor ...
         CHECK(after <= before + room + 6 * MiB); // ... and no further
+        // At the floor, what GC frees goes back to the filesystem.
+        CHECK(d.stat("gc_buckets_given_back") > 0);
         // Every byte still reads right, from the cache or the backing.
         for (int i = 0; i < kFiles; ++i)
             CHECK(read_uncached(d.mnt("f" + std::to_string(i))) == want[i]);

@@ -33,7 +33,7 @@ public:
     }
 
     bool ok() const { return mounted_; }
-    static const char* why_not() {
+    static std::string why_not() { // (a std::string: doctest prints a char* as a pointer)
         return ::geteuid() != 0 ? "not root: cannot mount a small tmpfs, skipped"
                                 : "mounting a small tmpfs failed, skipped";
     }
