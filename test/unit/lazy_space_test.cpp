@@ -14,7 +14,9 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <linux/loop.h>
 #include <string>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <vector>
 
@@ -62,6 +64,43 @@ bool cache_one_bucket(CacheDevice& dev, Allocator& a, WritePoint& wp, char byte)
     REQUIRE_MESSAGE(r, (r ? "" : to_string(r.error())));
     return true;
 }
+
+// A loop device over a file, detached when the object dies (root only; ok()
+// is false where loop devices cannot be had).
+class LoopDev {
+public:
+    explicit LoopDev(const std::string& file) {
+        const int ctl = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+        if (ctl < 0)
+            return;
+        const int n = ::ioctl(ctl, LOOP_CTL_GET_FREE);
+        ::close(ctl);
+        if (n < 0)
+            return;
+        path_ = "/dev/loop" + std::to_string(n);
+        const int f = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+        fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
+        if (f >= 0 && fd_ >= 0 && ::ioctl(fd_, LOOP_SET_FD, f) == 0)
+            ok_ = true;
+        if (f >= 0)
+            ::close(f);
+    }
+    LoopDev(const LoopDev&) = delete;
+    LoopDev& operator=(const LoopDev&) = delete;
+    ~LoopDev() {
+        if (ok_)
+            ::ioctl(fd_, LOOP_CLR_FD, 0);
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    bool ok() const { return ok_; }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+    bool ok_ = false;
+};
 
 } // namespace
 
@@ -190,5 +229,67 @@ TEST_SUITE("store") {
         dev->file_space()->refresh();
         CHECK(cache_one_bucket(*dev, *a, fg, 'y'));
         gc.stop();
+    }
+
+    TEST_CASE("a full filesystem is a full cache, not a failed write") {
+        test::SmallFs fs(32 * kMiB);
+        if (!fs.ok()) {
+            MESSAGE(test::SmallFs::why_not());
+            return;
+        }
+        const auto c = config_in(fs / "cache", 24 * kMiB, 0); // no floor: the disk's end
+        auto dev = open_dev(c);
+        auto a = allocator_for(*dev);
+        // Someone else leaves 4 MiB free.
+        const std::string filler = fs / "filler";
+        {
+            const int fd = ::open(filler.c_str(), O_CREAT | O_WRONLY, 0600);
+            REQUIRE(fd >= 0);
+            REQUIRE(::fallocate(fd, 0, 0, static_cast<off_t>(fs.free_bytes() - 4 * kMiB)) == 0);
+            ::close(fd);
+        }
+        WritePoint fg("fg", false);
+        std::uint32_t taken = 0;
+        while (cache_one_bucket(*dev, *a, fg, 'e')) // every write succeeds
+            ++taken;
+        MESSAGE("4 MiB free: ", taken, " buckets taken, ", a->backed_count(), " backed");
+        CHECK(taken <= 4);
+        CHECK(a->backed_count() <= 4);
+        // Space again: the cache grows again.
+        REQUIRE(::unlink(filler.c_str()) == 0);
+        CHECK(cache_one_bucket(*dev, *a, fg, 'f'));
+        CHECK(a->backed_count() > taken);
+    }
+
+    TEST_CASE("a block device is used whole: no space is allocated or given back") {
+        if (::geteuid() != 0) {
+            MESSAGE("not root: no loop device, skipped");
+            return;
+        }
+        test::TmpDir tmp;
+        const std::string img = tmp / "dev.img";
+        {
+            const int fd = ::open(img.c_str(), O_CREAT | O_RDWR, 0600);
+            REQUIRE(fd >= 0);
+            REQUIRE(::ftruncate(fd, static_cast<off_t>(16 * kMiB)) == 0);
+            ::close(fd);
+        }
+        LoopDev loop(img);
+        if (!loop.ok()) {
+            MESSAGE("no loop device to be had, skipped");
+            return;
+        }
+        auto c = config_in(tmp / "cache", 0, 1ull << 50); // a floor no filesystem meets
+        c.dev = loop.path();
+        auto dev = open_dev(c);
+        CHECK(dev->space() == nullptr);
+        auto a = allocator_for(*dev);
+        CHECK(a->backed_count() == a->bucket_count());
+        WritePoint fg("fg", false);
+        std::uint32_t taken = 0;
+        while (cache_one_bucket(*dev, *a, fg, 'b'))
+            ++taken;
+        CHECK(taken == a->bucket_count() - a->reserve());
+        CHECK(a->give_back(4) == 0);
     }
 }
