@@ -351,8 +351,8 @@ std::size_t Allocator::give_back(std::size_t n) {
     std::size_t given = 0;
     for (auto b : taken) {
         auto r = space_->release(b);
-        if (!r)
-            log::warn("cache: ", to_string(r.error()));
+        if (!r && !release_warned_.exchange(true)) // e.g. no hole punching there: once
+            log::warn("cache: ", to_string(r.error()), "; freed buckets keep their space");
         std::lock_guard lk(mu_);
         slots_[b].state = meta::BucketState::free;
         if (r) {

@@ -266,6 +266,7 @@ private:
     std::vector<bool> backed_;              // guarded by mu_
     std::atomic<bool> space_warned_{false}; // the data file could not grow: logged
     std::atomic<bool> floor_logged_{false}; // cache_min_free stopped growth: logged
+    std::atomic<bool> release_warned_{false}; // giving space back failed: logged
 };
 
 } // namespace overcache::store
