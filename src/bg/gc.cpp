@@ -9,7 +9,10 @@
 // buckets it emptied are reclaimed like any other. GC never waits for
 // foreground work: it takes no foreground write point, holds no lock a
 // request waits on across I/O, and a full cache just makes foreground fills
-// skip. Errors are logged and the pass is retried at the next kick.
+// skip. Errors are logged and the pass is retried at the next kick. While
+// the filesystem holding a cache data file is below cache_min_free, the
+// buckets a pass frees have their space punched (Allocator::give_back), so
+// the cache shrinks back towards the floor instead of holding it.
 #include "overcache/bg/gc.hpp"
 
 #include "util/log.hpp"
@@ -75,6 +78,9 @@ void Gc::run(bool force) {
     // dirty) data spread thin over many buckets.
     if (mover_ != nullptr && alloc_.free_count() < target)
         freed += compact(target, force);
+    // Short of free space on the cache's filesystem: what was freed goes
+    // back to it rather than waiting on the free list (cache_min_free).
+    const std::size_t given = freed > 0 ? alloc_.give_back(freed) : 0;
     if (force) {
         // An explicit pass also compacts the extents, so that the stale ones
         // leave the index now (the compaction filter drops them).
@@ -84,6 +90,7 @@ void Gc::run(bool force) {
     std::lock_guard lk(stats_mu_);
     ++stats_.runs;
     stats_.buckets_reclaimed += freed;
+    stats_.buckets_given_back += given;
 }
 
 } // namespace overcache::bg

@@ -49,7 +49,9 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
             dev->block_size()),
       index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
-                                      std::chrono::seconds(p.io_error_halflife_s)}) {}
+                                      std::chrono::seconds(p.io_error_halflife_s)}) {
+    alloc.set_space(dev->space()); // before the bucket records are loaded
+}
 
 void CacheCore::device_error(const Error& e) {
     if (budget.record_error()) {
@@ -469,9 +471,11 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},
         {"gc_moved_bytes", u(gs.moved_bytes)},
         {"gc_buckets_moved", u(gs.buckets_moved)},
+        {"gc_buckets_given_back", u(gs.buckets_given_back)},
         {"gc_stale_extents_removed", u(core_.dev->meta().stale_extents_dropped())},
         {"bucket_size", u(sb.bucket_size)},
         {"cache_size", u(sb.cache_size)},
+        {"cache_allocated_bytes", u(as.backed_buckets * sb.bucket_size)},
         {"fill_size", u(core_.p.fill_size)},
         {"sequential_cutoff", u(core_.p.sequential_cutoff)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},

@@ -6,9 +6,11 @@
 //
 // Default location: /var/cache/overcache/<escaped mountpoint> for root,
 // $XDG_CACHE_HOME/overcache/<...> (else ~/.cache/overcache/<...>) for other
-// users; escape_path() keeps the name typable. Default size: see store::default_cache_size() (10% of the free space
-// of the filesystem holding the cache, clamped to [64 MiB, 64 GiB], never
-// more than the free space), fixed when the cache is formatted.
+// users; escape_path() keeps the name typable. Default size: see
+// store::default_cache_size() (10% of the size of the filesystem holding
+// the cache, clamped to [64 MiB, 64 GiB], never more than half of it), fixed
+// when the cache is formatted. The data file is sparse and grows as buckets
+// are used, stopping at cache_min_free.
 #include "overcache/cache/factory.hpp"
 
 #include "overcache/cache/caching_path.hpp"
@@ -155,6 +157,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     dc.dev = cfg.cache_dev;
     dc.cache_size = cfg.cache_size;
     dc.bucket_size = cfg.bucket_size;
+    dc.min_free_bytes = cfg.cache_min_free;
     dc.reformat = cfg.reformat;
     dc.discard_dirty = cfg.discard_dirty;
     dc.backing = std::move(*id);

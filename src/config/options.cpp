@@ -191,6 +191,10 @@ const std::vector<Row>& rows() {
         size_row({"cache_size", T::size, "see FILES",
                   "size of the cache data file (K, M, G, T suffixes)"},
                  &Config::cache_size, 16 * kMiB, 1024 * kTiB),
+        size_row({"cache_min_free", T::size, "1G",
+                  "the cache data file takes no new space that would leave its filesystem with "
+                  "less free than this, and gives freed space back while below it; 0 off"},
+                 &Config::cache_min_free, 0, 1024 * kTiB),
         size_row({"bucket_size", T::size, "1M",
                   "unit of cache allocation and reclaim; a power of two from 64K to 64M"},
                  &Config::bucket_size, 64 * kKiB, 64 * kMiB, true),

@@ -13,7 +13,11 @@
 //    when the bucket still has the delta's gen, and reset by reclaim;
 //  - the last `reserve` free buckets go only to a reserve write point
 //    (moving GC's), so GC can always copy live data out of mostly dead
-//    buckets and free them, however full foreground work has made the cache.
+//    buckets and free them, however full foreground work has made the cache;
+//  - with a BucketSpace (a lazily allocated data file), no bucket is handed
+//    out before it has its space on the device: free buckets with space
+//    (free_) go first, one without (fresh_) is given space first, and only
+//    while the filesystem has room above cache_min_free.
 // Gens and LRU ticks are atomics so the read path checks them lock-free.
 // Lock order: commit_mu_, then mu_; mu_ is never held across I/O.
 #include "overcache/store/allocator.hpp"
@@ -47,7 +51,8 @@ Allocator::Allocator(meta::MetaStore& meta, std::uint32_t bucket_count, std::uin
     : meta_(meta), count_(bucket_count), bucket_size_(bucket_size), reserve_(reserve),
       align_(std::max<std::uint32_t>(1, align)),
       gens_(new std::atomic<std::uint32_t>[bucket_count]),
-      last_use_(new std::atomic<std::uint64_t>[bucket_count]), slots_(bucket_count) {
+      last_use_(new std::atomic<std::uint64_t>[bucket_count]), slots_(bucket_count),
+      backed_(bucket_count, false) {
     for (std::uint32_t b = 0; b < count_; ++b) {
         gens_[b].store(0, std::memory_order_relaxed);
         last_use_[b].store(0, std::memory_order_relaxed);
@@ -68,6 +73,8 @@ void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
     s.fill = free ? 0 : std::min<std::uint32_t>(r.fill_bytes, static_cast<std::uint32_t>(bucket_size_));
     s.live = free ? 0 : std::min(r.live_bytes, s.fill);
     s.dirty = free ? 0 : std::min(r.dirty_bytes, s.live);
+    // It holds data, so it has its space. A free one may have been punched.
+    backed_[bucket] = !free;
     if (r.last_use >= tick_.load(std::memory_order_relaxed))
         tick_.store(r.last_use + 1, std::memory_order_relaxed);
 }
@@ -75,11 +82,15 @@ void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
 void Allocator::finish_load() {
     std::lock_guard lk(mu_);
     free_.clear();
+    fresh_.clear();
     used_bytes_ = live_bytes_ = dirty_bytes_ = 0;
+    const bool all_backed = space_ == nullptr || space_->all_backed();
     for (std::uint32_t b = 0; b < count_; ++b) {
         const auto& s = slots_[b];
+        if (all_backed)
+            backed_[b] = true;
         if (s.state == meta::BucketState::free) {
-            free_.push_back(b);
+            (backed_[b] ? free_ : fresh_).push_back(b);
         } else {
             used_bytes_ += s.fill;
             live_bytes_ += s.live;
@@ -113,18 +124,52 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
     if (len == 0 || len > bucket_size_)
         return std::nullopt;
     const std::uint64_t need = (std::uint64_t{len} + align_ - 1) / align_ * align_;
-    std::lock_guard lk(mu_);
-    if (wp.bucket_ && bucket_size_ - slots_[*wp.bucket_].fill < need) {
-        slots_[*wp.bucket_].state = meta::BucketState::full;
-        wp.bucket_.reset();
-    }
-    if (!wp.bucket_) {
-        if (free_.empty() || (free_.size() <= reserve_ && !wp.reserve_))
+    // GC's write point ignores the free-space floor: it frees more than it takes.
+    const bool fresh_ok = space_ == nullptr || wp.reserve_ || space_->room_for_fresh();
+    std::unique_lock lk(mu_);
+    for (;;) {
+        if (wp.bucket_ && bucket_size_ - slots_[*wp.bucket_].fill < need) {
+            slots_[*wp.bucket_].state = meta::BucketState::full;
+            wp.bucket_.reset();
+        }
+        if (wp.bucket_)
+            break;
+        const std::size_t usable = free_.size() + (fresh_ok ? fresh_.size() : 0);
+        if (!fresh_ok && !fresh_.empty() && free_.size() <= reserve_ &&
+            !floor_logged_.exchange(true))
+            log::info("cache: the filesystem holding the cache is down to cache_min_free; the "
+                      "cache takes no more space from it for now");
+        if (usable == 0 || (usable <= reserve_ && !wp.reserve_))
             return std::nullopt;
-        wp.bucket_ = free_.front();
-        free_.pop_front();
-        slots_[*wp.bucket_].state = meta::BucketState::open;
-        slots_[*wp.bucket_].fill = 0;
+        if (!free_.empty()) {
+            wp.bucket_ = free_.front();
+            free_.pop_front();
+            slots_[*wp.bucket_].state = meta::BucketState::open;
+            slots_[*wp.bucket_].fill = 0;
+            break;
+        }
+        // A bucket without space: off every list (open, in no write point:
+        // GC leaves it alone) while it gets some, without the lock.
+        const std::uint32_t fb = fresh_.front();
+        fresh_.pop_front();
+        slots_[fb].state = meta::BucketState::open;
+        lk.unlock();
+        auto r = space_->back(fb);
+        lk.lock();
+        slots_[fb].state = meta::BucketState::free;
+        if (!r) {
+            fresh_.push_front(fb);
+            if (!space_warned_.exchange(true))
+                log::warn("cache: the cache data file cannot grow (", to_string(r.error()),
+                          "); the cache takes no more space until some is free");
+            return std::nullopt;
+        }
+        space_warned_.store(false, std::memory_order_relaxed);
+        floor_logged_.store(false, std::memory_order_relaxed);
+        backed_[fb] = true;
+        // Another thread may have opened a bucket for `wp` meanwhile: then
+        // this one waits on the free list.
+        free_.push_front(fb);
     }
     const std::uint32_t b = *wp.bucket_;
     Allocation a;
@@ -290,6 +335,37 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
     return taken.size();
 }
 
+std::size_t Allocator::give_back(std::size_t n) {
+    if (space_ == nullptr || n == 0 || space_->room_for_fresh())
+        return 0;
+    std::vector<std::uint32_t> taken;
+    {
+        std::lock_guard lk(mu_);
+        while (taken.size() < n && !free_.empty()) {
+            const std::uint32_t b = free_.back();
+            free_.pop_back();
+            slots_[b].state = meta::BucketState::open; // on no list while punched
+            taken.push_back(b);
+        }
+    }
+    std::size_t given = 0;
+    for (auto b : taken) {
+        auto r = space_->release(b);
+        if (!r && !release_warned_.exchange(true)) // e.g. no hole punching there: once
+            log::warn("cache: ", to_string(r.error()), "; freed buckets keep their space");
+        std::lock_guard lk(mu_);
+        slots_[b].state = meta::BucketState::free;
+        if (r) {
+            backed_[b] = false;
+            fresh_.push_back(b);
+            ++given;
+        } else {
+            free_.push_back(b);
+        }
+    }
+    return given;
+}
+
 std::vector<BucketUsage> Allocator::fragmented(std::uint64_t max_live, std::size_t n) const {
     std::vector<BucketUsage> out;
     {
@@ -337,8 +413,14 @@ Result<void> Allocator::save_all() {
 }
 
 std::size_t Allocator::free_count() const {
+    const bool fresh_ok = space_ == nullptr || space_->room_for_fresh();
     std::lock_guard lk(mu_);
-    return free_.size();
+    return free_.size() + (fresh_ok ? fresh_.size() : 0);
+}
+
+std::size_t Allocator::backed_count() const {
+    std::lock_guard lk(mu_);
+    return static_cast<std::size_t>(std::count(backed_.begin(), backed_.end(), true));
 }
 
 std::uint64_t Allocator::used_bytes() const {
@@ -352,6 +434,7 @@ AllocatorStats Allocator::stats() const {
     s.live_bytes = live_bytes_;
     s.dirty_bytes = dirty_bytes_;
     s.used_bytes = used_bytes_;
+    s.backed_buckets = static_cast<std::uint64_t>(std::count(backed_.begin(), backed_.end(), true));
     for (const auto& sl : slots_) {
         s.pinned += sl.pins != 0 ? 1 : 0;
         s.dirty_buckets += sl.dirty != 0 ? 1 : 0;

@@ -46,6 +46,16 @@ Result<void> CacheDevice::write(std::uint64_t dev_off, const char* data, std::si
 }
 
 Result<void> CacheDevice::adopt_data() {
+    struct stat st {};
+    if (::fstat(data_.get(), &st) != 0)
+        return fail_errno("cannot stat " + data_path_);
+    if (S_ISREG(st.st_mode)) {
+        UniqueFd dup(::fcntl(data_.get(), F_DUPFD_CLOEXEC, 0));
+        if (!dup)
+            return fail_errno("cannot dup the cache data fd");
+        space_ = std::make_unique<FileSpace>(std::move(dup), sb_.data_offset, sb_.bucket_size,
+                                             min_free_bytes_);
+    }
     auto f = DataFile::adopt(std::move(data_));
     if (!f)
         return fail(f.error());
@@ -323,28 +333,26 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
                         " buckets, more than the limit of " + std::to_string(UINT32_MAX) +
                         "; give a larger bucket_size= or a smaller cache_size=");
     if (!S_ISBLK(st.st_mode)) {
-        // Refuse up front rather than fill the disk and fail halfway: what
-        // the file already holds is reused by the reformat.
+        // The file is sparse and grows bucket by bucket (FileSpace), so free
+        // space now says little; a file larger than its whole filesystem can
+        // never be filled, though, and is a mistake.
         struct statvfs vfs {};
         if (::fstatvfs(data_fd, &vfs) == 0) {
-            const std::uint64_t room = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize +
-                                       static_cast<std::uint64_t>(st.st_blocks) * 512;
-            if (size > room)
-                return fail(Errc::CacheFull, "cache_size " + std::to_string(size) +
-                                                 " is larger than the " + std::to_string(room) +
-                                                 " bytes free for " + data_path(cfg) +
-                                                 "; give a smaller cache_size= or another cache=");
+            const std::uint64_t fs_size = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+            if (size > fs_size)
+                return fail(Errc::BadValue,
+                            "cache_size " + std::to_string(size) +
+                                " is larger than the filesystem holding " + data_path(cfg) + " (" +
+                                std::to_string(fs_size) +
+                                " bytes); give a smaller cache_size= or another cache=");
         }
-        // Exactly cache_size bytes, allocated now so a full disk shows at
-        // mount time and the cache never grows past its size.
+        // Exactly cache_size bytes long, none of them allocated: a bucket
+        // gets its blocks when it is first used, so the cache never grows
+        // past its size and a failed mount leaves nothing behind but the
+        // header and the index. (Truncating to 0 first gives back the blocks
+        // of a reformatted cache.)
         if (::ftruncate(data_fd, 0) != 0 || ::ftruncate(data_fd, static_cast<off_t>(size)) != 0)
             return fail_errno("cannot size the cache data file " + data_path(cfg));
-        if (::fallocate(data_fd, 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP) {
-            const int err = errno;
-            (void)::ftruncate(data_fd, 0); // give back what the failed fallocate took
-            return fail_sys(err, "cannot allocate " + std::to_string(size) +
-                                     " bytes for the cache data file " + data_path(cfg));
-        }
     }
     sb = meta::Superblock{};
     sb.uuid = new_uuid();
@@ -378,13 +386,14 @@ Result<std::uint64_t> default_cache_size(const std::string& dir, std::uint64_t b
     struct statvfs vfs {};
     if (::statvfs(dir.c_str(), &vfs) != 0)
         return fail_errno("cannot statvfs " + dir);
-    const std::uint64_t free_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
-    std::uint64_t size = std::clamp<std::uint64_t>(free_bytes / 10, 64 * kMiB, 64 * kGiB);
-    size = std::min(size, free_bytes);
+    const std::uint64_t fs_size = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+    std::uint64_t size = std::clamp<std::uint64_t>(fs_size / 10, 64 * kMiB, 64 * kGiB);
+    size = std::min(size, fs_size / 2);
     size -= size % bucket_size;
     if (size < 3 * bucket_size)
-        return fail(Errc::CacheFull, "not enough free space in " + dir +
-                                         " for a cache; give cache_size= or another cache=");
+        return fail(Errc::CacheFull, "the filesystem holding " + dir +
+                                         " is too small for a cache; give cache_size= or "
+                                         "another cache=");
     return size;
 }
 
@@ -395,6 +404,7 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_i
     const std::string index_dir = cfg.dir + "/index";
     const std::string dpath = data_path(cfg);
     auto dev = std::unique_ptr<CacheDevice>(new CacheDevice());
+    dev->min_free_bytes_ = cfg.min_free_bytes;
 
     const bool had_index = meta::MetaStore::exists(index_dir);
     struct stat before {};

@@ -244,8 +244,8 @@ void Mount::start_daemon(const MountOptions& opts) {
     const std::string bin = std::getenv("OVERCACHE_BIN");
     std::vector<std::string> args{bin, backing_, mnt_, "-f"};
     // The cache lives in the test's temporary directory (the default location
-    // under /var/cache would outlive the test), and is kept small because it
-    // is preallocated.
+    // under /var/cache would outlive the test), and is kept small (the data
+    // file takes space as buckets are used, up to its size).
     std::string o = opts.options;
     if (!names_option(o, "cache") && !names_option(o, "cache_dev")) {
         cache_ = tmp_.path() + "/cache";

@@ -52,6 +52,21 @@ TEST_CASE("parse_options applies overcache options and passes mount options thro
     CHECK(r->fuse_options == std::vector<std::string>{"rw", "nosuid", "nodev"});
 }
 
+TEST_CASE("cache_min_free: a size, 1G by default, 0 turns it off") {
+    auto d = parse_options(std::vector<std::string>{});
+    REQUIRE(d.has_value());
+    CHECK(d->config.cache_min_free == 1ull << 30);
+    auto r = parse_options({"cache_min_free=512M"});
+    REQUIRE(r.has_value());
+    CHECK(r->config.cache_min_free == 512ull << 20);
+    auto z = parse_options({"cache_min_free=0"});
+    REQUIRE(z.has_value());
+    CHECK(z->config.cache_min_free == 0);
+    auto bad = parse_options({"cache_min_free=lots"});
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().message.find("cache_min_free") != std::string::npos);
+}
+
 TEST_CASE("parse_options keeps mount(8)-only options away from libfuse") {
     auto r = parse_options({"defaults,_netdev,nofail,x-systemd.automount,noauto,ro"});
     REQUIRE(r.has_value());

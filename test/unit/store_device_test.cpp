@@ -161,11 +161,11 @@ TEST_SUITE("store") {
     TEST_CASE("a cache that cannot be made leaves nothing behind") {
         test::TmpDir tmp;
         auto c = config_for(tmp);
-        SUBCASE("larger than the free space: refused before allocating") {
+        SUBCASE("larger than its filesystem: refused before anything is written") {
             c.cache_size = 1ull << 50; // 1 PiB
             auto d = open_cache_device(c);
             REQUIRE_FALSE(d);
-            CHECK(d.error().code == Errc::CacheFull);
+            CHECK(d.error().code == Errc::BadValue);
             CHECK(d.error().message.find("larger than") != std::string::npos);
         }
         SUBCASE("too small for its buckets") {

@@ -41,6 +41,8 @@ struct GcStats {
     std::uint64_t moved_bytes = 0;   // live bytes moving GC copied and committed
     std::uint64_t buckets_moved = 0; // buckets moving GC emptied
     std::uint64_t move_errors = 0;
+    // freed buckets whose space went back to the filesystem (cache_min_free)
+    std::uint64_t buckets_given_back = 0;
 };
 
 struct MoveOutcome {

@@ -36,6 +36,12 @@ struct Config {
     std::string cache_dir;
     std::string cache_dev;          // block device or file for the data; default DIR/data
     std::uint64_t cache_size = 0;   // bytes; 0 means the default size rule
+    // A cache data file takes no new space that would leave its filesystem
+    // with fewer free bytes than this (0: no floor). 1 GiB, fixed rather than
+    // a share of the disk: it is what a system needs to keep working (logs,
+    // package updates, a user's save), whatever the disk's size, and costs
+    // a large disk's cache next to nothing. Like cachefilesd's bstop.
+    std::uint64_t cache_min_free = 1ull << 30;
     std::uint64_t bucket_size = 1u << 20;
     std::uint64_t fill_size = 256u << 10;
     std::uint64_t sequential_cutoff = 4u << 20;

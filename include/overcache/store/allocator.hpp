@@ -26,6 +26,24 @@ namespace overcache::store {
 
 class Allocator;
 
+// Where buckets get their space on the device. A file-backed cache gets a
+// bucket's bytes the first time it is used and may give them back (see
+// FileSpace); without a BucketSpace every bucket has its space (a block
+// device, or a cache preallocated whole).
+class BucketSpace {
+public:
+    virtual ~BucketSpace() = default;
+    // At start-up: every bucket already has its space.
+    virtual bool all_backed() const = 0;
+    // Gives `bucket` its space on the device (ENOSPC: the cache is full).
+    virtual Result<void> back(std::uint32_t bucket) = 0;
+    // Gives the space of `bucket`, which holds nothing, back.
+    virtual Result<void> release(std::uint32_t bucket) = 0;
+    // Whether a bucket without space may be given some now (the filesystem
+    // has room above its floor). Cheap: called for allocations.
+    virtual bool room_for_fresh() = 0;
+};
+
 // An open bucket that one kind of work appends to. Foreground work (fills,
 // writethrough writes) and GC each have their own, so GC's copies never
 // queue behind a foreground bucket that waits for GC to free space. Only a
@@ -110,6 +128,7 @@ struct AllocatorStats {
     std::uint64_t pinned = 0;     // buckets with writes in flight
     std::uint64_t dirty_buckets = 0; // buckets holding dirty data
     std::uint64_t reclaimable = 0;   // full buckets reclaim() may free now
+    std::uint64_t backed_buckets = 0; // buckets with their space on the device
 };
 
 class Allocator {
@@ -121,6 +140,13 @@ public:
     Allocator(meta::MetaStore& meta, std::uint32_t bucket_count, std::uint64_t bucket_size,
               std::uint32_t reserve, std::uint32_t align = 4096);
 
+    // Start-up, before load(): where buckets get their space (null, the
+    // default: every bucket has it). Buckets that hold or held data
+    // (a record that is not free) have it; free ones are taken to have none
+    // unless space->all_backed(), and get it again when first handed out.
+    // Outlives the Allocator.
+    void set_space(BucketSpace* space) { space_ = space; }
+
     // Start-up: apply the stored record of a bucket (buckets without one are
     // free at gen 0), then finish_load() builds the free list.
     void load(std::uint32_t bucket, const meta::BucketRecord& r);
@@ -131,6 +157,11 @@ public:
     // `len` (<= bucket_size) bytes in `wp`'s open bucket, opening a new one
     // when it is full. nullopt when no bucket can be had (only the reserve is
     // left and `wp` may not take it): the caller skips, it never waits here.
+    // Free buckets that have their space go first; one without is given
+    // space (BucketSpace::back, outside the locks) before it is handed out,
+    // and only while BucketSpace::room_for_fresh() (a reserve write point,
+    // GC's, ignores that floor: it frees more than it takes). No space to
+    // be had is the same as no bucket.
     std::optional<Allocation> alloc(WritePoint& wp, std::uint32_t len);
 
     // Writes `txn` and the records of every bucket its deltas touch, in one
@@ -155,6 +186,12 @@ public:
     // them on the free list. Returns how many were freed.
     Result<std::size_t> reclaim(std::size_t n);
 
+    // GC, after freeing buckets: while the space's room_for_fresh() is false,
+    // gives back the space of up to `n` free buckets that have it (the most
+    // recently freed first; punched outside the locks) and counts them as
+    // buckets without space. Returns how many were given back.
+    std::size_t give_back(std::size_t n);
+
     // Moving GC: up to `n` full, unpinned buckets holding some but fewer
     // than `max_live` live bytes, least live first. Dirty ones included:
     // they are the buckets reclaim cannot free.
@@ -172,7 +209,10 @@ public:
     std::uint32_t bucket_count() const { return count_; }
     std::uint64_t bucket_size() const { return bucket_size_; }
     std::uint32_t reserve() const { return reserve_; }
+    // Free buckets alloc() can hand out now: those with their space, and
+    // those without while room_for_fresh().
     std::size_t free_count() const;
+    std::size_t backed_count() const; // buckets with their space on the device
     std::uint64_t used_bytes() const;
     AllocatorStats stats() const; // walks every bucket: for the control file
     std::uint64_t dirty_bytes() const; // cheap: for every write
@@ -214,10 +254,19 @@ private:
     std::mutex commit_mu_;
     mutable std::mutex mu_;
     std::vector<Slot> slots_;        // guarded by mu_
-    std::deque<std::uint32_t> free_; // guarded by mu_
+    std::deque<std::uint32_t> free_; // guarded by mu_; free buckets with their space
     std::uint64_t used_bytes_ = 0;   // guarded by mu_
     std::uint64_t live_bytes_ = 0;   // guarded by mu_
     std::uint64_t dirty_bytes_ = 0;  // guarded by mu_
+
+    // Lazily allocated space (a data file): free buckets without space on
+    // the device, and which buckets have it.
+    BucketSpace* space_ = nullptr;          // set before load
+    std::deque<std::uint32_t> fresh_;       // guarded by mu_
+    std::vector<bool> backed_;              // guarded by mu_
+    std::atomic<bool> space_warned_{false}; // the data file could not grow: logged
+    std::atomic<bool> floor_logged_{false}; // cache_min_free stopped growth: logged
+    std::atomic<bool> release_warned_{false}; // giving space back failed: logged
 };
 
 } // namespace overcache::store

@@ -4,6 +4,7 @@
 
 #include "overcache/meta/meta_store.hpp"
 #include "overcache/store/data_file.hpp"
+#include "overcache/store/file_space.hpp"
 #include "overcache/util/result.hpp"
 #include "util/unique_fd.hpp"
 
@@ -25,6 +26,9 @@ struct DeviceConfig {
     std::string dev;              // data device; empty: DIR/data
     std::uint64_t cache_size = 0; // 0: the default size rule (default_cache_size)
     std::uint64_t bucket_size = 1u << 20;
+    // A data file (not a block device) takes no new bucket that would leave
+    // its filesystem with fewer free bytes than this; 0: no floor.
+    std::uint64_t min_free_bytes = 0;
     meta::StoreOptions store;
     bool reformat = false;
     // reformat may throw away dirty data (writes the backing lacks); without
@@ -54,6 +58,10 @@ public:
     // Test seam: fail cache device I/O on demand.
     void set_fault(FaultHook hook) { file_.set_fault(std::move(hook)); }
     bool formatted_now() const { return formatted_now_; }
+    // Where a data file's buckets get their space (it grows bucket by
+    // bucket); null for a block device, which is used whole.
+    BucketSpace* space() { return space_.get(); }
+    FileSpace* file_space() { return space_.get(); }
     // Byte offset of `off` inside `bucket` on the data device.
     std::uint64_t device_offset(std::uint32_t bucket, std::uint32_t off) const {
         return sb_.data_offset + static_cast<std::uint64_t>(bucket) * sb_.bucket_size + off;
@@ -67,6 +75,8 @@ private:
     UniqueFd data_; // while opening; file_ owns it afterwards
     DataFile file_;
     std::string data_path_;
+    std::unique_ptr<FileSpace> space_;
+    std::uint64_t min_free_bytes_ = 0;
     meta::Superblock sb_;
     bool formatted_now_ = false;
 };
@@ -81,12 +91,18 @@ private:
 // The cache is private to its owner whatever the umask: cfg.dir is created
 // 0700 (an existing one keeps its mode), index/ is 0700 with 0600 files, and
 // a data file is 0600 (an existing one loses group and other bits). A size
-// of more than 2^32 - 1 buckets is refused (Errc::BadValue).
+// of more than 2^32 - 1 buckets, or a data file larger than the filesystem
+// holding it, is refused (Errc::BadValue). A new data file is made sparse
+// (ftruncate): formatting writes only the index and the data header, and a
+// bucket gets its blocks when first used (FileSpace).
 Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg);
 
-// The default size rule: 10% of the free space of the filesystem holding
-// `dir`, clamped to [64 MiB, 64 GiB] and never more than that free space,
-// rounded down to whole buckets.
+// The default size rule: 10% of the size of the filesystem holding `dir`,
+// clamped to [64 MiB, 64 GiB] and never more than half that size, rounded
+// down to whole buckets. The data file is sparse and grows as buckets are
+// used, and cache_min_free keeps it from eating the last of the free space,
+// so the cap is taken from the filesystem's size, not from what happens to
+// be free at format time.
 Result<std::uint64_t> default_cache_size(const std::string& dir, std::uint64_t bucket_size);
 
 } // namespace overcache::store
