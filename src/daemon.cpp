@@ -342,7 +342,9 @@ int serve(const Plan& plan, bool debug, int status_fd) {
     executors.start();
     auto data = cache::open_data_path(plan.cfg, paths, executors);
     if (!data) {
-        log::error("cannot open the cache: ", to_string(data.error()));
+        // The message says what is wrong and what to do; the code's name
+        // (": foreign cache") adds nothing to it.
+        log::error("cannot open the cache: ", data.error().message);
         report(status_fd, 1);
         return 1;
     }

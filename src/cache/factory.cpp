@@ -16,6 +16,7 @@
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/store/cache_device.hpp"
 #include "util/log.hpp"
+#include "util/size_text.hpp"
 #include "util/unique_fd.hpp"
 
 #include <algorithm>
@@ -167,8 +168,9 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     auto dev = store::open_cache_device(dc);
     if (!dev)
         return fail(dev.error());
-    log::info("cache at ", dc.dir, ": ", (*dev)->superblock().bucket_count, " buckets of ",
-              (*dev)->superblock().bucket_size, " bytes");
+    log::info("cache at ", dc.dir, ": cache_size=", size_text((*dev)->superblock().cache_size),
+              ", ", (*dev)->superblock().bucket_count, " buckets of ",
+              size_text((*dev)->superblock().bucket_size));
     CachingParams p;
     p.mode = cfg.cache_mode;
     p.fill_size = cfg.fill_size;

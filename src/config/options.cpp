@@ -4,6 +4,7 @@
 // fstab lines with rw,nosuid,nodev,... work; anything else is refused with a
 // message naming it, before anything is mounted.
 #include "overcache/config/config.hpp"
+#include "util/size_text.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -406,13 +407,7 @@ Result<std::uint64_t> parse_size(const std::string& text) {
 }
 
 std::string format_size(std::uint64_t bytes) {
-    static const char* const kUnits[] = {"", "K", "M", "G", "T"};
-    int u = 0;
-    while (u < 4 && bytes >= 1024 && bytes % 1024 == 0) {
-        bytes /= 1024;
-        ++u;
-    }
-    return std::to_string(bytes) + kUnits[u];
+    return size_text(bytes);
 }
 
 Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {

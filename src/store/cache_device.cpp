@@ -13,6 +13,7 @@
 // alone whatever the umask: a cache directory we create is 0700, the index
 // directory 0700 with 0600 files (MetaStore::open), a data file 0600.
 #include "overcache/store/cache_device.hpp"
+#include "util/size_text.hpp"
 
 #include "overcache/meta/key_codec.hpp"
 #include "util/file_io.hpp"
@@ -21,6 +22,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -29,6 +32,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <thread>
 #include <unistd.h>
 
 namespace overcache::store {
@@ -271,14 +275,14 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
     if (sb.bucket_size != cfg.bucket_size) {
         code = Errc::Foreign;
         return "the cache at " + cfg.dir +
-               " was formatted with bucket_size=" + std::to_string(sb.bucket_size) + ", not " +
-               std::to_string(cfg.bucket_size);
+               " was formatted with bucket_size=" + size_text(sb.bucket_size) + ", not " +
+               size_text(cfg.bucket_size);
     }
     if (cfg.cache_size != 0 && sb.cache_size != cfg.cache_size) {
         code = Errc::Foreign;
         return "the cache at " + cfg.dir +
-               " was formatted with cache_size=" + std::to_string(sb.cache_size) + ", not " +
-               std::to_string(cfg.cache_size);
+               " was formatted with cache_size=" + size_text(sb.cache_size) + ", not " +
+               size_text(cfg.cache_size);
     }
     auto hdr = read_header(data_fd);
     if (!hdr)
@@ -322,14 +326,14 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
     }
     size -= size % cfg.bucket_size;
     if (size < 3 * cfg.bucket_size)
-        return fail(Errc::BadValue, "cache_size " + std::to_string(size) +
+        return fail(Errc::BadValue, "cache_size " + size_text(size) +
                                         " is too small for bucket_size " +
-                                        std::to_string(cfg.bucket_size));
+                                        size_text(cfg.bucket_size) + " (3 buckets at least)");
     // Buckets are numbered in 32 bits (keys, extents, the allocator).
     if (const std::uint64_t buckets = size / cfg.bucket_size - 1; buckets > UINT32_MAX)
         return fail(Errc::BadValue,
-                    "cache_size " + std::to_string(size) + " with bucket_size " +
-                        std::to_string(cfg.bucket_size) + " makes " + std::to_string(buckets) +
+                    "cache_size " + size_text(size) + " with bucket_size " +
+                        size_text(cfg.bucket_size) + " makes " + std::to_string(buckets) +
                         " buckets, more than the limit of " + std::to_string(UINT32_MAX) +
                         "; give a larger bucket_size= or a smaller cache_size=");
     if (!S_ISBLK(st.st_mode)) {
@@ -341,10 +345,10 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
             const std::uint64_t fs_size = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
             if (size > fs_size)
                 return fail(Errc::BadValue,
-                            "cache_size " + std::to_string(size) +
+                            "cache_size " + size_text(size) +
                                 " is larger than the filesystem holding " + data_path(cfg) + " (" +
-                                std::to_string(fs_size) +
-                                " bytes); give a smaller cache_size= or another cache=");
+                                size_text(fs_size) +
+                                "); give a smaller cache_size= or another cache=");
         }
         // Exactly cache_size bytes long, none of them allocated: a bucket
         // gets its blocks when it is first used, so the cache never grows
@@ -375,8 +379,9 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
     if (::pwrite(data_fd, hdr.data(), hdr.size(), 0) != static_cast<ssize_t>(hdr.size()) ||
         ::fdatasync(data_fd) != 0)
         return fail_errno("cannot write the cache data header");
-    log::info("formatted cache ", cfg.dir, ": ", sb.bucket_count, " buckets of ", sb.bucket_size,
-              " bytes");
+    log::info("formatted cache ", cfg.dir, ": cache_size=", size_text(size), " in ",
+              sb.bucket_count, " buckets of ", size_text(sb.bucket_size),
+              S_ISBLK(st.st_mode) ? "" : ", allocated as data is cached");
     return {};
 }
 
@@ -397,6 +402,56 @@ Result<std::uint64_t> default_cache_size(const std::string& dir, std::uint64_t b
     return size;
 }
 
+namespace {
+
+// How long a mount waits for another process to let go of the cache: an
+// overcache daemon still closing it after its unmount returned.
+constexpr auto kLockWait = std::chrono::seconds(15);
+
+std::string command_line_of(pid_t pid) {
+    std::string cmd;
+    if (FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), "re")) {
+        for (int c; (c = std::fgetc(f)) != EOF && cmd.size() < 200;)
+            cmd += c == '\0' ? ' ' : static_cast<char>(c);
+        std::fclose(f);
+    }
+    while (!cmd.empty() && cmd.back() == ' ')
+        cmd.pop_back();
+    return cmd;
+}
+
+// The index's LOCK is RocksDB's fcntl lock: while another process holds
+// it, wait (it may be closing), then name it rather than pass on RocksDB's
+// "lock file: Resource temporarily unavailable".
+Result<void> wait_index_unlocked(const std::string& dir, const std::string& index_dir) {
+    UniqueFd fd(::open((index_dir + "/LOCK").c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd)
+        return {}; // no index yet, or none we could lock either: RocksDB says
+    const auto until = std::chrono::steady_clock::now() + kLockWait;
+    bool said = false;
+    for (;;) {
+        struct flock fl {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        if (::fcntl(fd.get(), F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK)
+            return {};
+        if (std::chrono::steady_clock::now() >= until) {
+            const std::string cmd = command_line_of(fl.l_pid);
+            return fail(Errc::Foreign,
+                        "the cache at " + dir + " is in use by process " +
+                            std::to_string(fl.l_pid) + (cmd.empty() ? "" : " (" + cmd + ")") +
+                            "; unmount the mount it serves, or give this one another cache=");
+        }
+        if (!said) {
+            log::info("waiting for process ", fl.l_pid, " to close the cache at ", dir);
+            said = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+} // namespace
+
 Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_in) {
     DeviceConfig cfg = cfg_in; // a cache of an older format keeps its size when replaced
     if (auto r = mkdirs(cfg.dir); !r)
@@ -407,6 +462,9 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_i
     dev->min_free_bytes_ = cfg.min_free_bytes;
 
     const bool had_index = meta::MetaStore::exists(index_dir);
+    if (had_index)
+        if (auto r = wait_index_unlocked(cfg.dir, index_dir); !r)
+            return fail(r.error());
     struct stat before {};
     const bool had_data = ::stat(dpath.c_str(), &before) == 0;
     int flags = O_RDWR | O_CLOEXEC;
@@ -437,8 +495,8 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_i
                     dirty += b->dirty_bytes;
             if (dirty > 0)
                 return fail(Errc::Foreign,
-                            "the cache at " + cfg.dir + " holds " + std::to_string(dirty) +
-                                " bytes of dirty data (writes its backing does not have yet); "
+                            "the cache at " + cfg.dir + " holds " + size_text(dirty) +
+                                " of dirty data (writes its backing does not have yet); "
                                 "mount it over its backing and run `overcache flush MOUNTPOINT` "
                                 "first, or add -o discard_dirty to reformat and lose them");
         } else if (ms.error().code == Errc::Sys) {

@@ -215,6 +215,16 @@ TEST_SUITE("mount") {
         require_daemon();
         Tree tree;
 
+        SUBCASE("a cache in use by another mount") {
+            Mount m;
+            REQUIRE_FALSE(m.cache_dir().empty());
+            const auto r = run_oc({tree.back, tree.mnt, "-o", "cache=" + m.cache_dir()});
+            CHECK(r.status == 1);
+            CHECK_MESSAGE(r.out.find("the cache at " + m.cache_dir() + " is in use by process " +
+                                     std::to_string(m.daemon_pid())) != std::string::npos,
+                          r.out);
+            CHECK_FALSE(is_mountpoint(tree.mnt));
+        }
         SUBCASE("already an overcache mount") {
             Mount m;
             // Another cache= would have stacked a second mount on the first.
@@ -272,6 +282,25 @@ TEST_SUITE("mount") {
                               std::string::npos,
                           r.out);
             CHECK_FALSE(is_mountpoint(tree.back + "/sub"));
+        }
+        SUBCASE("a cache of another size: sizes as the options take them") {
+            {
+                auto r = run_oc({tree.back, tree.mnt, "-o", tree.opts()});
+                REQUIRE_MESSAGE(r.status == 0, r.out);
+                CHECK_MESSAGE(r.out.find("cache_size=64M, 63 buckets of 1M") != std::string::npos,
+                              r.out);
+                REQUIRE(::umount2(tree.mnt.c_str(), 0) == 0);
+            }
+            // Right after the unmount: the daemon above may still be closing
+            // the cache, and the new one waits for it.
+            const auto r =
+                run_oc({tree.back, tree.mnt, "-o", "cache=" + tree.cache + ",cache_size=0.125G"});
+            CHECK(r.status == 1);
+            CHECK_MESSAGE(r.out.find("was formatted with cache_size=64M, not 128M") !=
+                              std::string::npos,
+                          r.out);
+            CHECK_MESSAGE(r.out.find(": foreign cache") == std::string::npos, r.out);
+            CHECK_FALSE(is_mountpoint(tree.mnt));
         }
         SUBCASE("a cache inside the backing, or under the mountpoint") {
             auto r = run_oc({tree.back, tree.mnt, "-o", "cache=" + tree.back + "/.cache"});

@@ -38,6 +38,7 @@ TEST_CASE("parse_size takes a decimal fraction with a suffix; format_size shows 
     CHECK(format_size(4097) == "4097");
     CHECK(format_size(0) == "0");
     CHECK(format_size(1ull << 40) == "1T");
+    CHECK(format_size((1ull << 30) + 1) == "1073741825 (1.0 GiB)");
     auto r = parse_options({"bucket_size=1K"});
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message == "option bucket_size: 1K is out of range (64K to 64M)");
