@@ -229,6 +229,16 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
 
     if (!check_cache_dir(plan))
         return false;
+    // Before the cache is created or opened: a mount that cannot happen
+    // leaves nothing behind.
+    if (const int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC); fd >= 0) {
+        ::close(fd);
+    } else {
+        log::error("cannot open /dev/fuse: ", std::strerror(errno),
+                   errno == ENOENT ? " (load the fuse module: modprobe fuse)"
+                                   : " (FUSE is not available to this user here)");
+        return false;
+    }
 
     plan.loop.single_thread = cl.single_thread;
     plan.loop.max_threads = plan.cfg.max_threads;
