@@ -31,39 +31,43 @@ namespace overcache::cache {
 
 namespace {
 
-// Leading and trailing slashes go, runs of them count as one.
-std::pair<std::size_t, std::size_t> trimmed(const std::string& path) {
+enum class Naming {
+    typable, // "/" -> "-", "-" -> "--", %XX: "srv-my--data-fast"
+    // How earlier versions named it (systemd-escape --path): "mnt-a\\x2db".
+    // A cache there is still found, so an upgrade does not orphan its data.
+    legacy,
+};
+
+bool kept_as_is(unsigned char c, Naming n) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+        c == ':' || c == '.')
+        return true;
+    return n == Naming::typable && (c == '+' || c == ',' || c == '@' || c == '=');
+}
+
+// Leading and trailing slashes go and runs of them count as one; a leading
+// "." is escaped (no hidden name).
+std::string name_for(const std::string& path, Naming n) {
     std::size_t b = 0, e = path.size();
     while (b < e && path[b] == '/')
         ++b;
     while (e > b && path[e - 1] == '/')
         --e;
-    return {b, e};
-}
-
-bool plain_char(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == ':' || c == '.' || c == '+' || c == ',' || c == '@' || c == '=';
-}
-
-// How versions before 0.2 named it (systemd-escape --path): "mnt-a\x2db".
-// A cache there is still found, so an upgrade does not orphan its data.
-std::string legacy_escape_path(const std::string& path) {
-    const auto [b, e] = trimmed(path);
     if (b == e)
         return "-";
     std::string out;
     for (std::size_t i = b; i < e; ++i) {
         const unsigned char c = static_cast<unsigned char>(path[i]);
+        char hex[5];
         if (c == '/') {
             if (path[i - 1] != '/')
                 out += '-';
-        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                   c == '_' || c == ':' || (c == '.' && i != b)) {
+        } else if (c == '-' && n == Naming::typable) {
+            out += "--"; // "/a-b" and "/a/b" stay apart
+        } else if (kept_as_is(c, n) && !(c == '.' && i == b)) {
             out += static_cast<char>(c);
         } else {
-            char hex[5];
-            std::snprintf(hex, sizeof hex, "\\x%02x", c);
+            std::snprintf(hex, sizeof hex, n == Naming::typable ? "%%%02X" : "\\x%02x", c);
             out += hex;
         }
     }
@@ -73,26 +77,7 @@ std::string legacy_escape_path(const std::string& path) {
 } // namespace
 
 std::string escape_path(const std::string& path) {
-    const auto [b, e] = trimmed(path);
-    if (b == e)
-        return "-";
-    std::string out;
-    for (std::size_t i = b; i < e; ++i) {
-        const unsigned char c = static_cast<unsigned char>(path[i]);
-        if (c == '/') {
-            if (path[i - 1] != '/')
-                out += '-';
-        } else if (c == '-') {
-            out += "--"; // "/a-b" and "/a/b" stay apart
-        } else if (plain_char(c) && !(c == '.' && i == b)) {
-            out += static_cast<char>(c);
-        } else {
-            char hex[4];
-            std::snprintf(hex, sizeof hex, "%%%02X", c);
-            out += hex;
-        }
-    }
-    return out;
+    return name_for(path, Naming::typable);
 }
 
 std::string default_cache_dir(const std::string& mountpoint) {
@@ -107,7 +92,7 @@ std::string default_cache_dir(const std::string& mountpoint) {
         base = "/tmp/overcache-" + std::to_string(::geteuid());
     }
     const std::string dir = base + "/" + escape_path(mountpoint);
-    const std::string legacy = base + "/" + legacy_escape_path(mountpoint);
+    const std::string legacy = base + "/" + name_for(mountpoint, Naming::legacy);
     struct stat st {};
     if (legacy != dir && ::stat(dir.c_str(), &st) != 0 && ::stat(legacy.c_str(), &st) == 0)
         return legacy;
