@@ -83,10 +83,12 @@ cache_dir_of() {
 }
 
 show_how() {
-    local cache
+    local cache oc=overcache
+    # Until `meson install` puts it on PATH, the command is the built one.
+    command -v overcache >/dev/null || oc=$bin
     echo
     echo "   look at it:  ls $mnt"
-    echo "   its stats:   overcache stats $mnt    (or: cat $mnt/.overcache)"
+    echo "   its stats:   $oc stats $mnt    (or: cat $mnt/.overcache)"
     if [[ $(id -u) -eq 0 ]]; then
         echo "   unmount:     umount $mnt"
     else
@@ -100,7 +102,6 @@ show_how() {
     else
         echo "   manual:      $src/man/overcache.8    (no man here: groff -man -Tutf8 FILE | less)"
     fi
-    echo "   (the overcache command is $bin until 'meson install' puts it on PATH)"
 }
 
 if mountpoint -q "$mnt"; then
