@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds overcache and mounts a demo, with no configuration at all:
 #
-#   sudo contrib/quickstart.sh                      # demo tree under /srv/overcache-demo
-#   sudo contrib/quickstart.sh BACKING MOUNTPOINT   # your own slow directory
+#   contrib/quickstart.sh                      # demo tree under /srv/overcache-demo
+#   contrib/quickstart.sh BACKING MOUNTPOINT   # your own slow directory
 #
-# It installs the Debian packages it needs (contrib/install-deps.sh), builds
+# It installs the Debian packages it needs (contrib/install-deps.sh, which
+# asks for sudo only when a package is missing and it is not root), builds
 # in build-quickstart/, and mounts BACKING at MOUNTPOINT with the cache in its
 # default place (see FILES in man/overcache.8). Run as an ordinary user it
 # mounts for that user, with the demo under ~/overcache-demo. Running it again
@@ -65,12 +66,42 @@ fi
 mkdir -p "$mnt"
 backing=$(cd "$backing" && pwd) mnt=$(cd "$mnt" && pwd)
 
+# The default cache directory of a mountpoint (FILES in man/overcache.8):
+# "/" -> "-", "-" -> "--"; names with other characters are left to the manual.
+cache_dir_of() {
+    local p=${1#/} base
+    [[ $p =~ ^[A-Za-z0-9_:+,@=/.-]+$ && $p != .* ]] || return 1
+    p=${p//-/--} p=${p//\//-}
+    if [[ $(id -u) -eq 0 ]]; then
+        base=/var/cache/overcache
+    elif [[ ${XDG_CACHE_HOME:-} == /* ]]; then
+        base=$XDG_CACHE_HOME/overcache
+    else
+        base=$HOME/.cache/overcache
+    fi
+    echo "$base/$p"
+}
+
 show_how() {
+    local cache oc=overcache
+    # Until `meson install` puts it on PATH, the command is the built one.
+    command -v overcache >/dev/null || oc=$bin
     echo
     echo "   look at it:  ls $mnt"
-    echo "   its stats:   cat $mnt/.overcache"
-    echo "   unmount:     umount $mnt    (as a user: fusermount3 -u $mnt)"
-    echo "   manual:      man -l $src/man/overcache.8"
+    echo "   its stats:   $oc stats $mnt    (or: cat $mnt/.overcache)"
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "   unmount:     umount $mnt"
+    else
+        echo "   unmount:     fusermount3 -u $mnt"
+    fi
+    if cache=$(cache_dir_of "$mnt"); then
+        echo "   its cache:   $cache    (rm -rf it after unmounting to drop the cache)"
+    fi
+    if command -v man >/dev/null; then
+        echo "   manual:      man -l $src/man/overcache.8"
+    else
+        echo "   manual:      $src/man/overcache.8    (no man here: groff -man -Tutf8 FILE | less)"
+    fi
 }
 
 if mountpoint -q "$mnt"; then
@@ -98,19 +129,47 @@ if ! mountpoint -q "$mnt"; then
 fi
 
 echo "== mounted: $mnt now shows $backing, caching what is read"
-if ((demo)) && [[ -f $mnt/data/64MiB.bin ]]; then
-    # Read the small demo files, drop them from the kernel's page cache
-    # (dd's nocache flag, for these files only) and read them again: the
-    # second read reaches overcache and comes from its cache. (The big file
-    # is read by nothing here: sequential_cutoff keeps long sequential
-    # streams such as a plain `cat` of it out of the cache by design.)
-    find "$mnt/docs" -type f -exec cat {} + > /dev/null
-    find "$mnt/docs" -type f -exec dd iflag=nocache count=0 status=none if={} \;
-    find "$mnt/docs" -type f -exec cat {} + > /dev/null
-    if [[ -r $mnt/.overcache ]]; then
-        echo "   after reading the demo docs twice:"
-        grep -E '^(cache_hits|cache_misses|cache_used_bytes|buckets_total) ' "$mnt/.overcache" |
-            sed 's/^/     /'
+# A cache hit as a user would try it. A second `cat` of a file is answered
+# by the kernel's page cache and never reaches overcache, so cache_hits does
+# not move; only after the page cache is dropped does a read come to
+# overcache, which then serves it from its cache on the fast device.
+stat_of() { awk -v k="$1" '$1 == k { print $2 }' "$mnt/.overcache"; }
+file=$mnt/docs/man/overcache.8
+if ((demo)) && [[ -f $file && -r $mnt/.overcache ]]; then
+    echo "== a cache hit, step by step: cat $file"
+    h0=$(stat_of cache_hits)
+    cat "$file" > /dev/null
+    # The copy into the cache happens after the reply: wait for it to land.
+    sleep 0.2
+    for _ in $(seq 50); do
+        [[ $(stat_of fills_pending) == 0 ]] && break
+        sleep 0.1
+    done
+    h1=$(stat_of cache_hits)
+    if [[ $h1 == "$h0" ]]; then
+        echo "   1st cat:  cache_hits $h0 -> $h1  (a miss: read from $backing, then copied into the cache)"
+    else
+        echo "   1st cat:  cache_hits $h0 -> $h1  (cached already, by an earlier run)"
+    fi
+    cat "$file" > /dev/null
+    h2=$(stat_of cache_hits)
+    echo "   2nd cat:  cache_hits $h1 -> $h2  (unchanged: the kernel's page cache answered, overcache never saw the read)"
+    dropped=
+    if [[ $(id -u) -eq 0 ]] && { echo 1 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
+        dropped="echo 1 > /proc/sys/vm/drop_caches"
+    elif dd if="$file" iflag=nocache count=0 status=none 2>/dev/null; then
+        # drop_caches needs root (and a writable /proc/sys); dd can ask the
+        # kernel to forget one file's pages without it.
+        dropped="dd if=FILE iflag=nocache count=0, for this file only"
+    fi
+    if [[ -n $dropped ]]; then
+        cat "$file" > /dev/null
+        h3=$(stat_of cache_hits)
+        echo "   page cache dropped ($dropped)"
+        echo "   3rd cat:  cache_hits $h2 -> $h3  (served by overcache from its cache on the fast device)"
+    else
+        echo "   to see a hit, drop the page cache (as root: echo 1 > /proc/sys/vm/drop_caches),"
+        echo "   then cat the file again and look at cache_hits in $mnt/.overcache"
     fi
 fi
 show_how

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `meson install` into a DESTDIR puts everything where it belongs under the
-# prefix: the binary, the man page, the systemd unit (which
+# prefix: the binary, the man pages, the systemd unit (which
 # `systemd-analyze verify` accepts without a word), the bash completion
 # (which completes commands and -o option names from the installed binary)
 # and the examples. Usage: install_test.sh BUILD_DIR
@@ -23,6 +23,7 @@ unit_dir=$(option systemd_unit_dir)
 bin=$root/$(option sbindir)/overcache
 [[ -x $bin ]] || fail "no executable at $bin"
 for f in "$root/$(option mandir)/man8/overcache.8" \
+         "$root/$(option mandir)/man5/overcache.conf.5" \
          "$dest$unit_dir/overcache@.service" \
          "$root/$(option datadir)/bash-completion/completions/overcache" \
          "$root/$(option datadir)/doc/overcache/examples/overcache.conf.example" \
