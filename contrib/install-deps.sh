@@ -17,7 +17,9 @@ done
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "overcache: need root to install: ${missing[*]}" >&2
-        exec sudo "$0" "$@"
+        command -v sudo >/dev/null && exec sudo "$0" "$@"
+        echo "overcache: no sudo here; as root, run: apt-get install ${missing[*]}" >&2
+        exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
