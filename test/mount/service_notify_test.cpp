@@ -197,7 +197,13 @@ std::string run_as_service(const std::string& socket_name, const TmpDir& t,
     CHECK(read_file(mnt + "/hello") == "hello\n");
     write_file(mnt + "/new", "written through the mount\n");
     CHECK(read_file(back + "/new") == "written through the mount\n");
-    return stop_service(s, mnt);
+    for (int i = 0; i < 50; ++i)
+        CHECK(read_file(mnt + "/hello") == "hello\n");
+    const std::string log = stop_service(s, mnt);
+    // Nothing is logged per request at the default level.
+    CHECK_MESSAGE(log.find("hello") == std::string::npos, log);
+    CHECK_MESSAGE(log.find("/new") == std::string::npos, log);
+    return log;
 }
 
 } // namespace

@@ -371,7 +371,8 @@ TEST_SUITE("mount") {
 
     // These two leave the test process in a mount namespace of its own
     // (with /dev replaced): they come last.
-    TEST_CASE("mount -t fuse.overcache through mount.fuse3: nosuid,nodev, then umount" *
+    TEST_CASE("mount -t fuse.overcache and an fstab line, through mount.fuse3: nosuid,nodev, "
+              "then umount" *
               doctest::timeout(120)) {
         require_daemon();
         Tree tree;
@@ -392,6 +393,19 @@ TEST_SUITE("mount") {
         CHECK_MESSAGE(r.status == 0, r.out);
         CHECK(wait_mounted(tree.mnt, false));
         CHECK(read_file(tree.back + "/new") == "through mount -t\n");
+
+        // The same as a line of an fstab (mount -T names the file in place
+        // of /etc/fstab), mounted and unmounted by its mountpoint alone.
+        const std::string fstab = tree.t / "fstab";
+        write_file(fstab, "# a comment\n" + tree.back + " " + tree.mnt + " fuse.overcache " +
+                              tree.opts(",_netdev,nofail,x-systemd.requires=/") + " 0 0\n");
+        r = run({"mount", "-T", fstab, tree.mnt});
+        REQUIRE_MESSAGE(r.status == 0, r.out);
+        CHECK(kernel_options(tree.mnt).find(",nosuid,nodev,") != std::string::npos);
+        CHECK(read_file(tree.mnt + "/new") == "through mount -t\n");
+        r = run({"umount", tree.mnt});
+        CHECK_MESSAGE(r.status == 0, r.out);
+        CHECK(wait_mounted(tree.mnt, false));
 
         // Asked for by name, set-user-ID and devices are allowed.
         r = run({"mount", "-t", "fuse.overcache", "-o", tree.opts(",allow_suid,allow_dev"),
