@@ -193,6 +193,23 @@ bool check_cache_dir(const Plan& plan) {
     return true;
 }
 
+// Whether /etc/fuse.conf lets users mount with allow_other.
+bool fuse_conf_allows_other() {
+    FILE* f = std::fopen("/etc/fuse.conf", "re");
+    if (f == nullptr)
+        return false;
+    char line[256];
+    bool yes = false;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        std::string l = line;
+        l.erase(0, l.find_first_not_of(" \t"));
+        if (l.rfind("user_allow_other", 0) == 0)
+            yes = true;
+    }
+    std::fclose(f);
+    return yes;
+}
+
 // Every check that can fail before anything happens. Prints its message.
 bool make_plan(const CommandLine& cl, Plan& plan) {
     auto parsed = config::parse_options(cl.option_lists);
@@ -278,6 +295,19 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
         plan.cfg.allow_other_given ? plan.cfg.allow_other : (root && !allow_root);
     if (allow_other)
         plan.fuse_options.emplace_back("allow_other");
+    // What fusermount3 would refuse a user only after the cache was made.
+    if (!root) {
+        if (allow_other && !fuse_conf_allows_other()) {
+            log::error("allow_other needs 'user_allow_other' in /etc/fuse.conf for a mount made "
+                       "by a user other than root");
+            return false;
+        }
+        if (::access(plan.mountpoint.c_str(), W_OK) != 0) {
+            log::error("mountpoint '", cl.mountpoint, "': ", std::strerror(errno),
+                       " (a user can mount only on a directory it may write to)");
+            return false;
+        }
+    }
     return true;
 }
 
