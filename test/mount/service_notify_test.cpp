@@ -9,6 +9,7 @@
 // A stop that flushes (flush_on_unmount) asks for more time while the flush
 // makes progress (EXTEND_TIMEOUT_USEC), so the unit's stop timeout need not
 // fit a long flush.
+#include "datagrams.hpp"
 #include "fault_backing.hpp"
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
@@ -46,42 +47,19 @@ bool is_fuse(const std::string& dir) {
     return ::statfs(dir.c_str(), &sf) == 0 && sf.f_type == kFuseMagic;
 }
 
-// A datagram socket bound to `name` (a path, or "@name": abstract).
 int listen_at(const std::string& name) {
-    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    REQUIRE(name.size() < sizeof sa.sun_path);
-    std::memcpy(sa.sun_path, name.data(), name.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size() + 1);
-    if (name[0] == '@') {
-        sa.sun_path[0] = '\0';
-        len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
-    }
-    REQUIRE_MESSAGE(::bind(fd, reinterpret_cast<const sockaddr*>(&sa), len) == 0,
-                    name << ": " << std::strerror(errno));
-    return fd;
+    return bind_datagrams(name);
 }
 
 // Datagrams until one holds `line` (as a whole line) or the deadline
 // passes; every message received is appended to `seen`.
 bool wait_for(int fd, const std::string& line, std::string& seen) {
-    const auto until = std::chrono::steady_clock::now() + kDeadline;
-    while (std::chrono::steady_clock::now() < until) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 200) <= 0)
-            continue;
-        char buf[4096];
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n <= 0)
-            continue;
-        const std::string msg(buf, static_cast<std::size_t>(n));
-        seen += msg + "\n--\n";
-        if (("\n" + msg + "\n").find("\n" + line + "\n") != std::string::npos)
-            return true;
-    }
-    return false;
+    return wait_datagram(
+        fd,
+        [&](const std::string& msg) {
+            return ("\n" + msg + "\n").find("\n" + line + "\n") != std::string::npos;
+        },
+        seen, kDeadline, "\n--\n");
 }
 
 // Waits for `pid` to exit; its exit status, or -1 (killed, or still alive

@@ -9,6 +9,7 @@
 // those cases run in a mount namespace of their own (unshare), where a
 // tmpfs over /usr/local/sbin holds a link to the binary under test and a
 // tmpfs over /dev holds the test's syslog socket beside the real devices.
+#include "datagrams.hpp"
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
@@ -168,33 +169,15 @@ int fake_dev_log(const TmpDir& t) {
         REQUIRE_MESSAGE(
             ::mount((real + "/" + d).c_str(), to.c_str(), nullptr, MS_BIND, nullptr) == 0, d);
     }
-    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::strcpy(sa.sun_path, "/dev/log");
-    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0);
-    return fd;
+    return bind_datagrams("/dev/log");
 }
 
 // Syslog datagrams until one contains `text` or 20 s pass; all of them
 // are appended to `seen`.
 bool wait_syslog(int fd, const std::string& text, std::string& seen) {
-    const auto until = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < until) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 200) <= 0)
-            continue;
-        char buf[4096];
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n <= 0)
-            continue;
-        const std::string msg(buf, static_cast<std::size_t>(n));
-        seen += msg + "\n";
-        if (msg.find(text) != std::string::npos)
-            return true;
-    }
-    return false;
+    return wait_datagram(
+        fd, [&](const std::string& msg) { return msg.find(text) != std::string::npos; }, seen,
+        20s);
 }
 
 } // namespace
