@@ -14,7 +14,8 @@
 # (/var/cache/overcache-ci) and copied for each run, with the downloaded
 # packages kept beside it; delete the directory to start from the mirror
 # again. The checkout's HEAD (committed work only) goes to /src/overcache.
-# /dev, /dev/pts, /proc and /sys are bound into the root for the run (the
+# The root is bound onto itself (a private mount point, as "/" is on a
+# machine); /dev, /dev/pts, /proc and /sys are bound into it for the run (the
 # mount tests need /dev/fuse); every mount under the root, including FUSE
 # mounts the command left, is unmounted and the copy removed at the end,
 # however the run ends.
@@ -96,6 +97,11 @@ trap 'exit 143' TERM
 cp -a "$pristine/." "$root/"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 mkdir -p "$cache/apt-$suite/partial" "$root/src"
+# The root a mount point of its own, as "/" is on a machine, and private:
+# tests that make "/" private in a mount namespace of their own need it,
+# and nothing mounted inside reaches this machine's mounts.
+mount --bind "$root" "$root"
+mount --make-private "$root"
 mount --bind "$cache/apt-$suite" "$root/var/cache/apt/archives"
 mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"

@@ -137,7 +137,14 @@ void make_dead_mount(const Tree& tree) {
 // from here on is seen by it and its children only, and goes away with them.
 void private_mount_namespace() {
     REQUIRE_MESSAGE(::unshare(CLONE_NEWNS) == 0, "unshare: " << std::strerror(errno));
-    REQUIRE(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0);
+    // Private, recursively, so nothing mounted here reaches the machine's
+    // namespace. "/" must be a mount point for that: in a chroot, bind the
+    // root onto itself first (contrib/ci/debian-root.sh does).
+    REQUIRE_MESSAGE(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0,
+                    "making / private: " << std::strerror(errno)
+                                         << (errno == EINVAL ? " (is / a mount point? in a "
+                                                               "chroot, bind its root onto itself)"
+                                                             : ""));
 }
 
 // In a private namespace: `overcache` on root's standard PATH is the binary
