@@ -541,6 +541,11 @@ void print_version() {
 
 namespace {
 
+// A mistake in a --config file or its options (sysexits' EX_CONFIG): the
+// unit does not restart on it (RestartPreventExitStatus=), since starting
+// again cannot mend it, and fails instead.
+constexpr int kExitConfig = 78;
+
 // --cleanup: a dead mount is removed, anything else is left as it is.
 int cleanup(const CommandLine& cl) {
     const MountpointInfo mp = inspect_mountpoint(cl.mountpoint);
@@ -568,7 +573,7 @@ int run_daemon(const CommandLine& cl_in) {
         std::string err;
         if (!read_service_config(cl.config_file, sc, err)) {
             log::error(err);
-            return 1;
+            return kExitConfig;
         }
         cl.backing = sc.backing;
         cl.mountpoint = sc.mountpoint;
@@ -580,6 +585,11 @@ int run_daemon(const CommandLine& cl_in) {
             lists.push_back(sc.options);
         lists.insert(lists.end(), cl.option_lists.begin(), cl.option_lists.end());
         cl.option_lists = std::move(lists);
+        // A mistake in the options is the file's too: no restart mends it.
+        if (auto parsed = config::parse_options(cl.option_lists); !parsed) {
+            log::error(cl.config_file, ": OPTIONS: ", parsed.error().message);
+            return kExitConfig;
+        }
     }
     if (cl.cleanup)
         return cleanup(cl);

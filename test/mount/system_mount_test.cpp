@@ -316,15 +316,24 @@ TEST_SUITE("mount") {
         SUBCASE("a bad config is refused with its line, nothing mounted") {
             write_file(conf, "BACKING=" + tree.back + "\nMOUNTPOINT=" + tree.mnt +
                                  "\nCACHE_DIR=/x\n");
-            const auto r = run_oc({"--config", conf, "-f"});
-            CHECK(r.status == 1);
+            auto r = run_oc({"--config", conf, "-f"});
+            CHECK(r.status == 78); // the unit's RestartPreventExitStatus
             CHECK_MESSAGE(r.out.find(conf + ":3: unknown key 'CACHE_DIR'") != std::string::npos,
+                          r.out);
+            CHECK_FALSE(is_mountpoint(tree.mnt));
+            // A bad option in OPTIONS= is the file's mistake too.
+            write_file(conf, "BACKING=" + tree.back + "\nMOUNTPOINT=" + tree.mnt +
+                                 "\nOPTIONS=cache_size=12Q\n");
+            r = run_oc({"--config", conf, "-f"});
+            CHECK(r.status == 78);
+            CHECK_MESSAGE(r.out.find(conf + ": OPTIONS: option cache_size: '12Q' has an unknown "
+                                     "suffix") != std::string::npos,
                           r.out);
             CHECK_FALSE(is_mountpoint(tree.mnt));
         }
         SUBCASE("a missing config") {
             const auto r = run_oc({"--config", conf, "-f"});
-            CHECK(r.status == 1);
+            CHECK(r.status == 78);
             CHECK_MESSAGE(r.out.find("cannot read " + conf + ": No such file or directory") !=
                               std::string::npos,
                           r.out);
