@@ -546,6 +546,16 @@ namespace {
 // again cannot mend it, and fails instead.
 constexpr int kExitConfig = 78;
 
+// The exit status, or straight out with it when a thread is still waiting
+// on a FUSE mount that does not answer (mountpoint.hpp).
+int leave_if_probe_waiting(int status) {
+    if (probe_left_waiting()) {
+        std::fflush(nullptr);
+        ::_exit(status);
+    }
+    return status;
+}
+
 // --cleanup: a dead mount is removed, anything else is left as it is.
 int cleanup(const CommandLine& cl) {
     const MountpointInfo mp = inspect_mountpoint(cl.mountpoint);
@@ -592,10 +602,10 @@ int run_daemon(const CommandLine& cl_in) {
         }
     }
     if (cl.cleanup)
-        return cleanup(cl);
+        return leave_if_probe_waiting(cleanup(cl));
     Plan plan;
     if (!make_plan(cl, plan))
-        return 1;
+        return leave_if_probe_waiting(1);
     if (!cl.debug) // -d asks for everything, whatever log_level says
         log::set_level(static_cast<log::Level>(static_cast<int>(plan.cfg.log_level)));
     if (cl.foreground)

@@ -1,5 +1,6 @@
 #include "mountpoint.hpp"
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +22,9 @@ extern char** environ;
 
 namespace overcache {
 namespace {
+
+// A thread was left waiting on a FUSE mount that does not answer.
+std::atomic<bool> g_probe_stuck{false};
 
 // A FUSE mount whose daemon is stopped answers no stat: give up after this.
 constexpr auto kStatWait = std::chrono::seconds(5);
@@ -88,6 +92,7 @@ int ask_fuse_daemon(const std::string& path, struct stat& st) {
     std::thread t([task] { (*task)(); });
     if (result.wait_for(kStatWait) != std::future_status::ready) {
         t.detach();
+        g_probe_stuck.store(true);
         return ETIMEDOUT;
     }
     t.join();
@@ -147,6 +152,10 @@ MountpointInfo inspect_mountpoint(const std::string& path) {
                                                                : MountpointInfo::Kind::directory;
     }
     return info;
+}
+
+bool probe_left_waiting() noexcept {
+    return g_probe_stuck.load();
 }
 
 bool remove_dead_mount(const std::string& path, std::string& error) {

@@ -26,6 +26,13 @@ struct MountpointInfo {
 
 MountpointInfo inspect_mountpoint(const std::string& path);
 
+// Whether inspect_mountpoint() gave up on a FUSE mount that did not answer,
+// leaving a thread waiting in the kernel. Such a thread ends only with the
+// process (exit_group kills it); anything that waits for every thread to
+// stop first (a leak checker at exit) would wait with it, so the process
+// then leaves with _exit.
+bool probe_left_waiting() noexcept;
+
 // Detaches the dead FUSE mount at `path` (umount2 MNT_DETACH as root,
 // `fusermount3 -u -z` otherwise). false with `error` set when it could not.
 bool remove_dead_mount(const std::string& path, std::string& error);
