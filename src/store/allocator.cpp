@@ -124,8 +124,13 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
     if (len == 0 || len > bucket_size_)
         return std::nullopt;
     const std::uint64_t need = (std::uint64_t{len} + align_ - 1) / align_ * align_;
-    // GC's write point ignores the free-space floor: it frees more than it takes.
-    const bool fresh_ok = space_ == nullptr || wp.reserve_ || space_->room_for_fresh();
+    // Whether a bucket without space may be given some: asked only when the
+    // write point needs a new bucket and there are such buckets (it may read
+    // statvfs, never under mu_). GC's write point ignores the free-space
+    // floor: it frees more than it takes.
+    std::optional<bool> fresh_ok;
+    if (space_ == nullptr || wp.reserve_)
+        fresh_ok = true;
     std::unique_lock lk(mu_);
     for (;;) {
         if (wp.bucket_ && bucket_size_ - slots_[*wp.bucket_].fill < need) {
@@ -134,8 +139,15 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         }
         if (wp.bucket_)
             break;
-        const std::size_t usable = free_.size() + (fresh_ok ? fresh_.size() : 0);
-        if (!fresh_ok && !fresh_.empty() && free_.size() <= reserve_ &&
+        if (!fresh_ok && !fresh_.empty()) {
+            lk.unlock();
+            fresh_ok = space_->room_for_fresh();
+            lk.lock();
+            continue; // the lists may have changed meanwhile
+        }
+        const bool fresh_allowed = fresh_ok.value_or(false); // unset: there are none
+        const std::size_t usable = free_.size() + (fresh_allowed ? fresh_.size() : 0);
+        if (!fresh_allowed && !fresh_.empty() && free_.size() <= reserve_ &&
             !floor_logged_.exchange(true))
             log::info("cache: the filesystem holding the cache is down to cache_min_free; the "
                       "cache takes no more space from it for now");
@@ -413,9 +425,17 @@ Result<void> Allocator::save_all() {
 }
 
 std::size_t Allocator::free_count() const {
-    const bool fresh_ok = space_ == nullptr || space_->room_for_fresh();
-    std::lock_guard lk(mu_);
-    return free_.size() + (fresh_ok ? fresh_.size() : 0);
+    std::size_t backed = 0, fresh = 0;
+    {
+        std::lock_guard lk(mu_);
+        backed = free_.size();
+        fresh = fresh_.size();
+    }
+    // Only a cache that still has buckets without space asks the
+    // filesystem (GC's kick asks this at every write).
+    if (fresh == 0 || space_ == nullptr || space_->room_for_fresh())
+        return backed + fresh;
+    return backed;
 }
 
 std::size_t Allocator::backed_count() const {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 using overcache::test::random_bytes;
+using overcache::test::read_uncached;
 using overcache::test::write_file;
 
 using namespace overcache;
@@ -26,27 +27,6 @@ using test::MountOptions;
 namespace {
 
 constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
-
-// Reads a whole file through the mount with its page cache dropped before,
-// so the reads reach the daemon.
-std::string read_uncached(const std::string& path, std::size_t chunk = 128 * KiB) {
-    int fd = ::open(path.c_str(), O_RDONLY);
-    REQUIRE(fd >= 0);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM); // no readahead beyond what we ask
-    std::string out;
-    std::string buf(chunk, '\0');
-    for (;;) {
-        ssize_t n = ::read(fd, buf.data(), buf.size());
-        REQUIRE(n >= 0);
-        if (n == 0)
-            break;
-        out.append(buf.data(), static_cast<std::size_t>(n));
-    }
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-    return out;
-}
 
 // A mount over a fresh tree with the test defaults' cache (64 MiB) and
 // `extra` options.

@@ -15,6 +15,7 @@
 #include <vector>
 
 using overcache::test::random_bytes;
+using overcache::test::read_uncached;
 using overcache::test::write_file;
 
 using namespace overcache;
@@ -24,27 +25,6 @@ using test::MountOptions;
 namespace {
 
 constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB;
-
-// Reads a whole file through the mount with its page cache dropped, so the
-// reads reach the daemon.
-std::string read_uncached(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY);
-    REQUIRE(fd >= 0);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-    std::string out;
-    std::string buf(128 * KiB, '\0');
-    for (;;) {
-        ssize_t n = ::read(fd, buf.data(), buf.size());
-        REQUIRE(n >= 0);
-        if (n == 0)
-            break;
-        out.append(buf.data(), static_cast<std::size_t>(n));
-    }
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    ::close(fd);
-    return out;
-}
 
 } // namespace
 

@@ -54,6 +54,27 @@ inline std::string read_file(const std::string& path) {
 
 // Creates or empties `path` and writes `data`, synced (so that dropping the
 // page cache drops it).
+// Reads a whole file in `chunk`-sized reads with its page cache dropped
+// before and after, so on a mount every byte comes from the daemon.
+inline std::string read_uncached(const std::string& path, std::size_t chunk = 128 * 1024) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE_MESSAGE(fd >= 0, "open " << path << ": " << std::strerror(errno));
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM); // no readahead beyond what we ask
+    std::string out;
+    std::string buf(chunk, '\0');
+    for (;;) {
+        ssize_t n = ::read(fd, buf.data(), buf.size());
+        REQUIRE(n >= 0);
+        if (n == 0)
+            break;
+        out.append(buf.data(), static_cast<std::size_t>(n));
+    }
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    return out;
+}
+
 inline void write_file(const std::string& path, const std::string& data) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     REQUIRE_MESSAGE(fd >= 0, path << ": " << std::strerror(errno));
