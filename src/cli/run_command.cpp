@@ -100,13 +100,13 @@ int run_command(const char* verb, const std::string& mountpoint, bool progress,
 
 } // namespace
 
-int flush_main(const std::string& mountpoint) {
-    return run_command("flush", mountpoint, true,
+int flush_main(const Args& args) {
+    return run_command("flush", args.positional[0], true,
                        {sync_mount, "the kernel could not hand the mount the writes it held"});
 }
 
-int gc_main(const std::string& mountpoint) {
-    return run_command("gc", mountpoint, false);
+int gc_main(const Args& args) {
+    return run_command("gc", args.positional[0], false);
 }
 
 } // namespace overcache::cli

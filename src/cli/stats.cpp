@@ -9,7 +9,8 @@
 
 namespace overcache::cli {
 
-int stats_main(const std::string& mountpoint) {
+int stats_main(const Args& args) {
+    const std::string& mountpoint = args.positional[0];
     auto control = ControlClient::open(mountpoint);
     Result<std::string> text = control ? control->read_text() : fail(control.error());
     if (!text) {

@@ -1,7 +1,7 @@
-// DOC: the table of subcommands and their common argument handling: every
-// one takes a MOUNTPOINT and -h/--help; a usage error exits 2 with a hint,
-// as the mount command line does, so scripts can tell it from a failure
-// (exit 1).
+// DOC: the table of subcommands and their common argument handling:
+// -h/--help, each subcommand's own flags, "--", and the count of positional
+// arguments. A usage error exits 2 with a hint, as the mount command line
+// does, so scripts can tell it from a failure (exit 1).
 #include "cli/subcommands.hpp"
 
 #include <array>
@@ -10,17 +10,50 @@
 namespace overcache::cli {
 namespace {
 
+constexpr std::array<Flag, 0> kNoFlags{};
+
 constexpr std::array<Subcommand, 3> kSubcommands{{
     {"flush", "MOUNTPOINT",
-     "write all dirty data back to the backing and sync it; waits until done", flush_main},
-    {"gc", "MOUNTPOINT", "run a garbage collection pass of the cache now", gc_main},
-    {"stats", "MOUNTPOINT", "print the mount's statistics and settings", stats_main},
+     "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
+     flush_main},
+    {"gc", "MOUNTPOINT", "run a garbage collection pass of the cache now", kNoFlags, 1, 1,
+     gc_main},
+    {"stats", "MOUNTPOINT", "print the mount's statistics and settings", kNoFlags, 1, 1,
+     stats_main},
 }};
 
-int usage_error(const Subcommand& sc, const std::string& what) {
-    std::fprintf(stderr, "overcache %s: %s\nusage: overcache %s %s\n", sc.name, what.c_str(),
-                 sc.name, sc.usage);
-    return 2;
+const Flag* find_flag(const Subcommand& sc, std::string_view name) {
+    for (const auto& f : sc.flags)
+        if (name == f.name)
+            return &f;
+    return nullptr;
+}
+
+// The n-th word of the usage line ("MOUNTPOINT KEY VALUE", 1 -> "KEY"),
+// naming what a short command line lacks.
+std::string usage_word(const Subcommand& sc, std::size_t n) {
+    std::string_view u = sc.usage;
+    for (;;) {
+        const auto sp = u.find(' ');
+        if (n == 0 || sp == std::string_view::npos)
+            return std::string(u.substr(0, sp));
+        u.remove_prefix(sp + 1);
+        --n;
+    }
+}
+
+void print_help(const Subcommand& sc) {
+    std::string help = sc.help;
+    help[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(help[0])));
+    std::printf("usage: overcache %s %s\n\n%s.\n", sc.name, sc.usage, help.c_str());
+    std::printf("\nOptions:\n");
+    for (const auto& f : sc.flags) {
+        std::string head = f.name;
+        if (f.value_name != nullptr)
+            head += std::string("=") + f.value_name;
+        std::printf("  %-22s %s\n", head.c_str(), f.help);
+    }
+    std::printf("  %-22s %s\n", "-h, --help", "show this help");
 }
 
 } // namespace
@@ -37,37 +70,60 @@ const Subcommand* find_subcommand(std::string_view name) noexcept {
 }
 
 void print_subcommands(std::FILE* out) {
-    std::fprintf(out, "\nCommands for a mounted overcache (overcache COMMAND --help):\n");
+    std::fprintf(out, "\nCommands (overcache COMMAND --help):\n");
     for (const auto& sc : kSubcommands) {
         const std::string head = std::string(sc.name) + " " + sc.usage;
-        std::fprintf(out, "  %-24s %s\n", head.c_str(), sc.help);
+        std::fprintf(out, "  %-32s %s\n", head.c_str(), sc.help);
     }
     std::fprintf(out, "A backing directory named like a command is mounted as ./NAME.\n");
 }
 
+int usage_error(const Subcommand& sc, const std::string& what) {
+    std::fprintf(stderr, "overcache %s: %s\nusage: overcache %s %s\n", sc.name, what.c_str(),
+                 sc.name, sc.usage);
+    return 2;
+}
+
 int run_subcommand(const Subcommand& sc, const std::vector<std::string>& args) {
-    std::vector<std::string> positional;
+    Args parsed;
     bool options_done = false;
-    for (const auto& a : args) {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
         if (!options_done && (a == "-h" || a == "--help")) {
-            std::string help = sc.help;
-            help[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(help[0])));
-            std::printf("usage: overcache %s %s\n\n%s.\n", sc.name, sc.usage, help.c_str());
+            print_help(sc);
             return 0;
         }
         if (!options_done && a == "--") {
             options_done = true;
-        } else if (!options_done && a.size() > 1 && a[0] == '-') {
-            return usage_error(sc, "unknown argument '" + a + "'");
+            continue;
+        }
+        if (options_done || a.size() < 2 || a[0] != '-') {
+            parsed.positional.push_back(a);
+            continue;
+        }
+        const auto eq = a.find('=');
+        const std::string name = a.substr(0, eq);
+        const Flag* f = find_flag(sc, name);
+        if (f == nullptr)
+            return usage_error(sc, "unknown option '" + name + "'");
+        if (f->value_name == nullptr) {
+            if (eq != std::string::npos)
+                return usage_error(sc, "option " + name + " takes no value");
+            parsed.flags[name] = "";
+        } else if (eq != std::string::npos) {
+            parsed.flags[name] = a.substr(eq + 1);
+        } else if (i + 1 < args.size()) {
+            parsed.flags[name] = args[++i];
         } else {
-            positional.push_back(a);
+            return usage_error(sc, "option " + name + " needs a value (" + f->value_name + ")");
         }
     }
-    if (positional.empty())
-        return usage_error(sc, "missing MOUNTPOINT");
-    if (positional.size() > 1)
-        return usage_error(sc, "unexpected argument '" + positional[1] + "'");
-    return sc.run(positional[0]);
+    const auto n = parsed.positional.size();
+    if (n < sc.min_args)
+        return usage_error(sc, "missing " + usage_word(sc, n));
+    if (sc.max_args != kManyArgs && n > sc.max_args)
+        return usage_error(sc, "unexpected argument '" + parsed.positional[sc.max_args] + "'");
+    return sc.run(parsed);
 }
 
 } // namespace overcache::cli

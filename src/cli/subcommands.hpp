@@ -1,11 +1,13 @@
-// The subcommands of the overcache binary that talk to a running mount
-// (`overcache flush MOUNTPOINT`, ...). main() looks its first argument up
-// here before it reads a mount command line, so a subcommand's name is
-// never taken for a backing directory (mount a directory of that name as
-// ./NAME).
+// The subcommands of the overcache binary (`overcache flush MOUNTPOINT`,
+// `overcache stats --json MOUNTPOINT`, ...). main() looks its first
+// argument up here before it reads a mount command line, so a subcommand's
+// name is never taken for a backing directory (mount a directory of that
+// name as ./NAME).
 #pragma once
 
 #include <cstdio>
+#include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -13,13 +15,39 @@
 
 namespace overcache::cli {
 
+// One option a subcommand takes: "--json", or "--interval" with a value
+// (given as "--interval=2" or "--interval 2").
+struct Flag {
+    const char* name;
+    const char* value_name; // nullptr: takes no value
+    const char* help;
+};
+
+// A subcommand's arguments after the common parsing: options by name (a
+// flag without a value maps to ""), the rest in order.
+struct Args {
+    std::vector<std::string> positional;
+    std::map<std::string, std::string, std::less<>> flags;
+
+    bool has(std::string_view flag) const { return flags.find(flag) != flags.end(); }
+    std::optional<std::string> value(std::string_view flag) const {
+        auto it = flags.find(flag);
+        return it == flags.end() ? std::nullopt : std::optional<std::string>(it->second);
+    }
+};
+
+inline constexpr unsigned kManyArgs = ~0u;
+
 struct Subcommand {
     const char* name;
     const char* usage; // after the name, e.g. "MOUNTPOINT"
     const char* help;  // one line
-    // Gets the arguments after the name (options and MOUNTPOINT already
-    // checked by run_subcommand); returns the exit status.
-    int (*run)(const std::string& mountpoint);
+    std::span<const Flag> flags;
+    unsigned min_args; // positional arguments
+    unsigned max_args; // kManyArgs: no limit
+    // Gets the arguments checked against `flags` and the counts; returns
+    // the exit status.
+    int (*run)(const Args& args);
 };
 
 std::span<const Subcommand> subcommands() noexcept;
@@ -28,13 +56,17 @@ const Subcommand* find_subcommand(std::string_view name) noexcept;
 // The subcommand list for `overcache --help`.
 void print_subcommands(std::FILE* out);
 
-// Parses `args` (after the name: -h/--help, MOUNTPOINT) and runs it. Exit
-// status: 0 done, 1 failed (message on stderr), 2 usage error.
+// Parses `args` (after the name: -h/--help, the subcommand's flags, "--",
+// positional arguments) and runs it. Exit status: 0 done, 1 failed (message
+// on stderr), 2 usage error (message and usage on stderr).
 int run_subcommand(const Subcommand& sc, const std::vector<std::string>& args);
 
+// Prints "overcache NAME: WHAT" and the usage line to stderr; returns 2.
+int usage_error(const Subcommand& sc, const std::string& what);
+
 // The subcommands themselves.
-int flush_main(const std::string& mountpoint); // run_command.cpp
-int gc_main(const std::string& mountpoint);    // run_command.cpp
-int stats_main(const std::string& mountpoint); // stats.cpp
+int flush_main(const Args& args); // run_command.cpp
+int gc_main(const Args& args);    // run_command.cpp
+int stats_main(const Args& args); // stats.cpp
 
 } // namespace overcache::cli
