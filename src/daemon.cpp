@@ -14,6 +14,7 @@
 
 #include "backing/backing_fs.hpp"
 #include "backing/creds.hpp"
+#include "control/settings.hpp"
 #include "fuse/session.hpp"
 #include "overcache/bg/executors.hpp"
 #include "overcache/cache/caching_path.hpp"
@@ -83,6 +84,7 @@ bool starts_with(const std::string& s, const char* prefix) {
 
 struct Plan {
     config::Config cfg;
+    std::vector<std::string> given; // options -o named: they win over stored settings
     std::vector<std::string> fuse_options;
     fuse::LoopOptions loop;
     std::string backing;
@@ -218,6 +220,7 @@ bool make_plan(const CommandLine& cl, Plan& plan) {
         return false;
     }
     plan.cfg = parsed->config;
+    plan.given = parsed->given;
 
     char resolved[PATH_MAX];
     if (::realpath(cl.backing.c_str(), resolved) == nullptr) {
@@ -388,11 +391,25 @@ int serve(const Plan& plan, bool debug, int status_fd) {
         report(status_fd, 1);
         return 1;
     }
+    // Settings changed at runtime by earlier mounts, under the options
+    // given now.
+    config::Config cfg = plan.cfg;
+    if (auto saved = (*data)->saved_settings(); !saved) {
+        log::warn("cannot read the settings stored in the cache: ", to_string(saved.error()),
+                  "; starting with the mount's options");
+    } else if (!saved->empty()) {
+        control::Settings adopted(cfg);
+        for (const auto& w : adopted.adopt_saved(*saved, plan.given))
+            log::warn(w);
+        cfg = adopted.current();
+        (*data)->apply_settings(cfg);
+        log::set_level(static_cast<log::Level>(static_cast<int>(cfg.log_level)));
+    }
     int rc = 0;
     ServiceStatus status(plan.mountpoint, **data);
     {
         auto session =
-            fuse::Session::create(plan.cfg, **data, std::move(root_fd), plan.fuse_options, debug);
+            fuse::Session::create(cfg, **data, std::move(root_fd), plan.fuse_options, debug);
         if (!session) {
             log::error(session.error().message);
             report(status_fd, 1);

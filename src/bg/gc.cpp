@@ -26,6 +26,12 @@ Gc::Gc(Strand strand, store::Allocator& alloc, meta::MetaStore& meta, GcParams p
        BucketMover* mover)
     : strand_(std::move(strand)), alloc_(alloc), meta_(meta), params_(p), mover_(mover) {}
 
+void Gc::set_watermarks(std::size_t low_free, std::size_t high_free) {
+    params_.high_free.set(high_free);
+    params_.low_free.set(low_free);
+    kick();
+}
+
 void Gc::kick() {
     if (stopping_.load(std::memory_order_relaxed) || alloc_.free_count() >= params_.low_free)
         return;
@@ -65,7 +71,8 @@ void Gc::run(bool force) {
     const std::size_t free_now = alloc_.free_count();
     if (!force && free_now >= params_.low_free)
         return;
-    const std::size_t target = force ? std::max(params_.high_free, free_now + 1) : params_.high_free;
+    const std::size_t target =
+        force ? std::max<std::size_t>(params_.high_free, free_now + 1) : params_.high_free.get();
     std::size_t freed = 0;
     if (free_now < target) {
         auto r = alloc_.reclaim(target - free_now);

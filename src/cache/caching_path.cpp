@@ -172,6 +172,9 @@ public:
     }
     void removed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
+    void apply_settings(const config::Config& c) override;
+    Result<void> save_setting(const std::string& name, const std::string& value) override;
+    Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
     void flush(Done<void> done) override;
     void stop() override;
 
@@ -421,7 +424,6 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const std::uint64_t h = c.hits, m = c.misses;
     auto u = [](std::uint64_t v) { return std::to_string(v); };
     return {
-        {"cache_mode", config::to_string(core_.p.mode)},
         {"cache_state", core_.degraded ? "degraded" : "running"},
         {"cache_hits", u(h)},
         {"cache_misses", u(m)},
@@ -477,9 +479,51 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_size", u(sb.cache_size)},
         {"cache_allocated_bytes", u(as.backed_buckets * sb.bucket_size)},
         {"fill_size", u(core_.p.fill_size)},
-        {"sequential_cutoff", u(core_.p.sequential_cutoff)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
     };
+}
+
+void CachingPath::apply_settings(const config::Config& c) {
+    const auto& p = core_.p;
+    p.mode.set(c.cache_mode);
+    p.sequential_cutoff.set(c.sequential_cutoff);
+    p.writeback_percent.set(c.writeback_percent);
+    p.writeback_delay_s.set(c.writeback_delay_s);
+    p.writeback_rate_minimum.set(c.writeback_rate_minimum);
+    p.writeback_running.set(c.writeback_running);
+    p.fsync_to_backing.set(c.fsync_to_backing);
+    p.flush_on_unmount.set(c.flush_on_unmount);
+    p.writeback_wait_max_s.set(c.writeback_wait_max_s);
+    writer_.set_wait_max(c.writeback_wait_max_s);
+    if (p.gc_low_percent != c.gc_low_percent || p.gc_high_percent != c.gc_high_percent) {
+        p.gc_low_percent.set(c.gc_low_percent);
+        p.gc_high_percent.set(c.gc_high_percent);
+        const auto g = gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), p);
+        gc_.set_watermarks(g.low_free, g.high_free);
+    }
+    // A new mode, delay, share or a resumed writeback: the next pass sees it
+    // now, not at its next tick.
+    writeback_.kick();
+}
+
+Result<void> CachingPath::save_setting(const std::string& name, const std::string& value) {
+    auto& meta = core_.dev->meta();
+    auto b = meta.batch();
+    b.put(meta::Cf::meta, std::string(meta::kSettingPrefix) + name, value);
+    return meta.write(b, true);
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> CachingPath::saved_settings() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    const std::string prefix(meta::kSettingPrefix);
+    std::string upper = prefix;
+    upper.back() = static_cast<char>(upper.back() + 1);
+    auto cur = core_.dev->meta().cursor(meta::Cf::meta, upper);
+    for (cur.seek(prefix); cur.valid(); cur.next())
+        out.emplace_back(std::string(cur.key().substr(prefix.size())), std::string(cur.value()));
+    if (auto r = cur.status(); !r)
+        return fail(r.error());
+    return out;
 }
 
 void CachingPath::flush(Done<void> done) {

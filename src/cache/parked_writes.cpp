@@ -32,7 +32,7 @@ constexpr auto kRecheck = std::chrono::milliseconds(100);
 } // namespace
 
 ParkedWrites::ParkedWrites(bg::Strand strand, std::chrono::nanoseconds wait_max, Ops ops)
-    : strand_(std::move(strand)), wait_max_(wait_max), ops_(std::move(ops)), timer_(strand_) {}
+    : strand_(std::move(strand)), wait_max_ns_(wait_max.count()), ops_(std::move(ops)), timer_(strand_) {}
 
 ParkedWrites::~ParkedWrites() {
     std::lock_guard lk(mu_);
@@ -50,7 +50,7 @@ bool ParkedWrites::park(std::unique_ptr<ParkedWrite>& w) {
     if (stopping_)
         return false;
     w->parked_at = ParkedWrite::Clock::now();
-    w->deadline = w->parked_at + wait_max_;
+    w->deadline = w->parked_at + std::chrono::nanoseconds(wait_max_ns_.load(std::memory_order_relaxed));
     ++stats_.waits;
     ++stats_.waiting;
     queue_.push_back(std::move(w));

@@ -69,6 +69,12 @@ public:
     // Everything runs on `strand` (a foreground-class executor: never
     // writeback's or GC's, which must not do foreground work).
     ParkedWrites(bg::Strand strand, std::chrono::nanoseconds wait_max, Ops ops);
+
+    // writeback_wait_max changed: writes parked from now on wait this long
+    // (those parked already keep their deadline).
+    void set_wait_max(std::chrono::nanoseconds wait_max) noexcept {
+        wait_max_ns_.store(wait_max.count(), std::memory_order_relaxed);
+    }
     ~ParkedWrites();
     ParkedWrites(const ParkedWrites&) = delete;
     ParkedWrites& operator=(const ParkedWrites&) = delete;
@@ -97,7 +103,7 @@ private:
     void answer(std::unique_ptr<ParkedWrite> w, Result<std::size_t> r, bool around);
 
     bg::Strand strand_;
-    const std::chrono::nanoseconds wait_max_;
+    std::atomic<std::int64_t> wait_max_ns_; // set_wait_max: a live setting
     const Ops ops_;
     Timer timer_; // on the strand
     std::atomic<bool> woken_{false};

@@ -64,7 +64,7 @@ public:
     }
     void removed(FileRef /*file*/) override {}
     std::vector<std::pair<std::string, std::string>> stats() const override {
-        return {{"cache_mode", "none"}};
+        return {}; // cache_mode is a setting: the registry shows it
     }
     void show_attrs(FileRef, struct stat&) override {}
     bool keep_mtime(FileRef, const struct timespec&) override { return false; }

@@ -48,7 +48,7 @@ WritePath::WritePath(CacheCore& core, const CacheHooks& hooks, bg::Strand park_s
     : core_(core), hooks_(hooks),
       parked_(std::move(park_strand),
               std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::duration<double>(std::max(0.0, core.p.writeback_wait_max_s))),
+                  std::chrono::duration<double>(std::max(0.0, core.p.writeback_wait_max_s.get()))),
               ParkedWrites::Ops{
                   [this](ParkedWrite& w) { return retry_parked(w); },
                   [this](ParkedWrite& w) {

@@ -24,6 +24,11 @@ public:
     // Answers every parked write (around the cache); parks no more.
     void stop() { parked_.stop(); }
     ParkedStats parked_stats() const { return parked_.stats(); }
+    // writeback_wait_max changed (seconds; below 0 taken as 0).
+    void set_wait_max(double seconds) {
+        parked_.set_wait_max(std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::duration<double>(std::max(0.0, seconds))));
+    }
     void fsync(CachedFile& f, bool datasync, Done<void> done);
     Result<ChangeOut> truncate(int fd, bool fd_is_open, std::uint64_t size);
     Result<void> fallocate(CachedFile& f, int mode, off_t off, off_t len);

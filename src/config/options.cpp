@@ -7,6 +7,7 @@
 #include "util/size_text.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -29,12 +30,35 @@ const char* to_string(CacheMode m) noexcept {
     return "?";
 }
 
+const char* to_string(LogLevel l) noexcept {
+    switch (l) {
+    case LogLevel::debug:
+        return "debug";
+    case LogLevel::info:
+        return "info";
+    case LogLevel::warning:
+        return "warning";
+    case LogLevel::error:
+        return "error";
+    }
+    return "?";
+}
+
 namespace {
 
 struct Row {
     OptionInfo info;
     std::function<Result<void>(Config&, const std::string&)> apply;
+    // The value as an option would say it: what `get` shows and `set`
+    // takes back.
+    std::function<std::string(const Config&)> show;
 };
+
+std::string show_seconds(double s) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, s);
+    return std::string(buf, r.ptr);
+}
 
 Result<bool> parse_bool(const std::string& name, const std::string& v) {
     if (v.empty() || v == "1" || v == "yes" || v == "true" || v == "on")
@@ -95,7 +119,8 @@ Row string_row(OptionInfo info, Field<std::string> field, const char* needs) {
                                 std::string("option ") + info.name + ": needs " + needs);
                 c.*field = v;
                 return {};
-            }};
+            },
+            [field](const Config& c) { return c.*field; }};
 }
 
 Row size_row(OptionInfo info, Field<std::uint64_t> field, std::uint64_t min, std::uint64_t max,
@@ -110,7 +135,8 @@ Row size_row(OptionInfo info, Field<std::uint64_t> field, std::uint64_t min, std
                                                     " is not a power of two");
                 c.*field = *r;
                 return {};
-            }};
+            },
+            [field](const Config& c) { return format_size(c.*field); }};
 }
 
 Row uint_row(OptionInfo info, Field<unsigned> field, unsigned min, unsigned max) {
@@ -124,7 +150,8 @@ Row uint_row(OptionInfo info, Field<unsigned> field, unsigned min, unsigned max)
                                                     std::to_string(max));
                 c.*field = static_cast<unsigned>(*r);
                 return {};
-            }};
+            },
+            [field](const Config& c) { return std::to_string(c.*field); }};
 }
 
 Row seconds_row(OptionInfo info, Field<double> field) {
@@ -134,7 +161,8 @@ Row seconds_row(OptionInfo info, Field<double> field) {
                     return fail(r.error());
                 c.*field = *r;
                 return {};
-            }};
+            },
+            [field](const Config& c) { return show_seconds(c.*field); }};
 }
 
 // `given`, when set, records that the option was said explicitly.
@@ -147,7 +175,8 @@ Row bool_row(OptionInfo info, Field<bool> field, Field<bool> given = nullptr) {
                 if (given != nullptr)
                     c.*given = true;
                 return {};
-            }};
+            },
+            [field](const Config& c) { return std::string(c.*field ? "1" : "0"); }};
 }
 
 Result<void> apply_cache_mode(Config& c, const std::string& v) {
@@ -209,7 +238,7 @@ const std::vector<Row>& rows() {
                  &Config::sequential_cutoff, 0, 1024 * kTiB),
         {{"cache_mode", T::mode, "writethrough",
           "writethrough, writearound, writeback or none"},
-         apply_cache_mode},
+         apply_cache_mode, [](const Config& c) { return std::string(to_string(c.cache_mode)); }},
         bool_row({"reformat", T::flag, "off",
                   "format the cache even if it holds another backing's, an unknown version's or "
                   "a damaged cache; its contents are lost"},
@@ -283,7 +312,7 @@ const std::vector<Row>& rows() {
                  &Config::max_threads, 1, 256),
         {{"log_level", T::level, "info",
           "the least severe messages logged: debug, info, warning or error"},
-         apply_log_level},
+         apply_log_level, [](const Config& c) { return std::string(to_string(c.log_level)); }},
     };
     return table;
 }
@@ -448,6 +477,9 @@ Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {
                 auto r = it->apply(out.config, applied_value);
                 if (!r)
                     return fail(std::move(r).error());
+                if (std::find(out.given.begin(), out.given.end(), it->info.name) ==
+                    out.given.end())
+                    out.given.emplace_back(it->info.name);
                 continue;
             }
             if (is_passthrough(raw_name, has_value)) {
@@ -458,11 +490,65 @@ Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {
             return fail(Errc::BadValue, "unknown option '" + item + "' (see overcache --help)");
         }
     }
-    if (out.config.gc_low_percent >= out.config.gc_high_percent)
-        return fail(Errc::BadValue, "option gc_low_percent must be below gc_high_percent");
-    if (out.config.fill_size > out.config.bucket_size)
-        return fail(Errc::BadValue, "option fill_size must not exceed bucket_size");
+    if (auto r = check_config(out.config); !r)
+        return fail(std::move(r).error());
     return out;
+}
+
+Result<void> check_config(const Config& c) {
+    if (c.gc_low_percent >= c.gc_high_percent)
+        return fail(Errc::BadValue, "option gc_low_percent (" + std::to_string(c.gc_low_percent) +
+                                        ") must be below gc_high_percent (" +
+                                        std::to_string(c.gc_high_percent) + ")");
+    if (c.fill_size > c.bucket_size)
+        return fail(Errc::BadValue, "option fill_size must not exceed bucket_size");
+    return {};
+}
+
+const OptionInfo* find_option(std::string_view name) {
+    const auto& t = option_table();
+    auto it = std::find_if(t.begin(), t.end(), [&](const OptionInfo& i) { return name == i.name; });
+    return it == t.end() ? nullptr : &*it;
+}
+
+bool is_live(std::string_view name) {
+    // Read by the I/O paths at each use (atomics), or re-applied by their
+    // owner on a change. Not here: what fixes the cache's layout or memory
+    // (cache, cache_dev, cache_size, bucket_size, fill_size,
+    // block_cache_size, cache_min_free), what the kernel fixed at mount
+    // (permissions, allow_*, kernel_writeback_cache, max_threads), and the
+    // one-shot format flags.
+    static constexpr std::string_view kLive[] = {
+        "sequential_cutoff",  "cache_mode",        "gc_low_percent",   "gc_high_percent",
+        "writeback_percent",  "writeback_delay",   "writeback_rate_minimum",
+        "writeback_running",  "writeback_wait_max", "fsync_to_backing", "flush_on_unmount",
+        "attr_timeout",       "entry_timeout",     "negative_timeout", "log_level",
+    };
+    return std::find(std::begin(kLive), std::end(kLive), name) != std::end(kLive);
+}
+
+Result<void> set_option(Config& c, std::string_view raw_name, const std::string& value) {
+    std::string name(raw_name);
+    std::replace(name.begin(), name.end(), '-', '_');
+    auto it = std::find_if(rows().begin(), rows().end(),
+                           [&](const Row& r) { return name == r.info.name; });
+    if (it == rows().end())
+        return fail(Errc::BadValue, "unknown setting '" + name + "'");
+    Config next = c;
+    if (auto r = it->apply(next, value); !r)
+        return fail(std::move(r).error());
+    if (auto r = check_config(next); !r)
+        return fail(std::move(r).error());
+    c = std::move(next);
+    return {};
+}
+
+std::optional<std::string> option_value(const Config& c, std::string_view name) {
+    auto it = std::find_if(rows().begin(), rows().end(),
+                           [&](const Row& r) { return name == r.info.name; });
+    if (it == rows().end())
+        return std::nullopt;
+    return it->show(c);
 }
 
 } // namespace overcache::config

@@ -14,10 +14,12 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<CommandSpec, 2> kCommands{{
+constexpr std::array<CommandSpec, 3> kCommands{{
     {Verb::flush, "flush", 0, 0, "flush",
      "write all dirty data back to the backing and sync it; returns when done"},
     {Verb::gc, "gc", 0, 0, "gc", "run a garbage collection pass of the cache now"},
+    {Verb::set, "set", 2, 2, "set KEY VALUE",
+     "change a setting of the mounted cache now; kept for the next mount"},
 }};
 
 bool is_blank(char c) noexcept {

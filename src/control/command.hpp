@@ -13,7 +13,7 @@
 
 namespace overcache::control {
 
-enum class Verb { flush, gc };
+enum class Verb { flush, gc, set };
 
 // One row of the command table: what a line may start with and how many
 // arguments it takes. New commands (issue #8: set, prefetch, ...) are a row

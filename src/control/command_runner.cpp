@@ -71,6 +71,9 @@ private:
         case Verb::gc:
             target_->gc(std::move(done));
             return;
+        case Verb::set:
+            target_->set(c.args[0], c.args[1], std::move(done));
+            return;
         }
         done(fail(Errc::NotSupported, std::string(name) + ": not implemented"));
     }

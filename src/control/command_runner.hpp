@@ -28,6 +28,9 @@ public:
     virtual ~CommandTarget() = default;
     virtual void flush(CommandDone done) = 0;
     virtual void gc(CommandDone done) = 0;
+    // `set KEY VALUE`: see control/settings.hpp. Done once the new value is
+    // in force (a switch away from writeback: once the flush is done).
+    virtual void set(const std::string& key, const std::string& value, CommandDone done) = 0;
 };
 
 class CommandRunner {

@@ -6,11 +6,13 @@
 #include "backing/creds.hpp"
 #include "control/command_runner.hpp"
 #include "control/control_file.hpp"
+#include "control/settings.hpp"
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
 #include "fuse/page_invalidator.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/config/config.hpp"
+#include "overcache/util/tunable.hpp"
 #include "util/unique_fd.hpp"
 
 #include <algorithm>
@@ -38,10 +40,22 @@ struct ControlGate {
     bool open = true; // guarded by mu; taken before any libfuse request lock
 };
 
-// The commands' view of the mount (ops_control.cpp): flush and gc on the
-// DataPath, refused once `gate` is closed.
+// How long the kernel may keep what a reply told it: live settings,
+// read at each reply.
+struct KernelTimeouts {
+    explicit KernelTimeouts(const config::Config& c)
+        : attr(c.attr_timeout), entry(c.entry_timeout), negative(c.negative_timeout) {}
+    Tunable<double> attr;
+    Tunable<double> entry;
+    Tunable<double> negative;
+};
+
+// The commands' view of the mount (ops_control.cpp): flush, gc and set on
+// the DataPath and the mount's settings, refused once `gate` is closed.
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
-                                                            std::shared_ptr<ControlGate> gate);
+                                                            std::shared_ptr<ControlGate> gate,
+                                                            control::Settings& settings,
+                                                            KernelTimeouts& timeouts);
 
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
@@ -56,8 +70,8 @@ struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
-          control_gate(std::make_shared<ControlGate>()),
-          commands(make_command_target(data_path, control_gate)) {}
+          timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
+          commands(make_command_target(data_path, control_gate, settings, timeouts)) {}
 
     // Half the descriptor limit for pinned inodes; the rest is for open
     // files, directories and the cache.
@@ -68,9 +82,13 @@ struct Adapter {
         return std::max<std::size_t>(64, static_cast<std::size_t>(rl.rlim_cur / 2));
     }
 
+    // The options as mounted; those that change live are read from
+    // `timeouts` and `settings` instead.
     const config::Config cfg;
     cache::DataPath& data;
     InodeTable inodes;
+    KernelTimeouts timeouts;
+    control::Settings settings;
     PageInvalidator invalidator;
     std::atomic<std::uint64_t> open_files{0};
     std::shared_ptr<ControlGate> control_gate;

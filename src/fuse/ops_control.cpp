@@ -14,6 +14,7 @@
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
 #include "overcache/cache/caching_path.hpp"
+#include "util/log.hpp"
 
 #include <cstring>
 #include <fcntl.h>
@@ -31,10 +32,66 @@ std::vector<char>& reply_buffer(std::size_t size) {
     return buf;
 }
 
+// Where a setting's change goes: the DataPath's tunables, the kernel's
+// timeouts, the log level, and the cache's index to keep it.
+class MountSettingsSink final : public control::SettingsSink {
+public:
+    MountSettingsSink(cache::DataPath& data, KernelTimeouts& timeouts)
+        : data_(data), timeouts_(timeouts) {}
+
+    Result<void> check(const config::Config& next) override {
+        if (next.cache_mode != config::CacheMode::none && !has_cache())
+            return fail(Errc::BadValue,
+                        std::string("cache_mode ") + config::to_string(next.cache_mode) +
+                            ": this mount has no cache (it was mounted with cache_mode=none); "
+                            "mount it again with the cache mode it should have");
+        return {};
+    }
+    void apply(const config::Config& c) override {
+        timeouts_.attr.set(c.attr_timeout);
+        timeouts_.entry.set(c.entry_timeout);
+        timeouts_.negative.set(c.negative_timeout);
+        log::set_level(static_cast<log::Level>(static_cast<int>(c.log_level)));
+        data_.apply_settings(c);
+    }
+    Result<void> save(const std::string& name, const std::string& value) override {
+        return data_.save_setting(name, value);
+    }
+
+private:
+    bool has_cache() const { return dynamic_cast<cache::CacheControl*>(&data_) != nullptr; }
+
+    cache::DataPath& data_;
+    KernelTimeouts& timeouts_;
+};
+
 class DataPathTarget final : public control::CommandTarget {
 public:
-    DataPathTarget(cache::DataPath& data, std::shared_ptr<ControlGate> gate)
-        : data_(data), gate_(std::move(gate)) {}
+    DataPathTarget(cache::DataPath& data, std::shared_ptr<ControlGate> gate,
+                   control::Settings& settings, KernelTimeouts& timeouts)
+        : data_(data), gate_(std::move(gate)), settings_(settings), sink_(data, timeouts) {}
+
+    // A switch away from writeback writes the dirty data back before it is
+    // done, as bcache does. Twice: a write that chose writeback just before
+    // the switch (or waited parked for room, which the first flush frees)
+    // lands dirty after the first flush began; the second takes it.
+    void set(const std::string& key, const std::string& value,
+             control::CommandDone done) override {
+        if (!open())
+            return done(closing());
+        auto r = settings_.set(key, value, sink_);
+        if (!r)
+            return done(fail(r.error()));
+        log::info("control: ", r->name, " set to ", r->value);
+        if (!r->left_writeback)
+            return done({});
+        log::info("control: cache_mode left writeback: writing the dirty data back");
+        flush([this, done = std::move(done)](Result<void> first) mutable {
+            if (!first)
+                return done(std::move(first));
+            flush(std::move(done));
+        });
+    }
 
     void flush(control::CommandDone done) override {
         if (!open())
@@ -64,6 +121,8 @@ private:
 
     cache::DataPath& data_; // valid while the gate is open
     std::shared_ptr<ControlGate> gate_;
+    control::Settings& settings_; // the adapter's: valid while the gate is open
+    MountSettingsSink sink_;
 };
 
 // The one reply to a control write, sent by the commands' completion or by
@@ -111,8 +170,10 @@ private:
 } // namespace
 
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
-                                                            std::shared_ptr<ControlGate> gate) {
-    return std::make_shared<DataPathTarget>(data, std::move(gate));
+                                                            std::shared_ptr<ControlGate> gate,
+                                                            control::Settings& settings,
+                                                            KernelTimeouts& timeouts) {
+    return std::make_shared<DataPathTarget>(data, std::move(gate), settings, timeouts);
 }
 
 bool may_command(fuse_req_t req, const Adapter& a) noexcept {

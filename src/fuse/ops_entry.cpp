@@ -51,8 +51,8 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
     e.ino = inode->ino();
     e.generation = 0; // numbers are never reused within a mount
     e.attr = st;
-    e.attr_timeout = a.cfg.attr_timeout;
-    e.entry_timeout = a.cfg.entry_timeout;
+    e.attr_timeout = a.timeouts.attr;
+    e.entry_timeout = a.timeouts.entry;
     return 0;
 }
 
@@ -80,8 +80,8 @@ void control_entry(fuse_entry_param& e, const Adapter& a) noexcept {
     std::memset(&e, 0, sizeof e);
     e.ino = kControlIno;
     control_attr(e.attr);
-    e.attr_timeout = a.cfg.attr_timeout;
-    e.entry_timeout = a.cfg.entry_timeout;
+    e.attr_timeout = a.timeouts.attr;
+    e.entry_timeout = a.timeouts.entry;
 }
 
 void after_init(Adapter& a) noexcept {
@@ -103,7 +103,11 @@ void after_init(Adapter& a) noexcept {
 }
 
 control::StatLines all_stats(Adapter& a) {
-    control::StatLines lines = a.data.stats();
+    // Settings first (cache_mode leads), then what the cache counts.
+    control::StatLines lines;
+    a.settings.add_lines(lines);
+    for (auto& l : a.data.stats())
+        lines.push_back(std::move(l));
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
@@ -126,9 +130,9 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
         const int err = lookup_entry(a, *dir, name, e);
-        if (err == ENOENT && a.cfg.negative_timeout > 0) {
+        if (err == ENOENT && a.timeouts.negative > 0) {
             std::memset(&e, 0, sizeof e);
-            e.entry_timeout = a.cfg.negative_timeout;
+            e.entry_timeout = a.timeouts.negative;
             fuse_reply_entry(req, &e);
             return 0;
         }
@@ -158,7 +162,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         struct stat st {};
         if (ino == kControlIno) {
             control_attr(st);
-            fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+            fuse_reply_attr(req, &st, a.timeouts.attr);
             return 0;
         }
         // An open handle answers without the inode's path fd (an unlinked
@@ -181,7 +185,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             const struct stat seen = st;
             note_change(a, ino, a.data.getattr(cache::FileRef{any_fd, seen}, st));
         }
-        fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+        fuse_reply_attr(req, &st, a.timeouts.attr);
         return 0;
     });
 }
@@ -202,7 +206,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 return EACCES;
             struct stat st {};
             control_attr(st);
-            fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+            fuse_reply_attr(req, &st, a.timeouts.attr);
             return 0;
         }
         // An open handle is used when the kernel gives one (ftruncate,
@@ -228,7 +232,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             a.data.keep_mtime(cache::FileRef{any_fd, before}, attr->st_mtim)) {
             struct stat st = before;
             a.data.show_attrs(cache::FileRef{any_fd, before}, st);
-            fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+            fuse_reply_attr(req, &st, a.timeouts.attr);
             return 0;
         }
         cache::ChangeOut changed;
@@ -319,7 +323,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             a.data.show_attrs(cache::FileRef{any_fd, seen}, st);
         }
         note_change(a, ino, changed);
-        fuse_reply_attr(req, &st, a.cfg.attr_timeout);
+        fuse_reply_attr(req, &st, a.timeouts.attr);
         return 0;
     });
 }

@@ -188,8 +188,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         fuse_entry_param e{};
         e.ino = inode->ino();
         e.attr = st;
-        e.attr_timeout = a.cfg.attr_timeout;
-        e.entry_timeout = a.cfg.entry_timeout;
+        e.attr_timeout = a.timeouts.attr;
+        e.entry_timeout = a.timeouts.entry;
         give_handle(fi, fh);
         if (fuse_reply_create(req, &e, fi) == 0) {
             (void)fh.release();

@@ -66,13 +66,15 @@ TEST_SUITE("control") {
             CHECK(error_of("frob\n") == "unknown command 'frob'");
             CHECK(error_of("FLUSH") == "unknown command 'FLUSH'"); // no case folding
             CHECK(error_of("flush-all") == "unknown command 'flush-all'");
-            CHECK(error_of("set cache_mode none") == "unknown command 'set'");
+            CHECK(error_of("get cache_mode") == "unknown command 'get'");
         }
         SUBCASE("extra arguments") {
             const std::string m = error_of("flush now\n");
             CHECK(has(m, "'flush' takes no arguments"));
             CHECK(has(m, "'flush now'"));
             CHECK(has(error_of("gc 1 2"), "'gc' takes no arguments"));
+            CHECK(has(error_of("set cache_mode"), "'set' takes 2 arguments"));
+            CHECK(has(error_of("set a b c"), "'set' takes 2 arguments"));
         }
         SUBCASE("unprintable bytes are escaped, long words cut") {
             CHECK(error_of(std::string("fl\0sh", 5)) == "unknown command 'fl\\x00sh'");

@@ -40,6 +40,13 @@ public:
         }
         done({});
     }
+    void set(const std::string& key, const std::string& value, CommandDone done) override {
+        {
+            std::lock_guard lk(mu);
+            log.emplace_back("set " + key + " " + value);
+        }
+        done({});
+    }
 
     std::mutex mu;
     std::vector<std::string> log;

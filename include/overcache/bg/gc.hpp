@@ -18,6 +18,8 @@
 #include "overcache/store/allocator.hpp"
 #include "overcache/util/result.hpp"
 
+#include "overcache/util/tunable.hpp"
+
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -26,8 +28,9 @@
 namespace overcache::bg {
 
 struct GcParams {
-    std::size_t low_free = 1;  // start reclaiming below this many free buckets
-    std::size_t high_free = 2; // ... and stop at this many
+    // Live settings (gc_low_percent, gc_high_percent): set_watermarks.
+    Tunable<std::size_t> low_free = std::size_t{1};  // start reclaiming below this many free buckets
+    Tunable<std::size_t> high_free = std::size_t{2}; // ... and stop at this many
     // Moving GC compacts only buckets with less live data than this share
     // of a bucket: above it a move copies much to free little.
     unsigned move_below_percent = 50;
@@ -74,6 +77,8 @@ public:
     // Reclaims if free buckets are below the low watermark. Cheap, callable
     // from any thread; never waits.
     void kick();
+    // New watermarks (a live gc_low_percent/gc_high_percent), then a kick.
+    void set_watermarks(std::size_t low_free, std::size_t high_free);
     // Forces a reclaim pass, whatever the watermarks, and a compaction of
     // the extents (tests, `gc`).
     void trigger();

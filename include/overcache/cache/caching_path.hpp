@@ -6,6 +6,7 @@
 #include "overcache/cache/data_path.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache/store/cache_device.hpp"
+#include "overcache/util/tunable.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -18,11 +19,12 @@ namespace overcache::cache {
 struct FileState;
 
 struct CachingParams {
-    config::CacheMode mode = config::CacheMode::writethrough; // writethrough or writearound
+    // Tunable: fields a mounted cache takes new values of (apply_settings).
+    Tunable<config::CacheMode> mode = config::CacheMode::writethrough;
     std::uint64_t fill_size = 256u << 10;                     // clamped to bucket_size
-    std::uint64_t sequential_cutoff = 4u << 20;
-    unsigned gc_low_percent = 5;
-    unsigned gc_high_percent = 10;
+    Tunable<std::uint64_t> sequential_cutoff = 4u << 20;
+    Tunable<unsigned> gc_low_percent = 5u;
+    Tunable<unsigned> gc_high_percent = 10u;
     // Fills waiting for the foreground executor hold at most this much
     // memory; past it misses are served without filling.
     std::uint64_t max_pending_fill_bytes = 64u << 20;
@@ -34,13 +36,13 @@ struct CachingParams {
     unsigned io_error_halflife_s = 60;
 
     // Writeback (cache_mode=writeback); names and meanings as bcache's.
-    unsigned writeback_percent = 10;       // dirty share of the cache before full speed
-    double writeback_delay_s = 30;         // a dirty extent ages this long first
-    std::uint64_t writeback_rate_minimum = 1u << 20; // bytes/s while below the target
-    bool writeback_running = true;         // false: writeback paused
-    bool fsync_to_backing = false;         // fsync writes the file back and syncs the backing
-    bool flush_on_unmount = false;         // stop() writes everything back first
-    double writeback_wait_max_s = 10;      // a write waits this long for space, then goes around
+    Tunable<unsigned> writeback_percent = 10u; // dirty share of the cache before full speed
+    Tunable<double> writeback_delay_s = 30.0; // a dirty extent ages this long first
+    Tunable<std::uint64_t> writeback_rate_minimum = 1u << 20; // bytes/s while below the target
+    Tunable<bool> writeback_running = true; // false: writeback paused
+    Tunable<bool> fsync_to_backing = false; // fsync writes the file back and syncs the backing
+    Tunable<bool> flush_on_unmount = false; // stop() writes everything back first
+    Tunable<double> writeback_wait_max_s = 10.0; // a write waits this long for space, then goes around
     // Where dirty data that cannot be written back goes (conflicts, files
     // gone from the backing): CACHE_DIR/lost+found.
     std::string lost_found_dir;

@@ -9,6 +9,7 @@
 // the caching one puts the cache device in between. Neither knows libfuse.
 #pragma once
 
+#include "overcache/config/config.hpp"
 #include "overcache/util/result.hpp"
 
 #include <cstddef>
@@ -162,6 +163,22 @@ public:
 
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
+
+    // The mount's settings changed (`set`): the path takes the new values
+    // of those it reads (config::is_live) at once. Nothing to do without a
+    // cache.
+    virtual void apply_settings(const config::Config& c) { (void)c; }
+    // Settings changed at runtime are kept in the cache's index, so the
+    // next mount starts with them (options given at mount win): name ->
+    // value as -o says it. A mount without a cache keeps none.
+    virtual Result<void> save_setting(const std::string& name, const std::string& value) {
+        (void)name;
+        (void)value;
+        return {};
+    }
+    virtual Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const {
+        return std::vector<std::pair<std::string, std::string>>{};
+    }
 
     // Stops background work and makes everything durable; called once,
     // after the FUSE session has ended and before destruction.

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "overcache/util/result.hpp"
@@ -16,6 +18,7 @@ enum class CacheMode { writethrough, writearound, none, writeback };
 const char* to_string(CacheMode m) noexcept;
 // The least severe messages logged.
 enum class LogLevel { debug, info, warning, error };
+const char* to_string(LogLevel l) noexcept;
 
 struct Config {
     // Kernel caching of names and attributes (seconds).
@@ -95,11 +98,28 @@ struct Parsed {
     // Options that are not overcache's but the kernel's or libfuse's
     // (ro, nosuid, fsname=..., ...), to be handed to fuse_session_new.
     std::vector<std::string> fuse_options;
+    // The overcache options the lists named, each once, as in the table:
+    // they win over settings stored in the cache by a runtime `set`.
+    std::vector<std::string> given;
 };
 
 // Parses the comma-separated lists given with -o (in order; later wins).
 // An unknown option or a bad value fails with a message naming it.
 Result<Parsed> parse_options(const std::vector<std::string>& option_lists);
+
+// The checks between options (gc_low_percent below gc_high_percent, ...).
+Result<void> check_config(const Config& c);
+
+const OptionInfo* find_option(std::string_view name);
+// Whether a mounted overcache takes a new value of the option (the control
+// file's `set`, `overcache set`); the others are fixed at mount.
+bool is_live(std::string_view name);
+// Applies one option by name ('-' taken for '_') to `c`, with the same
+// parsing and checks as -o; on failure `c` is unchanged.
+Result<void> set_option(Config& c, std::string_view name, const std::string& value);
+// The option's value in `c` as -o would say it ("4M", "writeback", "0.5",
+// "1"); nullopt for an unknown name.
+std::optional<std::string> option_value(const Config& c, std::string_view name);
 
 // "4M", "1G", "512K", "4096", "0.5G" -> bytes. Suffixes are binary
 // (K = 1024); a fraction needs one and is rounded down to a whole byte.

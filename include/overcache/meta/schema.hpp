@@ -16,7 +16,7 @@ namespace overcache::meta {
 
 // One column family a kind of record. The names are on disk: never rename.
 enum class Cf : std::uint8_t {
-    meta,     // settings: "superblock", "next_file_id"
+    meta,     // "superblock", "next_file_id", "setting/NAME"
     files,    // backing identity -> FileRecord
     extents,  // (FileId, end offset) -> ExtentValue
     buckets,  // bucket index -> BucketRecord
@@ -153,5 +153,7 @@ SbDecode decode_superblock(std::string_view s, Superblock& out);
 
 inline constexpr std::string_view kSuperblockKey = "superblock";
 inline constexpr std::string_view kNextFileIdKey = "next_file_id";
+// "setting/NAME" -> the value as the -o option says it: runtime `set`s.
+inline constexpr std::string_view kSettingPrefix = "setting/";
 
 } // namespace overcache::meta
