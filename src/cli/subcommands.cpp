@@ -12,7 +12,7 @@ namespace {
 
 constexpr std::array<Flag, 0> kNoFlags{};
 
-constexpr std::array<Subcommand, 3> kSubcommands{{
+constexpr std::array<Subcommand, 5> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -20,6 +20,12 @@ constexpr std::array<Subcommand, 3> kSubcommands{{
      gc_main},
     {"stats", "MOUNTPOINT", "print the mount's statistics and settings", kNoFlags, 1, 1,
      stats_main},
+    {"get", "MOUNTPOINT [KEY]",
+     "print the settings a mounted cache takes, or KEY's value alone", kNoFlags, 1, 2, get_main},
+    {"set", "MOUNTPOINT KEY VALUE",
+     "change a setting of the mounted cache now (kept for the next mount); leaving writeback "
+     "flushes first",
+     kNoFlags, 3, 3, set_main},
 }};
 
 const Flag* find_flag(const Subcommand& sc, std::string_view name) {

@@ -193,6 +193,12 @@ control::StatLines all_stats(Adapter& a);
 int open_control(fuse_req_t req, fuse_file_info* fi);
 int read_control(fuse_req_t req, const FileHandle& fh, std::size_t size, off_t off);
 int write_control(fuse_req_t req, fuse_bufvec* in_buf);
+// The control file's xattrs (as mergerfs'): user.overcache.KEY reads any
+// key of its text and sets a live setting (`set KEY VALUE`); the list is
+// the settings. `key` is without the prefix.
+int control_getxattr(fuse_req_t req, std::string_view key, std::size_t size);
+int control_listxattr(fuse_req_t req, std::string_view prefix, std::size_t size);
+int control_setxattr(fuse_req_t req, std::string_view key, std::string_view value);
 // Whether the caller may run commands (open the control file for writing).
 bool may_command(fuse_req_t req, const Adapter& a) noexcept;
 // No reply to a command is sent after this (Session teardown).

@@ -129,6 +129,9 @@ private:
 // an interrupt, whichever claims it first.
 class WriteReply {
 public:
+    // `size` for a reply that is not a write's (setxattr): success is 0.
+    static constexpr std::size_t kNoBytes = ~std::size_t{0};
+
     WriteReply(fuse_req_t req, std::size_t size, std::shared_ptr<ControlGate> gate)
         : req_(req), size_(size), gate_(std::move(gate)) {}
 
@@ -146,7 +149,9 @@ public:
         // Unregister, which waits for an interrupt callback that is running
         // now (it holds the request's lock): after this none can see `this`.
         fuse_req_interrupt_func(req_, nullptr, nullptr);
-        if (r)
+        if (r && size_ == kNoBytes)
+            fuse_reply_err(req_, 0);
+        else if (r)
             fuse_reply_write(req_, size_);
         else
             fuse_reply_err(req_, errno_of(r.error()));
@@ -255,6 +260,75 @@ int write_control(fuse_req_t req, fuse_bufvec* in_buf) {
         reply->send(fail_sys(ENOMEM)); // nothing if a reply went out already
     } catch (const std::exception& e) {
         log::error("control write: unexpected exception: ", e.what());
+        reply->send(fail_sys(EIO));
+    }
+    return 0;
+}
+
+int control_getxattr(fuse_req_t req, std::string_view key, std::size_t size) {
+    Adapter& a = adapter_of(req);
+    for (const auto& [k, v] : all_stats(a)) {
+        if (k != key)
+            continue;
+        if (size == 0) {
+            fuse_reply_xattr(req, v.size());
+        } else if (v.size() > size) {
+            return ERANGE;
+        } else {
+            std::vector<char>& copy = reply_buffer(v.size());
+            std::memcpy(copy.data(), v.data(), v.size());
+            fuse_reply_buf(req, copy.data(), v.size());
+        }
+        return 0;
+    }
+    return ENODATA;
+}
+
+int control_listxattr(fuse_req_t req, std::string_view prefix, std::size_t size) {
+    Adapter& a = adapter_of(req);
+    control::StatLines lines;
+    a.settings.add_lines(lines);
+    std::string list;
+    for (const auto& [k, v] : lines) {
+        list += prefix;
+        list += k;
+        list += '\0';
+    }
+    if (size == 0) {
+        fuse_reply_xattr(req, list.size());
+        return 0;
+    }
+    if (list.size() > size)
+        return ERANGE;
+    std::vector<char>& copy = reply_buffer(list.size());
+    std::memcpy(copy.data(), list.data(), list.size());
+    fuse_reply_buf(req, copy.data(), list.size());
+    return 0;
+}
+
+int control_setxattr(fuse_req_t req, std::string_view key, std::string_view value) {
+    Adapter& a = adapter_of(req);
+    if (!may_command(req, a))
+        return EPERM;
+    // `setfattr -v 8M` sends "8M"; a value written with a newline is
+    // taken the same.
+    if (!value.empty() && value.back() == '\n')
+        value.remove_suffix(1);
+    if (value.empty() || value.find_first_of(" \t\r\n") != std::string_view::npos) {
+        a.commands.record_error("setting " + std::string(key) + ": the value " +
+                                control::quote(value) + " is not one word");
+        return EINVAL;
+    }
+    auto reply = std::make_shared<WriteReply>(req, WriteReply::kNoBytes, a.control_gate);
+    if (!reply->watch_interrupt())
+        return 0;
+    try {
+        a.commands.run("set " + std::string(key) + " " + std::string(value),
+                       [reply](Result<void> r) { reply->send(r); });
+    } catch (const std::bad_alloc&) {
+        reply->send(fail_sys(ENOMEM));
+    } catch (const std::exception& e) {
+        log::error("control setxattr: unexpected exception: ", e.what());
         reply->send(fail_sys(EIO));
     }
     return 0;

@@ -2,9 +2,10 @@
 // /proc/self/fd (the O_PATH handle has no f*xattr form; on a symlink's
 // handle the magic link lands on the symlink itself, so symlinks are handled
 // right too). Names under `user.overcache.` belong to the cache's own
-// settings (DESIGN.md, control surface): they are refused with ENOTSUP until
-// that lands, and never listed, whatever the backing holds. The control
-// file has no attributes and takes none.
+// settings (DESIGN.md, control surface): on files they are refused with
+// ENOTSUP until per-path settings land, and never listed, whatever the
+// backing holds. On the control file they are the mount's settings and
+// stats (ops_control.cpp); it has no others.
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
@@ -42,7 +43,8 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
     guarded(req, "getxattr", [&] {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
-            return ENODATA;
+            return is_reserved(name) ? control_getxattr(req, name + kReservedPrefix.size(), size)
+                                     : ENODATA;
         if (is_reserved(name))
             return ENOTSUP;
         InodeRef inode = a.inodes.get(ino);
@@ -69,13 +71,8 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
     guarded(req, "listxattr", [&] {
         Adapter& a = adapter_of(req);
-        if (ino == kControlIno) {
-            if (size == 0)
-                fuse_reply_xattr(req, 0);
-            else
-                fuse_reply_buf(req, nullptr, 0);
-            return 0;
-        }
+        if (ino == kControlIno)
+            return control_listxattr(req, kReservedPrefix, size);
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
@@ -120,8 +117,14 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
                  int flags) noexcept {
     guarded(req, "setxattr", [&] {
         Adapter& a = adapter_of(req);
-        if (ino == kControlIno)
-            return EPERM;
+        if (ino == kControlIno) {
+            if (!is_reserved(name))
+                return EPERM;
+            if ((flags & XATTR_CREATE) != 0)
+                return EEXIST; // every setting exists
+            return control_setxattr(req, name + kReservedPrefix.size(),
+                                    std::string_view(value, size));
+        }
         if (is_reserved(name))
             return ENOTSUP;
         InodeRef inode = a.inodes.get(ino);
@@ -142,7 +145,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
     guarded(req, "removexattr", [&] {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
-            return ENODATA;
+            return is_reserved(name) ? EPERM : ENODATA; // a setting is set, never removed
         if (is_reserved(name))
             return ENOTSUP;
         InodeRef inode = a.inodes.get(ino);
