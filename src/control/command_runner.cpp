@@ -80,8 +80,12 @@ private:
 
     void completed(Result<void> r) {
         if (!r) {
+            // A refused value's message says it all; a system error adds
+            // its errno's text.
+            const Error& e = r.error();
             shared_->record(std::string(spec_of(cmds_[next_].verb).name) + ": " +
-                            to_string(r.error()));
+                            (e.code == Errc::Sys || e.message.empty() ? to_string(e)
+                                                                       : e.message));
             error_ = std::move(r).error();
             failed_ = true;
         }

@@ -435,11 +435,16 @@ void Mount::check_exit() const {
 }
 
 void Mount::remount() {
+    remount(opts_.options);
+}
+
+void Mount::remount(const std::string& options) {
     unmount();
     check_exit();
     end_reaper();
     exit_status_ = 0;
     fuse_minor_ = 0;
+    opts_.options = options;
     start(opts_);
 }
 

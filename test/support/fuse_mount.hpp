@@ -109,6 +109,8 @@ public:
     // mountpoint and cache, with the same options. A daemon that crashed
     // fails the test (as in the destructor).
     void remount();
+    // The same with other -o options (used by later remount()s too).
+    void remount(const std::string& options);
     // kill -9 of the daemon, then takes the dead mount down (abort the
     // connection, lazy unmount). remount() may follow.
     void kill9();
