@@ -32,6 +32,7 @@ struct CacheCounters {
     Counter bypass_hits{0}, bypass_misses{0}, read_errors{0}, stale_reads{0};
     Counter fills{0}, fills_skipped_full{0}, fills_raced{0}, fill_errors{0};
     Counter fills_skipped_busy{0};
+    Counter fills_skipped_unpromoted{0}; // promote_after_hits not reached yet
     Counter writes_cached{0}, writes_punched{0};
     Counter backing_changes{0}; // changes behind the mount seen before one of ours
     Counter writes_dirty{0}, writes_around{0}; // writeback: into the cache, or around it

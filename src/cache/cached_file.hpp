@@ -6,7 +6,10 @@
 #include "overcache/cache/data_path.hpp"
 #include "overcache/cache/stream_detector.hpp"
 
+#include <array>
+#include <chrono>
 #include <cstdint>
+#include <mutex>
 
 namespace overcache::cache {
 
@@ -32,11 +35,36 @@ public:
         return streams_.note_read(off, len, cutoff);
     }
 
+    // Whether this open's miss of `chunk` counts for promote_after_hits: a
+    // stream reading a chunk in several requests, even out of order (the
+    // kernel sends reads of one file on several threads), counts one miss,
+    // not one a request. A miss of a chunk this open missed less than
+    // kSamePass ago does not count; the last kRecentMisses chunks missed are
+    // remembered, far more than the requests the kernel keeps in flight.
+    bool first_miss_of(std::uint64_t chunk) {
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard lk(recent_mu_);
+        for (const auto& r : recent_)
+            if (r.chunk == chunk && now - r.at < kSamePass)
+                return false;
+        recent_[recent_next_++ % kRecentMisses] = Recent{chunk, now};
+        return true;
+    }
+
 private:
     int fd_; // borrowed from the adapter
     const bool sync_writes_;
     StateRef st_;
     StreamDetector streams_; // thread-safe: FUSE threads read one open concurrently
+    static constexpr std::size_t kRecentMisses = 64;
+    static constexpr std::chrono::seconds kSamePass{1};
+    struct Recent {
+        std::uint64_t chunk = ~std::uint64_t{0};
+        std::chrono::steady_clock::time_point at{};
+    };
+    std::mutex recent_mu_;                         // a leaf
+    std::array<Recent, kRecentMisses> recent_{};   // guarded by recent_mu_
+    std::size_t recent_next_ = 0;                  // guarded by recent_mu_
 };
 
 } // namespace overcache::cache

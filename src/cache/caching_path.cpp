@@ -461,6 +461,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"fills", u(c.fills)},
         {"fills_skipped_full", u(c.fills_skipped_full)},
         {"fills_skipped_busy", u(c.fills_skipped_busy)},
+        {"fills_skipped_unpromoted", u(c.fills_skipped_unpromoted)},
         {"fills_pending", u(reader_.pending())},
         {"fills_raced", u(c.fills_raced)},
         {"fill_errors", u(c.fill_errors)},
@@ -487,6 +488,7 @@ void CachingPath::apply_settings(const config::Config& c) {
     const auto& p = core_.p;
     p.mode.set(c.cache_mode);
     p.sequential_cutoff.set(c.sequential_cutoff);
+    p.promote_after_hits.set(c.promote_after_hits);
     p.writeback_percent.set(c.writeback_percent);
     p.writeback_delay_s.set(c.writeback_delay_s);
     p.writeback_rate_minimum.set(c.writeback_rate_minimum);

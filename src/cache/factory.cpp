@@ -160,6 +160,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.mode = cfg.cache_mode;
     p.fill_size = cfg.fill_size;
     p.sequential_cutoff = cfg.sequential_cutoff;
+    p.promote_after_hits = cfg.promote_after_hits;
     p.gc_low_percent = cfg.gc_low_percent;
     p.gc_high_percent = cfg.gc_high_percent;
     p.backing_root = paths.backing;

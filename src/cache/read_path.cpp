@@ -137,6 +137,14 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t s
     const std::uint64_t epoch = st.epoch.load();
     const std::uint64_t seq = st.write_seq.load();
     const ChunkKey key{fid, chunk};
+    // promote_after_hits: a range missed too few times lately is read
+    // through without filling (nothing of the cache is evicted for it).
+    if (const unsigned need = core_.p.promote_after_hits; need > 1) {
+        if (!f.first_miss_of(chunk) || !admission_.admit(ChunkHash{}(key), need)) {
+            ++core_.c.fills_skipped_unpromoted;
+            return pread_upto(f.fd(), out, end - start, start);
+        }
+    }
     bool mine = false;
     {
         std::lock_guard lk(mu_);

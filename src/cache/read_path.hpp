@@ -1,6 +1,7 @@
 // ReadPath: reads through the cache, and the fills that follow misses.
 #pragma once
 
+#include "cache/admission.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/cached_file.hpp"
 #include "overcache/bg/executors.hpp"
@@ -58,6 +59,7 @@ private:
     bg::Executor fill_ex_;
     const CacheHooks& hooks_;
 
+    MissFilter admission_; // promote_after_hits
     mutable std::mutex mu_; // a leaf
     std::condition_variable idle_cv_;
     std::unordered_set<ChunkKey, ChunkHash> inflight_; // guarded by mu_

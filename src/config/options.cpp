@@ -236,6 +236,11 @@ const std::vector<Row>& rows() {
                   "a stream reading sequentially past this many bytes bypasses the cache; 0 "
                   "never"},
                  &Config::sequential_cutoff, 0, 1024 * kTiB),
+        uint_row({"promote_after_hits", T::uint, "1",
+                  "a missed range is cached only once it has been missed this many times "
+                  "lately (1 to 255; 1: at the first miss), so one-off scans do not evict the "
+                  "working set"},
+                 &Config::promote_after_hits, 1, 255),
         {{"cache_mode", T::mode, "writethrough",
           "writethrough, writearound, writeback or none"},
          apply_cache_mode, [](const Config& c) { return std::string(to_string(c.cache_mode)); }},
@@ -519,7 +524,7 @@ bool is_live(std::string_view name) {
     // (permissions, allow_*, kernel_writeback_cache, max_threads), and the
     // one-shot format flags.
     static constexpr std::string_view kLive[] = {
-        "sequential_cutoff",  "cache_mode",        "gc_low_percent",   "gc_high_percent",
+        "sequential_cutoff",  "promote_after_hits", "cache_mode",        "gc_low_percent",   "gc_high_percent",
         "writeback_percent",  "writeback_delay",   "writeback_rate_minimum",
         "writeback_running",  "writeback_wait_max", "fsync_to_backing", "flush_on_unmount",
         "attr_timeout",       "entry_timeout",     "negative_timeout", "log_level",

@@ -135,6 +135,45 @@ TEST_SUITE("settings") {
         CHECK(m.stat("cache_bypass_misses") > 0);
     }
 
+    TEST_CASE("settings: promote_after_hits=2 keeps a one-off scan from evicting the hot set" *
+              doctest::timeout(180)) {
+        require_daemon();
+        // A cache of 16 MiB; the scan is four times that.
+        Mount m(MountOptions{.options = "cache_mode=writethrough,cache_size=16M,bucket_size=64K,"
+                                        "fill_size=64K,sequential_cutoff=0"});
+        REQUIRE(cli({"set", m.mountpoint(), "promote_after_hits", "2"}).status == 0);
+        std::vector<std::string> hot;
+        for (int i = 0; i < 4; ++i) {
+            hot.push_back(random_bytes(1u << 20, 100 + i));
+            write_file(m.root() + "/backing/hot" + std::to_string(i), hot.back());
+        }
+        write_file(m.root() + "/backing/scan", random_bytes(64u << 20, 200));
+        auto read_hot = [&] {
+            for (int i = 0; i < 4; ++i)
+                REQUIRE(read_uncached(m.mnt("hot" + std::to_string(i))) == hot[i]);
+            m.wait_fills();
+        };
+        read_hot(); // first misses: counted, not cached
+        CHECK(m.stat("fills_skipped_unpromoted") > 0);
+        CHECK(m.stat("fills") == 0);
+        read_hot(); // second misses: cached
+        CHECK(m.stat("fills") > 0);
+        const auto misses = m.stat("cache_misses");
+        read_hot();
+        CHECK(m.stat("cache_misses") == misses); // all hits now
+
+        const auto skipped = m.stat("fills_skipped_unpromoted");
+        const auto fills = m.stat("fills");
+        CHECK(read_uncached(m.mnt("scan")).size() == 64u << 20);
+        m.wait_fills();
+        CHECK(m.stat("fills_skipped_unpromoted") > skipped);
+        CHECK(m.stat("fills") == fills); // nothing of the scan was cached...
+        const auto after_scan = m.stat("cache_misses");
+        CHECK(after_scan > misses);
+        read_hot();
+        CHECK(m.stat("cache_misses") == after_scan); // ...and the hot set is all hits
+    }
+
     TEST_CASE("settings: a change is kept for the next mount; options given at mount win" *
               doctest::timeout(120)) {
         require_daemon();

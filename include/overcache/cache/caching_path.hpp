@@ -23,6 +23,7 @@ struct CachingParams {
     Tunable<config::CacheMode> mode = config::CacheMode::writethrough;
     std::uint64_t fill_size = 256u << 10;                     // clamped to bucket_size
     Tunable<std::uint64_t> sequential_cutoff = 4u << 20;
+    Tunable<unsigned> promote_after_hits = 1u; // misses of a range before it is cached
     Tunable<unsigned> gc_low_percent = 5u;
     Tunable<unsigned> gc_high_percent = 10u;
     // Fills waiting for the foreground executor hold at most this much

@@ -48,6 +48,9 @@ struct Config {
     std::uint64_t bucket_size = 1u << 20;
     std::uint64_t fill_size = 256u << 10;
     std::uint64_t sequential_cutoff = 4u << 20;
+    // A missed range is cached once it has been missed this many times
+    // lately (admission filter); 1: at the first miss.
+    unsigned promote_after_hits = 1;
     std::uint64_t block_cache_size = 32u << 20; // RocksDB block cache
     unsigned gc_low_percent = 5;  // reclaim starts when free buckets fall below this
     unsigned gc_high_percent = 10; // ... and stops when they reach this
