@@ -172,6 +172,7 @@ public:
     }
     void removed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
+    Result<FileCacheInfo> file_info(FileRef file) override;
     void apply_settings(const config::Config& c) override;
     Result<void> save_setting(const std::string& name, const std::string& value) override;
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
@@ -482,6 +483,38 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"fill_size", u(core_.p.fill_size)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
     };
+}
+
+Result<DataPath::FileCacheInfo> CachingPath::file_info(FileRef file) {
+    FileCacheInfo info;
+    StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    meta::FileId fid = 0;
+    {
+        std::lock_guard lk(ref->mu);
+        if (auto r = core_.records.load(*ref); !r)
+            return fail(r.error());
+        if (!ref->rec)
+            return info; // never cached
+        // A file changed behind the mount loses its clean extents at its
+        // next open: they are not counted as cached. Dirty data (a record
+        // ahead of the backing) always is.
+        if ((ref->rec->flags & meta::kFileAhead) == 0 && !same_file(*ref->rec, file.st))
+            return info;
+        fid = ref->rec->file_id;
+    }
+    auto pieces = core_.index.lookup(fid, 0, UINT64_MAX);
+    if (!pieces)
+        return fail(pieces.error());
+    for (const auto& p : *pieces) {
+        // An extent whose bucket was reclaimed since is no longer there.
+        if (!core_.alloc.current(p.v.bucket, p.v.gen))
+            continue;
+        info.cached_bytes += p.v.len;
+        if ((p.v.flags & meta::kExtentDirty) != 0)
+            info.dirty_bytes += p.v.len;
+        ++info.extents;
+    }
+    return info;
 }
 
 void CachingPath::apply_settings(const config::Config& c) {

@@ -12,7 +12,7 @@ namespace {
 
 constexpr std::array<Flag, 0> kNoFlags{};
 
-constexpr std::array<Subcommand, 5> kSubcommands{{
+constexpr std::array<Subcommand, 6> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -26,6 +26,10 @@ constexpr std::array<Subcommand, 5> kSubcommands{{
      "change a setting of the mounted cache now (kept for the next mount); leaving writeback "
      "flushes first",
      kNoFlags, 3, 3, set_main},
+    {"status", "PATH...",
+     "show how much of each file (or of the files below a directory) is in the cache, and "
+     "how much of it is dirty",
+     kNoFlags, 1, kManyArgs, status_main},
 }};
 
 const Flag* find_flag(const Subcommand& sc, std::string_view name) {

@@ -70,5 +70,6 @@ int gc_main(const Args& args);    // run_command.cpp
 int stats_main(const Args& args); // stats.cpp
 int get_main(const Args& args);   // settings_cmd.cpp
 int set_main(const Args& args);   // settings_cmd.cpp
+int status_main(const Args& args); // status.cpp
 
 } // namespace overcache::cli

@@ -2,9 +2,10 @@
 // /proc/self/fd (the O_PATH handle has no f*xattr form; on a symlink's
 // handle the magic link lands on the symlink itself, so symlinks are handled
 // right too). Names under `user.overcache.` belong to the cache's own
-// settings (DESIGN.md, control surface): on files they are refused with
-// ENOTSUP until per-path settings land, and never listed, whatever the
-// backing holds. On the control file they are the mount's settings and
+// settings (DESIGN.md, control surface), never the backing's: a file's
+// read-only facts (cached_bytes, dirty_bytes, extents, state) are answered
+// from the cache, other names are refused with ENOTSUP until per-path
+// settings land, and none is listed, whatever the backing holds. On the control file they are the mount's settings and
 // stats (ops_control.cpp); it has no others.
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
@@ -37,6 +38,40 @@ void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange
         note_change(a, ino, change->finish());
 }
 
+// The read-only facts under user.overcache. of a file: what the cache
+// holds of it. Settings per file and directory (mode, pin, ...) are not
+// there yet: ENOTSUP, as for any other name.
+int cache_fact(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_view key,
+               std::size_t size) {
+    if (key != "cached_bytes" && key != "dirty_bytes" && key != "extents" && key != "state")
+        return ENOTSUP;
+    if (!S_ISREG(inode.type()))
+        return ENODATA; // directories and others hold no data
+    struct stat st {};
+    if (const int err = backing::stat_fd(inode.fd(), st); err != 0)
+        return err;
+    auto info = a.data.file_info({inode.fd(), st});
+    if (!info)
+        return errno_of(info.error());
+    std::string v;
+    if (key == "cached_bytes")
+        v = std::to_string(info->cached_bytes);
+    else if (key == "dirty_bytes")
+        v = std::to_string(info->dirty_bytes);
+    else if (key == "extents")
+        v = std::to_string(info->extents);
+    else
+        v = info->dirty_bytes > 0 ? "dirty" : "clean";
+    if (size == 0) {
+        fuse_reply_xattr(req, v.size());
+        return 0;
+    }
+    if (v.size() > size)
+        return ERANGE;
+    fuse_reply_buf(req, v.data(), v.size());
+    return 0;
+}
+
 } // namespace
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
@@ -45,11 +80,11 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
         if (ino == kControlIno)
             return is_reserved(name) ? control_getxattr(req, name + kReservedPrefix.size(), size)
                                      : ENODATA;
-        if (is_reserved(name))
-            return ENOTSUP;
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
+        if (is_reserved(name))
+            return cache_fact(req, a, inode, name + kReservedPrefix.size(), size);
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
         if (size == 0) {

@@ -9,6 +9,7 @@
 #include "run_command.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <doctest/doctest.h>
 #include <string>
@@ -262,6 +263,61 @@ TEST_SUITE("settings") {
         REQUIRE(cli({"set", m.mountpoint(), "cache_mode", "writeback"}).status == 0);
         write_file(m.mnt("h"), "later");
         CHECK(m.stat("dirty_data") > 0);
+    }
+
+    TEST_CASE("facts: a file's cached and dirty bytes, as xattrs and overcache status" *
+              doctest::timeout(120)) {
+        require_daemon();
+        Mount m(MountOptions{.options = "cache_mode=writeback,writeback_delay=3600,"
+                                        "writeback_running=0,sequential_cutoff=0"});
+        auto fact = [](const std::string& path, const char* key) {
+            char buf[64];
+            const ssize_t n = ::getxattr(path.c_str(), key, buf, sizeof buf);
+            REQUIRE_MESSAGE(n >= 0, path, " ", key, ": ", std::strerror(errno));
+            return std::string(buf, static_cast<std::size_t>(n));
+        };
+        ::mkdir(m.mnt("d").c_str(), 0755);
+        write_file(m.mnt("d/new"), random_bytes(1u << 20, 5)); // dirty, nothing written back
+        write_file(m.root() + "/backing/d/old", random_bytes(2u << 20, 6));
+        CHECK(read_uncached(m.mnt("d/old")).size() == 2u << 20);
+        m.wait_fills();
+
+        CHECK(fact(m.mnt("d/new"), "user.overcache.dirty_bytes") == std::to_string(1u << 20));
+        CHECK(fact(m.mnt("d/new"), "user.overcache.cached_bytes") == std::to_string(1u << 20));
+        CHECK(fact(m.mnt("d/new"), "user.overcache.state") == "dirty");
+        CHECK(fact(m.mnt("d/old"), "user.overcache.cached_bytes") == std::to_string(2u << 20));
+        CHECK(fact(m.mnt("d/old"), "user.overcache.dirty_bytes") == "0");
+        CHECK(fact(m.mnt("d/old"), "user.overcache.state") == "clean");
+        CHECK(std::stoul(fact(m.mnt("d/old"), "user.overcache.extents")) > 0);
+        // Not listed (nothing is set), not on directories, not settable.
+        char list[256];
+        const ssize_t ln = ::listxattr(m.mnt("d/old").c_str(), list, sizeof list);
+        CHECK_FALSE(has(std::string(list, ln > 0 ? static_cast<std::size_t>(ln) : 0),
+                        "user.overcache."));
+        char buf[16];
+        CHECK(::getxattr(m.mnt("d").c_str(), "user.overcache.cached_bytes", buf, sizeof buf) ==
+              -1);
+        CHECK(errno == ENODATA);
+        CHECK(::setxattr(m.mnt("d/old").c_str(), "user.overcache.cached_bytes", "0", 1, 0) == -1);
+
+        auto one = cli({"status", m.mnt("d/old"), m.mnt("d/new")});
+        CHECK(one.status == 0);
+        CHECK(has(one.out, "CACHED"));
+        CHECK(has(one.out, "2.0 MiB"));
+        CHECK(has(one.out, m.mnt("d/new")));
+        auto dir = cli({"status", m.mountpoint()});
+        CHECK(dir.status == 0);
+        CHECK(has(dir.out, "(2 files)"));
+        // Not an overcache mount: said, exit 1.
+        auto elsewhere = cli({"status", m.root() + "/backing/d/old"});
+        CHECK(elsewhere.status == 1);
+        CHECK(has(elsewhere.out, "not on an overcache mount"));
+        CHECK(cli({"status"}).status == 2);
+
+        // Written back: nothing dirty any more, still cached.
+        m.settle();
+        CHECK(fact(m.mnt("d/new"), "user.overcache.dirty_bytes") == "0");
+        CHECK(fact(m.mnt("d/new"), "user.overcache.state") == "clean");
     }
 
     TEST_CASE("settings: a mount without a cache cannot start caching" * doctest::timeout(60)) {

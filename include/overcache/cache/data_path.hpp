@@ -164,6 +164,18 @@ public:
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
 
+    // What the cache holds of one regular file, for its read-only xattrs
+    // (user.overcache.cached_bytes, ...) and `overcache status`.
+    struct FileCacheInfo {
+        std::uint64_t cached_bytes = 0; // bytes of the file in the cache, dirty ones included
+        std::uint64_t dirty_bytes = 0;  // of those, the ones the backing does not have yet
+        std::uint64_t extents = 0;
+    };
+    virtual Result<FileCacheInfo> file_info(FileRef file) {
+        (void)file;
+        return FileCacheInfo{};
+    }
+
     // The mount's settings changed (`set`): the path takes the new values
     // of those it reads (config::is_live) at once. Nothing to do without a
     // cache.
