@@ -17,6 +17,8 @@
 namespace overcache::control {
 namespace {
 
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
 bool is_digit(char c) {
     return c >= '0' && c <= '9';
 }
@@ -106,7 +108,7 @@ std::string help_text(std::string_view s) {
 
 std::optional<double> number(std::string_view s) {
     if (s == "max")
-        return std::numeric_limits<double>::infinity();
+        return kInf;
     if (!is_json_number(s))
         return std::nullopt;
     double v = 0;
@@ -117,7 +119,7 @@ std::optional<double> number(std::string_view s) {
 }
 
 std::string format_value(double v) {
-    if (v == std::numeric_limits<double>::infinity())
+    if (v == kInf)
         return "+Inf";
     char buf[64];
     const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
@@ -233,41 +235,44 @@ std::string render_prometheus(const StatLines& lines, std::string_view mountpoin
             info_labels += "," + full_key + "=\"" + label_value(value) + "\"";
             continue;
         }
-        std::optional<double> v = number(value);
+        const std::optional<double> v = number(value);
         if (!v)
             continue;
+        // The control file's digits as they are (exact, however large),
+        // unless the unit changes.
+        const auto as_is = [&] { return *v == kInf ? format_value(*v) : value; };
         std::string_view key = full_key;
         if (const WindowSpec* w = window_of(key)) {
-            if (key == "cache_hit_ratio")
-                *v /= 100;
+            const bool ratio = key == "cache_hit_ratio";
             const std::string name = sanitize_name(key);
             fams.add("overcache_window_" + name, "gauge",
                      "Increase of " + name + " over the window (five_minute, hour, day)" +
-                         (key == "cache_hit_ratio" ? "; here hits over reads, 0 to 1" : ""),
-                     mp + ",window=\"" + w->name + "\"", format_value(*v));
+                         (ratio ? "; here hits over reads, 0 to 1" : ""),
+                     mp + ",window=\"" + w->name + "\"", ratio ? format_value(*v / 100) : as_is());
             continue;
         }
         std::string name = sanitize_name(key);
         if (is_counter(key)) {
             fams.add("overcache_" + name + "_total", "counter",
                      "overcache " + name + " since the mount (overcache(8), CONTROL FILE)", mp,
-                     format_value(*v));
+                     as_is());
             continue;
         }
+        std::string shown = as_is();
         if (ends_with(name, "_ms")) {
             name.replace(name.size() - 3, 3, "_seconds");
-            *v /= 1e3;
+            shown = format_value(*v / 1e3);
         } else if (ends_with(name, "_us")) {
             name.replace(name.size() - 3, 3, "_seconds");
-            *v /= 1e6;
+            shown = format_value(*v / 1e6);
         } else if (name == "cache_hit_ratio") {
-            *v /= 100;
+            shown = format_value(*v / 100);
         } else if (ends_with(name, "_total")) {
             name.resize(name.size() - 6);
         }
         fams.add("overcache_" + name, "gauge",
                  "overcache " + std::string(key) + " now (overcache(8), CONTROL FILE)", mp,
-                 format_value(*v));
+                 std::move(shown));
     }
     if (!info_labels.empty())
         fams.add("overcache_info", "gauge", "The mount's cache mode and state, as labels", mp +

@@ -40,6 +40,7 @@ TEST_SUITE("control") {
                           {"cache_hits", "7"},
                           {"cache_hit_ratio", "75"},
                           {"dirty_data", "4096"},
+                          {"cache_miss_bytes", "123456789012345678"},
                           {"buckets_total", "64"},
                           {"foreground_wait_max_ms", "1500"},
                           {"writeback_rate", "max"},
@@ -54,6 +55,9 @@ TEST_SUITE("control") {
         CHECK(p.find("overcache_cache_hits_total" + mp + "} 7\n") != std::string::npos);
         CHECK(p.find("# TYPE overcache_dirty_data gauge\n") != std::string::npos);
         CHECK(p.find("overcache_dirty_data" + mp + "} 4096\n") != std::string::npos);
+        // Digits as they are, exact however large.
+        CHECK(p.find("overcache_cache_miss_bytes_total" + mp + "} 123456789012345678\n") !=
+              std::string::npos);
         CHECK(p.find("overcache_cache_hit_ratio" + mp + "} 0.75\n") != std::string::npos);
         // A gauge never ends in _total; units in seconds.
         CHECK(p.find("overcache_buckets" + mp + "} 64\n") != std::string::npos);
