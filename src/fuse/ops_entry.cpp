@@ -108,6 +108,7 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
     a.commands.add_stats(lines);
+    a.stat_sampler.append_lines(lines);
     return lines;
 }
 
