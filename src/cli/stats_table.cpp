@@ -135,11 +135,23 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
                         std::to_string(*total);
         if (auto reserve = s.number("buckets_reserve"))
             t += " (" + std::to_string(*reserve) + " reserved for gc)";
+        if (auto clean = s.number("buckets_clean"))
+            t += ", " + std::to_string(*clean) + " clean";
         if (auto dirty = s.number("buckets_dirty"))
             t += ", " + std::to_string(*dirty) + " dirty";
         if (auto size = s.number("bucket_size"))
             t += ", " + human_bytes(*size) + " each";
         fact("buckets", t);
+    }
+    if (auto median = s.number("bucket_age_median")) {
+        // bcache's priority_stats: how long ago buckets were last used.
+        std::string t = "last used " + show(s.number("bucket_age_min"), Unit::count) + " / " +
+                        show(s.number("bucket_age_q25"), Unit::count) + " / " +
+                        std::to_string(*median) + " / " +
+                        show(s.number("bucket_age_q75"), Unit::count) + " / " +
+                        show(s.number("bucket_age_max"), Unit::count) +
+                        " allocations ago (min / 25% / median / 75% / max)";
+        fact("bucket age", t);
     }
     if (auto rate = s.text("writeback_rate")) {
         std::string t = "rate " + (*rate == "max" ? std::string("unlimited")

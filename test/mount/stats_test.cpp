@@ -87,6 +87,13 @@ TEST_SUITE("mount") {
             CHECK(n(w + ".gc_runs") <= n("gc_runs"));
         }
 
+        // The buckets, as bcache's priority_stats: every one counted once.
+        CHECK(n("buckets_unused") + n("buckets_clean") + n("buckets_dirty") ==
+              n("buckets_total"));
+        CHECK(n("buckets_clean") > 0); // the fills
+        CHECK(n("bucket_age_min") <= n("bucket_age_median"));
+        CHECK(n("bucket_age_median") <= n("bucket_age_max"));
+
         // The table.
         const auto table = run_command({bin(), "stats", m.mountpoint()}, 20s);
         INFO("table: " << table.out);

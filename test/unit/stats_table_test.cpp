@@ -28,6 +28,12 @@ TEST_SUITE("cli") {
                           {"dirty_files", "1"},
                           {"buckets_total", "255"},
                           {"buckets_free", "250"},
+                          {"buckets_clean", "4"},
+                          {"bucket_age_min", "0"},
+                          {"bucket_age_q25", "1"},
+                          {"bucket_age_median", "2"},
+                          {"bucket_age_q75", "3"},
+                          {"bucket_age_max", "4"},
                           {"writeback_rate", "max"},
                           {"last_error", "-"},
                           {"five_minute.cache_hits", "3"},
@@ -43,7 +49,8 @@ TEST_SUITE("cli") {
         CHECK(contains(t, "3.0 MiB"));
         CHECK(contains(t, "1.5 KiB used of 256.0 MiB"));
         CHECK(contains(t, "0 B in 1 file\n"));
-        CHECK(contains(t, "250 free of 255"));
+        CHECK(contains(t, "250 free of 255, 4 clean"));
+        CHECK(contains(t, "\nbucket age  last used 0 / 1 / 2 / 3 / 4 allocations ago"));
         CHECK(contains(t, "rate unlimited"));
         CHECK(!contains(t, "last error"));
         CHECK(!contains(t, "bypass")); // keys the mount does not have: no row
