@@ -118,8 +118,8 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
         facts += buf + text + "\n";
     };
     if (auto size = s.number("cache_size")) {
-        std::string t = show(s.number("cache_used_bytes"), Unit::bytes) + " used of " +
-                        human_bytes(*size);
+        std::string t =
+            show(s.number("cache_used_bytes"), Unit::bytes) + " used of " + human_bytes(*size);
         if (auto live = s.number("cache_live_bytes"))
             t += " (" + human_bytes(*live) + " live)";
         fact("cache", t);
@@ -131,8 +131,8 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
         fact("dirty", t);
     }
     if (auto total = s.number("buckets_total")) {
-        std::string t = show(s.number("buckets_free"), Unit::count) + " free of " +
-                        std::to_string(*total);
+        std::string t =
+            show(s.number("buckets_free"), Unit::count) + " free of " + std::to_string(*total);
         if (auto reserve = s.number("buckets_reserve"))
             t += " (" + std::to_string(*reserve) + " reserved for gc)";
         if (auto clean = s.number("buckets_clean"))
@@ -154,9 +154,9 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
         fact("bucket age", t);
     }
     if (auto rate = s.text("writeback_rate")) {
-        std::string t = "rate " + (*rate == "max" ? std::string("unlimited")
-                                                  : show(s.number("writeback_rate"), Unit::bytes) +
-                                                        "/s");
+        std::string t =
+            "rate " + (*rate == "max" ? std::string("unlimited")
+                                      : show(s.number("writeback_rate"), Unit::bytes) + "/s");
         if (auto target = s.number("writeback_target"))
             t += ", target " + human_bytes(*target) + " dirty";
         fact("writeback", t);

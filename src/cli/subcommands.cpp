@@ -26,8 +26,8 @@ constexpr std::array<Subcommand, 3> kSubcommands{{
     {"gc", "MOUNTPOINT", "run a garbage collection pass of the cache now", kNoFlags, 1, 1,
      gc_main},
     {"stats", "MOUNTPOINT",
-     "print the mount's hit ratio and counters over 5 min, an hour, a day and in all",
-     kStatsFlags, 1, 1, stats_main},
+     "print the mount's hit ratio and counters over 5 min, an hour, a day and in all", kStatsFlags,
+     1, 1, stats_main},
 }};
 
 const Flag* find_flag(const Subcommand& sc, std::string_view name) {

@@ -19,8 +19,7 @@ public:
     // `source` returns the counters (the DataPath's stats): it must not
     // wait for the backing, and must stay callable until stop().
     using Source = std::function<StatLines()>;
-    explicit StatSampler(Source source,
-                         std::chrono::milliseconds every = StatWindows::kFineStep);
+    explicit StatSampler(Source source, std::chrono::milliseconds every = StatWindows::kFineStep);
     ~StatSampler() { stop(); }
     StatSampler(const StatSampler&) = delete;
     StatSampler& operator=(const StatSampler&) = delete;

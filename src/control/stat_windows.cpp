@@ -15,22 +15,38 @@ namespace overcache::control {
 namespace {
 
 constexpr std::array<std::string_view, 33> kCounters{
-    "cache_hits",           "cache_misses",
-    "cache_hit_bytes",      "cache_miss_bytes",
-    "cache_bypass_hits",    "cache_bypass_misses",
-    "cache_read_errors",    "cache_stale_reads",
-    "cache_read_bytes",     "cache_io_errors",
-    "writes_dirty",         "writes_around",
-    "foreground_waits",     "foreground_waits_around",
-    "writeback_bytes",      "writeback_errors",
-    "writeback_conflicts",  "writeback_lost_bytes",
-    "fills",                "fills_skipped_full",
-    "fills_skipped_busy",   "fills_raced",
-    "fill_errors",          "writes_cached",
-    "writes_punched",       "files_invalidated",
-    "backing_changes_seen", "gc_runs",
-    "gc_buckets_reclaimed", "gc_moved_bytes",
-    "gc_buckets_moved",     "gc_buckets_given_back",
+    "cache_hits",
+    "cache_misses",
+    "cache_hit_bytes",
+    "cache_miss_bytes",
+    "cache_bypass_hits",
+    "cache_bypass_misses",
+    "cache_read_errors",
+    "cache_stale_reads",
+    "cache_read_bytes",
+    "cache_io_errors",
+    "writes_dirty",
+    "writes_around",
+    "foreground_waits",
+    "foreground_waits_around",
+    "writeback_bytes",
+    "writeback_errors",
+    "writeback_conflicts",
+    "writeback_lost_bytes",
+    "fills",
+    "fills_skipped_full",
+    "fills_skipped_busy",
+    "fills_raced",
+    "fill_errors",
+    "writes_cached",
+    "writes_punched",
+    "files_invalidated",
+    "backing_changes_seen",
+    "gc_runs",
+    "gc_buckets_reclaimed",
+    "gc_moved_bytes",
+    "gc_buckets_moved",
+    "gc_buckets_given_back",
     "gc_stale_extents_removed",
 };
 
@@ -52,9 +68,18 @@ bool is_counter(std::string_view key) noexcept {
 
 const std::vector<std::string>& windowed_counters() {
     static const std::vector<std::string> kWindowed{
-        "cache_hits",        "cache_misses",        "cache_hit_bytes", "cache_miss_bytes",
-        "cache_bypass_hits", "cache_bypass_misses", "cache_read_errors", "writes_dirty",
-        "writeback_bytes",   "writeback_errors",    "fills",           "gc_runs",
+        "cache_hits",
+        "cache_misses",
+        "cache_hit_bytes",
+        "cache_miss_bytes",
+        "cache_bypass_hits",
+        "cache_bypass_misses",
+        "cache_read_errors",
+        "writes_dirty",
+        "writeback_bytes",
+        "writeback_errors",
+        "fills",
+        "gc_runs",
         "gc_moved_bytes",
     };
     return kWindowed;
@@ -103,14 +128,13 @@ void StatWindows::sample(TimePoint now, const StatLines& lines) {
     keep(coarse_, kCoarseStep, kCoarseSamples);
 }
 
-const StatWindows::Sample* StatWindows::baseline(std::chrono::seconds length,
-                                                 TimePoint now) const {
+const StatWindows::Sample* StatWindows::baseline(std::chrono::seconds length, TimePoint now) const {
     const auto& ring = length <= kFineStep * (kFineSamples - 1) ? fine_ : coarse_;
     if (ring.empty())
         return nullptr;
     const TimePoint from = now - length;
-    const auto it = std::find_if(ring.begin(), ring.end(),
-                                 [&](const Sample& s) { return s.at >= from; });
+    const auto it =
+        std::find_if(ring.begin(), ring.end(), [&](const Sample& s) { return s.at >= from; });
     // Every sample older than the window: the sampler fell behind; the
     // newest one is the best bound there is.
     return it == ring.end() ? &ring.back() : &*it;
@@ -142,8 +166,8 @@ void StatWindows::append_lines(TimePoint now, StatLines& live) const {
         return static_cast<std::size_t>(it - counters_.begin());
     };
     const std::size_t hits = index("cache_hits"), misses = index("cache_misses");
-    const bool ratio = hits < counters_.size() && misses < counters_.size() && present[hits] &&
-                       present[misses];
+    const bool ratio =
+        hits < counters_.size() && misses < counters_.size() && present[hits] && present[misses];
     for (const auto& w : kWindows) {
         const Sample* base = baseline(w.length, now);
         std::vector<std::uint64_t> inc(counters_.size());
@@ -153,8 +177,7 @@ void StatWindows::append_lines(TimePoint now, StatLines& live) const {
         }
         for (std::size_t i = 0; i < counters_.size(); ++i)
             if (present[i])
-                live.emplace_back(std::string(w.name) + "." + counters_[i],
-                                  std::to_string(inc[i]));
+                live.emplace_back(std::string(w.name) + "." + counters_[i], std::to_string(inc[i]));
         if (ratio) {
             const std::uint64_t reads = inc[hits] + inc[misses];
             live.emplace_back(std::string(w.name) + ".cache_hit_ratio",

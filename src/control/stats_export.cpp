@@ -275,8 +275,8 @@ std::string render_prometheus(const StatLines& lines, std::string_view mountpoin
                  std::move(shown));
     }
     if (!info_labels.empty())
-        fams.add("overcache_info", "gauge", "The mount's cache mode and state, as labels", mp +
-                 info_labels, "1");
+        fams.add("overcache_info", "gauge", "The mount's cache mode and state, as labels",
+                 mp + info_labels, "1");
     return fams.text();
 }
 

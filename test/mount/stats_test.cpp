@@ -88,8 +88,7 @@ TEST_SUITE("mount") {
         }
 
         // The buckets, as bcache's priority_stats: every one counted once.
-        CHECK(n("buckets_unused") + n("buckets_clean") + n("buckets_dirty") ==
-              n("buckets_total"));
+        CHECK(n("buckets_unused") + n("buckets_clean") + n("buckets_dirty") == n("buckets_total"));
         CHECK(n("buckets_clean") > 0); // the fills
         CHECK(n("bucket_age_min") <= n("bucket_age_median"));
         CHECK(n("bucket_age_median") <= n("bucket_age_max"));
@@ -108,31 +107,29 @@ TEST_SUITE("mount") {
         CHECK(json.status == 0);
         const std::string json_file = m.root() + "/stats.json";
         std::ofstream(json_file) << json.out;
-        const auto py = run_command(
-            {"python3", "-c",
-             "import json, sys\n"
-             "d = json.load(open(sys.argv[1]))\n"
-             "assert isinstance(d, dict)\n"
-             "assert type(d['cache_hits']) is int and d['cache_hits'] > 0, d\n"
-             "assert d['five_minute.cache_hits'] == d['cache_hits'], d\n"
-             "assert type(d['cache_mode']) is str, d\n"
-             "assert d['last_error'] is None, d\n",
-             json_file},
-            20s);
+        const auto py =
+            run_command({"python3", "-c",
+                         "import json, sys\n"
+                         "d = json.load(open(sys.argv[1]))\n"
+                         "assert isinstance(d, dict)\n"
+                         "assert type(d['cache_hits']) is int and d['cache_hits'] > 0, d\n"
+                         "assert d['five_minute.cache_hits'] == d['cache_hits'], d\n"
+                         "assert type(d['cache_mode']) is str, d\n"
+                         "assert d['last_error'] is None, d\n",
+                         json_file},
+                        20s);
         INFO("json: " << json.out << "\npython3: " << py.out);
         CHECK(py.status == 0);
 
         // Prometheus: promtool parses and lints it, and finds nothing wrong.
-        REQUIRE_MESSAGE(have("promtool"),
-                        "promtool is missing (Debian package prometheus; "
-                        "contrib/install-deps.sh installs it)");
+        REQUIRE_MESSAGE(have("promtool"), "promtool is missing (Debian package prometheus; "
+                                          "contrib/install-deps.sh installs it)");
         const auto prom = run_command({bin(), "stats", "--prometheus", m.mountpoint()}, 20s);
         CHECK(prom.status == 0);
         const std::string prom_file = m.root() + "/stats.prom";
         std::ofstream(prom_file) << prom.out;
-        const auto check = run_command({"sh", "-c", "promtool check metrics < \"$1\"", "sh",
-                                        prom_file},
-                                       60s);
+        const auto check =
+            run_command({"sh", "-c", "promtool check metrics < \"$1\"", "sh", prom_file}, 60s);
         INFO("prometheus: " << prom.out << "\npromtool: " << check.out);
         CHECK(check.status == 0);
         CHECK(check.out.empty());
@@ -144,13 +141,13 @@ TEST_SUITE("mount") {
     TEST_CASE("stats: usage errors exit 2, --watch prints again" * doctest::timeout(120)) {
         test::require_daemon();
         Mount m(MountOptions{.twin = false});
-        for (const auto& args : std::vector<std::vector<std::string>>{
-                 {"--json", "--prometheus"},
-                 {"--interval=1"},
-                 {"--watch", "--interval=0"},
-                 {"--watch", "--interval=soon"},
-                 {"--bogus"},
-                 {"--json=1"}}) {
+        for (const auto& args :
+             std::vector<std::vector<std::string>>{{"--json", "--prometheus"},
+                                                   {"--interval=1"},
+                                                   {"--watch", "--interval=0"},
+                                                   {"--watch", "--interval=soon"},
+                                                   {"--bogus"},
+                                                   {"--json=1"}}) {
             std::vector<std::string> cmd{bin(), "stats"};
             cmd.insert(cmd.end(), args.begin(), args.end());
             cmd.push_back(m.mountpoint());
@@ -160,9 +157,8 @@ TEST_SUITE("mount") {
             CHECK(contains(r.out, "usage: overcache stats"));
         }
         // Not a terminal: no screen clearing, one JSON object a line.
-        const auto w =
-            run_command({bin(), "stats", "--watch", "--interval=0.2", "--json", m.mountpoint()},
-                        1500ms);
+        const auto w = run_command(
+            {bin(), "stats", "--watch", "--interval=0.2", "--json", m.mountpoint()}, 1500ms);
         CHECK(w.timed_out);
         CHECK(count(w.out, "{\"cache_mode\"") >= 2);
         CHECK(!contains(w.out, "\033["));

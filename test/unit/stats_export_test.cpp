@@ -19,14 +19,10 @@ TEST_SUITE("control") {
     }
 
     TEST_CASE("render_json: numbers as numbers, '-' as null, text escaped") {
-        const StatLines l{{"cache_hits", "12"},
-                          {"cache_mode", "writeback"},
-                          {"last_error", "-"},
-                          {"writeback_rate", "max"},
-                          {"odd", "007"},
-                          {"neg", "-3"},
-                          {"frac", "1.5"},
-                          {"q\"k", "a\\b\"c\nd\te\x01"}};
+        const StatLines l{{"cache_hits", "12"}, {"cache_mode", "writeback"},
+                          {"last_error", "-"},  {"writeback_rate", "max"},
+                          {"odd", "007"},       {"neg", "-3"},
+                          {"frac", "1.5"},      {"q\"k", "a\\b\"c\nd\te\x01"}};
         CHECK(render_json(l) == "{\"cache_hits\": 12, \"cache_mode\": \"writeback\", "
                                 "\"last_error\": null, \"writeback_rate\": \"max\", "
                                 "\"odd\": \"007\", \"neg\": -3, \"frac\": 1.5, "
@@ -68,9 +64,11 @@ TEST_SUITE("control") {
         CHECK(p.find("last_error") == std::string::npos);
         // Windows: one family, a label each.
         CHECK(p.find("# TYPE overcache_window_cache_hits gauge\n"
-                     "overcache_window_cache_hits" + mp + ",window=\"five_minute\"} 3\n"
-                     "overcache_window_cache_hits" + mp + ",window=\"hour\"} 5\n") !=
-              std::string::npos);
+                     "overcache_window_cache_hits" +
+                     mp +
+                     ",window=\"five_minute\"} 3\n"
+                     "overcache_window_cache_hits" +
+                     mp + ",window=\"hour\"} 5\n") != std::string::npos);
         CHECK(p.find("overcache_window_cache_hit_ratio" + mp + ",window=\"five_minute\"} 0.5\n") !=
               std::string::npos);
         CHECK(p.find("overcache_info" + mp +
@@ -85,9 +83,8 @@ TEST_SUITE("control") {
         CHECK(p.find("overcache_weird_key_x_y" + mp + "} 1\n") != std::string::npos);
         CHECK(p.find("} 2\n") == std::string::npos); // the same series twice: the first wins
         std::size_t types = 0;
-        for (std::size_t at = 0; (at = p.find("# TYPE overcache_weird_key_x_y ", at)) !=
-                                 std::string::npos;
-             ++at)
+        for (std::size_t at = 0;
+             (at = p.find("# TYPE overcache_weird_key_x_y ", at)) != std::string::npos; ++at)
             ++types;
         CHECK(types == 1);
         CHECK(p.find(",cache_mode=\"a\\\"b\"} 1\n") != std::string::npos);

@@ -44,8 +44,10 @@ TEST_SUITE("cli") {
         INFO(t);
         CHECK(t.rfind("/mnt/fast: writeback, running\n", 0) == 0);
         CHECK(contains(t, "5 min"));
-        CHECK(contains(t, "\nhits                        3           20           30           30\n"));
-        CHECK(contains(t, "\nhit ratio                100%            -            -          75%\n"));
+        CHECK(contains(t,
+                       "\nhits                        3           20           30           30\n"));
+        CHECK(contains(t,
+                       "\nhit ratio                100%            -            -          75%\n"));
         CHECK(contains(t, "3.0 MiB"));
         CHECK(contains(t, "1.5 KiB used of 256.0 MiB"));
         CHECK(contains(t, "0 B in 1 file\n"));
