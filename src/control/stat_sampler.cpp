@@ -1,8 +1,10 @@
 // DOC: the thread behind the statistics windows ("oc-stats"). It only
 // calls the source (the DataPath's stats: counters and short locks, never
 // the backing) and keeps samples in memory, so it cannot stall a request
-// and is stopped at once at unmount. The source runs outside mu_, so a
-// control-file read never waits for it.
+// and is stopped at once at unmount. The source is called under mu_, by
+// the sampler and by readers alike: values are read in the order they are
+// sampled, so a value below the last sample is a reset, never a stale read
+// (a control-file read waits for one source() call at most).
 #include "control/stat_sampler.hpp"
 
 #include <pthread.h>
@@ -16,8 +18,8 @@ void StatSampler::start() {
     if (thread_.joinable())
         return;
     {
-        StatLines first = source_();
         std::lock_guard lk(mu_);
+        const StatLines first = source_();
         windows_.sample(StatWindows::Clock::now(), first);
     }
     thread_ = std::thread([this] { loop(); });
@@ -33,21 +35,20 @@ void StatSampler::stop() {
         thread_.join();
 }
 
-void StatSampler::append_lines(StatLines& live) const {
-    const auto now = StatWindows::Clock::now();
+StatSampler::Reading StatSampler::read() const {
     std::lock_guard lk(mu_);
-    windows_.append_lines(now, live);
+    Reading r;
+    r.lines = source_();
+    r.windows = windows_.window_lines(StatWindows::Clock::now(), r.lines);
+    return r;
 }
 
 void StatSampler::loop() {
     ::pthread_setname_np(::pthread_self(), "oc-stats");
     std::unique_lock lk(mu_);
     while (!cv_.wait_for(lk, every_, [this] { return stopping_; })) {
-        lk.unlock();
-        StatLines lines = source_();
-        const auto now = StatWindows::Clock::now();
-        lk.lock();
-        windows_.sample(now, lines);
+        const StatLines lines = source_();
+        windows_.sample(StatWindows::Clock::now(), lines);
     }
 }
 

@@ -1,6 +1,7 @@
 // Feeds StatWindows: a thread of its own samples the counters every 10 s
 // while the mount runs, whether or not anyone reads them, and a read of the
-// control file adds the windows computed against its own (live) values.
+// control file gets the counters and their windows from one call of the
+// source, so a window never shows more than its total.
 #pragma once
 
 #include "control/stat_windows.hpp"
@@ -30,14 +31,20 @@ public:
     // idempotent.
     void stop();
 
-    // Appends the window lines (StatWindows::append_lines) for `live`.
-    void append_lines(StatLines& live) const;
+    struct Reading {
+        StatLines lines;   // the source's, as of now
+        StatLines windows; // StatWindows::window_lines() for them
+    };
+    // Calls the source (after any sample in progress: the values are never
+    // older than the windows' last sample) and computes the windows.
+    Reading read() const;
 
 private:
     void loop();
 
     const Source source_;
     const std::chrono::milliseconds every_;
+    // Held across source() too: a sample and a read are ordered.
     mutable std::mutex mu_;
     StatWindows windows_;   // guarded by mu_
     bool stopping_ = false; // guarded by mu_

@@ -97,10 +97,8 @@ std::vector<std::uint64_t> StatWindows::totals_of(const StatLines& live) const {
         if (it == counters_.end() || !parse_u64(value, v))
             continue;
         const auto i = static_cast<std::size_t>(it - counters_.begin());
-        // Below the last sample: read before it (a control-file read races
-        // the sampler) or reset since; the next sample tells which.
-        if (seen_[i] && v > raw_[i])
-            out[i] += v - raw_[i];
+        if (seen_[i])
+            out[i] += growth(raw_[i], v);
     }
     return out;
 }
@@ -152,7 +150,8 @@ std::uint64_t StatWindows::increase(std::string_view counter, std::chrono::secon
     return total >= from ? total - from : 0;
 }
 
-void StatWindows::append_lines(TimePoint now, StatLines& live) const {
+StatLines StatWindows::window_lines(TimePoint now, const StatLines& live) const {
+    StatLines out;
     const std::vector<std::uint64_t> totals = totals_of(live);
     std::vector<bool> present(counters_.size());
     for (const auto& [key, value] : live) {
@@ -177,13 +176,14 @@ void StatWindows::append_lines(TimePoint now, StatLines& live) const {
         }
         for (std::size_t i = 0; i < counters_.size(); ++i)
             if (present[i])
-                live.emplace_back(std::string(w.name) + "." + counters_[i], std::to_string(inc[i]));
+                out.emplace_back(std::string(w.name) + "." + counters_[i], std::to_string(inc[i]));
         if (ratio) {
             const std::uint64_t reads = inc[hits] + inc[misses];
-            live.emplace_back(std::string(w.name) + ".cache_hit_ratio",
-                              std::to_string(reads == 0 ? 0 : inc[hits] * 100 / reads));
+            out.emplace_back(std::string(w.name) + ".cache_hit_ratio",
+                             std::to_string(reads == 0 ? 0 : inc[hits] * 100 / reads));
         }
     }
+    return out;
 }
 
 } // namespace overcache::control

@@ -58,18 +58,19 @@ public:
     void sample(TimePoint now, const StatLines& lines);
 
     // How much `counter` grew over the window of `length` ending at `now`,
-    // `live` being the counters' values now (one below the last sample is
-    // taken as unchanged since it, until a sample sees the reset): from the oldest sample no
+    // `live` being the counters' values now, read after the last sample (a
+    // value below it was reset, as in sample()): from the oldest sample no
     // older than the window (so at most the window, at most a step less),
     // or since the first sample when the windows are younger than that.
     // 0 for a counter not followed.
     std::uint64_t increase(std::string_view counter, std::chrono::seconds length, TimePoint now,
                            const StatLines& live) const;
 
-    // Appends "five_minute.COUNTER N" ... "day.COUNTER N" for every
-    // followed counter present in `live`, and "WINDOW.cache_hit_ratio" (a
-    // percentage, 0 with no reads) where hits and misses are followed.
-    void append_lines(TimePoint now, StatLines& live) const;
+    // "five_minute.COUNTER N" ... "day.COUNTER N" for every followed
+    // counter present in `live` (read as for increase()), and
+    // "WINDOW.cache_hit_ratio" (a percentage, 0 with no reads) where hits
+    // and misses are followed.
+    StatLines window_lines(TimePoint now, const StatLines& live) const;
 
     std::size_t samples_held() const noexcept { return fine_.size() + coarse_.size(); }
 

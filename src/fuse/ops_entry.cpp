@@ -103,12 +103,13 @@ void after_init(Adapter& a) noexcept {
 }
 
 control::StatLines all_stats(Adapter& a) {
-    control::StatLines lines = a.data.stats();
+    control::StatSampler::Reading r = a.stat_sampler.read(); // a.data.stats(), its windows
+    control::StatLines lines = std::move(r.lines);
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
     a.commands.add_stats(lines);
-    a.stat_sampler.append_lines(lines);
+    lines.insert(lines.end(), r.windows.begin(), r.windows.end());
     return lines;
 }
 

@@ -2,11 +2,16 @@
 // once the window has moved past them, resets never make a window go
 // negative or jump, and memory stays bounded over any uptime. Time is a
 // fake clock moved by the test.
+#include "control/stat_sampler.hpp"
 #include "control/stat_windows.hpp"
 
+#include <atomic>
 #include <doctest/doctest.h>
+#include <thread>
+#include <vector>
 
 using overcache::control::StatLines;
+using overcache::control::StatSampler;
 using overcache::control::StatWindows;
 using namespace std::chrono_literals;
 
@@ -77,9 +82,8 @@ TEST_SUITE("control") {
         w.sample(t0 + 20s, counters(5, 0));   // reset, then +5
         w.sample(t0 + 30s, counters(7, 0));   // +2
         CHECK(w.increase("cache_hits", 5min, t0 + 30s, counters(7, 0)) == 37);
-        // A live value below the last sample (read before it, or a reset not
-        // sampled yet) counts as unchanged, never as negative or as a jump.
-        CHECK(w.increase("cache_hits", 5min, t0 + 31s, counters(6, 0)) == 37);
+        // A live value below the last sample: reset again since.
+        CHECK(w.increase("cache_hits", 5min, t0 + 31s, counters(6, 0)) == 43);
         CHECK(w.increase("cache_hits", 5min, t0 + 31s, counters(0, 0)) == 37);
         // Missing or not a number: the last value stands.
         w.sample(t0 + 40s, {{"cache_hits", "x"}});
@@ -125,9 +129,8 @@ TEST_SUITE("control") {
     TEST_CASE("StatWindows: lines for each window, the hit ratio as a percentage") {
         StatWindows w;
         w.sample(t0, counters(0, 0));
-        StatLines live = counters(3, 1);
-        w.append_lines(t0 + 1s, live);
-        CHECK(value(live, "cache_hits") == "3"); // the totals stay as they are
+        const StatLines live = w.window_lines(t0 + 1s, counters(3, 1));
+        CHECK(value(live, "cache_hits") == "(none)"); // only window lines
         CHECK(value(live, "five_minute.cache_hits") == "3");
         CHECK(value(live, "hour.cache_misses") == "1");
         CHECK(value(live, "day.cache_hits") == "3");
@@ -138,13 +141,10 @@ TEST_SUITE("control") {
         CHECK(value(live, "hour.cache_mode") == "(none)");
         CHECK(value(live, "hour.writeback_rate") == "(none)");
 
-        StatLines none = counters(0, 0);
-        w.append_lines(t0 + 2s, none);
+        const StatLines none = w.window_lines(t0 + 2s, counters(0, 0));
         CHECK(value(none, "hour.cache_hit_ratio") == "0");
 
-        StatLines passthrough{{"cache_mode", "none"}};
-        w.append_lines(t0 + 2s, passthrough);
-        CHECK(passthrough.size() == 1);
+        CHECK(w.window_lines(t0 + 2s, {{"cache_mode", "none"}}).empty());
     }
 
     TEST_CASE("StatWindows: windowed counters are counters") {
@@ -152,5 +152,42 @@ TEST_SUITE("control") {
             CHECK_MESSAGE(overcache::control::is_counter(c), c);
         CHECK(!overcache::control::is_counter("dirty_data"));
         CHECK(!overcache::control::is_counter("cache_hit_ratio"));
+    }
+
+    TEST_CASE("StatSampler: samples on its own while readers add windows; stops at once" *
+              doctest::timeout(10)) {
+        std::atomic<std::uint64_t> hits{0};
+        std::atomic<int> calls{0};
+        StatSampler sampler(
+            [&] {
+                ++calls;
+                return counters(hits.load(), 0);
+            },
+            std::chrono::milliseconds(1));
+        sampler.start();
+        CHECK(calls.load() >= 1); // the first sample, before start() returns
+        std::vector<std::thread> readers;
+        std::atomic<bool> bad{false};
+        for (int r = 0; r < 3; ++r)
+            readers.emplace_back([&] {
+                for (int i = 0; i < 200; ++i) {
+                    hits.fetch_add(1);
+                    const StatSampler::Reading got = sampler.read();
+                    // A window never holds more than the total beside it.
+                    if (std::stoull(value(got.windows, "five_minute.cache_hits")) >
+                        std::stoull(value(got.lines, "cache_hits")))
+                        bad = true;
+                }
+            });
+        for (auto& t : readers)
+            t.join();
+        CHECK(!bad.load());
+        while (calls.load() < 3)
+            std::this_thread::yield();
+        sampler.stop();
+        const int after = calls.load();
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        CHECK(calls.load() == after); // no sample after stop()
+        sampler.stop();               // idempotent
     }
 }
