@@ -44,7 +44,57 @@ bool is_json_number(std::string_view s) {
     return i == s.size();
 }
 
-void json_string(std::string& out, std::string_view s) {
+// The length of the UTF-8 sequence at the start of `s`, 0 if it is not one
+// (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF).
+std::size_t utf8_len(std::string_view s) {
+    const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    const auto cont = [&](std::size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
+    const unsigned char c = b(0);
+    if (c < 0x80)
+        return 1;
+    std::size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF; // range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (s.size() < n || b(1) < lo || b(1) > hi)
+        return 0;
+    for (std::size_t i = 2; i < n; ++i)
+        if (!cont(i))
+            return 0;
+    return n;
+}
+
+// `s` as valid UTF-8: a byte that starts no sequence becomes U+FFFD (a
+// path in last_error or a mountpoint need not be UTF-8; JSON and
+// Prometheus text must be).
+std::string utf8_clean(std::string_view s) {
+    std::string out;
+    while (!s.empty()) {
+        const std::size_t n = utf8_len(s);
+        if (n == 0) {
+            out += "\xEF\xBF\xBD";
+            s.remove_prefix(1);
+        } else {
+            out += s.substr(0, n);
+            s.remove_prefix(n);
+        }
+    }
+    return out;
+}
+
+void json_string(std::string& out, std::string_view raw) {
+    const std::string s = utf8_clean(raw);
     out += '"';
     for (const char c : s) {
         const auto u = static_cast<unsigned char>(c);
@@ -78,7 +128,8 @@ std::string sanitize_name(std::string_view s) {
     return out;
 }
 
-std::string label_value(std::string_view s) {
+std::string label_value(std::string_view raw) {
+    const std::string s = utf8_clean(raw);
     std::string out;
     for (const char c : s) {
         if (c == '\\')

@@ -92,6 +92,16 @@ TEST_SUITE("control") {
             CHECK(c != '\0');
     }
 
+    TEST_CASE("render_json and render_prometheus: text that is not UTF-8 becomes U+FFFD") {
+        const std::string bad = "a\xff\xc3(\xed\xa0\x80z\xc3\xa9\xf0\x9f\x98\x80";
+        const std::string fixed = "a\xEF\xBF\xBD\xEF\xBF\xBD(\xEF\xBF\xBD\xEF\xBF\xBD"
+                                  "\xEF\xBF\xBDz\xc3\xa9\xf0\x9f\x98\x80";
+        CHECK(render_json({{"k", bad}}) == "{\"k\": \"" + fixed + "\"}\n");
+        const std::string p = render_prometheus({{"cache_hits", "1"}}, bad);
+        CHECK(p.find("{mountpoint=\"" + fixed + "\"} 1\n") != std::string::npos);
+        CHECK(render_json({{"k", "\xf4\x90\x80\x80"}}).find("\xf4") == std::string::npos);
+    }
+
     TEST_CASE("render_prometheus: nothing numeric, nothing but the info") {
         CHECK(render_prometheus({}, "/m").empty());
         CHECK(render_prometheus({{"last_error", "-"}}, "/m").empty());
