@@ -3,7 +3,11 @@
 // the real outputs to python3's json and to promtool; here the rules.
 #include "control/stats_export.hpp"
 
+#include <cstdio>
+#include <cstdlib>
 #include <doctest/doctest.h>
+#include <fstream>
+#include <unistd.h>
 
 using namespace overcache::control;
 
@@ -105,5 +109,43 @@ TEST_SUITE("control") {
     TEST_CASE("render_prometheus: nothing numeric, nothing but the info") {
         CHECK(render_prometheus({}, "/m").empty());
         CHECK(render_prometheus({{"last_error", "-"}}, "/m").empty());
+    }
+
+    TEST_CASE("render_prometheus: promtool accepts every kind of key and an awkward mountpoint") {
+        // promtool (Debian package prometheus; contrib/install-deps.sh
+        // installs it) is the real parser: missing, the test fails.
+        REQUIRE_MESSAGE(std::system("command -v promtool >/dev/null 2>&1") == 0,
+                        "promtool is missing (Debian package prometheus)");
+        const StatLines l{{"cache_mode", "write\"back\\"},
+                          {"cache_state", "running"},
+                          {"cache_hits", "7"},
+                          {"cache_misses", "123456789012345678"},
+                          {"cache_hit_ratio", "75"},
+                          {"buckets_total", "64"},
+                          {"foreground_wait_max_ms", "1500"},
+                          {"writeback_rate", "max"},
+                          {"last_error", "set x: no"},
+                          {"weird-key.x:y", "1"},
+                          {"five_minute.cache_hits", "3"},
+                          {"day.cache_hits", "5"},
+                          {"hour.cache_hit_ratio", "50"}};
+        const std::string text = render_prometheus(l, "/mnt/a \"q\"\\b\nc\xff");
+        char path[] = "/tmp/oc-prom-XXXXXX";
+        const int fd = ::mkstemp(path);
+        REQUIRE(fd >= 0);
+        ::close(fd);
+        std::ofstream(path) << text;
+        const std::string cmd = std::string("promtool check metrics < ") + path + " 2>&1";
+        FILE* p = ::popen(cmd.c_str(), "r");
+        REQUIRE(p != nullptr);
+        std::string out;
+        char buf[512];
+        while (std::fgets(buf, sizeof buf, p) != nullptr)
+            out += buf;
+        const int status = ::pclose(p);
+        ::unlink(path);
+        INFO("text:\n" << text << "promtool:\n" << out);
+        CHECK(status == 0);
+        CHECK(out.empty());
     }
 }
