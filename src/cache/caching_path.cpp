@@ -431,6 +431,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_miss_bytes", u(c.miss_bytes)},
         {"cache_bypass_hits", u(c.bypass_hits)},
         {"cache_bypass_misses", u(c.bypass_misses)},
+        {"cache_bypass_bytes", u(c.bypass_bytes)},
         {"cache_read_errors", u(c.read_errors)},
         {"cache_stale_reads", u(c.stale_reads)},
         {"cache_read_bytes", u(core_.index.read_bytes())},

@@ -87,6 +87,7 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
         {"miss bytes", "cache_miss_bytes", Unit::bytes},
         {"bypass hits", "cache_bypass_hits", Unit::count},
         {"bypass misses", "cache_bypass_misses", Unit::count},
+        {"bypassed bytes", "cache_bypass_bytes", Unit::bytes},
         {"read errors", "cache_read_errors", Unit::count},
         {"writes dirty", "writes_dirty", Unit::count},
         {"written back", "writeback_bytes", Unit::bytes},

@@ -14,13 +14,14 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<std::string_view, 33> kCounters{
+constexpr std::array<std::string_view, 34> kCounters{
     "cache_hits",
     "cache_misses",
     "cache_hit_bytes",
     "cache_miss_bytes",
     "cache_bypass_hits",
     "cache_bypass_misses",
+    "cache_bypass_bytes",
     "cache_read_errors",
     "cache_stale_reads",
     "cache_read_bytes",
@@ -68,19 +69,10 @@ bool is_counter(std::string_view key) noexcept {
 
 const std::vector<std::string>& windowed_counters() {
     static const std::vector<std::string> kWindowed{
-        "cache_hits",
-        "cache_misses",
-        "cache_hit_bytes",
-        "cache_miss_bytes",
-        "cache_bypass_hits",
-        "cache_bypass_misses",
-        "cache_read_errors",
-        "writes_dirty",
-        "writeback_bytes",
-        "writeback_errors",
-        "fills",
-        "gc_runs",
-        "gc_moved_bytes",
+        "cache_hits",        "cache_misses",        "cache_hit_bytes",    "cache_miss_bytes",
+        "cache_bypass_hits", "cache_bypass_misses", "cache_bypass_bytes", "cache_read_errors",
+        "writes_dirty",      "writeback_bytes",     "writeback_errors",   "fills",
+        "gc_runs",           "gc_moved_bytes",
     };
     return kWindowed;
 }

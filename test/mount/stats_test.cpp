@@ -138,6 +138,28 @@ TEST_SUITE("mount") {
         CHECK(contains(prom.out, ",window=\"five_minute\"} "));
     }
 
+    TEST_CASE("stats: bytes bypassed past the sequential cutoff, in the windows too" *
+              doctest::timeout(120)) {
+        test::require_daemon();
+        Mount m(MountOptions{.options = "cache_size=64M,sequential_cutoff=1M", .twin = false});
+        const auto data = test::random_bytes(8 * MiB, 9);
+        test::write_file(m.backing("big"), data);
+        CHECK(test::read_uncached(m.mnt("big")) == data);
+        const auto s = m.stats();
+        const auto n = [&](const std::string& k) {
+            REQUIRE_MESSAGE(s.count(k) == 1, "no " << k);
+            return std::stoull(s.at(k));
+        };
+        CHECK(n("cache_bypass_misses") > 0);
+        // Past the first MiB the stream bypasses; the bytes it took from
+        // the backing are misses too.
+        CHECK(n("cache_bypass_bytes") > 0);
+        CHECK(n("cache_bypass_bytes") <= 8 * MiB);
+        CHECK(n("cache_bypass_bytes") <= n("cache_miss_bytes"));
+        CHECK(n("five_minute.cache_bypass_bytes") == n("cache_bypass_bytes"));
+        CHECK(n("day.cache_bypass_misses") == n("cache_bypass_misses"));
+    }
+
     TEST_CASE("stats: usage errors exit 2, --watch prints again" * doctest::timeout(120)) {
         test::require_daemon();
         Mount m(MountOptions{.twin = false});
