@@ -30,6 +30,7 @@ using Counter = std::atomic<std::uint64_t>;
 struct CacheCounters {
     Counter hits{0}, misses{0}, hit_bytes{0}, miss_bytes{0};
     Counter bypass_hits{0}, bypass_misses{0}, read_errors{0}, stale_reads{0};
+    Counter bypass_bytes{0}; // read from the backing past sequential_cutoff, not filled
     Counter fills{0}, fills_skipped_full{0}, fills_raced{0}, fill_errors{0};
     Counter fills_skipped_busy{0};
     Counter fills_skipped_unpromoted{0}; // promote_after_hits not reached yet

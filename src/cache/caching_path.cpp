@@ -419,6 +419,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const auto& sb = core_.dev->superblock();
     const auto gs = gc_.stats();
     const auto as = core_.alloc.stats();
+    const auto hist = core_.alloc.histogram();
     const auto ws = writeback_.stats();
     const auto ps = writer_.parked_stats();
     const auto& c = core_.c;
@@ -433,6 +434,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_miss_bytes", u(c.miss_bytes)},
         {"cache_bypass_hits", u(c.bypass_hits)},
         {"cache_bypass_misses", u(c.bypass_misses)},
+        {"cache_bypass_bytes", u(c.bypass_bytes)},
         {"cache_read_errors", u(c.read_errors)},
         {"cache_stale_reads", u(c.stale_reads)},
         {"cache_read_bytes", u(core_.index.read_bytes())},
@@ -445,7 +447,14 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_live_bytes", u(as.live_bytes)},
         {"dirty_data", u(as.dirty_bytes)},
         {"dirty_files", u(core_.dirty.size())},
-        {"buckets_dirty", u(as.dirty_buckets)},
+        {"buckets_dirty", u(hist.dirty)}, // with unused and clean: one count of all
+        {"buckets_unused", u(hist.unused)},
+        {"buckets_clean", u(hist.clean)},
+        {"bucket_age_min", u(hist.age[0])},
+        {"bucket_age_q25", u(hist.age[1])},
+        {"bucket_age_median", u(hist.age[2])},
+        {"bucket_age_q75", u(hist.age[3])},
+        {"bucket_age_max", u(hist.age[4])},
         {"writes_dirty", u(c.writes_dirty)},
         {"writes_around", u(c.writes_around)},
         {"foreground_waits", u(ps.waits)},

@@ -108,6 +108,8 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             break;
         }
         core_.c.miss_bytes += static_cast<std::uint64_t>(n);
+        if (bypass && !ahead)
+            core_.c.bypass_bytes += static_cast<std::uint64_t>(n);
         done = ps - off + static_cast<std::uint64_t>(n);
         if (static_cast<std::uint64_t>(n) < pe - ps) {
             short_read = true; // the backing is shorter than we knew

@@ -12,14 +12,22 @@ namespace {
 
 constexpr std::array<Flag, 0> kNoFlags{};
 
+constexpr std::array<Flag, 4> kStatsFlags{{
+    {"--json", nullptr, "one JSON object: numbers as numbers, '-' as null"},
+    {"--prometheus", nullptr, "Prometheus text format (node_exporter's textfile collector)"},
+    {"--watch", nullptr, "print again every interval until interrupted"},
+    {"--interval", "SECONDS", "how often --watch prints (default 2)"},
+}};
+
 constexpr std::array<Subcommand, 6> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
     {"gc", "MOUNTPOINT", "run a garbage collection pass of the cache now", kNoFlags, 1, 1,
      gc_main},
-    {"stats", "MOUNTPOINT", "print the mount's statistics and settings", kNoFlags, 1, 1,
-     stats_main},
+    {"stats", "MOUNTPOINT",
+     "print the mount's hit ratio and counters over 5 min, an hour, a day and in all", kStatsFlags,
+     1, 1, stats_main},
     {"get", "MOUNTPOINT [KEY]",
      "print the settings a mounted cache takes, or KEY's value alone", kNoFlags, 1, 2, get_main},
     {"set", "MOUNTPOINT KEY VALUE",

@@ -88,8 +88,10 @@ Result<std::string> Settings::get(std::string_view raw_name) const {
 
 void Settings::add_lines(StatLines& out) const {
     std::lock_guard lk(mu_);
+    // cache_mode leads, as it always has in the control file.
+    out.emplace_back("cache_mode", config::to_string(cfg_.cache_mode));
     for (const auto& o : config::option_table())
-        if (config::is_live(o.name))
+        if (config::is_live(o.name) && std::string_view(o.name) != "cache_mode")
             out.emplace_back(o.name, config::option_value(cfg_, o.name).value_or(""));
 }
 

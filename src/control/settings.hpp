@@ -62,7 +62,7 @@ public:
     // The value of one setting as the table shows it; an error for a name
     // that is not a live setting.
     Result<std::string> get(std::string_view name) const;
-    // One line a live setting, in the option table's order.
+    // One line a live setting: cache_mode, then the option table's order.
     void add_lines(StatLines& out) const;
 
 private:

@@ -7,6 +7,7 @@
 #include "control/command_runner.hpp"
 #include "control/control_file.hpp"
 #include "control/settings.hpp"
+#include "control/stat_sampler.hpp"
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
 #include "fuse/page_invalidator.hpp"
@@ -71,7 +72,10 @@ struct Adapter {
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
           timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
-          commands(make_command_target(data_path, control_gate, settings, timeouts)) {}
+          commands(make_command_target(data_path, control_gate, settings, timeouts)),
+          stat_sampler([&d = data_path] { return d.stats(); }) {
+        stat_sampler.start();
+    }
 
     // Half the descriptor limit for pinned inodes; the rest is for open
     // files, directories and the cache.
@@ -107,6 +111,11 @@ struct Adapter {
     // Work for the first request after INIT (see after_init()).
     std::string readahead_path; // /sys/class/bdi/M:N/read_ahead_kb, or empty
     std::once_flag init_done;
+
+    // The stats windows (five_minute.cache_hits, ...): sampled from the
+    // DataPath by a thread of their own while the adapter lives. Last, so
+    // it stops first.
+    control::StatSampler stat_sampler;
 };
 
 // Runs once, from the first lookup or getattr: by then the kernel has
@@ -185,7 +194,7 @@ void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e);
 void control_attr(struct stat& st) noexcept;
 void control_entry(fuse_entry_param& e, const Adapter& a) noexcept;
 // The control file's lines: the DataPath's stats, then the adapter's, then
-// the commands' (last_error).
+// the commands' (last_error), then the stats windows (five_minute.*, ...).
 control::StatLines all_stats(Adapter& a);
 
 // ops_control.cpp: the control file's open, read and write, each returning

@@ -103,15 +103,17 @@ void after_init(Adapter& a) noexcept {
 }
 
 control::StatLines all_stats(Adapter& a) {
-    // Settings first (cache_mode leads), then what the cache counts.
+    // Settings first, then what the cache counts.
+    control::StatSampler::Reading r = a.stat_sampler.read(); // a.data.stats(), its windows
     control::StatLines lines;
     a.settings.add_lines(lines);
-    for (auto& l : a.data.stats())
+    for (auto& l : r.lines)
         lines.push_back(std::move(l));
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
     a.commands.add_stats(lines);
+    lines.insert(lines.end(), r.windows.begin(), r.windows.end());
     return lines;
 }
 

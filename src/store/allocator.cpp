@@ -464,6 +464,32 @@ AllocatorStats Allocator::stats() const {
     return s;
 }
 
+BucketHistogram Allocator::histogram() const {
+    BucketHistogram h;
+    std::vector<std::uint64_t> ages;
+    ages.reserve(count_);
+    const std::uint64_t now = tick_.load(std::memory_order_relaxed);
+    {
+        std::lock_guard lk(mu_);
+        for (std::uint32_t b = 0; b < count_; ++b) {
+            const Slot& sl = slots_[b];
+            if (sl.state == meta::BucketState::free) {
+                ++h.unused;
+                continue;
+            }
+            ++(sl.dirty != 0 ? h.dirty : h.clean);
+            const std::uint64_t used = last_use_[b].load(std::memory_order_relaxed);
+            ages.push_back(now > used ? now - used : 0);
+        }
+    }
+    // Sorted outside the lock: allocations do not wait for the control file.
+    std::sort(ages.begin(), ages.end());
+    if (!ages.empty())
+        for (std::size_t q = 0; q < h.age.size(); ++q)
+            h.age[q] = ages[(ages.size() - 1) * q / (h.age.size() - 1)];
+    return h;
+}
+
 std::uint64_t Allocator::dirty_bytes() const {
     std::lock_guard lk(mu_);
     return dirty_bytes_;

@@ -522,10 +522,15 @@ TEST_SUITE("mount") {
         CHECK(g.status == 0);
         CHECK(m.stat("gc_runs") > runs);
 
+        // A table for people; scripts read the control file's lines.
         const RunResult s = run({bin(), "stats", m.mountpoint()});
+        INFO("stats output: " << s.out);
         CHECK(s.status == 0);
-        CHECK(contains(s.out, "\ninodes "));
-        CHECK(contains(s.out, "\nlast_error "));
+        CHECK(contains(s.out, m.mountpoint() + ": "));
+        CHECK(contains(s.out, "hit ratio"));
+        const std::string raw = read_file(m.mnt(".overcache"));
+        CHECK(contains(raw, "\ninodes "));
+        CHECK(contains(raw, "\nlast_error "));
 
         // Usage errors exit 2 and say what is wrong.
         const RunResult none = run({bin(), "flush"});

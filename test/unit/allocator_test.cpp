@@ -40,6 +40,33 @@ void account(Allocator& a, meta::MetaStore& ms, const Allocation& x, std::int64_
 } // namespace
 
 TEST_SUITE("store") {
+    TEST_CASE("Allocator: the bucket histogram: unused, clean, dirty, and last-use ages") {
+        Ix ix;
+        Allocator a(*ix.ms, 8, 8192, 0, 4096);
+        a.finish_load();
+        const BucketHistogram empty = a.histogram();
+        CHECK(empty.unused == 8);
+        CHECK(empty.clean == 0);
+        CHECK(empty.dirty == 0);
+        CHECK(empty.age == std::array<std::uint64_t, 5>{});
+        WritePoint fg("fg", false);
+        auto x = a.alloc(fg, 8192); // fills a bucket
+        auto y = a.alloc(fg, 8192); // fills the next
+        auto z = a.alloc(fg, 4096); // and opens a third
+        REQUIRE(x);
+        REQUIRE(y);
+        REQUIRE(z);
+        account(a, *ix.ms, *x, 8192, 8192); // x's bucket holds dirty data
+        account(a, *ix.ms, *y, 8192);
+        const BucketHistogram h = a.histogram();
+        CHECK(h.unused == 5);
+        CHECK(h.dirty == 1);
+        CHECK(h.clean == 2);
+        // Allocations since each was last used: 3 (x), 2 (y), 1 (z).
+        CHECK(h.age == std::array<std::uint64_t, 5>{1, 1, 2, 2, 3});
+        CHECK(h.unused + h.clean + h.dirty == a.bucket_count());
+    }
+
     TEST_CASE("Allocator: write points, alignment and the reserve") {
         Ix ix;
         Allocator a(*ix.ms, 8, 64 * 1024, 2, 4096);

@@ -162,6 +162,6 @@ TEST_SUITE("control") {
             CHECK(config::set_option(c, k, v).has_value());
             CHECK(config::option_value(c, k) == v);
         }
-        CHECK(lines.front().first == "sequential_cutoff");
+        CHECK(lines.front().first == "cache_mode");
     }
 }

@@ -12,6 +12,7 @@
 #include "overcache/meta/schema.hpp"
 #include "overcache/util/result.hpp"
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -131,6 +132,18 @@ struct AllocatorStats {
     std::uint64_t backed_buckets = 0; // buckets with their space on the device
 };
 
+// How the buckets are used, as bcache's priority_stats shows it (the index
+// lives in RocksDB, not in buckets: there are no metadata buckets).
+struct BucketHistogram {
+    std::uint64_t unused = 0; // free
+    std::uint64_t clean = 0;  // hold data (or are open), none of it dirty
+    std::uint64_t dirty = 0;  // hold dirty data
+    // How long ago the buckets that are not free were last hit or filled,
+    // in allocations since (the LRU clock): the least, the quartiles and the
+    // most, of the buckets reclaim picks from (it frees the oldest first).
+    std::array<std::uint64_t, 5> age{}; // 0, 25, 50, 75, 100 %
+};
+
 class Allocator {
 public:
     // `reserve`: free buckets that only a reserve write point may take.
@@ -215,6 +228,8 @@ public:
     std::size_t backed_count() const; // buckets with their space on the device
     std::uint64_t used_bytes() const;
     AllocatorStats stats() const; // walks every bucket: for the control file
+    // Walks and sorts every bucket: for the control file only.
+    BucketHistogram histogram() const;
     std::uint64_t dirty_bytes() const; // cheap: for every write
     std::uint64_t tick() const { return tick_.load(std::memory_order_relaxed); }
 
