@@ -1,8 +1,10 @@
 #include "service_config.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 
 namespace overcache {
 namespace {
@@ -16,22 +18,20 @@ std::string trim(const std::string& s) {
 
 } // namespace
 
-bool read_service_config(const std::string& file, ServiceConfig& out, std::string& error) {
-    std::ifstream in(file);
-    if (!in) {
-        error = "cannot read " + file + ": " + std::strerror(errno) +
-                " (it names the mount's BACKING and MOUNTPOINT; see overcache.conf(5))";
-        return false;
-    }
+bool parse_service_config(std::string_view text, const std::string& file, ServiceConfig& out,
+                          std::string& error) {
     ServiceConfig cfg;
     bool seen[4] = {};
-    std::string raw;
     unsigned lineno = 0;
     auto bad = [&](const std::string& what) {
         error = file + ":" + std::to_string(lineno) + ": " + what;
         return false;
     };
-    while (std::getline(in, raw)) {
+    // Lines as std::getline gives them: a last line without '\n' counts.
+    for (std::size_t start = 0; start < text.size();) {
+        const std::size_t nl = std::min(text.find('\n', start), text.size());
+        const std::string raw(text.substr(start, nl - start));
+        start = nl + 1;
         ++lineno;
         const std::string line = trim(raw);
         if (line.empty() || line[0] == '#')
@@ -62,10 +62,6 @@ bool read_service_config(const std::string& file, ServiceConfig& out, std::strin
             return bad(key + "=" + value + " is not an absolute path");
         *fields[k] = value;
     }
-    if (in.bad()) {
-        error = "cannot read " + file + ": " + std::strerror(errno);
-        return false;
-    }
     for (int k = 0; k < 2; ++k) {
         if (!seen[k]) {
             error = file + ": " + (k == 0 ? "BACKING" : "MOUNTPOINT") + "= is missing (the " +
@@ -75,6 +71,22 @@ bool read_service_config(const std::string& file, ServiceConfig& out, std::strin
     }
     out = std::move(cfg);
     return true;
+}
+
+bool read_service_config(const std::string& file, ServiceConfig& out, std::string& error) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+        error = "cannot read " + file + ": " + std::strerror(errno) +
+                " (it names the mount's BACKING and MOUNTPOINT; see overcache.conf(5))";
+        return false;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) {
+        error = "cannot read " + file + ": " + std::strerror(errno);
+        return false;
+    }
+    return parse_service_config(text.str(), file, out, error);
 }
 
 } // namespace overcache
