@@ -1,5 +1,7 @@
 #include "service_config.hpp"
 
+#include "util/printable.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -38,13 +40,13 @@ bool parse_service_config(std::string_view text, const std::string& file, Servic
             continue;
         const auto eq = line.find('=');
         if (eq == std::string::npos)
-            return bad("expected KEY=VALUE, found '" + line + "'");
+            return bad("expected KEY=VALUE, found '" + printable(line) + "'");
         const std::string key = trim(line.substr(0, eq));
         std::string value = trim(line.substr(eq + 1));
         if (value.size() >= 2 && (value[0] == '"' || value[0] == '\'') && value.back() == value[0])
             value = value.substr(1, value.size() - 2);
         else if (!value.empty() && (value[0] == '"' || value[0] == '\''))
-            return bad(key + "= has an unterminated quote");
+            return bad(printable(key) + "= has an unterminated quote");
         static const char* const kKeys[] = {"BACKING", "MOUNTPOINT", "CACHE", "OPTIONS"};
         std::string* const fields[] = {&cfg.backing, &cfg.mountpoint, &cfg.cache, &cfg.options};
         int k = -1;
@@ -52,14 +54,15 @@ bool parse_service_config(std::string_view text, const std::string& file, Servic
             if (key == kKeys[i])
                 k = i;
         if (k < 0)
-            return bad("unknown key '" + key + "' (known: BACKING, MOUNTPOINT, CACHE, OPTIONS)");
+            return bad("unknown key '" + printable(key) +
+                       "' (known: BACKING, MOUNTPOINT, CACHE, OPTIONS)");
         if (seen[k])
             return bad(key + "= is given twice");
         seen[k] = true;
         if (k < 3 && value.empty())
             return bad(key + "= is empty");
         if (k < 3 && value[0] != '/')
-            return bad(key + "=" + value + " is not an absolute path");
+            return bad(key + "=" + printable(value) + " is not an absolute path");
         *fields[k] = value;
     }
     for (int k = 0; k < 2; ++k) {
