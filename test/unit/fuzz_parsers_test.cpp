@@ -4,7 +4,7 @@
 // aborts on a broken one, printing the input (fuzz_check.hpp); the seed and
 // the run are printed first, so a failure is reproduced with
 //   OVERCACHE_FUZZ_SEED=<seed> build/test/unit/test_fuzz_parsers
-// OVERCACHE_FUZZ_RUNS sets the mutations per target (default 20000; 0 runs
+// OVERCACHE_FUZZ_RUNS sets the mutations per target (default 100000; 0 runs
 // the corpus only). The mutator is a small libFuzzer-like one: bit flips,
 // byte insertions, deletions and overwrites, copies within the input, splices
 // with another corpus file and insertions of tokens the parsers care about.
@@ -187,7 +187,7 @@ void run_target(const char* name, Target target) {
     // The seed defaults to a fixed value so the suite repeats exactly;
     // OVERCACHE_FUZZ_SEED explores elsewhere (e.g. the date, in a nightly job).
     const std::uint64_t seed = env_number("OVERCACHE_FUZZ_SEED", 20261203);
-    const std::uint64_t runs = env_number("OVERCACHE_FUZZ_RUNS", 20000);
+    const std::uint64_t runs = env_number("OVERCACHE_FUZZ_RUNS", 100000);
     // On stderr before the runs: a broken property aborts, and this names it.
     std::fprintf(stderr, "fuzz %s: %zu corpus inputs, %llu mutations, OVERCACHE_FUZZ_SEED=%llu\n",
                  name, corpus.size(), static_cast<unsigned long long>(runs),
