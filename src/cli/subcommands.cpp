@@ -12,7 +12,7 @@ namespace {
 
 constexpr std::array<Flag, 0> kNoFlags{};
 
-constexpr std::array<Subcommand, 3> kSubcommands{{
+constexpr std::array<Subcommand, 4> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -20,6 +20,10 @@ constexpr std::array<Subcommand, 3> kSubcommands{{
      gc_main},
     {"stats", "MOUNTPOINT", "print the mount's statistics and settings", kNoFlags, 1, 1,
      stats_main},
+    {"show-super", "CACHEDIR",
+     "print a cache's superblock (format, uuid, backing, sizes, dirty data); read-only, also "
+     "while it is mounted",
+     kNoFlags, 1, 1, show_super_main},
 }};
 
 const Flag* find_flag(const Subcommand& sc, std::string_view name) {
