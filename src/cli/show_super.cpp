@@ -13,13 +13,17 @@
 #include "overcache/meta/meta_store.hpp"
 #include "util/size_text.hpp"
 
+#include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <string>
+#include <string_view>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 
 namespace overcache::cli {
@@ -66,6 +70,18 @@ std::string lock_holder(const std::string& index_dir) {
     return std::to_string(fl.l_pid) + (cmd.empty() ? "" : " (" + cmd + ")");
 }
 
+// A mount may delete a WAL or table file (a flush, a compaction) between
+// RocksDB reading the list of them and opening them: a read that failed is
+// tried twice more.
+template <typename Read> auto with_retries(Read read) {
+    auto r = read();
+    for (int i = 0; i < 2 && !r; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        r = read();
+    }
+    return r;
+}
+
 // What the bucket records say: dirty bytes, buckets in use, and how many
 // records do not decode (a damaged index).
 struct BucketSums {
@@ -87,7 +103,8 @@ int show_super_main(const Args& args) {
     if (!meta::MetaStore::exists(index_dir))
         return failed(dir + " is not an overcache cache: it has no index (" + index_dir + ")");
 
-    auto raw = meta::MetaStore::peek(index_dir, meta::Cf::meta, meta::kSuperblockKey);
+    auto raw = with_retries(
+        [&] { return meta::MetaStore::peek(index_dir, meta::Cf::meta, meta::kSuperblockKey); });
     if (!raw)
         return failed(raw.error().message);
     if (!raw->has_value())
@@ -120,16 +137,19 @@ int show_super_main(const Args& args) {
     BucketSums sums;
     bool sums_known = !old;
     if (sums_known) {
-        auto r = meta::MetaStore::peek_each(
-            index_dir, meta::Cf::buckets, [&](std::string_view, std::string_view value) {
-                if (auto b = meta::decode_bucket(value)) {
-                    sums.dirty_bytes += b->dirty_bytes;
-                    sums.in_use += b->state != meta::BucketState::free ? 1 : 0;
-                } else {
-                    ++sums.damaged;
-                }
-                return true;
-            });
+        auto r = with_retries([&] {
+            sums = BucketSums{};
+            return meta::MetaStore::peek_each(
+                index_dir, meta::Cf::buckets, [&](std::string_view, std::string_view value) {
+                    if (auto b = meta::decode_bucket(value)) {
+                        sums.dirty_bytes += b->dirty_bytes;
+                        sums.in_use += b->state != meta::BucketState::free ? 1 : 0;
+                    } else {
+                        ++sums.damaged;
+                    }
+                    return true;
+                });
+        });
         if (!r)
             return failed(r.error().message);
     }
