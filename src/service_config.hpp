@@ -13,6 +13,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace overcache {
 
@@ -25,5 +26,9 @@ struct ServiceConfig {
 
 // Reads and checks `file`. false with `error` set ("FILE:LINE: what").
 bool read_service_config(const std::string& file, ServiceConfig& out, std::string& error);
+// The same for the file's bytes, `file` naming it in messages: pure, so it
+// is fuzzed (test/fuzz/fuzz_service_config.cpp).
+bool parse_service_config(std::string_view text, const std::string& file, ServiceConfig& out,
+                          std::string& error);
 
 } // namespace overcache

@@ -65,11 +65,12 @@ int run_subcommand(const Subcommand& sc, const std::vector<std::string>& args);
 int usage_error(const Subcommand& sc, const std::string& what);
 
 // The subcommands themselves.
-int flush_main(const Args& args); // run_command.cpp
-int gc_main(const Args& args);    // run_command.cpp
-int stats_main(const Args& args); // stats.cpp
-int get_main(const Args& args);   // settings_cmd.cpp
-int set_main(const Args& args);   // settings_cmd.cpp
-int status_main(const Args& args); // status.cpp
+int flush_main(const Args& args);      // run_command.cpp
+int gc_main(const Args& args);         // run_command.cpp
+int stats_main(const Args& args);      // stats.cpp
+int get_main(const Args& args);        // settings_cmd.cpp
+int set_main(const Args& args);        // settings_cmd.cpp
+int status_main(const Args& args);     // status.cpp
+int show_super_main(const Args& args); // show_super.cpp
 
 } // namespace overcache::cli

@@ -4,6 +4,7 @@
 // fstab lines with rw,nosuid,nodev,... work; anything else is refused with a
 // message naming it, before anything is mounted.
 #include "overcache/config/config.hpp"
+#include "util/printable.hpp"
 #include "util/size_text.hpp"
 
 #include <algorithm>
@@ -65,16 +66,17 @@ Result<bool> parse_bool(const std::string& name, const std::string& v) {
         return true;
     if (v == "0" || v == "no" || v == "false" || v == "off")
         return false;
-    return fail(Errc::BadValue, "option " + name + ": '" + v + "' is not a boolean");
+    return fail(Errc::BadValue, "option " + name + ": '" + printable(v) + "' is not a boolean");
 }
 
 Result<std::uint64_t> parse_uint(const std::string& name, const std::string& v) {
     if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos)
-        return fail(Errc::BadValue, "option " + name + ": '" + v + "' is not a whole number");
+        return fail(Errc::BadValue,
+                    "option " + name + ": '" + printable(v) + "' is not a whole number");
     errno = 0;
     const unsigned long long n = std::strtoull(v.c_str(), nullptr, 10);
     if (errno == ERANGE)
-        return fail(Errc::BadValue, "option " + name + ": '" + v + "' is too large");
+        return fail(Errc::BadValue, "option " + name + ": '" + printable(v) + "' is too large");
     return static_cast<std::uint64_t>(n);
 }
 
@@ -84,8 +86,8 @@ Result<double> parse_seconds(const std::string& name, const std::string& v) {
     const double d = std::strtod(v.c_str(), &end);
     if (v.empty() || end == nullptr || *end != '\0' || errno != 0 || !std::isfinite(d) || d < 0 ||
         d > 86400.0 * 365)
-        return fail(Errc::BadValue,
-                    "option " + name + ": '" + v + "' is not a number of seconds (0 or more)");
+        return fail(Errc::BadValue, "option " + name + ": '" + printable(v) +
+                                        "' is not a number of seconds (0 or more)");
     return d;
 }
 
@@ -96,7 +98,7 @@ Result<std::uint64_t> parse_size_named(const std::string& name, const std::strin
         return fail(Errc::BadValue, "option " + name + ": " + r.error().message);
     if (*r < min || *r > max) {
         std::ostringstream os;
-        os << "option " << name << ": " << v << " is out of range (" << format_size(min)
+        os << "option " << name << ": " << printable(v) << " is out of range (" << format_size(min)
            << " to " << format_size(max) << ")";
         return fail(Errc::BadValue, os.str());
     }
@@ -131,8 +133,8 @@ Row size_row(OptionInfo info, Field<std::uint64_t> field, std::uint64_t min, std
                 if (!r)
                     return fail(r.error());
                 if (power_of_two && !is_power_of_two(*r))
-                    return fail(Errc::BadValue, std::string("option ") + info.name + ": " + v +
-                                                    " is not a power of two");
+                    return fail(Errc::BadValue, std::string("option ") + info.name + ": " +
+                                                    printable(v) + " is not a power of two");
                 c.*field = *r;
                 return {};
             },
@@ -145,8 +147,9 @@ Row uint_row(OptionInfo info, Field<unsigned> field, unsigned min, unsigned max)
                 if (!r)
                     return fail(r.error());
                 if (*r < min || *r > max)
-                    return fail(Errc::BadValue, std::string("option ") + info.name + ": " + v +
-                                                    " is not in " + std::to_string(min) + ".." +
+                    return fail(Errc::BadValue, std::string("option ") + info.name + ": " +
+                                                    printable(v) + " is not in " +
+                                                    std::to_string(min) + ".." +
                                                     std::to_string(max));
                 c.*field = static_cast<unsigned>(*r);
                 return {};
@@ -189,8 +192,9 @@ Result<void> apply_cache_mode(Config& c, const std::string& v) {
     else if (v == "writeback")
         c.cache_mode = CacheMode::writeback;
     else
-        return fail(Errc::BadValue, "option cache_mode: '" + v +
-                                        "' is not one of writethrough, writearound, writeback, none");
+        return fail(Errc::BadValue,
+                    "option cache_mode: '" + printable(v) +
+                        "' is not one of writethrough, writearound, writeback, none");
     return {};
 }
 
@@ -204,8 +208,8 @@ Result<void> apply_log_level(Config& c, const std::string& v) {
     else if (v == "error")
         c.log_level = LogLevel::error;
     else
-        return fail(Errc::BadValue,
-                    "option log_level: '" + v + "' is not one of debug, info, warning, error");
+        return fail(Errc::BadValue, "option log_level: '" + printable(v) +
+                                        "' is not one of debug, info, warning, error");
     return {};
 }
 
@@ -386,7 +390,8 @@ Result<std::uint64_t> parse_size(const std::string& text) {
     while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
         ++digits;
     if (digits == 0)
-        return fail(Errc::BadValue, "'" + text + "' is not a size (like 4096, 512K, 4M, 1G)");
+        return fail(Errc::BadValue,
+                    "'" + printable(text) + "' is not a size (like 4096, 512K, 4M, 1G)");
     // A decimal fraction: "0.5G", "1.25T".
     std::size_t frac_end = digits;
     if (frac_end < text.size() && text[frac_end] == '.') {
@@ -394,7 +399,8 @@ Result<std::uint64_t> parse_size(const std::string& text) {
         while (frac_end < text.size() && text[frac_end] >= '0' && text[frac_end] <= '9')
             ++frac_end;
         if (frac_end == digits + 1)
-            return fail(Errc::BadValue, "'" + text + "' is not a size (like 4096, 512K, 0.5G)");
+            return fail(Errc::BadValue,
+                        "'" + printable(text) + "' is not a size (like 4096, 512K, 0.5G)");
     }
     std::string suffix = text.substr(frac_end);
     std::uint64_t mult = 1;
@@ -413,28 +419,29 @@ Result<std::uint64_t> parse_size(const std::string& text) {
     else if (suffix == "T" || suffix == "t")
         mult = kTiB;
     else
-        return fail(Errc::BadValue, "'" + text + "' has an unknown suffix (use K, M, G or T)");
+        return fail(Errc::BadValue,
+                    "'" + printable(text) + "' has an unknown suffix (use K, M, G or T)");
     errno = 0;
     const unsigned long long n = std::strtoull(text.substr(0, digits).c_str(), nullptr, 10);
     if (errno == ERANGE || (n != 0 && mult > UINT64_MAX / n))
-        return fail(Errc::BadValue, "'" + text + "' is too large");
+        return fail(Errc::BadValue, "'" + printable(text) + "' is too large");
     std::uint64_t bytes = static_cast<std::uint64_t>(n) * mult;
     if (frac_end > digits) {
         if (mult == 1)
-            return fail(Errc::BadValue,
-                        "'" + text + "': a byte count has no fraction (use a suffix: 0.5G)");
+            return fail(Errc::BadValue, "'" + printable(text) +
+                                            "': a byte count has no fraction (use a suffix: 0.5G)");
         // mult * F / 10^d exactly (F the d digits after the point), in
         // parts that cannot overflow: F < 10^d, mult <= 2^40, d <= 9.
         const std::size_t d = frac_end - digits - 1;
         if (d > 9)
-            return fail(Errc::BadValue, "'" + text + "' has more than 9 decimals");
+            return fail(Errc::BadValue, "'" + printable(text) + "' has more than 9 decimals");
         std::uint64_t pow10 = 1;
         for (std::size_t i = 0; i < d; ++i)
             pow10 *= 10;
         const std::uint64_t f = std::strtoull(text.substr(digits + 1, d).c_str(), nullptr, 10);
         const std::uint64_t add = f * (mult / pow10) + f * (mult % pow10) / pow10;
         if (bytes > UINT64_MAX - add)
-            return fail(Errc::BadValue, "'" + text + "' is too large");
+            return fail(Errc::BadValue, "'" + printable(text) + "' is too large");
         bytes += add;
     }
     return bytes;
@@ -492,7 +499,8 @@ Result<Parsed> parse_options(const std::vector<std::string>& option_lists) {
                     out.fuse_options.push_back(item);
                 continue;
             }
-            return fail(Errc::BadValue, "unknown option '" + item + "' (see overcache --help)");
+            return fail(Errc::BadValue,
+                        "unknown option '" + printable(item) + "' (see overcache --help)");
         }
     }
     if (auto r = check_config(out.config); !r)

@@ -10,6 +10,7 @@
 // guessed at. Dirty values are a bare be64 length (> 0).
 #include "overcache/meta/key_codec.hpp"
 
+#include <cstdint>
 #include <cstring>
 
 namespace overcache::meta {
@@ -349,6 +350,24 @@ SbDecode decode_superblock(std::string_view s, Superblock& out) {
     const bool old = sb.version < kFormatVersion;
     out = std::move(sb);
     return old ? SbDecode::old_version : SbDecode::ok;
+}
+
+std::string superblock_problem(const Superblock& sb) {
+    const std::uint64_t bs = sb.bucket_size;
+    if (bs < kSbMinBucketSize || bs > kSbMaxBucketSize || (bs & (bs - 1)) != 0)
+        return "bucket_size " + std::to_string(bs) + " is not a power of two from " +
+               std::to_string(kSbMinBucketSize) + " to " + std::to_string(kSbMaxBucketSize);
+    if (sb.bucket_count < 2 || sb.bucket_count > UINT32_MAX)
+        return "bucket_count " + std::to_string(sb.bucket_count) + " is not from 2 to " +
+               std::to_string(UINT32_MAX);
+    if (sb.data_offset != bs)
+        return "data_offset " + std::to_string(sb.data_offset) + " is not bucket_size " +
+               std::to_string(bs);
+    // bucket_count < 2^32 and bucket_size <= 2^30: no overflow.
+    if (sb.cache_size != (sb.bucket_count + 1) * bs)
+        return "cache_size " + std::to_string(sb.cache_size) + " is not (bucket_count + 1) * " +
+               "bucket_size = " + std::to_string((sb.bucket_count + 1) * bs);
+    return {};
 }
 
 } // namespace overcache::meta

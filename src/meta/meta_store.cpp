@@ -388,10 +388,24 @@ public:
     using rocksdb::Logger::Logv;
     void Logv(const char* /*format*/, va_list /*ap*/) override {}
 };
-} // namespace
 
-Result<std::optional<std::string>> MetaStore::peek(const std::string& dir, Cf cf,
-                                                   std::string_view key) {
+// An index opened read-only for peek(), with every family it has (an
+// index of another format may have other ones), closed at scope exit.
+struct ReadOnlyIndex {
+    std::unique_ptr<rocksdb::DB> db;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::ColumnFamilyHandle* want = nullptr; // nullptr: the index has no such family
+
+    ~ReadOnlyIndex() {
+        if (!db)
+            return;
+        for (auto* h : handles)
+            db->DestroyColumnFamilyHandle(h);
+        db->Close().PermitUncheckedError();
+    }
+};
+
+Result<void> open_read_only(const std::string& dir, Cf cf, ReadOnlyIndex& out) {
     rocksdb::DBOptions dbo;
     dbo.info_log = std::make_shared<NullLogger>();
     std::vector<std::string> names;
@@ -400,27 +414,53 @@ Result<std::optional<std::string>> MetaStore::peek(const std::string& dir, Cf cf
         return fail(to_error(s, "cannot read the index at " + dir));
     const auto want = std::find(names.begin(), names.end(), cf_name(cf));
     if (want == names.end())
-        return std::optional<std::string>{};
+        return {};
     std::vector<rocksdb::ColumnFamilyDescriptor> descs;
     for (const auto& n : names)
         descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* raw = nullptr;
-    s = rocksdb::DB::OpenForReadOnly(dbo, dir, descs, &handles, &raw);
+    s = rocksdb::DB::OpenForReadOnly(dbo, dir, descs, &out.handles, &raw);
     if (!s.ok())
         return fail(to_error(s, "cannot read the index at " + dir));
-    std::unique_ptr<rocksdb::DB> db(raw);
+    out.db.reset(raw);
+    out.want = out.handles[static_cast<std::size_t>(want - names.begin())];
+    return {};
+}
+
+} // namespace
+
+Result<std::optional<std::string>> MetaStore::peek(const std::string& dir, Cf cf,
+                                                   std::string_view key) {
+    ReadOnlyIndex idx;
+    if (auto r = open_read_only(dir, cf, idx); !r)
+        return fail(r.error());
+    if (idx.want == nullptr)
+        return std::optional<std::string>{};
     std::string v;
-    s = db->Get(rocksdb::ReadOptions(), handles[static_cast<std::size_t>(want - names.begin())],
-                slice(key), &v);
-    for (auto* h : handles)
-        db->DestroyColumnFamilyHandle(h);
-    db->Close().PermitUncheckedError();
+    auto s = idx.db->Get(rocksdb::ReadOptions(), idx.want, slice(key), &v);
     if (s.IsNotFound())
         return std::optional<std::string>{};
     if (!s.ok())
         return fail(to_error(s, std::string("index read (") + cf_name(cf) + ")"));
     return std::optional<std::string>{std::move(v)};
+}
+
+Result<void> MetaStore::peek_each(
+    const std::string& dir, Cf cf,
+    const std::function<bool(std::string_view key, std::string_view value)>& each) {
+    ReadOnlyIndex idx;
+    if (auto r = open_read_only(dir, cf, idx); !r)
+        return fail(r.error());
+    if (idx.want == nullptr)
+        return {};
+    std::unique_ptr<rocksdb::Iterator> it(idx.db->NewIterator(rocksdb::ReadOptions(), idx.want));
+    for (it->SeekToFirst(); it->Valid(); it->Next())
+        if (!each(std::string_view(it->key().data(), it->key().size()),
+                  std::string_view(it->value().data(), it->value().size())))
+            break;
+    if (auto s = it->status(); !s.ok())
+        return fail(to_error(s, std::string("index read (") + cf_name(cf) + ")"));
+    return {};
 }
 
 Result<void> MetaStore::destroy(const std::string& dir) {

@@ -267,10 +267,9 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
         return "the cache at " + cfg.dir + " belongs to another backing (" + sb.backing_path +
                ", root inode " + std::to_string(sb.backing_root_ino) + "), not " + b.path;
     }
-    if (sb.bucket_count > UINT32_MAX) {
+    if (const std::string problem = meta::superblock_problem(sb); !problem.empty()) {
         code = Errc::MetaCorrupt;
-        return "the cache at " + cfg.dir + " is damaged: its superblock says " +
-               std::to_string(sb.bucket_count) + " buckets";
+        return "the cache at " + cfg.dir + " is damaged: its superblock's " + problem;
     }
     if (sb.bucket_size != cfg.bucket_size) {
         code = Errc::Foreign;

@@ -581,11 +581,51 @@ TEST_SUITE("mount") {
         CHECK(contains(missing.out, d / "missing"));
     }
 
+    TEST_CASE("cli: show-super reads a mounted cache without disturbing it, and after" *
+              doctest::timeout(120)) {
+        Dirs d;
+        const std::string opts = d.cache_opts + ",cache_mode=writeback,writeback_delay=3600";
+        RunResult r = run({bin(), d.backing, d.mnt, "-o", opts});
+        INFO("mount output: " << r.out);
+        REQUIRE(r.status == 0);
+        const pid_t daemon = daemon_of(d.mnt);
+        std::ofstream(d.mnt + "/dirty") << std::string(8192, 'd');
+        const std::string cache_dir = d.tmp / "cache";
+
+        const RunResult mounted = run({bin(), "show-super", cache_dir});
+        INFO("show-super while mounted: " << mounted.out);
+        CHECK(mounted.status == 0);
+        CHECK(control_value(mounted.out, "backing_path") == d.backing);
+        CHECK(control_value(mounted.out, "cache_size") == "64M");
+        CHECK(control_value(mounted.out, "bucket_size") == "1M");
+        CHECK(control_value(mounted.out, "dirty_data") == "8K");
+        CHECK(control_value(mounted.out, "in_use_by").rfind(std::to_string(daemon) + " (", 0) == 0);
+        // The mount goes on as if nothing had looked.
+        CHECK(read_file(d.mnt + "/dirty") == std::string(8192, 'd'));
+        CHECK(run({bin(), "flush", d.mnt}).status == 0);
+
+        REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+        CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); }, std::chrono::seconds(10)));
+        if (daemon > 0)
+            CHECK(process_gone(daemon, std::chrono::seconds(10)));
+        const RunResult after = run({bin(), "show-super", cache_dir});
+        INFO("show-super after unmount: " << after.out);
+        CHECK(after.status == 0);
+        CHECK(control_value(after.out, "uuid") == control_value(mounted.out, "uuid"));
+        CHECK(control_value(after.out, "dirty_data") == "0");
+        CHECK(control_value(after.out, "in_use_by") == "none");
+
+        const RunResult none = run({bin(), "show-super", d.backing});
+        CHECK(none.status == 1);
+        CHECK(contains(none.out, "is not an overcache cache"));
+    }
+
     TEST_CASE("cli: --help lists the subcommands" * doctest::timeout(60)) {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
         CHECK(h.status == 0);
-        for (const char* sc : {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT"})
+        for (const char* sc :
+             {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT", "show-super CACHEDIR"})
             CHECK(contains(h.out, sc));
         const RunResult f = run({bin(), "flush", "--help"});
         CHECK(f.status == 0);

@@ -44,6 +44,19 @@ TEST_CASE("parse_size takes a decimal fraction with a suffix; format_size shows 
     CHECK(r.error().message == "option bucket_size: 1K is out of range (64K to 64M)");
 }
 
+TEST_CASE("a value that is not printable is shown escaped: messages stay one line") {
+    auto s = parse_size("4\nM");
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().message == "'4\\x0aM' has an unknown suffix (use K, M, G or T)");
+    auto r = parse_options({"cache_mode=\x1b[2J"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "option cache_mode: '\\x1b[2J' is not one of writethrough, "
+                               "writearound, writeback, none");
+    r = parse_options({"log_level=" + std::string(300, 'x')});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find(std::string(256, 'x') + "...'") != std::string::npos);
+}
+
 TEST_CASE("parse_options applies overcache options and passes mount options through") {
     auto r = parse_options({"rw,nosuid,nodev,cache=/var/cache/x,cache_size=1G", "fill_size=512K"});
     REQUIRE(r.has_value());

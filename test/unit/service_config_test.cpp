@@ -68,6 +68,9 @@ TEST_SUITE("unit") {
         CHECK(parse("BACKING=/a\nMOUNTPOINT=\"/b\n", c) ==
               ":2: MOUNTPOINT= has an unterminated quote");
         CHECK(parse("BACKING=/a\n/mnt/fast\n", c) == ":2: expected KEY=VALUE, found '/mnt/fast'");
+        // What is not printable is escaped: a message stays one line.
+        CHECK(parse("BACKING=/a\nMOUNT\rPOINT=/b\n", c) ==
+              ":2: unknown key 'MOUNT\\x0dPOINT' (known: BACKING, MOUNTPOINT, CACHE, OPTIONS)");
         CHECK(parse("MOUNTPOINT=/b\n", c) == ": BACKING= is missing (the directory to cache)");
         CHECK(parse("BACKING=/a\n", c) == ": MOUNTPOINT= is missing (the path to mount on)");
         // A refused file changes nothing.

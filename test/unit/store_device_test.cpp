@@ -309,6 +309,29 @@ TEST_SUITE("store") {
             CHECK(d.error().code == Errc::MetaCorrupt);
             CHECK(d.error().message.find("damaged") != std::string::npos);
         }
+        SUBCASE("a superblock that decodes but is out of its bounds") {
+            // data_offset is in no other check (the data header does not
+            // carry it): before superblock_problem a wrong one was used for
+            // every read and write of the device.
+            meta::Superblock sb;
+            {
+                meta::StoreOptions so;
+                auto ms = meta::MetaStore::open(c.dir + "/index", so);
+                REQUIRE(ms);
+                auto v = (*ms)->get(meta::Cf::meta, meta::kSuperblockKey);
+                REQUIRE(meta::decode_superblock(**v, sb) == meta::SbDecode::ok);
+                CHECK(meta::superblock_problem(sb).empty());
+                sb.data_offset = ~std::uint64_t{0} - sb.bucket_size + 1; // wraps the size check
+                auto b = (*ms)->batch();
+                b.put(meta::Cf::meta, meta::kSuperblockKey, meta::encode(sb));
+                REQUIRE((*ms)->write(b));
+            }
+            auto d = open_cache_device(c);
+            REQUIRE_FALSE(d);
+            CHECK(d.error().code == Errc::MetaCorrupt);
+            CHECK(d.error().message.find("damaged") != std::string::npos);
+            CHECK(d.error().message.find("data_offset") != std::string::npos);
+        }
         SUBCASE("a data file that is not this index's") {
             int fd = ::open((c.dir + "/data").c_str(), O_RDWR);
             REQUIRE(fd >= 0);

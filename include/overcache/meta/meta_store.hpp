@@ -89,6 +89,12 @@ public:
     // before deciding whether this format can open the index at all.
     static Result<std::optional<std::string>> peek(const std::string& dir, Cf cf,
                                                    std::string_view key);
+    // The same view of the index (read-only, no LOCK: a mount may be using
+    // it) for every record of `cf`, in key order, until `each` returns false.
+    // A missing family: no records.
+    static Result<void> peek_each(
+        const std::string& dir, Cf cf,
+        const std::function<bool(std::string_view key, std::string_view value)>& each);
     // Deletes the index at `dir` (for reformat).
     static Result<void> destroy(const std::string& dir);
 

@@ -151,6 +151,16 @@ std::optional<BucketRecord> decode_bucket(std::string_view s);
 enum class SbDecode { ok, bad_magic, bad_version, truncated, old_version };
 SbDecode decode_superblock(std::string_view s, Superblock& out);
 
+// The bounds of a superblock as format() writes it: bucket_size a power of
+// two from kSbMinBucketSize to kSbMaxBucketSize, 2 to UINT32_MAX buckets
+// (numbered in 32 bits), bucket 0 at data_offset == bucket_size (the data
+// header fills the first slot) and cache_size == (bucket_count + 1) *
+// bucket_size. Empty when `sb` keeps them, else a one-line reason naming
+// the field: a decoded superblock that fails it is damaged, never used.
+inline constexpr std::uint64_t kSbMinBucketSize = kCsumBlock;
+inline constexpr std::uint64_t kSbMaxBucketSize = std::uint64_t{1} << 30;
+std::string superblock_problem(const Superblock& sb);
+
 inline constexpr std::string_view kSuperblockKey = "superblock";
 inline constexpr std::string_view kNextFileIdKey = "next_file_id";
 // "setting/NAME" -> the value as the -o option says it: runtime `set`s.
