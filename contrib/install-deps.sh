@@ -27,3 +27,10 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# Only promtool of the prometheus package is wanted: the Prometheus server
+# that Debian starts with it is stopped and disabled again, if this run
+# installed it on a machine running systemd.
+if [[ " ${missing[*]:-} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    echo "overcache: installed prometheus for promtool; its server is disabled" >&2
+fi

@@ -103,18 +103,16 @@ ServiceStatus::Progress ServiceStatus::progress() const {
 // "serving /mnt/fast (writeback), cache hits 93%, 12.0 MiB dirty": what the
 // DataPath reports.
 std::string ServiceStatus::status_line(const char* doing) const {
-    std::string mode, ratio, dirty;
+    const std::string mode = config::to_string(data_.mode());
+    std::string ratio, dirty;
     for (const auto& [k, v] : data_.stats()) {
-        if (k == "cache_mode")
-            mode = v;
-        else if (k == "cache_hit_ratio")
+        if (k == "cache_hit_ratio")
             ratio = v;
         else if (k == "dirty_data")
             dirty = v;
     }
     std::string line = std::string(doing) + " " + mountpoint_;
-    if (!mode.empty())
-        line += " (" + mode + ")";
+    line += " (" + mode + ")";
     if (!ratio.empty())
         line += ", cache hits " + ratio + "%";
     if (!dirty.empty())

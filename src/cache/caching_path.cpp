@@ -173,6 +173,7 @@ public:
     void removed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
     Result<FileCacheInfo> file_info(FileRef file) override;
+    config::CacheMode mode() const override { return core_.p.mode; }
     void apply_settings(const config::Config& c) override;
     Result<void> save_setting(const std::string& name, const std::string& value) override;
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;

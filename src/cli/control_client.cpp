@@ -6,6 +6,7 @@
 // file (st_dev, st_ino). Opens use O_NONBLOCK and O_NOFOLLOW so that a FIFO
 // or a symlink of that name cannot hang or redirect the client.
 #include "cli/control_client.hpp"
+#include "control/stats_export.hpp"
 
 #include "control/control_file.hpp"
 
@@ -123,17 +124,9 @@ Result<void> ControlClient::run(std::string_view line) const {
 }
 
 std::optional<std::string> value_of(std::string_view text, std::string_view key) {
-    std::size_t pos = 0;
-    while (pos < text.size()) {
-        std::size_t end = text.find('\n', pos);
-        if (end == std::string_view::npos)
-            end = text.size();
-        const std::string_view line = text.substr(pos, end - pos);
-        const std::size_t sp = line.find(' ');
-        if (line.substr(0, sp) == key)
-            return std::string(sp == std::string_view::npos ? "" : line.substr(sp + 1));
-        pos = end + 1;
-    }
+    for (auto& [k, v] : control::parse_stats(text))
+        if (k == key)
+            return std::move(v);
     return std::nullopt;
 }
 

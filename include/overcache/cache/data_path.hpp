@@ -164,6 +164,9 @@ public:
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
 
+    // The cache mode in force now (it changes with a live `set`).
+    virtual config::CacheMode mode() const { return config::CacheMode::none; }
+
     // What the cache holds of one regular file, for its read-only xattrs
     // (user.overcache.cached_bytes, ...) and `overcache status`.
     struct FileCacheInfo {
