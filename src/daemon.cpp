@@ -60,6 +60,8 @@ const char* type_name(config::OptType t) {
         return "=PATH";
     case config::OptType::mode:
         return "=MODE";
+    case config::OptType::policy:
+        return "=POLICY";
     case config::OptType::level:
         return "=LEVEL";
     }

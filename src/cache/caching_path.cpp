@@ -94,6 +94,18 @@ meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
 
 namespace {
 
+store::ReplacementPolicy to_store(config::ReplacementPolicy p) {
+    switch (p) {
+    case config::ReplacementPolicy::fifo:
+        return store::ReplacementPolicy::fifo;
+    case config::ReplacementPolicy::random:
+        return store::ReplacementPolicy::random;
+    case config::ReplacementPolicy::lru:
+        break;
+    }
+    return store::ReplacementPolicy::lru;
+}
+
 bg::GcParams gc_params(std::uint32_t total, std::uint32_t reserve, const CachingParams& p) {
     bg::GcParams g;
     g.low_free = std::max<std::size_t>(reserve + 1, std::uint64_t{total} * p.gc_low_percent / 100);
@@ -237,6 +249,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
         log::error("cache: reading the file id counter: ", to_string(r.error()));
     core_.index.after_device_write = hooks_.after_device_write;
     core_.alloc.before_reclaim = hooks_.before_reclaim;
+    core_.alloc.set_replacement(to_store(core_.p.replacement_policy));
     core_.alloc.after_free = [this] { writer_.wake_parked(); };
     if (hooks_.after_compare)
         core_.records.after_compare = [h = hooks_.after_compare](FileState&) { h(); };
@@ -532,6 +545,8 @@ void CachingPath::apply_settings(const config::Config& c) {
     p.mode.set(c.cache_mode);
     p.sequential_cutoff.set(c.sequential_cutoff);
     p.promote_after_hits.set(c.promote_after_hits);
+    p.replacement_policy.set(c.cache_replacement_policy);
+    core_.alloc.set_replacement(to_store(c.cache_replacement_policy));
     p.writeback_percent.set(c.writeback_percent);
     p.writeback_delay_s.set(c.writeback_delay_s);
     p.writeback_rate_minimum.set(c.writeback_rate_minimum);

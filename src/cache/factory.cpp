@@ -163,6 +163,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.promote_after_hits = cfg.promote_after_hits;
     p.gc_low_percent = cfg.gc_low_percent;
     p.gc_high_percent = cfg.gc_high_percent;
+    p.replacement_policy = cfg.cache_replacement_policy;
     p.backing_root = paths.backing;
     p.writeback_percent = cfg.writeback_percent;
     p.writeback_delay_s = cfg.writeback_delay_s;

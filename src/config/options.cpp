@@ -31,6 +31,18 @@ const char* to_string(CacheMode m) noexcept {
     return "?";
 }
 
+const char* to_string(ReplacementPolicy p) noexcept {
+    switch (p) {
+    case ReplacementPolicy::lru:
+        return "lru";
+    case ReplacementPolicy::fifo:
+        return "fifo";
+    case ReplacementPolicy::random:
+        return "random";
+    }
+    return "?";
+}
+
 const char* to_string(LogLevel l) noexcept {
     switch (l) {
     case LogLevel::debug:
@@ -198,6 +210,19 @@ Result<void> apply_cache_mode(Config& c, const std::string& v) {
     return {};
 }
 
+Result<void> apply_replacement_policy(Config& c, const std::string& v) {
+    if (v == "lru")
+        c.cache_replacement_policy = ReplacementPolicy::lru;
+    else if (v == "fifo")
+        c.cache_replacement_policy = ReplacementPolicy::fifo;
+    else if (v == "random")
+        c.cache_replacement_policy = ReplacementPolicy::random;
+    else
+        return fail(Errc::BadValue, "option cache_replacement_policy: '" + printable(v) +
+                                        "' is not one of lru, fifo, random");
+    return {};
+}
+
 Result<void> apply_log_level(Config& c, const std::string& v) {
     if (v == "debug")
         c.log_level = LogLevel::debug;
@@ -245,9 +270,14 @@ const std::vector<Row>& rows() {
                   "lately (1 to 255; 1: at the first miss), so one-off scans do not evict the "
                   "working set"},
                  &Config::promote_after_hits, 1, 255),
-        {{"cache_mode", T::mode, "writethrough",
-          "writethrough, writearound, writeback or none"},
-         apply_cache_mode, [](const Config& c) { return std::string(to_string(c.cache_mode)); }},
+        {{"cache_mode", T::mode, "writethrough", "writethrough, writearound, writeback or none"},
+         apply_cache_mode,
+         [](const Config& c) { return std::string(to_string(c.cache_mode)); }},
+        {{"cache_replacement_policy", T::policy, "lru",
+          "which clean buckets GC reclaims first: lru (least recently used), fifo (filled "
+          "longest ago, whatever their hits) or random"},
+         apply_replacement_policy,
+         [](const Config& c) { return std::string(to_string(c.cache_replacement_policy)); }},
         bool_row({"reformat", T::flag, "off",
                   "format the cache even if it holds another backing's, an unknown version's or "
                   "a damaged cache; its contents are lost"},
@@ -321,7 +351,8 @@ const std::vector<Row>& rows() {
                  &Config::max_threads, 1, 256),
         {{"log_level", T::level, "info",
           "the least severe messages logged: debug, info, warning or error"},
-         apply_log_level, [](const Config& c) { return std::string(to_string(c.log_level)); }},
+         apply_log_level,
+         [](const Config& c) { return std::string(to_string(c.log_level)); }},
     };
     return table;
 }
@@ -532,10 +563,12 @@ bool is_live(std::string_view name) {
     // (permissions, allow_*, kernel_writeback_cache, max_threads), and the
     // one-shot format flags.
     static constexpr std::string_view kLive[] = {
-        "sequential_cutoff",  "promote_after_hits", "cache_mode",        "gc_low_percent",   "gc_high_percent",
-        "writeback_percent",  "writeback_delay",   "writeback_rate_minimum",
-        "writeback_running",  "writeback_wait_max", "fsync_to_backing", "flush_on_unmount",
-        "attr_timeout",       "entry_timeout",     "negative_timeout", "log_level",
+        "sequential_cutoff",        "promote_after_hits", "cache_mode",
+        "cache_replacement_policy", "gc_low_percent",     "gc_high_percent",
+        "writeback_percent",        "writeback_delay",    "writeback_rate_minimum",
+        "writeback_running",        "writeback_wait_max", "fsync_to_backing",
+        "flush_on_unmount",         "attr_timeout",       "entry_timeout",
+        "negative_timeout",         "log_level",
     };
     return std::find(std::begin(kLive), std::end(kLive), name) != std::end(kLive);
 }

@@ -18,6 +18,8 @@
 //    out before it has its space on the device: free buckets with space
 //    (free_) go first, one without (fresh_) is given space first, and only
 //    while the filesystem has room above cache_min_free.
+// Which clean buckets reclaim frees first is the replacement policy (lru,
+// fifo, random: cache_replacement_policy); no policy frees a pinned or dirty one.
 // Gens and LRU ticks are atomics so the read path checks them lock-free.
 // Lock order: commit_mu_, then mu_; mu_ is never held across I/O.
 #include "overcache/store/allocator.hpp"
@@ -52,7 +54,7 @@ Allocator::Allocator(meta::MetaStore& meta, std::uint32_t bucket_count, std::uin
       align_(std::max<std::uint32_t>(1, align)),
       gens_(new std::atomic<std::uint32_t>[bucket_count]),
       last_use_(new std::atomic<std::uint64_t>[bucket_count]), slots_(bucket_count),
-      backed_(bucket_count, false) {
+      filled_(bucket_count, 0), backed_(bucket_count, false) {
     for (std::uint32_t b = 0; b < count_; ++b) {
         gens_[b].store(0, std::memory_order_relaxed);
         last_use_[b].store(0, std::memory_order_relaxed);
@@ -65,6 +67,7 @@ void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
     std::lock_guard lk(mu_);
     gens_[bucket].store(r.gen, std::memory_order_relaxed);
     last_use_[bucket].store(r.last_use, std::memory_order_relaxed);
+    filled_[bucket] = r.last_use;
     // A bucket open when the daemon stopped is not appended to again: its
     // tail may hold bytes of fills whose extents never reached the index.
     auto& s = slots_[bucket];
@@ -193,7 +196,9 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
     used_bytes_ += need;
     ++slots_[b].pins;
     a.pin = BucketPin(this, b);
-    last_use_[b].store(tick_.fetch_add(1, std::memory_order_relaxed), std::memory_order_relaxed);
+    const std::uint64_t t = tick_.fetch_add(1, std::memory_order_relaxed);
+    last_use_[b].store(t, std::memory_order_relaxed);
+    filled_[b] = t;
     return a;
 }
 
@@ -271,18 +276,39 @@ void Allocator::touch(std::uint32_t bucket) {
         last_use_[bucket].store(t, std::memory_order_relaxed);
 }
 
+void Allocator::seed_random(std::uint64_t seed) {
+    std::lock_guard ck(commit_mu_);
+    rng_.seed(seed);
+}
+
 Result<std::size_t> Allocator::reclaim(std::size_t n) {
     std::lock_guard ck(commit_mu_);
+    const ReplacementPolicy policy = replacement_.get();
     std::vector<std::uint32_t> victims;
     {
         std::vector<std::pair<std::uint64_t, std::uint32_t>> cands;
         std::lock_guard lk(mu_);
         for (std::uint32_t b = 0; b < count_; ++b) {
             const auto& s = slots_[b];
-            // An empty bucket costs nothing to free: it goes before any LRU one.
-            if (s.state == meta::BucketState::full && s.pins == 0 && s.dirty == 0)
-                cands.emplace_back(
-                    s.live == 0 ? 0 : last_use_[b].load(std::memory_order_relaxed) + 1, b);
+            if (s.state != meta::BucketState::full || s.pins != 0 || s.dirty != 0)
+                continue;
+            // An empty bucket costs nothing to free: it goes first under
+            // every policy; the others by the policy's key, least first.
+            std::uint64_t key = 0;
+            if (s.live != 0) {
+                switch (policy) {
+                case ReplacementPolicy::lru:
+                    key = last_use_[b].load(std::memory_order_relaxed) + 1;
+                    break;
+                case ReplacementPolicy::fifo:
+                    key = filled_[b] + 1;
+                    break;
+                case ReplacementPolicy::random:
+                    key = (rng_() >> 1) + 1;
+                    break;
+                }
+            }
+            cands.emplace_back(key, b);
         }
         n = std::min(n, cands.size());
         std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n),

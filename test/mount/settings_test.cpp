@@ -123,6 +123,37 @@ TEST_SUITE("settings") {
         CHECK(has(value(m, "last_error"), "400 is not in 0..100"));
     }
 
+    TEST_CASE("settings: cache_replacement_policy, live: lru, fifo, random; others refused" *
+              doctest::timeout(120)) {
+        require_daemon();
+        Mount m(MountOptions{.options = "cache_mode=writethrough"});
+        const std::string mp = m.mountpoint();
+        CHECK(value(m, "cache_replacement_policy") == "lru"); // the default
+        CHECK(cli({"get", mp, "cache_replacement_policy"}).out == "lru\n");
+
+        auto fifo = cli({"set", mp, "cache_replacement_policy", "fifo"});
+        CHECK(fifo.status == 0);
+        CHECK(fifo.out.empty());
+        CHECK(value(m, "cache_replacement_policy") == "fifo");
+        CHECK(cli({"get", mp, "cache-replacement-policy"}).out == "fifo\n");
+        CHECK(m.control("set cache_replacement_policy random\n") == 0);
+        CHECK(value(m, "cache_replacement_policy") == "random");
+
+        // A bad value: refused with the reason, nothing changed.
+        auto bad = cli({"set", mp, "cache_replacement_policy", "mru"});
+        CHECK(bad.status == 1);
+        CHECK(has(bad.out, "is not one of lru, fifo, random"));
+        CHECK(value(m, "cache_replacement_policy") == "random");
+        CHECK(m.control("set cache_replacement_policy LRU\n") == EINVAL);
+        CHECK(value(m, "cache_replacement_policy") == "random");
+        CHECK(has(value(m, "last_error"), "'LRU' is not one of lru, fifo, random"));
+
+        // The control file lists it with the other settings, after cache_mode.
+        auto all = cli({"get", mp});
+        REQUIRE(all.status == 0);
+        CHECK(has(all.out, "cache_mode writethrough\ncache_replacement_policy random\n"));
+    }
+
     TEST_CASE("settings: a change takes effect at once (sequential_cutoff)" * doctest::timeout(120)) {
         require_daemon();
         Mount m(MountOptions{.options = "cache_mode=writethrough,sequential_cutoff=0"});

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <doctest/doctest.h>
+#include <optional>
+#include <set>
 
 using namespace overcache;
 using namespace overcache::store;
@@ -37,9 +39,130 @@ void account(Allocator& a, meta::MetaStore& ms, const Allocation& x, std::int64_
     REQUIRE(a.commit(t));
 }
 
+// Four full buckets a, b, c, d filled in that order (clean, unpinned, all
+// live) and an open one; then `a` is hit. What the replacement policies
+// tell apart: lru frees b first, fifo a, random any of them.
+struct Filled {
+    Ix ix;
+    Allocator a{*ix.ms, 8, 8192, 0, 4096};
+    WritePoint fg{"fg", false};
+    std::vector<std::uint32_t> full; // a, b, c, d
+    std::optional<Allocation> open;  // keeps the open bucket pinned
+    Filled() {
+        a.finish_load();
+        for (int i = 0; i < 4; ++i) {
+            auto x = a.alloc(fg, 8192);
+            REQUIRE(x);
+            account(a, *ix.ms, *x, 8192);
+            full.push_back(x->bucket);
+        }
+        open = a.alloc(fg, 4096); // closes d
+        REQUIRE(open);
+        a.touch(full[0]); // a hit on a, after every fill
+    }
+    // The one bucket reclaim(1) frees (its gen moved on).
+    std::uint32_t reclaim_one() {
+        std::vector<std::uint32_t> gens;
+        for (auto b : full)
+            gens.push_back(a.gen(b));
+        auto r = a.reclaim(1);
+        REQUIRE(r);
+        REQUIRE(*r == 1);
+        std::uint32_t freed = a.bucket_count();
+        for (std::size_t i = 0; i < full.size(); ++i)
+            if (a.gen(full[i]) != gens[i])
+                freed = full[i];
+        REQUIRE(freed != a.bucket_count());
+        return freed;
+    }
+};
+
 } // namespace
 
 TEST_SUITE("store") {
+    TEST_CASE("Allocator: cache_replacement_policy: lru, fifo and random pick different buckets") {
+        SUBCASE("lru (the default): the least recently used, so not the bucket just hit") {
+            Filled f;
+            CHECK(f.a.replacement() == ReplacementPolicy::lru);
+            CHECK(f.reclaim_one() == f.full[1]);
+            CHECK(f.reclaim_one() == f.full[2]);
+            CHECK(f.reclaim_one() == f.full[3]);
+            CHECK(f.reclaim_one() == f.full[0]); // the hit one last
+        }
+        SUBCASE("fifo: the bucket filled longest ago, whatever its hits") {
+            Filled f;
+            f.a.set_replacement(ReplacementPolicy::fifo);
+            CHECK(f.reclaim_one() == f.full[0]);
+            CHECK(f.reclaim_one() == f.full[1]);
+            CHECK(f.reclaim_one() == f.full[2]);
+            CHECK(f.reclaim_one() == f.full[3]);
+        }
+        SUBCASE("read at each reclaim: a change applies to the next one") {
+            Filled f;
+            CHECK(f.reclaim_one() == f.full[1]); // lru
+            f.a.set_replacement(ReplacementPolicy::fifo);
+            CHECK(f.reclaim_one() == f.full[0]); // lru would have taken c
+            f.a.set_replacement(ReplacementPolicy::lru);
+            CHECK(f.reclaim_one() == f.full[2]);
+        }
+        SUBCASE("random: any of them, whatever its fill or hits") {
+            std::set<std::uint32_t> firsts;
+            for (std::uint64_t seed = 1; seed <= 16; ++seed) {
+                Filled f;
+                f.a.set_replacement(ReplacementPolicy::random);
+                f.a.seed_random(seed);
+                const auto v = f.reclaim_one();
+                // Its index among a, b, c, d: random picks are not in any
+                // one fixed order (lru's b or fifo's a every time).
+                firsts.insert(static_cast<std::uint32_t>(
+                    std::find(f.full.begin(), f.full.end(), v) - f.full.begin()));
+            }
+            CHECK(firsts.size() >= 3);
+        }
+        SUBCASE("an empty bucket goes first under every policy") {
+            for (auto p :
+                 {ReplacementPolicy::lru, ReplacementPolicy::fifo, ReplacementPolicy::random}) {
+                Filled f;
+                f.a.set_replacement(p);
+                // d's data is gone (moving GC copied it out): live 0.
+                IndexTxn t(f.ix.ms->batch());
+                t.account(f.full[3], f.a.gen(f.full[3]), -8192);
+                REQUIRE(f.a.commit(t));
+                CHECK(f.reclaim_one() == f.full[3]);
+            }
+        }
+    }
+
+    TEST_CASE("Allocator: no replacement policy reclaims a dirty or pinned bucket") {
+        for (auto p :
+             {ReplacementPolicy::lru, ReplacementPolicy::fifo, ReplacementPolicy::random}) {
+            CAPTURE(static_cast<int>(p));
+            Ix ix;
+            Allocator a(*ix.ms, 8, 8192, 0, 4096);
+            a.finish_load();
+            a.set_replacement(p);
+            WritePoint fg("fg", false);
+            auto x = a.alloc(fg, 8192); // clean
+            auto y = a.alloc(fg, 8192); // dirty
+            auto z = a.alloc(fg, 8192); // pinned: its extent not committed yet
+            auto o = a.alloc(fg, 4096); // open
+            REQUIRE((x && y && z && o));
+            account(a, *ix.ms, *x, 8192);
+            account(a, *ix.ms, *y, 8192, 8192);
+            account(a, *ix.ms, *z, 8192);
+            x->pin.reset();
+            y->pin.reset();
+            const auto gy = a.gen(y->bucket), gz = a.gen(z->bucket), go = a.gen(o->bucket);
+            auto r = a.reclaim(8);
+            REQUIRE(r);
+            CHECK(*r == 1);
+            CHECK(a.gen(x->bucket) == x->gen + 1);
+            CHECK(a.gen(y->bucket) == gy);
+            CHECK(a.gen(z->bucket) == gz);
+            CHECK(a.gen(o->bucket) == go);
+        }
+    }
+
     TEST_CASE("Allocator: the bucket histogram: unused, clean, dirty, and last-use ages") {
         Ix ix;
         Allocator a(*ix.ms, 8, 8192, 0, 4096);

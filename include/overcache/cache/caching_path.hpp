@@ -26,6 +26,8 @@ struct CachingParams {
     Tunable<unsigned> promote_after_hits = 1u; // misses of a range before it is cached
     Tunable<unsigned> gc_low_percent = 5u;
     Tunable<unsigned> gc_high_percent = 10u;
+    // Which clean buckets GC reclaims first (the allocator's policy).
+    Tunable<config::ReplacementPolicy> replacement_policy = config::ReplacementPolicy::lru;
     // Fills waiting for the foreground executor hold at most this much
     // memory; past it misses are served without filling.
     std::uint64_t max_pending_fill_bytes = 64u << 20;

@@ -19,6 +19,10 @@ const char* to_string(CacheMode m) noexcept;
 // The least severe messages logged.
 enum class LogLevel { debug, info, warning, error };
 const char* to_string(LogLevel l) noexcept;
+// Which clean buckets GC reclaims first (bcache's cache_replacement_policy):
+// the least recently used, the one filled longest ago, or any.
+enum class ReplacementPolicy { lru, fifo, random };
+const char* to_string(ReplacementPolicy p) noexcept;
 
 struct Config {
     // Kernel caching of names and attributes (seconds).
@@ -55,6 +59,7 @@ struct Config {
     unsigned gc_low_percent = 5;  // reclaim starts when free buckets fall below this
     unsigned gc_high_percent = 10; // ... and stops when they reach this
     CacheMode cache_mode = CacheMode::writethrough;
+    ReplacementPolicy cache_replacement_policy = ReplacementPolicy::lru;
     bool reformat = false;
     // Refusing to lose data the backing does not have is the default:
     // reformat, or a cache that belongs to another backing, is refused while
@@ -84,7 +89,7 @@ struct Config {
     LogLevel log_level = LogLevel::info;
 };
 
-enum class OptType { flag, boolean, size, uint, seconds, string, mode, level };
+enum class OptType { flag, boolean, size, uint, seconds, string, mode, policy, level };
 
 struct OptionInfo {
     const char* name;

@@ -11,6 +11,7 @@
 #include "overcache/meta/meta_store.hpp"
 #include "overcache/meta/schema.hpp"
 #include "overcache/util/result.hpp"
+#include "overcache/util/tunable.hpp"
 
 #include <array>
 #include <atomic>
@@ -20,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <span>
 #include <vector>
 
@@ -144,6 +146,15 @@ struct BucketHistogram {
     std::array<std::uint64_t, 5> age{}; // 0, 25, 50, 75, 100 %
 };
 
+// Which clean, non-empty buckets reclaim() frees first (bcache's
+// cache_replacement_policy). Empty ones (live 0) go first under every
+// policy: they cost nothing to free.
+enum class ReplacementPolicy {
+    lru,    // least recently hit or filled
+    fifo,   // filled longest ago, whatever its hits since
+    random, // any
+};
+
 class Allocator {
 public:
     // `reserve`: free buckets that only a reserve write point may take.
@@ -194,9 +205,10 @@ public:
 
     // GC: frees up to `n` of the full buckets that are neither pinned nor
     // hold dirty data, empty ones (live 0: moving GC emptied them) first,
-    // then the least recently used: bumps their gens (every extent in them
-    // is stale from that instant), commits their free records, then puts
-    // them on the free list. Returns how many were freed.
+    // then in the order of replacement(), read at each call: bumps their
+    // gens (every extent in them is stale from that instant), commits their
+    // free records, then puts them on the free list. Returns how many were
+    // freed.
     Result<std::size_t> reclaim(std::size_t n);
 
     // GC, after freeing buckets: while the space's room_for_fresh() is false,
@@ -233,6 +245,12 @@ public:
     std::uint64_t dirty_bytes() const; // cheap: for every write
     std::uint64_t tick() const { return tick_.load(std::memory_order_relaxed); }
 
+    // The order reclaim() frees clean buckets in; a live setting.
+    ReplacementPolicy replacement() const { return replacement_.get(); }
+    void set_replacement(ReplacementPolicy p) { replacement_.set(p); }
+    // Test seam: the random policy's generator, seeded so a test repeats.
+    void seed_random(std::uint64_t seed);
+
     // Test seam: called by reclaim() after it picked its victims and before
     // it bumps their gens, with commit_mu_ held (so it must not commit).
     std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
@@ -262,6 +280,7 @@ private:
     std::unique_ptr<std::atomic<std::uint32_t>[]> gens_;     // read without the lock
     std::unique_ptr<std::atomic<std::uint64_t>[]> last_use_; // LRU tick, relaxed
     std::atomic<std::uint64_t> tick_{1};
+    Tunable<ReplacementPolicy> replacement_ = ReplacementPolicy::lru;
 
     // Serialises commits and reclaims (each computes bucket records and
     // writes them): before mu_. Held across an index write, never across
@@ -270,6 +289,10 @@ private:
     mutable std::mutex mu_;
     std::vector<Slot> slots_;        // guarded by mu_
     std::deque<std::uint32_t> free_; // guarded by mu_; free buckets with their space
+    // The tick of each bucket's last allocation (when it was filled), for
+    // fifo; not recorded: start-up takes the record's last_use instead.
+    std::vector<std::uint64_t> filled_;           // guarded by mu_
+    std::mt19937_64 rng_{std::random_device{}()}; // guarded by commit_mu_
     std::uint64_t used_bytes_ = 0;   // guarded by mu_
     std::uint64_t live_bytes_ = 0;   // guarded by mu_
     std::uint64_t dirty_bytes_ = 0;  // guarded by mu_
