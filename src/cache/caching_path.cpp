@@ -4,7 +4,8 @@
 // the files in use: file_table.cpp; bucket state: store/allocator.cpp;
 // reclaim and moving GC: bg/gc.cpp with cache/mover.cpp. Here: open (close-to-open check), getattr and
 // attribute changes (a backing change noticed there drops the file's
-// extents and asks the kernel to drop its pages), unlink, stats and stop.
+// extents and asks the kernel to drop its pages), unlink, invalidate,
+// stats and stop.
 // Lock order: FileState::write_mu, FileState::mu, the Allocator's locks;
 // the file table's and the read path's mutexes are leaves.
 #include "overcache/cache/caching_path.hpp"
@@ -152,6 +153,8 @@ public:
     }
     // Writeback kicks itself only when dirty data passed its target.
     void kick_writeback_if_over();
+    // invalidate: writes the file back if dirty, then drops its extents.
+    Result<void> drop_cached(FileRef file);
     void fsync(OpenFile& f, bool datasync, Done<void> done) override {
         writer_.fsync(static_cast<CachedFile&>(f), datasync, std::move(done));
     }
@@ -186,6 +189,7 @@ public:
     std::vector<std::pair<std::string, std::string>> stats() const override;
     Result<FileCacheInfo> file_info(FileRef file) override;
     config::CacheMode mode() const override { return core_.p.mode; }
+    void invalidate(FileRef file, Done<void> done) override { done(drop_cached(file)); }
     void apply_settings(const config::Config& c) override;
     Result<void> save_setting(const std::string& name, const std::string& value) override;
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
@@ -506,6 +510,45 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"fill_size", u(core_.p.fill_size)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
     };
+}
+
+// TODO(#8): the write-back of a dirty file runs on the calling (FUSE)
+// thread, as fallocate's and copy_file_range's do; it could be parked and
+// finished from the writeback strand instead.
+Result<void> CachingPath::drop_cached(FileRef file) {
+    StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    FileState& fs = *ref;
+    // Under write_mu no write can make the file dirty again between the
+    // write-back and the drop.
+    std::lock_guard wl(fs.write_mu);
+    bool dirty = false;
+    {
+        // A file not open now has its record read only here.
+        std::lock_guard lk(fs.mu);
+        if (auto r = core_.records.load(fs); !r)
+            return r;
+        dirty = fs.rec && (fs.rec->flags & meta::kFileAhead) != 0;
+    }
+    if (dirty)
+        if (auto w = core_.write_back_file(fs); !w) {
+            Error e = std::move(w).error();
+            e.message = "writing its dirty data back first (nothing was dropped): " + e.message;
+            return fail(std::move(e));
+        }
+    std::lock_guard bl(fs.backing_mu);
+    std::lock_guard lk(fs.mu);
+    if (auto r = core_.records.load(fs); !r)
+        return r;
+    if (!fs.rec)
+        return {}; // never cached
+    if ((fs.rec->flags & meta::kFileAhead) != 0)
+        return fail_sys(EBUSY,
+                        "it still has dirty data after writing it back; nothing was dropped");
+    struct stat now = file.st;
+    (void)::fstat(file.fd, &now);
+    // A new epoch: a fill in flight cannot bring the old bytes back. The
+    // kernel's pages of the file go at its next open.
+    return core_.records.drop(fs, now, meta::kFileKernelPagesStale);
 }
 
 Result<DataPath::FileCacheInfo> CachingPath::file_info(FileRef file) {

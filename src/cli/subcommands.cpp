@@ -19,7 +19,7 @@ constexpr std::array<Flag, 4> kStatsFlags{{
     {"--interval", "SECONDS", "how often --watch prints (default 2)"},
 }};
 
-constexpr std::array<Subcommand, 7> kSubcommands{{
+constexpr std::array<Subcommand, 8> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -38,6 +38,10 @@ constexpr std::array<Subcommand, 7> kSubcommands{{
      "show how much of each file (or of the files below a directory) is in the cache, and "
      "how much of it is dirty",
      kNoFlags, 1, kManyArgs, status_main},
+    {"invalidate", "PATH...",
+     "drop what the cache holds of each file (or of the files below a directory), so the "
+     "next reads come from the backing; dirty data is written back first",
+     kNoFlags, 1, kManyArgs, invalidate_main},
     {"show-super", "CACHEDIR",
      "print a cache's superblock (format, uuid, backing, sizes, dirty data); read-only, also "
      "while it is mounted",

@@ -71,6 +71,7 @@ int stats_main(const Args& args);      // stats.cpp
 int get_main(const Args& args);        // settings_cmd.cpp
 int set_main(const Args& args);        // settings_cmd.cpp
 int status_main(const Args& args);     // status.cpp
+int invalidate_main(const Args& args); // invalidate.cpp
 int show_super_main(const Args& args); // show_super.cpp
 
 } // namespace overcache::cli

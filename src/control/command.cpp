@@ -14,12 +14,15 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<CommandSpec, 3> kCommands{{
+constexpr std::array<CommandSpec, 4> kCommands{{
     {Verb::flush, "flush", 0, 0, "flush",
      "write all dirty data back to the backing and sync it; returns when done"},
     {Verb::gc, "gc", 0, 0, "gc", "run a garbage collection pass of the cache now"},
     {Verb::set, "set", 2, 2, "set KEY VALUE",
      "change a setting of the mounted cache now; kept for the next mount"},
+    {Verb::invalidate, "invalidate", 1, 1, "invalidate PATH",
+     "drop the cached data of a file (PATH below the mount's root, %XX-escaped); "
+     "dirty data is written back first"},
 }};
 
 bool is_blank(char c) noexcept {
@@ -56,6 +59,51 @@ const CommandSpec& spec_of(Verb v) noexcept {
         if (c.verb == v)
             return c;
     return kCommands[0]; // unreachable: every Verb has a row
+}
+
+std::string encode_path_arg(std::string_view path) {
+    std::string out;
+    out.reserve(path.size());
+    for (const char ch : path) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c > 0x20 && c < 0x7f && c != '%') {
+            out += ch;
+        } else {
+            char hex[4];
+            std::snprintf(hex, sizeof hex, "%%%02X", c);
+            out += hex;
+        }
+    }
+    return out;
+}
+
+Result<std::string> decode_path_arg(std::string_view word) {
+    auto digit = [](char c) -> int {
+        if (c >= '0' && c <= '9')
+            return c - '0';
+        if (c >= 'a' && c <= 'f')
+            return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+            return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(word.size());
+    for (std::size_t i = 0; i < word.size(); ++i) {
+        if (word[i] != '%') {
+            out += word[i];
+            continue;
+        }
+        const int hi = i + 2 < word.size() ? digit(word[i + 1]) : -1;
+        const int lo = hi >= 0 ? digit(word[i + 2]) : -1;
+        if (lo < 0)
+            return fail(Errc::BadValue, "bad %XX escape in the path " + quote(word));
+        if (hi == 0 && lo == 0)
+            return fail(Errc::BadValue, "a NUL byte in the path " + quote(word));
+        out += static_cast<char>(hi * 16 + lo);
+        i += 2;
+    }
+    return out;
 }
 
 std::string quote(std::string_view s) {

@@ -13,7 +13,7 @@
 
 namespace overcache::control {
 
-enum class Verb { flush, gc, set };
+enum class Verb { flush, gc, set, invalidate };
 
 // One row of the command table: what a line may start with and how many
 // arguments it takes. New commands (issue #8: set, prefetch, ...) are a row
@@ -46,6 +46,13 @@ Result<Command> parse_command(std::string_view line);
 // so a write with a bad line runs none of its commands. No bytes: no
 // commands.
 Result<std::vector<Command>> parse_commands(std::string_view text);
+
+// A path as a command argument (`invalidate REL`): a word has no blanks,
+// so every byte outside printable, non-blank ASCII, and '%' itself, is
+// written %XX (two hex digits). encode_path_arg never fails;
+// decode_path_arg refuses a '%' without two hex digits after it and a NUL.
+std::string encode_path_arg(std::string_view path);
+Result<std::string> decode_path_arg(std::string_view word);
 
 // `s` quoted for a message: at most 64 bytes, bytes outside printable ASCII
 // as \xNN, so an error stays one short line whatever was written.

@@ -74,6 +74,13 @@ private:
         case Verb::set:
             target_->set(c.args[0], c.args[1], std::move(done));
             return;
+        case Verb::invalidate: {
+            auto path = decode_path_arg(c.args[0]);
+            if (!path)
+                return done(fail(path.error()));
+            target_->invalidate(*path, std::move(done));
+            return;
+        }
         }
         done(fail(Errc::NotSupported, std::string(name) + ": not implemented"));
     }

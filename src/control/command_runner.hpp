@@ -31,6 +31,10 @@ public:
     // `set KEY VALUE`: see control/settings.hpp. Done once the new value is
     // in force (a switch away from writeback: once the flush is done).
     virtual void set(const std::string& key, const std::string& value, CommandDone done) = 0;
+    // `invalidate PATH`: `rel_path` (decoded) names a regular file below
+    // the mount's root. Done once its clean cached data is dropped (dirty
+    // data is written back first, never dropped).
+    virtual void invalidate(const std::string& rel_path, CommandDone done) = 0;
 };
 
 class CommandRunner {

@@ -51,12 +51,14 @@ struct KernelTimeouts {
     Tunable<double> negative;
 };
 
-// The commands' view of the mount (ops_control.cpp): flush, gc and set on
-// the DataPath and the mount's settings, refused once `gate` is closed.
+// The commands' view of the mount (ops_control.cpp): flush, gc, set and
+// invalidate on the DataPath and the mount's settings (invalidate finds its
+// file below `inodes`' root), refused once `gate` is closed.
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
                                                             std::shared_ptr<ControlGate> gate,
                                                             control::Settings& settings,
-                                                            KernelTimeouts& timeouts);
+                                                            KernelTimeouts& timeouts,
+                                                            const InodeTable& inodes);
 
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
@@ -72,7 +74,7 @@ struct Adapter {
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
           timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
-          commands(make_command_target(data_path, control_gate, settings, timeouts)),
+          commands(make_command_target(data_path, control_gate, settings, timeouts, inodes)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
         stat_sampler.start();
     }

@@ -68,8 +68,38 @@ private:
 class DataPathTarget final : public control::CommandTarget {
 public:
     DataPathTarget(cache::DataPath& data, std::shared_ptr<ControlGate> gate,
-                   control::Settings& settings, KernelTimeouts& timeouts)
-        : data_(data), gate_(std::move(gate)), settings_(settings), sink_(data, timeouts) {}
+                   control::Settings& settings, KernelTimeouts& timeouts, const InodeTable& inodes)
+        : data_(data), gate_(std::move(gate)), settings_(settings), sink_(data, timeouts),
+          inodes_(inodes) {}
+
+    // The file is found below the backing root one component at a time
+    // without following symlinks, so no name leads out of the backing. It
+    // is opened as the daemon: only root or the mount's owner may write
+    // commands (may_command). A directory is the CLI's to walk.
+    void invalidate(const std::string& rel_path, control::CommandDone done) override {
+        if (!open())
+            return done(closing());
+        const InodeRef root = inodes_.root();
+        auto fd = open_below(root.fd(), rel_path);
+        if (!fd)
+            return done(fail(fd.error()));
+        struct stat st {};
+        if (::fstat(fd->get(), &st) != 0)
+            return done(fail_errno(control::quote(rel_path)));
+        if (!S_ISREG(st.st_mode))
+            return done(fail(Errc::BadValue, control::quote(rel_path) + " is not a regular file"));
+        auto held = std::make_shared<UniqueFd>(std::move(*fd));
+        data_.invalidate(cache::FileRef{held->get(), st},
+                         [held, rel_path, done = std::move(done)](Result<void> r) {
+                             if (!r) {
+                                 Error e = std::move(r).error();
+                                 e.message = control::quote(rel_path) + ": " + e.message;
+                                 return done(fail(std::move(e)));
+                             }
+                             log::info("control: invalidated ", control::quote(rel_path));
+                             done({});
+                         });
+    }
 
     // A switch away from writeback writes the dirty data back before it is
     // done, as bcache does. Twice: a write that chose writeback just before
@@ -119,10 +149,46 @@ private:
     }
     static Unexpected closing() { return fail_sys(ESHUTDOWN, "the mount is shutting down"); }
 
+    // `rel` below `root` (an O_PATH fd), with no symlink followed: an O_PATH
+    // fd of it. Refuses an absolute path and '..'.
+    static Result<UniqueFd> open_below(int root, const std::string& rel) {
+        if (rel.empty() || rel.front() == '/')
+            return fail(Errc::BadValue,
+                        control::quote(rel) + ": the path must be relative to the mount's root");
+        std::vector<std::string_view> parts;
+        std::string_view rest = rel;
+        while (!rest.empty()) {
+            const std::size_t slash = rest.find('/');
+            const std::string_view part = rest.substr(0, slash);
+            rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+            if (part == "..")
+                return fail(Errc::BadValue,
+                            control::quote(rel) + ": '..' is not allowed in the path");
+            if (!part.empty() && part != ".")
+                parts.push_back(part);
+        }
+        UniqueFd cur;
+        int dir = root;
+        for (std::size_t i = 0; i < parts.size(); ++i) {
+            const std::string name(parts[i]);
+            const int flags =
+                O_PATH | O_NOFOLLOW | O_CLOEXEC | (i + 1 < parts.size() ? O_DIRECTORY : 0);
+            const int fd = ::openat(dir, name.c_str(), flags);
+            if (fd < 0)
+                return fail_errno(control::quote(rel));
+            cur.reset(fd);
+            dir = cur.get();
+        }
+        if (!cur)
+            return fail(Errc::BadValue, control::quote(rel) + " is the mount's root");
+        return cur;
+    }
+
     cache::DataPath& data_; // valid while the gate is open
     std::shared_ptr<ControlGate> gate_;
     control::Settings& settings_; // the adapter's: valid while the gate is open
     MountSettingsSink sink_;
+    const InodeTable& inodes_; // the adapter's: valid while the gate is open
 };
 
 // The one reply to a control write, sent by the commands' completion or by
@@ -177,8 +243,9 @@ private:
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
                                                             std::shared_ptr<ControlGate> gate,
                                                             control::Settings& settings,
-                                                            KernelTimeouts& timeouts) {
-    return std::make_shared<DataPathTarget>(data, std::move(gate), settings, timeouts);
+                                                            KernelTimeouts& timeouts,
+                                                            const InodeTable& inodes) {
+    return std::make_shared<DataPathTarget>(data, std::move(gate), settings, timeouts, inodes);
 }
 
 bool may_command(fuse_req_t req, const Adapter& a) noexcept {

@@ -113,6 +113,26 @@ TEST_SUITE("control") {
         CHECK(error_of("frob\n") == "unknown command 'frob'"); // one line: no number
     }
 
+    TEST_CASE("encode_path_arg/decode_path_arg: one blank-free word, and back") {
+        const std::string odd = std::string("dir/a b\t%c\xff\x01.txt");
+        const std::string word = encode_path_arg(odd);
+        CHECK(word == "dir/a%20b%09%25c%FF%01.txt");
+        CHECK(word.find_first_of(" \t\r\n") == std::string::npos);
+        auto back = decode_path_arg(word);
+        REQUIRE(back.has_value());
+        CHECK(*back == odd);
+        CHECK(decode_path_arg("plain/name").value() == "plain/name");
+        CHECK(decode_path_arg("a%2f").value() == "a/");
+        CHECK_FALSE(decode_path_arg("a%").has_value());
+        CHECK_FALSE(decode_path_arg("a%4").has_value());
+        CHECK_FALSE(decode_path_arg("a%zz").has_value());
+        CHECK_FALSE(decode_path_arg("a%00b").has_value());
+        auto line = parse_command("invalidate " + word);
+        REQUIRE(line.has_value());
+        CHECK(line->verb == Verb::invalidate);
+        CHECK(line->args == std::vector<std::string>{word});
+    }
+
     TEST_CASE("quote: short, printable, one line") {
         CHECK(quote("abc") == "'abc'");
         CHECK(quote("") == "''");

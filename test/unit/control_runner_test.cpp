@@ -47,6 +47,13 @@ public:
         }
         done({});
     }
+    void invalidate(const std::string& rel_path, CommandDone done) override {
+        {
+            std::lock_guard lk(mu);
+            log.emplace_back("invalidate " + rel_path);
+        }
+        done({});
+    }
 
     std::mutex mu;
     std::vector<std::string> log;
@@ -83,6 +90,22 @@ TEST_SUITE("control") {
         StatLines lines;
         runner.add_stats(lines);
         CHECK(lines == StatLines{{"last_error", ""}});
+    }
+
+    TEST_CASE("CommandRunner: invalidate gets its path decoded; a bad escape runs nothing") {
+        auto target = std::make_shared<FakeTarget>();
+        CommandRunner runner(target);
+        Outcome o;
+        runner.run("invalidate dir/a%20b%25.txt", record(o));
+        REQUIRE(o.result.has_value());
+        CHECK(o.result->has_value());
+        CHECK(target->log == std::vector<std::string>{"invalidate dir/a b%.txt"});
+        Outcome bad;
+        runner.run("invalidate a%2", record(bad));
+        REQUIRE(bad.result.has_value());
+        REQUIRE_FALSE(bad.result->has_value());
+        CHECK(to_errno(bad.result->error()) == EINVAL);
+        CHECK(target->log.size() == 1);
     }
 
     TEST_CASE("CommandRunner: a bad line runs nothing and is kept as last_error") {

@@ -179,6 +179,17 @@ public:
         return FileCacheInfo{};
     }
 
+    // `invalidate`: drops what the cache holds of the file, so its next
+    // read comes from the backing (rclone's vfs/forget). Dirty data is
+    // written back first and never dropped: if the write-back fails, so
+    // does this, and the file keeps its cache. The kernel's cached pages
+    // of the file go at its next open. Without a cache there is nothing to
+    // drop.
+    virtual void invalidate(FileRef file, Done<void> done) {
+        (void)file;
+        done({});
+    }
+
     // The mount's settings changed (`set`): the path takes the new values
     // of those it reads (config::is_live) at once. Nothing to do without a
     // cache.
