@@ -297,7 +297,10 @@ TEST_SUITE("parked_writes") {
         CHECK(fx.stat("foreground_waits_around") == 0);
         CHECK(fx.stat("writes_around") == 0);
         CHECK(fx.stat("writes_dirty") == kFillWrites + 3);
-        CHECK(fx.stat("dirty_data") == 2 * kChunk);
+        // At most their two chunks are dirty: writeback may have taken them
+        // already, as it runs at once while writes waited for room lately
+        // (a pass in the second after they landed: seen under TSan).
+        CHECK(fx.stat("dirty_data") <= 2 * kChunk);
         CHECK(h.read(*fx.dp, 0, 1 * MiB) == model);
         fx.flush();
         CHECK(read_backing(f) == model);
