@@ -62,22 +62,6 @@ bool wait_for(int fd, const std::string& line, std::string& seen) {
         seen, kDeadline, "\n--\n");
 }
 
-// Waits for `pid` to exit; its exit status, or -1 (killed, or still alive
-// at the deadline: then it is killed).
-int wait_exit(pid_t pid) {
-    const auto until = std::chrono::steady_clock::now() + kDeadline;
-    int status = 0;
-    while (std::chrono::steady_clock::now() < until) {
-        const pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-    return -1;
-}
-
 // Everything readable from `fd` now (non-blocking).
 std::string drain(int fd) {
     std::string out;
@@ -86,6 +70,27 @@ std::string drain(int fd) {
     while ((n = ::read(fd, buf, sizeof buf)) > 0)
         out.append(buf, static_cast<std::size_t>(n));
     return out;
+}
+
+// Waits for `pid` to exit, reading its standard error (`err`) meanwhile
+// into `log` so that it never blocks on a full pipe; its exit status, or -1
+// (killed, or still alive at the deadline: then it is killed).
+int wait_exit(pid_t pid, int err, std::string& log) {
+    const auto until = std::chrono::steady_clock::now() + kDeadline;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < until) {
+        log += drain(err);
+        const pid_t r = ::waitpid(pid, &status, WNOHANG);
+        if (r == pid) {
+            log += drain(err);
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    log += drain(err);
+    return -1;
 }
 
 // The daemon started as the unit starts it: -f, $NOTIFY_SOCKET naming a
@@ -104,7 +109,10 @@ Service start_service(const std::string& socket_name, const std::string& back,
     // Everything the child needs is built before fork().
     const std::string bin = std::getenv("OVERCACHE_BIN");
     int err[2];
-    REQUIRE(::pipe2(err, O_CLOEXEC | O_NONBLOCK) == 0);
+    // Only the test's end is non-blocking: the daemon's standard error
+    // blocks, as a journal stream does.
+    REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
+    REQUIRE(::fcntl(err[0], F_SETFL, O_NONBLOCK) == 0);
     struct stat es {};
     REQUIRE(::fstat(err[1], &es) == 0);
     std::vector<std::string> env_store;
@@ -154,10 +162,11 @@ std::string stop_service(Service& s, const std::string& mnt) {
     REQUIRE(::kill(s.pid, SIGTERM) == 0);
     std::string seen;
     CHECK_MESSAGE(wait_for(s.sock, "STOPPING=1", seen), "received: " << seen);
-    CHECK(wait_exit(s.pid) == 0);
+    std::string log;
+    const int rc = wait_exit(s.pid, s.err, log);
+    CHECK_MESSAGE(rc == 0, "the daemon's standard error:\n" << log);
     CHECK_FALSE(is_fuse(mnt));
     ::close(s.sock);
-    std::string log = drain(s.err);
     ::close(s.err);
     return log;
 }
@@ -237,7 +246,9 @@ TEST_SUITE("mount") {
         CHECK_MESSAGE(seen.find("STATUS=stopping " + mnt + " (writeback)") != std::string::npos,
                       seen);
         CHECK_MESSAGE(seen.find("dirty left to flush") != std::string::npos, seen);
-        CHECK(wait_exit(s.pid) == 0);
+        std::string log;
+        const int rc = wait_exit(s.pid, s.err, log);
+        CHECK_MESSAGE(rc == 0, "the daemon's standard error:\n" << log);
         CHECK_FALSE(is_fuse(mnt));
         for (int i = 0; i < 16; ++i)
             CHECK(read_file(fb.lower("f" + std::to_string(i))) == data[static_cast<std::size_t>(i)]);
