@@ -18,6 +18,7 @@
 #include "util/log.hpp"
 
 #include <boost/asio/post.hpp>
+#include <chrono>
 #include <future>
 
 namespace overcache::bg {
@@ -71,6 +72,7 @@ void Gc::run(bool force) {
     const std::size_t free_now = alloc_.free_count();
     if (!force && free_now >= params_.low_free)
         return;
+    const auto started = std::chrono::steady_clock::now();
     const std::size_t target =
         force ? std::max<std::size_t>(params_.high_free, free_now + 1) : params_.high_free.get();
     std::size_t freed = 0;
@@ -94,8 +96,11 @@ void Gc::run(bool force) {
         if (auto r = meta_.compact_extents(); !r)
             log::warn("gc: compacting the index: ", to_string(r.error()));
     }
+    const auto took = std::chrono::steady_clock::now() - started;
     std::lock_guard lk(stats_mu_);
     ++stats_.runs;
+    stats_.last_run_us = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(took).count());
     stats_.buckets_reclaimed += freed;
     stats_.buckets_given_back += given;
 }

@@ -8,6 +8,7 @@
 #include "cache/dirty_files.hpp"
 #include "cache/file_records.hpp"
 #include "cache/file_table.hpp"
+#include "cache/working_set.hpp"
 #include "overcache/bg/executors.hpp"
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/extent_index.hpp"
@@ -31,7 +32,7 @@ struct CacheCounters {
     Counter hits{0}, misses{0}, hit_bytes{0}, miss_bytes{0};
     Counter bypass_hits{0}, bypass_misses{0}, read_errors{0}, stale_reads{0};
     Counter bypass_bytes{0}; // read from the backing past sequential_cutoff, not filled
-    Counter fills{0}, fills_skipped_full{0}, fills_raced{0}, fill_errors{0};
+    Counter fills{0}, fills_skipped_full{0}, fills_raced{0} /* cache_miss_collisions */, fill_errors{0};
     Counter fills_skipped_busy{0};
     Counter fills_skipped_unpromoted{0}; // promote_after_hits not reached yet
     Counter writes_cached{0}, writes_punched{0};
@@ -52,6 +53,11 @@ struct CacheCore {
     FileRecords records;
     store::WritePoint fg_wp{"foreground", false};
     CacheCounters c;
+    WorkingSet working_set; // what reads and writes touched (stats)
+    // Touches [off, off + len) of `key`'s file in the working set.
+    void touched(const meta::FileKey& key, std::uint64_t off, std::uint64_t len) noexcept {
+        working_set.touch(key.fsid * 0x9E3779B97F4A7C15ull ^ key.ino, off, len);
+    }
     std::atomic<bool> stopped{false};
     // The cache device failed past its error budget: the mount runs as a
     // passthrough (reads and writes go to the backing; the index is still

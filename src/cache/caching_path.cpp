@@ -187,6 +187,7 @@ public:
     }
     void removed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
+    void reset_stats() override;
     Result<FileCacheInfo> file_info(FileRef file) override;
     config::CacheMode mode() const override { return core_.p.mode; }
     void invalidate(FileRef file, Done<void> done) override { done(drop_cached(file)); }
@@ -440,6 +441,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const auto hist = core_.alloc.histogram();
     const auto ws = writeback_.stats();
     const auto ps = writer_.parked_stats();
+    const auto wset = core_.working_set.estimate();
     const auto& c = core_.c;
     const std::uint64_t h = c.hits, m = c.misses;
     auto u = [](std::uint64_t v) { return std::to_string(v); };
@@ -491,7 +493,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"fills_skipped_busy", u(c.fills_skipped_busy)},
         {"fills_skipped_unpromoted", u(c.fills_skipped_unpromoted)},
         {"fills_pending", u(reader_.pending())},
-        {"fills_raced", u(c.fills_raced)},
+        {"cache_miss_collisions", u(c.fills_raced)},
         {"fill_errors", u(c.fill_errors)},
         {"writes_cached", u(c.writes_cached)},
         {"writes_punched", u(c.writes_punched)},
@@ -499,6 +501,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"files_invalidated", u(core_.records.invalidated())},
         {"backing_changes_seen", u(c.backing_changes)},
         {"gc_runs", u(gs.runs)},
+        {"gc_last_duration_us", u(gs.last_run_us)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},
         {"gc_moved_bytes", u(gs.moved_bytes)},
         {"gc_buckets_moved", u(gs.buckets_moved)},
@@ -509,7 +512,14 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_allocated_bytes", u(as.backed_buckets * sb.bucket_size)},
         {"fill_size", u(core_.p.fill_size)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
+        {"five_minute.working_set_bytes", u(wset.five_minute)},
+        {"hour.working_set_bytes", u(wset.hour)},
+        {"day.working_set_bytes", u(wset.day)},
     };
+}
+
+void CachingPath::reset_stats() {
+    core_.working_set.clear();
 }
 
 // TODO(#8): the write-back of a dirty file runs on the calling (FUSE)

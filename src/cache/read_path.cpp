@@ -63,6 +63,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     if (size == 0 || off_signed < 0)
         return ReadOut{-1, 0, 0};
     const auto off = static_cast<std::uint64_t>(off_signed);
+    core_.touched(st.key, off, size);
     const std::uint64_t fsize = st.size.load();
     // A file ahead of the backing is read through the cache whatever
     // happened to the cache since: only the cache has its newest bytes.

@@ -360,6 +360,8 @@ void WritePath::update_cache(FileState& st, const CacheUpdate& u) {
 void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size_t> done) {
     FileState& st = f.state();
     const std::size_t size = src.size();
+    if (off >= 0)
+        core_.touched(st.key, static_cast<std::uint64_t>(off), size);
     std::size_t written = 0;
     // A write that comes while others are parked queues behind them even
     // if the cache could not take it anyway (the file or the cache stopped

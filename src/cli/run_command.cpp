@@ -109,4 +109,8 @@ int gc_main(const Args& args) {
     return run_command("gc", args.positional[0], false);
 }
 
+int reset_stats_main(const Args& args) {
+    return run_command("reset_stats", args.positional[0], false);
+}
+
 } // namespace overcache::cli

@@ -97,6 +97,16 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
         {"gc moved", "gc_moved_bytes", Unit::bytes},
     };
     std::string table;
+    // The working set has windows but no total: it is not a counter.
+    if (s.number("five_minute.working_set_bytes")) {
+        std::string cells[4];
+        for (std::size_t i = 0; i < control::kWindows.size(); ++i)
+            cells[i] = show(
+                s.number(std::string(control::kWindows[i].name) + ".working_set_bytes"),
+                Unit::bytes);
+        cells[3] = "-";
+        table += row("working set", cells);
+    }
     for (const auto& r : kRows) {
         const auto total = s.number(r.key);
         if (!total)

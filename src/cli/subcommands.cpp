@@ -19,7 +19,7 @@ constexpr std::array<Flag, 4> kStatsFlags{{
     {"--interval", "SECONDS", "how often --watch prints (default 2)"},
 }};
 
-constexpr std::array<Subcommand, 8> kSubcommands{{
+constexpr std::array<Subcommand, 9> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -28,6 +28,9 @@ constexpr std::array<Subcommand, 8> kSubcommands{{
     {"stats", "MOUNTPOINT",
      "print the mount's hit ratio and counters over 5 min, an hour, a day and in all", kStatsFlags,
      1, 1, stats_main},
+    {"reset-stats", "MOUNTPOINT",
+     "start the mount's counters, their windows and the working set from zero", kNoFlags, 1, 1,
+     reset_stats_main},
     {"get", "MOUNTPOINT [KEY]",
      "print the settings a mounted cache takes, or KEY's value alone", kNoFlags, 1, 2, get_main},
     {"set", "MOUNTPOINT KEY VALUE",

@@ -67,6 +67,7 @@ int usage_error(const Subcommand& sc, const std::string& what);
 // The subcommands themselves.
 int flush_main(const Args& args);      // run_command.cpp
 int gc_main(const Args& args);         // run_command.cpp
+int reset_stats_main(const Args& args); // run_command.cpp
 int stats_main(const Args& args);      // stats.cpp
 int get_main(const Args& args);        // settings_cmd.cpp
 int set_main(const Args& args);        // settings_cmd.cpp

@@ -74,6 +74,9 @@ private:
         case Verb::set:
             target_->set(c.args[0], c.args[1], std::move(done));
             return;
+        case Verb::reset_stats:
+            target_->reset_stats(std::move(done));
+            return;
         case Verb::invalidate: {
             auto path = decode_path_arg(c.args[0]);
             if (!path)

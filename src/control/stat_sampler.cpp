@@ -11,6 +11,44 @@
 
 namespace overcache::control {
 
+StatLines StatSampler::current() const {
+    StatLines lines = source_();
+    if (baseline_.empty())
+        return lines;
+    std::uint64_t hits = 0, misses = 0;
+    for (auto& [key, value] : lines) {
+        std::uint64_t v = 0;
+        if (!is_counter(key) || !parse_counter(value, v))
+            continue;
+        if (const auto it = baseline_.find(key); it != baseline_.end()) {
+            // Below its baseline, the counter itself restarted: it counts
+            // from zero, as the windows take it.
+            v = v >= it->second ? v - it->second : v;
+            value = std::to_string(v);
+        }
+        if (key == "cache_hits")
+            hits = v;
+        else if (key == "cache_misses")
+            misses = v;
+    }
+    for (auto& [key, value] : lines)
+        if (key == "cache_hit_ratio")
+            value = std::to_string(hits + misses == 0 ? 0 : hits * 100 / (hits + misses));
+    return lines;
+}
+
+void StatSampler::reset() {
+    std::lock_guard lk(mu_);
+    baseline_.clear();
+    for (const auto& [key, value] : source_()) {
+        std::uint64_t v = 0;
+        if (is_counter(key) && parse_counter(value, v))
+            baseline_[key] = v;
+    }
+    windows_ = StatWindows();
+    windows_.sample(StatWindows::Clock::now(), current());
+}
+
 StatSampler::StatSampler(Source source, std::chrono::milliseconds every)
     : source_(std::move(source)), every_(every) {}
 
@@ -19,7 +57,7 @@ void StatSampler::start() {
         return;
     {
         std::lock_guard lk(mu_);
-        const StatLines first = source_();
+        const StatLines first = current();
         windows_.sample(StatWindows::Clock::now(), first);
     }
     thread_ = std::thread([this] { loop(); });
@@ -38,7 +76,7 @@ void StatSampler::stop() {
 StatSampler::Reading StatSampler::read() const {
     std::lock_guard lk(mu_);
     Reading r;
-    r.lines = source_();
+    r.lines = current();
     r.windows = windows_.window_lines(StatWindows::Clock::now(), r.lines);
     return r;
 }
@@ -47,7 +85,7 @@ void StatSampler::loop() {
     ::pthread_setname_np(::pthread_self(), "oc-stats");
     std::unique_lock lk(mu_);
     while (!cv_.wait_for(lk, every_, [this] { return stopping_; })) {
-        const StatLines lines = source_();
+        const StatLines lines = current();
         windows_.sample(StatWindows::Clock::now(), lines);
     }
 }

@@ -11,7 +11,9 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <unordered_map>
 
 namespace overcache::control {
 
@@ -39,14 +41,26 @@ public:
     // older than the windows' last sample) and computes the windows.
     Reading read() const;
 
+    // reset_stats: from now on every counter (is_counter) reads as its
+    // growth since this call, cache_hit_ratio is the ratio of those, and
+    // the windows start again empty. The source's own counters keep
+    // running: nothing in the cache is written to, so no module's counting
+    // races with the reset.
+    void reset();
+
 private:
     void loop();
+    // The source's lines with the counters taken from the reset's
+    // baseline; under mu_.
+    StatLines current() const;
 
     const Source source_;
     const std::chrono::milliseconds every_;
     // Held across source() too: a sample and a read are ordered.
     mutable std::mutex mu_;
     StatWindows windows_;   // guarded by mu_
+    // Guarded by mu_: the counters as of the last reset().
+    std::unordered_map<std::string, std::uint64_t> baseline_;
     bool stopping_ = false; // guarded by mu_
     std::condition_variable cv_;
     std::thread thread_;

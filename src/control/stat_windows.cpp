@@ -37,7 +37,7 @@ constexpr std::array<std::string_view, 34> kCounters{
     "fills",
     "fills_skipped_full",
     "fills_skipped_busy",
-    "fills_raced",
+    "cache_miss_collisions",
     "fill_errors",
     "writes_cached",
     "writes_punched",
@@ -51,17 +51,17 @@ constexpr std::array<std::string_view, 34> kCounters{
     "gc_stale_extents_removed",
 };
 
-bool parse_u64(std::string_view s, std::uint64_t& out) {
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc() && end == s.data() + s.size() && !s.empty();
-}
-
 // A counter that went down was reset: it counted `now` since.
 std::uint64_t growth(std::uint64_t before, std::uint64_t now) {
     return now >= before ? now - before : now;
 }
 
 } // namespace
+
+bool parse_counter(std::string_view s, std::uint64_t& out) noexcept {
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc() && end == s.data() + s.size() && !s.empty();
+}
 
 bool is_counter(std::string_view key) noexcept {
     return std::find(kCounters.begin(), kCounters.end(), key) != kCounters.end();
@@ -86,7 +86,7 @@ std::vector<std::uint64_t> StatWindows::totals_of(const StatLines& live) const {
     for (const auto& [key, value] : live) {
         const auto it = std::find(counters_.begin(), counters_.end(), key);
         std::uint64_t v = 0;
-        if (it == counters_.end() || !parse_u64(value, v))
+        if (it == counters_.end() || !parse_counter(value, v))
             continue;
         const auto i = static_cast<std::size_t>(it - counters_.begin());
         if (seen_[i])
@@ -99,7 +99,7 @@ void StatWindows::sample(TimePoint now, const StatLines& lines) {
     for (const auto& [key, value] : lines) {
         const auto it = std::find(counters_.begin(), counters_.end(), key);
         std::uint64_t v = 0;
-        if (it == counters_.end() || !parse_u64(value, v))
+        if (it == counters_.end() || !parse_counter(value, v))
             continue;
         const auto i = static_cast<std::size_t>(it - counters_.begin());
         if (seen_[i])
@@ -149,7 +149,7 @@ StatLines StatWindows::window_lines(TimePoint now, const StatLines& live) const 
     for (const auto& [key, value] : live) {
         const auto it = std::find(counters_.begin(), counters_.end(), key);
         std::uint64_t v = 0;
-        if (it != counters_.end() && parse_u64(value, v))
+        if (it != counters_.end() && parse_counter(value, v))
             present[static_cast<std::size_t>(it - counters_.begin())] = true;
     }
     const auto index = [&](std::string_view name) -> std::size_t {

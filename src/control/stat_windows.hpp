@@ -23,6 +23,9 @@ namespace overcache::control {
 // renders them as counters, everything else numeric as gauges.
 bool is_counter(std::string_view key) noexcept;
 
+// A counter's value as the control file writes it (decimal digits only).
+bool parse_counter(std::string_view s, std::uint64_t& out) noexcept;
+
 // The counters that get windows.
 const std::vector<std::string>& windowed_counters();
 

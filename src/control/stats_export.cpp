@@ -293,7 +293,13 @@ std::string render_prometheus(const StatLines& lines, std::string_view mountpoin
         // unless the unit changes.
         const auto as_is = [&] { return *v == kInf ? format_value(*v) : value; };
         std::string_view key = full_key;
-        if (const WindowSpec* w = window_of(key)) {
+        if (const WindowSpec* w = window_of(key); w != nullptr && key == "working_set_bytes") {
+            fams.add("overcache_working_set_bytes", "gauge",
+                     "Distinct bytes read or written through the mount over the window "
+                     "(five_minute, hour, day), an estimate",
+                     mp + ",window=\"" + w->name + "\"", as_is());
+            continue;
+        } else if (w != nullptr) {
             const bool ratio = key == "cache_hit_ratio";
             const std::string name = sanitize_name(key);
             fams.add("overcache_window_" + name, "gauge",

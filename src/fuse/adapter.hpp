@@ -8,6 +8,7 @@
 #include "control/control_file.hpp"
 #include "control/settings.hpp"
 #include "control/stat_sampler.hpp"
+#include "fuse/handle_table.hpp"
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
 #include "fuse/page_invalidator.hpp"
@@ -51,14 +52,16 @@ struct KernelTimeouts {
     Tunable<double> negative;
 };
 
-// The commands' view of the mount (ops_control.cpp): flush, gc, set and
-// invalidate on the DataPath and the mount's settings (invalidate finds its
+// The commands' view of the mount (ops_control.cpp): flush, gc, set,
+// invalidate and reset_stats on the DataPath, the mount's settings and the
+// stats sampler (invalidate finds its
 // file below `inodes`' root), refused once `gate` is closed.
 std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& data,
                                                             std::shared_ptr<ControlGate> gate,
                                                             control::Settings& settings,
                                                             KernelTimeouts& timeouts,
-                                                            const InodeTable& inodes);
+                                                            const InodeTable& inodes,
+                                                            control::StatSampler& sampler);
 
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
@@ -69,12 +72,31 @@ struct FileHandle {
     std::string control_text; // the control file's text as of open
 };
 
+struct DirHandle {
+    explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
+    ~DirHandle() {
+        if (dp != nullptr)
+            ::closedir(dp);
+    }
+    DirHandle(const DirHandle&) = delete;
+    DirHandle& operator=(const DirHandle&) = delete;
+
+    std::mutex mutex; // readdir calls on one handle are serialised by it
+    DIR* dp;          // guarded by mutex
+    const bool is_root;
+    off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
+    struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
+};
+
 struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
           timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
-          commands(make_command_target(data_path, control_gate, settings, timeouts, inodes)),
+          // The sampler is constructed after the target but used by it only
+          // once requests arrive.
+          commands(make_command_target(data_path, control_gate, settings, timeouts, inodes,
+                                       stat_sampler)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
         stat_sampler.start();
     }
@@ -99,12 +121,11 @@ struct Adapter {
     std::atomic<std::uint64_t> open_files{0};
     std::shared_ptr<ControlGate> control_gate;
     control::CommandRunner commands; // what writes to the control file run
-    // Open handles of the control file, owned here: a RELEASE still queued
-    // when the mount goes away is never delivered, and such a handle is
-    // freed with the adapter instead of leaking (open_control, op_release).
-    std::mutex control_mu;
-    std::unordered_map<const FileHandle*, std::unique_ptr<FileHandle>>
-        control_handles; // guarded by control_mu
+    // Every open file (the control file's too) and directory the kernel
+    // holds a handle of: freed at RELEASE, or with the adapter if the mount
+    // goes away first.
+    HandleTable<FileHandle> files;
+    HandleTable<DirHandle> dirs;
 
     // The kernel buffers writes (FUSE's writeback cache, negotiated at
     // INIT): it may read through any handle it writes through.
@@ -145,22 +166,6 @@ inline std::unique_ptr<cache::AttrChange> begin_attr_change(Adapter& a, int fd,
         return nullptr;
     return a.data.begin_attr_change(cache::FileRef{fd, st});
 }
-
-struct DirHandle {
-    explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
-    ~DirHandle() {
-        if (dp != nullptr)
-            ::closedir(dp);
-    }
-    DirHandle(const DirHandle&) = delete;
-    DirHandle& operator=(const DirHandle&) = delete;
-
-    std::mutex mutex; // readdir calls on one handle are serialised by it
-    DIR* dp;          // guarded by mutex
-    const bool is_root;
-    off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
-    struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
-};
 
 inline FileHandle& file_of(const fuse_file_info* fi) {
     return *reinterpret_cast<FileHandle*>(fi->fh); // NOLINT: fh is our pointer

@@ -68,9 +68,10 @@ private:
 class DataPathTarget final : public control::CommandTarget {
 public:
     DataPathTarget(cache::DataPath& data, std::shared_ptr<ControlGate> gate,
-                   control::Settings& settings, KernelTimeouts& timeouts, const InodeTable& inodes)
+                   control::Settings& settings, KernelTimeouts& timeouts, const InodeTable& inodes,
+                   control::StatSampler& sampler)
         : data_(data), gate_(std::move(gate)), settings_(settings), sink_(data, timeouts),
-          inodes_(inodes) {}
+          inodes_(inodes), sampler_(sampler) {}
 
     // The file is found below the backing root one component at a time
     // without following symlinks, so no name leads out of the backing. It
@@ -121,6 +122,15 @@ public:
                 return done(std::move(first));
             flush(std::move(done));
         });
+    }
+
+    void reset_stats(control::CommandDone done) override {
+        if (!open())
+            return done(closing());
+        data_.reset_stats();
+        sampler_.reset();
+        log::info("control: stats reset");
+        done({});
     }
 
     void flush(control::CommandDone done) override {
@@ -189,6 +199,7 @@ private:
     control::Settings& settings_; // the adapter's: valid while the gate is open
     MountSettingsSink sink_;
     const InodeTable& inodes_; // the adapter's: valid while the gate is open
+    control::StatSampler& sampler_; // the adapter's: valid while the gate is open
 };
 
 // The one reply to a control write, sent by the commands' completion or by
@@ -244,8 +255,10 @@ std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& dat
                                                             std::shared_ptr<ControlGate> gate,
                                                             control::Settings& settings,
                                                             KernelTimeouts& timeouts,
-                                                            const InodeTable& inodes) {
-    return std::make_shared<DataPathTarget>(data, std::move(gate), settings, timeouts, inodes);
+                                                            const InodeTable& inodes,
+                                                            control::StatSampler& sampler) {
+    return std::make_shared<DataPathTarget>(data, std::move(gate), settings, timeouts, inodes,
+                                            sampler);
 }
 
 bool may_command(fuse_req_t req, const Adapter& a) noexcept {
@@ -271,15 +284,9 @@ int open_control(fuse_req_t req, fuse_file_info* fi) {
     fi->fh = reinterpret_cast<std::uint64_t>(key); // NOLINT: returned at release
     fi->direct_io = 1; // size 0 in stat; reads are served from the text, writes whole
     fi->keep_cache = 0;
-    {
-        // In the table before the reply: RELEASE may follow it at once.
-        std::lock_guard lk(a.control_mu);
-        a.control_handles.emplace(key, std::move(fh));
-    }
-    if (fuse_reply_open(req, fi) != 0) {
-        std::lock_guard lk(a.control_mu);
-        a.control_handles.erase(key);
-    }
+    a.files.adopt(std::move(fh));
+    if (fuse_reply_open(req, fi) != 0)
+        a.files.take(key);
     return 0;
 }
 

@@ -358,10 +358,11 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             ::close(fd);
             return err;
         }
-        auto dh = std::make_unique<DirHandle>(dp, ino == kRootIno);
-        fi->fh = reinterpret_cast<std::uint64_t>(dh.get()); // NOLINT
-        if (fuse_reply_open(req, fi) == 0)
-            (void)dh.release(); // now owned by the kernel's handle until releasedir
+        // The adapter owns it until releasedir (or the mount's end).
+        DirHandle* dh = a.dirs.adopt(std::make_unique<DirHandle>(dp, ino == kRootIno));
+        fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
+        if (fuse_reply_open(req, fi) != 0)
+            a.dirs.take(dh);
         return 0;
     });
 }
@@ -378,7 +379,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
     guarded(req, "releasedir", [&] {
-        delete &dir_of(fi); // NOLINT: the handle opendir gave away
+        adapter_of(req).dirs.take(&dir_of(fi)); // freed here
         fuse_reply_err(req, 0);
         return 0;
     });

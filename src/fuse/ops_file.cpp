@@ -81,9 +81,15 @@ void reply_write_result(fuse_req_t req, const Result<std::size_t>& r) {
         fuse_reply_err(req, errno_of(r.error()));
 }
 
-// Hands a FileHandle to the kernel through fi->fh.
-void give_handle(fuse_file_info* fi, std::unique_ptr<FileHandle>& fh) {
-    fi->fh = reinterpret_cast<std::uint64_t>(fh.get()); // NOLINT: our pointer, returned at release
+// Hands a FileHandle to the kernel through fi->fh; the adapter owns it
+// until RELEASE.
+void give_handle(Adapter& a, fuse_file_info* fi, std::unique_ptr<FileHandle> fh) {
+    fi->fh = reinterpret_cast<std::uint64_t>(a.files.adopt(std::move(fh))); // NOLINT: returned at release
+}
+
+// The reply that would have handed out fi->fh failed: the handle goes.
+void take_back(Adapter& a, const fuse_file_info* fi) {
+    a.files.take(&file_of(fi));
 }
 
 // Hands a freshly opened backing fd to the data path (the close-to-open
@@ -141,10 +147,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
         fi->keep_cache = keep ? 1 : 0;
-        give_handle(fi, fh);
-        if (fuse_reply_open(req, fi) == 0) {
-            (void)fh.release();
-            ++a.open_files;
+        // Counted before the reply: RELEASE may follow it at once.
+        ++a.open_files;
+        give_handle(a, fi, std::move(fh));
+        if (fuse_reply_open(req, fi) != 0) {
+            --a.open_files;
+            take_back(a, fi);
         }
         return 0;
     });
@@ -190,11 +198,11 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         e.attr = st;
         e.attr_timeout = a.timeouts.attr;
         e.entry_timeout = a.timeouts.entry;
-        give_handle(fi, fh);
-        if (fuse_reply_create(req, &e, fi) == 0) {
-            (void)fh.release();
-            ++a.open_files;
-        } else {
+        ++a.open_files;
+        give_handle(a, fi, std::move(fh));
+        if (fuse_reply_create(req, &e, fi) != 0) {
+            --a.open_files;
+            take_back(a, fi);
             a.inodes.forget(e.ino, 1);
         }
         return 0;
@@ -269,21 +277,10 @@ void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
 
 void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
     guarded(req, "release", [&] {
-        FileHandle* fh = &file_of(fi);
         Adapter& a = adapter_of(req);
-        if (fh->control) {
-            std::unique_ptr<FileHandle> gone; // freed outside the lock
-            {
-                std::lock_guard lk(a.control_mu);
-                if (auto it = a.control_handles.find(fh); it != a.control_handles.end()) {
-                    gone = std::move(it->second);
-                    a.control_handles.erase(it);
-                }
-            }
-        } else {
+        std::unique_ptr<FileHandle> gone = a.files.take(&file_of(fi)); // freed outside the lock
+        if (gone && !gone->control)
             --a.open_files;
-            delete fh; // NOLINT: the handle open/create gave away
-        }
         fuse_reply_err(req, 0);
         return 0;
     });

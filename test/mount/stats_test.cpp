@@ -136,6 +136,36 @@ TEST_SUITE("mount") {
         CHECK(contains(prom.out, "# TYPE overcache_cache_hits_total counter\n"));
         CHECK(contains(prom.out, "overcache_window_cache_hits{mountpoint=\""));
         CHECK(contains(prom.out, ",window=\"five_minute\"} "));
+        CHECK(contains(prom.out, "# TYPE overcache_working_set_bytes gauge\n"));
+
+        // The working set: the 4 MiB read twice is 4 MiB touched (an
+        // estimate within a few percent), in every window.
+        for (const std::string w : {"five_minute", "hour", "day"}) {
+            const std::uint64_t ws = n(w + ".working_set_bytes");
+            CHECK_MESSAGE(ws >= 4 * MiB * 95 / 100, w << " " << ws);
+            CHECK_MESSAGE(ws <= 4 * MiB * 105 / 100, w << " " << ws);
+        }
+        CHECK(contains(table.out, "working set"));
+
+        // reset_stats: counters, windows and the working set from zero;
+        // what describes the cache now stays.
+        const auto reset = run_command({bin(), "reset-stats", m.mountpoint()}, 20s);
+        CHECK_MESSAGE(reset.status == 0, reset.out);
+        const auto zero = m.stats();
+        for (const std::string k : {"cache_hits", "cache_misses", "cache_hit_ratio", "fills",
+                                    "five_minute.cache_hits", "day.cache_misses",
+                                    "five_minute.working_set_bytes", "day.working_set_bytes"}) {
+            REQUIRE_MESSAGE(zero.count(k) == 1, "no " << k);
+            CHECK_MESSAGE(zero.at(k) == "0", k);
+        }
+        CHECK(zero.at("buckets_clean") != "0"); // the cached data is still there
+        CHECK(test::read_uncached(m.mnt("f")) == data); // all hits now
+        const auto again = m.stats();
+        CHECK(again.at("cache_misses") == "0");
+        CHECK(again.at("cache_hits") != "0");
+        CHECK(again.at("five_minute.cache_hits") == again.at("cache_hits"));
+        CHECK(again.at("cache_hit_ratio") == "100");
+        CHECK(std::stoull(again.at("five_minute.working_set_bytes")) >= 4 * MiB * 95 / 100);
     }
 
     TEST_CASE("stats: bytes bypassed past the sequential cutoff, in the windows too" *

@@ -396,7 +396,7 @@ TEST_SUITE("cache races") {
             CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one);
             REQUIRE(s.acted.wait());
             fx.ctl().drain_fills();
-            CHECK(fx.stat("fills_raced") == 1);
+            CHECK(fx.stat("cache_miss_collisions") == 1);
             CHECK(fx.stat("fills") == 0);
             CHECK(fx.stat("cache_live_bytes") == 0);
             // The open file still reads, from the backing.
@@ -416,7 +416,7 @@ TEST_SUITE("cache races") {
             REQUIRE(s.acted.wait());
             fx.ctl().drain_fills();
             CHECK(ok);
-            CHECK(fx.stat("fills_raced") == 1);
+            CHECK(fx.stat("cache_miss_collisions") == 1);
             CHECK(fx.stat("fills") == 0);
             CHECK(fx.stat("cache_live_bytes") == 0);
             CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), one.substr(0, 10 * KiB));
@@ -449,7 +449,7 @@ TEST_SUITE("cache races") {
             REQUIRE(s.acted.wait());
             fx.ctl().drain_fills();
             CHECK(changed);
-            CHECK(fx.stat("fills_raced") == 1);
+            CHECK(fx.stat("cache_miss_collisions") == 1);
             CHECK(fx.stat("fills") == 0);
             CHECK(fx.stat("cache_live_bytes") == 0);
             Handle h2(*fx.dp, f, O_RDONLY);
@@ -481,7 +481,7 @@ TEST_SUITE("cache races") {
             REQUIRE(s.acted.wait());
             fx.ctl().drain_fills();
             CHECK(changed);
-            CHECK(fx.stat("fills_raced") == 1);
+            CHECK(fx.stat("cache_miss_collisions") == 1);
             CHECK(fx.stat("fills") == 0);
             CHECK(fx.stat("cache_live_bytes") == 0);
             CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), two);
@@ -506,7 +506,7 @@ TEST_SUITE("cache races") {
             REQUIRE(s.acted.wait());
             fx.ctl().drain_fills();
             CHECK(ok);
-            CHECK(fx.stat("fills_raced") == 1);
+            CHECK(fx.stat("cache_miss_collisions") == 1);
             CHECK(fx.stat("fills") == 0);
             CHECK(fx.stat("cache_live_bytes") == 0);
             // Grown back on the backing by someone else: zeros, and a change.
@@ -787,7 +787,7 @@ TEST_SUITE("cache races") {
             fx.ctl().drain_fills();
             CHECK(s.failures == 0);
             CHECK(fx.stat("fills") == 7);
-            CHECK(fx.stat("fills_raced") == 0);
+            CHECK(fx.stat("cache_miss_collisions") == 0);
             CHECK(fx.stat("fill_errors") == 0);
             CHECK(fx.stat("buckets_pinned") == 0);
             CHECK(fx.stat("gc_runs") == 1); // back at the low mark: no more passes

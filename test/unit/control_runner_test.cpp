@@ -54,6 +54,13 @@ public:
         }
         done({});
     }
+    void reset_stats(CommandDone done) override {
+        {
+            std::lock_guard lk(mu);
+            log.emplace_back("reset_stats");
+        }
+        done({});
+    }
 
     std::mutex mu;
     std::vector<std::string> log;

@@ -190,4 +190,36 @@ TEST_SUITE("control") {
         CHECK(calls.load() == after); // no sample after stop()
         sampler.stop();               // idempotent
     }
+
+    TEST_CASE("StatSampler: reset_stats counts the counters from the reset, windows start empty") {
+        std::uint64_t hits = 30, misses = 10;
+        StatSampler sampler([&] {
+            StatLines l = counters(hits, misses);
+            l.emplace_back("cache_hit_ratio",
+                           std::to_string(hits + misses == 0 ? 0 : hits * 100 / (hits + misses)));
+            l.emplace_back("dirty_data", "4096"); // a level, not a counter
+            return l;
+        });
+        sampler.start();
+        hits += 10;
+        auto r = sampler.read();
+        CHECK(value(r.lines, "cache_hits") == "40");
+        CHECK(value(r.windows, "five_minute.cache_hits") == "10");
+        sampler.reset();
+        r = sampler.read();
+        CHECK(value(r.lines, "cache_hits") == "0");
+        CHECK(value(r.lines, "cache_misses") == "0");
+        CHECK(value(r.lines, "cache_hit_ratio") == "0");
+        CHECK(value(r.lines, "dirty_data") == "4096");
+        CHECK(value(r.windows, "five_minute.cache_hits") == "0");
+        hits += 3;
+        misses += 1;
+        r = sampler.read();
+        CHECK(value(r.lines, "cache_hits") == "3");
+        CHECK(value(r.lines, "cache_misses") == "1");
+        CHECK(value(r.lines, "cache_hit_ratio") == "75");
+        CHECK(value(r.windows, "five_minute.cache_hits") == "3");
+        CHECK(value(r.lines, "cache_mode") == "writeback"); // other lines pass as they are
+        sampler.stop();
+    }
 }

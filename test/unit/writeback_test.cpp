@@ -1420,7 +1420,7 @@ TEST_SUITE("writeback") {
         put(model, 16 * KiB, b);
         s.release.open();
         fx.ctl().drain_fills();
-        CHECK(fx.stat("fills_raced") == 1);
+        CHECK(fx.stat("cache_miss_collisions") == 1);
         CHECK(fx.stat("fills") == 0);
         CHECK(fx.stat("dirty_data") == 16 * KiB);
         CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), model);

@@ -40,6 +40,7 @@ struct GcParams {
 
 struct GcStats {
     std::uint64_t runs = 0;
+    std::uint64_t last_run_us = 0; // how long the last pass took, moving GC included
     std::uint64_t buckets_reclaimed = 0;
     std::uint64_t moved_bytes = 0;   // live bytes moving GC copied and committed
     std::uint64_t buckets_moved = 0; // buckets moving GC emptied

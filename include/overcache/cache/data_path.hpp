@@ -164,6 +164,11 @@ public:
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
 
+    // reset_stats: forgets the working set. The counters are not touched:
+    // the control file counts them from a baseline instead (StatSampler),
+    // so no module's counting races with a reset.
+    virtual void reset_stats() {}
+
     // The cache mode in force now (it changes with a live `set`).
     virtual config::CacheMode mode() const { return config::CacheMode::none; }
 
