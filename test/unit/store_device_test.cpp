@@ -202,17 +202,25 @@ TEST_SUITE("store") {
             o.backing.root_ino = 99;
             CHECK_FALSE(open_cache_device(o));
         }
-        SUBCASE("another bucket size or cache size") {
+        SUBCASE("another bucket size is refused; another cache size resizes") {
             auto o = c;
             o.bucket_size = 128u << 10;
             auto d = open_cache_device(o);
             REQUIRE_FALSE(d);
             CHECK(d.error().message.find("bucket_size") != std::string::npos);
+            CHECK(d.error().message.find("fixed") != std::string::npos);
             o = c;
             o.cache_size = 8u << 20;
             d = open_cache_device(o);
+            REQUIRE(d);
+            CHECK((*d)->superblock().cache_size == 8u << 20);
+            CHECK((*d)->superblock().bucket_count == 31);
+            d->reset();
+            CHECK(file_size(c.dir + "/data") == 8u << 20);
+            o.cache_size = 2 * o.bucket_size; // below the 3-bucket floor
+            d = open_cache_device(o);
             REQUIRE_FALSE(d);
-            CHECK(d.error().message.find("cache_size") != std::string::npos);
+            CHECK(d.error().message.find("too small") != std::string::npos);
         }
         SUBCASE("an unknown version") {
             {
