@@ -112,10 +112,13 @@ int format_main(const Args& args) {
     }
     const std::string index_dir = dir + "/index";
     if (meta::MetaStore::exists(index_dir)) {
+        if (const int pid = store::cache_in_use_by(dir); pid != 0)
+            return failed("format", "the cache at " + dir + " is in use by a mount (process " +
+                                        std::to_string(pid) + "); unmount it first");
         auto dirty = store::cache_dirty_bytes(dir);
         if (!dirty)
-            return failed("format", "cannot read the cache at " + dir + " (" +
-                                        dirty.error().message + ")");
+            return failed("format",
+                          "cannot read the cache at " + dir + " (" + dirty.error().message + ")");
         if (dirty->value_or(0) > 0 && !args.has("--discard-dirty"))
             return failed("format",
                           "the cache at " + dir + " holds " + dirty_text(**dirty) +
@@ -128,8 +131,8 @@ int format_main(const Args& args) {
             meta::Superblock sb;
             if (const auto how = meta::decode_superblock(**raw, sb);
                 how == meta::SbDecode::ok || how == meta::SbDecode::old_version)
-                cfg.backing = store::BackingIdentity{sb.backing_path, sb.backing_fsid,
-                                                     sb.backing_root_ino};
+                cfg.backing =
+                    store::BackingIdentity{sb.backing_path, sb.backing_fsid, sb.backing_root_ino};
         }
     }
     cfg.reformat = true;

@@ -15,10 +15,10 @@
 #include "data_header.hpp"
 #include "overcache/meta/key_codec.hpp"
 #include "util/size_text.hpp"
+#include "util/unique_fd.hpp"
 
 #include <algorithm>
 #include <fcntl.h>
-#include "util/unique_fd.hpp"
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -51,8 +51,8 @@ Result<std::vector<Bucket>> load_buckets(meta::MetaStore& ms, std::uint64_t coun
         if (auto r = meta::decode_bucket(cur.value()))
             out[b].rec = *r;
         else
-            out[b] = Bucket{meta::BucketRecord{kDamagedGen, meta::BucketState::full, 0, 0, 0, 0},
-                            true};
+            out[b] =
+                Bucket{meta::BucketRecord{kDamagedGen, meta::BucketState::full, 0, 0, 0, 0}, true};
     }
     if (auto st = cur.status(); !st)
         return fail(st.error());
@@ -65,8 +65,7 @@ bool checksums_match(std::uint64_t start, const std::vector<char>& data,
     std::size_t i = 0;
     for (std::uint64_t at = start; at < end; ++i) {
         const std::uint64_t next = std::min(end, (at / meta::kCsumBlock + 1) * meta::kCsumBlock);
-        if (i >= csums.size() ||
-            XXH3_64bits(data.data() + (at - start), next - at) != csums[i])
+        if (i >= csums.size() || XXH3_64bits(data.data() + (at - start), next - at) != csums[i])
             return false;
         at = next;
     }
@@ -108,8 +107,8 @@ Result<void> check_room(int data_fd, const std::string& data_path, std::uint64_t
         const std::uint64_t fs_size = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
         if (size > fs_size)
             return fail(Errc::BadValue, "cache_size " + size_text(size) +
-                                            " is larger than the filesystem holding " +
-                                            data_path + " (" + size_text(fs_size) + ")");
+                                            " is larger than the filesystem holding " + data_path +
+                                            " (" + size_text(fs_size) + ")");
     }
     return {};
 }
@@ -197,8 +196,8 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
     for (auto& m : moves) {
         if (targets.empty() || placed_in + m.from.len > sb.bucket_size) {
             std::uint32_t b = targets.empty() ? 0 : targets.back() + 1;
-            while (b < keep && ((*buckets)[b].damaged ||
-                                (*buckets)[b].rec.state != meta::BucketState::free))
+            while (b < keep &&
+                   ((*buckets)[b].damaged || (*buckets)[b].rec.state != meta::BucketState::free))
                 ++b;
             if (b >= keep)
                 return fail(Errc::CacheFull,
@@ -221,7 +220,8 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
         m.to.bucket_off = static_cast<std::uint32_t>(placed_in);
         placed_in = (placed_in + m.from.len + kAlign - 1) / kAlign * kAlign;
         auto& rec = (*buckets)[b].rec;
-        rec.fill_bytes = static_cast<std::uint32_t>(std::min<std::uint64_t>(placed_in, sb.bucket_size));
+        rec.fill_bytes =
+            static_cast<std::uint32_t>(std::min<std::uint64_t>(placed_in, sb.bucket_size));
         rec.live_bytes += m.from.len;
         rec.dirty_bytes += m.from.len;
         rec.last_use = std::max(rec.last_use, (*buckets)[m.from.bucket].rec.last_use);
@@ -286,12 +286,10 @@ Result<std::uint64_t> usable_cache_size(std::uint64_t new_size, std::uint64_t bu
                                         " (3 buckets at least: " + size_text(3 * bucket_size) +
                                         "; bucket_size is fixed at format)");
     if (const std::uint64_t buckets = size / bucket_size - 1; buckets > UINT32_MAX)
-        return fail(Errc::BadValue, "cache_size " + size_text(new_size) + " makes " +
-                                        std::to_string(buckets) +
-                                        " buckets of " + size_text(bucket_size) +
-                                        ", more than the limit of " +
-                                        std::to_string(UINT32_MAX) +
-                                        " (bucket_size is fixed at format)");
+        return fail(Errc::BadValue,
+                    "cache_size " + size_text(new_size) + " makes " + std::to_string(buckets) +
+                        " buckets of " + size_text(bucket_size) + ", more than the limit of " +
+                        std::to_string(UINT32_MAX) + " (bucket_size is fixed at format)");
     return size;
 }
 
@@ -339,8 +337,8 @@ Unexpected in_use(const std::string& dir, pid_t pid) {
 Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new_size) {
     const std::string index_dir = dir + "/index";
     if (!meta::MetaStore::exists(index_dir))
-        return fail(Errc::BadValue, dir + " is not an overcache cache: it has no index (" +
-                                        index_dir + ")");
+        return fail(Errc::BadValue,
+                    dir + " is not an overcache cache: it has no index (" + index_dir + ")");
     if (const pid_t pid = lock_holder(index_dir); pid != 0)
         return in_use(dir, pid);
     auto ms = meta::MetaStore::open(index_dir, meta::StoreOptions{});
@@ -356,8 +354,7 @@ Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new
         return fail(v.error());
     meta::Superblock sb;
     if (!v->has_value() || meta::decode_superblock(**v, sb) != meta::SbDecode::ok)
-        return fail(Errc::MetaCorrupt, "the cache at " + dir +
-                                           " has no superblock of format " +
+        return fail(Errc::MetaCorrupt, "the cache at " + dir + " has no superblock of format " +
                                            std::to_string(meta::kFormatVersion) +
                                            " (damaged, or another version)");
     if (const std::string problem = meta::superblock_problem(sb); !problem.empty())
@@ -379,6 +376,8 @@ Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new
                                            " does not carry its index's superblock");
     return resize_cache(**ms, fd.get(), data, sb, new_size);
 }
+
+int cache_in_use_by(const std::string& dir) { return lock_holder(dir + "/index"); }
 
 Result<std::optional<std::uint64_t>> cache_dirty_bytes(const std::string& dir) {
     const std::string index_dir = dir + "/index";

@@ -51,6 +51,9 @@ namespace overcache::store {
 // format-current cache or whose data file is not its own.
 Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new_size);
 
+// The process holding the index LOCK of the cache at `dir` (a mount), or 0.
+int cache_in_use_by(const std::string& dir);
+
 // The bytes of dirty data the cache at `dir` holds by its bucket records
 // (read-only; no LOCK taken). nullopt: no index there.
 Result<std::optional<std::uint64_t>> cache_dirty_bytes(const std::string& dir);
