@@ -4,7 +4,8 @@
 // and uuid in its first bucket, so an index paired with someone else's data
 // file, or a cache_dev that holds something else, is detected rather than
 // overwritten. Bucket 0 starts at data_offset = bucket_size. Nothing is
-// written to an existing cache unless it validates or -o reformat is given;
+// written to an existing cache unless it validates or -o reformat is given
+// (a valid one given another cache_size= is resized: store/resize.cpp);
 // a fresh cache writes the index superblock (synced) before the data header.
 // One exception: a cache of an older format this code knows (1 or 2) holds
 // only clean data, so after a package upgrade it is dropped with one warning

@@ -176,8 +176,16 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
         if (v.bucket < keep)
             continue;
         const bool current = v.bucket < sb.bucket_count && (*buckets)[v.bucket].rec.gen == v.gen;
-        if (current && (v.flags & meta::kExtentDirty) != 0 && v.len > 0 && v.len <= k.end &&
-            v.len <= sb.bucket_size) {
+        if (current && (v.flags & meta::kExtentDirty) != 0) {
+            // The only copy of these bytes: one whose place makes no sense
+            // is not dropped on our own authority.
+            if (v.len == 0 || v.len > k.end ||
+                std::uint64_t{v.bucket_off} + v.len > sb.bucket_size ||
+                v.csums.size() != meta::csum_block_count(k.end - v.len, v.len))
+                return fail(Errc::MetaCorrupt,
+                            "a dirty extent in bucket " + std::to_string(v.bucket) +
+                                " is damaged in the index; nothing was changed (mount the cache "
+                                "and run `overcache flush MOUNTPOINT`, then resize)");
             moves.push_back(Move{std::string(cur.key()), k.end - v.len, v, {}});
             dirty_bytes += v.len;
         } else {
@@ -243,8 +251,8 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
             return fail(Errc::MetaCorrupt,
                         "dirty data in bucket " + std::to_string(m.from.bucket) + " of " +
                             data_path +
-                            " fails its checksum; nothing was changed (mount the cache and run "
-                            "`overcache flush MOUNTPOINT` to see which file it belongs to)");
+                            " fails its checksum (damaged on the cache device); nothing was "
+                            "changed");
         if (::pwrite(data_fd, buf.data(), buf.size(), static_cast<off_t>(dst)) !=
             static_cast<ssize_t>(buf.size()))
             return fail_errno("cannot write dirty data to " + data_path);
@@ -377,7 +385,9 @@ Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new
     return resize_cache(**ms, fd.get(), data, sb, new_size);
 }
 
-int cache_in_use_by(const std::string& dir) { return lock_holder(dir + "/index"); }
+int cache_in_use_by(const std::string& dir) {
+    return lock_holder(dir + "/index");
+}
 
 Result<std::optional<std::uint64_t>> cache_dirty_bytes(const std::string& dir) {
     const std::string index_dir = dir + "/index";
