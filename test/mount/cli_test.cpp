@@ -732,6 +732,59 @@ TEST_SUITE("mount") {
         CHECK(contains(other.out, "other files"));
     }
 
+    TEST_CASE("cli: resize moves dirty data from the buckets it cuts into freed ones below" *
+              doctest::timeout(180)) {
+        Dirs d;
+        const std::string cache_dir = d.tmp / "cache";
+        const std::string opts =
+            "cache=" + cache_dir + ",cache_size=64M,cache_mode=writeback,writeback_delay=3600";
+        auto content = [](int i) {
+            std::string s(400000, '\0');
+            for (std::size_t j = 0; j < s.size(); ++j)
+                s[j] = static_cast<char>((i * 131 + j * 7 + j / 4096) & 0xff);
+            return s;
+        };
+        RunResult r = run({bin(), d.backing, d.mnt, "-o", opts});
+        INFO("mount output: " << r.out);
+        REQUIRE(r.status == 0);
+        for (int i = 0; i < 12; ++i)
+            std::ofstream(d.mnt + "/f" + std::to_string(i)) << content(i);
+        // Dropping the first files empties the first buckets; gc frees them.
+        for (int i = 0; i < 5; ++i)
+            REQUIRE(::unlink((d.mnt + "/f" + std::to_string(i)).c_str()) == 0);
+        CHECK(run({bin(), "gc", d.mnt}).status == 0);
+        pid_t daemon = daemon_of(d.mnt);
+        REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+        if (daemon > 0)
+            CHECK(process_gone(daemon, std::chrono::seconds(10)));
+
+        // Where the allocator put each file is its business: the resize
+        // either moves what it cuts, or refuses and changes nothing.
+        const RunResult rs = run({bin(), "resize", cache_dir, "6M"});
+        MESSAGE("resize 6M: " << rs.out);
+        const std::string size =
+            control_value(run({bin(), "show-super", cache_dir}).out, "cache_size");
+        if (rs.status == 0) {
+            CHECK(size == "6M");
+        } else {
+            CHECK(rs.status == 1);
+            CHECK(contains(rs.out, "dirty data"));
+            CHECK(size == "64M");
+        }
+        r = run({bin(), d.backing, d.mnt, "-o",
+                 "cache=" + cache_dir + ",cache_mode=writeback,writeback_delay=3600"});
+        REQUIRE(r.status == 0);
+        for (int i = 5; i < 12; ++i)
+            CHECK(read_file(d.mnt + "/f" + std::to_string(i)) == content(i));
+        CHECK(run({bin(), "flush", d.mnt}).status == 0);
+        daemon = daemon_of(d.mnt);
+        REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+        if (daemon > 0)
+            CHECK(process_gone(daemon, std::chrono::seconds(10)));
+        for (int i = 5; i < 12; ++i) // written back from where the resize put it
+            CHECK(read_file(d.backing + "/f" + std::to_string(i)) == content(i));
+    }
+
     TEST_CASE("cli: --help lists the subcommands" * doctest::timeout(60)) {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
