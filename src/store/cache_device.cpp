@@ -14,13 +14,13 @@
 // alone whatever the umask: a cache directory we create is 0700, the index
 // directory 0700 with 0600 files (MetaStore::open), a data file 0600.
 #include "overcache/store/cache_device.hpp"
-#include "util/size_text.hpp"
-#include "data_header.hpp"
-#include "overcache/store/resize.hpp"
 
+#include "data_header.hpp"
 #include "overcache/meta/key_codec.hpp"
+#include "overcache/store/resize.hpp"
 #include "util/file_io.hpp"
 #include "util/log.hpp"
+#include "util/size_text.hpp"
 
 #include <algorithm>
 #include <array>
@@ -369,12 +369,13 @@ Result<void> resize_to_config(const DeviceConfig& cfg, meta::MetaStore& ms, int 
     auto r = resize_cache(ms, data_fd, data_path(cfg), sb, cfg.cache_size);
     if (!r)
         return fail(Error{r.error().code, r.error().sys_errno,
-                          "cannot resize the cache at " + cfg.dir + " from " +
-                              size_text(old_size) + ": " + r.error().message});
+                          "cannot resize the cache at " + cfg.dir + " from " + size_text(old_size) +
+                              ": " + r.error().message});
     log::info("cache at ", cfg.dir, ": cache_size ", size_text(old_size), " -> ",
               size_text(sb.cache_size),
-              r->moved_dirty_bytes ? " (" + size_text(r->moved_dirty_bytes) + " of dirty data moved)"
-                                   : std::string{},
+              r->moved_dirty_bytes
+                  ? " (" + size_text(r->moved_dirty_bytes) + " of dirty data moved)"
+                  : std::string{},
               r->dropped_clean_bytes
                   ? " (" + size_text(r->dropped_clean_bytes) + " of clean data dropped)"
                   : std::string{});

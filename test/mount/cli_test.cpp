@@ -626,8 +626,8 @@ TEST_SUITE("mount") {
         const std::string cache_dir = d.tmp / "cache";
         const std::string wb = ",cache_mode=writeback,writeback_delay=3600";
         auto mount_with = [&](const std::string& size) {
-            const RunResult r = run({bin(), d.backing, d.mnt, "-o",
-                                     "cache=" + cache_dir + ",cache_size=" + size + wb});
+            const RunResult r = run(
+                {bin(), d.backing, d.mnt, "-o", "cache=" + cache_dir + ",cache_size=" + size + wb});
             INFO("mount output: " << r.out);
             REQUIRE(r.status == 0);
             return r;
@@ -635,8 +635,7 @@ TEST_SUITE("mount") {
         auto unmount = [&] {
             const pid_t daemon = daemon_of(d.mnt);
             REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
-            CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); },
-                                  std::chrono::seconds(10)));
+            CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); }, std::chrono::seconds(10)));
             if (daemon > 0)
                 CHECK(process_gone(daemon, std::chrono::seconds(10)));
         };
@@ -721,8 +720,8 @@ TEST_SUITE("mount") {
         unmount();
 
         // A new cache in an empty directory; a directory of other files is refused.
-        const RunResult fresh = run({bin(), "format", d.tmp / "fresh", "--size=8M",
-                                     "--bucket-size=64K"});
+        const RunResult fresh =
+            run({bin(), "format", d.tmp / "fresh", "--size=8M", "--bucket-size=64K"});
         INFO("format fresh: " << fresh.out);
         CHECK(fresh.status == 0);
         CHECK(control_value(run({bin(), "show-super", d.tmp / "fresh"}).out, "bucket_size") ==
@@ -789,9 +788,8 @@ TEST_SUITE("mount") {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
         CHECK(h.status == 0);
-        for (const char* sc :
-             {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT", "show-super CACHEDIR",
-              "resize CACHEDIR SIZE", "format CACHEDIR"})
+        for (const char* sc : {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT",
+                               "show-super CACHEDIR", "resize CACHEDIR SIZE", "format CACHEDIR"})
             CHECK(contains(h.out, sc));
         const RunResult f = run({bin(), "flush", "--help"});
         CHECK(f.status == 0);
