@@ -543,4 +543,22 @@ TEST_SUITE("store") {
         CHECK(WEXITSTATUS(status) == 0);
     }
 
+    TEST_CASE("a cache formatted without a backing becomes the first mounted one's") {
+        test::TmpDir tmp;
+        auto c = config_for(tmp);
+        auto unowned = c;
+        unowned.backing = BackingIdentity{}; // as `overcache format` makes a new one
+        REQUIRE(open_cache_device(unowned));
+        {
+            auto d = open_cache_device(c);
+            REQUIRE(d);
+            CHECK((*d)->superblock().backing_path == c.backing.path);
+            CHECK((*d)->superblock().backing_root_ino == c.backing.root_ino);
+        }
+        auto other = c;
+        other.backing.path = "/srv/other";
+        auto d = open_cache_device(other);
+        REQUIRE_FALSE(d);
+        CHECK(d.error().message.find("another backing") != std::string::npos);
+    }
 }
