@@ -19,7 +19,13 @@ constexpr std::array<Flag, 4> kStatsFlags{{
     {"--interval", "SECONDS", "how often --watch prints (default 2)"},
 }};
 
-constexpr std::array<Subcommand, 9> kSubcommands{{
+constexpr std::array<Flag, 3> kFormatFlags{{
+    {"--size", "SIZE", "the cache's size (default: 10% of its filesystem, 64M to 64G)"},
+    {"--bucket-size", "SIZE", "the bucket size, a power of two (default 1M; fixed for good)"},
+    {"--discard-dirty", nullptr, "format even a cache holding dirty data, which is lost"},
+}};
+
+constexpr std::array<Subcommand, 11> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -49,6 +55,13 @@ constexpr std::array<Subcommand, 9> kSubcommands{{
      "print a cache's superblock (format, uuid, backing, sizes, dirty data); read-only, also "
      "while it is mounted",
      kNoFlags, 1, 1, show_super_main},
+    {"resize", "CACHEDIR SIZE",
+     "grow or shrink an unmounted cache, keeping its data (clean data past a smaller size is "
+     "dropped, dirty data moved)",
+     kNoFlags, 2, 2, resize_main},
+    {"format", "CACHEDIR",
+     "start a new, empty cache in CACHEDIR (refused over dirty data without --discard-dirty)",
+     kFormatFlags, 1, 1, format_main},
 }};
 
 const Flag* find_flag(const Subcommand& sc, std::string_view name) {

@@ -248,7 +248,8 @@ const std::vector<Row>& rows() {
                     "block device or file that holds the cached data instead of CACHE/data"},
                    &Config::cache_dev, "a path"),
         size_row({"cache_size", T::size, "see FILES",
-                  "size of the cache data file (K, M, G, T suffixes)"},
+                  "size of the cache data file (K, M, G, T suffixes); fixed while mounted, "
+                  "changed by mounting with another size or by `overcache resize`"},
                  &Config::cache_size, 16 * kMiB, 1024 * kTiB),
         size_row({"cache_min_free", T::size, "1G",
                   "the cache data file takes no new space that would leave its filesystem with "

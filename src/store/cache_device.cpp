@@ -4,7 +4,8 @@
 // and uuid in its first bucket, so an index paired with someone else's data
 // file, or a cache_dev that holds something else, is detected rather than
 // overwritten. Bucket 0 starts at data_offset = bucket_size. Nothing is
-// written to an existing cache unless it validates or -o reformat is given;
+// written to an existing cache unless it validates or -o reformat is given
+// (a valid one given another cache_size= is resized: store/resize.cpp);
 // a fresh cache writes the index superblock (synced) before the data header.
 // One exception: a cache of an older format this code knows (1 or 2) holds
 // only clean data, so after a package upgrade it is dropped with one warning
@@ -13,11 +14,13 @@
 // alone whatever the umask: a cache directory we create is 0700, the index
 // directory 0700 with 0600 files (MetaStore::open), a data file 0600.
 #include "overcache/store/cache_device.hpp"
-#include "util/size_text.hpp"
 
+#include "data_header.hpp"
 #include "overcache/meta/key_codec.hpp"
+#include "overcache/store/resize.hpp"
 #include "util/file_io.hpp"
 #include "util/log.hpp"
+#include "util/size_text.hpp"
 
 #include <algorithm>
 #include <array>
@@ -71,50 +74,6 @@ namespace {
 
 constexpr std::uint64_t kMiB = 1u << 20;
 constexpr std::uint64_t kGiB = kMiB << 10;
-constexpr char kDataMagic[16] = "OVERCACHE-DATA1"; // 15 chars + NUL
-constexpr std::size_t kHeaderSize = 4096;
-
-struct DataHeader {
-    std::array<std::uint8_t, 16> uuid{};
-    std::uint64_t bucket_size = 0;
-    std::uint64_t bucket_count = 0;
-};
-
-std::string encode_header(const DataHeader& h) {
-    std::string s(kDataMagic, sizeof kDataMagic);
-    s.append(reinterpret_cast<const char*>(h.uuid.data()), h.uuid.size());
-    meta::put_be64(s, h.bucket_size);
-    meta::put_be64(s, h.bucket_count);
-    s.resize(kHeaderSize, '\0');
-    return s;
-}
-
-enum class HeaderState { ours, zero, other };
-
-HeaderState decode_header(const std::string& s, DataHeader& h) {
-    if (s.size() < sizeof kDataMagic + 32)
-        return HeaderState::other;
-    if (std::memcmp(s.data(), kDataMagic, sizeof kDataMagic) == 0) {
-        std::memcpy(h.uuid.data(), s.data() + 16, 16);
-        h.bucket_size = meta::get_be64(s.data() + 32);
-        h.bucket_count = meta::get_be64(s.data() + 40);
-        return HeaderState::ours;
-    }
-    for (char c : s)
-        if (c != 0)
-            return HeaderState::other;
-    return HeaderState::zero;
-}
-
-Result<std::string> read_header(int fd) {
-    std::string buf(kHeaderSize, '\0');
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
-    if (n < 0)
-        return fail_errno("cannot read the cache data device");
-    buf.resize(static_cast<std::size_t>(n));
-    return buf;
-}
-
 // Creates the missing directories of `path`, each 0700 whatever the umask.
 // Existing ones keep their mode: a cache= directory the user made 0755 is
 // theirs, and what matters inside it (index/, data) is private anyway.
@@ -262,6 +221,19 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
         return "the cache at " + cfg.dir + " is damaged: its superblock does not decode";
     }
     const auto& b = cfg.backing;
+    if (sb.backing_path.empty() && sb.backing_fsid == 0 && sb.backing_root_ino == 0 &&
+        meta::superblock_problem(sb).empty()) {
+        // Made by `overcache format` without a backing: the first mount over
+        // it makes it that backing's cache.
+        sb.backing_path = b.path;
+        sb.backing_fsid = b.fsid;
+        sb.backing_root_ino = b.root_ino;
+        auto batch = ms.batch();
+        batch.put(meta::Cf::meta, meta::kSuperblockKey, meta::encode(sb));
+        if (auto r = ms.write(batch, true); !r)
+            return fail(r.error());
+        log::info("cache at ", cfg.dir, ": now the cache of ", b.path);
+    }
     if (!same_backing(sb, b)) {
         code = Errc::Foreign;
         return "the cache at " + cfg.dir + " belongs to another backing (" + sb.backing_path +
@@ -275,20 +247,16 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
         code = Errc::Foreign;
         return "the cache at " + cfg.dir +
                " was formatted with bucket_size=" + size_text(sb.bucket_size) + ", not " +
-               size_text(cfg.bucket_size);
+               size_text(cfg.bucket_size) +
+               " (bucket_size is fixed when a cache is formatted; cache_size can change)";
     }
-    if (cfg.cache_size != 0 && sb.cache_size != cfg.cache_size) {
-        code = Errc::Foreign;
-        return "the cache at " + cfg.dir +
-               " was formatted with cache_size=" + size_text(sb.cache_size) + ", not " +
-               size_text(cfg.cache_size);
-    }
+    // Another cache_size= is not a problem: open_cache_device resizes.
     auto hdr = read_header(data_fd);
     if (!hdr)
         return fail(hdr.error());
     DataHeader h;
     if (decode_header(*hdr, h) != HeaderState::ours || h.uuid != sb.uuid ||
-        h.bucket_size != sb.bucket_size || h.bucket_count != sb.bucket_count) {
+        h.bucket_size != sb.bucket_size) {
         code = Errc::MetaCorrupt;
         return "the cache at " + cfg.dir + " is damaged: the data device " + data_path(cfg) +
                " does not carry this index's superblock";
@@ -304,6 +272,15 @@ Result<std::string> validate(const DeviceConfig& cfg, meta::MetaStore& ms, int d
         return "the cache at " + cfg.dir +
                " is damaged: the data device is shorter than its "
                "superblock says";
+    }
+    if (h.bucket_count != sb.bucket_count) {
+        // A resize stopped between its index batch and the header rewrite:
+        // the index is the authority, the header only a copy.
+        log::warn("cache at ", cfg.dir, ": the data header says ", h.bucket_count,
+                  " buckets, the index ", sb.bucket_count, " (an interrupted resize); repaired");
+        if (auto r = write_header(data_fd, DataHeader{sb.uuid, sb.bucket_size, sb.bucket_count});
+            !r)
+            return fail(r.error());
     }
     return std::string{};
 }
@@ -374,13 +351,34 @@ Result<void> format(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
     b.put(meta::Cf::meta, meta::kNextFileIdKey, next);
     if (auto r = ms.write(b, true); !r)
         return r;
-    const std::string hdr = encode_header(DataHeader{sb.uuid, sb.bucket_size, sb.bucket_count});
-    if (::pwrite(data_fd, hdr.data(), hdr.size(), 0) != static_cast<ssize_t>(hdr.size()) ||
-        ::fdatasync(data_fd) != 0)
-        return fail_errno("cannot write the cache data header");
+    if (auto r = write_header(data_fd, DataHeader{sb.uuid, sb.bucket_size, sb.bucket_count}); !r)
+        return r;
     log::info("formatted cache ", cfg.dir, ": cache_size=", size_text(size), " in ",
               sb.bucket_count, " buckets of ", size_text(sb.bucket_size),
               S_ISBLK(st.st_mode) ? "" : ", allocated as data is cached");
+    return {};
+}
+
+// A mount given another cache_size= than the cache has resizes it (whole
+// buckets; bucket_size is fixed at format).
+Result<void> resize_to_config(const DeviceConfig& cfg, meta::MetaStore& ms, int data_fd,
+                              meta::Superblock& sb) {
+    if (cfg.cache_size == 0 || cfg.cache_size - cfg.cache_size % sb.bucket_size == sb.cache_size)
+        return {};
+    const std::uint64_t old_size = sb.cache_size;
+    auto r = resize_cache(ms, data_fd, data_path(cfg), sb, cfg.cache_size);
+    if (!r)
+        return fail(Error{r.error().code, r.error().sys_errno,
+                          "cannot resize the cache at " + cfg.dir + " from " + size_text(old_size) +
+                              ": " + r.error().message});
+    log::info("cache at ", cfg.dir, ": cache_size ", size_text(old_size), " -> ",
+              size_text(sb.cache_size),
+              r->moved_dirty_bytes
+                  ? " (" + size_text(r->moved_dirty_bytes) + " of dirty data moved)"
+                  : std::string{},
+              r->dropped_clean_bytes
+                  ? " (" + size_text(r->dropped_clean_bytes) + " of clean data dropped)"
+                  : std::string{});
     return {};
 }
 
@@ -524,6 +522,8 @@ Result<std::unique_ptr<CacheDevice>> open_cache_device(const DeviceConfig& cfg_i
             if (!why->empty())
                 return fail(code, *why + reformat_hint(cfg));
             if (!old) {
+                if (auto r = resize_to_config(cfg, **ms, dev->data_.get(), dev->sb_); !r)
+                    return fail(r.error());
                 dev->meta_ = std::move(*ms);
                 if (auto r = dev->adopt_data(); !r)
                     return fail(r.error());

@@ -620,12 +620,176 @@ TEST_SUITE("mount") {
         CHECK(contains(none.out, "is not an overcache cache"));
     }
 
+    TEST_CASE("cli: resize and format an unmounted cache; a mount with another size resizes" *
+              doctest::timeout(300)) {
+        Dirs d;
+        const std::string cache_dir = d.tmp / "cache";
+        const std::string wb = ",cache_mode=writeback,writeback_delay=3600";
+        auto mount_with = [&](const std::string& size) {
+            const RunResult r = run(
+                {bin(), d.backing, d.mnt, "-o", "cache=" + cache_dir + ",cache_size=" + size + wb});
+            INFO("mount output: " << r.out);
+            REQUIRE(r.status == 0);
+            return r;
+        };
+        auto unmount = [&] {
+            const pid_t daemon = daemon_of(d.mnt);
+            REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+            CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); }, std::chrono::seconds(10)));
+            if (daemon > 0)
+                CHECK(process_gone(daemon, std::chrono::seconds(10)));
+        };
+        auto content = [](int i) {
+            std::string s(300000 + 4096 * i, '\0');
+            for (std::size_t j = 0; j < s.size(); ++j)
+                s[j] = static_cast<char>('a' + (i * 7 + j / 1000 + j) % 26);
+            return s;
+        };
+        constexpr int kFiles = 16;
+        auto all_read_back = [&] {
+            for (int i = 0; i < kFiles; ++i) {
+                INFO("file " << i);
+                CHECK(read_file(d.mnt + "/f" + std::to_string(i)) == content(i));
+            }
+        };
+
+        mount_with("64M");
+        for (int i = 0; i < kFiles; ++i)
+            std::ofstream(d.mnt + "/f" + std::to_string(i)) << content(i);
+        all_read_back();
+        const RunResult busy = run({bin(), "resize", cache_dir, "32M"});
+        CHECK(busy.status == 1);
+        CHECK(contains(busy.out, "in use by a mount"));
+        unmount();
+        const RunResult sup = run({bin(), "show-super", cache_dir});
+        const std::string dirty = control_value(sup.out, "dirty_data");
+        INFO("dirty after unmount: " << dirty);
+        CHECK(dirty != "0"); // writeback_delay keeps it dirty across the unmount
+
+        // format refuses to throw dirty data away, naming how much.
+        const RunResult fmt = run({bin(), "format", cache_dir});
+        INFO("format: " << fmt.out);
+        CHECK(fmt.status == 1);
+        CHECK(contains(fmt.out, "dirty data"));
+        CHECK(contains(fmt.out, "bytes)"));
+        CHECK(contains(fmt.out, "overcache flush"));
+
+        // Shrinking below what the dirty data needs changes nothing.
+        const RunResult tiny = run({bin(), "resize", cache_dir, "4M"});
+        INFO("resize 4M: " << tiny.out);
+        CHECK(tiny.status == 1);
+        CHECK(contains(tiny.out, "dirty data"));
+        CHECK(control_value(run({bin(), "show-super", cache_dir}).out, "cache_size") == "64M");
+        CHECK(run({bin(), "resize", cache_dir, "1M"}).status == 1); // fewer than 3 buckets
+        CHECK(run({bin(), "resize", cache_dir, "lots"}).status == 2);
+
+        const RunResult smaller = run({bin(), "resize", cache_dir, "16M"});
+        INFO("resize 16M: " << smaller.out);
+        CHECK(smaller.status == 0);
+        CHECK(contains(smaller.out, "cache_size 64M -> 16M"));
+        const RunResult larger = run({bin(), "resize", cache_dir, "32M"});
+        INFO("resize 32M: " << larger.out);
+        CHECK(larger.status == 0);
+        CHECK(contains(larger.out, "cache_size 16M -> 32M"));
+        const RunResult s2 = run({bin(), "show-super", cache_dir});
+        CHECK(control_value(s2.out, "cache_size") == "32M");
+        CHECK(control_value(s2.out, "dirty_data") == dirty);
+
+        mount_with("32M");
+        all_read_back();
+        unmount();
+
+        // A mount with another cache_size resizes instead of refusing.
+        mount_with("48M");
+        CHECK(control_value(run({bin(), "show-super", cache_dir}).out, "cache_size") == "48M");
+        all_read_back();
+        CHECK(run({bin(), "flush", d.mnt}).status == 0);
+        unmount();
+        for (int i = 0; i < kFiles; ++i) // flushed: the backing has every byte
+            CHECK(read_file(d.backing + "/f" + std::to_string(i)) == content(i));
+
+        // Clean now: format starts an empty cache that stays this backing's.
+        const RunResult fmt2 = run({bin(), "format", cache_dir, "--size=16M"});
+        INFO("format again: " << fmt2.out);
+        CHECK(fmt2.status == 0);
+        const RunResult s3 = run({bin(), "show-super", cache_dir});
+        CHECK(control_value(s3.out, "cache_size") == "16M");
+        CHECK(control_value(s3.out, "buckets_in_use") == "0");
+        mount_with("16M");
+        all_read_back();
+        unmount();
+
+        // A new cache in an empty directory; a directory of other files is refused.
+        const RunResult fresh =
+            run({bin(), "format", d.tmp / "fresh", "--size=8M", "--bucket-size=64K"});
+        INFO("format fresh: " << fresh.out);
+        CHECK(fresh.status == 0);
+        CHECK(control_value(run({bin(), "show-super", d.tmp / "fresh"}).out, "bucket_size") ==
+              "64K");
+        const RunResult other = run({bin(), "format", d.backing});
+        CHECK(other.status == 1);
+        CHECK(contains(other.out, "other files"));
+    }
+
+    TEST_CASE("cli: resize moves dirty data from the buckets it cuts into freed ones below" *
+              doctest::timeout(180)) {
+        Dirs d;
+        const std::string cache_dir = d.tmp / "cache";
+        const std::string opts =
+            "cache=" + cache_dir + ",cache_size=64M,cache_mode=writeback,writeback_delay=3600";
+        auto content = [](int i) {
+            std::string s(400000, '\0');
+            for (std::size_t j = 0; j < s.size(); ++j)
+                s[j] = static_cast<char>((i * 131 + j * 7 + j / 4096) & 0xff);
+            return s;
+        };
+        RunResult r = run({bin(), d.backing, d.mnt, "-o", opts});
+        INFO("mount output: " << r.out);
+        REQUIRE(r.status == 0);
+        for (int i = 0; i < 12; ++i)
+            std::ofstream(d.mnt + "/f" + std::to_string(i)) << content(i);
+        // Dropping the first files empties the first buckets; gc frees them.
+        for (int i = 0; i < 5; ++i)
+            REQUIRE(::unlink((d.mnt + "/f" + std::to_string(i)).c_str()) == 0);
+        CHECK(run({bin(), "gc", d.mnt}).status == 0);
+        pid_t daemon = daemon_of(d.mnt);
+        REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+        if (daemon > 0)
+            CHECK(process_gone(daemon, std::chrono::seconds(10)));
+
+        // Where the allocator put each file is its business: the resize
+        // either moves what it cuts, or refuses and changes nothing.
+        const RunResult rs = run({bin(), "resize", cache_dir, "6M"});
+        MESSAGE("resize 6M: " << rs.out);
+        const std::string size =
+            control_value(run({bin(), "show-super", cache_dir}).out, "cache_size");
+        if (rs.status == 0) {
+            CHECK(size == "6M");
+        } else {
+            CHECK(rs.status == 1);
+            CHECK(contains(rs.out, "dirty data"));
+            CHECK(size == "64M");
+        }
+        r = run({bin(), d.backing, d.mnt, "-o",
+                 "cache=" + cache_dir + ",cache_mode=writeback,writeback_delay=3600"});
+        REQUIRE(r.status == 0);
+        for (int i = 5; i < 12; ++i)
+            CHECK(read_file(d.mnt + "/f" + std::to_string(i)) == content(i));
+        CHECK(run({bin(), "flush", d.mnt}).status == 0);
+        daemon = daemon_of(d.mnt);
+        REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+        if (daemon > 0)
+            CHECK(process_gone(daemon, std::chrono::seconds(10)));
+        for (int i = 5; i < 12; ++i) // written back from where the resize put it
+            CHECK(read_file(d.backing + "/f" + std::to_string(i)) == content(i));
+    }
+
     TEST_CASE("cli: --help lists the subcommands" * doctest::timeout(60)) {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
         CHECK(h.status == 0);
-        for (const char* sc :
-             {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT", "show-super CACHEDIR"})
+        for (const char* sc : {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT",
+                               "show-super CACHEDIR", "resize CACHEDIR SIZE", "format CACHEDIR"})
             CHECK(contains(h.out, sc));
         const RunResult f = run({bin(), "flush", "--help"});
         CHECK(f.status == 0);

@@ -273,7 +273,7 @@ TEST_SUITE("mount") {
                           r.out);
             CHECK_FALSE(is_mountpoint(tree.back + "/sub"));
         }
-        SUBCASE("a cache of another size: sizes as the options take them") {
+        SUBCASE("a cache of another size is resized; a size it cannot take is refused") {
             {
                 auto r = run_oc({tree.back, tree.mnt, "-o", tree.opts()});
                 REQUIRE_MESSAGE(r.status == 0, r.out);
@@ -283,10 +283,23 @@ TEST_SUITE("mount") {
             }
             // Right after the unmount: the daemon above may still be closing
             // the cache, and the new one waits for it.
+            // Another size resizes the cache (logged with sizes as the
+            // options take them) ...
+            {
+                const auto r = run_oc(
+                    {tree.back, tree.mnt, "-o", "cache=" + tree.cache + ",cache_size=0.125G"});
+                REQUIRE_MESSAGE(r.status == 0, r.out);
+                CHECK_MESSAGE(r.out.find("cache_size 64M -> 128M") != std::string::npos, r.out);
+                REQUIRE(::umount2(tree.mnt.c_str(), 0) == 0);
+            }
+            // ... and a size it cannot take is refused, naming it and the limit.
             const auto r =
-                run_oc({tree.back, tree.mnt, "-o", "cache=" + tree.cache + ",cache_size=0.125G"});
+                run_oc({tree.back, tree.mnt, "-o", "cache=" + tree.cache + ",cache_size=512T"});
             CHECK(r.status == 1);
-            CHECK_MESSAGE(r.out.find("was formatted with cache_size=64M, not 128M") !=
+            CHECK_MESSAGE(r.out.find("cannot resize the cache at " + tree.cache + " from 128M") !=
+                              std::string::npos,
+                          r.out);
+            CHECK_MESSAGE(r.out.find("cache_size 512T is larger than the filesystem holding") !=
                               std::string::npos,
                           r.out);
             CHECK_MESSAGE(r.out.find(": foreign cache") == std::string::npos, r.out);

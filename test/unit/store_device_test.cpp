@@ -202,17 +202,25 @@ TEST_SUITE("store") {
             o.backing.root_ino = 99;
             CHECK_FALSE(open_cache_device(o));
         }
-        SUBCASE("another bucket size or cache size") {
+        SUBCASE("another bucket size is refused; another cache size resizes") {
             auto o = c;
             o.bucket_size = 128u << 10;
             auto d = open_cache_device(o);
             REQUIRE_FALSE(d);
             CHECK(d.error().message.find("bucket_size") != std::string::npos);
+            CHECK(d.error().message.find("fixed") != std::string::npos);
             o = c;
             o.cache_size = 8u << 20;
             d = open_cache_device(o);
+            REQUIRE(d);
+            CHECK((*d)->superblock().cache_size == 8u << 20);
+            CHECK((*d)->superblock().bucket_count == 31);
+            d->reset();
+            CHECK(file_size(c.dir + "/data") == 8u << 20);
+            o.cache_size = 2 * o.bucket_size; // below the 3-bucket floor
+            d = open_cache_device(o);
             REQUIRE_FALSE(d);
-            CHECK(d.error().message.find("cache_size") != std::string::npos);
+            CHECK(d.error().message.find("too small") != std::string::npos);
         }
         SUBCASE("an unknown version") {
             {
@@ -535,4 +543,22 @@ TEST_SUITE("store") {
         CHECK(WEXITSTATUS(status) == 0);
     }
 
+    TEST_CASE("a cache formatted without a backing becomes the first mounted one's") {
+        test::TmpDir tmp;
+        auto c = config_for(tmp);
+        auto unowned = c;
+        unowned.backing = BackingIdentity{}; // as `overcache format` makes a new one
+        REQUIRE(open_cache_device(unowned));
+        {
+            auto d = open_cache_device(c);
+            REQUIRE(d);
+            CHECK((*d)->superblock().backing_path == c.backing.path);
+            CHECK((*d)->superblock().backing_root_ino == c.backing.root_ino);
+        }
+        auto other = c;
+        other.backing.path = "/srv/other";
+        auto d = open_cache_device(other);
+        REQUIRE_FALSE(d);
+        CHECK(d.error().message.find("another backing") != std::string::npos);
+    }
 }

@@ -83,9 +83,12 @@ private:
 
 // Opens the cache at cfg.dir, formatting it when there is none. An existing
 // cache that belongs to another backing, has a newer (unknown) format version
-// or another bucket/cache size, or is damaged is refused (Errc::Foreign or
+// or another bucket size, or is damaged is refused (Errc::Foreign or
 // Errc::MetaCorrupt, the message says which and to use -o reformat) and left
-// untouched, unless cfg.reformat. A cache of this backing in an older format
+// untouched, unless cfg.reformat. Another cfg.cache_size (non-zero) resizes
+// the cache (store/resize.hpp), keeping its data; a size it cannot take is
+// refused with the reason, the cache unchanged. A cache made by `overcache
+// format` without a backing becomes cfg.backing's. A cache of this backing in an older format
 // (1, 2: clean data only) is dropped with a warning and reformatted, keeping
 // its cache_size unless cfg gives one; formatted_now() is then true.
 // The cache is private to its owner whatever the umask: cfg.dir is created
