@@ -8,6 +8,7 @@
 #include "cache/dirty_files.hpp"
 #include "cache/file_records.hpp"
 #include "cache/file_table.hpp"
+#include "cache/path_policy.hpp"
 #include "overcache/bg/executors.hpp"
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/extent_index.hpp"
@@ -16,6 +17,8 @@
 #include "overcache/store/error_budget.hpp"
 
 #include <atomic>
+#include <map>
+#include <optional>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -50,6 +53,7 @@ struct CacheCore {
     FileTable files;
     DirtyFiles dirty;
     FileRecords records;
+    PathPolicy policy; // per-path settings (user.overcache.mode, ...)
     store::WritePoint fg_wp{"foreground", false};
     CacheCounters c;
     std::atomic<bool> stopped{false};
@@ -77,8 +81,21 @@ struct CacheCore {
     Result<void> sync_dirty();
 
     meta::FileKey key_of(int fd, const struct stat& st);
+    // key_of without an fd: known only once key_of has seen st_dev.
+    std::optional<meta::FileKey> known_key(dev_t st_dev, ino_t ino);
+
+    // The cache mode a file was last opened under when a per-path policy
+    // set it (writeback follows it for that file: writeback_delay only
+    // for writeback files, at once for the rest). Forgotten at unmount: a
+    // file left dirty is written back under the mount-wide mode next time.
+    void note_file_mode(const meta::FileKey& k, std::optional<config::CacheMode> m);
+    config::CacheMode file_mode(const meta::FileKey& k) const;
 
 private:
+    mutable std::mutex mode_mu_; // a leaf
+    std::map<std::pair<std::uint64_t, std::uint64_t>, config::CacheMode>
+        file_modes_; // guarded by mode_mu_
+
     std::mutex fsid_mu_;
     std::unordered_map<dev_t, std::uint64_t> fsids_; // guarded by fsid_mu_
 };

@@ -329,6 +329,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             changes.emplace_back(g.moves, begin_attr_change(a, g.fd, *g.st));
         if (::renameat2(from->fd(), name, to->fd(), newname, flags) != 0)
             return errno;
+        // Per-path policy is inherited along the parent the inode table
+        // keeps: the moved files now inherit from their new directory.
+        struct stat moved {};
+        if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent);
+        if ((flags & RENAME_EXCHANGE) != 0 &&
+            ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent);
         for (auto& [moves, change] : changes)
             if (change)
                 (void)change->finish(moves);
