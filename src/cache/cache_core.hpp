@@ -90,6 +90,9 @@ struct CacheCore {
     // file left dirty is written back under the mount-wide mode next time.
     void note_file_mode(const meta::FileKey& k, std::optional<config::CacheMode> m);
     config::CacheMode file_mode(const meta::FileKey& k) const;
+    // Forgets the modes of files neither dirty nor in use (writeback's
+    // pass), so the map stays as small as the files that need it.
+    void prune_file_modes();
 
 private:
     mutable std::mutex mode_mu_; // a leaf

@@ -83,6 +83,22 @@ void CacheCore::note_file_mode(const meta::FileKey& k, std::optional<config::Cac
         file_modes_.erase({k.fsid, k.ino});
 }
 
+void CacheCore::prune_file_modes() {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> keys;
+    {
+        std::lock_guard lk(mode_mu_);
+        for (const auto& [id, m] : file_modes_)
+            keys.push_back(id);
+    }
+    for (const auto& id : keys) {
+        const meta::FileKey k{id.first, id.second};
+        if (dirty.find(k) || files.find(k))
+            continue; // still dirty or in use: writeback may ask
+        std::lock_guard lk(mode_mu_);
+        file_modes_.erase(id);
+    }
+}
+
 config::CacheMode CacheCore::file_mode(const meta::FileKey& k) const {
     {
         std::lock_guard lk(mode_mu_);
@@ -446,7 +462,13 @@ ChangeOut CachingPath::check_attrs(FileState& fs, FileRef file) {
 }
 
 void CachingPath::removed(FileRef file) {
-    cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    const meta::FileKey key = core_.key_of(file.fd, file.st);
+    // Its per-path settings go with its last name: a later file that gets
+    // the same inode number must not inherit them.
+    if (core_.policy.get(key))
+        if (auto r = core_.policy.set(key, PathSettings{}); !r)
+            log::warn("cache: dropping the settings of a removed file: ", to_string(r.error()));
+    cache::StateRef ref = core_.files.acquire(key);
     if (ref->opens.load() > 0 && ref->ahead.load()) {
         // Still open: the file lives on without a name, and whoever holds
         // it reads the backing from now on, which must have its bytes.

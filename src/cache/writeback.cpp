@@ -261,6 +261,7 @@ void Writeback::pass() {
             backoff_.erase(id(key));
         }
     }
+    core_.prune_file_modes();
     // Every flush queued before this pass has had each of its files tried.
     for (auto& f : flushes_) {
         Result<void> out;
