@@ -227,5 +227,6 @@ TEST_SUITE("path_policy") {
         CHECK(get(f, "effective_sequential_cutoff") == "4M");
         CHECK(!listed(list(d), "user.overcache.sequential_cutoff"));
         CHECK(remove(f, "pin") == ENOTSUP);
+        CHECK(remove(f, "colour") == ENODATA);
     }
 }
