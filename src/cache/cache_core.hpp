@@ -17,13 +17,13 @@
 #include "overcache/store/error_budget.hpp"
 
 #include <atomic>
-#include <map>
-#include <optional>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_set>
 
 namespace overcache::cache {

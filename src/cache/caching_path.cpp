@@ -48,8 +48,7 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
       alloc(dev->meta(), static_cast<std::uint32_t>(dev->superblock().bucket_count),
             dev->superblock().bucket_size, reserve_for(dev->superblock().bucket_count),
             dev->block_size()),
-      index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root),
-      policy(dev->meta()),
+      index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root), policy(dev->meta()),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
                                       std::chrono::seconds(p.io_error_halflife_s)}) {
     alloc.set_space(dev->space()); // before the bucket records are loaded
@@ -418,7 +417,6 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
         std::make_unique<CachedFile>(fd, std::move(ref), (open_flags & O_DSYNC) != 0, policy),
         keep};
 }
-
 
 ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {
     ChangeOut out;

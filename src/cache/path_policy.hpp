@@ -40,9 +40,9 @@ private:
     using Id = std::pair<std::uint64_t, std::uint64_t>;
     meta::MetaStore& meta_;
     std::mutex set_mu_; // setters, one at a time, so the index and the map agree; before mu_
-    mutable std::shared_mutex mu_;       // a leaf; no I/O is done under it
-    std::map<Id, PathSettings> by_key_;  // guarded by mu_
-    std::atomic<std::size_t> count_{0};  // by_key_.size(), for any()
+    mutable std::shared_mutex mu_;      // a leaf; no I/O is done under it
+    std::map<Id, PathSettings> by_key_; // guarded by mu_
+    std::atomic<std::size_t> count_{0}; // by_key_.size(), for any()
 };
 
 } // namespace overcache::cache

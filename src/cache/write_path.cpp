@@ -417,8 +417,10 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         if (!n)
             return fail(n.error());
         written = *n;
-        return CacheUpdate{uoff, uoff + written, buf.data(), CacheUpdate::Size::at_least,
-                           uoff + written, f.policy().mode};
+        CacheUpdate u{uoff, uoff + written, buf.data(), CacheUpdate::Size::at_least,
+                      uoff + written};
+        u.mode = f.policy().mode; // the open's per-path mode, if any
+        return u;
     });
     if (!r)
         return done(fail(std::move(r).error()));

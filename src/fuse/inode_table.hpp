@@ -9,9 +9,9 @@
 
 #include "util/unique_fd.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <atomic>
 #include <mutex>
 #include <optional>
 #include <sys/stat.h>

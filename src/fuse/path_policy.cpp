@@ -167,8 +167,7 @@ std::string trimmed(std::string_view v) {
 int store(fuse_req_t req, Adapter& a, const InodeRef& inode, cache::FileRef ref,
           const cache::PathSettings& next) {
     if (auto r = a.data.set_path_settings(ref, next); !r) {
-        log::warn("xattr: cannot store the settings of ", where(inode), ": ",
-                  to_string(r.error()));
+        log::warn("xattr: cannot store the settings of ", where(inode), ": ", to_string(r.error()));
         return errno_of(r.error());
     }
     fuse_reply_err(req, 0);

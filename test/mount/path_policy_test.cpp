@@ -135,6 +135,23 @@ TEST_SUITE("path_policy") {
         REQUIRE(::rename(m.mnt("moved/h").c_str(), m.mnt("plain/h").c_str()) == 0);
         CHECK(get(m.mnt("plain/h"), "effective_mode") == "writethrough");
 
+        // A dirty file that leaves writeback is still written back (at its
+        // next open, at once: no writeback_delay) and reads its dirty bytes
+        // from the cache until then.
+        REQUIRE(number(m.mnt("moved/f"), "dirty_bytes") > 0);
+        REQUIRE(set(m.mnt("moved/f"), "mode", "none") == 0);
+        CHECK(get(m.mnt("moved/f"), "effective_mode") == "none");
+        CHECK(read_uncached(m.mnt("moved/f")) == data);
+        bool written_back = false;
+        for (int i = 0; i < 300 && !written_back; ++i) {
+            written_back = number(m.mnt("moved/f"), "dirty_bytes") == 0;
+            if (!written_back)
+                ::usleep(100 * 1000); // writeback's pass is periodic: poll it
+        }
+        CHECK(written_back);
+        CHECK(read_file(m.root() + "/backing/moved/f") == data);
+        REQUIRE(remove(m.mnt("moved/f"), "mode") == 0);
+
         m.remount();
         CHECK(get(m.mnt("moved"), "mode") == "writeback");
         write_file(m.mnt("moved/i"), data);

@@ -24,8 +24,8 @@ enum class Cf : std::uint8_t {
     dirty,    // (FileId, offset) -> length: dirty ranges in writeback order (empty until writeback)
     policy,   // backing identity (file or directory) -> PolicyRecord (user.overcache.mode, ...)
 };
-inline constexpr std::array<Cf, 7> kAllCfs{Cf::meta,    Cf::files,    Cf::extents, Cf::buckets,
-                                           Cf::file_ids, Cf::dirty,   Cf::policy};
+inline constexpr std::array<Cf, 7> kAllCfs{Cf::meta,     Cf::files, Cf::extents, Cf::buckets,
+                                           Cf::file_ids, Cf::dirty, Cf::policy};
 const char* cf_name(Cf cf) noexcept;
 
 using FileId = std::uint64_t;
