@@ -6,11 +6,11 @@
 // settings (mode, sequential_cutoff, promote_after_hits and their
 // effective_* values) are path_policy.cpp's; a file's read-only facts
 // (cached_bytes, dirty_bytes, extents, state) are answered from the cache;
-// `pin` is refused with ENOTSUP until it lands (TODO(#8)), other names are
-// EINVAL to set, ENOTSUP to read and ENODATA to remove. Only the settings set on the file
-// itself are listed, never the backing's own user.overcache.* names. On the
-// control file they are the mount's settings and stats (ops_control.cpp);
-// it has no others.
+// `pin` is refused with ENOTSUP until it lands (TODO(#8)); other names are
+// EINVAL to set, ENOTSUP to read and ENODATA to remove. Only the settings
+// set on the file itself are listed, never the backing's own
+// user.overcache.* names. On the control file they are the mount's
+// settings and stats (ops_control.cpp); it has no others.
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/path_policy.hpp"
@@ -45,10 +45,11 @@ void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange
 }
 
 // The read-only facts under user.overcache. of a file: what the cache
-// holds of it. `state`: dirty (the backing lacks some of the cache's
-// bytes), conflict (the last writeback found the file changed behind the
-// mount and saved the cache's bytes aside; until the next write through
-// the mount or invalidate), else clean. Other names: ENOTSUP.
+// holds of it. `state`: conflict (the file was found changed behind the
+// mount while the cache held dirty data for it, which was saved as a
+// conflict copy; until the next write through the mount or invalidate),
+// dirty (the backing lacks some of the cache's bytes), else clean. Other
+// names: ENOTSUP.
 int cache_fact(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_view key,
                std::size_t size) {
     if (key != "cached_bytes" && key != "dirty_bytes" && key != "extents" && key != "state")
