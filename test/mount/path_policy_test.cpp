@@ -245,5 +245,12 @@ TEST_SUITE("path_policy") {
         CHECK(!listed(list(d), "user.overcache.sequential_cutoff"));
         CHECK(remove(f, "pin") == ENOTSUP);
         CHECK(remove(f, "colour") == ENODATA);
+
+        // Settings go with the directory: one made again has none.
+        REQUIRE(::mkdir(m.mnt("e").c_str(), 0755) == 0);
+        REQUIRE(set(m.mnt("e"), "mode", "none") == 0);
+        REQUIRE(::rmdir(m.mnt("e").c_str()) == 0);
+        REQUIRE(::mkdir(m.mnt("e").c_str(), 0755) == 0);
+        CHECK(get(m.mnt("e"), "mode") == err(ENODATA));
     }
 }
