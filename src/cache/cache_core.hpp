@@ -8,6 +8,7 @@
 #include "cache/dirty_files.hpp"
 #include "cache/file_records.hpp"
 #include "cache/file_table.hpp"
+#include "cache/path_policy.hpp"
 #include "cache/working_set.hpp"
 #include "overcache/bg/executors.hpp"
 #include "overcache/cache/caching_path.hpp"
@@ -20,8 +21,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_set>
 
 namespace overcache::cache {
@@ -51,6 +54,7 @@ struct CacheCore {
     FileTable files;
     DirtyFiles dirty;
     FileRecords records;
+    PathPolicy policy; // per-path settings (user.overcache.mode, ...)
     store::WritePoint fg_wp{"foreground", false};
     CacheCounters c;
     WorkingSet working_set; // what reads and writes touched (stats)
@@ -83,8 +87,24 @@ struct CacheCore {
     Result<void> sync_dirty();
 
     meta::FileKey key_of(int fd, const struct stat& st);
+    // key_of without an fd: known only once key_of has seen st_dev.
+    std::optional<meta::FileKey> known_key(dev_t st_dev, ino_t ino);
+
+    // The cache mode a file was last opened under when a per-path policy
+    // set it (writeback follows it for that file: writeback_delay only
+    // for writeback files, at once for the rest). Forgotten at unmount: a
+    // file left dirty is written back under the mount-wide mode next time.
+    void note_file_mode(const meta::FileKey& k, std::optional<config::CacheMode> m);
+    config::CacheMode file_mode(const meta::FileKey& k) const;
+    // Forgets the modes of files neither dirty nor in use (writeback's
+    // pass), so the map stays as small as the files that need it.
+    void prune_file_modes();
 
 private:
+    mutable std::mutex mode_mu_; // a leaf
+    std::map<std::pair<std::uint64_t, std::uint64_t>, config::CacheMode>
+        file_modes_; // guarded by mode_mu_
+
     std::mutex fsid_mu_;
     std::unordered_map<dev_t, std::uint64_t> fsids_; // guarded by fsid_mu_
 };

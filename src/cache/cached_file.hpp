@@ -17,8 +17,8 @@ class CachedFile final : public OpenFile {
 public:
     // `sync_writes`: opened O_SYNC or O_DSYNC (each write is durable when
     // it returns).
-    CachedFile(int fd, StateRef st, bool sync_writes = false)
-        : fd_(fd), sync_writes_(sync_writes), st_(std::move(st)) {
+    CachedFile(int fd, StateRef st, bool sync_writes = false, FilePolicy policy = {})
+        : fd_(fd), sync_writes_(sync_writes), policy_(policy), st_(std::move(st)) {
         ++st_->opens;
     }
     ~CachedFile() override { --st_->opens; }
@@ -27,6 +27,8 @@ public:
     int fd() const { return fd_; }
     bool sync_writes() const { return sync_writes_; }
     FileState& state() const { return *st_; }
+    // Per-path settings of this open; unset fields are the mount's, read live.
+    const FilePolicy& policy() const { return policy_; }
     const StateRef& ref() const { return st_; }
 
     // Sequential-stream detection: true once this open's stream has read
@@ -54,6 +56,7 @@ public:
 private:
     int fd_; // borrowed from the adapter
     const bool sync_writes_;
+    const FilePolicy policy_;
     StateRef st_;
     StreamDetector streams_; // thread-safe: FUSE threads read one open concurrently
     static constexpr std::size_t kRecentMisses = 64;

@@ -48,7 +48,7 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
       alloc(dev->meta(), static_cast<std::uint32_t>(dev->superblock().bucket_count),
             dev->superblock().bucket_size, reserve_for(dev->superblock().bucket_count),
             dev->block_size()),
-      index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root),
+      index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root), policy(dev->meta()),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
                                       std::chrono::seconds(p.io_error_halflife_s)}) {
     alloc.set_space(dev->space()); // before the bucket records are loaded
@@ -72,6 +72,46 @@ Result<void> CacheCore::sync_dirty() {
         return r;
     }
     return dev->meta().sync_wal();
+}
+
+void CacheCore::note_file_mode(const meta::FileKey& k, std::optional<config::CacheMode> m) {
+    std::lock_guard lk(mode_mu_);
+    if (m)
+        file_modes_[{k.fsid, k.ino}] = *m;
+    else
+        file_modes_.erase({k.fsid, k.ino});
+}
+
+void CacheCore::prune_file_modes() {
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> keys;
+    {
+        std::lock_guard lk(mode_mu_);
+        for (const auto& [id, m] : file_modes_)
+            keys.push_back(id);
+    }
+    for (const auto& id : keys) {
+        const meta::FileKey k{id.first, id.second};
+        if (dirty.find(k) || files.find(k))
+            continue; // still dirty or in use: writeback may ask
+        std::lock_guard lk(mode_mu_);
+        file_modes_.erase(id);
+    }
+}
+
+config::CacheMode CacheCore::file_mode(const meta::FileKey& k) const {
+    {
+        std::lock_guard lk(mode_mu_);
+        if (auto it = file_modes_.find({k.fsid, k.ino}); it != file_modes_.end())
+            return it->second;
+    }
+    return p.mode;
+}
+
+std::optional<meta::FileKey> CacheCore::known_key(dev_t st_dev, ino_t ino) {
+    std::lock_guard lk(fsid_mu_);
+    if (auto it = fsids_.find(st_dev); it != fsids_.end())
+        return meta::FileKey{it->second, static_cast<std::uint64_t>(ino)};
+    return std::nullopt;
 }
 
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
@@ -143,7 +183,22 @@ public:
         core_.dev.reset();
     }
 
-    Result<OpenOut> open(int fd, const struct stat& st, int open_flags) override;
+    using DataPath::open;
+    Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
+                         const FilePolicy& policy) override;
+    bool has_path_settings() const override { return core_.policy.any(); }
+    std::optional<PathSettings> path_settings(FileRef file) override {
+        if (!core_.policy.any())
+            return std::nullopt;
+        if (file.fd < 0) {
+            auto k = core_.known_key(file.st.st_dev, file.st.st_ino);
+            return k ? core_.policy.get(*k) : std::nullopt;
+        }
+        return core_.policy.get(core_.key_of(file.fd, file.st));
+    }
+    Result<void> set_path_settings(FileRef file, const PathSettings& s) override {
+        return core_.policy.set(core_.key_of(file.fd, file.st), s);
+    }
     Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) override {
         return reader_.read(static_cast<CachedFile&>(f), buf, size, off);
     }
@@ -250,6 +305,8 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     // data device or the extents.
     if (auto r = core_.alloc.load_all(); !r)
         log::error("cache: reading bucket records: ", to_string(r.error()));
+    if (auto r = core_.policy.load(); !r)
+        log::error("cache: reading per-path settings: ", to_string(r.error()));
     if (auto r = core_.records.start(); !r)
         log::error("cache: reading the file id counter: ", to_string(r.error()));
     core_.index.after_device_write = hooks_.after_device_write;
@@ -303,8 +360,11 @@ void CachingPath::kick_writeback_if_over() {
         writeback_.kick();
 }
 
-Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags) {
-    StateRef ref = core_.files.acquire(core_.key_of(fd, st));
+Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
+                                  const FilePolicy& policy) {
+    const meta::FileKey key = core_.key_of(fd, st);
+    core_.note_file_mode(key, policy.mode);
+    StateRef ref = core_.files.acquire(key);
     FileState& fs = *ref;
     bool keep = false;
     // The adapter's open has emptied the backing already: a write of ours in
@@ -354,10 +414,10 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags)
         if (!fs.ahead.load())
             fs.size.store(static_cast<std::uint64_t>(now.st_size));
     }
-    return OpenOut{std::make_unique<CachedFile>(fd, std::move(ref), (open_flags & O_DSYNC) != 0),
-                   keep};
+    return OpenOut{
+        std::make_unique<CachedFile>(fd, std::move(ref), (open_flags & O_DSYNC) != 0, policy),
+        keep};
 }
-
 
 ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {
     ChangeOut out;
@@ -401,7 +461,13 @@ ChangeOut CachingPath::check_attrs(FileState& fs, FileRef file) {
 }
 
 void CachingPath::removed(FileRef file) {
-    cache::StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    const meta::FileKey key = core_.key_of(file.fd, file.st);
+    // Its per-path settings go with its last name: a later file that gets
+    // the same inode number must not inherit them.
+    if (core_.policy.get(key))
+        if (auto r = core_.policy.set(key, PathSettings{}); !r)
+            log::warn("cache: dropping the settings of a removed file: ", to_string(r.error()));
+    cache::StateRef ref = core_.files.acquire(key);
     if (ref->opens.load() > 0 && ref->ahead.load()) {
         // Still open: the file lives on without a name, and whoever holds
         // it reads the backing from now on, which must have its bytes.
@@ -571,6 +637,7 @@ Result<DataPath::FileCacheInfo> CachingPath::file_info(FileRef file) {
             return fail(r.error());
         if (!ref->rec)
             return info; // never cached
+        info.conflict = (ref->rec->flags & meta::kFileConflict) != 0;
         // A file changed behind the mount loses its clean extents at its
         // next open: they are not counted as cached. Dirty data (a record
         // ahead of the backing) always is.

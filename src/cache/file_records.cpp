@@ -171,9 +171,12 @@ Result<bool> FileRecords::revalidate(FileState& st, const struct stat& backing) 
             return fail(r.error());
         return false;
     }
-    if ((st.rec->flags & meta::kFileAhead) != 0 && on_conflict && !on_conflict(st, backing))
+    const bool conflict = (st.rec->flags & meta::kFileAhead) != 0 && on_conflict;
+    if (conflict && !on_conflict(st, backing))
         return fail(Errc::Sys, "a changed file's dirty data could not be saved; kept as it is");
     meta::FileRecord rec = *st.rec;
+    if (conflict)
+        rec.flags |= meta::kFileConflict; // user.overcache.state: conflict
     ++rec.epoch;
     take_attrs(rec, backing);
     rec.flags &= ~meta::kFileAhead;
@@ -225,7 +228,8 @@ Result<void> FileRecords::drop(FileState& st, const struct stat& after, std::uin
     meta::FileRecord rec = *st.rec;
     ++rec.epoch;
     take_attrs(rec, after);
-    rec.flags &= ~(meta::kFileAhead | meta::kFileWritingBack); // the dirty data goes too
+    // The dirty data goes too; so does a conflict (invalidate, O_TRUNC).
+    rec.flags &= ~(meta::kFileAhead | meta::kFileWritingBack | meta::kFileConflict);
     rec.flags |= set_flags;
     auto t = index_.txn();
     if (auto r = index_.stage_drop_all(t, rec.file_id); !r) {

@@ -23,7 +23,9 @@ int fd_of(OpenFile& f) {
 
 class PassthroughPath final : public DataPath {
 public:
-    Result<OpenOut> open(int fd, const struct stat& /*st*/, int /*open_flags*/) override {
+    using DataPath::open;
+    Result<OpenOut> open(int fd, const struct stat& /*st*/, int /*open_flags*/,
+                         const FilePolicy& /*policy*/) override {
         // Nothing to compare against, so the page cache is kept only until
         // the next open, exactly as a plain passthrough with keep_cache off.
         return OpenOut{std::make_unique<PassthroughFile>(fd), false};

@@ -81,7 +81,8 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         return ReadOut{f.fd(), off_signed, size};
     }
     const std::uint64_t end = std::min<std::uint64_t>(off + size, fsize);
-    const bool bypass = f.note_read(off, size, core_.p.sequential_cutoff);
+    const bool bypass =
+        f.note_read(off, size, f.policy().sequential_cutoff.value_or(core_.p.sequential_cutoff));
     const std::uint64_t fill = core_.p.fill_size;
     bool all_hit = true;
     std::uint64_t done = 0; // bytes of the reply ready in buf
@@ -142,7 +143,8 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t s
     const ChunkKey key{fid, chunk};
     // promote_after_hits: a range missed too few times lately is read
     // through without filling (nothing of the cache is evicted for it).
-    if (const unsigned need = core_.p.promote_after_hits; need > 1) {
+    if (const unsigned need = f.policy().promote_after_hits.value_or(core_.p.promote_after_hits);
+        need > 1) {
         if (!f.first_miss_of(chunk) || !admission_.admit(ChunkHash{}(key), need)) {
             ++core_.c.fills_skipped_unpromoted;
             return pread_upto(f.fd(), out, end - start, start);
@@ -154,7 +156,7 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t s
         // Someone else filling this chunk, or fills backed up: read just what
         // was asked, without filling.
         if (inflight_.count(key) == 0 && !core_.stopped &&
-            core_.p.mode != config::CacheMode::none) {
+            f.policy().mode.value_or(core_.p.mode) != config::CacheMode::none) {
             if (pending_bytes_ + (ce - cs) <= core_.p.max_pending_fill_bytes) {
                 inflight_.insert(key);
                 pending_bytes_ += ce - cs;

@@ -152,14 +152,19 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& 
 }
 
 void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct stat& after) {
+    // A change through the mount ends a conflict (kFileConflict): the
+    // cache and the backing agree on the file again.
     if ((st.rec->flags & meta::kFileAhead) == 0) {
+        if ((st.rec->flags & meta::kFileConflict) != 0)
+            if (auto r = core_.records.set_flags(st, 0, meta::kFileConflict); !r)
+                log::warn("cache: cannot update a file record: ", to_string(r.error()));
         if (auto r = core_.records.record_after(st, after); !r)
             log::warn("cache: cannot update a file record: ", to_string(r.error()));
         return;
     }
     meta::FileRecord rec = *st.rec;
     take_attrs(rec, after);
-    rec.flags &= ~meta::kFileWritingBack;
+    rec.flags &= ~(meta::kFileWritingBack | meta::kFileConflict);
     switch (u.size_rule) {
     case CacheUpdate::Size::keep:
         break;
@@ -230,6 +235,7 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
     else if (!was_ahead)
         rec.cache_mtime_ns = rec.mtime_ns; // the kernel's setattr, if it came first
     rec.flags |= meta::kFileAhead;
+    rec.flags &= ~meta::kFileConflict; // a write through the mount ends a conflict
     if (auto r = core_.records.commit(st, t, rec); !r)
         return fail(r.error());
     if (!st.wb_fd) {
@@ -328,7 +334,7 @@ void WritePath::update_cache(FileState& st, const CacheUpdate& u) {
     auto t = core_.index.txn();
     std::uint64_t at = u.start;
     const bool cache_bytes = u.data != nullptr && u.end != kToEnd && !core_.degraded.load() &&
-                             core_.p.mode == config::CacheMode::writethrough;
+                             u.mode.value_or(core_.p.mode) == config::CacheMode::writethrough;
     if (cache_bytes) {
         // Chunk-aligned pieces, like fills, so extents never cross a chunk.
         const std::uint64_t fill = core_.p.fill_size;
@@ -366,7 +372,9 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     // A write that comes while others are parked queues behind them even
     // if the cache could not take it anyway (the file or the cache stopped
     // caching meanwhile): it is acknowledged after them.
-    if (core_.p.mode == config::CacheMode::writeback &&
+    // A per-path mode is fixed for the open; the mount's is read once here.
+    const config::CacheMode mode = f.policy().mode.value_or(core_.p.mode);
+    if (mode == config::CacheMode::writeback &&
         ((!core_.degraded.load() && !st.uncached.load()) || parked_.any_parked())) {
         auto& buf = thread_buffer(size);
         const ssize_t got = src.copy_to(buf.data());
@@ -393,7 +401,7 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     }
     auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
         const auto uoff = static_cast<std::uint64_t>(off);
-        if (core_.p.mode != config::CacheMode::writethrough || core_.degraded.load() ||
+        if (mode != config::CacheMode::writethrough || core_.degraded.load() ||
             st.uncached.load()) {
             // The cache keeps none of it: splice straight to the backing.
             const ssize_t n = src.write_to(f.fd(), off);
@@ -411,8 +419,10 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         if (!n)
             return fail(n.error());
         written = *n;
-        return CacheUpdate{uoff, uoff + written, buf.data(), CacheUpdate::Size::at_least,
-                           uoff + written};
+        CacheUpdate u{uoff, uoff + written, buf.data(), CacheUpdate::Size::at_least,
+                      uoff + written};
+        u.mode = f.policy().mode; // the open's per-path mode, if any
+        return u;
     });
     if (!r)
         return done(fail(std::move(r).error()));

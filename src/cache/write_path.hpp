@@ -10,6 +10,7 @@
 #include "overcache/bg/executors.hpp"
 
 #include <functional>
+#include <optional>
 
 namespace overcache::cache {
 
@@ -47,6 +48,9 @@ private:
         // exactly `size` (a truncate), or unchanged.
         enum class Size { keep, at_least, exact } size_rule = Size::keep;
         std::uint64_t size = 0;
+        // The cache mode the bytes were written under (a per-path policy);
+        // unset: the mount's, read when the cache is updated.
+        std::optional<config::CacheMode> mode{};
     };
     // Compares the backing (fstat of `fd`, now) with the record (st's
     // write_mu and backing_mu held): a change behind the mount drops the

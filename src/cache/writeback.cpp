@@ -200,7 +200,6 @@ void Writeback::pass() {
         room_wanted || dirty > bg::dirty_target_bytes(capacity, core_.p.writeback_percent);
     // Dirty data under another mode is written back regardless of settings.
     const bool wb_mode = core_.p.mode == config::CacheMode::writeback;
-    const bool running = core_.p.writeback_running || !wb_mode;
     // The controller sets the rate from how far dirty data is above its
     // target (and how fast it grows); a pass may spend what that rate
     // allows for the time since the last one (at most two intervals).
@@ -240,9 +239,13 @@ void Writeback::pass() {
             break;
         const bool force = std::binary_search(forced.begin(), forced.end(), id(key));
         if (!force) {
-            if (!running || spent >= budget)
+            // A per-path mode decides for its file: writeback_delay and
+            // writeback_running hold a writeback file back; dirty data of
+            // a file under any other mode goes at once (never orphaned).
+            const bool file_wb = core_.file_mode(key) == config::CacheMode::writeback;
+            if (!(core_.p.writeback_running || !file_wb) || spent >= budget)
                 continue;
-            if (!over && wb_mode && v.since_ns + delay_ns > wall)
+            if (!over && file_wb && v.since_ns + delay_ns > wall)
                 continue;
             if (auto b = backoff_.find(id(key)); b != backoff_.end() && b->second.first > now)
                 continue;
@@ -258,6 +261,7 @@ void Writeback::pass() {
             backoff_.erase(id(key));
         }
     }
+    core_.prune_file_modes();
     // Every flush queued before this pass has had each of its files tried.
     for (auto& f : flushes_) {
         Result<void> out;

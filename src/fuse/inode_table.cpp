@@ -77,12 +77,14 @@ InodeRef InodeTable::get(Ino ino) const {
     return InodeRef(std::move(inode), UniqueFd(fd));
 }
 
-InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st) {
+InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent) {
     const SrcId src{st.st_dev, st.st_ino};
     std::unique_lock lock(mutex_);
     if (auto it = by_src_.find(src); it != by_src_.end()) {
         std::shared_ptr<Inode> inode = by_ino_.at(it->second);
         ++inode->nlookup_;
+        if (parent != 0 && inode->ino_ != kRootIno)
+            inode->parent_.store(parent, std::memory_order_relaxed);
         lock.unlock();
         if (inode->pinned()) {
             const int pinned_fd = inode->fd_.get();
@@ -114,6 +116,8 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st) {
     if (auto it = by_src_.find(src); it != by_src_.end()) {
         std::shared_ptr<Inode> other = by_ino_.at(it->second);
         ++other->nlookup_;
+        if (parent != 0 && other->ino_ != kRootIno)
+            other->parent_.store(parent, std::memory_order_relaxed);
         lock.unlock();
         if (other->pinned()) {
             const int pinned_fd = other->fd_.get();
@@ -129,6 +133,7 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st) {
     const Ino ino = next_ino_;
     auto fresh = std::make_shared<Inode>(ino, src, st.st_mode & S_IFMT);
     fresh->nlookup_ = 1;
+    fresh->parent_.store(parent, std::memory_order_relaxed);
     const bool keeps_fd = mount_fd < 0; // over budget, but no handle: pin anyway
     if (!keeps_fd) {
         fresh->handle_ = std::move(handle);
@@ -172,6 +177,23 @@ void InodeTable::forget(Ino ino, std::uint64_t n) noexcept {
     by_src_.erase(inode.src_);
     dropped = std::move(it->second);
     by_ino_.erase(it);
+}
+
+void InodeTable::reparent(SrcId src, Ino parent) noexcept {
+    std::lock_guard lock(mutex_);
+    auto it = by_src_.find(src);
+    if (it == by_src_.end() || it->second == kRootIno)
+        return;
+    if (auto in = by_ino_.find(it->second); in != by_ino_.end())
+        in->second->parent_.store(parent, std::memory_order_relaxed);
+}
+
+std::optional<InodeTable::Link> InodeTable::link_of(Ino ino) const {
+    std::lock_guard lock(mutex_);
+    auto it = by_ino_.find(ino);
+    if (it == by_ino_.end())
+        return std::nullopt;
+    return Link{it->second->src_, it->second->parent()};
 }
 
 std::size_t InodeTable::size() const {

@@ -9,9 +9,11 @@
 
 #include "util/unique_fd.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unordered_map>
@@ -48,6 +50,11 @@ public:
     SrcId src() const noexcept { return src_; }
     mode_t type() const noexcept { return type_; } // S_IFMT bits
     bool pinned() const noexcept { return fd_.valid(); }
+    // The directory this inode was last looked up (or created, linked,
+    // renamed) through; 0 for the root and for none yet. A hard link has
+    // the parent of its name used last. Per-path policy is inherited along
+    // it (fuse/path_policy.cpp) without asking the backing.
+    Ino parent() const noexcept { return parent_.load(std::memory_order_relaxed); }
 
 private:
     friend class InodeTable;
@@ -61,6 +68,7 @@ private:
     std::vector<char> handle_;  // struct file_handle + its bytes
     int mount_fd_ = -1;         // borrowed from InodeTable::mount_fds_
     std::uint64_t nlookup_ = 0; // guarded by InodeTable::mutex_
+    std::atomic<Ino> parent_{0};
 };
 
 // An inode as an operation uses it: the entry, kept alive, and an O_PATH fd
@@ -84,6 +92,7 @@ public:
     int fd() const noexcept { return fd_; } // O_PATH
     SrcId src() const noexcept { return inode_->src(); }
     mode_t type() const noexcept { return inode_->type(); }
+    Ino parent() const noexcept { return inode_->parent(); }
     bool is_dir() const noexcept { return S_ISDIR(type()); }
     bool is_symlink() const noexcept { return S_ISLNK(type()); }
 
@@ -109,7 +118,18 @@ public:
 
     // Counts one kernel lookup of the file `fd` refers to (`st` is its
     // lstat): the existing entry for (st_dev, st_ino), or a new one.
-    InodeRef lookup(UniqueFd fd, const struct stat& st);
+    // `parent`: the directory it was found in (0: unknown, left as it was).
+    InodeRef lookup(UniqueFd fd, const struct stat& st, Ino parent = 0);
+
+    // The file (st_dev, st_ino) now has its name in `parent` (a rename
+    // through the mount); nothing if the kernel does not know the file.
+    void reparent(SrcId src, Ino parent) noexcept;
+    // Without opening anything: `ino`'s backing identity and parent.
+    struct Link {
+        SrcId src;
+        Ino parent = 0;
+    };
+    std::optional<Link> link_of(Ino ino) const;
 
     // The kernel dropped `n` lookups of `ino`; the entry goes when none are
     // left. Unknown numbers, the root and the control file are ignored.

@@ -10,6 +10,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
+#include "util/log.hpp"
 
 #include <cstring>
 #include <fcntl.h>
@@ -256,8 +257,21 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         if (!dir)
             return ESTALE;
         CallerScope as(req, check_as_caller(a));
+        // Its per-path settings go with it (a later directory that gets the
+        // same inode number must not inherit them): found before, dropped
+        // after the rmdir succeeded.
+        UniqueFd gone;
+        struct stat gone_st {};
+        if (a.data.has_path_settings())
+            if (auto g = backing::open_path(dir->fd(), name);
+                g && backing::stat_fd(g->get(), gone_st) == 0 &&
+                a.data.path_settings(cache::FileRef{g->get(), gone_st}))
+                gone = std::move(*g);
         if (::unlinkat(dir->fd(), name, AT_REMOVEDIR) != 0)
             return errno;
+        if (gone)
+            if (auto r = a.data.set_path_settings(cache::FileRef{gone.get(), gone_st}, {}); !r)
+                log::warn("rmdir: cannot drop the settings of ", name, ": ", to_string(r.error()));
         fuse_reply_err(req, 0);
         return 0;
     });
@@ -329,6 +343,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             changes.emplace_back(g.moves, begin_attr_change(a, g.fd, *g.st));
         if (::renameat2(from->fd(), name, to->fd(), newname, flags) != 0)
             return errno;
+        // Per-path policy is inherited along the parent the inode table
+        // keeps: the moved files now inherit from their new directory.
+        struct stat moved {};
+        if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent);
+        if ((flags & RENAME_EXCHANGE) != 0 &&
+            ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent);
         for (auto& [moves, change] : changes)
             if (change)
                 (void)change->finish(moves);

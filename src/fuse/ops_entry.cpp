@@ -46,7 +46,7 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
         return err;
     if (S_ISREG(st.st_mode))
         a.data.show_attrs(cache::FileRef{fd->get(), st}, st);
-    InodeRef inode = a.inodes.lookup(std::move(*fd), st);
+    InodeRef inode = a.inodes.lookup(std::move(*fd), st, parent.ino());
     std::memset(&e, 0, sizeof e);
     e.ino = inode->ino();
     e.generation = 0; // numbers are never reused within a mount

@@ -22,6 +22,7 @@
 // cache, when it stops).
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
+#include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
 
 #include <cstring>
@@ -94,12 +95,14 @@ void take_back(Adapter& a, const fuse_file_info* fi) {
 
 // Hands a freshly opened backing fd to the data path (the close-to-open
 // check) and wraps both in a file handle. `st` receives the fd's attributes;
-// `keep_cache` whether the kernel may keep its pages.
+// `keep_cache` whether the kernel may keep its pages. The open runs under
+// the file's per-path policy, inherited through `parent`.
 Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int flags, struct stat& st,
-                                                bool& keep_cache) {
+                                                bool& keep_cache, Ino parent) {
     if (::fstat(fd.get(), &st) != 0)
         return fail_errno();
-    auto out = a.data.open(fd.get(), st, flags);
+    const cache::FilePolicy policy = resolve_policy(a, cache::FileRef{fd.get(), st}, parent);
+    auto out = a.data.open(fd.get(), st, flags, policy);
     if (!out)
         return fail(std::move(out).error());
     auto fh = std::make_unique<FileHandle>();
@@ -142,7 +145,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         }
         struct stat st {};
         bool keep = false;
-        auto made = make_handle(a, std::move(fd), fi->flags, st, keep);
+        auto made = make_handle(a, std::move(fd), fi->flags, st, keep, inode->parent());
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
@@ -186,13 +189,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
             return errno_of(path_fd.error());
         struct stat st {};
         bool keep = false;
-        auto made = make_handle(a, std::move(fd), fi->flags, st, keep);
+        auto made = make_handle(a, std::move(fd), fi->flags, st, keep, dir->ino());
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
         fi->keep_cache = 0; // a new file: nothing in the page cache to keep
 
-        InodeRef inode = a.inodes.lookup(std::move(*path_fd), st);
+        InodeRef inode = a.inodes.lookup(std::move(*path_fd), st, dir->ino());
         fuse_entry_param e{};
         e.ino = inode->ino();
         e.attr = st;

@@ -2,14 +2,20 @@
 // /proc/self/fd (the O_PATH handle has no f*xattr form; on a symlink's
 // handle the magic link lands on the symlink itself, so symlinks are handled
 // right too). Names under `user.overcache.` belong to the cache's own
-// settings (DESIGN.md, control surface), never the backing's: a file's
-// read-only facts (cached_bytes, dirty_bytes, extents, state) are answered
-// from the cache, other names are refused with ENOTSUP until per-path
-// settings land, and none is listed, whatever the backing holds. On the control file they are the mount's settings and
-// stats (ops_control.cpp); it has no others.
+// settings (DESIGN.md, control surface), never the backing's: per-path
+// settings (mode, sequential_cutoff, promote_after_hits and their
+// effective_* values) are path_policy.cpp's; a file's read-only facts
+// (cached_bytes, dirty_bytes, extents, state) are answered from the cache;
+// `pin` is refused with ENOTSUP until it lands (TODO(#8)); other names are
+// EINVAL to set, ENOTSUP to read and ENODATA to remove. Only the settings
+// set on the file itself are listed, never the backing's own
+// user.overcache.* names. On the control file they are the mount's
+// settings and stats (ops_control.cpp); it has no others.
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
+#include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
+#include "util/log.hpp"
 
 #include <cstring>
 #include <string_view>
@@ -39,8 +45,11 @@ void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange
 }
 
 // The read-only facts under user.overcache. of a file: what the cache
-// holds of it. Settings per file and directory (mode, pin, ...) are not
-// there yet: ENOTSUP, as for any other name.
+// holds of it. `state`: conflict (the file was found changed behind the
+// mount while the cache held dirty data for it, which was saved as a
+// conflict copy; until the next write through the mount or invalidate),
+// dirty (the backing lacks some of the cache's bytes), else clean. Other
+// names: ENOTSUP.
 int cache_fact(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_view key,
                std::size_t size) {
     if (key != "cached_bytes" && key != "dirty_bytes" && key != "extents" && key != "state")
@@ -61,7 +70,7 @@ int cache_fact(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_vi
     else if (key == "extents")
         v = std::to_string(info->extents);
     else
-        v = info->dirty_bytes > 0 ? "dirty" : "clean";
+        v = info->conflict ? "conflict" : info->dirty_bytes > 0 ? "dirty" : "clean";
     if (size == 0) {
         fuse_reply_xattr(req, v.size());
         return 0;
@@ -70,6 +79,23 @@ int cache_fact(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_vi
         return ERANGE;
     fuse_reply_buf(req, v.data(), v.size());
     return 0;
+}
+
+// setxattr (or with `remove`, removexattr) of a user.overcache. name on a
+// file or directory: the per-path settings, else refused.
+int set_reserved(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_view key,
+                 std::string_view value, int flags, bool remove = false) {
+    const int r = remove ? policy_removexattr(req, a, inode, key)
+                         : policy_setxattr(req, a, inode, key, value, flags);
+    if (r >= 0)
+        return r;
+    if (key == "pin")
+        return ENOTSUP; // TODO(#8): pinning lands with prefetch
+    if (remove)
+        return ENODATA; // no such name is ever set
+    log::warn("xattr: user.overcache.", key, " of ino ", inode.ino(),
+              " is not a setting (mode, sequential_cutoff, promote_after_hits)");
+    return EINVAL;
 }
 
 } // namespace
@@ -83,8 +109,12 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
-        if (is_reserved(name))
-            return cache_fact(req, a, inode, name + kReservedPrefix.size(), size);
+        if (is_reserved(name)) {
+            const std::string_view key = name + kReservedPrefix.size();
+            if (const int r = policy_getxattr(req, a, inode, key, size); r >= 0)
+                return r;
+            return cache_fact(req, a, inode, key, size);
+        }
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
         if (size == 0) {
@@ -137,6 +167,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
                 shown.insert(shown.end(), name, name + len + 1);
             i += len + 1;
         }
+        policy_listxattr(a, *inode, kReservedPrefix, shown);
         if (size == 0) {
             fuse_reply_xattr(req, shown.size());
             return 0;
@@ -160,11 +191,12 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
             return control_setxattr(req, name + kReservedPrefix.size(),
                                     std::string_view(value, size));
         }
-        if (is_reserved(name))
-            return ENOTSUP;
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
+        if (is_reserved(name))
+            return set_reserved(req, a, *inode, name + kReservedPrefix.size(),
+                                std::string_view(value, size), flags);
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
         auto change = xattr_change(a, *inode);
@@ -181,11 +213,11 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return is_reserved(name) ? EPERM : ENODATA; // a setting is set, never removed
-        if (is_reserved(name))
-            return ENOTSUP;
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
+        if (is_reserved(name))
+            return set_reserved(req, a, *inode, name + kReservedPrefix.size(), {}, 0, true);
         CallerScope as(req, check_as_caller(a));
         const backing::ProcPath p(inode->fd());
         auto change = xattr_change(a, *inode);

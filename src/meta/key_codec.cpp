@@ -29,6 +29,8 @@ const char* cf_name(Cf cf) noexcept {
         return "file_ids";
     case Cf::dirty:
         return "dirty";
+    case Cf::policy:
+        return "policy";
     }
     return "?";
 }
@@ -131,7 +133,8 @@ namespace {
 
 // Layout byte of the files, extents and buckets values of format 3.
 constexpr char kLayout3 = 3;
-constexpr std::uint32_t kKnownFileFlags = kFileKernelPagesStale | kFileAhead | kFileWritingBack;
+constexpr std::uint32_t kKnownFileFlags =
+    kFileKernelPagesStale | kFileAhead | kFileWritingBack | kFileConflict;
 constexpr std::uint32_t kKnownExtentFlags = kExtentDirty;
 
 class Reader {
@@ -226,6 +229,50 @@ std::string encode(const FileRecord& r) {
     put_str(s, r.settings);
     return s;
 }
+// policy: FileKey bytes (fsid be64, ino be64) -> PolicyRecord, layout 1
+// (schema.hpp): its own numbering, since the family is new in format 3.
+constexpr char kPolicyLayout1 = 1;
+constexpr std::size_t kPolicyLen = 1 + 1 + 1 + 8 + 4;
+constexpr std::uint8_t kPolicyHasCutoff = 1u << 0;
+constexpr std::uint8_t kPolicyHasPromote = 1u << 1;
+
+std::string encode(const PolicyRecord& r) {
+    std::string s;
+    s.reserve(kPolicyLen);
+    s.push_back(kPolicyLayout1);
+    s.push_back(static_cast<char>(r.mode));
+    std::uint8_t present = 0;
+    if (r.sequential_cutoff)
+        present |= kPolicyHasCutoff;
+    if (r.promote_after_hits)
+        present |= kPolicyHasPromote;
+    s.push_back(static_cast<char>(present));
+    put_be64(s, r.sequential_cutoff.value_or(0));
+    put_be32(s, r.promote_after_hits.value_or(0));
+    return s;
+}
+
+std::optional<PolicyRecord> decode_policy(std::string_view s) {
+    if (s.size() != kPolicyLen || s[0] != kPolicyLayout1)
+        return std::nullopt;
+    PolicyRecord r;
+    r.mode = static_cast<std::uint8_t>(s[1]);
+    const auto present = static_cast<std::uint8_t>(s[2]);
+    if (r.mode > kPolicyModeWriteback || (present & ~(kPolicyHasCutoff | kPolicyHasPromote)) != 0)
+        return std::nullopt;
+    const std::uint64_t cutoff = get_be64(s.data() + 3);
+    const std::uint32_t promote = get_be32(s.data() + 11);
+    // Absent fields are written as zero: anything else is damage.
+    if (((present & kPolicyHasCutoff) == 0 && cutoff != 0) ||
+        ((present & kPolicyHasPromote) == 0 && promote != 0))
+        return std::nullopt;
+    if ((present & kPolicyHasCutoff) != 0)
+        r.sequential_cutoff = cutoff;
+    if ((present & kPolicyHasPromote) != 0)
+        r.promote_after_hits = promote;
+    return r;
+}
+
 std::optional<FileRecord> decode_file_record(std::string_view s) {
     Reader rd(s);
     FileRecord r;

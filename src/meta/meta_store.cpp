@@ -343,7 +343,9 @@ Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& dir, const
     rocksdb::DBOptions dbo;
     dbo.env = impl->env.get();
     dbo.create_if_missing = o.create_if_missing;
-    dbo.create_missing_column_families = o.create_if_missing;
+    // A family added by a later version (policy) is created in an index
+    // made before it; a missing index is still created only on request.
+    dbo.create_missing_column_families = true;
     dbo.max_background_jobs = 2;
     dbo.keep_log_file_num = 2;
     dbo.max_total_wal_size = 4 * o.write_buffer_bytes * kAllCfs.size();

@@ -47,6 +47,31 @@ struct Fixture {
 } // namespace
 
 TEST_SUITE("fuse") {
+    TEST_CASE_FIXTURE(Fixture, "InodeTable: parents for per-path policy: set at lookup, moved by "
+                               "reparent, none for the root") {
+        InodeTable t = make_table();
+        REQUIRE(::mkdir((dir / "d").c_str(), 0755) == 0);
+        touch("d/f");
+        InodeRef d = lookup(t, "d");
+        UniqueFd fd = open_path("d/f");
+        REQUIRE(fd.valid());
+        InodeRef f = t.lookup(std::move(fd), lstat_of("d/f"), d->ino());
+        CHECK(d->parent() == 0); // looked up with no parent given
+        CHECK(f->parent() == d->ino());
+        auto link = t.link_of(f->ino());
+        REQUIRE(link);
+        CHECK(link->parent == d->ino());
+        CHECK(link->src == f->src());
+        // Looked up again without a parent: the last known one stays.
+        (void)lookup(t, "d/f");
+        CHECK(t.link_of(f->ino())->parent == d->ino());
+        t.reparent(f->src(), kRootIno);
+        CHECK(t.link_of(f->ino())->parent == kRootIno);
+        t.reparent(t.root()->src(), f->ino()); // the root never gets one
+        CHECK(t.link_of(kRootIno)->parent == 0);
+        CHECK_FALSE(t.link_of(999));
+    }
+
     TEST_CASE_FIXTURE(Fixture, "InodeTable: root is 1, numbers start after the control file") {
         InodeTable t = make_table();
         CHECK(t.size() == 1);

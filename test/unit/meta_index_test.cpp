@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 #include <map>
 #include <random>
+#include <rocksdb/db.h>
 #include <set>
 #include <sys/stat.h>
 #include <thread>
@@ -344,6 +345,37 @@ TEST_SUITE("meta") {
         CHECK((*ms)->get(Cf::files, file_key({1, 2}))->value() == "rec");
         CHECK_FALSE((*ms)->get(Cf::extents, extent_key(1, 100))->has_value());
         CHECK((*ms)->get(Cf::extents, extent_key(3, 500))->has_value());
+    }
+
+    TEST_CASE("MetaStore: an index made before the policy family gets it at open") {
+        test::TmpDir tmp;
+        const std::string dir = tmp / "index";
+        {
+            // The families of an index from before per-path policy.
+            rocksdb::DBOptions dbo;
+            dbo.create_if_missing = true;
+            dbo.create_missing_column_families = true;
+            std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+            descs.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+            for (const char* n : {"meta", "files", "extents", "buckets", "file_ids", "dirty"})
+                descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+            std::vector<rocksdb::ColumnFamilyHandle*> handles;
+            rocksdb::DB* raw = nullptr;
+            REQUIRE(rocksdb::DB::Open(dbo, dir, descs, &handles, &raw).ok());
+            REQUIRE(raw->Put(rocksdb::WriteOptions(), handles[2], "k", "rec").ok());
+            for (auto* h : handles)
+                REQUIRE(raw->DestroyColumnFamilyHandle(h).ok());
+            delete raw; // NOLINT: RocksDB's own allocation
+        }
+        StoreOptions o; // no create_if_missing: the index exists
+        auto ms = MetaStore::open(dir, o);
+        REQUIRE_MESSAGE(ms, (ms ? "" : to_string(ms.error())));
+        CHECK((*ms)->get(Cf::files, "k")->value() == "rec");
+        CHECK_FALSE((*ms)->get(Cf::policy, file_key({1, 2}))->has_value());
+        auto b = (*ms)->batch();
+        b.put(Cf::policy, file_key({1, 2}), "p");
+        REQUIRE((*ms)->write(b, true));
+        CHECK((*ms)->get(Cf::policy, file_key({1, 2}))->value() == "p");
     }
 
     TEST_CASE("MetaStore: the compaction filter drops stale clean extents only" *

@@ -1094,6 +1094,17 @@ TEST_SUITE("writeback") {
         CHECK(fx.stat("writeback_bytes") == 0);
         CHECK(fx.stat("writeback_conflicts") == 1);
         CHECK(fx.lost_files().size() == 1);
+        // user.overcache.state reads `conflict` until the next write
+        // through the mount.
+        struct stat now = h.fstat();
+        auto info = fx.dp->file_info(FileRef{h.fd, now});
+        REQUIRE(info);
+        CHECK(info->conflict);
+        h.write(*fx.dp, 0, e);
+        now = h.fstat();
+        info = fx.dp->file_info(FileRef{h.fd, now});
+        REQUIRE(info);
+        CHECK_FALSE(info->conflict);
     }
 
     // Regression (src/cache/writeback.cpp, Writeback::batch / run_file): writeback

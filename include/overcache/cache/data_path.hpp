@@ -9,6 +9,7 @@
 // the caching one puts the cache device in between. Neither knows libfuse.
 #pragma once
 
+#include "overcache/cache/path_settings.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache/util/result.hpp"
 
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -96,8 +98,14 @@ public:
     // The adapter has opened the backing file: `fd` is readable if the open
     // was, and stays open until the OpenFile is destroyed. Compares the
     // backing's attributes with what the cache knew (close-to-open). With
-    // O_TRUNC in `open_flags` the open itself emptied the file.
-    virtual Result<OpenOut> open(int fd, const struct stat& st, int open_flags) = 0;
+    // O_TRUNC in `open_flags` the open itself emptied the file. `policy`:
+    // the per-path settings this open runs under (unset fields: the
+    // mount's), resolved by the adapter.
+    virtual Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
+                                 const FilePolicy& policy) = 0;
+    Result<OpenOut> open(int fd, const struct stat& st, int open_flags) {
+        return open(fd, st, open_flags, FilePolicy{});
+    }
 
     // Reads up to `size` bytes at `off`; `buf` has room for `size` bytes.
     virtual Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) = 0;
@@ -178,6 +186,10 @@ public:
         std::uint64_t cached_bytes = 0; // bytes of the file in the cache, dirty ones included
         std::uint64_t dirty_bytes = 0;  // of those, the ones the backing does not have yet
         std::uint64_t extents = 0;
+        // The file's last writeback found it changed behind the mount and
+        // saved the cache's bytes as a conflict copy; until it is next
+        // written through the mount or invalidated.
+        bool conflict = false;
     };
     virtual Result<FileCacheInfo> file_info(FileRef file) {
         (void)file;
@@ -209,6 +221,24 @@ public:
     }
     virtual Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const {
         return std::vector<std::pair<std::string, std::string>>{};
+    }
+
+    // Per-path settings (user.overcache.mode, ...) of a file or directory,
+    // kept in the index under its backing identity. path_settings() does no
+    // I/O of the backing or the index (`file.fd` may be -1: only st_dev and
+    // st_ino are used then, and a filesystem not seen yet reads as nothing
+    // set); has_path_settings() is false while
+    // none is set anywhere (the adapter then skips resolving). A mount
+    // without a cache keeps none: setting them fails with ENOTSUP.
+    virtual bool has_path_settings() const { return false; }
+    virtual std::optional<PathSettings> path_settings(FileRef file) {
+        (void)file;
+        return std::nullopt;
+    }
+    virtual Result<void> set_path_settings(FileRef file, const PathSettings& s) {
+        (void)file;
+        (void)s;
+        return fail_sys(ENOTSUP, "per-path settings need a cache");
     }
 
     // Stops background work and makes everything durable; called once,

@@ -22,9 +22,10 @@ enum class Cf : std::uint8_t {
     buckets,  // bucket index -> BucketRecord
     file_ids, // FileId -> FileKey: from an extent or a dirty entry back to its file
     dirty,    // (FileId, offset) -> length: dirty ranges in writeback order (empty until writeback)
+    policy,   // backing identity (file or directory) -> PolicyRecord (user.overcache.mode, ...)
 };
-inline constexpr std::array<Cf, 6> kAllCfs{Cf::meta,    Cf::files,    Cf::extents,
-                                           Cf::buckets, Cf::file_ids, Cf::dirty};
+inline constexpr std::array<Cf, 7> kAllCfs{Cf::meta,     Cf::files, Cf::extents, Cf::buckets,
+                                           Cf::file_ids, Cf::dirty, Cf::policy};
 const char* cf_name(Cf cf) noexcept;
 
 using FileId = std::uint64_t;
@@ -40,6 +41,11 @@ inline constexpr std::uint32_t kFileAhead = 1u << 1;
 // that no longer matches the record is then our own half-done copy, not a
 // change behind the mount.
 inline constexpr std::uint32_t kFileWritingBack = 1u << 2;
+// The file's last writeback found the backing changed behind the mount and
+// saved the cache's bytes as a conflict copy (user.overcache.state reads
+// `conflict`). Cleared by the next write through the mount and by an
+// invalidate: either makes the cache and the backing agree again.
+inline constexpr std::uint32_t kFileConflict = 1u << 3;
 
 // What the cache believed about a backing file when it cached its data.
 // Any difference from the backing's fstat at open (or before a change made
@@ -66,6 +72,24 @@ struct FileRecord {
     // Per-file settings (mode, pin, ...): opaque bytes owned by the control
     // surface; empty means "inherit everything".
     std::string settings;
+};
+
+// Per-path settings of a file or directory (the `policy` family), keyed by
+// the backing identity as `files` is, so they follow renames and outlive
+// the mount. Each field is unset (inherit) or a value. Layout 1: layout
+// byte, mode (0 unset, else kPolicyMode*), present bits (1: cutoff, 2:
+// promote), sequential_cutoff be64, promote_after_hits be32 (fields that
+// are not present are zero). The cache modes' codes are on disk: never
+// renumber.
+inline constexpr std::uint8_t kPolicyModeWritethrough = 1;
+inline constexpr std::uint8_t kPolicyModeWritearound = 2;
+inline constexpr std::uint8_t kPolicyModeNone = 3;
+inline constexpr std::uint8_t kPolicyModeWriteback = 4;
+struct PolicyRecord {
+    std::uint8_t mode = 0;
+    std::optional<std::uint64_t> sequential_cutoff;
+    std::optional<std::uint32_t> promote_after_hits;
+    bool operator==(const PolicyRecord&) const = default;
 };
 
 inline constexpr std::uint32_t kExtentDirty = 1u << 0; // writeback: not on the backing yet
@@ -138,6 +162,8 @@ std::string encode(const ExtentValue& v);
 std::string encode(const BucketRecord& r);
 std::string encode(const Superblock& s);
 std::optional<FileRecord> decode_file_record(std::string_view s);
+std::string encode(const PolicyRecord& r);
+std::optional<PolicyRecord> decode_policy(std::string_view s);
 std::optional<ExtentValue> decode_extent(std::string_view s);
 // The same into `out`, reusing its checksum vector (no allocation once it has
 // grown): for the read path. false: damaged (out is then unspecified).
