@@ -71,14 +71,7 @@ int cache_fact(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_vi
         v = std::to_string(info->extents);
     else
         v = info->conflict ? "conflict" : info->dirty_bytes > 0 ? "dirty" : "clean";
-    if (size == 0) {
-        fuse_reply_xattr(req, v.size());
-        return 0;
-    }
-    if (v.size() > size)
-        return ERANGE;
-    fuse_reply_buf(req, v.data(), v.size());
-    return 0;
+    return reply_xattr_value(req, v, size);
 }
 
 // setxattr (or with `remove`, removexattr) of a user.overcache. name on a

@@ -33,29 +33,24 @@ enum class Field { mode, sequential_cutoff, promote_after_hits };
 constexpr std::array<Field, 3> kFields{Field::mode, Field::sequential_cutoff,
                                        Field::promote_after_hits};
 
+// Each field's xattr name (under user.overcache.) and the option table's
+// name for it, whose parser and checks apply; in kFields' order.
+struct FieldNames {
+    const char* xattr;
+    const char* option;
+};
+constexpr std::array<FieldNames, 3> kNames{{
+    {"mode", "cache_mode"},
+    {"sequential_cutoff", "sequential_cutoff"},
+    {"promote_after_hits", "promote_after_hits"},
+}};
+
 std::string_view xattr_name(Field f) noexcept {
-    switch (f) {
-    case Field::mode:
-        return "mode";
-    case Field::sequential_cutoff:
-        return "sequential_cutoff";
-    case Field::promote_after_hits:
-        return "promote_after_hits";
-    }
-    return "";
+    return kNames[static_cast<std::size_t>(f)].xattr;
 }
 
-// The option table's name for the field: its parser and checks apply.
 const char* option_name(Field f) noexcept {
-    switch (f) {
-    case Field::mode:
-        return "cache_mode";
-    case Field::sequential_cutoff:
-        return "sequential_cutoff";
-    case Field::promote_after_hits:
-        return "promote_after_hits";
-    }
-    return "";
+    return kNames[static_cast<std::size_t>(f)].option;
 }
 
 std::optional<Field> field_of(std::string_view key) noexcept {
@@ -123,17 +118,6 @@ std::optional<std::string> show(const cache::PathSettings& s, Field f) {
         break;
     }
     return std::nullopt;
-}
-
-int reply_value(fuse_req_t req, const std::string& v, std::size_t size) {
-    if (size == 0) {
-        fuse_reply_xattr(req, v.size());
-        return 0;
-    }
-    if (v.size() > size)
-        return ERANGE;
-    fuse_reply_buf(req, v.data(), v.size());
-    return 0;
 }
 
 // Where the file is, for a log line: its backing path as the kernel names
@@ -215,13 +199,13 @@ int policy_getxattr(fuse_req_t req, Adapter& a, const InodeRef& inode, std::stri
     const cache::FileRef ref{inode.fd(), st};
     if (!effective) {
         const auto v = show(a.data.path_settings(ref).value_or(cache::PathSettings{}), *f);
-        return v ? reply_value(req, *v, size) : ENODATA;
+        return v ? reply_xattr_value(req, *v, size) : ENODATA;
     }
     const cache::FilePolicy p = resolve_policy(a, ref, inode.parent());
     if (auto v = show(p, *f))
-        return reply_value(req, *v, size);
+        return reply_xattr_value(req, *v, size);
     const auto mount = config::option_value(a.settings.current(), option_name(*f));
-    return reply_value(req, mount.value_or(""), size);
+    return reply_xattr_value(req, mount.value_or(""), size);
 }
 
 int policy_setxattr(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_view key,

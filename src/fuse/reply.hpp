@@ -53,4 +53,18 @@ void guarded_no_reply(fuse_req_t req, const char* op, Body&& body) noexcept {
     fuse_reply_none(req);
 }
 
+// Replies to a getxattr with `v`: its size when the caller asks for it
+// (size 0), else the bytes, or ERANGE when they do not fit (returned, for
+// guarded() to send).
+inline int reply_xattr_value(fuse_req_t req, std::string_view v, std::size_t size) {
+    if (size == 0) {
+        fuse_reply_xattr(req, v.size());
+        return 0;
+    }
+    if (v.size() > size)
+        return ERANGE;
+    fuse_reply_buf(req, v.data(), v.size());
+    return 0;
+}
+
 } // namespace overcache::fuse
