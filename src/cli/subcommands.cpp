@@ -25,7 +25,13 @@ constexpr std::array<Flag, 3> kFormatFlags{{
     {"--discard-dirty", nullptr, "format even a cache holding dirty data, which is lost"},
 }};
 
-constexpr std::array<Subcommand, 11> kSubcommands{{
+constexpr std::array<Flag, 1> kFsckFlags{{
+    {"--repair", nullptr,
+     "mend what was found: drop unusable clean data, copy unusable dirty data to "
+     "CACHEDIR/lost+found before dropping it, fix the accounting"},
+}};
+
+constexpr std::array<Subcommand, 12> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -62,6 +68,10 @@ constexpr std::array<Subcommand, 11> kSubcommands{{
     {"format", "CACHEDIR",
      "start a new, empty cache in CACHEDIR (refused over dirty data without --discard-dirty)",
      kFormatFlags, 1, 1, format_main},
+    {"fsck", "CACHEDIR",
+     "check an unmounted cache's index against its buckets and data (exit 0 clean, 1 "
+     "repaired, 4 problems left, 8 not checked); --repair mends",
+     kFsckFlags, 1, 1, fsck_main},
 }};
 
 const Flag* find_flag(const Subcommand& sc, std::string_view name) {

@@ -76,5 +76,6 @@ int invalidate_main(const Args& args); // invalidate.cpp
 int show_super_main(const Args& args); // show_super.cpp
 int resize_main(const Args& args);     // cache_admin.cpp
 int format_main(const Args& args);     // cache_admin.cpp
+int fsck_main(const Args& args);       // fsck.cpp
 
 } // namespace overcache::cli

@@ -13,6 +13,7 @@
 #include "overcache/store/resize.hpp"
 
 #include "data_header.hpp"
+#include "offline_cache.hpp"
 #include "overcache/meta/key_codec.hpp"
 #include "util/size_text.hpp"
 #include "util/unique_fd.hpp"
@@ -23,7 +24,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include <vector>
-#include <xxhash.h>
 
 namespace overcache::store {
 namespace {
@@ -57,19 +57,6 @@ Result<std::vector<Bucket>> load_buckets(meta::MetaStore& ms, std::uint64_t coun
     if (auto st = cur.status(); !st)
         return fail(st.error());
     return out;
-}
-
-bool checksums_match(std::uint64_t start, const std::vector<char>& data,
-                     const std::vector<std::uint64_t>& csums) {
-    const std::uint64_t end = start + data.size();
-    std::size_t i = 0;
-    for (std::uint64_t at = start; at < end; ++i) {
-        const std::uint64_t next = std::min(end, (at / meta::kCsumBlock + 1) * meta::kCsumBlock);
-        if (i >= csums.size() || XXH3_64bits(data.data() + (at - start), next - at) != csums[i])
-            return false;
-        at = next;
-    }
-    return i == csums.size();
 }
 
 struct Move {
@@ -319,28 +306,6 @@ Result<ResizeOutcome> resize_cache(meta::MetaStore& ms, int data_fd, const std::
 } // namespace overcache::store
 
 namespace overcache::store {
-namespace {
-
-// The pid holding the index's LOCK (RocksDB's fcntl lock), or 0.
-pid_t lock_holder(const std::string& index_dir) {
-    const int fd = ::open((index_dir + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    struct flock fl {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    const bool held = ::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-    ::close(fd);
-    return held ? fl.l_pid : 0;
-}
-
-Unexpected in_use(const std::string& dir, pid_t pid) {
-    return fail(Errc::Foreign, "the cache at " + dir + " is in use by a mount" +
-                                   (pid > 0 ? " (process " + std::to_string(pid) + ")" : "") +
-                                   "; unmount it first");
-}
-
-} // namespace
 
 Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new_size) {
     const std::string index_dir = dir + "/index";
@@ -361,27 +326,19 @@ Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new
     if (!v)
         return fail(v.error());
     meta::Superblock sb;
-    if (!v->has_value() || meta::decode_superblock(**v, sb) != meta::SbDecode::ok)
-        return fail(Errc::MetaCorrupt, "the cache at " + dir + " has no superblock of format " +
-                                           std::to_string(meta::kFormatVersion) +
-                                           " (damaged, or another version)");
-    if (const std::string problem = meta::superblock_problem(sb); !problem.empty())
-        return fail(Errc::MetaCorrupt,
-                    "the cache at " + dir + " is damaged: its superblock's " + problem);
+    if (const std::string damage = superblock_damage(dir, *v, sb); !damage.empty())
+        return fail(Errc::MetaCorrupt, damage);
     const std::string data = dir + "/data";
     UniqueFd fd(::open(data.c_str(), O_RDWR | O_CLOEXEC));
     if (!fd)
         return fail_errno("cannot open " + data +
                           " (a cache on a cache_dev= device is resized by mounting it with "
                           "-o cache_size=)");
-    auto hdr = read_header(fd.get());
-    if (!hdr)
-        return fail(hdr.error());
-    DataHeader h;
-    if (decode_header(*hdr, h) != HeaderState::ours || h.uuid != sb.uuid ||
-        h.bucket_size != sb.bucket_size)
-        return fail(Errc::MetaCorrupt, "the cache at " + dir + " is damaged: " + data +
-                                           " does not carry its index's superblock");
+    auto damage = data_header_damage(fd.get(), data, sb);
+    if (!damage)
+        return fail(damage.error());
+    if (!damage->empty())
+        return fail(Errc::MetaCorrupt, "the cache at " + dir + " is damaged: " + *damage);
     return resize_cache(**ms, fd.get(), data, sb, new_size);
 }
 

@@ -784,12 +784,72 @@ TEST_SUITE("mount") {
             CHECK(read_file(d.backing + "/f" + std::to_string(i)) == content(i));
     }
 
+    TEST_CASE("cli: fsck finds a cache with dirty data clean, refuses it mounted, changes nothing" *
+              doctest::timeout(180)) {
+        Dirs d;
+        const std::string cache_dir = d.tmp / "cache";
+        const std::string opts =
+            "cache=" + cache_dir + ",cache_size=32M,cache_mode=writeback,writeback_delay=3600";
+        auto content = [](int i) {
+            std::string s(200000 + 5000 * i, '\0');
+            for (std::size_t j = 0; j < s.size(); ++j)
+                s[j] = static_cast<char>((i * 17 + j * 3 + j / 4096) & 0xff);
+            return s;
+        };
+        auto unmount = [&] {
+            const pid_t daemon = daemon_of(d.mnt);
+            REQUIRE(run({"fusermount3", "-u", d.mnt}).status == 0);
+            CHECK(wait_for_mounts([&] { return !is_mountpoint(d.mnt); }, std::chrono::seconds(10)));
+            if (daemon > 0)
+                CHECK(process_gone(daemon, std::chrono::seconds(10)));
+        };
+        RunResult r = run({bin(), d.backing, d.mnt, "-o", opts});
+        INFO("mount output: " << r.out);
+        REQUIRE(r.status == 0);
+        for (int i = 0; i < 6; ++i)
+            std::ofstream(d.mnt + "/f" + std::to_string(i)) << content(i);
+
+        const pid_t daemon = daemon_of(d.mnt);
+        const RunResult busy = run({bin(), "fsck", cache_dir});
+        INFO("fsck while mounted: " << busy.out);
+        CHECK(busy.status == 8);
+        CHECK(contains(busy.out, "in use by a mount"));
+        if (daemon > 0)
+            CHECK(contains(busy.out, "process " + std::to_string(daemon)));
+        unmount();
+        CHECK(control_value(run({bin(), "show-super", cache_dir}).out, "dirty_data") != "0");
+
+        const RunResult ok = run({bin(), "fsck", cache_dir});
+        INFO("fsck: " << ok.out);
+        CHECK(ok.status == 0);
+        CHECK(contains(ok.out, "\nclean\n"));
+        CHECK(contains(ok.out, "dirty data failing checksums"));
+        const RunResult rep = run({bin(), "fsck", "--repair", cache_dir});
+        INFO("fsck --repair: " << rep.out);
+        CHECK(rep.status == 0);
+        CHECK(run({bin(), "fsck"}).status == 2);
+        CHECK(run({bin(), "fsck", d.tmp / "nothing"}).status == 8);
+        const RunResult help = run({bin(), "fsck", "--help"});
+        CHECK(help.status == 0);
+        CHECK(contains(help.out, "--repair"));
+
+        r = run({bin(), d.backing, d.mnt, "-o", opts});
+        REQUIRE(r.status == 0);
+        for (int i = 0; i < 6; ++i)
+            CHECK(read_file(d.mnt + "/f" + std::to_string(i)) == content(i));
+        CHECK(run({bin(), "flush", d.mnt}).status == 0);
+        unmount();
+        for (int i = 0; i < 6; ++i)
+            CHECK(read_file(d.backing + "/f" + std::to_string(i)) == content(i));
+    }
+
     TEST_CASE("cli: --help lists the subcommands" * doctest::timeout(60)) {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
         CHECK(h.status == 0);
         for (const char* sc : {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT",
-                               "show-super CACHEDIR", "resize CACHEDIR SIZE", "format CACHEDIR"})
+                               "show-super CACHEDIR", "resize CACHEDIR SIZE", "format CACHEDIR",
+                               "fsck CACHEDIR"})
             CHECK(contains(h.out, sc));
         const RunResult f = run({bin(), "flush", "--help"});
         CHECK(f.status == 0);
