@@ -308,7 +308,7 @@ void Fsck::drop(std::string_view key, meta::FileId file, std::uint64_t start,
             saving_error_ = saved.error();
             return;
         }
-        rep_.saved.push_back(*saved + ": " + where(file, start, s.len) + " " + why);
+        rep_.saved.push_back(*saved + " (" + where(file, start, s.len) + ": " + why + ")");
         lost_dirty_.insert(file);
     }
     extents_batch_->del(meta::Cf::extents, key);
@@ -370,11 +370,11 @@ void Fsck::check_extent(std::string_view key, std::string_view value) {
     const ssize_t n = pread_upto(data_.get(), bytes.data(), bytes.size(), off);
     if (n != static_cast<ssize_t>(bytes.size()) || !checksums_match(start, bytes, v.csums)) {
         auto& f = rep_.at(dirty ? FsckCheck::dirty_checksum : FsckCheck::clean_checksum);
-        const std::string why = n < 0 ? "cannot be read from the cache device"
-                                      : "fails its checksum";
+        const std::string why = n < 0 ? "its bytes cannot be read from the cache device"
+                                      : "its bytes fail their checksums";
         note(f, v.len,
              where(k.file, start, v.len) + " in bucket " + std::to_string(v.bucket) + ": " + why);
-        drop(key, k.file, start, &v, value, "its bytes " + why);
+        drop(key, k.file, start, &v, value, why);
         f.repaired += repair_ && !saving_failed_;
         return;
     }
