@@ -4,8 +4,9 @@
 // fsck(8), so scripts can tell the outcomes apart: 0 clean, 1 problems found
 // and all repaired, 4 problems left, 8 the check could not run (not a cache,
 // in use by a mount, I/O), 2 usage (run_subcommand).
-#include "cli/subcommands.hpp"
 #include "overcache/store/fsck.hpp"
+
+#include "cli/subcommands.hpp"
 #include "util/size_text.hpp"
 
 #include <string>

@@ -128,7 +128,7 @@ private:
     std::vector<Bucket> buckets_;
     std::map<meta::FileId, File> files_;                // by the FileId the record claims
     std::map<meta::FileId, std::string> file_ids_;      // FileId -> the files key it names
-    std::map<meta::FileId, std::string> dirty_;        // FileId -> its dirty entry's key
+    std::map<meta::FileId, std::string> dirty_;         // FileId -> its dirty entry's key
     std::map<meta::FileId, std::uint64_t> dirty_bytes_; // kept dirty bytes per file
     std::set<meta::FileId> lost_dirty_;                 // files whose dirty extent was dropped
     std::vector<std::string> bad_file_id_keys_;         // file_ids keys that do not decode
@@ -218,8 +218,9 @@ Result<void> Fsck::load() {
             // would need a gen, which would decide what its extents are.
             buckets_[b].damaged = true;
             note(bad_buckets, 0,
-                 "bucket " + std::to_string(b) + "'s record does not decode (left as it is: "
-                 "the mount keeps it out of use)");
+                 "bucket " + std::to_string(b) +
+                     "'s record does not decode (left as it is: "
+                     "the mount keeps it out of use)");
         }
         return true;
     });
@@ -320,9 +321,10 @@ void Fsck::check_extent(std::string_view key, std::string_view value) {
     const bool key_ok = meta::decode_extent_key(key, k);
     if (!key_ok || !meta::decode_extent(value, v)) {
         auto& f = rep_.at(FsckCheck::extent_damaged);
-        note(f, 0, key_ok ? "the extent ending at " + std::to_string(k.end) + " of file " +
-                                std::to_string(k.file) + " does not decode"
-                          : "an extent whose key does not decode (" + hex(key) + ")");
+        note(f, 0,
+             key_ok ? "the extent ending at " + std::to_string(k.end) + " of file " +
+                          std::to_string(k.file) + " does not decode"
+                    : "an extent whose key does not decode (" + hex(key) + ")");
         drop(key, k.file, k.end, nullptr, value, "its index entry does not decode");
         f.repaired += repair_ && !saving_failed_;
         return;
@@ -333,9 +335,8 @@ void Fsck::check_extent(std::string_view key, std::string_view value) {
         std::uint64_t{v.bucket_off} + v.len > sb_.bucket_size) {
         auto& f = rep_.at(FsckCheck::extent_range);
         const std::uint64_t start = v.len <= k.end ? k.end - v.len : 0;
-        const std::string why = std::string(kind) + ", bucket " + std::to_string(v.bucket) +
-                                " +" + std::to_string(v.bucket_off) +
-                                ": outside the cache's buckets";
+        const std::string why = std::string(kind) + ", bucket " + std::to_string(v.bucket) + " +" +
+                                std::to_string(v.bucket_off) + ": outside the cache's buckets";
         note(f, v.len, where(k.file, start, v.len) + ": " + why);
         drop(key, k.file, start, &v, value, "its place on the cache device is out of range");
         f.repaired += repair_ && !saving_failed_;
@@ -437,8 +438,8 @@ Result<void> Fsck::check_extents() {
             extents_batch_->del(meta::Cf::dirty, d->second);
             dirty_.erase(d);
         }
-        if (auto f = files_.find(id); f != files_.end() &&
-                                      (f->second.rec.flags & meta::kFileAhead) != 0) {
+        if (auto f = files_.find(id);
+            f != files_.end() && (f->second.rec.flags & meta::kFileAhead) != 0) {
             f->second.rec.flags &= ~meta::kFileAhead;
             extents_batch_->put(meta::Cf::files, f->second.key, meta::encode(f->second.rec));
         }
@@ -500,8 +501,9 @@ void Fsck::check_links() {
             continue;
         note(links, 0,
              "file id " + std::to_string(id) + " (/" + file.rec.path + ") " +
-                 (it == file_ids_.end() ? "has no file_ids entry" : "has a file_ids entry naming "
-                                                                    "another file"));
+                 (it == file_ids_.end() ? "has no file_ids entry"
+                                        : "has a file_ids entry naming "
+                                          "another file"));
         if (fix && !file.claimed_twice) {
             fix->put(meta::Cf::file_ids, meta::file_id_key(id), file.key);
             ++fixed_links;
@@ -538,8 +540,8 @@ void Fsck::check_links() {
             continue;
         if (dirty_bytes_.count(id) != 0)
             continue; // its dirty extents are reported below; the entry stays with them
-        note(orphans, 0, "dirty entry of file " + std::to_string(id) +
-                             ", which is not ahead of its backing");
+        note(orphans, 0,
+             "dirty entry of file " + std::to_string(id) + ", which is not ahead of its backing");
         if (fix) {
             fix->del(meta::Cf::dirty, key);
             ++fixed_orphans;

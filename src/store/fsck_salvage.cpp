@@ -67,9 +67,9 @@ Result<std::string> save_salvage(const std::string& lost_found, const Salvage& s
         return fail_errno("cannot create " + note_path);
     const std::string text =
         "overcache fsck dropped dirty data of " +
-        (s.file_path.empty() ? std::string("an unknown file") : "/" + s.file_path) +
-        " (file id " + std::to_string(s.file_id) + ") at offset " + std::to_string(s.offset) +
-        ", length " + std::to_string(s.len) + " (" + size_text(s.len) + "): " + s.why + "; " +
+        (s.file_path.empty() ? std::string("an unknown file") : "/" + s.file_path) + " (file id " +
+        std::to_string(s.file_id) + ") at offset " + std::to_string(s.offset) + ", length " +
+        std::to_string(s.len) + " (" + size_text(s.len) + "): " + s.why + "; " +
         (s.readable ? "the bytes as the cache device held them are in " + path
                     : std::string("its bytes could not be read from the cache device")) +
         "\n";

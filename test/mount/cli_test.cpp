@@ -847,9 +847,9 @@ TEST_SUITE("mount") {
         require_fuse();
         const RunResult h = run({bin(), "--help"});
         CHECK(h.status == 0);
-        for (const char* sc : {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT",
-                               "show-super CACHEDIR", "resize CACHEDIR SIZE", "format CACHEDIR",
-                               "fsck CACHEDIR"})
+        for (const char* sc :
+             {"flush MOUNTPOINT", "gc MOUNTPOINT", "stats MOUNTPOINT", "show-super CACHEDIR",
+              "resize CACHEDIR SIZE", "format CACHEDIR", "fsck CACHEDIR"})
             CHECK(contains(h.out, sc));
         const RunResult f = run({bin(), "flush", "--help"});
         CHECK(f.status == 0);

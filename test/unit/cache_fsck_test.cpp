@@ -9,13 +9,13 @@
 #include "overcache/store/fsck.hpp"
 #include "tmp_dir.hpp"
 
+#include <csignal>
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <sstream>
-#include <csignal>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,8 +45,8 @@ std::vector<char> pattern(std::uint64_t seed, std::size_t len) {
 std::vector<std::uint64_t> block_sums(std::uint64_t start, const std::vector<char>& d) {
     std::vector<std::uint64_t> out;
     for (std::uint64_t at = start; at < start + d.size();) {
-        const std::uint64_t next =
-            std::min<std::uint64_t>(start + d.size(), (at / meta::kCsumBlock + 1) * meta::kCsumBlock);
+        const std::uint64_t next = std::min<std::uint64_t>(
+            start + d.size(), (at / meta::kCsumBlock + 1) * meta::kCsumBlock);
         out.push_back(XXH3_64bits(d.data() + (at - start), next - at));
         at = next;
     }
@@ -131,8 +131,8 @@ struct Index {
 
     // `len` bytes of `file` at `start` in bucket `b` at `off`: the bytes on
     // the data device, the extent and the bucket's accounting.
-    std::vector<char> put(const Fixture& f, meta::FileId file, std::uint64_t start,
-                          std::size_t len, std::uint32_t b, std::uint32_t off, bool dirty) {
+    std::vector<char> put(const Fixture& f, meta::FileId file, std::uint64_t start, std::size_t len,
+                          std::uint32_t b, std::uint32_t off, bool dirty) {
         auto bytes = pattern(file * 1000 + start, len);
         {
             const int fd = ::open(f.data().c_str(), O_WRONLY | O_CLOEXEC);
@@ -187,8 +187,9 @@ std::string listing(const Fixture& f) {
         struct stat st {};
         const std::string p = f.dir + "/index/" + e->d_name;
         if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode))
-            names[e->d_name] = std::to_string(st.st_size) + "@" + std::to_string(st.st_mtim.tv_sec) +
-                               "." + std::to_string(st.st_mtim.tv_nsec);
+            names[e->d_name] = std::to_string(st.st_size) + "@" +
+                               std::to_string(st.st_mtim.tv_sec) + "." +
+                               std::to_string(st.st_mtim.tv_nsec);
     }
     ::closedir(d);
     for (const auto& [n, s] : names)
@@ -391,6 +392,50 @@ TEST_SUITE("store") {
         CHECK(rep.at(FsckCheck::dirty_orphan).count == 1);
         rep = check(f, true);
         CHECK(rep.repaired() == 2);
+        CHECK(check(f, false).problems() == 0);
+    }
+
+    TEST_CASE("store::fsck_cache_dir: of two overlapping clean extents one is dropped") {
+        Fixture f;
+        populate(f);
+        {
+            Index ix(f);
+            ix.put(f, 1, 8192, 8192, 3, 0, false); // inside file 1's [0, 20000)
+        }
+        auto rep = check(f, false);
+        CHECK(rep.at(FsckCheck::extent_overlap).count == 1);
+        CHECK(rep.problems() == 1);
+        rep = check(f, true);
+        CHECK(rep.at(FsckCheck::extent_overlap).repaired == 1);
+        CHECK(check(f, false).problems() == 0);
+    }
+
+    TEST_CASE("store::fsck_cache_dir: a dirty extent out of range is noted in lost+found") {
+        Fixture f;
+        populate(f);
+        {
+            Index ix(f);
+            meta::ExtentValue v;
+            v.bucket = 40; // past the 8 buckets
+            v.len = 4096;
+            v.flags = meta::kExtentDirty;
+            v.csums = {1};
+            auto batch = ix.ms->batch();
+            batch.put(meta::Cf::extents, meta::extent_key(2, 40960), meta::encode(v));
+            REQUIRE(ix.ms->write(batch, true));
+        }
+        auto rep = check(f, false);
+        CHECK(rep.at(FsckCheck::extent_range).count == 1);
+        rep = check(f, true);
+        CHECK(rep.at(FsckCheck::extent_range).repaired == 1);
+        REQUIRE(rep.saved.size() == 1);
+        const std::string txt = slurp(f.dir + "/lost+found/fsck-2-36864.txt");
+        CHECK(txt.find("could not be read") != std::string::npos);
+        {
+            Index ix(f); // file 2's other dirty extent keeps its dirty entry
+            CHECK(ix.has(meta::Cf::dirty, meta::dirty_key(2, 0)));
+            CHECK(ix.has(meta::Cf::extents, meta::extent_key(2, 18192)));
+        }
         CHECK(check(f, false).problems() == 0);
     }
 

@@ -13,25 +13,25 @@ namespace overcache::store {
 
 // One kind of finding. The order is the report's.
 enum class FsckCheck : std::uint8_t {
-    bucket_records,     // a bucket record whose key or value does not decode, or past the end
-    extent_damaged,     // an extent whose key or value does not decode
-    extent_range,       // an extent past the last bucket, past its bucket's end, or empty
-    extent_csum_count,  // an extent with the wrong number of block checksums
-    extent_stale,       // gen != its bucket's gen: normal (compaction drops them), not a problem
-    extent_overlap,     // current extents of one file that overlap
-    clean_checksum,     // clean bytes on the data device that fail their checksums
-    dirty_checksum,     // dirty bytes (writes the backing lacks) that fail their checksums
-    dirty_unlisted,     // dirty extents of a file writeback cannot find (no dirty entry)
-    dirty_orphan,       // a dirty entry whose file is not ahead of the backing
-    file_ids,           // files <-> file_ids entries that do not match
-    bucket_accounting,  // a bucket's live/dirty bytes differ from the sum of its extents
+    bucket_records,    // a bucket record whose key or value does not decode, or past the end
+    extent_damaged,    // an extent whose key or value does not decode
+    extent_range,      // an extent past the last bucket, past its bucket's end, or empty
+    extent_csum_count, // an extent with the wrong number of block checksums
+    extent_stale,      // gen != its bucket's gen: normal (compaction drops them), not a problem
+    extent_overlap,    // current extents of one file that overlap
+    clean_checksum,    // clean bytes on the data device that fail their checksums
+    dirty_checksum,    // dirty bytes (writes the backing lacks) that fail their checksums
+    dirty_unlisted,    // dirty extents of a file writeback cannot find (no dirty entry)
+    dirty_orphan,      // a dirty entry whose file is not ahead of the backing
+    file_ids,          // files <-> file_ids entries that do not match
+    bucket_accounting, // a bucket's live/dirty bytes differ from the sum of its extents
 };
 inline constexpr std::size_t kFsckChecks = 12;
 
 struct FsckFinding {
     std::uint64_t count = 0;
-    std::uint64_t bytes = 0;    // of cached data concerned, where it has a size
-    std::uint64_t repaired = 0; // of count
+    std::uint64_t bytes = 0;           // of cached data concerned, where it has a size
+    std::uint64_t repaired = 0;        // of count
     std::vector<std::string> examples; // the first few, one line each
 };
 
