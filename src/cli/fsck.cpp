@@ -61,6 +61,8 @@ int fsck_main(const Args& args) {
         print_line(static_cast<store::FsckCheck>(i), rep.found[i], repair);
     for (const auto& s : rep.saved)
         std::printf("dirty data saved: %s\n", s.c_str());
+    for (const auto& n : rep.notes)
+        std::printf("repair: %s\n", n.c_str());
 
     const std::uint64_t problems = rep.problems();
     const std::uint64_t repaired = rep.repaired();

@@ -442,6 +442,9 @@ Result<void> Fsck::check_extents() {
             f != files_.end() && (f->second.rec.flags & meta::kFileAhead) != 0) {
             f->second.rec.flags &= ~meta::kFileAhead;
             extents_batch_->put(meta::Cf::files, f->second.key, meta::encode(f->second.rec));
+            rep_.notes.push_back("file " + std::to_string(id) + " (/" + f->second.rec.path +
+                                 ") has no dirty data left: it is no longer ahead of its "
+                                 "backing, which now serves the ranges saved to lost+found");
         }
     }
     if (extents_batch_->count() > 0)

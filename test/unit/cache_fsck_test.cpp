@@ -303,6 +303,8 @@ TEST_SUITE("store") {
         const std::string copy = f.dir + "/lost+found/fsck-2-8192";
         CHECK(rep.saved[0].find(copy) == 0);
         CHECK(slurp(copy) == want);
+        REQUIRE(rep.notes.size() == 1);
+        CHECK(rep.notes[0].find("/docs/b.bin") != std::string::npos);
         const std::string txt = slurp(copy + ".txt");
         CHECK(txt.find("/docs/b.bin") != std::string::npos);
         CHECK(txt.find("offset 8192") != std::string::npos);

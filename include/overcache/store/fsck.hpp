@@ -48,6 +48,9 @@ struct FsckReport {
     // Files written to CACHEDIR/lost+found (dirty bytes kept before their
     // extent was dropped), with why.
     std::vector<std::string> saved;
+    // Other changes a repair made that a person should know of (a file no
+    // longer ahead of its backing once its dirty data went to lost+found).
+    std::vector<std::string> notes;
 
     FsckFinding& at(FsckCheck c) { return found[static_cast<std::size_t>(c)]; }
     const FsckFinding& at(FsckCheck c) const { return found[static_cast<std::size_t>(c)]; }
