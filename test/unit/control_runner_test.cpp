@@ -54,6 +54,13 @@ public:
         }
         done({});
     }
+    void prefetch(const std::string& rel_path, CommandDone done) override {
+        {
+            std::lock_guard lk(mu);
+            log.emplace_back("prefetch " + rel_path);
+        }
+        done({});
+    }
     void reset_stats(CommandDone done) override {
         {
             std::lock_guard lk(mu);
