@@ -43,7 +43,11 @@ Result<MountFiles> files_on_mount(const std::string& path) {
         return fail(Errc::BadValue, std::strerror(errno));
     const std::string abs = real;
     std::vector<std::string> files;
-    std::string dir = abs;
+    // The directory the mount is looked for from: the PATH, or a file's.
+    const std::size_t slash = abs.rfind('/');
+    const std::string dir = S_ISDIR(st.st_mode) ? abs
+                            : slash == 0        ? std::string("/")
+                                                : abs.substr(0, slash);
     if (S_ISDIR(st.st_mode)) {
         walk_files = &files;
         const int w = ::nftw(abs.c_str(), walk_one, 32, FTW_PHYS | FTW_MOUNT);
@@ -52,9 +56,6 @@ Result<MountFiles> files_on_mount(const std::string& path) {
             return fail(Errc::BadValue, std::strerror(errno));
     } else if (S_ISREG(st.st_mode)) {
         files.push_back(abs);
-        dir = abs.substr(0, abs.rfind('/'));
-        if (dir.empty())
-            dir = "/";
     } else {
         return fail(Errc::BadValue, "not a regular file or directory");
     }
