@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <pthread.h>
 
 namespace overcache::cache {
 namespace {
@@ -33,7 +34,10 @@ constexpr int kRaceRetries = 3;
 } // namespace
 
 Prefetcher::Prefetcher(CacheCore& core, Deps deps) : core_(core), deps_(std::move(deps)) {
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+        ::pthread_setname_np(::pthread_self(), "oc-prefetch");
+        loop();
+    });
 }
 
 void Prefetcher::enqueue(const meta::FileKey& key, UniqueFd fd, const struct stat& st,
