@@ -170,7 +170,6 @@ void overlay(struct stat& st, const DirtyView& v) {
     st.st_blocks = std::max(st.st_blocks, blocks);
 }
 
-
 struct GcWatermarks {
     std::atomic<std::size_t> high_free{0}; // buckets GC keeps free
 };
@@ -278,7 +277,7 @@ private:
     ReadPath reader_;
     WritePath writer_;
     Writeback writeback_;
-    GcWatermarks wm_; // what room_bytes() leaves free; the gc_ params' values
+    GcWatermarks wm_;       // what room_bytes() leaves free; the gc_ params' values
     Prefetcher prefetcher_; // last: its thread uses the rest until stop()
 };
 
@@ -315,12 +314,12 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
       writeback_(core_, ex.writeback().make_strand()),
       wm_{static_cast<std::size_t>(
           gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free)},
-      prefetcher_(core_, Prefetcher::Deps{
-                             reader_, hooks_,
-                             [this](int fd, const struct stat& st, const FilePolicy& policy) {
-                                 return open(fd, st, O_RDONLY, policy);
-                             },
-                             [this] { gc_now(); }, [this] { return room_bytes(); }}) {
+      prefetcher_(core_,
+                  Prefetcher::Deps{reader_, hooks_,
+                                   [this](int fd, const struct stat& st, const FilePolicy& policy) {
+                                       return open(fd, st, O_RDONLY, policy);
+                                   },
+                                   [this] { gc_now(); }, [this] { return room_bytes(); }}) {
     // Start-up reads the bucket records (one per bucket at most), never the
     // data device or the extents.
     if (auto r = core_.alloc.load_all(); !r)
@@ -736,7 +735,8 @@ void CachingPath::prefetch(FileRef file, const FilePolicy& policy, Done<void> do
         return done(fail(Errc::BadValue, "the file's cache mode is none (user.overcache.mode, "
                                          "set on it or a directory above it): it is not cached"));
     if (core_.degraded.load())
-        return done(fail_sys(EIO, "the cache is degraded (cache device errors): nothing is cached"));
+        return done(
+            fail_sys(EIO, "the cache is degraded (cache device errors): nothing is cached"));
     // Our own fd: the caller's may close before the prefetch runs.
     const int dup = ::fcntl(file.fd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0)
@@ -747,7 +747,8 @@ void CachingPath::prefetch(FileRef file, const FilePolicy& policy, Done<void> do
 
 std::uint64_t CachingPath::room_bytes() const {
     const std::uint64_t total = core_.alloc.bucket_count();
-    const std::uint64_t keep_free = std::max<std::uint64_t>(wm_.high_free.load(), core_.alloc.reserve());
+    const std::uint64_t keep_free =
+        std::max<std::uint64_t>(wm_.high_free.load(), core_.alloc.reserve());
     const std::uint64_t buckets = total > keep_free ? total - keep_free : 0;
     const std::uint64_t bytes = buckets * core_.alloc.bucket_size();
     const std::uint64_t dirty = core_.alloc.dirty_bytes();

@@ -163,7 +163,9 @@ Result<void> Prefetcher::run(Job& job) {
     std::uint64_t fetched = 0; // filled by this prefetch
     std::uint64_t held = 0;    // of the chunks walked, the bytes now in the cache
     std::vector<char> buf;
-    auto so_far = [&] { return "after fetching " + size_text(fetched) + " of " + size_text(fsize); };
+    auto so_far = [&] {
+        return "after fetching " + size_text(fetched) + " of " + size_text(fsize);
+    };
     bool gc_tried = false;
     for (std::uint64_t c = 0; c * fill < fsize; ++c) {
         const std::uint64_t cs = c * fill;
@@ -174,8 +176,8 @@ Result<void> Prefetcher::run(Job& job) {
             if (st.ahead.load()) {
                 // Dirty data: the backing's bytes may be older than it, so
                 // the file is not filled; reads merge the two.
-                log::info("cache: prefetch stopped at a file with dirty data ",
-                          so_far(), "; the rest is read from the backing");
+                log::info("cache: prefetch stopped at a file with dirty data ", so_far(),
+                          "; the rest is read from the backing");
                 return {};
             }
             const FillTicket ticket = fill_ticket(st);
@@ -186,8 +188,8 @@ Result<void> Prefetcher::run(Job& job) {
             // Past what the cache can hold, GC would make room by evicting
             // the file's first chunks: stop instead, and say so.
             if (held + (ce - cs) > deps_.room_bytes())
-                return fail_sys(ENOSPC, "the cache is full: it holds no more of this file " +
-                                            so_far());
+                return fail_sys(ENOSPC,
+                                "the cache is full: it holds no more of this file " + so_far());
             if (!deps_.reader.claim(ticket.fid, c, ce - cs, [this] { return cancelled(); }))
                 continue; // cancelled: reported above
             buf.resize(ce - cs);

@@ -19,8 +19,8 @@
 #include "util/log.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <boost/asio/post.hpp>
+#include <chrono>
 #include <cstring>
 
 namespace overcache::cache {

@@ -16,8 +16,8 @@
 namespace overcache::cli {
 
 struct MountFiles {
-    std::string root;      // the mount's root, absolute
-    ControlClient control; // its control file
+    std::string root;               // the mount's root, absolute
+    ControlClient control;          // its control file
     std::vector<std::string> files; // absolute paths of the regular files
     // A file's path below the mount's root, as a command argument takes it
     // (before escaping).

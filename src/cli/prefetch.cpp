@@ -97,7 +97,7 @@ private:
     std::uint64_t total_ = 0;
     std::uint64_t start_ = 0; // cached when the run began: the rate is this run's
     std::atomic<std::size_t> current_{~std::size_t{0}};
-    std::mutex mu_;                      // a leaf
+    std::mutex mu_;                     // a leaf
     std::vector<std::uint64_t> cached_; // guarded by mu_
 };
 
@@ -139,8 +139,7 @@ int prefetch_main(const Args& args) {
             auto r = m.control.run("prefetch " + control::encode_path_arg(m.rel(it.path)));
             tally.end(i);
             if (!r)
-                failures.push_back("overcache prefetch: " + it.path + ": " +
-                                   reason_of(r.error()));
+                failures.push_back("overcache prefetch: " + it.path + ": " + reason_of(r.error()));
         }
     }
     for (const auto& f : failures)

@@ -3,9 +3,9 @@
 // prefetch's fill wins (the fill stands down, the chunk is fetched again);
 // a cache too small fails "full" with what was fetched; a stop cancels a
 // prefetch in flight (ESHUTDOWN) instead of hanging.
+#include "data_path_support.hpp"
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/store/cache_device.hpp"
-#include "data_path_support.hpp"
 #include "tmp_dir.hpp"
 
 #include <atomic>
@@ -119,8 +119,8 @@ struct Handle {
         std::string buf(size, '\0');
         std::uint64_t at = 0;
         while (at < size) {
-            auto r = dp.read(*out.file, buf.data() + at, std::min<std::uint64_t>(128 * KiB, size - at),
-                             static_cast<off_t>(at));
+            auto r = dp.read(*out.file, buf.data() + at,
+                             std::min<std::uint64_t>(128 * KiB, size - at), static_cast<off_t>(at));
             REQUIRE(r);
             REQUIRE(r->fd < 0); // a hit or a miss, never spliced for a cached file
             REQUIRE(r->len > 0);
@@ -168,7 +168,8 @@ TEST_SUITE("prefetch") {
         std::atomic<bool> wrote{false};
         write_once = [&] {
             MemSource src(patch);
-            fx.dp->write(*w.out.file, src, 70 * KiB, [&](Result<std::size_t> r) { wrote = r.has_value(); });
+            fx.dp->write(*w.out.file, src, 70 * KiB,
+                         [&](Result<std::size_t> r) { wrote = r.has_value(); });
         };
         auto r = fx.prefetch_wait("f");
         REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
