@@ -42,6 +42,7 @@ struct CacheCounters {
     Counter backing_changes{0}; // changes behind the mount seen before one of ours
     Counter writes_dirty{0}, writes_around{0}; // writeback: into the cache, or around it
     Counter writeback_conflicts{0};
+    Counter prefetch_bytes{0}; // filled by `prefetch` (also counted in fills)
 };
 
 struct CacheCore {

@@ -16,6 +16,7 @@
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
 #include "cache/mover.hpp"
+#include "cache/prefetcher.hpp"
 #include "cache/read_path.hpp"
 #include "cache/write_path.hpp"
 #include "cache/writeback.hpp"
@@ -169,6 +170,9 @@ void overlay(struct stat& st, const DirtyView& v) {
     st.st_blocks = std::max(st.st_blocks, blocks);
 }
 
+struct GcWatermarks {
+    std::atomic<std::size_t> high_free{0}; // buckets GC keeps free
+};
 
 class CachingPath final : public DataPath, public CacheControl {
 public:
@@ -246,6 +250,11 @@ public:
     Result<FileCacheInfo> file_info(FileRef file) override;
     config::CacheMode mode() const override { return core_.p.mode; }
     void invalidate(FileRef file, Done<void> done) override { done(drop_cached(file)); }
+    using DataPath::prefetch;
+    void prefetch(FileRef file, const FilePolicy& policy, Done<void> done) override;
+    // Clean bytes the cache holds at most now: the buckets GC keeps in use
+    // (all but its high watermark of free ones), less the dirty data.
+    std::uint64_t room_bytes() const;
     void apply_settings(const config::Config& c) override;
     Result<void> save_setting(const std::string& name, const std::string& value) override;
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
@@ -268,6 +277,8 @@ private:
     ReadPath reader_;
     WritePath writer_;
     Writeback writeback_;
+    GcWatermarks wm_;       // what room_bytes() leaves free; the gc_ params' values
+    Prefetcher prefetcher_; // last: its thread uses the rest until stop()
 };
 
 bool CachingPath::keep_mtime(FileRef file, const struct timespec& mtime) {
@@ -300,7 +311,15 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
           gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p), &mover_),
       reader_(core_, ex.fill().executor(), hooks_),
       writer_(core_, hooks_, ex.fill().make_strand()),
-      writeback_(core_, ex.writeback().make_strand()) {
+      writeback_(core_, ex.writeback().make_strand()),
+      wm_{static_cast<std::size_t>(
+          gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free)},
+      prefetcher_(core_,
+                  Prefetcher::Deps{reader_, hooks_,
+                                   [this](int fd, const struct stat& st, const FilePolicy& policy) {
+                                       return open(fd, st, O_RDONLY, policy);
+                                   },
+                                   [this] { gc_now(); }, [this] { return room_bytes(); }}) {
     // Start-up reads the bucket records (one per bucket at most), never the
     // data device or the extents.
     if (auto r = core_.alloc.load_all(); !r)
@@ -559,6 +578,8 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"fills_skipped_busy", u(c.fills_skipped_busy)},
         {"fills_skipped_unpromoted", u(c.fills_skipped_unpromoted)},
         {"fills_pending", u(reader_.pending())},
+        {"prefetch_bytes", u(c.prefetch_bytes)},
+        {"prefetch_files_queued", u(prefetcher_.queued())},
         {"cache_miss_collisions", u(c.fills_raced)},
         {"fill_errors", u(c.fill_errors)},
         {"writes_cached", u(c.writes_cached)},
@@ -680,6 +701,7 @@ void CachingPath::apply_settings(const config::Config& c) {
         p.gc_high_percent.set(c.gc_high_percent);
         const auto g = gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), p);
         gc_.set_watermarks(g.low_free, g.high_free);
+        wm_.high_free.store(g.high_free);
     }
     // A new mode, delay, share or a resumed writeback: the next pass sees it
     // now, not at its next tick.
@@ -706,6 +728,33 @@ Result<std::vector<std::pair<std::string, std::string>>> CachingPath::saved_sett
     return out;
 }
 
+void CachingPath::prefetch(FileRef file, const FilePolicy& policy, Done<void> done) {
+    if (core_.p.mode == config::CacheMode::none)
+        return done(fail(Errc::BadValue, "cache_mode is none on this mount: nothing is cached"));
+    if (policy.mode == config::CacheMode::none)
+        return done(fail(Errc::BadValue, "the file's cache mode is none (user.overcache.mode, "
+                                         "set on it or a directory above it): it is not cached"));
+    if (core_.degraded.load())
+        return done(
+            fail_sys(EIO, "the cache is degraded (cache device errors): nothing is cached"));
+    // Our own fd: the caller's may close before the prefetch runs.
+    const int dup = ::fcntl(file.fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return done(fail_errno("duplicating the file's fd"));
+    prefetcher_.enqueue(core_.key_of(file.fd, file.st), UniqueFd(dup), file.st, policy,
+                        std::move(done));
+}
+
+std::uint64_t CachingPath::room_bytes() const {
+    const std::uint64_t total = core_.alloc.bucket_count();
+    const std::uint64_t keep_free =
+        std::max<std::uint64_t>(wm_.high_free.load(), core_.alloc.reserve());
+    const std::uint64_t buckets = total > keep_free ? total - keep_free : 0;
+    const std::uint64_t bytes = buckets * core_.alloc.bucket_size();
+    const std::uint64_t dirty = core_.alloc.dirty_bytes();
+    return bytes > dirty ? bytes - dirty : 0;
+}
+
 void CachingPath::flush(Done<void> done) {
     writeback_.flush(std::move(done));
 }
@@ -713,6 +762,9 @@ void CachingPath::flush(Done<void> done) {
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
+    // A prefetch in flight stops between chunks (ESHUTDOWN); it holds no
+    // lock the rest of stop needs.
+    prefetcher_.stop();
     // Parked writes first: each is answered (around the cache), and a
     // flush below then finds their bytes where they went.
     writer_.stop();

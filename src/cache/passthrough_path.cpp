@@ -71,6 +71,12 @@ public:
     void show_attrs(FileRef, struct stat&) override {}
     bool keep_mtime(FileRef, const struct timespec&) override { return false; }
     void flush(Done<void> done) override { done({}); } // nothing is ever dirty
+    // A mount without a cache: a prefetch would fetch nothing, and saying
+    // so beats a success that leaves the user waiting on the backing.
+    using DataPath::prefetch;
+    void prefetch(FileRef /*file*/, const FilePolicy& /*policy*/, Done<void> done) override {
+        done(fail(Errc::NotSupported, "this mount has no cache (cache_mode=none)"));
+    }
     void stop() override {}
 };
 

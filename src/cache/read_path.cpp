@@ -8,14 +8,19 @@
 // truncate or a detected backing change in between makes it stand down, so
 // a fill can never put older bytes over newer ones. An in-flight set keyed by
 // (FileId, chunk) keeps concurrent readers from filling a chunk twice, and
-// the bytes held by queued fills are capped (fills_skipped_busy).
+// the bytes held by queued fills are capped (fills_skipped_busy). The
+// commit itself is fill.cpp's; the prefetcher claims chunks here too
+// (claim/release), so reads and prefetches share the in-flight set and the
+// cap, but a prefetch waits where a read would skip.
 #include "cache/read_path.hpp"
 
+#include "cache/fill.hpp"
 #include "util/file_io.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <chrono>
 #include <cstring>
 
 namespace overcache::cache {
@@ -243,6 +248,7 @@ void ReadPath::finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes
     std::lock_guard lk(mu_);
     inflight_.erase(ChunkKey{fid, chunk});
     pending_bytes_ -= bytes;
+    slot_cv_.notify_all();
     if (queued && --pending_fills_ == 0)
         idle_cv_.notify_all();
 }
@@ -250,39 +256,37 @@ void ReadPath::finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes
 void ReadPath::fill(Fill& job) {
     if (hooks_.before_fill_commit)
         hooks_.before_fill_commit();
-    FileState& st = *job.file;
-    {
-        std::lock_guard lk(st.mu);
-        // A file with dirty data is never filled: the backing's bytes may be
-        // older than a dirty extent in the chunk (a write that landed after
-        // this read began, before it read the chunk).
-        if (st.uncached.load() || core_.degraded.load() || st.ahead.load() ||
-            st.fid.load() != job.fid || st.epoch.load() != job.epoch ||
-            st.write_seq.load() != job.seq) {
-            ++core_.c.fills_raced;
-        } else {
-            auto t = core_.index.txn();
-            auto r = core_.index.stage_insert(t, core_.fg_wp, job.fid, job.start,
-                                              job.data.data(),
-                                              static_cast<std::uint32_t>(job.data.size()));
-            if (r && *r)
-                if (auto c = core_.index.commit(t); !c)
-                    r = fail(c.error());
-            if (!r) {
-                ++core_.c.fill_errors;
-                log::warn("cache: fill failed: ", to_string(r.error()));
-            } else if (!*r) {
-                ++core_.c.fills_skipped_full;
-            } else {
-                ++core_.c.fills;
-            }
-        }
-    }
+    (void)commit_fill(core_, *job.file, FillTicket{job.fid, job.epoch, job.seq}, job.start,
+                      job.data);
     core_.kick_gc();
     const std::uint64_t bytes = job.data.size();
     job.file.reset();
     job.data = {};
     finish(job.fid, job.chunk, bytes, true);
+}
+
+bool ReadPath::claim(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes,
+                     const std::function<bool()>& cancelled) {
+    const ChunkKey key{fid, chunk};
+    std::unique_lock lk(mu_);
+    for (;;) {
+        if (core_.stopped || cancelled())
+            return false;
+        // A chunk being filled by a read is waited for, not filled twice;
+        // queued fills over the cap are waited for, not skipped.
+        if (inflight_.count(key) == 0 &&
+            (pending_bytes_ == 0 || pending_bytes_ + bytes <= core_.p.max_pending_fill_bytes)) {
+            inflight_.insert(key);
+            pending_bytes_ += bytes;
+            return true;
+        }
+        // Bounded, so a stop or a cancel is seen without a notify of its own.
+        slot_cv_.wait_for(lk, std::chrono::milliseconds(100));
+    }
+}
+
+void ReadPath::release(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes) {
+    finish(fid, chunk, bytes, false);
 }
 
 void ReadPath::drain() {

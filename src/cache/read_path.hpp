@@ -7,6 +7,7 @@
 #include "overcache/bg/executors.hpp"
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_set>
@@ -20,6 +21,16 @@ public:
     ReadPath(CacheCore& core, bg::Executor fill, const CacheHooks& hooks);
 
     Result<ReadOut> read(CachedFile& f, char* buf, std::size_t size, off_t off);
+
+    // For fills made elsewhere (the prefetcher): takes (fid, chunk) into the
+    // in-flight set and `bytes` under the pending-fill cap, waiting while a
+    // read fills that chunk or the cap is reached (a lone claim always
+    // fits). false, without claiming, once the cache stops or `cancelled`
+    // says so. Never called on a FUSE thread: it may wait.
+    bool claim(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes,
+               const std::function<bool()>& cancelled);
+    // Gives back what claim() took.
+    void release(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes);
 
     // Waits until every fill queued so far has finished.
     void drain();
@@ -62,6 +73,7 @@ private:
     MissFilter admission_; // promote_after_hits
     mutable std::mutex mu_; // a leaf
     std::condition_variable idle_cv_;
+    std::condition_variable slot_cv_; // a chunk or pending bytes were given back
     std::unordered_set<ChunkKey, ChunkHash> inflight_; // guarded by mu_
     std::uint64_t pending_bytes_ = 0;                  // guarded by mu_
     std::uint64_t pending_fills_ = 0;                  // guarded by mu_

@@ -31,7 +31,7 @@ constexpr std::array<Flag, 1> kFsckFlags{{
      "CACHEDIR/lost+found before dropping it, fix the accounting"},
 }};
 
-constexpr std::array<Subcommand, 12> kSubcommands{{
+constexpr std::array<Subcommand, 13> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -57,6 +57,10 @@ constexpr std::array<Subcommand, 12> kSubcommands{{
      "drop what the cache holds of each file (or of the files below a directory), so the "
      "next reads come from the backing; dirty data is written back first",
      kNoFlags, 1, kManyArgs, invalidate_main},
+    {"prefetch", "PATH...",
+     "read each file (or the files below a directory) into the cache now, with a progress "
+     "line on a terminal; fails when the cache is full",
+     kNoFlags, 1, kManyArgs, prefetch_main},
     {"show-super", "CACHEDIR",
      "print a cache's superblock (format, uuid, backing, sizes, dirty data); read-only, also "
      "while it is mounted",

@@ -14,7 +14,7 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<CommandSpec, 5> kCommands{{
+constexpr std::array<CommandSpec, 6> kCommands{{
     {Verb::flush, "flush", 0, 0, "flush",
      "write all dirty data back to the backing and sync it; returns when done"},
     {Verb::gc, "gc", 0, 0, "gc", "run a garbage collection pass of the cache now"},
@@ -23,6 +23,9 @@ constexpr std::array<CommandSpec, 5> kCommands{{
     {Verb::invalidate, "invalidate", 1, 1, "invalidate PATH",
      "drop the cached data of a file (PATH below the mount's root, %XX-escaped); "
      "dirty data is written back first"},
+    {Verb::prefetch, "prefetch", 1, 1, "prefetch PATH",
+     "read a file's data the cache lacks from the backing into the cache now (PATH below the "
+     "mount's root, %XX-escaped); returns once all of it is cached"},
     {Verb::reset_stats, "reset_stats", 0, 0, "reset_stats",
      "start the counters, their windows and the working set from zero"},
 }};

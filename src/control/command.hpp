@@ -13,7 +13,7 @@
 
 namespace overcache::control {
 
-enum class Verb { flush, gc, set, invalidate, reset_stats };
+enum class Verb { flush, gc, set, invalidate, prefetch, reset_stats };
 
 // One row of the command table: what a line may start with and how many
 // arguments it takes. New commands (issue #8: set, prefetch, ...) are a row

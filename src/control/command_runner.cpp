@@ -84,6 +84,13 @@ private:
             target_->invalidate(*path, std::move(done));
             return;
         }
+        case Verb::prefetch: {
+            auto path = decode_path_arg(c.args[0]);
+            if (!path)
+                return done(fail(path.error()));
+            target_->prefetch(*path, std::move(done));
+            return;
+        }
         }
         done(fail(Errc::NotSupported, std::string(name) + ": not implemented"));
     }

@@ -35,6 +35,10 @@ public:
     // the mount's root. Done once its clean cached data is dropped (dirty
     // data is written back first, never dropped).
     virtual void invalidate(const std::string& rel_path, CommandDone done) = 0;
+    // `prefetch PATH`: `rel_path` (decoded) names a regular file below the
+    // mount's root. Done once all of its data is in the cache, or with why
+    // not (the cache is full: how much was fetched).
+    virtual void prefetch(const std::string& rel_path, CommandDone done) = 0;
     // `reset_stats`: the counters, their windows and the working set start
     // from zero; settings and the cache's contents are untouched.
     virtual void reset_stats(CommandDone done) = 0;

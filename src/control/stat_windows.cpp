@@ -14,7 +14,7 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<std::string_view, 34> kCounters{
+constexpr std::array<std::string_view, 35> kCounters{
     "cache_hits",
     "cache_misses",
     "cache_hit_bytes",
@@ -39,6 +39,7 @@ constexpr std::array<std::string_view, 34> kCounters{
     "fills_skipped_busy",
     "cache_miss_collisions",
     "fill_errors",
+    "prefetch_bytes",
     "writes_cached",
     "writes_punched",
     "files_invalidated",

@@ -11,6 +11,7 @@
 // replies, the other does nothing. Writing needs the mount's owner or root:
 // the kernel checks the mode (0644, owned by the daemon's user) with
 // default_permissions, and may_command() does without it.
+#include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/reply.hpp"
 #include "overcache/cache/caching_path.hpp"
@@ -102,6 +103,45 @@ public:
                          });
     }
 
+    // As invalidate finds the file; then opened for reading (the prefetch
+    // reads it as the daemon), under the per-path policy of the file and
+    // the directories above it, read along the path just walked. The
+    // prefetch runs on the DataPath's own thread; `done` replies.
+    void prefetch(const std::string& rel_path, control::CommandDone done) override {
+        if (!open())
+            return done(closing());
+        const InodeRef root = inodes_.root();
+        std::vector<cache::PathSettings> chain; // nearest first
+        auto fd = open_below(root.fd(), rel_path, data_.has_path_settings() ? &chain : nullptr);
+        if (!fd)
+            return done(fail(fd.error()));
+        struct stat st {};
+        if (::fstat(fd->get(), &st) != 0)
+            return done(fail_errno(control::quote(rel_path)));
+        if (!S_ISREG(st.st_mode))
+            return done(fail(Errc::BadValue, control::quote(rel_path) + " is not a regular file"));
+        auto readable = backing::reopen(fd->get(), O_RDONLY | O_CLOEXEC);
+        if (!readable) {
+            Error e = std::move(readable).error();
+            e.message = control::quote(rel_path) + ": opening it for reading: " + e.message;
+            return done(fail(std::move(e)));
+        }
+        if (data_.has_path_settings())
+            if (auto own = data_.path_settings(cache::FileRef{readable->get(), st}))
+                chain.insert(chain.begin(), *own);
+        const cache::FilePolicy policy = cache::resolve(chain);
+        data_.prefetch(cache::FileRef{readable->get(), st}, policy,
+                       [rel_path, done = std::move(done)](Result<void> r) {
+                           if (!r) {
+                               Error e = std::move(r).error();
+                               e.message = control::quote(rel_path) + ": " + e.message;
+                               return done(fail(std::move(e)));
+                           }
+                           log::info("control: prefetched ", control::quote(rel_path));
+                           done({});
+                       });
+    }
+
     // A switch away from writeback writes the dirty data back before it is
     // done, as bcache does. Twice: a write that chose writeback just before
     // the switch (or waited parked for room, which the first flush frees)
@@ -160,8 +200,11 @@ private:
     static Unexpected closing() { return fail_sys(ESHUTDOWN, "the mount is shutting down"); }
 
     // `rel` below `root` (an O_PATH fd), with no symlink followed: an O_PATH
-    // fd of it. Refuses an absolute path and '..'.
-    static Result<UniqueFd> open_below(int root, const std::string& rel) {
+    // fd of it. Refuses an absolute path and '..'. With `dirs`, the per-path
+    // settings of the directories passed (the root included) go there,
+    // nearest first.
+    Result<UniqueFd> open_below(int root, const std::string& rel,
+                                std::vector<cache::PathSettings>* dirs = nullptr) {
         if (rel.empty() || rel.front() == '/')
             return fail(Errc::BadValue,
                         control::quote(rel) + ": the path must be relative to the mount's root");
@@ -179,7 +222,16 @@ private:
         }
         UniqueFd cur;
         int dir = root;
+        auto note_dir = [&](int fd) {
+            struct stat dst {};
+            if (dirs != nullptr && ::fstat(fd, &dst) == 0)
+                if (auto s = data_.path_settings(cache::FileRef{fd, dst}))
+                    dirs->insert(dirs->begin(), *s);
+        };
+        note_dir(root);
         for (std::size_t i = 0; i < parts.size(); ++i) {
+            if (i > 0)
+                note_dir(dir);
             const std::string name(parts[i]);
             const int flags =
                 O_PATH | O_NOFOLLOW | O_CLOEXEC | (i + 1 < parts.size() ? O_DIRECTORY : 0);

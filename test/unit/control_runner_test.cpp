@@ -54,6 +54,13 @@ public:
         }
         done({});
     }
+    void prefetch(const std::string& rel_path, CommandDone done) override {
+        {
+            std::lock_guard lk(mu);
+            log.emplace_back("prefetch " + rel_path);
+        }
+        done({});
+    }
     void reset_stats(CommandDone done) override {
         {
             std::lock_guard lk(mu);
@@ -97,6 +104,21 @@ TEST_SUITE("control") {
         StatLines lines;
         runner.add_stats(lines);
         CHECK(lines == StatLines{{"last_error", ""}});
+    }
+
+    TEST_CASE("CommandRunner: prefetch gets its path decoded; a bad escape runs nothing") {
+        auto target = std::make_shared<FakeTarget>();
+        CommandRunner runner(target);
+        Outcome o;
+        runner.run("prefetch data/set%201/x", record(o));
+        REQUIRE(o.result.has_value());
+        CHECK(o.result->has_value());
+        CHECK(target->log == std::vector<std::string>{"prefetch data/set 1/x"});
+        Outcome bad;
+        runner.run("prefetch x%zz", record(bad));
+        REQUIRE(bad.result.has_value());
+        CHECK_FALSE(bad.result->has_value());
+        CHECK(target->log.size() == 1);
     }
 
     TEST_CASE("CommandRunner: invalidate gets its path decoded; a bad escape runs nothing") {

@@ -207,6 +207,23 @@ public:
         done({});
     }
 
+    // `prefetch`: reads the parts of the file the cache lacks from the
+    // backing and caches them as clean data, as if they had been read
+    // (sequential_cutoff and promote_after_hits do not apply), off the
+    // calling thread; `done` once all of the file is in the cache, or with
+    // why not (the cache is full: how much was fetched). `file.fd` must be
+    // readable; the DataPath keeps a duplicate of it. `policy`: the file's
+    // per-path settings (a file whose mode is none is refused). Dirty data
+    // is kept as it is. Without a cache there is nothing to fetch.
+    virtual void prefetch(FileRef file, const FilePolicy& policy, Done<void> done) {
+        (void)file;
+        (void)policy;
+        done({});
+    }
+    void prefetch(FileRef file, Done<void> done) {
+        prefetch(file, FilePolicy{}, std::move(done));
+    }
+
     // The mount's settings changed (`set`): the path takes the new values
     // of those it reads (config::is_live) at once. Nothing to do without a
     // cache.
