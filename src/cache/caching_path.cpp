@@ -683,6 +683,11 @@ Result<DataPath::FileCacheInfo> CachingPath::file_info(FileRef file) {
 
 void CachingPath::apply_settings(const config::Config& c) {
     const auto& p = core_.p;
+    // Reads, writes and prefetches take the chunk size once per request;
+    // extents of the old size stay valid (lookups need no alignment). The
+    // option table holds it to bucket_size, which a mount checks is the
+    // cache's own.
+    p.fill_size.set(std::min<std::uint64_t>(c.fill_size, core_.dev->superblock().bucket_size));
     p.mode.set(c.cache_mode);
     p.sequential_cutoff.set(c.sequential_cutoff);
     p.promote_after_hits.set(c.promote_after_hits);

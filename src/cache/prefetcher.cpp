@@ -190,7 +190,7 @@ Result<void> Prefetcher::run(Job& job) {
             if (held + (ce - cs) > deps_.room_bytes())
                 return fail_sys(ENOSPC,
                                 "the cache is full: it holds no more of this file " + so_far());
-            if (!deps_.reader.claim(ticket.fid, c, ce - cs, [this] { return cancelled(); }))
+            if (!deps_.reader.claim(ticket.fid, cs, ce - cs, [this] { return cancelled(); }))
                 continue; // cancelled: reported above
             buf.resize(ce - cs);
             const ssize_t n = pread_upto(f.fd(), buf.data(), ce - cs, cs);
@@ -200,7 +200,7 @@ Result<void> Prefetcher::run(Job& job) {
                     deps_.hooks.before_fill_commit();
                 out = commit_fill(core_, st, ticket, cs, buf);
             }
-            deps_.reader.release(ticket.fid, c, ce - cs);
+            deps_.reader.release(ticket.fid, cs, ce - cs);
             if (n < 0)
                 return fail_sys(static_cast<int>(-n), "reading the backing at offset " +
                                                           std::to_string(cs) + " " + so_far());

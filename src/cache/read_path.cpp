@@ -7,7 +7,7 @@
 // only if, under the file's owner lock, all three are unchanged: a write, a
 // truncate or a detected backing change in between makes it stand down, so
 // a fill can never put older bytes over newer ones. An in-flight set keyed by
-// (FileId, chunk) keeps concurrent readers from filling a chunk twice, and
+// (FileId, chunk start) keeps concurrent readers from filling a chunk twice, and
 // the bytes held by queued fills are capped (fills_skipped_busy). The
 // commit itself is fill.cpp's; the prefetcher claims chunks here too
 // (claim/release), so reads and prefetches share the in-flight set and the
@@ -88,6 +88,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     const std::uint64_t end = std::min<std::uint64_t>(off + size, fsize);
     const bool bypass =
         f.note_read(off, size, f.policy().sequential_cutoff.value_or(core_.p.sequential_cutoff));
+    // One chunk size for the whole read, though fill_size may change meanwhile.
     const std::uint64_t fill = core_.p.fill_size;
     bool all_hit = true;
     std::uint64_t done = 0; // bytes of the reply ready in buf
@@ -107,7 +108,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         ahead = ahead || st.ahead.load();
         ssize_t n = ahead    ? miss_ahead(f, ps, pe, out)
                     : bypass ? pread_upto(f.fd(), out, pe - ps, ps)
-                             : miss_chunk(f, c, ps, pe, fsize, out);
+                             : miss_chunk(f, c * fill, fill, ps, pe, fsize, out);
         if (n < 0) {
             if (done == 0)
                 return fail_sys(static_cast<int>(-n), "read from the backing");
@@ -136,21 +137,21 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     return ReadOut{-1, 0, static_cast<std::size_t>(done)};
 }
 
-ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t start,
-                             std::uint64_t end, std::uint64_t fsize, char* out) {
+ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chunk_len,
+                             std::uint64_t start, std::uint64_t end, std::uint64_t fsize,
+                             char* out) {
     FileState& st = f.state();
-    const std::uint64_t cs = chunk * core_.p.fill_size;
-    const std::uint64_t ce = std::min(cs + core_.p.fill_size, fsize);
+    const std::uint64_t ce = std::min(cs + chunk_len, fsize);
     // What the fill must still find when it commits; read before the backing.
     const meta::FileId fid = st.fid.load();
     const std::uint64_t epoch = st.epoch.load();
     const std::uint64_t seq = st.write_seq.load();
-    const ChunkKey key{fid, chunk};
+    const ChunkKey key{fid, cs};
     // promote_after_hits: a range missed too few times lately is read
     // through without filling (nothing of the cache is evicted for it).
     if (const unsigned need = f.policy().promote_after_hits.value_or(core_.p.promote_after_hits);
         need > 1) {
-        if (!f.first_miss_of(chunk) || !admission_.admit(ChunkHash{}(key), need)) {
+        if (!f.first_miss_of(cs) || !admission_.admit(ChunkHash{}(key), need)) {
             ++core_.c.fills_skipped_unpromoted;
             return pread_upto(f.fd(), out, end - start, start);
         }
@@ -177,21 +178,20 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t s
     job->data.resize(ce - cs);
     ssize_t n = pread_upto(f.fd(), job->data.data(), ce - cs, cs);
     if (n < 0) {
-        finish(fid, chunk, ce - cs, false);
+        finish(fid, cs, ce - cs, false);
         return n;
     }
     const auto got = static_cast<std::uint64_t>(n);
     const std::uint64_t avail = got > start - cs ? std::min(end, cs + got) - start : 0;
     std::memcpy(out, job->data.data() + (start - cs), avail);
     if (got != ce - cs) {
-        finish(fid, chunk, ce - cs, false); // the file shrank: don't cache a guess
+        finish(fid, cs, ce - cs, false); // the file shrank: don't cache a guess
         return static_cast<ssize_t>(avail);
     }
     job->file = f.ref();
     job->fid = fid;
     job->epoch = epoch;
     job->seq = seq;
-    job->chunk = chunk;
     job->start = cs;
     {
         std::lock_guard lk(mu_);
@@ -262,7 +262,7 @@ void ReadPath::fill(Fill& job) {
     const std::uint64_t bytes = job.data.size();
     job.file.reset();
     job.data = {};
-    finish(job.fid, job.chunk, bytes, true);
+    finish(job.fid, job.start, bytes, true);
 }
 
 bool ReadPath::claim(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes,

@@ -22,8 +22,8 @@ public:
 
     Result<ReadOut> read(CachedFile& f, char* buf, std::size_t size, off_t off);
 
-    // For fills made elsewhere (the prefetcher): takes (fid, chunk) into the
-    // in-flight set and `bytes` under the pending-fill cap, waiting while a
+    // For fills made elsewhere (the prefetcher): takes the chunk of `fid`
+    // that starts at byte `chunk` into the in-flight set and `bytes` under the pending-fill cap, waiting while a
     // read fills that chunk or the cap is reached (a lone claim always
     // fits). false, without claiming, once the cache stops or `cancelled`
     // says so. Never called on a FUSE thread: it may wait.
@@ -37,6 +37,9 @@ public:
     std::uint64_t pending() const;
 
 private:
+    // A chunk is named by its first byte, not by its number: fill_size can
+    // change while fills are in flight, and chunks of two sizes must never
+    // share a name (one would be skipped as in flight for the other).
     struct ChunkKey {
         meta::FileId fid;
         std::uint64_t chunk;
@@ -52,14 +55,15 @@ private:
         meta::FileId fid = 0;
         std::uint64_t epoch = 0;
         std::uint64_t seq = 0;
-        std::uint64_t chunk = 0;
-        std::uint64_t start = 0;
+        std::uint64_t start = 0; // names the chunk too
         std::vector<char> data;
     };
 
     bool try_hit(FileState& st, std::uint64_t start, std::uint64_t end, char* out);
-    ssize_t miss_chunk(CachedFile& f, std::uint64_t chunk, std::uint64_t start, std::uint64_t end,
-                       std::uint64_t fsize, char* out);
+    // A miss in [start, end) of the chunk [cs, cs + chunk_len), clipped to
+    // fsize.
+    ssize_t miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chunk_len,
+                       std::uint64_t start, std::uint64_t end, std::uint64_t fsize, char* out);
     // A miss in a file ahead of the backing: the backing's bytes, zeros
     // past its end, the dirty extents over both; not filled.
     ssize_t miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out);

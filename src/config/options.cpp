@@ -260,7 +260,8 @@ const std::vector<Row>& rows() {
                  &Config::bucket_size, 64 * kKiB, 64 * kMiB, true),
         size_row({"fill_size", T::size, "256K",
                   "a miss reads the backing in aligned chunks of this size; a power of two from "
-                  "4K to bucket_size"},
+                  "4K to bucket_size; a change applies to the next misses, what is cached "
+                  "stays"},
                  &Config::fill_size, 4 * kKiB, 64 * kMiB, true),
         size_row({"sequential_cutoff", T::size, "4M",
                   "a stream reading sequentially past this many bytes bypasses the cache; 0 "
@@ -559,8 +560,8 @@ const OptionInfo* find_option(std::string_view name) {
 bool is_live(std::string_view name) {
     // Read by the I/O paths at each use (atomics), or re-applied by their
     // owner on a change. Not here: what fixes the cache's layout or memory
-    // (cache, cache_dev, cache_size, bucket_size, fill_size,
-    // block_cache_size, cache_min_free), what the kernel fixed at mount
+    // (cache, cache_dev, cache_size, bucket_size, block_cache_size,
+    // cache_min_free), what the kernel fixed at mount
     // (permissions, allow_*, kernel_writeback_cache, max_threads), and the
     // one-shot format flags.
     static constexpr std::string_view kLive[] = {
@@ -569,7 +570,7 @@ bool is_live(std::string_view name) {
         "writeback_percent",        "writeback_delay",    "writeback_rate_minimum",
         "writeback_running",        "writeback_wait_max", "fsync_to_backing",
         "flush_on_unmount",         "attr_timeout",       "entry_timeout",
-        "negative_timeout",         "log_level",
+        "negative_timeout",         "log_level",          "fill_size",
     };
     return std::find(std::begin(kLive), std::end(kLive), name) != std::end(kLive);
 }

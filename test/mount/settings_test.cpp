@@ -8,7 +8,9 @@
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <cstdlib>
 #include <doctest/doctest.h>
@@ -16,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace overcache::test;
@@ -165,6 +168,72 @@ TEST_SUITE("settings") {
         REQUIRE(cli({"set", m.mountpoint(), "sequential_cutoff", "1M"}).status == 0);
         CHECK(read_uncached(m.mnt("b")).size() == 8u << 20);
         CHECK(m.stat("cache_bypass_misses") > 0);
+    }
+
+    TEST_CASE("settings: fill_size changes live: new misses fill in the new size, what is "
+              "cached stays" *
+              doctest::timeout(180)) {
+        require_daemon();
+        const std::string opts = "cache_mode=writethrough,sequential_cutoff=0,bucket_size=256K";
+        Mount m(MountOptions{.options = opts + ",fill_size=256K"});
+        const std::string a = random_bytes(2u << 20, 11);
+        const std::string b = random_bytes(2u << 20, 12);
+        write_file(m.root() + "/backing/a", a);
+        write_file(m.root() + "/backing/b", b);
+        auto extents = [&](const std::string& name) {
+            char buf[32];
+            const ssize_t n =
+                ::getxattr(m.mnt(name).c_str(), "user.overcache.extents", buf, sizeof buf);
+            REQUIRE(n > 0);
+            return std::stoul(std::string(buf, static_cast<std::size_t>(n)));
+        };
+        REQUIRE(read_uncached(m.mnt("a")) == a);
+        m.wait_fills();
+        CHECK(extents("a") == 8); // 2 MiB in 256K chunks
+
+        REQUIRE(cli({"set", m.mountpoint(), "fill_size", "64K"}).status == 0);
+        CHECK(cli({"get", m.mountpoint(), "fill_size"}).out == "64K\n");
+        REQUIRE(read_uncached(m.mnt("b")) == b);
+        m.wait_fills();
+        CHECK(extents("b") == 32); // the next misses use the new size
+        // What was cached in the old size is still served, all hits.
+        const auto misses = m.stat("cache_misses");
+        CHECK(read_uncached(m.mnt("a")) == a);
+        CHECK(m.stat("cache_misses") == misses);
+        CHECK(extents("a") == 8);
+
+        // Larger than the cache's buckets: refused, said, nothing changed.
+        auto big = cli({"set", m.mountpoint(), "fill_size", "512K"});
+        CHECK(big.status == 1);
+        CHECK(has(big.out, "fill_size must not exceed bucket_size"));
+        CHECK(cli({"get", m.mountpoint(), "fill_size"}).out == "64K\n");
+        CHECK(cli({"set", m.mountpoint(), "fill_size", "96K"}).status == 1); // not a power of two
+        CHECK(cli({"get", m.mountpoint(), "fill_size"}).out == "64K\n");
+
+        // Kept for the next mount, like any other setting.
+        m.remount(opts);
+        CHECK(cli({"get", m.mountpoint(), "fill_size"}).out == "64K\n");
+
+        // Sizes changing under concurrent misses: every byte read is right,
+        // whichever chunk size filled it.
+        const std::string c = random_bytes(8u << 20, 13);
+        write_file(m.root() + "/backing/c", c);
+        std::atomic<bool> done{false};
+        std::thread flipper([&] {
+            const char* sizes[] = {"4K", "256K", "16K", "128K", "64K"};
+            for (int i = 0; !done.load(); ++i) {
+                (void)cli({"set", m.mountpoint(), "fill_size", sizes[i % 5]});
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+        });
+        for (int pass = 0; pass < 3; ++pass) {
+            CHECK(read_uncached(m.mnt("c"), 48 * 1024) == c);
+            CHECK(m.control("invalidate c\n") == 0);
+        }
+        done.store(true);
+        flipper.join();
+        m.wait_fills();
+        CHECK(read_uncached(m.mnt("c")) == c);
     }
 
     TEST_CASE("settings: promote_after_hits=2 keeps a one-off scan from evicting the hot set" *

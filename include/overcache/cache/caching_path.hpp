@@ -21,7 +21,7 @@ struct FileState;
 struct CachingParams {
     // Tunable: fields a mounted cache takes new values of (apply_settings).
     Tunable<config::CacheMode> mode = config::CacheMode::writethrough;
-    std::uint64_t fill_size = 256u << 10;                     // clamped to bucket_size
+    Tunable<std::uint64_t> fill_size = 256u << 10; // at most the cache's bucket_size
     Tunable<std::uint64_t> sequential_cutoff = 4u << 20;
     Tunable<unsigned> promote_after_hits = 1u; // misses of a range before it is cached
     Tunable<unsigned> gc_low_percent = 5u;
