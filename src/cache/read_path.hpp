@@ -23,9 +23,9 @@ public:
     Result<ReadOut> read(CachedFile& f, char* buf, std::size_t size, off_t off);
 
     // For fills made elsewhere (the prefetcher): takes the chunk of `fid`
-    // that starts at byte `chunk` into the in-flight set and `bytes` under the pending-fill cap, waiting while a
-    // read fills that chunk or the cap is reached (a lone claim always
-    // fits). false, without claiming, once the cache stops or `cancelled`
+    // that starts at byte `chunk` into the in-flight set and `bytes` under
+    // the pending-fill cap, waiting while a read fills that chunk or the cap
+    // is reached (a lone claim always fits). false, without claiming, once the cache stops or `cancelled`
     // says so. Never called on a FUSE thread: it may wait.
     bool claim(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes,
                const std::function<bool()>& cancelled);
