@@ -76,6 +76,16 @@ std::uint64_t cached(const std::string& path) {
     return std::stoull(v);
 }
 
+// Waits (up to 10 s) for a background fetch to cache all `size` bytes.
+bool wait_cached(const std::string& path, std::uint64_t size) {
+    for (int i = 0; i < 200; ++i) {
+        if (cached(path) == size)
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+}
+
 // setxattr as `uid` (its fsuid, which FUSE passes on) in a child: 0 or errno.
 int set_as(uid_t uid, const std::string& path, const std::string& name, const std::string& v) {
     const pid_t pid = ::fork();
@@ -197,6 +207,8 @@ TEST_SUITE("pin") {
         REQUIRE(set(f, "pin", "inherit") == 0);
         CHECK(get(f, "pin") == err(ENODATA));
         CHECK(get(f, "effective_pin") == "1");
+        CHECK(wait_cached(f, 5000)); // pinned again: fetched in the background
+        CHECK(m.stat("pinned_bytes") == 5000);
         std::vector<char> names(4096);
         const ssize_t n = ::listxattr(d.c_str(), names.data(), names.size());
         REQUIRE(n > 0);
@@ -204,6 +216,9 @@ TEST_SUITE("pin") {
         REQUIRE(remove(d, "pin") == 0);
         CHECK(remove(d, "pin") == ENODATA);
         CHECK(get(f, "effective_pin") == "0");
+        // A file follows its directory's pin at its next open.
+        CHECK(read_file(f).size() == 5000);
+        CHECK(m.stat("pinned_bytes") == 0);
 
         // Only the owner or root: a world-writable file of root's.
         REQUIRE(::chmod(f.c_str(), 0666) == 0);
@@ -215,13 +230,7 @@ TEST_SUITE("pin") {
         const std::string g = random_bytes(kMiB + 77, 4);
         write_file(back + "g", g);
         REQUIRE(set(m.mnt("g"), "pin", "1") == 0);
-        bool fetched = false;
-        for (int i = 0; i < 200 && !fetched; ++i) {
-            fetched = cached(m.mnt("g")) == g.size();
-            if (!fetched)
-                std::this_thread::sleep_for(std::chrono::milliseconds(50)); // the background fetch
-        }
-        CHECK(fetched);
+        CHECK(wait_cached(m.mnt("g"), g.size()));
         CHECK(m.stat("pinned_bytes") == g.size());
         REQUIRE(remove(m.mnt("g"), "pin") == 0);
         CHECK(m.stat("pinned_bytes") == 0);
