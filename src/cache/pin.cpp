@@ -25,7 +25,7 @@ std::uint32_t pin_flag(CacheCore& core, const FileState& st, std::uint64_t len) 
         return 0;
     if (core.alloc.pinned_bytes() + len <= core.alloc.pinned_cap())
         return meta::kExtentPinned;
-    ++core.c.pin_over_cap;
+    core.c.pin_over_cap += len;
     if (!core.pin_cap_logged.exchange(true))
         log::warn("cache: pinned data reached its cap (", core.alloc.pinned_cap(),
                   " bytes, half of the cache): more of pinned files is cached unpinned");
