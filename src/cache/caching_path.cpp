@@ -2,10 +2,12 @@
 // adapter's calls. Reads and fills: read_path.cpp; changes of bytes:
 // write_path.cpp; file records and the coherency rule: file_records.cpp;
 // the files in use: file_table.cpp; bucket state: store/allocator.cpp;
-// reclaim and moving GC: bg/gc.cpp with cache/mover.cpp. Here: open (close-to-open check), getattr
-// and attribute changes (a backing change noticed there drops the file's extents and asks the
-// kernel to drop its pages), unlink, invalidate, stats and stop. Lock order: FileState::write_mu,
-// FileState::mu, the Allocator's locks; the file table's and the read path's mutexes are leaves.
+// reclaim and moving GC: bg/gc.cpp with cache/mover.cpp. Here: open (close-to-open check), getattr and
+// attribute changes (a backing change noticed there drops the file's
+// extents and asks the kernel to drop its pages), unlink, invalidate,
+// stats and stop.
+// Lock order: FileState::write_mu, FileState::mu, the Allocator's locks;
+// the file table's and the read path's mutexes are leaves.
 #include "overcache/cache/caching_path.hpp"
 
 #include "backing/backing_fs.hpp"
@@ -25,8 +27,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fcntl.h>
 #include <future>
+#include <fcntl.h>
 #include <sys/statfs.h>
 
 namespace overcache::cache {

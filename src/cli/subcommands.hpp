@@ -65,20 +65,20 @@ int run_subcommand(const Subcommand& sc, const std::vector<std::string>& args);
 int usage_error(const Subcommand& sc, const std::string& what);
 
 // The subcommands themselves.
-int flush_main(const Args& args);       // run_command.cpp
-int gc_main(const Args& args);          // run_command.cpp
+int flush_main(const Args& args);      // run_command.cpp
+int gc_main(const Args& args);         // run_command.cpp
 int reset_stats_main(const Args& args); // run_command.cpp
-int stats_main(const Args& args);       // stats.cpp
-int get_main(const Args& args);         // settings_cmd.cpp
-int set_main(const Args& args);         // settings_cmd.cpp
-int status_main(const Args& args);      // status.cpp
-int invalidate_main(const Args& args);  // invalidate.cpp
-int prefetch_main(const Args& args);    // prefetch.cpp
-int pin_main(const Args& args);         // pin.cpp
-int unpin_main(const Args& args);       // pin.cpp
-int show_super_main(const Args& args);  // show_super.cpp
-int resize_main(const Args& args);      // cache_admin.cpp
-int format_main(const Args& args);      // cache_admin.cpp
-int fsck_main(const Args& args);        // fsck.cpp
+int stats_main(const Args& args);      // stats.cpp
+int get_main(const Args& args);        // settings_cmd.cpp
+int set_main(const Args& args);        // settings_cmd.cpp
+int status_main(const Args& args);     // status.cpp
+int invalidate_main(const Args& args); // invalidate.cpp
+int prefetch_main(const Args& args);   // prefetch.cpp
+int pin_main(const Args& args);        // pin.cpp
+int unpin_main(const Args& args);      // pin.cpp
+int show_super_main(const Args& args); // show_super.cpp
+int resize_main(const Args& args);     // cache_admin.cpp
+int format_main(const Args& args);     // cache_admin.cpp
+int fsck_main(const Args& args);       // fsck.cpp
 
 } // namespace overcache::cli
