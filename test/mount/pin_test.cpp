@@ -269,5 +269,18 @@ TEST_SUITE("pin") {
         CHECK(cli({"unpin", m.mnt("nope")}).status == 1);
         REQUIRE(cli({"unpin", f}).status == 0);
         CHECK(get(f, "effective_pin") == "0");
+        CHECK(m.stat("pinned_bytes") == 0);
+
+        // A file renamed out of a pinned directory is unpinned at its next
+        // open (the pin is the directory's, not the file's).
+        REQUIRE(::mkdir(m.mnt("keep").c_str(), 0755) == 0);
+        write_file(m.mnt("keep/h"), random_bytes(70000, 6));
+        REQUIRE(cli({"pin", m.mnt("keep")}).status == 0);
+        CHECK(m.stat("pinned_bytes") == 70000);
+        REQUIRE(::rename(m.mnt("keep/h").c_str(), m.mnt("h").c_str()) == 0);
+        CHECK(get(m.mnt("h"), "effective_pin") == "0");
+        CHECK(read_file(m.mnt("h")).size() == 70000);
+        CHECK(m.stat("pinned_bytes") == 0);
+        CHECK(cached(m.mnt("h")) == 70000); // nothing dropped
     }
 }
