@@ -4,7 +4,8 @@
 // after the directory is renamed (the pin follows it) and after a remount
 // (the pin and the kept extents survive it); `overcache unpin` lets them be
 // evicted again. Bad values are refused with nothing changed, only the
-// owner (or root) pins, a pin on a file fetches it in the background,
+// owner (or root) pins, a pin on a file fetches it in the background, a
+// file renamed out of a pinned directory is unpinned at its next open,
 // pinned data stops at its cap (half the cache) with a message instead of
 // filling the cache, and the CLI's exit codes are those of prefetch.
 #include "file_bytes.hpp"
