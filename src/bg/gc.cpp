@@ -84,7 +84,7 @@ void Gc::run(bool force) {
             freed = *r;
     }
     // Reclaim could not get there: what holds the space is live (often
-    // dirty) data spread thin over many buckets.
+    // dirty or pinned) data spread thin over many buckets.
     if (mover_ != nullptr && alloc_.free_count() < target)
         freed += compact(target, force);
     // Short of free space on the cache's filesystem: what was freed goes

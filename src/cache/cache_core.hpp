@@ -43,6 +43,7 @@ struct CacheCounters {
     Counter writes_dirty{0}, writes_around{0}; // writeback: into the cache, or around it
     Counter writeback_conflicts{0};
     Counter prefetch_bytes{0}; // filled by `prefetch` (also counted in fills)
+    Counter pin_over_cap{0};   // bytes of pinned files cached unpinned: past the pinned cap
 };
 
 struct CacheCore {
@@ -64,6 +65,7 @@ struct CacheCore {
         working_set.touch(key.fsid * 0x9E3779B97F4A7C15ull ^ key.ino, off, len);
     }
     std::atomic<bool> stopped{false};
+    std::atomic<bool> pin_cap_logged{false}; // pin.cpp: the cap was reached (logged once)
     // The cache device failed past its error budget: the mount runs as a
     // passthrough (reads and writes go to the backing; the index is still
     // kept coherent so nothing stale can come back).

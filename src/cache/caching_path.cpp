@@ -16,6 +16,7 @@
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
 #include "cache/mover.hpp"
+#include "cache/pin.hpp"
 #include "cache/prefetcher.hpp"
 #include "cache/read_path.hpp"
 #include "cache/write_path.hpp"
@@ -203,6 +204,7 @@ public:
     Result<void> set_path_settings(FileRef file, const PathSettings& s) override {
         return core_.policy.set(core_.key_of(file.fd, file.st), s);
     }
+    Result<void> repin(FileRef file, bool pin) override;
     Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) override {
         return reader_.read(static_cast<CachedFile&>(f), buf, size, off);
     }
@@ -432,6 +434,11 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
             fs.uncached.store(true);
         if (!fs.ahead.load())
             fs.size.store(static_cast<std::uint64_t>(now.st_size));
+        // The pin it runs under now (a rename may have moved it into or out
+        // of a pinned tree): its extents follow (pin.cpp).
+        if (auto r = apply_pin(core_, fs, policy.pin.value_or(false)); !r)
+            log::warn("cache: cannot mark the extents of a file for its pin: ",
+                      to_string(r.error()));
     }
     return OpenOut{
         std::make_unique<CachedFile>(fd, std::move(ref), (open_flags & O_DSYNC) != 0, policy),
@@ -580,6 +587,9 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"fills_pending", u(reader_.pending())},
         {"prefetch_bytes", u(c.prefetch_bytes)},
         {"prefetch_files_queued", u(prefetcher_.queued())},
+        {"pinned_bytes", u(as.pinned_bytes)},
+        {"pinned_cap", u(core_.alloc.pinned_cap())},
+        {"pin_over_cap", u(c.pin_over_cap)},
         {"cache_miss_collisions", u(c.fills_raced)},
         {"fill_errors", u(c.fill_errors)},
         {"writes_cached", u(c.writes_cached)},
@@ -731,6 +741,15 @@ Result<std::vector<std::pair<std::string, std::string>>> CachingPath::saved_sett
     if (auto r = cur.status(); !r)
         return fail(r.error());
     return out;
+}
+
+Result<void> CachingPath::repin(FileRef file, bool pin) {
+    StateRef ref = core_.files.acquire(core_.key_of(file.fd, file.st));
+    FileState& fs = *ref;
+    std::lock_guard lk(fs.mu);
+    if (auto r = core_.records.load(fs); !r)
+        return r;
+    return apply_pin(core_, fs, pin);
 }
 
 void CachingPath::prefetch(FileRef file, const FilePolicy& policy, Done<void> done) {

@@ -192,7 +192,7 @@ PieceRead ExtentIndex::read_range(const Piece& p, std::uint64_t from, std::uint6
 }
 
 Result<void> ExtentIndex::stage_punch(ExtentTxn& t, meta::FileId file, std::uint64_t start,
-                                     std::uint64_t end) {
+                                      std::uint64_t end) {
     auto pieces = lookup(file, start, end);
     if (!pieces)
         return fail(pieces.error());
@@ -258,9 +258,8 @@ Result<void> ExtentIndex::stage_punch(ExtentTxn& t, meta::FileId file, std::uint
             }
         }
         // A stale piece accounts for nothing (the commit skips old gens).
-        const bool dirty = (p.v.flags & meta::kExtentDirty) != 0;
         const auto gone = static_cast<std::int64_t>(p.v.len - kept);
-        t.account(p.v.bucket, p.v.gen, -gone, dirty ? -gone : 0);
+        t.account_extent(p.v.bucket, p.v.gen, -gone, p.v.flags);
     }
     return {};
 }
@@ -281,6 +280,30 @@ Result<bool> ExtentIndex::stage_clean(ExtentTxn& t, meta::FileId file, const Pie
     t.batch.put(meta::Cf::extents, meta::extent_key(file, q.end()), meta::encode(v));
     t.account(v.bucket, v.gen, 0, -static_cast<std::int64_t>(v.len));
     return true;
+}
+
+Result<std::uint64_t> ExtentIndex::stage_pinned(ExtentTxn& t, meta::FileId file, bool pinned,
+                                                std::uint64_t budget) {
+    std::uint64_t changed = 0;
+    auto cur = dev_.meta().cursor(meta::Cf::extents, meta::extent_prefix_end(file));
+    meta::ExtentValue v;
+    for (cur.seek(meta::extent_key(file, 0)); cur.valid(); cur.next()) {
+        if (!meta::decode_extent(cur.value(), v) || !alloc_.current(v.bucket, v.gen))
+            continue; // damaged or stale: it accounts for nothing, reads as a miss
+        if (((v.flags & meta::kExtentPinned) != 0) == pinned)
+            continue;
+        if (pinned && changed + v.len > budget)
+            break; // past the pinned cap: the rest stays evictable
+        const auto len = static_cast<std::int64_t>(v.len);
+        t.account_extent(v.bucket, v.gen, -len, v.flags);
+        v.flags ^= meta::kExtentPinned;
+        t.account_extent(v.bucket, v.gen, len, v.flags);
+        t.batch.put(meta::Cf::extents, std::string(cur.key()), meta::encode(v));
+        changed += v.len;
+    }
+    if (auto st = cur.status(); !st)
+        return fail(st.error());
+    return changed;
 }
 
 Result<std::optional<Piece>> ExtentIndex::still(meta::FileId file, const Piece& p) const {
@@ -353,9 +376,8 @@ Result<bool> ExtentIndex::stage_move(ExtentTxn& t, meta::FileId file, MovedCopy&
     // Same key (same end): the put replaces the old place.
     t.batch.put(meta::Cf::extents, meta::extent_key(file, c.from.end()), meta::encode(v));
     const auto len = static_cast<std::int64_t>(v.len);
-    const std::int64_t dirty = (flags & meta::kExtentDirty) != 0 ? len : 0;
-    t.account(c.from.v.bucket, c.from.v.gen, -len, -dirty);
-    t.account(v.bucket, v.gen, len, dirty);
+    t.account_extent(c.from.v.bucket, c.from.v.gen, -len, flags);
+    t.account_extent(v.bucket, v.gen, len, flags);
     t.pins.push_back(std::move(c.pin));
     return true;
 }
@@ -371,11 +393,8 @@ Result<void> ExtentIndex::stage_drop_all(ExtentTxn& t, meta::FileId file) {
     bool ranged = false;
     for (cur.seek(meta::extent_key(file, 0)); cur.valid(); cur.next()) {
         // Undecodable values are deleted too; they account for nothing.
-        if (meta::decode_extent(cur.value(), v)) {
-            const bool dirty = (v.flags & meta::kExtentDirty) != 0;
-            t.account(v.bucket, v.gen, -static_cast<std::int64_t>(v.len),
-                      dirty ? -static_cast<std::int64_t>(v.len) : 0);
-        }
+        if (meta::decode_extent(cur.value(), v))
+            t.account_extent(v.bucket, v.gen, -static_cast<std::int64_t>(v.len), v.flags);
         if (!ranged && keys.size() < kRangeAbove)
             keys.emplace_back(cur.key());
         else
@@ -412,8 +431,7 @@ Result<void> ExtentIndex::stage_placed(ExtentTxn& t, store::Allocation& a, meta:
     v.flags = flags;
     checksum_blocks(start, data, len, v.csums);
     t.batch.put(meta::Cf::extents, meta::extent_key(file, start + len), meta::encode(v));
-    const bool dirty = (flags & meta::kExtentDirty) != 0;
-    t.account(a.bucket, a.gen, len, dirty ? len : 0);
+    t.account_extent(a.bucket, a.gen, len, flags);
     t.pins.push_back(std::move(a.pin));
     return {};
 }
@@ -446,17 +464,17 @@ Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, cons
         std::size_t j = i;
         std::uint64_t run = 0;
         buf.clear();
-        while (j < placed.size() &&
-               (j == i || (placed[j].a.bucket == first.a.bucket &&
-                           placed[j].a.offset == first.a.offset + run))) {
+        while (j < placed.size() && (j == i || (placed[j].a.bucket == first.a.bucket &&
+                                                placed[j].a.offset == first.a.offset + run))) {
             const auto& p = placed[j];
             buf.resize(run + p.span, '\0');
             std::memcpy(buf.data() + run + p.start % kBlock, data + (p.start - start), p.len);
             run += p.span;
             ++j;
         }
-        if (auto r = dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), buf.data(),
-                                std::min<std::uint64_t>(run, alloc_.bucket_size() - first.a.offset));
+        if (auto r =
+                dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), buf.data(),
+                           std::min<std::uint64_t>(run, alloc_.bucket_size() - first.a.offset));
             !r) {
             io_error(r.error());
             return fail(r.error()); // the space stays allocated, dead: GC reclaims it
@@ -471,8 +489,7 @@ Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, cons
 Result<void> ExtentIndex::stage_placement(ExtentTxn& t, Placement& pl, meta::FileId file,
                                           const char* data, std::uint32_t flags) {
     for (auto& p : pl.pieces)
-        if (auto r = stage_placed(t, p.a, file, p.start, data + (p.start - pl.start), p.len,
-                                  flags);
+        if (auto r = stage_placed(t, p.a, file, p.start, data + (p.start - pl.start), p.len, flags);
             !r)
             return r;
     pl.pieces.clear();

@@ -63,6 +63,9 @@ struct FileState {
     // (writeback mode: writes around the cache).
     std::atomic<bool> backing_unsynced{false};
     std::atomic<std::uint32_t> opens{0}; // CachedFiles on it (open handles)
+    // Its effective user.overcache.pin as of its last open or pin (pin.cpp):
+    // new extents are marked kExtentPinned. Written under mu.
+    std::atomic<bool> pinned{false};
     // Its last name was removed through the mount while it is open: writeback
     // into the nameless inode is what its holders read, not an orphan.
     std::atomic<bool> unlinked_here{false};

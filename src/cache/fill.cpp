@@ -6,6 +6,7 @@
 // cache_miss_collisions). A file with dirty data is never filled.
 #include "cache/fill.hpp"
 
+#include "cache/pin.hpp"
 #include "util/log.hpp"
 
 #include <mutex>
@@ -22,7 +23,8 @@ FillOutcome commit_fill(CacheCore& core, FileState& st, const FillTicket& t, std
     }
     auto txn = core.index.txn();
     auto r = core.index.stage_insert(txn, core.fg_wp, t.fid, start, data.data(),
-                                     static_cast<std::uint32_t>(data.size()));
+                                     static_cast<std::uint32_t>(data.size()),
+                                     pin_flag(core, st, data.size()));
     if (r && *r)
         if (auto c = core.index.commit(txn); !c)
             r = fail(c.error());

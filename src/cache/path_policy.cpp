@@ -1,5 +1,5 @@
 // DOC: per-path settings (user.overcache.mode, sequential_cutoff,
-// promote_after_hits), stored in the index's `policy` family under the
+// promote_after_hits, pin), stored in the index's `policy` family under the
 // backing identity (FileKey), never on the backing: they follow renames
 // (the identity does not change) and outlive the mount. Loaded whole at
 // mount, since policies are set by hand and few; set() writes one synced
@@ -36,6 +36,7 @@ meta::PolicyRecord to_record(const PathSettings& s) noexcept {
     r.sequential_cutoff = s.sequential_cutoff;
     if (s.promote_after_hits)
         r.promote_after_hits = static_cast<std::uint32_t>(*s.promote_after_hits);
+    r.pin = s.pin;
     return r;
 }
 
@@ -62,6 +63,7 @@ std::optional<PathSettings> from_record(const meta::PolicyRecord& r) noexcept {
     s.sequential_cutoff = r.sequential_cutoff;
     if (r.promote_after_hits)
         s.promote_after_hits = *r.promote_after_hits;
+    s.pin = r.pin;
     return s;
 }
 

@@ -190,6 +190,13 @@ Result<void> Prefetcher::run(Job& job) {
             if (held + (ce - cs) > deps_.room_bytes())
                 return fail_sys(ENOSPC,
                                 "the cache is full: it holds no more of this file " + so_far());
+            // A pinned file past the pinned cap would be cached unpinned
+            // (evictable): not what was asked; stop and say so.
+            if (st.pinned.load() &&
+                core_.alloc.pinned_bytes() + (ce - cs) > core_.alloc.pinned_cap())
+                return fail_sys(ENOSPC, "pinned data is at its cap (half the cache): no more "
+                                        "of this file is pinned " +
+                                            so_far());
             if (!deps_.reader.claim(ticket.fid, cs, ce - cs, [this] { return cancelled(); }))
                 continue; // cancelled: reported above
             buf.resize(ce - cs);

@@ -22,6 +22,7 @@
 #include "cache/write_path.hpp"
 
 #include "backing/file_ops.hpp"
+#include "cache/pin.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
@@ -225,7 +226,9 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
     const meta::FileId fid = st.fid.load();
     const std::uint64_t end = off + len;
     auto t = core_.index.txn();
-    if (auto r = core_.index.stage_placement(t, placed, fid, data, meta::kExtentDirty); !r)
+    if (auto r = core_.index.stage_placement(t, placed, fid, data,
+                                             meta::kExtentDirty | pin_flag(core_, st, len));
+        !r)
         return fail(r.error()); // nothing committed: the caller writes around
     meta::FileRecord rec = *st.rec;
     const bool was_ahead = (rec.flags & meta::kFileAhead) != 0;
@@ -341,7 +344,8 @@ void WritePath::update_cache(FileState& st, const CacheUpdate& u) {
         while (at < u.end) {
             const std::uint64_t next = std::min(u.end, (at / fill + 1) * fill);
             auto r = core_.index.stage_insert(t, core_.fg_wp, fid, at, u.data + (at - u.start),
-                                              static_cast<std::uint32_t>(next - at));
+                                              static_cast<std::uint32_t>(next - at),
+                                              pin_flag(core_, st, next - at));
             if (!r || !*r)
                 break; // the rest is punched
             at = next;

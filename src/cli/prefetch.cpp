@@ -8,6 +8,7 @@
 // of this run, about once a second. Exit 0 when every file is all in the
 // cache, 1 when any PATH or file failed (each reported with its reason, the
 // rest still fetched).
+#include "cli/fetch.hpp"
 #include "cli/mount_files.hpp"
 #include "cli/progress.hpp"
 #include "cli/subcommands.hpp"
@@ -26,6 +27,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <utility>
 #include <vector>
 
 namespace overcache::cli {
@@ -54,7 +56,8 @@ struct Item {
 // What the progress line reads while the main thread runs the commands.
 class Tally {
 public:
-    explicit Tally(const std::vector<Item>& items) : items_(items), cached_(items.size(), 0) {
+    Tally(const std::vector<Item>& items, std::string verb)
+        : items_(items), verb_(std::move(verb)), cached_(items.size(), 0) {
         for (std::size_t i = 0; i < items.size(); ++i) {
             total_ += items[i].size;
             cached_[i] = std::min(items[i].size, cached_bytes(items[i].path).value_or(0));
@@ -73,7 +76,7 @@ public:
         const std::uint64_t pct = total_ == 0 ? 100 : done * 100 / total_;
         const std::uint64_t secs = std::max<std::uint64_t>(1, elapsed.count());
         const std::uint64_t rate = done > start_ ? (done - start_) / secs : 0;
-        return "overcache: prefetching: " + human_bytes(done) + " of " + human_bytes(total_) +
+        return "overcache: " + verb_ + ": " + human_bytes(done) + " of " + human_bytes(total_) +
                " (" + std::to_string(pct) + "%), " + human_bytes(rate) + "/s, file " +
                std::to_string(std::min(cur + 1, items_.size())) + " of " +
                std::to_string(items_.size());
@@ -94,6 +97,7 @@ private:
     }
 
     const std::vector<Item>& items_;
+    const std::string verb_; // "prefetching", "pinning"
     std::uint64_t total_ = 0;
     std::uint64_t start_ = 0; // cached when the run began: the rate is this run's
     std::atomic<std::size_t> current_{~std::size_t{0}};
@@ -103,14 +107,13 @@ private:
 
 } // namespace
 
-int prefetch_main(const Args& args) {
-    int rc = 0;
+int fetch_files(const char* cmd, const char* verb, const std::vector<std::string>& paths, int rc) {
     std::vector<MountFiles> mounts;
     std::vector<Item> items;
-    for (const auto& path : args.positional) {
+    for (const auto& path : paths) {
         auto mount = files_on_mount(path);
         if (!mount) {
-            std::fprintf(stderr, "overcache prefetch: %s: %s\n", path.c_str(),
+            std::fprintf(stderr, "overcache %s: %s: %s\n", cmd, path.c_str(),
                          mount.error().message.c_str());
             rc = 1;
             continue;
@@ -119,7 +122,7 @@ int prefetch_main(const Args& args) {
         for (const auto& file : mounts.back().files) {
             struct stat st {};
             if (::stat(file.c_str(), &st) != 0) {
-                std::fprintf(stderr, "overcache prefetch: %s: %s\n", file.c_str(),
+                std::fprintf(stderr, "overcache %s: %s: %s\n", cmd, file.c_str(),
                              std::strerror(errno));
                 rc = 1;
                 continue;
@@ -130,7 +133,7 @@ int prefetch_main(const Args& args) {
     // Failures wait until the progress line is gone, so they stay readable.
     std::vector<std::string> failures;
     {
-        Tally tally(items);
+        Tally tally(items, verb);
         Progress shown([&](std::chrono::seconds elapsed) { return tally.line(elapsed); });
         for (std::size_t i = 0; i < items.size(); ++i) {
             const Item& it = items[i];
@@ -139,12 +142,17 @@ int prefetch_main(const Args& args) {
             auto r = m.control.run("prefetch " + control::encode_path_arg(m.rel(it.path)));
             tally.end(i);
             if (!r)
-                failures.push_back("overcache prefetch: " + it.path + ": " + reason_of(r.error()));
+                failures.push_back("overcache " + std::string(cmd) + ": " + it.path + ": " +
+                                   reason_of(r.error()));
         }
     }
     for (const auto& f : failures)
         std::fprintf(stderr, "%s\n", f.c_str());
     return failures.empty() ? rc : 1;
+}
+
+int prefetch_main(const Args& args) {
+    return fetch_files("prefetch", "prefetching", args.positional, 0);
 }
 
 } // namespace overcache::cli

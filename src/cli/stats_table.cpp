@@ -101,9 +101,8 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
     if (s.number("five_minute.working_set_bytes")) {
         std::string cells[4];
         for (std::size_t i = 0; i < control::kWindows.size(); ++i)
-            cells[i] = show(
-                s.number(std::string(control::kWindows[i].name) + ".working_set_bytes"),
-                Unit::bytes);
+            cells[i] = show(s.number(std::string(control::kWindows[i].name) + ".working_set_bytes"),
+                            Unit::bytes);
         cells[3] = "-";
         table += row("working set", cells);
     }
@@ -140,6 +139,15 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
         if (auto files = s.number("dirty_files"))
             t += " in " + std::to_string(*files) + (*files == 1 ? " file" : " files");
         fact("dirty", t);
+    }
+    if (auto pinned = s.number("pinned_bytes")) {
+        // user.overcache.pin: kept from eviction, up to its cap.
+        std::string t = human_bytes(*pinned);
+        if (auto cap = s.number("pinned_cap"))
+            t += " of at most " + human_bytes(*cap);
+        if (auto over = s.number("pin_over_cap"); over && *over != 0)
+            t += ", " + human_bytes(*over) + " cached unpinned past the cap";
+        fact("pinned", t);
     }
     if (auto total = s.number("buckets_total")) {
         std::string t =

@@ -31,7 +31,7 @@ constexpr std::array<Flag, 1> kFsckFlags{{
      "CACHEDIR/lost+found before dropping it, fix the accounting"},
 }};
 
-constexpr std::array<Subcommand, 13> kSubcommands{{
+constexpr std::array<Subcommand, 15> kSubcommands{{
     {"flush", "MOUNTPOINT",
      "write all dirty data back to the backing and sync it; waits until done", kNoFlags, 1, 1,
      flush_main},
@@ -61,6 +61,15 @@ constexpr std::array<Subcommand, 13> kSubcommands{{
      "read each file (or the files below a directory) into the cache now, with a progress "
      "line on a terminal; fails when the cache is full",
      kNoFlags, 1, kManyArgs, prefetch_main},
+    {"pin", "PATH...",
+     "keep each file (or everything below a directory, files added later too) in the cache: "
+     "sets user.overcache.pin and fetches the files now, with a progress line on a terminal; "
+     "fails when the cache or the pinned share of it (half) is full",
+     kNoFlags, 1, kManyArgs, pin_main},
+    {"unpin", "PATH...",
+     "let the cache evict each file (or the files below a directory) again: clears "
+     "user.overcache.pin (sets it to 0 where a directory above pins it); nothing is dropped",
+     kNoFlags, 1, kManyArgs, unpin_main},
     {"show-super", "CACHEDIR",
      "print a cache's superblock (format, uuid, backing, sizes, dirty data); read-only, also "
      "while it is mounted",

@@ -74,6 +74,8 @@ int set_main(const Args& args);        // settings_cmd.cpp
 int status_main(const Args& args);     // status.cpp
 int invalidate_main(const Args& args); // invalidate.cpp
 int prefetch_main(const Args& args);   // prefetch.cpp
+int pin_main(const Args& args);        // pin.cpp
+int unpin_main(const Args& args);      // pin.cpp
 int show_super_main(const Args& args); // show_super.cpp
 int resize_main(const Args& args);     // cache_admin.cpp
 int format_main(const Args& args);     // cache_admin.cpp

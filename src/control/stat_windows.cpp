@@ -14,7 +14,7 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<std::string_view, 35> kCounters{
+constexpr std::array<std::string_view, 36> kCounters{
     "cache_hits",
     "cache_misses",
     "cache_hit_bytes",
@@ -40,6 +40,7 @@ constexpr std::array<std::string_view, 35> kCounters{
     "cache_miss_collisions",
     "fill_errors",
     "prefetch_bytes",
+    "pin_over_cap",
     "writes_cached",
     "writes_punched",
     "files_invalidated",

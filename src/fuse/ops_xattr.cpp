@@ -3,11 +3,10 @@
 // handle the magic link lands on the symlink itself, so symlinks are handled
 // right too). Names under `user.overcache.` belong to the cache's own
 // settings (DESIGN.md, control surface), never the backing's: per-path
-// settings (mode, sequential_cutoff, promote_after_hits and their
+// settings (mode, sequential_cutoff, promote_after_hits, pin and their
 // effective_* values) are path_policy.cpp's; a file's read-only facts
 // (cached_bytes, dirty_bytes, extents, state) are answered from the cache;
-// `pin` is refused with ENOTSUP until it lands (TODO(#8)); other names are
-// EINVAL to set, ENOTSUP to read and ENODATA to remove. Only the settings
+// other names are EINVAL to set, ENOTSUP to read and ENODATA to remove. Only the settings
 // set on the file itself are listed, never the backing's own
 // user.overcache.* names. On the control file they are the mount's
 // settings and stats (ops_control.cpp); it has no others.
@@ -82,12 +81,10 @@ int set_reserved(fuse_req_t req, Adapter& a, const InodeRef& inode, std::string_
                          : policy_setxattr(req, a, inode, key, value, flags);
     if (r >= 0)
         return r;
-    if (key == "pin")
-        return ENOTSUP; // TODO(#8): pinning lands with prefetch
     if (remove)
         return ENODATA; // no such name is ever set
     log::warn("xattr: user.overcache.", key, " of ino ", inode.ino(),
-              " is not a setting (mode, sequential_cutoff, promote_after_hits)");
+              " is not a setting (mode, sequential_cutoff, promote_after_hits, pin)");
     return EINVAL;
 }
 

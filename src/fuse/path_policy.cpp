@@ -10,7 +10,14 @@
 // backing. Setting or removing one needs the file's owner or root, as the
 // kernel asks of a user xattr on a file the caller does not own (root
 // stands in for CAP_FOWNER; a capability without root is not looked at).
-// TODO(#8): `pin` lands with prefetch; until then it is refused (ENOTSUP).
+// `pin` (0 | 1) is ours, not the option table's (no mount-wide pin: 0).
+// Setting or removing it on a regular file re-marks the file's cached
+// extents at once and, when it is now pinned, queues the file for the
+// prefetcher (the reply does not wait for the fetch). On a directory only
+// the setting is stored: each file below follows at its next open or
+// prefetch (`overcache pin|unpin DIR` walks the tree to do that now), as a
+// file renamed into or out of a pinned tree does; the extents a pinned
+// file already had stay kept until then.
 #include "fuse/path_policy.hpp"
 
 #include "backing/backing_fs.hpp"
@@ -19,6 +26,8 @@
 
 #include <array>
 #include <climits>
+#include <fcntl.h>
+#include <memory>
 #include <optional>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -29,20 +38,22 @@ namespace {
 // A chain longer than any real tree is a cycle left by renames: cut there.
 constexpr std::size_t kMaxDepth = 4096;
 
-enum class Field { mode, sequential_cutoff, promote_after_hits };
-constexpr std::array<Field, 3> kFields{Field::mode, Field::sequential_cutoff,
-                                       Field::promote_after_hits};
+enum class Field { mode, sequential_cutoff, promote_after_hits, pin };
+constexpr std::array<Field, 4> kFields{Field::mode, Field::sequential_cutoff,
+                                       Field::promote_after_hits, Field::pin};
 
 // Each field's xattr name (under user.overcache.) and the option table's
-// name for it, whose parser and checks apply; in kFields' order.
+// name for it, whose parser and checks apply (none: pin, parsed here);
+// in kFields' order.
 struct FieldNames {
     const char* xattr;
     const char* option;
 };
-constexpr std::array<FieldNames, 3> kNames{{
+constexpr std::array<FieldNames, 4> kNames{{
     {"mode", "cache_mode"},
     {"sequential_cutoff", "sequential_cutoff"},
     {"promote_after_hits", "promote_after_hits"},
+    {"pin", nullptr},
 }};
 
 std::string_view xattr_name(Field f) noexcept {
@@ -68,6 +79,8 @@ bool is_set(const cache::PathSettings& s, Field f) noexcept {
         return s.sequential_cutoff.has_value();
     case Field::promote_after_hits:
         return s.promote_after_hits.has_value();
+    case Field::pin:
+        return s.pin.has_value();
     }
     return false;
 }
@@ -82,6 +95,9 @@ void clear(cache::PathSettings& s, Field f) noexcept {
         break;
     case Field::promote_after_hits:
         s.promote_after_hits.reset();
+        break;
+    case Field::pin:
+        s.pin.reset();
         break;
     }
 }
@@ -98,7 +114,18 @@ void take(cache::PathSettings& s, Field f, const config::Config& from) {
     case Field::promote_after_hits:
         s.promote_after_hits = from.promote_after_hits;
         break;
+    case Field::pin:
+        break; // not an option: parsed by parse_pin
     }
+}
+
+// user.overcache.pin's values: 0 or 1.
+std::optional<bool> parse_pin(std::string_view v) noexcept {
+    if (v == "1")
+        return true;
+    if (v == "0")
+        return false;
+    return std::nullopt;
 }
 
 // The field's value as -o would say it, or nullopt when unset.
@@ -115,6 +142,10 @@ std::optional<std::string> show(const cache::PathSettings& s, Field f) {
     case Field::promote_after_hits:
         if (s.promote_after_hits)
             return std::to_string(*s.promote_after_hits);
+        break;
+    case Field::pin:
+        if (s.pin)
+            return std::string(*s.pin ? "1" : "0");
         break;
     }
     return std::nullopt;
@@ -147,13 +178,44 @@ std::string trimmed(std::string_view v) {
     return std::string(v);
 }
 
+// A regular file's pin changed: its extents follow now, and a file now
+// pinned is queued for the prefetcher (opened for reading as the daemon,
+// as `prefetch PATH` does). Failures are logged: the setting is stored,
+// and the file's next open marks its extents.
+void pin_changed(Adapter& a, const InodeRef& inode, cache::FileRef ref) {
+    if (!S_ISREG(inode.type()))
+        return;
+    const cache::FilePolicy p = resolve_policy(a, ref, inode.parent());
+    const bool pin = p.pin.value_or(false);
+    if (auto r = a.data.repin(ref, pin); !r)
+        log::warn("xattr: cannot mark the extents of ", where(inode), ": ", to_string(r.error()));
+    if (!pin)
+        return;
+    auto readable = backing::reopen(inode.fd(), O_RDONLY | O_CLOEXEC);
+    if (!readable) {
+        log::warn("xattr: cannot open ", where(inode),
+                  " to fetch it: ", to_string(readable.error()));
+        return;
+    }
+    auto held = std::make_shared<UniqueFd>(std::move(*readable));
+    a.data.prefetch(cache::FileRef{held->get(), ref.st}, p,
+                    [held, name = where(inode)](Result<void> r) {
+                        if (!r)
+                            log::warn("pin: fetching ", name, ": ", to_string(r.error()));
+                    });
+}
+
 // Stores `next` as the inode's settings and replies. 0 or the errno.
 int store(fuse_req_t req, Adapter& a, const InodeRef& inode, cache::FileRef ref,
           const cache::PathSettings& next) {
+    const bool pin_moved =
+        a.data.path_settings(ref).value_or(cache::PathSettings{}).pin != next.pin;
     if (auto r = a.data.set_path_settings(ref, next); !r) {
         log::warn("xattr: cannot store the settings of ", where(inode), ": ", to_string(r.error()));
         return errno_of(r.error());
     }
+    if (pin_moved)
+        pin_changed(a, inode, ref);
     fuse_reply_err(req, 0);
     return 0;
 }
@@ -204,6 +266,8 @@ int policy_getxattr(fuse_req_t req, Adapter& a, const InodeRef& inode, std::stri
     const cache::FilePolicy p = resolve_policy(a, ref, inode.parent());
     if (auto v = show(p, *f))
         return reply_xattr_value(req, *v, size);
+    if (*f == Field::pin)
+        return reply_xattr_value(req, "0", size); // nothing on the path pins it
     const auto mount = config::option_value(a.settings.current(), option_name(*f));
     return reply_xattr_value(req, mount.value_or(""), size);
 }
@@ -228,6 +292,14 @@ int policy_setxattr(fuse_req_t req, Adapter& a, const InodeRef& inode, std::stri
     const std::string v = trimmed(value);
     if (v == "inherit") {
         clear(next, *f);
+    } else if (*f == Field::pin) {
+        const auto pin = parse_pin(v);
+        if (!pin) {
+            log::warn("xattr: user.overcache.pin of ", where(inode), ": '", v,
+                      "' is not 0, 1 or inherit");
+            return EINVAL;
+        }
+        next.pin = *pin;
     } else {
         // The option table parses and checks it, as for -o and `set`.
         config::Config parsed = a.settings.current();

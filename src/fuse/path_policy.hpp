@@ -1,6 +1,7 @@
 // Per-path policy as the adapter sees it: resolving a file's settings along
 // the inode table's parent chain, and the settable user.overcache.* names
-// of files and directories (mode, sequential_cutoff, promote_after_hits).
+// of files and directories (mode, sequential_cutoff, promote_after_hits,
+// pin).
 // The settings themselves are the DataPath's (stored in the cache's index).
 #pragma once
 

@@ -134,8 +134,8 @@ namespace {
 // Layout byte of the files, extents and buckets values of format 3.
 constexpr char kLayout3 = 3;
 constexpr std::uint32_t kKnownFileFlags =
-    kFileKernelPagesStale | kFileAhead | kFileWritingBack | kFileConflict;
-constexpr std::uint32_t kKnownExtentFlags = kExtentDirty;
+    kFileKernelPagesStale | kFileAhead | kFileWritingBack | kFileConflict | kFilePinned;
+constexpr std::uint32_t kKnownExtentFlags = kExtentDirty | kExtentPinned;
 
 class Reader {
 public:
@@ -232,34 +232,50 @@ std::string encode(const FileRecord& r) {
 // policy: FileKey bytes (fsid be64, ino be64) -> PolicyRecord, layout 1
 // (schema.hpp): its own numbering, since the family is new in format 3.
 constexpr char kPolicyLayout1 = 1;
+constexpr char kPolicyLayout2 = 2; // layout 1 + pin
 constexpr std::size_t kPolicyLen = 1 + 1 + 1 + 8 + 4;
+constexpr std::size_t kPolicyLen2 = kPolicyLen + 1;
 constexpr std::uint8_t kPolicyHasCutoff = 1u << 0;
 constexpr std::uint8_t kPolicyHasPromote = 1u << 1;
+constexpr std::uint8_t kPolicyHasPin = 1u << 2;
 
 std::string encode(const PolicyRecord& r) {
     std::string s;
-    s.reserve(kPolicyLen);
-    s.push_back(kPolicyLayout1);
+    s.reserve(kPolicyLen2);
+    s.push_back(r.pin ? kPolicyLayout2 : kPolicyLayout1);
     s.push_back(static_cast<char>(r.mode));
     std::uint8_t present = 0;
     if (r.sequential_cutoff)
         present |= kPolicyHasCutoff;
     if (r.promote_after_hits)
         present |= kPolicyHasPromote;
+    if (r.pin)
+        present |= kPolicyHasPin;
     s.push_back(static_cast<char>(present));
     put_be64(s, r.sequential_cutoff.value_or(0));
     put_be32(s, r.promote_after_hits.value_or(0));
+    if (r.pin)
+        s.push_back(static_cast<char>(*r.pin ? 1 : 0));
     return s;
 }
 
 std::optional<PolicyRecord> decode_policy(std::string_view s) {
-    if (s.size() != kPolicyLen || s[0] != kPolicyLayout1)
+    const bool v2 = s.size() == kPolicyLen2 && s[0] == kPolicyLayout2;
+    if (!v2 && (s.size() != kPolicyLen || s[0] != kPolicyLayout1))
         return std::nullopt;
     PolicyRecord r;
     r.mode = static_cast<std::uint8_t>(s[1]);
     const auto present = static_cast<std::uint8_t>(s[2]);
-    if (r.mode > kPolicyModeWriteback || (present & ~(kPolicyHasCutoff | kPolicyHasPromote)) != 0)
+    const std::uint8_t known = kPolicyHasCutoff | kPolicyHasPromote | (v2 ? kPolicyHasPin : 0);
+    if (r.mode > kPolicyModeWriteback || (present & ~known) != 0)
         return std::nullopt;
+    if (v2) {
+        // Layout 2 exists only to carry a pin: 0 or 1, present.
+        const auto pin = static_cast<std::uint8_t>(s[kPolicyLen]);
+        if ((present & kPolicyHasPin) == 0 || pin > 1)
+            return std::nullopt;
+        r.pin = pin == 1;
+    }
     const std::uint64_t cutoff = get_be64(s.data() + 3);
     const std::uint32_t promote = get_be32(s.data() + 11);
     // Absent fields are written as zero: anything else is damage.
@@ -334,7 +350,9 @@ std::optional<ExtentValue> decode_extent(std::string_view s) {
 }
 
 // buckets: layout 3, gen be32, state u8, fill_bytes, live_bytes, dirty_bytes
-// (be32 each), last_use be64.
+// (be32 each), last_use be64, then pinned_bytes be32 only when it is not
+// zero (records without it, as older builds wrote them, read as 0; a
+// bucket without pinned data stays readable by older builds).
 std::string encode(const BucketRecord& r) {
     std::string s;
     s.reserve(1 + 4 + 1 + 3 * 4 + 8);
@@ -345,6 +363,8 @@ std::string encode(const BucketRecord& r) {
     put_be32(s, r.live_bytes);
     put_be32(s, r.dirty_bytes);
     put_be64(s, r.last_use);
+    if (r.pinned_bytes != 0)
+        put_be32(s, r.pinned_bytes);
     return s;
 }
 std::optional<BucketRecord> decode_bucket(std::string_view s) {
@@ -352,8 +372,10 @@ std::optional<BucketRecord> decode_bucket(std::string_view s) {
     BucketRecord r;
     std::uint8_t st = 0;
     if (!layout_ok(rd) || !rd.u32(r.gen) || !rd.u8(st) || !rd.u32(r.fill_bytes) ||
-        !rd.u32(r.live_bytes) || !rd.u32(r.dirty_bytes) || !rd.u64(r.last_use) || !rd.at_end() ||
+        !rd.u32(r.live_bytes) || !rd.u32(r.dirty_bytes) || !rd.u64(r.last_use) ||
         st > static_cast<std::uint8_t>(BucketState::full))
+        return std::nullopt;
+    if (!rd.at_end() && (!rd.u32(r.pinned_bytes) || r.pinned_bytes == 0 || !rd.at_end()))
         return std::nullopt;
     r.state = static_cast<BucketState>(st);
     return r;

@@ -3,13 +3,14 @@
 // GC bumps the bucket's gen, which invalidates every extent in it without
 // touching the index, and only after the new record is written returns it
 // to the free list. Invariants:
-//  - a bucket with a pin (a write in flight) or dirty bytes is never
-//    reclaimed, so a fill never lands in reused space and its extent's gen
-//    is still the bucket's gen when it commits;
+//  - a bucket with a pin (a write in flight) is never reclaimed, so a fill
+//    never lands in reused space and its extent's gen is still the bucket's
+//    gen when it commits; nor is one holding dirty bytes or pinned bytes
+//    (extents of files under user.overcache.pin);
 //  - bucket records are written only by commit() and reclaim(), both under
 //    commit_mu_, from the in-memory state at that moment: the records on
 //    disk follow memory's order and gens only grow;
-//  - live/dirty bytes change only through commit()'s deltas, applied only
+//  - live/dirty/pinned bytes change only through commit()'s deltas, applied only
 //    when the bucket still has the delta's gen, and reset by reclaim;
 //  - the last `reserve` free buckets go only to a reserve write point
 //    (moving GC's), so GC can always copy live data out of mostly dead
@@ -73,9 +74,11 @@ void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
     auto& s = slots_[bucket];
     const bool free = r.state == meta::BucketState::free;
     s.state = free ? meta::BucketState::free : meta::BucketState::full;
-    s.fill = free ? 0 : std::min<std::uint32_t>(r.fill_bytes, static_cast<std::uint32_t>(bucket_size_));
+    s.fill =
+        free ? 0 : std::min<std::uint32_t>(r.fill_bytes, static_cast<std::uint32_t>(bucket_size_));
     s.live = free ? 0 : std::min(r.live_bytes, s.fill);
     s.dirty = free ? 0 : std::min(r.dirty_bytes, s.live);
+    s.pinned = free ? 0 : std::min(r.pinned_bytes, s.live);
     // It holds data, so it has its space. A free one may have been punched.
     backed_[bucket] = !free;
     if (r.last_use >= tick_.load(std::memory_order_relaxed))
@@ -86,7 +89,7 @@ void Allocator::finish_load() {
     std::lock_guard lk(mu_);
     free_.clear();
     fresh_.clear();
-    used_bytes_ = live_bytes_ = dirty_bytes_ = 0;
+    used_bytes_ = live_bytes_ = dirty_bytes_ = pinned_bytes_ = 0;
     const bool all_backed = space_ == nullptr || space_->all_backed();
     for (std::uint32_t b = 0; b < count_; ++b) {
         const auto& s = slots_[b];
@@ -98,6 +101,7 @@ void Allocator::finish_load() {
             used_bytes_ += s.fill;
             live_bytes_ += s.live;
             dirty_bytes_ += s.dirty;
+            pinned_bytes_ += s.pinned;
         }
     }
 }
@@ -219,7 +223,8 @@ meta::BucketRecord Allocator::record_of(std::uint32_t bucket, const Slot& s) con
                               s.fill,
                               s.live,
                               s.dirty,
-                              last_use_[bucket].load(std::memory_order_relaxed)};
+                              last_use_[bucket].load(std::memory_order_relaxed),
+                              s.pinned};
 }
 
 Result<void> Allocator::commit(IndexTxn& txn, bool sync) {
@@ -238,10 +243,12 @@ Result<void> Allocator::commit(IndexTxn& txn, bool sync) {
                 return static_cast<std::uint32_t>(std::clamp<std::int64_t>(v, 0, hi));
             };
             if (static_cast<std::int64_t>(s.live) + d.live < 0 ||
-                static_cast<std::int64_t>(s.dirty) + d.dirty < 0)
+                static_cast<std::int64_t>(s.dirty) + d.dirty < 0 ||
+                static_cast<std::int64_t>(s.pinned) + d.pinned < 0)
                 log::warn("cache: bucket ", d.bucket, " accounting went below zero; clamped");
             s.live = clamp(static_cast<std::int64_t>(s.live) + d.live, s.fill);
             s.dirty = clamp(static_cast<std::int64_t>(s.dirty) + d.dirty, s.live);
+            s.pinned = clamp(static_cast<std::int64_t>(s.pinned) + d.pinned, s.live);
         }
         for (const auto& [b, s] : next)
             txn.batch.put(meta::Cf::buckets, meta::bucket_key(b), meta::encode(record_of(b, s)));
@@ -257,8 +264,11 @@ Result<void> Allocator::commit(IndexTxn& txn, bool sync) {
         live_bytes_ -= cur.live;
         dirty_bytes_ += s.dirty;
         dirty_bytes_ -= cur.dirty;
+        pinned_bytes_ += s.pinned;
+        pinned_bytes_ -= cur.pinned;
         cur.live = s.live;
         cur.dirty = s.dirty;
+        cur.pinned = s.pinned;
     }
     return {};
 }
@@ -290,7 +300,7 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
         std::lock_guard lk(mu_);
         for (std::uint32_t b = 0; b < count_; ++b) {
             const auto& s = slots_[b];
-            if (s.state != meta::BucketState::full || s.pins != 0 || s.dirty != 0)
+            if (s.state != meta::BucketState::full || s.pins != 0 || s.dirty != 0 || s.pinned != 0)
                 continue;
             // An empty bucket costs nothing to free: it goes first under
             // every policy; the others by the policy's key, least first.
@@ -328,7 +338,7 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
             auto& s = slots_[b];
             // Pinned since it was picked (a write point cannot reopen a full
             // bucket, but a pin taken just before can still be in flight).
-            if (s.state != meta::BucketState::full || s.pins != 0 || s.dirty != 0)
+            if (s.state != meta::BucketState::full || s.pins != 0 || s.dirty != 0 || s.pinned != 0)
                 continue;
             const std::uint32_t g = gens_[b].load(std::memory_order_relaxed) + 1;
             // Stale from this instant: readers compare gens after reading.
@@ -339,10 +349,10 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
             // Out of every write point and off the free list until the
             // record is written.
             s.state = meta::BucketState::open;
-            batch.put(meta::Cf::buckets, meta::bucket_key(b),
-                      meta::encode(meta::BucketRecord{
-                          g, meta::BucketState::free, 0, 0, 0,
-                          last_use_[b].load(std::memory_order_relaxed)}));
+            batch.put(
+                meta::Cf::buckets, meta::bucket_key(b),
+                meta::encode(meta::BucketRecord{g, meta::BucketState::free, 0, 0, 0,
+                                                last_use_[b].load(std::memory_order_relaxed)}));
             taken.push_back(b);
         }
     }
@@ -414,8 +424,8 @@ std::vector<BucketUsage> Allocator::fragmented(std::uint64_t max_live, std::size
             // being appended to.
             if (s.state == meta::BucketState::full && s.pins == 0 && s.live != 0 &&
                 s.live < max_live)
-                out.push_back(
-                    BucketUsage{b, gens_[b].load(std::memory_order_relaxed), s.live, s.dirty});
+                out.push_back(BucketUsage{b, gens_[b].load(std::memory_order_relaxed), s.live,
+                                          s.dirty, s.pinned});
         }
     }
     std::sort(out.begin(), out.end(), [](const BucketUsage& x, const BucketUsage& y) {
@@ -479,13 +489,16 @@ AllocatorStats Allocator::stats() const {
     AllocatorStats s;
     s.live_bytes = live_bytes_;
     s.dirty_bytes = dirty_bytes_;
+    s.pinned_bytes = pinned_bytes_;
     s.used_bytes = used_bytes_;
     s.backed_buckets = static_cast<std::uint64_t>(std::count(backed_.begin(), backed_.end(), true));
     for (const auto& sl : slots_) {
         s.pinned += sl.pins != 0 ? 1 : 0;
         s.dirty_buckets += sl.dirty != 0 ? 1 : 0;
         s.reclaimable +=
-            sl.state == meta::BucketState::full && sl.pins == 0 && sl.dirty == 0 ? 1 : 0;
+            sl.state == meta::BucketState::full && sl.pins == 0 && sl.dirty == 0 && sl.pinned == 0
+                ? 1
+                : 0;
     }
     return s;
 }
@@ -519,6 +532,16 @@ BucketHistogram Allocator::histogram() const {
 std::uint64_t Allocator::dirty_bytes() const {
     std::lock_guard lk(mu_);
     return dirty_bytes_;
+}
+
+std::uint64_t Allocator::pinned_bytes() const {
+    std::lock_guard lk(mu_);
+    return pinned_bytes_;
+}
+
+std::uint64_t Allocator::pinned_cap() const {
+    const std::uint64_t usable = count_ > reserve_ ? count_ - reserve_ : 0;
+    return usable * bucket_size_ / kPinnedShareDiv;
 }
 
 } // namespace overcache::store

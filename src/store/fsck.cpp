@@ -74,6 +74,7 @@ void note(FsckFinding& f, std::uint64_t bytes, std::string example) {
 struct Sums {
     std::uint64_t live = 0;
     std::uint64_t dirty = 0;
+    std::uint64_t pinned = 0; // kExtentPinned (user.overcache.pin)
 };
 
 struct Bucket {
@@ -364,6 +365,8 @@ void Fsck::check_extent(std::string_view key, std::string_view value) {
     rep_.dirty_bytes += dirty ? v.len : 0;
     b.found.live += v.len;
     b.found.dirty += dirty ? v.len : 0;
+    const bool pinned = (v.flags & meta::kExtentPinned) != 0;
+    b.found.pinned += pinned ? v.len : 0;
 
     std::vector<char> bytes(v.len);
     const std::uint64_t off =
@@ -395,11 +398,15 @@ void Fsck::check_extent(std::string_view key, std::string_view value) {
         }
         if ((last_->v.flags & meta::kExtentDirty) == 0 && repair_ && !saving_failed_) {
             drop(last_->key, k.file, last_->start, &last_->v, {}, "overlaps another extent");
-            buckets_[last_->v.bucket].kept.live -= last_->v.len; // clean: no dirty bytes
+            Sums& was = buckets_[last_->v.bucket].kept;
+            was.live -= last_->v.len; // clean: no dirty bytes
+            if ((last_->v.flags & meta::kExtentPinned) != 0)
+                was.pinned -= last_->v.len;
             ++f.repaired;
         }
     }
     b.kept.live += v.len;
+    b.kept.pinned += pinned ? v.len : 0;
     if (dirty) {
         b.kept.dirty += v.len;
         dirty_bytes_[k.file] += v.len;
@@ -462,15 +469,20 @@ void Fsck::check_accounting() {
         if (b.damaged)
             continue;
         const meta::BucketRecord rec = b.rec.value_or(meta::BucketRecord{});
-        if (rec.live_bytes != b.found.live || rec.dirty_bytes != b.found.dirty)
+        if (rec.live_bytes != b.found.live || rec.dirty_bytes != b.found.dirty ||
+            rec.pinned_bytes != b.found.pinned)
             note(f, 0,
                  "bucket " + std::to_string(i) + ": live " + size_text(rec.live_bytes) +
-                     ", dirty " + size_text(rec.dirty_bytes) + "; its extents hold " +
-                     size_text(b.found.live) + ", dirty " + size_text(b.found.dirty));
-        if (fix && (rec.live_bytes != b.kept.live || rec.dirty_bytes != b.kept.dirty)) {
+                     ", dirty " + size_text(rec.dirty_bytes) + ", pinned " +
+                     size_text(rec.pinned_bytes) + "; its extents hold " + size_text(b.found.live) +
+                     ", dirty " + size_text(b.found.dirty) + ", pinned " +
+                     size_text(b.found.pinned));
+        if (fix && (rec.live_bytes != b.kept.live || rec.dirty_bytes != b.kept.dirty ||
+                    rec.pinned_bytes != b.kept.pinned)) {
             meta::BucketRecord next = rec;
             next.live_bytes = static_cast<std::uint32_t>(b.kept.live);
             next.dirty_bytes = static_cast<std::uint32_t>(b.kept.dirty);
+            next.pinned_bytes = static_cast<std::uint32_t>(b.kept.pinned);
             if (!b.rec && next.live_bytes > 0) { // extents in a bucket with no record
                 next.state = meta::BucketState::full;
                 next.fill_bytes = static_cast<std::uint32_t>(sb_.bucket_size);

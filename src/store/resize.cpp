@@ -9,7 +9,10 @@
 // so a bucket number that comes back in a later grow carries no old entry
 // whose gen could match again) and copies dirty ones, whose bytes exist
 // nowhere else, into free buckets that stay, at a gen one past the free
-// bucket's, with their checksums verified and kept.
+// bucket's, with their checksums verified and kept. Pinned clean extents
+// (user.overcache.pin) past the end are dropped like any clean data (the
+// backing has them; `overcache pin` fetches them again); pinned dirty ones
+// are moved with their flag and counted in their new bucket's pinned bytes.
 #include "overcache/store/resize.hpp"
 
 #include "data_header.hpp"
@@ -219,6 +222,8 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
             static_cast<std::uint32_t>(std::min<std::uint64_t>(placed_in, sb.bucket_size));
         rec.live_bytes += m.from.len;
         rec.dirty_bytes += m.from.len;
+        if ((m.from.flags & meta::kExtentPinned) != 0) // kept with it (m.to = m.from)
+            rec.pinned_bytes += m.from.len;
         rec.last_use = std::max(rec.last_use, (*buckets)[m.from.bucket].rec.last_use);
     }
 

@@ -132,7 +132,7 @@ struct Index {
     // `len` bytes of `file` at `start` in bucket `b` at `off`: the bytes on
     // the data device, the extent and the bucket's accounting.
     std::vector<char> put(const Fixture& f, meta::FileId file, std::uint64_t start, std::size_t len,
-                          std::uint32_t b, std::uint32_t off, bool dirty) {
+                          std::uint32_t b, std::uint32_t off, bool dirty, bool pinned = false) {
         auto bytes = pattern(file * 1000 + start, len);
         {
             const int fd = ::open(f.data().c_str(), O_WRONLY | O_CLOEXEC);
@@ -150,12 +150,13 @@ struct Index {
         v.gen = rec.gen;
         v.bucket_off = off;
         v.len = static_cast<std::uint32_t>(len);
-        v.flags = dirty ? meta::kExtentDirty : 0;
+        v.flags = (dirty ? meta::kExtentDirty : 0) | (pinned ? meta::kExtentPinned : 0);
         v.csums = block_sums(start, bytes);
         rec.state = meta::BucketState::full;
         rec.fill_bytes = std::max<std::uint32_t>(rec.fill_bytes, off + v.len);
         rec.live_bytes += v.len;
         rec.dirty_bytes += dirty ? v.len : 0;
+        rec.pinned_bytes += pinned ? v.len : 0;
         auto batch = ms->batch();
         batch.put(meta::Cf::extents, meta::extent_key(file, start + len), meta::encode(v));
         batch.put(meta::Cf::buckets, meta::bucket_key(b), meta::encode(rec));
@@ -357,6 +358,35 @@ TEST_SUITE("store") {
         {
             Index ix(f);
             CHECK(ix.bucket(1).live_bytes == 8192);
+        }
+        CHECK(check(f, false).problems() == 0);
+    }
+
+    TEST_CASE("store::fsck_cache_dir: pinned extents are accepted, their accounting checked") {
+        Fixture f;
+        populate(f);
+        {
+            Index ix(f);
+            ix.add_file(f, 3, "docs/pinned", false);
+            ix.put(f, 3, 0, 12000, 3, 0, false, true);
+            ix.put(f, 3, 12288, 4096, 3, 12288, false, true);
+        }
+        CHECK(check(f, false).problems() == 0);
+        {
+            Index ix(f);
+            auto r = ix.bucket(3);
+            CHECK(r.pinned_bytes == 16096);
+            r.pinned_bytes = 0; // as if a commit had been lost
+            ix.put_bucket(3, r);
+        }
+        auto rep = check(f, false);
+        CHECK(rep.at(FsckCheck::bucket_accounting).count == 1);
+        rep = check(f, true);
+        CHECK(rep.at(FsckCheck::bucket_accounting).repaired == 1);
+        {
+            Index ix(f);
+            CHECK(ix.bucket(3).pinned_bytes == 16096);
+            CHECK(ix.bucket(3).live_bytes == 16096);
         }
         CHECK(check(f, false).problems() == 0);
     }

@@ -105,7 +105,8 @@ struct Cache {
     // as the write path would: bytes, extent and accounting. `gen_delta`
     // makes the extent stale (written at an older gen).
     std::vector<char> put(meta::FileId file, std::uint64_t start, std::size_t len, std::uint32_t b,
-                          std::uint32_t off, bool dirty, std::uint32_t gen_delta = 0) {
+                          std::uint32_t off, bool dirty, std::uint32_t gen_delta = 0,
+                          bool pinned = false) {
         auto bytes = pattern(file * 1000 + start, len);
         const std::uint64_t dev = sb.data_offset + b * sb.bucket_size + off;
         REQUIRE(::pwrite(fd, bytes.data(), len, static_cast<off_t>(dev)) ==
@@ -118,13 +119,14 @@ struct Cache {
         v.gen = rec.gen - gen_delta;
         v.bucket_off = off;
         v.len = static_cast<std::uint32_t>(len);
-        v.flags = dirty ? meta::kExtentDirty : 0;
+        v.flags = (dirty ? meta::kExtentDirty : 0) | (pinned ? meta::kExtentPinned : 0);
         v.csums = csums_of(start, bytes);
         rec.state = meta::BucketState::full;
         rec.fill_bytes = std::max<std::uint32_t>(rec.fill_bytes, off + v.len);
         if (gen_delta == 0) {
             rec.live_bytes += v.len;
             rec.dirty_bytes += dirty ? v.len : 0;
+            rec.pinned_bytes += pinned ? v.len : 0;
         }
         rec.last_use = 7;
         auto batch = ms->batch();
@@ -303,6 +305,31 @@ TEST_SUITE("store") {
         CHECK(r.error().message.find("too small") != std::string::npos);
         CHECK(r.error().message.find("bucket_size") != std::string::npos);
         CHECK(k.dump() == before_index);
+    }
+
+    TEST_CASE("store::resize_cache shrinks: pinned dirty data moves with its flag, pinned clean "
+              "data past the cut is dropped") {
+        test::TmpDir tmp;
+        auto c = config_for(tmp, 16);
+        format(c).reset();
+        Cache k(c.dir);
+        auto kept = k.put(1, 0, 8192, 2, 0, false, 0, true);   // below the cut: stays pinned
+        k.put(2, 0, 30000, 12, 0, false, 0, true);             // past it, clean: dropped
+        auto moved = k.put(3, 0, 20000, 13, 0, true, 0, true); // past it, dirty: moved
+        auto r = resize_cache(*k.ms, k.fd, k.data, k.sb, 9 * kBucket);
+        REQUIRE(r);
+        CHECK(r->moved_dirty_bytes == 20000);
+        CHECK(r->dropped_clean_bytes == 30000);
+        CHECK(*k.read(1, 8192) == kept);
+        CHECK(*k.read(3, 20000) == moved);
+        auto e = k.extent(3, 20000);
+        CHECK(e.bucket < 8);
+        CHECK(e.flags == (meta::kExtentDirty | meta::kExtentPinned));
+        std::uint64_t pinned = 0;
+        for (std::uint32_t bk = 0; bk < 8; ++bk)
+            pinned += k.bucket(bk).pinned_bytes;
+        CHECK(pinned == 8192 + 20000); // the accounting follows the bytes
+        CHECK(k.bucket(e.bucket).pinned_bytes == 20000);
     }
 
     TEST_CASE("store::resize_cache cut short leaves a cache that opens") {

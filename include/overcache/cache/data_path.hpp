@@ -257,6 +257,14 @@ public:
         (void)s;
         return fail_sys(ENOTSUP, "per-path settings need a cache");
     }
+    // The file's effective user.overcache.pin changed to `pin` (set or
+    // removed on the file itself): its cached extents are marked or
+    // unmarked now, not at its next open. Fetching it is prefetch()'s.
+    virtual Result<void> repin(FileRef file, bool pin) {
+        (void)file;
+        (void)pin;
+        return {};
+    }
 
     // Stops background work and makes everything durable; called once,
     // after the FUSE session has ended and before destruction.

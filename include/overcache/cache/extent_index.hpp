@@ -141,6 +141,12 @@ public:
     // it changed meanwhile (overwritten, cut, dropped), nothing staged, the
     // copy is dead space.
     Result<bool> stage_move(ExtentTxn& t, meta::FileId file, MovedCopy& c);
+    // Stages setting (or clearing) kExtentPinned on the current extents of
+    // `file` whose flag differs, with their buckets' pinned bytes. Setting
+    // stops before the bytes newly pinned would pass `budget`. Returns the
+    // bytes whose flag changed. Owner lock held (as for every change).
+    Result<std::uint64_t> stage_pinned(ExtentTxn& t, meta::FileId file, bool pinned,
+                                       std::uint64_t budget);
     // Stages forgetting every extent of `file`.
     Result<void> stage_drop_all(ExtentTxn& t, meta::FileId file);
 

@@ -1,5 +1,5 @@
 // Per-path policy (issue #8): the settings a file or directory carries as
-// user.overcache.{mode,sequential_cutoff,promote_after_hits}. Each field is
+// user.overcache.{mode,sequential_cutoff,promote_after_hits,pin}. Each field is
 // unset (inherit) or a value; a file runs under the nearest value on its
 // path (the file, its parent, ..., the root), and the mount's where nothing
 // on the path sets one.
@@ -17,8 +17,13 @@ struct PathSettings {
     std::optional<config::CacheMode> mode;
     std::optional<std::uint64_t> sequential_cutoff;
     std::optional<unsigned> promote_after_hits;
+    // Keep the file's data cached (fetched in the background, never
+    // evicted); 0 on a file or directory below a pinned one unpins it.
+    std::optional<bool> pin;
 
-    bool empty() const noexcept { return !mode && !sequential_cutoff && !promote_after_hits; }
+    bool empty() const noexcept {
+        return !mode && !sequential_cutoff && !promote_after_hits && !pin;
+    }
     bool operator==(const PathSettings&) const = default;
 };
 
@@ -38,6 +43,8 @@ inline FilePolicy resolve(std::span<const PathSettings> nearest_first) noexcept 
             out.sequential_cutoff = s.sequential_cutoff;
         if (!out.promote_after_hits)
             out.promote_after_hits = s.promote_after_hits;
+        if (!out.pin)
+            out.pin = s.pin;
     }
     return out;
 }

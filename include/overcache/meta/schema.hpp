@@ -46,6 +46,13 @@ inline constexpr std::uint32_t kFileWritingBack = 1u << 2;
 // `conflict`). Cleared by the next write through the mount and by an
 // invalidate: either makes the cache and the backing agree again.
 inline constexpr std::uint32_t kFileConflict = 1u << 3;
+// The file's extents were marked kExtentPinned (its effective
+// user.overcache.pin was 1 at its last open or pin): an open under a
+// different effective pin re-marks them. Set after the extents are marked
+// and cleared after they are unmarked, so a crash in between leaves a
+// record that asks for the re-marking again, never pinned extents that
+// nothing would unpin.
+inline constexpr std::uint32_t kFilePinned = 1u << 4;
 
 // What the cache believed about a backing file when it cached its data.
 // Any difference from the backing's fstat at open (or before a change made
@@ -79,7 +86,9 @@ struct FileRecord {
 // the mount. Each field is unset (inherit) or a value. Layout 1: layout
 // byte, mode (0 unset, else kPolicyMode*), present bits (1: cutoff, 2:
 // promote), sequential_cutoff be64, promote_after_hits be32 (fields that
-// are not present are zero). The cache modes' codes are on disk: never
+// are not present are zero). Layout 2 (written only when pin is set, so a
+// record without one stays readable by older builds): layout 1's fields
+// with present bit 4 (pin), then pin u8 (0 or 1). The cache modes' codes are on disk: never
 // renumber.
 inline constexpr std::uint8_t kPolicyModeWritethrough = 1;
 inline constexpr std::uint8_t kPolicyModeWritearound = 2;
@@ -89,10 +98,14 @@ struct PolicyRecord {
     std::uint8_t mode = 0;
     std::optional<std::uint64_t> sequential_cutoff;
     std::optional<std::uint32_t> promote_after_hits;
+    std::optional<bool> pin;
     bool operator==(const PolicyRecord&) const = default;
 };
 
 inline constexpr std::uint32_t kExtentDirty = 1u << 0; // writeback: not on the backing yet
+// The extent belongs to a pinned file (user.overcache.pin): its bucket is
+// never reclaimed while it holds it. Moving GC moves it with the flag.
+inline constexpr std::uint32_t kExtentPinned = 1u << 1;
 
 // Extents are checksummed per block of the FILE's 4 KiB grid, so a hit
 // reads and verifies only the blocks it needs. 4 KiB is the page size, the
@@ -129,10 +142,11 @@ enum class BucketState : std::uint8_t { free = 0, open = 1, full = 2 };
 struct BucketRecord {
     std::uint32_t gen = 0;
     BucketState state = BucketState::free;
-    std::uint32_t fill_bytes = 0;  // bytes appended since the bucket was last freed
-    std::uint32_t live_bytes = 0;  // bytes of current extents in it (moving GC ranks by it)
-    std::uint32_t dirty_bytes = 0; // of which dirty (writeback); GC never frees those
-    std::uint64_t last_use = 0;    // allocator tick of the last hit or fill (LRU)
+    std::uint32_t fill_bytes = 0;   // bytes appended since the bucket was last freed
+    std::uint32_t live_bytes = 0;   // bytes of current extents in it (moving GC ranks by it)
+    std::uint32_t dirty_bytes = 0;  // of which dirty (writeback); GC never frees those
+    std::uint64_t last_use = 0;     // allocator tick of the last hit or fill (LRU)
+    std::uint32_t pinned_bytes = 0; // of which pinned (user.overcache.pin); GC never frees those
 };
 
 // 2: per-block extent checksums (version 1 had one XXH3-64 an extent).

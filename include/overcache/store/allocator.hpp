@@ -100,6 +100,7 @@ struct BucketDelta {
     std::uint32_t gen = 0;
     std::int64_t live = 0;
     std::int64_t dirty = 0;
+    std::int64_t pinned = 0; // bytes of pinned extents (user.overcache.pin)
 };
 
 // An index change under construction: the batch and the bucket deltas that
@@ -108,9 +109,16 @@ struct IndexTxn {
     explicit IndexTxn(meta::Batch b) : batch(std::move(b)) {}
     meta::Batch batch;
     std::vector<BucketDelta> deltas;
-    void account(std::uint32_t bucket, std::uint32_t gen, std::int64_t live,
-                 std::int64_t dirty = 0) {
-        deltas.push_back(BucketDelta{bucket, gen, live, dirty});
+    void account(std::uint32_t bucket, std::uint32_t gen, std::int64_t live, std::int64_t dirty = 0,
+                 std::int64_t pinned = 0) {
+        deltas.push_back(BucketDelta{bucket, gen, live, dirty, pinned});
+    }
+    // An extent of `len` bytes with `flags` (meta::kExtent*) comes (+1) or
+    // goes (-1): its live bytes, and its dirty and pinned bytes if flagged.
+    void account_extent(std::uint32_t bucket, std::uint32_t gen, std::int64_t len,
+                        std::uint32_t flags) {
+        account(bucket, gen, len, (flags & meta::kExtentDirty) != 0 ? len : 0,
+                (flags & meta::kExtentPinned) != 0 ? len : 0);
     }
     bool empty() const { return batch.count() == 0 && deltas.empty(); }
 };
@@ -121,16 +129,18 @@ struct BucketUsage {
     std::uint32_t gen = 0;
     std::uint32_t live = 0;
     std::uint32_t dirty = 0;
+    std::uint32_t pinned = 0;
     bool operator==(const BucketUsage&) const = default;
 };
 
 struct AllocatorStats {
     std::uint64_t live_bytes = 0;
     std::uint64_t dirty_bytes = 0;
-    std::uint64_t used_bytes = 0; // appended since buckets were last freed (live + dead)
-    std::uint64_t pinned = 0;     // buckets with writes in flight
-    std::uint64_t dirty_buckets = 0; // buckets holding dirty data
-    std::uint64_t reclaimable = 0;   // full buckets reclaim() may free now
+    std::uint64_t pinned_bytes = 0;   // of pinned extents (user.overcache.pin)
+    std::uint64_t used_bytes = 0;     // appended since buckets were last freed (live + dead)
+    std::uint64_t pinned = 0;         // buckets with writes in flight
+    std::uint64_t dirty_buckets = 0;  // buckets holding dirty data
+    std::uint64_t reclaimable = 0;    // full buckets reclaim() may free now
     std::uint64_t backed_buckets = 0; // buckets with their space on the device
 };
 
@@ -203,12 +213,12 @@ public:
     // A hit: the bucket becomes the most recently used.
     void touch(std::uint32_t bucket);
 
-    // GC: frees up to `n` of the full buckets that are neither pinned nor
-    // hold dirty data, empty ones (live 0: moving GC emptied them) first,
-    // then in the order of replacement(), read at each call: bumps their
-    // gens (every extent in them is stale from that instant), commits their
-    // free records, then puts them on the free list. Returns how many were
-    // freed.
+    // GC: frees up to `n` of the full buckets that are neither pinned (a
+    // write in flight) nor hold dirty data or pinned extents, empty ones
+    // (live 0: moving GC emptied them) first, then in the order of
+    // replacement(), read at each call: bumps their gens (every extent in
+    // them is stale from that instant), commits their free records, then
+    // puts them on the free list. Returns how many were freed.
     Result<std::size_t> reclaim(std::size_t n);
 
     // GC, after freeing buckets: while the space's room_for_fresh() is false,
@@ -243,6 +253,13 @@ public:
     // Walks and sorts every bucket: for the control file only.
     BucketHistogram histogram() const;
     std::uint64_t dirty_bytes() const; // cheap: for every write
+    // Bytes of pinned extents (user.overcache.pin), and how many there may
+    // be: kPinnedShareDiv-th of the buckets reclaim may free, so pinned
+    // data never takes the room that writeback and fills need (past it,
+    // pin fetches and marks no more: see CachingPath).
+    std::uint64_t pinned_bytes() const;
+    std::uint64_t pinned_cap() const;
+    static constexpr std::uint64_t kPinnedShareDiv = 2;
     std::uint64_t tick() const { return tick_.load(std::memory_order_relaxed); }
 
     // The order reclaim() frees clean buckets in; a live setting.
@@ -266,6 +283,7 @@ private:
         std::uint32_t fill = 0;
         std::uint32_t live = 0;
         std::uint32_t dirty = 0;
+        std::uint32_t pinned = 0; // bytes of pinned extents; <= live
         std::uint32_t pins = 0;
     };
     void unpin(std::uint32_t bucket) noexcept;
@@ -293,17 +311,18 @@ private:
     // fifo; not recorded: start-up takes the record's last_use instead.
     std::vector<std::uint64_t> filled_;           // guarded by mu_
     std::mt19937_64 rng_{std::random_device{}()}; // guarded by commit_mu_
-    std::uint64_t used_bytes_ = 0;   // guarded by mu_
-    std::uint64_t live_bytes_ = 0;   // guarded by mu_
-    std::uint64_t dirty_bytes_ = 0;  // guarded by mu_
+    std::uint64_t used_bytes_ = 0;                // guarded by mu_
+    std::uint64_t live_bytes_ = 0;                // guarded by mu_
+    std::uint64_t dirty_bytes_ = 0;               // guarded by mu_
+    std::uint64_t pinned_bytes_ = 0;              // guarded by mu_
 
     // Lazily allocated space (a data file): free buckets without space on
     // the device, and which buckets have it.
-    BucketSpace* space_ = nullptr;          // set before load
-    std::deque<std::uint32_t> fresh_;       // guarded by mu_
-    std::vector<bool> backed_;              // guarded by mu_
-    std::atomic<bool> space_warned_{false}; // the data file could not grow: logged
-    std::atomic<bool> floor_logged_{false}; // cache_min_free stopped growth: logged
+    BucketSpace* space_ = nullptr;            // set before load
+    std::deque<std::uint32_t> fresh_;         // guarded by mu_
+    std::vector<bool> backed_;                // guarded by mu_
+    std::atomic<bool> space_warned_{false};   // the data file could not grow: logged
+    std::atomic<bool> floor_logged_{false};   // cache_min_free stopped growth: logged
     std::atomic<bool> release_warned_{false}; // giving space back failed: logged
 };
 
