@@ -43,6 +43,9 @@ struct CacheCounters {
     Counter writes_dirty{0}, writes_around{0}; // writeback: into the cache, or around it
     Counter writeback_conflicts{0};
     Counter prefetch_bytes{0}; // filled by `prefetch` (also counted in fills)
+    // Reads whose misses, and writes, that went to the backing because the
+    // cache device was congested (cache/congestion.hpp).
+    Counter congested_bypasses{0};
 };
 
 struct CacheCore {

@@ -14,7 +14,7 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<std::string_view, 35> kCounters{
+constexpr std::array<std::string_view, 36> kCounters{
     "cache_hits",
     "cache_misses",
     "cache_hit_bytes",
@@ -50,6 +50,7 @@ constexpr std::array<std::string_view, 35> kCounters{
     "gc_buckets_moved",
     "gc_buckets_given_back",
     "gc_stale_extents_removed",
+    "congested_bypasses",
 };
 
 // A counter that went down was reset: it counted `now` since.
