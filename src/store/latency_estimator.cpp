@@ -12,7 +12,9 @@ namespace overcache::store {
 double LatencyEstimator::decayed_log(Clock::time_point now) const {
     if (now <= last_)
         return log_us_;
-    const double idle = std::chrono::duration<double>(now - last_).count();
+    const double idle = std::chrono::duration<double>(now - last_ - kIdleGrace).count();
+    if (idle <= 0)
+        return log_us_;
     const double half = std::chrono::duration<double>(kIdleHalfLife).count();
     return log_us_ - idle / half;
 }

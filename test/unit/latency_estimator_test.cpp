@@ -90,16 +90,30 @@ TEST_SUITE("store") {
         auto t = feed(e, Clock::time_point{} + 1h, 100, 50ms);
         const auto congested = e.estimate_us(t);
         CHECK(congested > 40000);
-        // Half-life: one quarter second.
-        const auto later = e.estimate_us(t + LatencyEstimator::kIdleHalfLife);
+        // Not within the grace: a slow device used at a slow pace stays slow.
+        CHECK(e.estimate_us(t + LatencyEstimator::kIdleGrace) == congested);
+        // Then a half-life of one quarter second.
+        const auto later =
+            e.estimate_us(t + LatencyEstimator::kIdleGrace + LatencyEstimator::kIdleHalfLife);
         CHECK(later >= congested / 2 - 1000);
         CHECK(later <= congested / 2 + 1000);
-        // Four seconds idle: 2^-16 of 50 ms is below 1 us.
-        CHECK(e.estimate_us(t + 4s) == 0);
+        // Five more seconds idle: 2^-20 of 50 ms is below 1 us.
+        CHECK(e.estimate_us(t + 6s) == 0);
         // Measuring again starts from idle, not from the old congestion.
-        t += 4s;
+        t += 6s;
         e.record(100us, 4096, t);
         CHECK(e.estimate_us(t) < 10);
+    }
+
+    TEST_CASE("store::LatencyEstimator: slow I/O at a slow pace stays congested") {
+        LatencyEstimator e;
+        auto t = Clock::time_point{} + 1h;
+        // One 40 ms write every 400 ms (each waits for the index as well).
+        for (int i = 0; i < 40; ++i) {
+            t += 400ms;
+            e.record(40ms, 64 * 1024, t);
+        }
+        CHECK(e.estimate_us(t) > 30000);
     }
 
     TEST_CASE("store::LatencyEstimator: a time before the last sample does not raise it") {

@@ -8,9 +8,12 @@
 // a threshold. A sample is normalised to kRefBytes first: a 1 MiB transfer
 // that takes 4 ms says the device moves 64 KiB in 250 us, not that it is
 // congested. The estimate starts at 1 us, so that a cold start takes a run
-// of slow I/Os, like any other, to count as congestion. With no I/O the estimate halves every
-// kIdleHalfLife, so a device that everything bypasses (no I/O left to measure it) is tried again
-// soon after, as bcache's congestion counter recovers over time.
+// of slow I/Os, like any other, to count as congestion. After kIdleGrace
+// with no I/O the estimate halves every kIdleHalfLife, so a device that
+// everything bypasses (no I/O left to measure it) is tried again soon
+// after, as bcache's congestion counter recovers over time; the grace keeps
+// a slow device that is used at a slow pace (one I/O every few hundred ms,
+// each waiting for the index too) from decaying between its own I/Os.
 #pragma once
 
 #include <chrono>
@@ -26,6 +29,7 @@ public:
     static constexpr std::size_t kRefBytes = 64 * 1024;
     // A sample moves the log estimate this share of the way to itself.
     static constexpr double kWeight = 1.0 / 8;
+    static constexpr std::chrono::milliseconds kIdleGrace{1000};
     static constexpr std::chrono::milliseconds kIdleHalfLife{250};
     // Samples are clamped to [1 us, 60 s] (a clock step, a hung device).
     static constexpr double kMaxUs = 60e6;
