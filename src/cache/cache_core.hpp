@@ -44,6 +44,9 @@ struct CacheCounters {
     Counter writeback_conflicts{0};
     Counter prefetch_bytes{0}; // filled by `prefetch` (also counted in fills)
     Counter pin_over_cap{0};   // bytes of pinned files cached unpinned: past the pinned cap
+    // Reads whose misses, and writes, that went to the backing because the
+    // cache device was congested (cache/congestion.hpp).
+    Counter congested_bypasses{0};
 };
 
 struct CacheCore {

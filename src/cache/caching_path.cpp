@@ -548,6 +548,9 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"cache_bypass_misses", u(c.bypass_misses)},
         {"cache_bypass_bytes", u(c.bypass_bytes)},
         {"cache_read_errors", u(c.read_errors)},
+        {"cache_read_latency_us", u(core_.dev->read_latency_us())},
+        {"cache_write_latency_us", u(core_.dev->write_latency_us())},
+        {"congested_bypasses", u(c.congested_bypasses)},
         {"cache_stale_reads", u(c.stale_reads)},
         {"cache_read_bytes", u(core_.index.read_bytes())},
         {"cache_io_errors", u(core_.index.io_errors())},
@@ -701,6 +704,8 @@ void CachingPath::apply_settings(const config::Config& c) {
     p.mode.set(c.cache_mode);
     p.sequential_cutoff.set(c.sequential_cutoff);
     p.promote_after_hits.set(c.promote_after_hits);
+    p.congested_read_threshold_us.set(c.congested_read_threshold_us);
+    p.congested_write_threshold_us.set(c.congested_write_threshold_us);
     p.replacement_policy.set(c.cache_replacement_policy);
     core_.alloc.set_replacement(to_store(c.cache_replacement_policy));
     p.writeback_percent.set(c.writeback_percent);

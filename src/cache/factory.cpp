@@ -161,6 +161,8 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.fill_size = cfg.fill_size;
     p.sequential_cutoff = cfg.sequential_cutoff;
     p.promote_after_hits = cfg.promote_after_hits;
+    p.congested_read_threshold_us = cfg.congested_read_threshold_us;
+    p.congested_write_threshold_us = cfg.congested_write_threshold_us;
     p.gc_low_percent = cfg.gc_low_percent;
     p.gc_high_percent = cfg.gc_high_percent;
     p.replacement_policy = cfg.cache_replacement_policy;

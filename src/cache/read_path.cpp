@@ -11,9 +11,11 @@
 // the bytes held by queued fills are capped (fills_skipped_busy). The
 // commit itself is fill.cpp's; the prefetcher claims chunks here too
 // (claim/release), so reads and prefetches share the in-flight set and the
-// cap, but a prefetch waits where a read would skip.
+// cap, but a prefetch waits where a read would skip. While the cache device
+// is congested (congestion.hpp) misses bypass as past sequential_cutoff.
 #include "cache/read_path.hpp"
 
+#include "cache/congestion.hpp"
 #include "cache/fill.hpp"
 #include "util/file_io.hpp"
 #include "util/log.hpp"
@@ -86,8 +88,17 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         return ReadOut{f.fd(), off_signed, size};
     }
     const std::uint64_t end = std::min<std::uint64_t>(off + size, fsize);
-    const bool bypass =
+    const bool sequential =
         f.note_read(off, size, f.policy().sequential_cutoff.value_or(core_.p.sequential_cutoff));
+    // Congestion is asked at the request's first miss (a hit needs no
+    // answer) and kept, so that the rest of its chunks go the same way.
+    bool congested = false, asked = false;
+    const auto bypassing = [&] {
+        if (!asked && !sequential)
+            congested = miss_congested(core_);
+        asked = true;
+        return sequential || congested;
+    };
     // One chunk size for the whole read, though fill_size may change meanwhile.
     const std::uint64_t fill = core_.p.fill_size;
     bool all_hit = true;
@@ -106,9 +117,9 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         // A write may have made the file dirty since the read began: its
         // bytes must be in the reply if it committed before this chunk.
         ahead = ahead || st.ahead.load();
-        ssize_t n = ahead    ? miss_ahead(f, ps, pe, out)
-                    : bypass ? pread_upto(f.fd(), out, pe - ps, ps)
-                             : miss_chunk(f, c * fill, fill, ps, pe, fsize, out);
+        ssize_t n = ahead         ? miss_ahead(f, ps, pe, out)
+                    : bypassing() ? pread_upto(f.fd(), out, pe - ps, ps)
+                                  : miss_chunk(f, c * fill, fill, ps, pe, fsize, out);
         if (n < 0) {
             if (done == 0)
                 return fail_sys(static_cast<int>(-n), "read from the backing");
@@ -116,7 +127,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             break;
         }
         core_.c.miss_bytes += static_cast<std::uint64_t>(n);
-        if (bypass && !ahead)
+        if ((sequential || congested) && !ahead)
             core_.c.bypass_bytes += static_cast<std::uint64_t>(n);
         done = ps - off + static_cast<std::uint64_t>(n);
         if (static_cast<std::uint64_t>(n) < pe - ps) {
@@ -130,7 +141,9 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         if (n > 0)
             done += static_cast<std::uint64_t>(n);
     }
-    if (bypass)
+    if (congested)
+        ++core_.c.congested_bypasses;
+    if (sequential || congested)
         ++(all_hit ? core_.c.bypass_hits : core_.c.bypass_misses);
     else
         ++(all_hit ? core_.c.hits : core_.c.misses);

@@ -19,9 +19,13 @@
 // write is retried without any lock held in between, until it fits or
 // writeback_wait_max passes (then it goes around the cache). While writes
 // are parked, new writes park behind them, in order.
+// While the cache device is write-congested (congestion.hpp), writethrough
+// writes go around it, and writeback writes too unless they overlap dirty
+// data (write_around, as when there is no room).
 #include "cache/write_path.hpp"
 
 #include "backing/file_ops.hpp"
+#include "cache/congestion.hpp"
 #include "cache/pin.hpp"
 #include "util/log.hpp"
 
@@ -391,6 +395,13 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         // before them, nor take the room they wait for.
         if (parked_.any_parked() && park(f, buf.data(), len, uoff, stamp, done))
             return;
+        // A congested cache device: around it, unless the range holds dirty
+        // bytes, which must stay in the cache (they are the newest; going
+        // around would leave writeback to order them against ours).
+        if (write_congested(core_) && !overlaps_dirty(st, uoff, len)) {
+            ++core_.c.congested_bypasses;
+            return done(write_around(f, buf.data(), len, uoff));
+        }
         auto in = write_dirty(f, buf.data(), len, uoff, stamp);
         if (in && *in == Dirty::cached)
             return done(dirty_written(f, len));
@@ -403,10 +414,13 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         // No room, and none coming: around the cache, to the backing.
         return done(write_around(f, buf.data(), len, uoff));
     }
+    // Writethrough over a congested cache device: as writearound (the
+    // range is punched, so no stale byte stays behind).
+    const bool congested = mode == config::CacheMode::writethrough && write_congested(core_);
     auto r = change(st, f.fd(), [&]() -> Result<CacheUpdate> {
         const auto uoff = static_cast<std::uint64_t>(off);
         if (mode != config::CacheMode::writethrough || core_.degraded.load() ||
-            st.uncached.load()) {
+            st.uncached.load() || congested) {
             // The cache keeps none of it: splice straight to the backing.
             const ssize_t n = src.write_to(f.fd(), off);
             if (n < 0)
@@ -430,7 +444,19 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     });
     if (!r)
         return done(fail(std::move(r).error()));
+    if (congested)
+        ++core_.c.congested_bypasses;
     done(written);
+}
+
+bool WritePath::overlaps_dirty(FileState& st, std::uint64_t off, std::size_t len) {
+    if (!st.ahead.load())
+        return false; // no dirty byte anywhere in the file
+    thread_local std::vector<Piece> pieces;
+    if (auto r = core_.index.lookup(st.fid.load(), off, off + len, pieces); !r)
+        return true; // cannot tell: the cache keeps the write
+    return std::any_of(pieces.begin(), pieces.end(),
+                       [](const Piece& p) { return (p.v.flags & meta::kExtentDirty) != 0; });
 }
 
 void WritePath::fsync(CachedFile& f, bool datasync, Done<void> done) {

@@ -73,6 +73,9 @@ private:
     // replacing any dirty bytes of the range.
     Result<std::size_t> write_around(CachedFile& f, const char* data, std::size_t len,
                                      std::uint64_t off);
+    // Writeback: whether [off, off + len) of the file may hold dirty bytes
+    // (true when the index cannot say).
+    bool overlaps_dirty(FileState& st, std::uint64_t off, std::size_t len);
     // Whether waiting for room can end in the cache: writeback runs, or GC
     // has clean buckets to reclaim.
     bool room_may_come() const;

@@ -180,6 +180,14 @@ std::string render_table(const control::StatLines& lines, const std::string& mou
             t += ", target " + human_bytes(*target) + " dirty";
         fact("writeback", t);
     }
+    if (auto rd = s.number("cache_read_latency_us")) {
+        // What the congestion thresholds are compared with.
+        std::string t = "read " + std::to_string(*rd) + " us, write " +
+                        show(s.number("cache_write_latency_us"), Unit::count) + " us";
+        if (auto n = s.number("congested_bypasses"))
+            t += "; " + std::to_string(*n) + " bypassed while congested";
+        fact("device", t);
+    }
     if (auto err = s.text("last_error"); err && *err != "-")
         fact("last error", *err);
     if (!facts.empty())

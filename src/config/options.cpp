@@ -272,6 +272,16 @@ const std::vector<Row>& rows() {
                   "lately (1 to 255; 1: at the first miss), so one-off scans do not evict the "
                   "working set"},
                  &Config::promote_after_hits, 1, 255),
+        uint_row({"congested_read_threshold_us", T::uint, "2000",
+                  "while cache device reads take longer than this (microseconds, a smoothed "
+                  "mean per 64K) read misses go to the backing without filling the cache; hits "
+                  "are still read from it; 0 never (0 to 10000000)"},
+                 &Config::congested_read_threshold_us, 0, 10'000'000),
+        uint_row({"congested_write_threshold_us", T::uint, "20000",
+                  "while cache device writes take longer than this (microseconds, a smoothed "
+                  "mean per 64K) writes and read misses go around the cache (writeback keeps "
+                  "writes over dirty data in it); 0 never (0 to 10000000)"},
+                 &Config::congested_write_threshold_us, 0, 10'000'000),
         {{"cache_mode", T::mode, "writethrough", "writethrough, writearound, writeback or none"},
          apply_cache_mode,
          [](const Config& c) { return std::string(to_string(c.cache_mode)); }},
@@ -571,6 +581,7 @@ bool is_live(std::string_view name) {
         "writeback_running",        "writeback_wait_max", "fsync_to_backing",
         "flush_on_unmount",         "attr_timeout",       "entry_timeout",
         "negative_timeout",         "log_level",          "fill_size",
+        "congested_read_threshold_us", "congested_write_threshold_us",
     };
     return std::find(std::begin(kLive), std::end(kLive), name) != std::end(kLive);
 }

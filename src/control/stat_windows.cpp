@@ -14,7 +14,7 @@
 namespace overcache::control {
 namespace {
 
-constexpr std::array<std::string_view, 36> kCounters{
+constexpr std::array<std::string_view, 37> kCounters{
     "cache_hits",
     "cache_misses",
     "cache_hit_bytes",
@@ -51,6 +51,7 @@ constexpr std::array<std::string_view, 36> kCounters{
     "gc_buckets_moved",
     "gc_buckets_given_back",
     "gc_stale_extents_removed",
+    "congested_bypasses",
 };
 
 // A counter that went down was reset: it counted `now` since.

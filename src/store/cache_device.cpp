@@ -40,15 +40,23 @@
 
 namespace overcache::store {
 
+// Only I/O that completed is timed: a failure says nothing of the
+// device's speed (and is counted against the error budget instead).
 Result<void> CacheDevice::read(std::uint64_t dev_off, std::size_t len, char* out) const {
+    const auto t0 = LatencyEstimator::Clock::now();
     if (auto r = file_.read(dev_off, len, out); !r)
         return fail(Error{Errc::CacheIo, r.error().sys_errno, "cache device read"});
+    const auto t1 = LatencyEstimator::Clock::now();
+    read_latency_.record(t1 - t0, len, t1);
     return {};
 }
 
 Result<void> CacheDevice::write(std::uint64_t dev_off, const char* data, std::size_t len) {
+    const auto t0 = LatencyEstimator::Clock::now();
     if (auto r = file_.write(dev_off, data, len); !r)
         return fail(Error{Errc::CacheIo, r.error().sys_errno, "cache device write"});
+    const auto t1 = LatencyEstimator::Clock::now();
+    write_latency_.record(t1 - t0, len, t1);
     return {};
 }
 

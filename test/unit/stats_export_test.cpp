@@ -80,6 +80,20 @@ TEST_SUITE("control") {
               std::string::npos);
     }
 
+    TEST_CASE("render_prometheus: congestion latencies in seconds, its bypasses a counter") {
+        const StatLines l{{"cache_read_latency_us", "2500"},
+                          {"congested_bypasses", "4"},
+                          {"congested_write_threshold_us", "20000"}};
+        const std::string p = render_prometheus(l, "/m");
+        INFO(p);
+        CHECK(p.find("# TYPE overcache_cache_read_latency_seconds gauge\n"
+                     "overcache_cache_read_latency_seconds{mountpoint=\"/m\"} 0.0025\n") !=
+              std::string::npos);
+        CHECK(p.find("# TYPE overcache_congested_bypasses_total counter\n") != std::string::npos);
+        CHECK(p.find("overcache_congested_write_threshold_seconds{mountpoint=\"/m\"} 0.02\n") !=
+              std::string::npos);
+    }
+
     TEST_CASE("render_prometheus: label values escaped, names sanitized, one TYPE a name") {
         const StatLines l{{"weird-key.x:y", "1"}, {"weird_key_x_y", "2"}, {"cache_mode", "a\"b"}};
         const std::string p = render_prometheus(l, "/mnt/a \"q\"\\b\nc");

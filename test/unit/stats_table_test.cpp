@@ -58,6 +58,17 @@ TEST_SUITE("cli") {
         CHECK(!contains(t, "bypass")); // keys the mount does not have: no row
     }
 
+    TEST_CASE("render_table: the cache device's latencies and congestion bypasses") {
+        const StatLines l{{"cache_mode", "writethrough"},
+                          {"cache_read_latency_us", "120"},
+                          {"cache_write_latency_us", "3400"},
+                          {"congested_bypasses", "7"}};
+        const std::string t = render_table(l, "/m");
+        INFO(t);
+        CHECK(
+            contains(t, "\ndevice      read 120 us, write 3400 us; 7 bypassed while congested\n"));
+    }
+
     TEST_CASE("render_table: a mount without a cache") {
         CHECK(render_table({{"cache_mode", "none"}, {"last_error", "gc: no cache"}}, "/m") ==
               "/m: none\n\nlast error  gc: no cache\n");

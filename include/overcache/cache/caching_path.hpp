@@ -24,6 +24,10 @@ struct CachingParams {
     Tunable<std::uint64_t> fill_size = 256u << 10; // at most the cache's bucket_size
     Tunable<std::uint64_t> sequential_cutoff = 4u << 20;
     Tunable<unsigned> promote_after_hits = 1u; // misses of a range before it is cached
+    // Congestion bypass (cache/congestion.hpp): microseconds of smoothed
+    // cache device latency past which I/O goes to the backing; 0: never.
+    Tunable<unsigned> congested_read_threshold_us = 2000u;
+    Tunable<unsigned> congested_write_threshold_us = 20000u;
     Tunable<unsigned> gc_low_percent = 5u;
     Tunable<unsigned> gc_high_percent = 10u;
     // Which clean buckets GC reclaims first (the allocator's policy).

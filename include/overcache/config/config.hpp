@@ -55,6 +55,11 @@ struct Config {
     // A missed range is cached once it has been missed this many times
     // lately (admission filter); 1: at the first miss.
     unsigned promote_after_hits = 1;
+    // While the cache device's smoothed read (write) latency is above this
+    // many microseconds, I/O bypasses it to the backing, as bcache's
+    // congested_*_threshold_us; 0: never. bcache's defaults.
+    unsigned congested_read_threshold_us = 2000;
+    unsigned congested_write_threshold_us = 20000;
     std::uint64_t block_cache_size = 32u << 20; // RocksDB block cache
     unsigned gc_low_percent = 5;  // reclaim starts when free buckets fall below this
     unsigned gc_high_percent = 10; // ... and stops when they reach this

@@ -5,6 +5,7 @@
 #include "overcache/meta/meta_store.hpp"
 #include "overcache/store/data_file.hpp"
 #include "overcache/store/file_space.hpp"
+#include "overcache/store/latency_estimator.hpp"
 #include "overcache/util/result.hpp"
 #include "util/unique_fd.hpp"
 
@@ -55,6 +56,12 @@ public:
     // The data file or device (for tools and tests that look at it).
     const std::string& data_path() const { return data_path_; }
     DataFileStats io_stats() const { return file_.stats(); }
+    // Smoothed latencies of the data reads and writes above (not syncs: an
+    // fdatasync's cost is the device's cache flush, paid by writeback and
+    // fsync, and says little of how long a read or a fill waits), in
+    // microseconds; what congested_*_threshold_us are compared with.
+    std::uint64_t read_latency_us() const { return read_latency_.estimate_us(); }
+    std::uint64_t write_latency_us() const { return write_latency_.estimate_us(); }
     // Test seam: fail cache device I/O on demand.
     void set_fault(FaultHook hook) { file_.set_fault(std::move(hook)); }
     bool formatted_now() const { return formatted_now_; }
@@ -79,6 +86,7 @@ private:
     std::uint64_t min_free_bytes_ = 0;
     meta::Superblock sb_;
     bool formatted_now_ = false;
+    mutable LatencyEstimator read_latency_, write_latency_;
 };
 
 // Opens the cache at cfg.dir, formatting it when there is none. An existing
