@@ -22,23 +22,6 @@ using namespace overcache::test;
 
 namespace {
 
-std::string bin() {
-    // Absolute: one test runs it from another directory.
-    char real[PATH_MAX];
-    const char* b = std::getenv("OVERCACHE_BIN");
-    return ::realpath(b, real) != nullptr ? real : b;
-}
-
-CommandResult cli(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{bin()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return run_command(argv, std::chrono::seconds(60));
-}
-
-bool has(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 std::string fact(const std::string& path, const char* key) {
     char buf[64];
     const ssize_t n = ::getxattr(path.c_str(), key, buf, sizeof buf);
@@ -94,7 +77,7 @@ TEST_SUITE("path_commands") {
         // A directory: every regular file below it; a relative PATH works.
         m.wait_fills();
         auto dir = run_command(
-            {"/bin/sh", "-c", "cd '" + m.mnt("d") + "' && '" + bin() + "' invalidate ."},
+            {"/bin/sh", "-c", "cd '" + m.mnt("d") + "' && '" + overcache_bin() + "' invalidate ."},
             std::chrono::seconds(60));
         CHECK_MESSAGE(dir.status == 0, dir.out);
         CHECK(cached(m.mnt("d/a b%.txt")) == "0");

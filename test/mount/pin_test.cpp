@@ -34,22 +34,6 @@ namespace {
 const std::string kP = "user.overcache.";
 constexpr std::size_t kMiB = 1u << 20;
 
-std::string bin() {
-    char real[PATH_MAX];
-    const char* b = std::getenv("OVERCACHE_BIN");
-    return ::realpath(b, real) != nullptr ? real : b;
-}
-
-CommandResult cli(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{bin()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return run_command(argv, std::chrono::seconds(120));
-}
-
-bool has(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 int set(const std::string& path, const std::string& name, const std::string& v) {
     return ::setxattr(path.c_str(), (kP + name).c_str(), v.data(), v.size(), 0) == 0 ? 0 : errno;
 }

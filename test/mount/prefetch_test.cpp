@@ -22,22 +22,6 @@ using namespace overcache::test;
 
 namespace {
 
-std::string bin() {
-    char real[PATH_MAX];
-    const char* b = std::getenv("OVERCACHE_BIN");
-    return ::realpath(b, real) != nullptr ? real : b;
-}
-
-CommandResult cli(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{bin()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return run_command(argv, std::chrono::seconds(120));
-}
-
-bool has(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 std::string fact(const std::string& path, const char* key) {
     char buf[64];
     const ssize_t n = ::getxattr(path.c_str(), key, buf, sizeof buf);

@@ -25,20 +25,6 @@ using namespace overcache::test;
 
 namespace {
 
-std::string bin() {
-    return std::getenv("OVERCACHE_BIN");
-}
-
-CommandResult cli(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{bin()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return run_command(argv, std::chrono::seconds(60));
-}
-
-bool has(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 // The control file's value of `key` as text.
 std::string value(const Mount& m, const std::string& key) {
     const auto all = m.stats();

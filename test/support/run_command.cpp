@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <csignal>
 #include <fcntl.h>
 #include <poll.h>
@@ -85,6 +87,20 @@ CommandResult run_command(const std::vector<std::string>& args, std::chrono::mil
         ::close(pidfd);
     ::close(p[0]);
     return r;
+}
+
+std::string overcache_bin() {
+    const char* b = std::getenv("OVERCACHE_BIN");
+    if (b == nullptr)
+        throw std::runtime_error("OVERCACHE_BIN is not set");
+    char real[PATH_MAX];
+    return ::realpath(b, real) != nullptr ? real : b;
+}
+
+CommandResult cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{overcache_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, std::chrono::seconds(120));
 }
 
 } // namespace overcache::test

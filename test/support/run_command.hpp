@@ -20,4 +20,14 @@ struct CommandResult {
 // not die within 5 s more is left behind, not waited for).
 CommandResult run_command(const std::vector<std::string>& args, std::chrono::milliseconds timeout);
 
+// The overcache binary under test ($OVERCACHE_BIN), made absolute so a
+// test may run it from another directory; throws when it is not set.
+std::string overcache_bin();
+// `overcache ARGS...`, given two minutes.
+CommandResult cli(const std::vector<std::string>& args);
+// Whether `s` holds `part` (for messages).
+inline bool has(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
 } // namespace overcache::test
