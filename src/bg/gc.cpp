@@ -18,6 +18,7 @@
 #include "util/log.hpp"
 
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <chrono>
 #include <future>
 
@@ -108,6 +109,34 @@ void Gc::run(bool force) {
 } // namespace overcache::bg
 
 namespace overcache::bg {
+
+void Gc::evacuate(std::function<void(Result<std::size_t>)> done) {
+    boost::asio::post(strand_, [this, done = std::move(done)] {
+        if (stopping_.load())
+            return done(fail_sys(ESHUTDOWN, "the mount is shutting down"));
+        if (auto r = alloc_.reclaim_retiring(); !r)
+            return done(fail(r.error()));
+        auto held = alloc_.retiring_held(params_.move_batch);
+        if (mover_ != nullptr && !held.empty()) {
+            auto m = mover_->evacuate(wp_, held);
+            if (!m) {
+                std::lock_guard lk(stats_mu_);
+                ++stats_.move_errors;
+                return done(fail(m.error()));
+            }
+            std::lock_guard lk(stats_mu_);
+            stats_.moved_bytes += m->bytes;
+        }
+        auto freed = alloc_.reclaim_retiring();
+        if (!freed)
+            return done(fail(freed.error()));
+        {
+            std::lock_guard lk(stats_mu_);
+            stats_.buckets_moved += *freed;
+        }
+        done(alloc_.retiring_busy());
+    });
+}
 
 std::size_t Gc::compact(std::size_t target, bool force) {
     // Each round moves at most move_batch buckets' live data: a bounded

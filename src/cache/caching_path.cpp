@@ -15,6 +15,7 @@
 #include "cache/attr_change.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
+#include "cache/live_resize.hpp"
 #include "cache/mover.hpp"
 #include "cache/pin.hpp"
 #include "cache/prefetcher.hpp"
@@ -262,6 +263,10 @@ public:
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
     void flush(Done<void> done) override;
     void stop() override;
+    void resize(std::uint64_t size, Done<std::uint64_t> done) override {
+        resize_.resize(size, std::move(done));
+    }
+    std::uint64_t cache_size() const override { return core_.dev->cache_size(); }
 
     void gc_now() override {
         reader_.drain();
@@ -280,6 +285,9 @@ private:
     WritePath writer_;
     Writeback writeback_;
     GcWatermarks wm_;       // what room_bytes() leaves free; the gc_ params' values
+    LiveResize resize_;     // `set cache_size`; uses gc_
+    // After a live resize: the reserve and GC's watermarks follow the count.
+    void sizes_changed();
     Prefetcher prefetcher_; // last: its thread uses the rest until stop()
 };
 
@@ -316,6 +324,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
       writeback_(core_, ex.writeback().make_strand()),
       wm_{static_cast<std::size_t>(
           gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free)},
+      resize_(core_, gc_, ex.gc().make_strand(), [this] { sizes_changed(); }),
       prefetcher_(core_,
                   Prefetcher::Deps{reader_, hooks_,
                                    [this](int fd, const struct stat& st, const FilePolicy& policy) {
@@ -372,6 +381,14 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
         log::error("cache: reading the dirty list: ", to_string(r.error()));
     gc_.kick();
     writeback_.start();
+}
+
+void CachingPath::sizes_changed() {
+    const std::uint32_t total = core_.alloc.bucket_count();
+    core_.alloc.set_reserve(reserve_for(total));
+    const auto g = gc_params(total, core_.alloc.reserve(), core_.p);
+    gc_.set_watermarks(g.low_free, g.high_free);
+    wm_.high_free.store(g.high_free);
 }
 
 void CachingPath::kick_writeback_if_over() {
@@ -608,7 +625,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"gc_buckets_given_back", u(gs.buckets_given_back)},
         {"gc_stale_extents_removed", u(core_.dev->meta().stale_extents_dropped())},
         {"bucket_size", u(sb.bucket_size)},
-        {"cache_size", u(sb.cache_size)},
+        {"cache_size", u(core_.dev->cache_size())},
         {"cache_allocated_bytes", u(as.backed_buckets * sb.bucket_size)},
         {"fill_size", u(core_.p.fill_size)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
@@ -791,6 +808,8 @@ void CachingPath::flush(Done<void> done) {
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
+    // A resize in flight stops first (a shrink gives its buckets back).
+    resize_.stop();
     // A prefetch in flight stops between chunks (ESHUTDOWN); it holds no
     // lock the rest of stop needs.
     prefetcher_.stop();
