@@ -118,6 +118,16 @@ void Gc::evacuate(std::function<void(Result<std::size_t>)> done) {
             return done(fail(r.error()));
         auto held = alloc_.retiring_held(params_.move_batch);
         if (mover_ != nullptr && !held.empty()) {
+            // The copies need free buckets below the new end: clean ones
+            // there are reclaimed for them (the shrink checked that the
+            // data fits once they are).
+            std::uint64_t bytes = 0;
+            for (const auto& h : held)
+                bytes += std::min<std::uint64_t>(h.live, std::uint64_t{h.dirty} + h.pinned);
+            const std::size_t want = bytes / alloc_.bucket_size() + 2 + alloc_.reserve();
+            if (const std::size_t free = alloc_.free_count(); free < want)
+                if (auto r = alloc_.reclaim(want - free); !r)
+                    return done(fail(r.error()));
             auto m = mover_->evacuate(wp_, held);
             if (!m) {
                 std::lock_guard lk(stats_mu_);
