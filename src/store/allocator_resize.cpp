@@ -111,8 +111,9 @@ Result<void> Allocator::retire_from(std::uint32_t keep) {
                             size_text(n.pinned_bytes) + " of pinned data, which need " +
                             std::to_string(n.need) + " buckets of " + size_text(bucket_size_) +
                             " (" + size_text(std::uint64_t{n.need} * bucket_size_) +
-                            ", the GC reserve included); " + size_text(std::uint64_t{keep} * bucket_size_) +
-                            " has " + std::to_string(keep) +
+                            ", the GC reserve included), and a cache of " +
+                            size_text((std::uint64_t{keep} + 1) * bucket_size_) + " has " +
+                            std::to_string(keep) +
                             "; nothing was changed (run `overcache flush MOUNTPOINT` to write "
                             "dirty data back, unpin, or choose a larger size)");
     }
