@@ -174,6 +174,9 @@ void overlay(struct stat& st, const DirtyView& v) {
 
 struct GcWatermarks {
     std::atomic<std::size_t> high_free{0}; // buckets GC keeps free
+    // Orders recomputations (a gc_*_percent change, a resize), so the last
+    // one stored is computed from the latest count and percents. A leaf.
+    std::mutex mu;
 };
 
 class CachingPath final : public DataPath, public CacheControl {
@@ -323,7 +326,8 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
       writer_(core_, hooks_, ex.fill().make_strand()),
       writeback_(core_, ex.writeback().make_strand()),
       wm_{static_cast<std::size_t>(
-          gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free)},
+             gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free),
+          {}},
       resize_(core_, gc_, ex.gc().make_strand(), [this] { sizes_changed(); }),
       prefetcher_(core_,
                   Prefetcher::Deps{reader_, hooks_,
@@ -343,6 +347,8 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     core_.alloc.before_reclaim = hooks_.before_reclaim;
     core_.alloc.set_replacement(to_store(core_.p.replacement_policy));
     core_.alloc.after_free = [this] { writer_.wake_parked(); };
+    resize_.stall_limit = std::chrono::milliseconds(core_.p.resize_stall_limit_ms);
+    resize_.between_rounds = hooks_.between_resize_rounds;
     if (hooks_.after_compare)
         core_.records.after_compare = [h = hooks_.after_compare](FileState&) { h(); };
     // Stale extents (their bucket's gen moved on) leave the index when it
@@ -384,6 +390,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
 }
 
 void CachingPath::sizes_changed() {
+    std::lock_guard lk(wm_.mu);
     const std::uint32_t total = core_.alloc.bucket_count();
     core_.alloc.set_reserve(reserve_for(total));
     const auto g = gc_params(total, core_.alloc.reserve(), core_.p);
@@ -734,6 +741,7 @@ void CachingPath::apply_settings(const config::Config& c) {
     p.writeback_wait_max_s.set(c.writeback_wait_max_s);
     writer_.set_wait_max(c.writeback_wait_max_s);
     if (p.gc_low_percent != c.gc_low_percent || p.gc_high_percent != c.gc_high_percent) {
+        std::lock_guard lk(wm_.mu);
         p.gc_low_percent.set(c.gc_low_percent);
         p.gc_high_percent.set(c.gc_high_percent);
         const auto g = gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), p);

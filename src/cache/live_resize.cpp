@@ -197,6 +197,8 @@ void LiveResize::shrink_round() {
             }
             if (now - progress_at_ > stall_limit) {
                 core_.alloc.cancel_retire();
+                log::warn("cache: shrinking to ", size_text(target_), " stopped: ", *busy,
+                          " buckets past the new end stayed in use; they are back in use");
                 return end(fail_sys(
                     EBUSY, "cannot shrink the cache to " + size_text(target_) + ": " +
                                std::to_string(*busy) +

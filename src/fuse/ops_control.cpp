@@ -177,12 +177,20 @@ public:
         config::Config next = settings_.current();
         if (auto r = config::set_option(next, "cache_size", value); !r)
             return done(fail(r.error()));
-        data_.resize(next.cache_size, [this, done = std::move(done)](Result<std::uint64_t> r) {
+        // The answer comes from the cache's thread, maybe as the mount goes
+        // down: the registry is touched only while the gate is open.
+        data_.resize(next.cache_size, [gate = gate_, &settings = settings_,
+                                       done = std::move(done)](Result<std::uint64_t> r) {
             if (!r)
                 return done(fail(r.error()));
-            settings_.record("cache_size", std::to_string(*r));
-            log::info("control: cache_size set to ",
-                      config::option_value(settings_.current(), "cache_size").value_or("?"));
+            {
+                std::lock_guard lk(gate->mu);
+                if (gate->open) {
+                    settings.record("cache_size", std::to_string(*r));
+                    log::info("control: cache_size set to ",
+                              config::option_value(settings.current(), "cache_size").value_or("?"));
+                }
+            }
             done({});
         });
     }

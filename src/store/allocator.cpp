@@ -187,10 +187,9 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         auto r = space_->back(fb);
         lk.lock();
         slots_[fb].state = meta::BucketState::free;
-        if (fb >= retire_)
-            continue; // retired meanwhile: it stays off the lists
         if (!r) {
-            fresh_.push_front(fb);
+            if (fb < retire_) // else retired meanwhile: it stays off the lists
+                fresh_.push_front(fb);
             if (!space_warned_.exchange(true))
                 log::warn("cache: the cache data file cannot grow (", to_string(r.error()),
                           "); the cache takes no more space until some is free");
@@ -199,6 +198,8 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         space_warned_.store(false, std::memory_order_relaxed);
         floor_logged_.store(false, std::memory_order_relaxed);
         backed_[fb] = true;
+        if (fb >= retire_)
+            continue; // retired meanwhile: it stays off the lists
         // Another thread may have opened a bucket for `wp` meanwhile: then
         // this one waits on the free list.
         free_.push_front(fb);

@@ -100,7 +100,7 @@ Result<void> Allocator::retire_from(std::uint32_t keep) {
     {
         std::lock_guard lk(mu_);
         const std::uint32_t count = count_.load(std::memory_order_relaxed);
-        if (keep >= count || keep < 3)
+        if (keep >= count || keep == 0)
             return fail(Errc::BadValue, "retire_from: " + std::to_string(keep) + " of " +
                                             std::to_string(count) + " buckets is no shrink");
         if (retire_ != count)
