@@ -143,12 +143,14 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
     std::unique_lock lk(mu_);
     for (;;) {
         if (wp.bucket_) {
-            auto& s = slots_[*wp.bucket_];
-            // Closed under it (retire_from) or full: a new bucket.
-            if (s.owner != &wp || *wp.bucket_ >= retire_ || bucket_size_ - s.fill < need) {
-                if (s.owner == &wp) {
-                    s.state = meta::BucketState::full;
-                    s.owner = nullptr;
+            const std::uint32_t b = *wp.bucket_;
+            // Closed under it (retire_from), gone with a shrink, or full: a
+            // new bucket. An owned bucket is open and below the cut.
+            const bool mine = b < retire_ && slots_[b].owner == &wp;
+            if (!mine || bucket_size_ - slots_[b].fill < need) {
+                if (mine) {
+                    slots_[b].state = meta::BucketState::full;
+                    slots_[b].owner = nullptr;
                 }
                 wp.bucket_.reset();
             }
@@ -227,6 +229,8 @@ void Allocator::unpin(std::uint32_t bucket) noexcept {
 }
 
 meta::BucketRecord Allocator::record_locked(std::uint32_t bucket) const {
+    if (bucket >= slots_.size())
+        return meta::BucketRecord{}; // gone with a shrink: holds nothing
     return record_of(bucket, slots_[bucket]);
 }
 
@@ -461,7 +465,8 @@ std::vector<BucketUsage> Allocator::fragmented(std::uint64_t max_live, std::size
 
 std::uint64_t Allocator::room(const WritePoint& wp) const {
     std::lock_guard lk(mu_);
-    if (!wp.bucket_)
+    // A bucket retired (or gone) under the write point takes nothing more.
+    if (!wp.bucket_ || *wp.bucket_ >= retire_ || slots_[*wp.bucket_].owner != &wp)
         return 0;
     return bucket_size_ - slots_[*wp.bucket_].fill;
 }

@@ -203,5 +203,9 @@ TEST_SUITE("live_resize") {
         CHECK(m.stat("dirty_data") == 0);
         for (std::size_t i = 0; i < dirty.size(); ++i)
             CHECK(read_file(back + "d" + std::to_string(i)) == dirty[i]);
+        // What the shrink left (clean entries past the end) is no damage.
+        m.unmount();
+        auto fsck = cli({"fsck", cache / "c"});
+        CHECK_MESSAGE(fsck.status == 0, fsck.out);
     }
 }

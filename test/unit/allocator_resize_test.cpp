@@ -125,13 +125,17 @@ TEST_SUITE("store") {
         auto pinned = a.alloc(fg, 4096); // 6: closes 5; open, a write in flight
         REQUIRE(pinned);
         REQUIRE(pinned->bucket == 6);
+        WritePoint other("other", false);
+        REQUIRE(a.alloc(other, 4096)->bucket == 7); // open, idle: outlives the shrink
+        CHECK(a.room(other) == kBucket - 4096);
         const std::uint32_t dirty_gen = a.gen(dirty);
 
         // 8 dirty KiB in 1 bucket past 4 buckets: 1 + 2 (copies) + 0 fit.
         REQUIRE(a.retire_from(4));
         CHECK(a.retiring_from() == 4);
-        CHECK(a.free_count() == 0); // bucket 7 left the free list
-        CHECK(a.retiring_busy() == 3); // 4 full, 5 dirty, 6 pinned
+        CHECK(a.free_count() == 0);
+        CHECK(a.room(other) == 0); // its bucket was closed under it
+        CHECK(a.retiring_busy() == 4); // 4 full, 5 dirty, 6 pinned, 7 closed
         // 6 was closed under its write point: the next alloc takes no
         // retiring bucket (none below 4 is free: none at all).
         CHECK_FALSE(a.alloc(fg, 4096));
@@ -143,7 +147,7 @@ TEST_SUITE("store") {
 
         auto freed = a.reclaim_retiring();
         REQUIRE(freed);
-        CHECK(*freed == 1); // 4 only: 5 is dirty, 6 pinned
+        CHECK(*freed == 2); // 4 and 7: 5 is dirty, 6 pinned
         CHECK(a.free_count() == 0); // retired: not listed
         CHECK(a.retiring_busy() == 2);
         auto busy = a.drop_retired(superblock_batch(*ix.ms, "4"));
@@ -177,6 +181,12 @@ TEST_SUITE("store") {
         CHECK(a.bucket_count() == 4);
         CHECK_FALSE(a.current(dirty, dirty_gen + 1));
         CHECK(a.stats().backed_buckets == 4);
+        // A write point that held a bucket past the new end takes one below.
+        CHECK(a.room(other) == 0);
+        REQUIRE(a.reclaim(1));
+        auto below = a.alloc(other, 4096);
+        REQUIRE(below);
+        CHECK(below->bucket < 4);
     }
 
     TEST_CASE("Allocator: a shrink whose dirty data cannot fit is refused with nothing changed; "
