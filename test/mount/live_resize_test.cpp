@@ -96,6 +96,12 @@ TEST_SUITE("live_resize") {
         // worth of the option's floor, the offline command on a mounted cache.
         auto bad = cli({"set", m.mountpoint(), "cache_size", "lots"});
         CHECK(bad.status == 1);
+        auto huge = cli({"set", m.mountpoint(), "cache_size", "1000T"});
+        CHECK(huge.status == 1);
+        CHECK(has(huge.out, "larger than the filesystem"));
+        struct stat data_st {};
+        REQUIRE(::stat((cache / "c/data").c_str(), &data_st) == 0);
+        CHECK(static_cast<std::uint64_t>(data_st.st_size) == 48 * kMiB); // not extended
         CHECK(m.control("set cache_size 1K\n") == EINVAL);
         CHECK(has(m.stats()["last_error"], "cache_size"));
         CHECK(m.stat("buckets_total") == 47);
