@@ -30,6 +30,7 @@
 #include "util/log.hpp"
 #include "util/size_text.hpp"
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 
@@ -137,11 +138,10 @@ Result<std::vector<std::uint32_t>> LiveResize::gens_above_stale(std::uint32_t ol
     for (cur.seek_to_first(); cur.valid(); cur.next()) {
         if (!meta::decode_extent(cur.value(), v) || v.bucket < old || v.bucket >= n)
             continue;
-        // At UINT32_MAX the gen wraps to 0, which no entry of this
-        // bucket number was seen at (it would have pushed the gen to 1).
-        auto& g = gens[v.bucket - old];
-        if (v.gen == UINT32_MAX || v.gen + 1 > g)
-            g = std::max(g, v.gen + 1);
+        // An entry at the last gen cannot be passed: it does not match a
+        // new bucket's gen until that wraps, after 2^32 reclaims.
+        if (v.gen != UINT32_MAX)
+            gens[v.bucket - old] = std::max(gens[v.bucket - old], v.gen + 1);
     }
     if (auto st = cur.status(); !st)
         return fail(st.error());

@@ -5,7 +5,9 @@
 // (after_device_write: the bytes are on the device, the bucket pinned,
 // nothing committed): released while the shrink retries, the shrink
 // completes; held past its stall limit, the shrink gives up and its buckets
-// go back to use, and the parked fill still commits.
+// go back to use, and the parked fill still commits. And a shrink then a
+// grow back: the entries the shrink left past its end (at gen 0 in a fresh
+// cache) never read as current in the buckets the grow brings back.
 #include "overcache/cache/caching_path.hpp"
 #include "data_path_support.hpp"
 #include "tmp_dir.hpp"
@@ -205,6 +207,35 @@ TEST_SUITE("cache") {
         CHECK(tiny.error().code == Errc::CacheFull);
         CHECK(fx.stat("buckets_total") == 11);
         CHECK(d.read(*fx.dp, 0, model.size()) == model);
+    }
+
+    TEST_CASE("live resize: entries left past a shrink's end stay stale after a grow back" *
+              doctest::timeout(120)) {
+        Fx fx;
+        const std::string data = random_bytes(2 * MiB, 5); // buckets 0..7, all at gen 0
+        test::write_file(fx.path("f"), data);
+        fx.start();
+        auto& ctl = dynamic_cast<CacheControl&>(*fx.dp);
+        Handle h(*fx.dp, fx.path("f"));
+        REQUIRE(h.read(*fx.dp, 0, data.size()) == data);
+        ctl.drain_fills();
+        auto cached = [&] {
+            struct stat st {};
+            REQUIRE(::fstat(h.fd, &st) == 0);
+            auto info = fx.dp->file_info(FileRef{h.fd, st});
+            REQUIRE(info);
+            return info->cached_bytes;
+        };
+        REQUIRE(cached() == data.size());
+
+        REQUIRE(fx.resize(4 * kBucket)); // 3 buckets stay
+        CHECK(cached() <= 3 * kBucket);
+        REQUIRE(fx.resize(16 * kBucket));
+        CHECK(fx.stat("buckets_total") == 15);
+        CHECK(cached() <= 3 * kBucket); // the old entries did not come back
+        CHECK(h.read(*fx.dp, 0, data.size()) == data);
+        ctl.drain_fills();
+        CHECK(h.read(*fx.dp, 0, data.size()) == data);
     }
 
     TEST_CASE("live resize: a shrink retries past a write in flight in a retiring bucket, and "
