@@ -326,7 +326,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
       writer_(core_, hooks_, ex.fill().make_strand()),
       writeback_(core_, ex.writeback().make_strand()),
       wm_{static_cast<std::size_t>(
-             gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free),
+              gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free),
           {}},
       resize_(core_, gc_, ex.gc().make_strand(), [this] { sizes_changed(); }),
       prefetcher_(core_,

@@ -160,8 +160,7 @@ void LiveResize::shrink_round() {
         log::warn("cache: shrinking to ", size_text(target_), " stopped: ", e.message,
                   "; cache_size stays ", size_text(from));
         e.message = "cannot shrink the cache from " + size_text(from) + " to " +
-                    size_text(target_) + ": " + e.message + "; cache_size stays " +
-                    size_text(from);
+                    size_text(target_) + ": " + e.message + "; cache_size stays " + size_text(from);
         end(fail(std::move(e)));
     };
     {
@@ -170,19 +169,19 @@ void LiveResize::shrink_round() {
             return stop_with(Error{Errc::Sys, ESHUTDOWN, "the mount is shutting down"});
     }
     if (const auto need = core_.alloc.shrink_need(keep_); !need.fits)
-        return stop_with(Error{
-            Errc::CacheFull, 0,
-            "the dirty and pinned data (" + size_text(need.dirty_bytes) + " dirty, " +
-                size_text(need.pinned_bytes) + " pinned) grew past what " + size_text(target_) +
-                " can hold (" + std::to_string(need.need) + " buckets needed, " +
-                std::to_string(keep_) + " there)"});
+        return stop_with(Error{Errc::CacheFull, 0,
+                               "the dirty and pinned data (" + size_text(need.dirty_bytes) +
+                                   " dirty, " + size_text(need.pinned_bytes) +
+                                   " pinned) grew past what " + size_text(target_) + " can hold (" +
+                                   std::to_string(need.need) + " buckets needed, " +
+                                   std::to_string(keep_) + " there)"});
     gc_.evacuate([this](Result<std::size_t> busy) {
         boost::asio::post(strand_, [this, busy = std::move(busy)]() mutable {
             if (!busy) {
                 core_.alloc.cancel_retire();
                 Error e = std::move(busy).error();
-                e.message = "cannot shrink the cache to " + size_text(target_) + ": " +
-                            e.message + "; nothing was changed";
+                e.message = "cannot shrink the cache to " + size_text(target_) + ": " + e.message +
+                            "; nothing was changed";
                 return end(fail(std::move(e)));
             }
             if (*busy == 0)
@@ -219,8 +218,8 @@ void LiveResize::shrink_finish() {
         if (r.error().code == Errc::Sys && r.error().sys_errno == EBUSY)
             return retry_later(std::chrono::milliseconds(10)); // a pin came and goes
         core_.alloc.cancel_retire();
-        return end(fail(r.error().code, "cannot shrink the cache to " + size_text(target_) +
-                                            ": " + r.error().message + "; nothing was changed"));
+        return end(fail(r.error().code, "cannot shrink the cache to " + size_text(target_) + ": " +
+                                            r.error().message + "; nothing was changed"));
     }
     // The index has the new size: what follows cannot undo it, and a
     // header or a file longer than it says is repaired or harmless.

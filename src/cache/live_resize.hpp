@@ -47,8 +47,8 @@ private:
     // The gens the new buckets [old, n) must start at: one past the highest
     // gen of any extent entry naming their number (a read-only scan).
     Result<std::vector<std::uint32_t>> gens_above_stale(std::uint32_t old, std::uint32_t n);
-    void shrink_round();        // on the strand
-    void shrink_finish();       // every retiring bucket is free
+    void shrink_round();  // on the strand
+    void shrink_finish(); // every retiring bucket is free
     void retry_later(std::chrono::milliseconds after);
     void end(Result<std::uint64_t> r); // answers, marks idle
 

@@ -16,9 +16,8 @@
 //    superblock, then the header, the truncation, and the count drops.
 //    Until then cancel_retire() gives them all back to use.
 // Lock order as everywhere here: commit_mu_, then mu_.
-#include "overcache/store/allocator.hpp"
-
 #include "overcache/meta/key_codec.hpp"
+#include "overcache/store/allocator.hpp"
 #include "util/size_text.hpp"
 
 #include <algorithm>
@@ -50,8 +49,8 @@ Result<void> Allocator::add_buckets(std::uint32_t n, const std::vector<std::uint
             // when first handed out, as any bucket without it.
             backed_[b] = space_ == nullptr;
             batch.put(meta::Cf::buckets, meta::bucket_key(b),
-                      meta::encode(meta::BucketRecord{gens[b - old], meta::BucketState::free, 0,
-                                                      0, 0, 0}));
+                      meta::encode(
+                          meta::BucketRecord{gens[b - old], meta::BucketState::free, 0, 0, 0, 0}));
         }
     }
     return meta_.write(batch, true);

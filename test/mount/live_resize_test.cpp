@@ -137,8 +137,8 @@ TEST_SUITE("live_resize") {
         require_daemon();
         TmpDir cache;
         // Writeback paused: what is written stays dirty until we say.
-        const std::string opts = "cache=" + (cache / "c") +
-                                 ",cache_mode=writeback,writeback_running=0,cache_size=48M";
+        const std::string opts =
+            "cache=" + (cache / "c") + ",cache_mode=writeback,writeback_running=0,cache_size=48M";
         Mount m(opts);
         const std::string back = m.root() + "/backing/";
         // Clean data first, so the dirty and pinned data lands in the
@@ -185,9 +185,9 @@ TEST_SUITE("live_resize") {
         REQUIRE_MESSAGE(shrunk.status == 0, shrunk.out);
         CHECK(m.stat("buckets_total") == 15);
         CHECK(size_setting(m) == "16M");
-        CHECK(m.stat("dirty_data") == dirty_bytes);     // every dirty byte kept
-        CHECK(m.stat("gc_moved_bytes") > moved);        // moved below the new end
-        CHECK(cached(m.mnt("p/a")) == pa.size());        // pinned: still all there
+        CHECK(m.stat("dirty_data") == dirty_bytes); // every dirty byte kept
+        CHECK(m.stat("gc_moved_bytes") > moved);    // moved below the new end
+        CHECK(cached(m.mnt("p/a")) == pa.size());   // pinned: still all there
         CHECK(cached(m.mnt("p/b")) == pb.size());
         const std::uint64_t misses = m.stat("cache_misses");
         CHECK(read_uncached(m.mnt("p/a")) == pa);

@@ -120,8 +120,8 @@ TEST_SUITE("store") {
         WritePoint fg("fg", false);
         for (int i = 0; i < 4; ++i)
             REQUIRE(fill(a, *ix.ms, fg) == static_cast<std::uint32_t>(i));
-        const std::uint32_t clean = fill(a, *ix.ms, fg);        // 4
-        const std::uint32_t dirty = fill(a, *ix.ms, fg, true);  // 5
+        const std::uint32_t clean = fill(a, *ix.ms, fg);       // 4
+        const std::uint32_t dirty = fill(a, *ix.ms, fg, true); // 5
         auto pinned = a.alloc(fg, 4096); // 6: closes 5; open, a write in flight
         REQUIRE(pinned);
         REQUIRE(pinned->bucket == 6);
@@ -134,7 +134,7 @@ TEST_SUITE("store") {
         REQUIRE(a.retire_from(4));
         CHECK(a.retiring_from() == 4);
         CHECK(a.free_count() == 0);
-        CHECK(a.room(other) == 0); // its bucket was closed under it
+        CHECK(a.room(other) == 0);     // its bucket was closed under it
         CHECK(a.retiring_busy() == 4); // 4 full, 5 dirty, 6 pinned, 7 closed
         // 6 was closed under its write point: the next alloc takes no
         // retiring bucket (none below 4 is free: none at all).
@@ -147,7 +147,7 @@ TEST_SUITE("store") {
 
         auto freed = a.reclaim_retiring();
         REQUIRE(freed);
-        CHECK(*freed == 2); // 4 and 7: 5 is dirty, 6 pinned
+        CHECK(*freed == 2);         // 4 and 7: 5 is dirty, 6 pinned
         CHECK(a.free_count() == 0); // retired: not listed
         CHECK(a.retiring_busy() == 2);
         auto busy = a.drop_retired(superblock_batch(*ix.ms, "4"));
@@ -220,7 +220,8 @@ TEST_SUITE("store") {
     }
 
     TEST_CASE("Allocator: an alloc racing the retirement never gets a retiring bucket once it "
-              "is done" * doctest::timeout(20)) {
+              "is done" *
+              doctest::timeout(20)) {
         Ix ix;
         Allocator a(*ix.ms, 64, kBucket, 0, 4096);
         a.finish_load();

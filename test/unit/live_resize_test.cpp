@@ -8,8 +8,8 @@
 // go back to use, and the parked fill still commits. And a shrink then a
 // grow back: the entries the shrink left past its end (at gen 0 in a fresh
 // cache) never read as current in the buckets the grow brings back.
-#include "overcache/cache/caching_path.hpp"
 #include "data_path_support.hpp"
+#include "overcache/cache/caching_path.hpp"
 #include "tmp_dir.hpp"
 
 #include <atomic>
@@ -142,9 +142,8 @@ struct Handle {
         MemSource src(data);
         std::promise<bool> ok;
         auto f = ok.get_future();
-        dp.write(*out.file, src, static_cast<off_t>(off), [&](Result<std::size_t> r) {
-            ok.set_value(r && *r == data.size());
-        });
+        dp.write(*out.file, src, static_cast<off_t>(off),
+                 [&](Result<std::size_t> r) { ok.set_value(r && *r == data.size()); });
         return f.wait_for(30s) == std::future_status::ready && f.get();
     }
 };
@@ -177,8 +176,8 @@ TEST_SUITE("cache") {
                     ++bad;
                 if (d.read(*fx.dp, 0, model.size()) != model)
                     ++bad;
-                const std::uint64_t off = (static_cast<std::uint64_t>(rounds.load()) * 64 * KiB) %
-                                          model.size();
+                const std::uint64_t off =
+                    (static_cast<std::uint64_t>(rounds.load()) * 64 * KiB) % model.size();
                 if (!d.write(*fx.dp, off, model.substr(off, 64 * KiB)))
                     ++bad;
                 ++rounds;
@@ -275,7 +274,8 @@ TEST_SUITE("cache") {
             REQUIRE(parked_in.load() >= 5);
             std::promise<Result<std::uint64_t>> p;
             auto done = p.get_future();
-            fx.dp->resize(6 * kBucket, [&p](Result<std::uint64_t> r) { p.set_value(std::move(r)); });
+            fx.dp->resize(6 * kBucket,
+                          [&p](Result<std::uint64_t> r) { p.set_value(std::move(r)); });
             REQUIRE(retried.wait()); // a round found the pinned bucket busy
             CHECK(done.wait_for(50ms) == std::future_status::timeout); // and did not finish
             release.open();

@@ -271,8 +271,8 @@ public:
         std::uint64_t move_bytes = 0;  // dirty or pinned bytes in buckets >= keep
         std::uint64_t dirty_bytes = 0; // all dirty bytes
         std::uint64_t pinned_bytes = 0;
-        std::uint32_t held_below = 0;  // buckets < keep that hold dirty or pinned bytes
-        std::uint32_t need = 0;        // buckets below keep the data must have
+        std::uint32_t held_below = 0; // buckets < keep that hold dirty or pinned bytes
+        std::uint32_t need = 0;       // buckets below keep the data must have
         bool fits = true;
     };
     ShrinkNeed shrink_need(std::uint32_t keep) const;
@@ -297,8 +297,8 @@ public:
     // Shrink, last index step: once every retiring bucket is free and idle,
     // deletes their records (one range) with `batch` (the new superblock) in
     // one synced write. While some are busy (retiring_busy() > 0): EBUSY,
-    // nothing written. Then publish_shrink() after the data header and the truncation:
-    // the count drops and current() is false past it.
+    // nothing written. Then publish_shrink(), after the data header and the
+    // truncation: the count drops and current() is false past it.
     Result<void> drop_retired(meta::Batch batch);
     void publish_shrink();
     // Free buckets alloc() can hand out now: those with their space, and
@@ -356,7 +356,7 @@ private:
     Result<std::size_t> free_victims(const std::vector<std::uint32_t>& victims);
     // A free bucket goes back on its list, unless it is retiring (mu_ held).
     void list_free_locked(std::uint32_t b);
-    ShrinkNeed shrink_need_locked(std::uint32_t keep) const; // mu_ held
+    ShrinkNeed shrink_need_locked(std::uint32_t keep) const;      // mu_ held
     meta::BucketRecord record_locked(std::uint32_t bucket) const; // mu_ held
     meta::BucketRecord record_of(std::uint32_t bucket, const Slot& s) const; // mu_ held
 

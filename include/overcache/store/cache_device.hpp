@@ -63,9 +63,7 @@ public:
     // After a shrink's header: a data file is cut to `size`.
     Result<void> trim(std::uint64_t size);
     // The last step: cache_size() becomes `size`.
-    void set_cache_size(std::uint64_t size) {
-        cache_size_.store(size, std::memory_order_release);
-    }
+    void set_cache_size(std::uint64_t size) { cache_size_.store(size, std::memory_order_release); }
     // Bucket I/O on the data device; errors come back as Errc::CacheIo
     // carrying the errno (a short transfer is EIO).
     Result<void> read(std::uint64_t dev_off, std::size_t len, char* out) const;
