@@ -35,6 +35,16 @@
 #include <cerrno>
 
 namespace overcache::cache {
+namespace {
+
+// `e` with what was being done in front of its message; its code and errno
+// stay (they are what the control write answers with).
+Unexpected failed(Error e, const std::string& doing) {
+    e.message = doing + ": " + e.message;
+    return fail(std::move(e));
+}
+
+} // namespace
 
 LiveResize::LiveResize(CacheCore& core, bg::Gc& gc, bg::Strand strand,
                        std::function<void()> changed)
@@ -89,16 +99,15 @@ void LiveResize::run(std::uint64_t size) {
     if (*usable > now) {
         auto r = grow(*usable);
         if (!r)
-            return end(fail(r.error().code, "cannot grow the cache from " + size_text(now) +
-                                                " to " + size_text(*usable) + ": " +
-                                                r.error().message));
+            return end(failed(r.error(), "cannot grow the cache from " + size_text(now) + " to " +
+                                             size_text(*usable)));
         log::info("cache: cache_size ", size_text(now), " -> ", size_text(*usable));
         return end(*usable);
     }
     keep_ = static_cast<std::uint32_t>(*usable / bucket_size - 1);
     if (auto r = core_.alloc.retire_from(keep_); !r)
-        return end(fail(r.error().code, "cannot shrink the cache from " + size_text(now) + " to " +
-                                            size_text(*usable) + ": " + r.error().message));
+        return end(failed(r.error(), "cannot shrink the cache from " + size_text(now) + " to " +
+                                         size_text(*usable)));
     log::info("cache: shrinking from ", size_text(now), " to ", size_text(*usable),
               ": moving dirty and pinned data out of the buckets past the new end");
     last_busy_ = SIZE_MAX;
@@ -218,8 +227,9 @@ void LiveResize::shrink_finish() {
         if (r.error().code == Errc::Sys && r.error().sys_errno == EBUSY)
             return retry_later(std::chrono::milliseconds(10)); // a pin came and goes
         core_.alloc.cancel_retire();
-        return end(fail(r.error().code, "cannot shrink the cache to " + size_text(target_) + ": " +
-                                            r.error().message + "; nothing was changed"));
+        Error e = r.error();
+        e.message += "; nothing was changed";
+        return end(failed(std::move(e), "cannot shrink the cache to " + size_text(target_)));
     }
     // The index has the new size: what follows cannot undo it, and a
     // header or a file longer than it says is repaired or harmless.
