@@ -52,14 +52,19 @@ LiveResize::LiveResize(CacheCore& core, bg::Gc& gc, bg::Strand strand,
       timer_(strand_) {}
 
 void LiveResize::resize(std::uint64_t size, Done<std::uint64_t> done) {
+    // Decided under the lock, answered outside it (end() takes it too).
+    bool stopping = false, busy = false;
     {
         std::lock_guard lk(mu_);
-        if (stopping_)
-            return done(fail_sys(ESHUTDOWN, "the mount is shutting down"));
-        if (active_)
-            return done(fail_sys(EBUSY, "another change of cache_size is still running"));
-        active_ = true;
+        stopping = stopping_;
+        busy = active_;
+        if (!stopping && !busy)
+            active_ = true;
     }
+    if (stopping)
+        return done(fail_sys(ESHUTDOWN, "the mount is shutting down"));
+    if (busy)
+        return done(fail_sys(EBUSY, "another change of cache_size is still running"));
     boost::asio::post(strand_, [this, size, done = std::move(done)]() mutable {
         done_ = std::move(done);
         run(size);
@@ -172,11 +177,14 @@ void LiveResize::shrink_round() {
                     size_text(target_) + ": " + e.message + "; cache_size stays " + size_text(from);
         end(fail(std::move(e)));
     };
+    bool stopping = false;
     {
         std::lock_guard lk(mu_);
-        if (stopping_)
-            return stop_with(Error{Errc::Sys, ESHUTDOWN, "the mount is shutting down"});
+        stopping = stopping_;
     }
+    // Outside the lock: end() takes it.
+    if (stopping)
+        return stop_with(Error{Errc::Sys, ESHUTDOWN, "the mount is shutting down"});
     if (const auto need = core_.alloc.shrink_need(keep_); !need.fits)
         return stop_with(Error{Errc::CacheFull, 0,
                                "the dirty and pinned data (" + size_text(need.dirty_bytes) +

@@ -287,6 +287,27 @@ TEST_SUITE("cache") {
             CHECK(l.read(*fx.dp, 0, late.size()) == late);
             CHECK(f.read(*fx.dp, 0, first.size()) == first);
         }
+        SUBCASE("the mount stopping: the shrink ends (ESHUTDOWN), stop() does not hang") {
+            Handle l(*fx.dp, fx.path("late"));
+            park.store(true);
+            REQUIRE(l.read(*fx.dp, 0, late.size()) == late);
+            REQUIRE(parked.wait());
+            std::promise<Result<std::uint64_t>> p;
+            auto done = p.get_future();
+            fx.dp->resize(6 * kBucket,
+                          [&p](Result<std::uint64_t> r) { p.set_value(std::move(r)); });
+            REQUIRE(retried.wait());
+            std::thread stopper([&] { fx.dp->stop(); });
+            REQUIRE(done.wait_for(30s) == std::future_status::ready);
+            auto r = done.get();
+            REQUIRE_FALSE(r);
+            CHECK(r.error().sys_errno == ESHUTDOWN);
+            release.open(); // stop() drains the parked fill next
+            stopper.join();
+            auto after = fx.resize(6 * kBucket);
+            REQUIRE_FALSE(after);
+            CHECK(after.error().sys_errno == ESHUTDOWN);
+        }
         SUBCASE("held past the stall limit: the shrink gives up, nothing changed") {
             Handle l(*fx.dp, fx.path("late"));
             park.store(true);
