@@ -114,8 +114,9 @@ void Gc::evacuate(std::function<void(Result<std::size_t>)> done) {
     boost::asio::post(strand_, [this, done = std::move(done)] {
         if (stopping_.load())
             return done(fail_sys(ESHUTDOWN, "the mount is shutting down"));
-        if (auto r = alloc_.reclaim_retiring(); !r)
-            return done(fail(r.error()));
+        auto cleaned = alloc_.reclaim_retiring();
+        if (!cleaned)
+            return done(fail(cleaned.error()));
         auto held = alloc_.retiring_held(params_.move_batch);
         if (mover_ != nullptr && !held.empty()) {
             // The copies need free buckets below the new end: clean ones
@@ -130,8 +131,10 @@ void Gc::evacuate(std::function<void(Result<std::size_t>)> done) {
                     return done(fail(r.error()));
             auto m = mover_->evacuate(wp_, held);
             if (!m) {
-                std::lock_guard lk(stats_mu_);
-                ++stats_.move_errors;
+                {
+                    std::lock_guard lk(stats_mu_);
+                    ++stats_.move_errors;
+                }
                 return done(fail(m.error()));
             }
             std::lock_guard lk(stats_mu_);
@@ -142,7 +145,7 @@ void Gc::evacuate(std::function<void(Result<std::size_t>)> done) {
             return done(fail(freed.error()));
         {
             std::lock_guard lk(stats_mu_);
-            stats_.buckets_moved += *freed;
+            stats_.buckets_reclaimed += *cleaned + *freed;
         }
         done(alloc_.retiring_busy());
     });
