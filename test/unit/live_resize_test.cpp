@@ -5,7 +5,9 @@
 // (after_device_write: the bytes are on the device, the bucket pinned,
 // nothing committed): released while the shrink retries, the shrink
 // completes; held past its stall limit, the shrink gives up and its buckets
-// go back to use, and the parked fill still commits. And a shrink then a
+// go back to use, and the parked fill still commits; data to keep that
+// stops fitting midway (a pin set between two rounds) stops the shrink the
+// same way; the mount stopping ends it with ESHUTDOWN. And a shrink then a
 // grow back: the entries the shrink left past its end (at gen 0 in a fresh
 // cache) never read as current in the buckets the grow brings back.
 #include "data_path_support.hpp"
@@ -256,9 +258,22 @@ TEST_SUITE("cache") {
             parked.open();
             (void)release.wait(60s);
         };
+        // Set by a subcase: the first round that finds the pinned bucket busy
+        // also pins "first" (user.overcache.pin), whose extents below the
+        // cut then need more room than the smaller cache has.
+        std::atomic<bool> pin_on_round{false};
+        std::atomic<bool> pinned_ok{false};
         fx.hooks.between_resize_rounds = [&](std::size_t busy) {
-            if (busy > 0)
-                retried.open();
+            if (busy == 0)
+                return;
+            if (pin_on_round.exchange(false)) {
+                const int fd = ::open(fx.path("first").c_str(), O_RDONLY);
+                struct stat st {};
+                pinned_ok.store(fd >= 0 && ::fstat(fd, &st) == 0 &&
+                                fx.dp->repin(FileRef{fd, st}, true).has_value());
+                ::close(fd);
+            }
+            retried.open();
         };
         fx.start();
         auto& ctl = dynamic_cast<CacheControl&>(*fx.dp);
@@ -307,6 +322,30 @@ TEST_SUITE("cache") {
             auto after = fx.resize(6 * kBucket);
             REQUIRE_FALSE(after);
             CHECK(after.error().sys_errno == ESHUTDOWN);
+        }
+        SUBCASE("data to keep that stops fitting midway: the shrink stops, buckets back in use") {
+            Handle l(*fx.dp, fx.path("late"));
+            park.store(true);
+            REQUIRE(l.read(*fx.dp, 0, late.size()) == late);
+            REQUIRE(parked.wait());
+            pin_on_round.store(true);
+            auto r = fx.resize(6 * kBucket); // 5 buckets: "first" keeps 5 below the cut
+            REQUIRE(pinned_ok.load());
+            REQUIRE_FALSE(r);
+            CHECK(r.error().code == Errc::CacheFull);
+            CHECK(r.error().message.find("grew past") != std::string::npos);
+            CHECK(fx.stat("buckets_total") == 15);
+            CHECK(fx.stat("pinned_bytes") > 0);
+            release.open();
+            ctl.drain_fills();
+            // Back in use: unpinned, the same shrink goes through.
+            struct stat st {};
+            REQUIRE(::fstat(f.fd, &st) == 0);
+            REQUIRE(fx.dp->repin(FileRef{f.fd, st}, false));
+            auto again = fx.resize(6 * kBucket);
+            REQUIRE_MESSAGE(again, (again ? "" : again.error().message));
+            CHECK(fx.stat("buckets_total") == 5);
+            CHECK(f.read(*fx.dp, 0, first.size()) == first);
         }
         SUBCASE("held past the stall limit: the shrink gives up, nothing changed") {
             Handle l(*fx.dp, fx.path("late"));
