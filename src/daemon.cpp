@@ -407,6 +407,10 @@ int serve(const Plan& plan, bool debug, int status_fd) {
         (*data)->apply_settings(cfg);
         log::set_level(static_cast<log::Level>(static_cast<int>(cfg.log_level)));
     }
+    // The size the cache has (the default rule's, or a live resize's from
+    // an earlier mount): what `get cache_size` shows and `set` changes.
+    if (const std::uint64_t size = (*data)->cache_size(); size != 0)
+        cfg.cache_size = size;
     int rc = 0;
     ServiceStatus status(plan.mountpoint, **data);
     {

@@ -15,6 +15,7 @@
 #include "cache/attr_change.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
+#include "cache/live_resize.hpp"
 #include "cache/mover.hpp"
 #include "cache/pin.hpp"
 #include "cache/prefetcher.hpp"
@@ -173,6 +174,9 @@ void overlay(struct stat& st, const DirtyView& v) {
 
 struct GcWatermarks {
     std::atomic<std::size_t> high_free{0}; // buckets GC keeps free
+    // Orders recomputations (a gc_*_percent change, a resize), so the last
+    // one stored is computed from the latest count and percents. A leaf.
+    std::mutex mu;
 };
 
 class CachingPath final : public DataPath, public CacheControl {
@@ -262,6 +266,10 @@ public:
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
     void flush(Done<void> done) override;
     void stop() override;
+    void resize(std::uint64_t size, Done<std::uint64_t> done) override {
+        resize_.resize(size, std::move(done));
+    }
+    std::uint64_t cache_size() const override { return core_.dev->cache_size(); }
 
     void gc_now() override {
         reader_.drain();
@@ -280,6 +288,9 @@ private:
     WritePath writer_;
     Writeback writeback_;
     GcWatermarks wm_;       // what room_bytes() leaves free; the gc_ params' values
+    LiveResize resize_;     // `set cache_size`; uses gc_
+    // After a live resize: the reserve and GC's watermarks follow the count.
+    void sizes_changed();
     Prefetcher prefetcher_; // last: its thread uses the rest until stop()
 };
 
@@ -315,7 +326,9 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
       writer_(core_, hooks_, ex.fill().make_strand()),
       writeback_(core_, ex.writeback().make_strand()),
       wm_{static_cast<std::size_t>(
-          gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free)},
+              gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free),
+          {}},
+      resize_(core_, gc_, ex.gc().make_strand(), [this] { sizes_changed(); }),
       prefetcher_(core_,
                   Prefetcher::Deps{reader_, hooks_,
                                    [this](int fd, const struct stat& st, const FilePolicy& policy) {
@@ -334,6 +347,8 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     core_.alloc.before_reclaim = hooks_.before_reclaim;
     core_.alloc.set_replacement(to_store(core_.p.replacement_policy));
     core_.alloc.after_free = [this] { writer_.wake_parked(); };
+    resize_.stall_limit = std::chrono::milliseconds(core_.p.resize_stall_limit_ms);
+    resize_.between_rounds = hooks_.between_resize_rounds;
     if (hooks_.after_compare)
         core_.records.after_compare = [h = hooks_.after_compare](FileState&) { h(); };
     // Stale extents (their bucket's gen moved on) leave the index when it
@@ -372,6 +387,15 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
         log::error("cache: reading the dirty list: ", to_string(r.error()));
     gc_.kick();
     writeback_.start();
+}
+
+void CachingPath::sizes_changed() {
+    std::lock_guard lk(wm_.mu);
+    const std::uint32_t total = core_.alloc.bucket_count();
+    core_.alloc.set_reserve(reserve_for(total));
+    const auto g = gc_params(total, core_.alloc.reserve(), core_.p);
+    gc_.set_watermarks(g.low_free, g.high_free);
+    wm_.high_free.store(g.high_free);
 }
 
 void CachingPath::kick_writeback_if_over() {
@@ -608,7 +632,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"gc_buckets_given_back", u(gs.buckets_given_back)},
         {"gc_stale_extents_removed", u(core_.dev->meta().stale_extents_dropped())},
         {"bucket_size", u(sb.bucket_size)},
-        {"cache_size", u(sb.cache_size)},
+        {"cache_size", u(core_.dev->cache_size())},
         {"cache_allocated_bytes", u(as.backed_buckets * sb.bucket_size)},
         {"fill_size", u(core_.p.fill_size)},
         {"index_memory_bytes", u(core_.dev->meta().memory_bytes())},
@@ -717,6 +741,7 @@ void CachingPath::apply_settings(const config::Config& c) {
     p.writeback_wait_max_s.set(c.writeback_wait_max_s);
     writer_.set_wait_max(c.writeback_wait_max_s);
     if (p.gc_low_percent != c.gc_low_percent || p.gc_high_percent != c.gc_high_percent) {
+        std::lock_guard lk(wm_.mu);
         p.gc_low_percent.set(c.gc_low_percent);
         p.gc_high_percent.set(c.gc_high_percent);
         const auto g = gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), p);
@@ -791,6 +816,8 @@ void CachingPath::flush(Done<void> done) {
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
+    // A resize in flight stops first (a shrink gives its buckets back).
+    resize_.stop();
     // A prefetch in flight stops between chunks (ESHUTDOWN); it holds no
     // lock the rest of stop needs.
     prefetcher_.stop();

@@ -173,6 +173,10 @@ PieceRead ExtentIndex::read_range(const Piece& p, std::uint64_t from, std::uint6
             dev_.device_offset(v.bucket, v.bucket_off + static_cast<std::uint32_t>(rs - p.start)),
             re - rs, dst);
         !r) {
+        // Reclaimed meanwhile, and maybe cut off the device by a shrink:
+        // stale, not the device's fault.
+        if (!alloc_.current(v.bucket, v.gen))
+            return PieceRead::stale;
         io_error(r.error());
         return PieceRead::io_error; // read as a miss
     }

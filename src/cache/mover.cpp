@@ -20,6 +20,10 @@
 //     copy is dead space, never resurrected data;
 //  6. the WAL is synced before GC reclaims the emptied buckets, so no crash
 //     can bring back an entry that points into a reused bucket.
+// A shrink's evacuate() does steps 1 and 3-6 for the dirty and pinned
+// extents of retiring buckets, with no choice: they must all go, and
+// GC's write point never gets a retiring bucket, so the copies land below
+// the new end.
 // The mover takes no foreground write point, no write_mu or backing_mu, and
 // never waits for a FUSE thread; the owner lock is never held across device
 // I/O or a WAL sync.
@@ -173,7 +177,27 @@ Result<bg::MoveOutcome> Mover::move(store::WritePoint& wp,
     const auto victims = choose(wp, candidates, *found);
     if (victims.empty())
         return out;
+    return relocate(wp, *found, victims);
+}
 
+Result<bg::MoveOutcome> Mover::evacuate(store::WritePoint& wp,
+                                        const std::vector<store::BucketUsage>& buckets) {
+    if (core_.degraded.load() || buckets.empty())
+        return bg::MoveOutcome{};
+    auto found = scan(buckets);
+    if (!found)
+        return fail(found.error());
+    // Only what exists nowhere else (dirty) or was asked to stay (pinned):
+    // clean bytes go with their bucket, as an offline shrink drops them.
+    std::erase_if(*found, [](const Found& f) {
+        return (f.piece.v.flags & (meta::kExtentDirty | meta::kExtentPinned)) == 0;
+    });
+    return relocate(wp, *found, buckets);
+}
+
+Result<bg::MoveOutcome> Mover::relocate(store::WritePoint& wp, const std::vector<Found>& found,
+                                        const std::vector<store::BucketUsage>& victims) {
+    bg::MoveOutcome out;
     // Copies grouped by file, in scan order (a file's extents are adjacent).
     struct FileMoves {
         meta::FileId file = 0;
@@ -183,7 +207,7 @@ Result<bg::MoveOutcome> Mover::move(store::WritePoint& wp,
     std::vector<FileMoves> files;
     bool dirty = false;
     Result<void> copy_error;
-    for (const auto& f : *found) {
+    for (const auto& f : found) {
         if (find(victims, f.piece.v.bucket) == nullptr)
             continue;
         if (files.empty() || files.back().file != f.file)

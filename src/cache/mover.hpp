@@ -20,6 +20,8 @@ public:
 
     Result<bg::MoveOutcome> move(store::WritePoint& wp,
                                  const std::vector<store::BucketUsage>& candidates) override;
+    Result<bg::MoveOutcome> evacuate(store::WritePoint& wp,
+                                     const std::vector<store::BucketUsage>& buckets) override;
 
     // Test seam: the copies of `file`'s extents are on the cache device
     // (synced), nothing is locked or committed yet.
@@ -38,6 +40,9 @@ private:
     std::vector<store::BucketUsage> choose(const store::WritePoint& wp,
                                            const std::vector<store::BucketUsage>& candidates,
                                            const std::vector<Found>& found) const;
+    // Steps 3-6 below for the extents of `found` in `victims`' buckets.
+    Result<bg::MoveOutcome> relocate(store::WritePoint& wp, const std::vector<Found>& found,
+                                     const std::vector<store::BucketUsage>& victims);
     // Commits the copies of one file (its owner lock held briefly).
     Result<void> commit_file(meta::FileId file, std::vector<MovedCopy>& copies,
                              std::vector<Piece>& bad, bg::MoveOutcome& out);

@@ -25,15 +25,18 @@ public:
                 return v;
         return std::nullopt;
     }
+    // The first value of `key` that is a plain number: a live setting's
+    // line ("cache_size 16M") comes before the stat of the same name in bytes.
     std::optional<std::uint64_t> number(std::string_view key) const {
-        const auto t = text(key);
-        std::uint64_t v = 0;
-        if (!t || t->empty())
-            return std::nullopt;
-        const auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), v);
-        if (ec != std::errc() || end != t->data() + t->size())
-            return std::nullopt;
-        return v;
+        for (const auto& [k, t] : lines_) {
+            std::uint64_t v = 0;
+            if (k != key || t.empty())
+                continue;
+            const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+            if (ec == std::errc() && end == t.data() + t.size())
+                return v;
+        }
+        return std::nullopt;
     }
 
 private:

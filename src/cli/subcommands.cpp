@@ -76,7 +76,7 @@ constexpr std::array<Subcommand, 15> kSubcommands{{
      kNoFlags, 1, 1, show_super_main},
     {"resize", "CACHEDIR SIZE",
      "grow or shrink an unmounted cache, keeping its data (clean data past a smaller size is "
-     "dropped, dirty data moved)",
+     "dropped, dirty data moved); a mounted one: overcache set MOUNTPOINT cache_size SIZE",
      kNoFlags, 2, 2, resize_main},
     {"format", "CACHEDIR",
      "start a new, empty cache in CACHEDIR (refused over dirty data without --discard-dirty)",

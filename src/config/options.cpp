@@ -248,8 +248,10 @@ const std::vector<Row>& rows() {
                     "block device or file that holds the cached data instead of CACHE/data"},
                    &Config::cache_dev, "a path"),
         size_row({"cache_size", T::size, "see FILES",
-                  "size of the cache data file (K, M, G, T suffixes); fixed while mounted, "
-                  "changed by mounting with another size or by `overcache resize`"},
+                  "size of the cache data file (K, M, G, T suffixes), in whole buckets; "
+                  "a live setting: `overcache set MOUNTPOINT cache_size SIZE` grows or shrinks "
+                  "a mounted cache, keeping what still fits (dirty data always); kept in the "
+                  "cache, and given at mount it resizes the cache first"},
                  &Config::cache_size, 16 * kMiB, 1024 * kTiB),
         size_row({"cache_min_free", T::size, "1G",
                   "the cache data file takes no new space that would leave its filesystem with "
@@ -569,9 +571,10 @@ const OptionInfo* find_option(std::string_view name) {
 
 bool is_live(std::string_view name) {
     // Read by the I/O paths at each use (atomics), or re-applied by their
-    // owner on a change. Not here: what fixes the cache's layout or memory
-    // (cache, cache_dev, cache_size, bucket_size, block_cache_size,
-    // cache_min_free), what the kernel fixed at mount
+    // owner on a change; cache_size is resized by the cache itself (its
+    // superblock, not the stored settings, keeps it). Not here: what fixes
+    // the cache's layout or memory (cache, cache_dev, bucket_size,
+    // block_cache_size, cache_min_free), what the kernel fixed at mount
     // (permissions, allow_*, kernel_writeback_cache, max_threads), and the
     // one-shot format flags.
     static constexpr std::string_view kLive[] = {
@@ -581,7 +584,7 @@ bool is_live(std::string_view name) {
         "writeback_running",        "writeback_wait_max", "fsync_to_backing",
         "flush_on_unmount",         "attr_timeout",       "entry_timeout",
         "negative_timeout",         "log_level",          "fill_size",
-        "congested_read_threshold_us", "congested_write_threshold_us",
+        "congested_read_threshold_us", "congested_write_threshold_us", "cache_size",
     };
     return std::find(std::begin(kLive), std::end(kLive), name) != std::end(kLive);
 }

@@ -61,6 +61,8 @@ Settings::adopt_saved(const std::vector<std::pair<std::string, std::string>>& sa
     for (const auto& [name, value] : saved) {
         if (std::find(given.begin(), given.end(), name) != given.end())
             continue; // the mount's own option wins
+        if (name == "cache_size")
+            continue; // the superblock is its record, never the stored settings
         if (auto r = check_live(name); !r) {
             warnings.push_back("stored setting " + name + "=" + value + " ignored: " +
                                r.error().message);
@@ -71,6 +73,11 @@ Settings::adopt_saved(const std::vector<std::pair<std::string, std::string>>& sa
                                " ignored: " + r.error().message);
     }
     return warnings;
+}
+
+void Settings::record(const std::string& name, const std::string& value) {
+    std::lock_guard lk(mu_);
+    (void)config::set_option(cfg_, name, value);
 }
 
 config::Config Settings::current() const {

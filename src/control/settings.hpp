@@ -58,6 +58,11 @@ public:
     std::vector<std::string> adopt_saved(const std::vector<std::pair<std::string, std::string>>& saved,
                                          const std::vector<std::string>& given);
 
+    // Takes `value` for `name` as the mount's value without a sink (the
+    // change was made elsewhere: a live resize sets cache_size itself).
+    // A value the table refuses changes nothing.
+    void record(const std::string& name, const std::string& value);
+
     config::Config current() const;
     // The value of one setting as the table shows it; an error for a name
     // that is not a live setting.

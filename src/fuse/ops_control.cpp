@@ -17,6 +17,7 @@
 #include "overcache/cache/caching_path.hpp"
 #include "util/log.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <fcntl.h>
 #include <unistd.h>
@@ -150,6 +151,10 @@ public:
              control::CommandDone done) override {
         if (!open())
             return done(closing());
+        std::string name = key;
+        std::replace(name.begin(), name.end(), '-', '_');
+        if (name == "cache_size")
+            return set_cache_size(value, std::move(done));
         auto r = settings_.set(key, value, sink_);
         if (!r)
             return done(fail(r.error()));
@@ -161,6 +166,32 @@ public:
             if (!first)
                 return done(std::move(first));
             flush(std::move(done));
+        });
+    }
+
+    // A resize moves data, so it is not a registry change: the option
+    // table checks the value, the cache resizes (its superblock keeps the
+    // size), and the reply waits for it, from the cache's thread; this
+    // FUSE thread and the mount's other requests go on meanwhile.
+    void set_cache_size(const std::string& value, control::CommandDone done) {
+        config::Config next = settings_.current();
+        if (auto r = config::set_option(next, "cache_size", value); !r)
+            return done(fail(r.error()));
+        // The answer comes from the cache's thread, maybe as the mount goes
+        // down: the registry is touched only while the gate is open.
+        data_.resize(next.cache_size, [gate = gate_, &settings = settings_,
+                                       done = std::move(done)](Result<std::uint64_t> r) {
+            if (!r)
+                return done(fail(r.error()));
+            {
+                std::lock_guard lk(gate->mu);
+                if (gate->open) {
+                    settings.record("cache_size", std::to_string(*r));
+                    log::info("control: cache_size set to ",
+                              config::option_value(settings.current(), "cache_size").value_or("?"));
+                }
+            }
+            done({});
         });
     }
 

@@ -21,7 +21,10 @@
 //    while the filesystem has room above cache_min_free.
 // Which clean buckets reclaim frees first is the replacement policy (lru,
 // fifo, random: cache_replacement_policy); no policy frees a pinned or dirty one.
-// Gens and LRU ticks are atomics so the read path checks them lock-free.
+// Gens and LRU ticks are atomics so the read path checks them lock-free; they
+// sit in chunks that never move (StableArray) because a live resize changes
+// the bucket count (allocator_resize.cpp), published with release after the
+// arrays cover it.
 // Lock order: commit_mu_, then mu_; mu_ is never held across I/O.
 #include "overcache/store/allocator.hpp"
 
@@ -53,17 +56,16 @@ Allocator::Allocator(meta::MetaStore& meta, std::uint32_t bucket_count, std::uin
                      std::uint32_t reserve, std::uint32_t align)
     : meta_(meta), count_(bucket_count), bucket_size_(bucket_size), reserve_(reserve),
       align_(std::max<std::uint32_t>(1, align)),
-      gens_(new std::atomic<std::uint32_t>[bucket_count]),
-      last_use_(new std::atomic<std::uint64_t>[bucket_count]), slots_(bucket_count),
-      filled_(bucket_count, 0), backed_(bucket_count, false) {
-    for (std::uint32_t b = 0; b < count_; ++b) {
-        gens_[b].store(0, std::memory_order_relaxed);
-        last_use_[b].store(0, std::memory_order_relaxed);
-    }
+      // Sized for every bucket number there can be (a live grow adds chunks).
+      gens_(std::uint64_t{UINT32_MAX} + 1), last_use_(std::uint64_t{UINT32_MAX} + 1),
+      retire_(bucket_count), slots_(bucket_count), filled_(bucket_count, 0),
+      backed_(bucket_count, false) {
+    gens_.grow(bucket_count); // value-initialised: gen 0, tick 0
+    last_use_.grow(bucket_count);
 }
 
 void Allocator::load(std::uint32_t bucket, const meta::BucketRecord& r) {
-    if (bucket >= count_)
+    if (bucket >= count_.load(std::memory_order_relaxed))
         return;
     std::lock_guard lk(mu_);
     gens_[bucket].store(r.gen, std::memory_order_relaxed);
@@ -140,9 +142,18 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         fresh_ok = true;
     std::unique_lock lk(mu_);
     for (;;) {
-        if (wp.bucket_ && bucket_size_ - slots_[*wp.bucket_].fill < need) {
-            slots_[*wp.bucket_].state = meta::BucketState::full;
-            wp.bucket_.reset();
+        if (wp.bucket_) {
+            const std::uint32_t b = *wp.bucket_;
+            // Closed under it (retire_from), gone with a shrink, or full: a
+            // new bucket. An owned bucket is open and below the cut.
+            const bool mine = b < retire_ && slots_[b].owner == &wp;
+            if (!mine || bucket_size_ - slots_[b].fill < need) {
+                if (mine) {
+                    slots_[b].state = meta::BucketState::full;
+                    slots_[b].owner = nullptr;
+                }
+                wp.bucket_.reset();
+            }
         }
         if (wp.bucket_)
             break;
@@ -154,17 +165,19 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         }
         const bool fresh_allowed = fresh_ok.value_or(false); // unset: there are none
         const std::size_t usable = free_.size() + (fresh_allowed ? fresh_.size() : 0);
-        if (!fresh_allowed && !fresh_.empty() && free_.size() <= reserve_ &&
+        const std::uint32_t reserve = reserve_.load(std::memory_order_relaxed);
+        if (!fresh_allowed && !fresh_.empty() && free_.size() <= reserve &&
             !floor_logged_.exchange(true))
             log::info("cache: the filesystem holding the cache is down to cache_min_free; the "
                       "cache takes no more space from it for now");
-        if (usable == 0 || (usable <= reserve_ && !wp.reserve_))
+        if (usable == 0 || (usable <= reserve && !wp.reserve_))
             return std::nullopt;
         if (!free_.empty()) {
             wp.bucket_ = free_.front();
             free_.pop_front();
             slots_[*wp.bucket_].state = meta::BucketState::open;
             slots_[*wp.bucket_].fill = 0;
+            slots_[*wp.bucket_].owner = &wp;
             break;
         }
         // A bucket without space: off every list (open, in no write point:
@@ -177,7 +190,8 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         lk.lock();
         slots_[fb].state = meta::BucketState::free;
         if (!r) {
-            fresh_.push_front(fb);
+            if (fb < retire_) // else retired meanwhile: it stays off the lists
+                fresh_.push_front(fb);
             if (!space_warned_.exchange(true))
                 log::warn("cache: the cache data file cannot grow (", to_string(r.error()),
                           "); the cache takes no more space until some is free");
@@ -186,6 +200,8 @@ std::optional<Allocation> Allocator::alloc(WritePoint& wp, std::uint32_t len) {
         space_warned_.store(false, std::memory_order_relaxed);
         floor_logged_.store(false, std::memory_order_relaxed);
         backed_[fb] = true;
+        if (fb >= retire_)
+            continue; // retired meanwhile: it stays off the lists
         // Another thread may have opened a bucket for `wp` meanwhile: then
         // this one waits on the free list.
         free_.push_front(fb);
@@ -213,6 +229,8 @@ void Allocator::unpin(std::uint32_t bucket) noexcept {
 }
 
 meta::BucketRecord Allocator::record_locked(std::uint32_t bucket) const {
+    if (bucket >= slots_.size())
+        return meta::BucketRecord{}; // gone with a shrink: holds nothing
     return record_of(bucket, slots_[bucket]);
 }
 
@@ -235,7 +253,8 @@ Result<void> Allocator::commit(IndexTxn& txn, bool sync) {
     {
         std::lock_guard lk(mu_);
         for (const auto& d : txn.deltas) {
-            if (d.bucket >= count_ || gens_[d.bucket].load(std::memory_order_relaxed) != d.gen)
+            if (d.bucket >= count_.load(std::memory_order_relaxed) ||
+                gens_[d.bucket].load(std::memory_order_relaxed) != d.gen)
                 continue; // reclaimed since: its bytes count for nothing now
             auto [it, fresh] = next.try_emplace(d.bucket, slots_[d.bucket]);
             Slot& s = it->second;
@@ -279,7 +298,7 @@ void Allocator::touch(std::uint32_t bucket) {
     // not bounce cache lines. The tick advances with allocations, so hits are
     // ordered by fill epochs, which is what reclaim needs: touched since the
     // last fills, or not.
-    if (bucket >= count_)
+    if (bucket >= count_.load(std::memory_order_acquire))
         return;
     const std::uint64_t t = tick_.load(std::memory_order_relaxed);
     if (last_use_[bucket].load(std::memory_order_relaxed) != t)
@@ -330,6 +349,10 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
         return std::size_t{0};
     if (before_reclaim)
         before_reclaim(victims);
+    return free_victims(victims);
+}
+
+Result<std::size_t> Allocator::free_victims(const std::vector<std::uint32_t>& victims) {
     auto batch = meta_.batch();
     std::vector<std::uint32_t> taken;
     {
@@ -375,12 +398,18 @@ Result<std::size_t> Allocator::reclaim(std::size_t n) {
         std::lock_guard lk(mu_);
         for (auto b : taken) {
             slots_[b].state = meta::BucketState::free;
-            free_.push_back(b);
+            list_free_locked(b);
         }
     }
     if (after_free)
         after_free(); // commit_mu_ still held: it must only post
     return taken.size();
+}
+
+void Allocator::list_free_locked(std::uint32_t b) {
+    if (b >= retire_)
+        return; // retiring: free, and never handed out again
+    (backed_[b] ? free_ : fresh_).push_back(b);
 }
 
 std::size_t Allocator::give_back(std::size_t n) {
@@ -405,11 +434,9 @@ std::size_t Allocator::give_back(std::size_t n) {
         slots_[b].state = meta::BucketState::free;
         if (r) {
             backed_[b] = false;
-            fresh_.push_back(b);
             ++given;
-        } else {
-            free_.push_back(b);
         }
+        list_free_locked(b);
     }
     return given;
 }
@@ -438,7 +465,8 @@ std::vector<BucketUsage> Allocator::fragmented(std::uint64_t max_live, std::size
 
 std::uint64_t Allocator::room(const WritePoint& wp) const {
     std::lock_guard lk(mu_);
-    if (!wp.bucket_)
+    // A bucket retired (or gone) under the write point takes nothing more.
+    if (!wp.bucket_ || *wp.bucket_ >= retire_ || slots_[*wp.bucket_].owner != &wp)
         return 0;
     return bucket_size_ - slots_[*wp.bucket_].fill;
 }
@@ -540,7 +568,8 @@ std::uint64_t Allocator::pinned_bytes() const {
 }
 
 std::uint64_t Allocator::pinned_cap() const {
-    const std::uint64_t usable = count_ > reserve_ ? count_ - reserve_ : 0;
+    const std::uint32_t count = bucket_count(), reserve = this->reserve();
+    const std::uint64_t usable = count > reserve ? count - reserve : 0;
     return usable * bucket_size_ / kPinnedShareDiv;
 }
 

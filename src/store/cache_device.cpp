@@ -64,6 +64,10 @@ Result<void> CacheDevice::adopt_data() {
     struct stat st {};
     if (::fstat(data_.get(), &st) != 0)
         return fail_errno("cannot stat " + data_path_);
+    cache_size_.store(sb_.cache_size, std::memory_order_release);
+    resize_fd_ = UniqueFd(::fcntl(data_.get(), F_DUPFD_CLOEXEC, 0));
+    if (!resize_fd_)
+        return fail_errno("cannot dup the cache data fd");
     if (S_ISREG(st.st_mode)) {
         UniqueFd dup(::fcntl(data_.get(), F_DUPFD_CLOEXEC, 0));
         if (!dup)
@@ -75,6 +79,52 @@ Result<void> CacheDevice::adopt_data() {
     if (!f)
         return fail(f.error());
     file_ = std::move(*f);
+    return {};
+}
+
+meta::Superblock CacheDevice::superblock_for(std::uint64_t size) const {
+    meta::Superblock next = sb_;
+    next.bucket_count = size / sb_.bucket_size - 1;
+    next.cache_size = size;
+    return next;
+}
+
+Result<void> CacheDevice::prepare_grow(std::uint64_t size) {
+    if (auto r = check_resize_room(resize_fd_.get(), data_path_, size); !r)
+        return r;
+    struct stat st {};
+    if (::fstat(resize_fd_.get(), &st) != 0)
+        return fail_errno("cannot stat " + data_path_);
+    if (!S_ISREG(st.st_mode))
+        return {};
+    // Sparse: the new buckets get their space when first used (FileSpace).
+    if (static_cast<std::uint64_t>(st.st_size) < size &&
+        ::ftruncate(resize_fd_.get(), static_cast<off_t>(size)) != 0)
+        return fail_errno("cannot extend the cache data file " + data_path_);
+    if (::fsync(resize_fd_.get()) != 0)
+        return fail_errno("cannot sync " + data_path_);
+    return {};
+}
+
+Result<void> CacheDevice::write_header(std::uint64_t size) {
+    // Through the DataFile: it may be O_DIRECT, which wants aligned buffers.
+    const std::string hdr =
+        encode_header(DataHeader{sb_.uuid, sb_.bucket_size, size / sb_.bucket_size - 1});
+    if (auto r = file_.write(0, hdr.data(), hdr.size()); !r)
+        return fail(Error{r.error().code, r.error().sys_errno,
+                          "cannot write the cache data header: " + r.error().message});
+    if (auto r = file_.sync(); !r)
+        return fail(Error{r.error().code, r.error().sys_errno,
+                          "cannot sync the cache data header: " + r.error().message});
+    return {};
+}
+
+Result<void> CacheDevice::trim(std::uint64_t size) {
+    struct stat st {};
+    if (::fstat(resize_fd_.get(), &st) != 0)
+        return fail_errno("cannot stat " + data_path_);
+    if (S_ISREG(st.st_mode) && ::ftruncate(resize_fd_.get(), static_cast<off_t>(size)) != 0)
+        return fail_errno("cannot truncate the cache data file " + data_path_);
     return {};
 }
 

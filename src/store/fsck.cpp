@@ -332,6 +332,14 @@ void Fsck::check_extent(std::string_view key, std::string_view value) {
     }
     const bool dirty = (v.flags & meta::kExtentDirty) != 0;
     const char* kind = dirty ? "dirty" : "clean";
+    if (!dirty && v.bucket >= sb_.bucket_count && v.len != 0 && v.len <= k.end &&
+        std::uint64_t{v.bucket_off} + v.len <= sb_.bucket_size) {
+        // A live shrink leaves the clean entries past the new end (only a
+        // file's owner deletes its extents): stale, as in a reclaimed
+        // bucket, and the compaction filter drops them the same way.
+        note(rep_.at(FsckCheck::extent_stale), v.len, where(k.file, k.end - v.len, v.len));
+        return;
+    }
     if (v.len == 0 || v.len > k.end || v.bucket >= sb_.bucket_count ||
         std::uint64_t{v.bucket_off} + v.len > sb_.bucket_size) {
         auto& f = rep_.at(FsckCheck::extent_range);

@@ -75,7 +75,9 @@ Result<void> sync_fd(int fd, const std::string& what) {
     return {};
 }
 
-Result<void> check_room(int data_fd, const std::string& data_path, std::uint64_t size) {
+} // namespace
+
+Result<void> check_resize_room(int data_fd, const std::string& data_path, std::uint64_t size) {
     struct stat st {};
     if (::fstat(data_fd, &st) != 0)
         return fail_errno("cannot stat " + data_path);
@@ -103,6 +105,8 @@ Result<void> check_room(int data_fd, const std::string& data_path, std::uint64_t
     return {};
 }
 
+namespace {
+
 bool is_regular(int fd) {
     struct stat st {};
     return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
@@ -110,7 +114,7 @@ bool is_regular(int fd) {
 
 Result<void> grow(meta::MetaStore& ms, int data_fd, const std::string& data_path,
                   meta::Superblock& sb, std::uint64_t size) {
-    if (auto r = check_room(data_fd, data_path, size); !r)
+    if (auto r = check_resize_room(data_fd, data_path, size); !r)
         return r;
     // Data first: the longer file is harmless to the old cache.
     if (is_regular(data_fd)) {
@@ -317,12 +321,20 @@ Result<ResizeOutcome> resize_cache_dir(const std::string& dir, std::uint64_t new
     if (!meta::MetaStore::exists(index_dir))
         return fail(Errc::BadValue,
                     dir + " is not an overcache cache: it has no index (" + index_dir + ")");
+    // A mounted cache resizes itself (it moves its own data while serving).
+    const auto mounted = [&dir](pid_t pid) {
+        return fail(Errc::Foreign,
+                    "the cache at " + dir + " is in use by a mount" +
+                        (pid > 0 ? " (process " + std::to_string(pid) + ")" : "") +
+                        "; resize a mounted cache with `overcache set MOUNTPOINT cache_size "
+                        "SIZE` instead");
+    };
     if (const pid_t pid = lock_holder(index_dir); pid != 0)
-        return in_use(dir, pid);
+        return mounted(pid);
     auto ms = meta::MetaStore::open(index_dir, meta::StoreOptions{});
     if (!ms) {
         if (ms.error().code == Errc::Sys) // the LOCK taken between the check and the open
-            return in_use(dir, lock_holder(index_dir));
+            return mounted(lock_holder(index_dir));
         return fail(Errc::MetaCorrupt, "cannot open the cache at " + dir + " (" +
                                            ms.error().message +
                                            "); an older format is replaced by mounting it");

@@ -442,9 +442,11 @@ TEST_SUITE("store") {
         CHECK(check(f, false).problems() == 0);
     }
 
-    TEST_CASE("store::fsck_cache_dir: a dirty extent out of range is noted in lost+found") {
+    TEST_CASE("store::fsck_cache_dir: a dirty extent out of range is noted in lost+found; a "
+              "clean one is stale (a live shrink leaves them)") {
         Fixture f;
         populate(f);
+        const std::uint64_t stale = check(f, false).at(FsckCheck::extent_stale).count;
         {
             Index ix(f);
             meta::ExtentValue v;
@@ -454,9 +456,12 @@ TEST_SUITE("store") {
             v.csums = {1};
             auto batch = ix.ms->batch();
             batch.put(meta::Cf::extents, meta::extent_key(2, 40960), meta::encode(v));
+            v.flags = 0;
+            batch.put(meta::Cf::extents, meta::extent_key(3, 4096), meta::encode(v));
             REQUIRE(ix.ms->write(batch, true));
         }
         auto rep = check(f, false);
+        CHECK(rep.at(FsckCheck::extent_stale).count == stale + 1);
         CHECK(rep.at(FsckCheck::extent_range).count == 1);
         rep = check(f, true);
         CHECK(rep.at(FsckCheck::extent_range).repaired == 1);

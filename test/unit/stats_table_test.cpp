@@ -17,6 +17,7 @@ bool contains(const std::string& s, const std::string& part) {
 TEST_SUITE("cli") {
     TEST_CASE("render_table: windows in columns, sizes in binary units") {
         const StatLines l{{"cache_mode", "writeback"},
+                          {"cache_size", "256M"}, // the setting's line comes first
                           {"cache_state", "running"},
                           {"cache_hits", "30"},
                           {"cache_misses", "10"},

@@ -66,6 +66,11 @@ public:
     // as fit where `wp` can write and free more buckets than they take.
     virtual Result<MoveOutcome> move(store::WritePoint& wp,
                                      const std::vector<store::BucketUsage>& candidates) = 0;
+    // A shrink: copies the extents of `buckets` that must stay (dirty or
+    // pinned) through `wp`, whatever that frees; clean ones stay behind and
+    // go with their bucket.
+    virtual Result<MoveOutcome> evacuate(store::WritePoint& wp,
+                                         const std::vector<store::BucketUsage>& buckets) = 0;
 };
 
 class Gc {
@@ -83,6 +88,13 @@ public:
     // Forces a reclaim pass, whatever the watermarks, and a compaction of
     // the extents (tests, `gc`).
     void trigger();
+    // A live shrink's step, on the GC strand: frees the retiring buckets that
+    // are clean (Allocator::reclaim_retiring), has the mover take the dirty
+    // and pinned extents out of the others, frees what that emptied, then
+    // calls `done` with how many retiring buckets are still busy (held,
+    // open, or with writes in flight). Never waits for them. After stop():
+    // ESHUTDOWN.
+    void evacuate(std::function<void(Result<std::size_t>)> done);
     // Waits until the work queued on the GC strand so far has run. Never call
     // it from the strand itself.
     void wait_idle();

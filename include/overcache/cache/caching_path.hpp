@@ -53,6 +53,9 @@ struct CachingParams {
     // Where dirty data that cannot be written back goes (conflicts, files
     // gone from the backing): CACHE_DIR/lost+found.
     std::string lost_found_dir;
+    // A live shrink whose retiring buckets make no progress for this long
+    // (writes in flight that do not end, data that cannot move) gives up.
+    unsigned resize_stall_limit_ms = 30000;
 };
 
 // Seams where tests force an interleaving; each runs, when set, at the
@@ -74,6 +77,9 @@ struct CacheHooks {
     // A writeback batch is about to start at file offset `from` (no lock of
     // the file held): between two batches of one pass when from > 0.
     std::function<void(FileState&, std::uint64_t from)> before_writeback_batch;
+    // A live shrink finished an evacuation round with `busy` retiring
+    // buckets still in use and is about to try again (its strand, no lock).
+    std::function<void(std::size_t busy)> between_resize_rounds;
 };
 
 // Fills run on ex.fill(), reclaim on ex.gc(); `ex` outlives the DataPath

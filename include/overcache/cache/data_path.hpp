@@ -172,6 +172,17 @@ public:
     // `key value` lines for the control file, in a stable order.
     virtual std::vector<std::pair<std::string, std::string>> stats() const = 0;
 
+    // Changes the cache's size while mounted (`set cache_size`): `size`
+    // bytes rounded down to whole buckets. `done` (on a background thread)
+    // gets the new size once the cache runs with it, or why not, with
+    // nothing changed. The caller's thread never waits for it.
+    virtual void resize(std::uint64_t size, Done<std::uint64_t> done) {
+        (void)size;
+        done(fail(Errc::NotSupported, "this mount has no cache (cache_mode=none)"));
+    }
+    // The cache's size now (0: no cache).
+    virtual std::uint64_t cache_size() const { return 0; }
+
     // reset_stats: forgets the working set. The counters are not touched:
     // the control file counts them from a baseline instead (StatSampler),
     // so no module's counting races with a reset.

@@ -11,6 +11,7 @@
 #include "overcache/meta/meta_store.hpp"
 #include "overcache/meta/schema.hpp"
 #include "overcache/util/result.hpp"
+#include "overcache/util/stable_array.hpp"
 #include "overcache/util/tunable.hpp"
 
 #include <array>
@@ -204,11 +205,12 @@ public:
     // memory, so a gen can never go backwards on disk.
     Result<void> commit(IndexTxn& txn, bool sync = false);
 
+    // `bucket` < bucket_count().
     std::uint32_t gen(std::uint32_t bucket) const {
         return gens_[bucket].load(std::memory_order_acquire);
     }
     bool current(std::uint32_t bucket, std::uint32_t gen) const {
-        return bucket < count_ && this->gen(bucket) == gen;
+        return bucket < count_.load(std::memory_order_acquire) && this->gen(bucket) == gen;
     }
     // A hit: the bucket becomes the most recently used.
     void touch(std::uint32_t bucket);
@@ -241,9 +243,64 @@ public:
     // Records of every bucket that is not free (for a clean stop: last_use).
     Result<void> save_all();
 
-    std::uint32_t bucket_count() const { return count_; }
+    // The live bucket count: it changes with a live resize (below), so a
+    // reader takes it once per use.
+    std::uint32_t bucket_count() const { return count_.load(std::memory_order_acquire); }
     std::uint64_t bucket_size() const { return bucket_size_; }
-    std::uint32_t reserve() const { return reserve_; }
+    std::uint32_t reserve() const { return reserve_.load(std::memory_order_relaxed); }
+    // A resize sets the reserve that goes with the new count.
+    void set_reserve(std::uint32_t r) { reserve_.store(r, std::memory_order_relaxed); }
+
+    // Live resize (cache/live_resize.cpp drives it, one at a time; see the
+    // DOC of allocator.cpp for the order of each step).
+    //
+    // Grow, step 1: writes the records of buckets [bucket_count(), n), free
+    // at `gens` (one per new bucket: above any stale extent entry that
+    // names its number), together with `batch` (the new superblock), in one
+    // synced write. Nothing is handed out yet: an error changes nothing.
+    Result<void> add_buckets(std::uint32_t n, const std::vector<std::uint32_t>& gens,
+                             meta::Batch batch);
+    // Grow, step 2 (after the data header): the new buckets join the free
+    // lists (without space where there is a BucketSpace) and the count
+    // becomes `n`.
+    void publish_grow(std::uint32_t n);
+
+    // Shrink to `keep` buckets. What must move out of buckets >= keep
+    // (dirty or pinned bytes) and whether it fits below keep:
+    struct ShrinkNeed {
+        std::uint64_t move_bytes = 0;  // dirty or pinned bytes in buckets >= keep
+        std::uint64_t dirty_bytes = 0; // all dirty bytes
+        std::uint64_t pinned_bytes = 0;
+        std::uint32_t held_below = 0; // buckets < keep that hold dirty or pinned bytes
+        std::uint32_t need = 0;       // buckets below keep the data must have
+        bool fits = true;
+    };
+    ShrinkNeed shrink_need(std::uint32_t keep) const;
+    // Marks buckets >= keep retiring: off the free lists, out of every write
+    // point (an open one is closed at its write point's next alloc), never
+    // handed out again while retiring. Refused (CacheFull, message naming
+    // the sizes) with nothing changed when shrink_need(keep) does not fit.
+    Result<void> retire_from(std::uint32_t keep);
+    // The first retiring bucket (bucket_count() when none retire).
+    std::uint32_t retiring_from() const;
+    // Retiring buckets, full and without writes in flight, that hold dirty or
+    // pinned bytes (the mover takes those out), at most `n`.
+    std::vector<BucketUsage> retiring_held(std::size_t n) const;
+    // Frees every retiring bucket reclaim() could free (clean, unpinned, no
+    // write in flight): gen bump, record written, and left off the free
+    // lists. Returns how many.
+    Result<std::size_t> reclaim_retiring();
+    // Retiring buckets not yet free and idle (the shrink waits for them).
+    std::size_t retiring_busy() const;
+    // Gives the retiring buckets back to use (a shrink that stopped).
+    void cancel_retire();
+    // Shrink, last index step: once every retiring bucket is free and idle,
+    // deletes their records (one range) with `batch` (the new superblock) in
+    // one synced write. While some are busy (retiring_busy() > 0): EBUSY,
+    // nothing written. Then publish_shrink(), after the data header and the
+    // truncation: the count drops and current() is false past it.
+    Result<void> drop_retired(meta::Batch batch);
+    void publish_shrink();
     // Free buckets alloc() can hand out now: those with their space, and
     // those without while room_for_fresh().
     std::size_t free_count() const;
@@ -271,6 +328,9 @@ public:
     // Test seam: called by reclaim() after it picked its victims and before
     // it bumps their gens, with commit_mu_ held (so it must not commit).
     std::function<void(const std::vector<std::uint32_t>&)> before_reclaim;
+    // Test seam: called by retire_from() after it chose to go ahead and
+    // before it takes the buckets out of use (no lock held).
+    std::function<void()> before_retire;
     // Called by reclaim() once freed buckets are on the free list, with
     // commit_mu_ held (so it must only post work): writes waiting for space
     // retry. Set once, before any reclaim.
@@ -285,18 +345,32 @@ private:
         std::uint32_t dirty = 0;
         std::uint32_t pinned = 0; // bytes of pinned extents; <= live
         std::uint32_t pins = 0;
+        // The write point whose open bucket this is (null: none). alloc()
+        // gives a write point its bucket back only while it still owns it,
+        // so retire_from() can close a bucket without knowing the write point.
+        const WritePoint* owner = nullptr;
     };
     void unpin(std::uint32_t bucket) noexcept;
+    // Frees `victims` (commit_mu_ held): gen bump, records written synced,
+    // then free (on a free list unless retiring). Returns how many.
+    Result<std::size_t> free_victims(const std::vector<std::uint32_t>& victims);
+    // A free bucket goes back on its list, unless it is retiring (mu_ held).
+    void list_free_locked(std::uint32_t b);
+    ShrinkNeed shrink_need_locked(std::uint32_t keep) const;      // mu_ held
     meta::BucketRecord record_locked(std::uint32_t bucket) const; // mu_ held
     meta::BucketRecord record_of(std::uint32_t bucket, const Slot& s) const; // mu_ held
 
     meta::MetaStore& meta_;
-    const std::uint32_t count_;
+    // Release-stored after the arrays cover it (grown under commit_mu_ and
+    // mu_); readers load it with acquire before they index gens_/last_use_.
+    std::atomic<std::uint32_t> count_;
     const std::uint64_t bucket_size_;
-    const std::uint32_t reserve_;
+    std::atomic<std::uint32_t> reserve_;
     const std::uint32_t align_;
-    std::unique_ptr<std::atomic<std::uint32_t>[]> gens_;     // read without the lock
-    std::unique_ptr<std::atomic<std::uint64_t>[]> last_use_; // LRU tick, relaxed
+    // Read without the lock, so they never move: chunks that only grow.
+    StableArray<std::atomic<std::uint32_t>> gens_;
+    StableArray<std::atomic<std::uint64_t>> last_use_; // LRU tick, relaxed
+    std::uint32_t retire_ = 0; // guarded by mu_; first retiring bucket (count_ when none)
     std::atomic<std::uint64_t> tick_{1};
     Tunable<ReplacementPolicy> replacement_ = ReplacementPolicy::lru;
 

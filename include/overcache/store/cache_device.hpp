@@ -9,6 +9,7 @@
 #include "overcache/util/result.hpp"
 #include "util/unique_fd.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,7 +42,28 @@ struct DeviceConfig {
 class CacheDevice {
 public:
     meta::MetaStore& meta() { return *meta_; }
+    // The superblock as the cache was opened. Never changed afterwards, so
+    // any thread may read it; a live resize changes the size, which is
+    // cache_size() here and the Allocator's bucket_count().
     const meta::Superblock& superblock() const { return sb_; }
+    // The cache's size now (bucket_count + 1 buckets: the first slot holds
+    // the data header).
+    std::uint64_t cache_size() const { return cache_size_.load(std::memory_order_acquire); }
+
+    // Steps of a live resize (cache/live_resize.cpp), one resize at a time.
+    // The superblock for `size` bytes (a whole number of buckets).
+    meta::Superblock superblock_for(std::uint64_t size) const;
+    // Before a grow's index batch: a data file is extended (sparse) to
+    // `size` and synced; a block device must be that large. A size larger
+    // than the device, or a data file larger than its filesystem, is
+    // refused (Errc::BadValue) as offline resize refuses it.
+    Result<void> prepare_grow(std::uint64_t size);
+    // After the index batch: the data header carries `size`'s bucket count.
+    Result<void> write_header(std::uint64_t size);
+    // After a shrink's header: a data file is cut to `size`.
+    Result<void> trim(std::uint64_t size);
+    // The last step: cache_size() becomes `size`.
+    void set_cache_size(std::uint64_t size) { cache_size_.store(size, std::memory_order_release); }
     // Bucket I/O on the data device; errors come back as Errc::CacheIo
     // carrying the errno (a short transfer is EIO).
     Result<void> read(std::uint64_t dev_off, std::size_t len, char* out) const;
@@ -83,8 +105,10 @@ private:
     DataFile file_;
     std::string data_path_;
     std::unique_ptr<FileSpace> space_;
+    UniqueFd resize_fd_; // a dup of the data fd, for ftruncate and fsync
     std::uint64_t min_free_bytes_ = 0;
     meta::Superblock sb_;
+    std::atomic<std::uint64_t> cache_size_{0};
     bool formatted_now_ = false;
     mutable LatencyEstimator read_latency_, write_latency_;
 };

@@ -37,6 +37,11 @@ struct ResizeOutcome {
 Result<ResizeOutcome> resize_cache(meta::MetaStore& ms, int data_fd, const std::string& data_path,
                                    meta::Superblock& sb, std::uint64_t new_size);
 
+// Whether the data device `data_fd` can hold a cache of `size` bytes: a
+// block device at least that large, a data file no larger than its
+// filesystem (Errc::BadValue naming both sizes otherwise).
+Result<void> check_resize_room(int data_fd, const std::string& data_path, std::uint64_t size);
+
 // `new_size` rounded down to whole buckets of `bucket_size`, and checked
 // against the superblock's bounds: the message names the value and the limit.
 Result<std::uint64_t> usable_cache_size(std::uint64_t new_size, std::uint64_t bucket_size);
