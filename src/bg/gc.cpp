@@ -110,47 +110,6 @@ void Gc::run(bool force) {
 
 namespace overcache::bg {
 
-void Gc::evacuate(std::function<void(Result<std::size_t>)> done) {
-    boost::asio::post(strand_, [this, done = std::move(done)] {
-        if (stopping_.load())
-            return done(fail_sys(ESHUTDOWN, "the mount is shutting down"));
-        auto cleaned = alloc_.reclaim_retiring();
-        if (!cleaned)
-            return done(fail(cleaned.error()));
-        auto held = alloc_.retiring_held(params_.move_batch);
-        if (mover_ != nullptr && !held.empty()) {
-            // The copies need free buckets below the new end: clean ones
-            // there are reclaimed for them (the shrink checked that the
-            // data fits once they are).
-            std::uint64_t bytes = 0;
-            for (const auto& h : held)
-                bytes += std::min<std::uint64_t>(h.live, std::uint64_t{h.dirty} + h.pinned);
-            const std::size_t want = bytes / alloc_.bucket_size() + 2 + alloc_.reserve();
-            if (const std::size_t free = alloc_.free_count(); free < want)
-                if (auto r = alloc_.reclaim(want - free); !r)
-                    return done(fail(r.error()));
-            auto m = mover_->evacuate(wp_, held);
-            if (!m) {
-                {
-                    std::lock_guard lk(stats_mu_);
-                    ++stats_.move_errors;
-                }
-                return done(fail(m.error()));
-            }
-            std::lock_guard lk(stats_mu_);
-            stats_.moved_bytes += m->bytes;
-        }
-        auto freed = alloc_.reclaim_retiring();
-        if (!freed)
-            return done(fail(freed.error()));
-        {
-            std::lock_guard lk(stats_mu_);
-            stats_.buckets_reclaimed += *cleaned + *freed;
-        }
-        done(alloc_.retiring_busy());
-    });
-}
-
 std::size_t Gc::compact(std::size_t target, bool force) {
     // Each round moves at most move_batch buckets' live data: a bounded
     // stretch of work on the strand, and the index scanned once a round.

@@ -13,8 +13,9 @@
 //    writes their records and the superblock; the header; publish.
 //  - shrink to K buckets: refused up front when the dirty and pinned data
 //    cannot fit below K (nothing changed). Otherwise buckets >= K retire
-//    (never handed out again); rounds on the GC strand free the clean ones
-//    and move dirty and pinned extents below K (bg::Gc::evacuate); a
+//    (never handed out again); rounds on the GC strand move dirty and
+//    pinned extents below K, and the most recently used clean data while
+//    there is room for it, and free the rest (bg::Gc::evacuate); a
 //    bucket with a write in flight is waited for by another round, never
 //    by blocking. When they are all free: one synced batch deletes their
 //    records with the new superblock; the header; the truncation; publish.
@@ -114,7 +115,8 @@ void LiveResize::run(std::uint64_t size) {
         return end(failed(r.error(), "cannot shrink the cache from " + size_text(now) + " to " +
                                          size_text(*usable)));
     log::info("cache: shrinking from ", size_text(now), " to ", size_text(*usable),
-              ": moving dirty and pinned data out of the buckets past the new end");
+              ": moving dirty and pinned data, and the clean data that fits, out of the buckets "
+              "past the new end");
     last_busy_ = SIZE_MAX;
     progress_at_ = std::chrono::steady_clock::now();
     shrink_round();

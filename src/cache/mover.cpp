@@ -21,9 +21,10 @@
 //  6. the WAL is synced before GC reclaims the emptied buckets, so no crash
 //     can bring back an entry that points into a reused bucket.
 // A shrink's evacuate() does steps 1 and 3-6 for the dirty and pinned
-// extents of retiring buckets, with no choice: they must all go, and
-// GC's write point never gets a retiring bucket, so the copies land below
-// the new end.
+// extents of retiring buckets, with no choice: they must all go (and for
+// clean ones too, when bg/gc_evacuate.cpp found room to keep them). GC's
+// write point never gets a retiring bucket, so the copies land below the
+// new end.
 // The mover takes no foreground write point, no write_mu or backing_mu, and
 // never waits for a FUSE thread; the owner lock is never held across device
 // I/O or a WAL sync.
@@ -181,17 +182,19 @@ Result<bg::MoveOutcome> Mover::move(store::WritePoint& wp,
 }
 
 Result<bg::MoveOutcome> Mover::evacuate(store::WritePoint& wp,
-                                        const std::vector<store::BucketUsage>& buckets) {
+                                        const std::vector<store::BucketUsage>& buckets,
+                                        bool with_clean) {
     if (core_.degraded.load() || buckets.empty())
         return bg::MoveOutcome{};
     auto found = scan(buckets);
     if (!found)
         return fail(found.error());
-    // Only what exists nowhere else (dirty) or was asked to stay (pinned):
-    // clean bytes go with their bucket, as an offline shrink drops them.
-    std::erase_if(*found, [](const Found& f) {
-        return (f.piece.v.flags & (meta::kExtentDirty | meta::kExtentPinned)) == 0;
-    });
+    // Unless there is room to keep them, only what exists nowhere else
+    // (dirty) or was asked to stay (pinned): clean bytes go with their bucket.
+    if (!with_clean)
+        std::erase_if(*found, [](const Found& f) {
+            return (f.piece.v.flags & (meta::kExtentDirty | meta::kExtentPinned)) == 0;
+        });
     return relocate(wp, *found, buckets);
 }
 

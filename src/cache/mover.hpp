@@ -21,7 +21,8 @@ public:
     Result<bg::MoveOutcome> move(store::WritePoint& wp,
                                  const std::vector<store::BucketUsage>& candidates) override;
     Result<bg::MoveOutcome> evacuate(store::WritePoint& wp,
-                                     const std::vector<store::BucketUsage>& buckets) override;
+                                     const std::vector<store::BucketUsage>& buckets,
+                                     bool with_clean) override;
 
     // Test seam: the copies of `file`'s extents are on the cache device
     // (synced), nothing is locked or committed yet.

@@ -70,6 +70,8 @@ int resize_main(const Args& args) {
                 size_text(r->new_size).c_str());
     if (r->moved_dirty_bytes > 0)
         std::printf("dirty data moved: %s\n", size_text(r->moved_dirty_bytes).c_str());
+    if (r->kept_clean_bytes > 0)
+        std::printf("clean data moved: %s\n", size_text(r->kept_clean_bytes).c_str());
     if (r->dropped_clean_bytes > 0)
         std::printf("clean data dropped: %s\n", size_text(r->dropped_clean_bytes).c_str());
     return 0;

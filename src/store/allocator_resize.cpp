@@ -9,9 +9,10 @@
 //    header, and the arrays read without the lock (gens_, last_use_) were
 //    grown before, in chunks that never move;
 //  - shrink: buckets >= keep are retired first: off the free lists and out
-//    of the write points, so no new byte lands there. GC frees the clean
-//    ones (gen bump, record written, left off the lists) and the mover
-//    copies dirty and pinned extents below keep; once every retiring bucket
+//    of the write points, so no new byte lands there. The mover copies
+//    dirty and pinned extents below keep (and clean ones while they fit),
+//    GC frees the clean buckets (gen bump, record written, left off the
+//    lists); once every retiring bucket
 //    is free and idle, one synced batch deletes their records with the new
 //    superblock, then the header, the truncation, and the count drops.
 //    Until then cancel_retire() gives them all back to use.
@@ -156,7 +157,35 @@ std::vector<BucketUsage> Allocator::retiring_held(std::size_t n) const {
     return out;
 }
 
-Result<std::size_t> Allocator::reclaim_retiring() {
+std::vector<BucketUsage> Allocator::retiring_clean(std::size_t n) const {
+    std::vector<BucketUsage> out;
+    std::vector<std::uint64_t> used; // last_use of out[i]
+    {
+        std::lock_guard lk(mu_);
+        const std::uint32_t count = count_.load(std::memory_order_relaxed);
+        for (std::uint32_t b = retire_; b < count; ++b) {
+            const Slot& s = slots_[b];
+            if (s.state == meta::BucketState::full && s.pins == 0 && s.dirty == 0 &&
+                s.pinned == 0 && s.live != 0) {
+                out.push_back(
+                    BucketUsage{b, gens_[b].load(std::memory_order_relaxed), s.live, 0, 0});
+                used.push_back(last_use_[b].load(std::memory_order_relaxed));
+            }
+        }
+    }
+    std::vector<std::size_t> order(out.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
+    const std::size_t take = std::min(n, order.size());
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(take), order.end(),
+                      [&used](std::size_t a, std::size_t b) { return used[a] > used[b]; });
+    std::vector<BucketUsage> hottest;
+    for (std::size_t i = 0; i < take; ++i)
+        hottest.push_back(out[order[i]]);
+    return hottest;
+}
+
+Result<std::size_t> Allocator::reclaim_retiring(const std::vector<std::uint32_t>& spared) {
     std::lock_guard ck(commit_mu_);
     std::vector<std::uint32_t> victims;
     {
@@ -164,7 +193,8 @@ Result<std::size_t> Allocator::reclaim_retiring() {
         const std::uint32_t count = count_.load(std::memory_order_relaxed);
         for (std::uint32_t b = retire_; b < count; ++b) {
             const Slot& s = slots_[b];
-            if (s.state == meta::BucketState::full && s.pins == 0 && s.dirty == 0 && s.pinned == 0)
+            if (s.state == meta::BucketState::full && s.pins == 0 && s.dirty == 0 &&
+                s.pinned == 0 && std::find(spared.begin(), spared.end(), b) == spared.end())
                 victims.push_back(b);
         }
     }

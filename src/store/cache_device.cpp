@@ -434,6 +434,9 @@ Result<void> resize_to_config(const DeviceConfig& cfg, meta::MetaStore& ms, int 
               r->moved_dirty_bytes
                   ? " (" + size_text(r->moved_dirty_bytes) + " of dirty data moved)"
                   : std::string{},
+              r->kept_clean_bytes
+                  ? " (" + size_text(r->kept_clean_bytes) + " of clean data moved)"
+                  : std::string{},
               r->dropped_clean_bytes
                   ? " (" + size_text(r->dropped_clean_bytes) + " of clean data dropped)"
                   : std::string{});

@@ -5,14 +5,18 @@
 // after it. So a crash leaves either the old cache (a data file longer than
 // it needs, or copies in buckets the index still calls free: both harmless)
 // or the new one (a data header whose bucket_count lags: repaired at open).
-// Shrinking drops clean extents past the new end (and every stale one there,
-// so a bucket number that comes back in a later grow carries no old entry
-// whose gen could match again) and copies dirty ones, whose bytes exist
+// Shrinking copies the dirty extents past the new end, whose bytes exist
 // nowhere else, into free buckets that stay, at a gen one past the free
-// bucket's, with their checksums verified and kept. Pinned clean extents
-// (user.overcache.pin) past the end are dropped like any clean data (the
-// backing has them; `overcache pin` fetches them again); pinned dirty ones
-// are moved with their flag and counted in their new bucket's pinned bytes.
+// bucket's, with their checksums verified and kept; then the clean ones
+// that still fit (most recently used bucket first, leaving a tenth of the
+// buckets free so the mount starts with room), a clean extent whose
+// checksum fails being dropped instead. The rest of the clean extents
+// there are dropped, and every stale one (so a bucket number that comes
+// back in a later grow carries no old entry whose gen could match again).
+// Pinned extents (user.overcache.pin) move with their flag and count in
+// their new bucket's pinned bytes; pinned clean ones that do not fit are
+// dropped like any clean data (the backing has them; `overcache pin`
+// fetches them again).
 #include "overcache/store/resize.hpp"
 
 #include "data_header.hpp"
@@ -159,7 +163,7 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
         return fail(buckets.error());
 
     auto batch = ms.batch();
-    std::vector<Move> moves;
+    std::vector<Move> moves, clean;
     std::uint64_t dirty_bytes = 0;
     auto cur = ms.cursor(meta::Cf::extents);
     meta::ExtentValue v;
@@ -170,18 +174,21 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
         if (v.bucket < keep)
             continue;
         const bool current = v.bucket < sb.bucket_count && (*buckets)[v.bucket].rec.gen == v.gen;
+        // One whose place makes no sense: dirty, it is not dropped on our
+        // own authority (the only copy of its bytes); clean, it is a miss.
+        const bool sane = v.len != 0 && v.len <= k.end &&
+                          std::uint64_t{v.bucket_off} + v.len <= sb.bucket_size &&
+                          v.csums.size() == meta::csum_block_count(k.end - v.len, v.len);
         if (current && (v.flags & meta::kExtentDirty) != 0) {
-            // The only copy of these bytes: one whose place makes no sense
-            // is not dropped on our own authority.
-            if (v.len == 0 || v.len > k.end ||
-                std::uint64_t{v.bucket_off} + v.len > sb.bucket_size ||
-                v.csums.size() != meta::csum_block_count(k.end - v.len, v.len))
+            if (!sane)
                 return fail(Errc::MetaCorrupt,
                             "a dirty extent in bucket " + std::to_string(v.bucket) +
                                 " is damaged in the index; nothing was changed (mount the cache "
                                 "and run `overcache flush MOUNTPOINT`, then resize)");
             moves.push_back(Move{std::string(cur.key()), k.end - v.len, v, {}});
             dirty_bytes += v.len;
+        } else if (current && sane) {
+            clean.push_back(Move{std::string(cur.key()), k.end - v.len, v, {}});
         } else {
             if (current)
                 out.dropped_clean_bytes += v.len;
@@ -191,25 +198,24 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
     if (auto st = cur.status(); !st)
         return st;
 
-    // Place the dirty extents in free buckets below the cut, each at a gen
-    // one past its record's: no entry, stale or not, can match it.
+    // Placement in free buckets below the cut, each taken at a gen one past
+    // its record's: no entry, stale or not, can match it.
     std::vector<std::uint32_t> targets;
     std::uint64_t placed_in = 0; // bytes used of the last target
-    for (auto& m : moves) {
+    std::uint64_t free_below = 0;
+    for (std::uint64_t b = 0; b < keep; ++b)
+        free_below += !(*buckets)[b].damaged && (*buckets)[b].rec.state == meta::BucketState::free;
+    // Places `m` unless that needs more than `max_targets` buckets.
+    const auto place = [&](Move& m, std::uint64_t max_targets) {
         if (targets.empty() || placed_in + m.from.len > sb.bucket_size) {
+            if (targets.size() >= max_targets)
+                return false;
             std::uint32_t b = targets.empty() ? 0 : targets.back() + 1;
             while (b < keep &&
                    ((*buckets)[b].damaged || (*buckets)[b].rec.state != meta::BucketState::free))
                 ++b;
             if (b >= keep)
-                return fail(Errc::CacheFull,
-                            "the cache holds " + size_text(dirty_bytes) +
-                                " of dirty data (writes its backing does not have yet) in the "
-                                "buckets past " +
-                                size_text(size) +
-                                ", more than the free buckets below it can take; mount it and "
-                                "run `overcache flush MOUNTPOINT` to write them back first, or "
-                                "choose a larger size");
+                return false;
             targets.push_back(b);
             auto& rec = (*buckets)[b].rec;
             rec = meta::BucketRecord{rec.gen + 1, meta::BucketState::full, 0, 0, 0, rec.last_use};
@@ -225,36 +231,95 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
         rec.fill_bytes =
             static_cast<std::uint32_t>(std::min<std::uint64_t>(placed_in, sb.bucket_size));
         rec.live_bytes += m.from.len;
-        rec.dirty_bytes += m.from.len;
+        if ((m.from.flags & meta::kExtentDirty) != 0)
+            rec.dirty_bytes += m.from.len;
         if ((m.from.flags & meta::kExtentPinned) != 0) // kept with it (m.to = m.from)
             rec.pinned_bytes += m.from.len;
         rec.last_use = std::max(rec.last_use, (*buckets)[m.from.bucket].rec.last_use);
+        return true;
+    };
+    for (auto& m : moves)
+        if (!place(m, UINT64_MAX))
+            return fail(Errc::CacheFull,
+                        "the cache holds " + size_text(dirty_bytes) +
+                            " of dirty data (writes its backing does not have yet) in the "
+                            "buckets past " +
+                            size_text(size) +
+                            ", more than the free buckets below it can take; mount it and "
+                            "run `overcache flush MOUNTPOINT` to write them back first, or "
+                            "choose a larger size");
+    // Clean data while it fits, the most recently used buckets first (a
+    // bucket's extents stay in index order, so a file's stay together).
+    std::stable_sort(clean.begin(), clean.end(), [&buckets](const Move& a, const Move& b) {
+        return (*buckets)[a.from.bucket].rec.last_use > (*buckets)[b.from.bucket].rec.last_use;
+    });
+    const std::uint64_t spare = std::max<std::uint64_t>(2, keep / 10);
+    const std::uint64_t clean_targets = free_below > spare ? free_below - spare : 0;
+    std::size_t kept = 0;
+    for (; kept < clean.size(); ++kept)
+        if (!place(clean[kept], clean_targets))
+            break;
+    for (std::size_t i = kept; i < clean.size(); ++i) {
+        out.dropped_clean_bytes += clean[i].from.len;
+        batch.del(meta::Cf::extents, clean[i].key);
     }
+    clean.resize(kept);
 
     // Copy and verify; the copies land in buckets the index calls free
     // until the batch commits.
     std::vector<char> buf;
-    for (const auto& m : moves) {
+    const auto copy = [&](Move& m) -> Result<bool> {
         buf.resize(m.from.len);
         const std::uint64_t src =
             sb.data_offset + std::uint64_t{m.from.bucket} * sb.bucket_size + m.from.bucket_off;
         const std::uint64_t dst =
             sb.data_offset + std::uint64_t{m.to.bucket} * sb.bucket_size + m.to.bucket_off;
+        const bool dirty = (m.from.flags & meta::kExtentDirty) != 0;
         if (::pread(data_fd, buf.data(), buf.size(), static_cast<off_t>(src)) !=
-            static_cast<ssize_t>(buf.size()))
+            static_cast<ssize_t>(buf.size())) {
+            if (!dirty)
+                return false;
             return fail_errno("cannot read dirty data from " + data_path);
-        if (!checksums_match(m.file_start, buf, m.from.csums))
+        }
+        if (!checksums_match(m.file_start, buf, m.from.csums)) {
+            if (!dirty)
+                return false;
             return fail(Errc::MetaCorrupt,
                         "dirty data in bucket " + std::to_string(m.from.bucket) + " of " +
                             data_path +
                             " fails its checksum (damaged on the cache device); nothing was "
                             "changed");
+        }
         if (::pwrite(data_fd, buf.data(), buf.size(), static_cast<off_t>(dst)) !=
             static_cast<ssize_t>(buf.size()))
-            return fail_errno("cannot write dirty data to " + data_path);
+            return fail_errno("cannot write " + std::string(dirty ? "dirty" : "clean") +
+                              " data to " + data_path);
+        return true;
+    };
+    for (auto& m : moves) {
+        if (auto r = copy(m); !r)
+            return fail(r.error());
         out.moved_dirty_bytes += m.from.len;
     }
-    if (!moves.empty())
+    for (auto& m : clean) {
+        auto r = copy(m);
+        if (!r)
+            return fail(r.error());
+        if (*r) {
+            out.kept_clean_bytes += m.from.len;
+            continue;
+        }
+        // Unreadable or damaged: a miss, as the mount would take it. Its
+        // place stays counted in the target (dead space, reclaimed with it).
+        auto& rec = (*buckets)[m.to.bucket].rec;
+        rec.live_bytes -= m.from.len;
+        if ((m.from.flags & meta::kExtentPinned) != 0)
+            rec.pinned_bytes -= m.from.len;
+        out.dropped_clean_bytes += m.from.len;
+        batch.del(meta::Cf::extents, m.key);
+        m.key.clear();
+    }
+    if (!moves.empty() || !clean.empty())
         if (auto r = sync_fd(data_fd, data_path); !r)
             return r;
 
@@ -263,6 +328,9 @@ Result<void> shrink(meta::MetaStore& ms, int data_fd, const std::string& data_pa
     next.cache_size = size;
     for (const auto& m : moves)
         batch.put(meta::Cf::extents, m.key, meta::encode(m.to));
+    for (const auto& m : clean)
+        if (!m.key.empty())
+            batch.put(meta::Cf::extents, m.key, meta::encode(m.to));
     for (auto b : targets)
         batch.put(meta::Cf::buckets, meta::bucket_key(b), meta::encode((*buckets)[b].rec));
     batch.del_range(meta::Cf::buckets, meta::bucket_key(static_cast<std::uint32_t>(keep)),

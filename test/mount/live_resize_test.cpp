@@ -2,11 +2,12 @@
 // (and `set cache_size` on the control file, and its xattr) grows or
 // shrinks the mounted cache. A grow keeps more data cached (fewer misses on
 // a reread); a shrink keeps the dirty data (byte-identical, and it reaches
-// the backing at a flush) and the pinned files (still fully cached); a
-// shrink the dirty data cannot fit in is refused with nothing changed and
-// the reason readable; a bad value changes nothing; the new size is what
-// the next mount starts with unless -o cache_size= says otherwise; and
-// `overcache resize` on the mounted cache points at `overcache set`.
+// the backing at a flush) and the pinned files (still fully cached), and
+// the clean data that fits below the new end (the most recently used
+// first, read afterwards without a miss); a shrink the dirty data cannot fit in is refused with
+// nothing changed and the reason readable; a bad value changes nothing; the new size is what the
+// next mount starts with unless -o cache_size= says otherwise; and `overcache resize` on the
+// mounted cache points at `overcache set`.
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
@@ -210,6 +211,53 @@ TEST_SUITE("live_resize") {
         for (std::size_t i = 0; i < dirty.size(); ++i)
             CHECK(read_file(back + "d" + std::to_string(i)) == dirty[i]);
         // What the shrink left (clean entries past the end) is no damage.
+        m.unmount();
+        auto fsck = cli({"fsck", cache / "c"});
+        CHECK_MESSAGE(fsck.status == 0, fsck.out);
+    }
+
+    TEST_CASE("live resize: a shrink keeps the clean data that still fits below the new end" *
+              doctest::timeout(600)) {
+        require_daemon();
+        TmpDir cache;
+        Mount m("cache=" + (cache / "c") + ",cache_mode=writethrough,cache_size=48M");
+        // Buckets are handed out in order in a new cache: 33 MiB of cold
+        // data fills the ones below a 32M end, the hot data lands past it.
+        const auto cold = backing_files(m, "cold", 11);
+        for (const auto& n : cold)
+            REQUIRE(cli({"prefetch", m.mnt(n)}).status == 0);
+        std::vector<std::string> hot;
+        for (int i = 0; i < 3; ++i) {
+            hot.push_back("hot" + std::to_string(i));
+            write_file(m.root() + "/backing/" + hot.back(),
+                       random_bytes(3 * kMiB, 500 + static_cast<std::uint64_t>(i)));
+            REQUIRE(cli({"prefetch", m.mnt(hot.back())}).status == 0);
+        }
+        m.wait_fills();
+        for (const auto& n : hot)
+            REQUIRE(cached(m.mnt(n)) == 3 * kMiB);
+        // The cold data goes, and a GC pass with a high watermark frees its
+        // buckets: room below the end.
+        for (const auto& n : cold)
+            REQUIRE(cli({"invalidate", m.mnt(n)}).status == 0);
+        REQUIRE(m.control("set gc_high_percent 60\n") == 0);
+        REQUIRE(m.control("set gc_low_percent 50\n") == 0);
+        REQUIRE(cli({"gc", m.mountpoint()}).status == 0);
+        REQUIRE(m.control("set gc_low_percent 5\n") == 0);
+        REQUIRE(m.control("set gc_high_percent 10\n") == 0);
+        REQUIRE(m.stat("buckets_free") >= 20);
+
+        const std::uint64_t moved = m.stat("gc_moved_bytes");
+        auto shrunk = cli({"set", m.mountpoint(), "cache_size", "32M"});
+        REQUIRE_MESSAGE(shrunk.status == 0, shrunk.out);
+        CHECK(m.stat("buckets_total") == 31);
+        CHECK(m.stat("gc_moved_bytes") - moved >= 6 * kMiB); // it was past the end
+        const std::uint64_t misses = m.stat("cache_misses");
+        for (std::size_t i = 0; i < hot.size(); ++i) {
+            CHECK(cached(m.mnt(hot[i])) == 3 * kMiB);
+            CHECK(read_uncached(m.mnt(hot[i])) == random_bytes(3 * kMiB, 500 + i));
+        }
+        CHECK(m.stat("cache_misses") == misses); // every hot read a hit
         m.unmount();
         auto fsck = cli({"fsck", cache / "c"});
         CHECK_MESSAGE(fsck.status == 0, fsck.out);

@@ -316,3 +316,46 @@ TEST_SUITE("store") {
         CHECK(a.free_count() == 4096);
     }
 }
+
+TEST_SUITE("store") {
+    TEST_CASE("Allocator: a live shrink names its clean buckets most recently used first, and "
+              "spares the ones it still means to move") {
+        Ix ix;
+        Allocator a(*ix.ms, 8, kBucket, 0, 4096);
+        a.finish_load();
+        WritePoint fg("fg", false);
+        for (int i = 0; i < 7; ++i) // 0-6 clean, full; 7 stays free
+            REQUIRE(fill(a, *ix.ms, fg) == static_cast<std::uint32_t>(i));
+        // The tick moves with allocations: 5 is touched before 3, then the
+        // last fill (6) is the newest of all but 3 touched after it.
+        a.touch(5);
+        WritePoint other("other", false);
+        REQUIRE(a.alloc(other, 4096)->bucket == 7); // nothing committed: never a candidate
+        a.touch(3);
+
+        REQUIRE(a.retire_from(3)); // 3-7 retire
+        auto clean = a.retiring_clean(8);
+        REQUIRE(clean.size() == 4); // 3, 4, 5, 6: 7 (closed under its write point) holds nothing
+        CHECK(clean[0].bucket == 3);
+        CHECK(clean[0].live == kBucket);
+        CHECK(clean[3].bucket == 4); // never touched since its fill: the oldest
+        CHECK(a.retiring_clean(1).size() == 1);
+        CHECK(a.retiring_clean(1)[0].bucket == 3);
+        CHECK(a.retiring_clean(0).empty());
+
+        // 3 and 6 spared: the other clean ones are freed, these stay held.
+        auto freed = a.reclaim_retiring({3, 6});
+        REQUIRE(freed);
+        CHECK(*freed == 3); // 4, 5 and the empty 7
+        clean = a.retiring_clean(8);
+        REQUIRE(clean.size() == 2);
+        CHECK(((clean[0].bucket == 3 && clean[1].bucket == 6) ||
+               (clean[0].bucket == 6 && clean[1].bucket == 3)));
+        CHECK(a.retiring_busy() == 2);
+        freed = a.reclaim_retiring();
+        REQUIRE(freed);
+        CHECK(*freed == 2);
+        CHECK(a.retiring_clean(8).empty());
+        a.cancel_retire();
+    }
+}

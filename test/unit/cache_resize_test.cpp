@@ -101,6 +101,15 @@ struct Cache {
         return v->has_value();
     }
 
+    // Sets bucket `b`'s LRU tick (as a mount's clean stop records it).
+    void used_at(std::uint32_t b, std::uint64_t tick) {
+        auto rec = bucket(b);
+        rec.last_use = tick;
+        auto batch = ms->batch();
+        batch.put(meta::Cf::buckets, meta::bucket_key(b), meta::encode(rec));
+        REQUIRE(ms->write(batch, true));
+    }
+
     // Writes `len` bytes of file `file` at `start` into `bucket` at `off`,
     // as the write path would: bytes, extent and accounting. `gen_delta`
     // makes the extent stale (written at an older gen).
@@ -220,7 +229,7 @@ TEST_SUITE("store") {
         }
     }
 
-    TEST_CASE("store::resize_cache shrinks: keeps, drops clean and moves dirty past the cut") {
+    TEST_CASE("store::resize_cache shrinks: keeps, moves dirty and clean past the cut") {
         test::TmpDir tmp;
         auto c = config_for(tmp, 16);
         format(c).reset();
@@ -229,7 +238,7 @@ TEST_SUITE("store") {
             Cache k(c.dir);
             a = k.put(1, 0, 8192, 2, 0, false);           // below the cut, clean
             b = k.put(1, 8192, 4096, 3, 4096, true);      // below the cut, dirty
-            k.put(2, 0, 30000, 12, 0, false);             // past it, clean: dropped
+            auto c2 = k.put(2, 0, 30000, 12, 0, false);   // past it, clean: fits, moved
             d1 = k.put(3, 5000, 40000, 13, 0, true);      // past it, dirty: moved
             d2 = k.put(3, 45000, 20000, 14, 40960, true); // another, another bucket
             k.put(4, 0, 4096, 15, 0, false, 1);           // stale: dropped too
@@ -237,8 +246,12 @@ TEST_SUITE("store") {
             REQUIRE(r);
             CHECK(r->new_size == 9 * kBucket);
             CHECK(r->moved_dirty_bytes == 60000);
-            CHECK(r->dropped_clean_bytes == 30000);
+            CHECK(r->kept_clean_bytes == 30000);
+            CHECK(r->dropped_clean_bytes == 0); // the stale entry was no data
             CHECK(k.sb.bucket_count == 8);
+            CHECK(*k.read(2, 30000) == c2);
+            CHECK(k.extent(2, 30000).bucket < 8);
+            CHECK(k.extent(2, 30000).flags == 0);
             CHECK(*k.read(1, 8192) == a);
             CHECK(*k.read(1, 12288) == b);
             auto e1 = k.extent(3, 45000);
@@ -249,9 +262,7 @@ TEST_SUITE("store") {
             CHECK((e2.flags & meta::kExtentDirty) != 0);
             CHECK(*k.read(3, 45000) == d1);
             CHECK(*k.read(3, 65000) == d2);
-            auto v = k.ms->get(meta::Cf::extents, meta::extent_key(2, 30000));
-            CHECK_FALSE(v->has_value());
-            v = k.ms->get(meta::Cf::extents, meta::extent_key(4, 4096));
+            auto v = k.ms->get(meta::Cf::extents, meta::extent_key(4, 4096));
             CHECK_FALSE(v->has_value());
             for (std::uint32_t bk = 8; bk < 16; ++bk)
                 CHECK_FALSE(k.has_bucket_record(bk));
@@ -262,7 +273,7 @@ TEST_SUITE("store") {
                 live += k.bucket(bk).live_bytes;
             }
             CHECK(dirty == 4096 + 60000);
-            CHECK(live == 8192 + 4096 + 60000);
+            CHECK(live == 8192 + 4096 + 60000 + 30000);
         }
         CHECK(file_size(c.dir + "/data") == 9 * kBucket);
         auto reopened = c;
@@ -307,19 +318,62 @@ TEST_SUITE("store") {
         CHECK(k.dump() == before_index);
     }
 
+    TEST_CASE("store::resize_cache shrinks: clean data past the cut is kept while it fits, the "
+              "most recently used first; a damaged copy is dropped") {
+        for (const bool damaged : {false, true}) {
+            CAPTURE(damaged);
+            test::TmpDir tmp;
+            auto c = config_for(tmp, 16);
+            format(c).reset();
+            Cache k(c.dir);
+            for (std::uint32_t bk = 0; bk < 5; ++bk) // 3 free below the cut; 2 stay free
+                k.put(10 + bk, 0, 4096, bk, 0, false);
+            auto older = k.put(5, 0, 60000, 10, 0, false);
+            auto newer = k.put(6, 0, 60000, 11, 0, false, 0, true);
+            k.used_at(10, 20);
+            k.used_at(11, 30);
+            if (damaged) { // its bytes on the cache device no longer match
+                const std::uint64_t at = k.sb.data_offset + 11 * k.sb.bucket_size + 100;
+                REQUIRE(::pwrite(k.fd, "x", 1, static_cast<off_t>(at)) == 1);
+            }
+            auto r = resize_cache(*k.ms, k.fd, k.data, k.sb, 9 * kBucket);
+            REQUIRE(r);
+            CHECK(r->kept_clean_bytes == (damaged ? 0 : 60000));
+            CHECK(r->dropped_clean_bytes == (damaged ? 120000 : 60000));
+            CHECK_FALSE(k.read(5, 60000)); // only one bucket's worth fits
+            if (damaged) {
+                CHECK_FALSE(k.read(6, 60000));
+            } else {
+                CHECK(*k.read(6, 60000) == newer);
+                CHECK(k.extent(6, 60000).flags == meta::kExtentPinned);
+            }
+            std::uint64_t live = 0, pinned = 0;
+            for (std::uint32_t bk = 0; bk < 8; ++bk) {
+                live += k.bucket(bk).live_bytes;
+                pinned += k.bucket(bk).pinned_bytes;
+            }
+            CHECK(live == 5 * 4096 + (damaged ? 0 : 60000));
+            CHECK(pinned == (damaged ? 0 : 60000));
+            (void)older;
+        }
+    }
+
     TEST_CASE("store::resize_cache shrinks: pinned dirty data moves with its flag, pinned clean "
-              "data past the cut is dropped") {
+              "data past the cut that does not fit is dropped") {
         test::TmpDir tmp;
         auto c = config_for(tmp, 16);
         format(c).reset();
         Cache k(c.dir);
-        auto kept = k.put(1, 0, 8192, 2, 0, false, 0, true);   // below the cut: stays pinned
-        k.put(2, 0, 30000, 12, 0, false, 0, true);             // past it, clean: dropped
+        for (std::uint32_t bk = 3; bk < 8; ++bk) // 2 free below the cut: they stay free
+            k.put(10 + bk, 0, 4096, bk, 0, false);
+        auto kept = k.put(1, 0, 8192, 2, 0, false, 0, true); // below the cut: stays pinned
+        k.put(2, 0, 50000, 12, 0, false, 0, true); // past it, clean: no room beside the dirty copy
         auto moved = k.put(3, 0, 20000, 13, 0, true, 0, true); // past it, dirty: moved
         auto r = resize_cache(*k.ms, k.fd, k.data, k.sb, 9 * kBucket);
         REQUIRE(r);
         CHECK(r->moved_dirty_bytes == 20000);
-        CHECK(r->dropped_clean_bytes == 30000);
+        CHECK(r->dropped_clean_bytes == 50000);
+        CHECK(r->kept_clean_bytes == 0);
         CHECK(*k.read(1, 8192) == kept);
         CHECK(*k.read(3, 20000) == moved);
         auto e = k.extent(3, 20000);

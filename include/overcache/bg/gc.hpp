@@ -67,10 +67,12 @@ public:
     virtual Result<MoveOutcome> move(store::WritePoint& wp,
                                      const std::vector<store::BucketUsage>& candidates) = 0;
     // A shrink: copies the extents of `buckets` that must stay (dirty or
-    // pinned) through `wp`, whatever that frees; clean ones stay behind and
+    // pinned) through `wp`, whatever that frees; clean ones too when
+    // `with_clean` (there is room to keep them), else they stay behind and
     // go with their bucket.
     virtual Result<MoveOutcome> evacuate(store::WritePoint& wp,
-                                         const std::vector<store::BucketUsage>& buckets) = 0;
+                                         const std::vector<store::BucketUsage>& buckets,
+                                         bool with_clean) = 0;
 };
 
 class Gc {
@@ -88,12 +90,14 @@ public:
     // Forces a reclaim pass, whatever the watermarks, and a compaction of
     // the extents (tests, `gc`).
     void trigger();
-    // A live shrink's step, on the GC strand: frees the retiring buckets that
-    // are clean (Allocator::reclaim_retiring), has the mover take the dirty
-    // and pinned extents out of the others, frees what that emptied, then
-    // calls `done` with how many retiring buckets are still busy (held,
-    // open, or with writes in flight). Never waits for them. After stop():
-    // ESHUTDOWN.
+    // A live shrink's step, on the GC strand (gc_evacuate.cpp): has the
+    // mover take the dirty and pinned extents out of the retiring buckets,
+    // and the clean data of the most recently used ones while the buckets
+    // below the cut have room to spare for it; frees the retiring buckets
+    // that are clean (Allocator::reclaim_retiring), but those it still
+    // means to move; then calls `done` with how many retiring buckets are
+    // still busy (held, open, or with writes in flight). Never waits for
+    // them. After stop(): ESHUTDOWN.
     void evacuate(std::function<void(Result<std::size_t>)> done);
     // Waits until the work queued on the GC strand so far has run. Never call
     // it from the strand itself.
@@ -110,6 +114,11 @@ private:
     // Moving rounds until `target` free buckets or no progress. Returns the
     // buckets freed.
     std::size_t compact(std::size_t target, bool force);
+    // How many retiring buckets of clean data a shrink can still keep: the
+    // free buckets below the cut past the reserve, the high watermark (so
+    // keeping them never makes GC evict other data) and what the dirty and
+    // pinned data still to move needs; one spare for a partly filled bucket.
+    std::size_t clean_room() const;
 
     Strand strand_;
     store::Allocator& alloc_;

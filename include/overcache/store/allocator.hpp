@@ -286,10 +286,15 @@ public:
     // Retiring buckets, full and without writes in flight, that hold dirty or
     // pinned bytes (the mover takes those out), at most `n`.
     std::vector<BucketUsage> retiring_held(std::size_t n) const;
+    // Retiring buckets, full and without writes in flight, that hold only
+    // clean data, most recently used first, at most `n`: what a shrink
+    // keeps (moves below the cut) while there is room for it.
+    std::vector<BucketUsage> retiring_clean(std::size_t n) const;
     // Frees every retiring bucket reclaim() could free (clean, unpinned, no
-    // write in flight): gen bump, record written, and left off the free
-    // lists. Returns how many.
-    Result<std::size_t> reclaim_retiring();
+    // write in flight) except the ones in `spared` (clean data a shrink
+    // still means to move): gen bump, record written, and left off the
+    // free lists. Returns how many.
+    Result<std::size_t> reclaim_retiring(const std::vector<std::uint32_t>& spared = {});
     // Retiring buckets not yet free and idle (the shrink waits for them).
     std::size_t retiring_busy() const;
     // Gives the retiring buckets back to use (a shrink that stopped).

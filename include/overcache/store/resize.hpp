@@ -17,6 +17,7 @@ struct ResizeOutcome {
     std::uint64_t new_size = 0;
     std::uint64_t dropped_clean_bytes = 0; // clean extents past the new end, dropped
     std::uint64_t moved_dirty_bytes = 0;   // dirty extents past the new end, copied below it
+    std::uint64_t kept_clean_bytes = 0;    // clean extents past the new end, copied below it
 };
 
 // Resizes the cache whose index is `ms` (its superblock `sb`, validated) and
