@@ -17,6 +17,9 @@
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <cerrno>
+#include <cstdint>
+#include <mutex>
+#include <vector>
 
 namespace overcache::bg {
 

@@ -26,6 +26,7 @@
 #include "util/unique_fd.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
