@@ -7,10 +7,10 @@
 #pragma once
 
 #include "cache/cache_core.hpp"
+#include "overcache/bg/executors.hpp"
 #include "overcache/bg/gc.hpp"
 #include "overcache/cache/data_path.hpp"
 
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -56,7 +56,7 @@ private:
     bg::Gc& gc_;
     bg::Strand strand_;
     std::function<void()> changed_;
-    boost::asio::steady_timer timer_; // strand
+    bg::StrandTimer timer_; // strand
     // The resize in flight (strand, once started).
     std::uint64_t target_ = 0;
     std::uint32_t keep_ = 0;

@@ -15,7 +15,6 @@
 #include "overcache/bg/executors.hpp"
 #include "util/unique_fd.hpp"
 
-#include <boost/asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -95,8 +94,6 @@ public:
     ParkedStats stats() const;
 
 private:
-    using Timer = boost::asio::basic_waitable_timer<
-        std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>, bg::Strand>;
     void process();                // on the strand
     void arm();                    // on the strand
     // Takes the head off the queue and answers it with `r` (on the strand).
@@ -105,7 +102,7 @@ private:
     bg::Strand strand_;
     std::atomic<std::int64_t> wait_max_ns_; // set_wait_max: a live setting
     const Ops ops_;
-    Timer timer_; // on the strand
+    bg::StrandTimer timer_; // on the strand
     std::atomic<bool> woken_{false};
 
     mutable std::mutex mu_; // a leaf: held for queue changes only, never across I/O

@@ -11,7 +11,6 @@
 #include "bg/writeback_rate.hpp"
 #include "overcache/bg/executors.hpp"
 
-#include <boost/asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -95,13 +94,7 @@ private:
 
     CacheCore& core_;
     bg::Strand strand_;
-    // Typed on the strand, not on any_io_executor: runs its handlers on the
-    // strand, and keeps Asio's type-erased executor comparison (a g++ 14
-    // -Wnull-dereference false positive) out of the build.
-    boost::asio::basic_waitable_timer<std::chrono::steady_clock,
-                                      boost::asio::wait_traits<std::chrono::steady_clock>,
-                                      bg::Strand>
-        timer_;
+    bg::StrandTimer timer_;
     UniqueFd root_; // the backing root, for reopening files by handle or path
     bool stopped_ = false; // on the strand
     std::atomic<bool> stopping_{false};

@@ -7,9 +7,11 @@
 // global one.
 #pragma once
 
+#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -20,6 +22,13 @@ namespace overcache::bg {
 
 using Executor = boost::asio::io_context::executor_type;
 using Strand = boost::asio::strand<Executor>;
+// A steady timer typed on the strand, not on any_io_executor: its handlers
+// run on the strand, and Asio's type-erased executor comparison (a g++ 14
+// -Wnull-dereference false positive in boost 1.74's any_executor) stays
+// out of the build.
+using StrandTimer =
+    boost::asio::basic_waitable_timer<std::chrono::steady_clock,
+                                      boost::asio::wait_traits<std::chrono::steady_clock>, Strand>;
 
 class IoPool {
 public:
