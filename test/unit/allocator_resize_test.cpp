@@ -13,6 +13,7 @@
 #include "overcache/util/stable_array.hpp"
 #include "tmp_dir.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <doctest/doctest.h>
