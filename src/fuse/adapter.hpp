@@ -113,6 +113,11 @@ struct Adapter {
                                        stat_sampler)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
         stat_sampler.start();
+        // The mount has just reached the backing's root: df has numbers
+        // from the start, should the backing stall before anyone asks.
+        struct statvfs sv {};
+        if (::fstatvfs(inodes.root().fd(), &sv) == 0)
+            last_statfs = sv;
     }
 
     // Half the descriptor limit for pinned inodes; the rest is for open

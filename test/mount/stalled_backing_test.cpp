@@ -4,7 +4,8 @@
 // offline (offline_ok=1, the default), and from then on the mount answers
 // from what it knows without waiting on the backing: stat of names it has
 // looked up, reads of cached data, its control file; uncached data is EIO,
-// every change EROFS, a listing EIO or right. Once the backing answers again
+// every change of a known name EROFS (of a new name EIO, its lookup, or
+// EROFS), a listing EIO or right. Once the backing answers again
 // the mount is back online by itself and sees what changed behind it. With
 // offline_ok=0 a call waits for the backing however long it takes. A
 // backing that fails calls (EIO) instead of hanging never blocks the mount
@@ -732,22 +733,34 @@ TEST_SUITE("stalled_backing") {
             CHECK(right == probes.size());
         }
 
-        // Every change fails at once, read-only.
+        // Every change of a name the mount knows fails at once, read-only.
         const std::pair<const char*, Op> changes[] = {
-            {"create d/new (open O_CREAT)", open_op(s.mnt("d/new"), O_WRONLY | O_CREAT)},
-            {"mkdir d/newdir",
-             call_op("mkdir", [p = s.mnt("d/newdir")] { return ::mkdir(p.c_str(), 0755); })},
             {"unlink d/victim",
              call_op("unlink", [p = s.mnt("d/victim")] { return ::unlink(p.c_str()); })},
-            {"rename d/cold to d/cold2",
-             call_op("rename",
-                     [a = cold, b = s.mnt("d/cold2")] { return ::rename(a.c_str(), b.c_str()); })},
             {"chmod d/hot", call_op("chmod", [hot] { return ::chmod(hot.c_str(), 0600); })},
             {"truncate d/hot", call_op("truncate", [hot] { return ::truncate(hot.c_str(), 0); })},
             {"open d/hot O_WRONLY", open_op(hot, O_WRONLY)},
         };
         for (const auto& [what, op] : changes)
             expect(s.run(op), what, EROFS);
+        // A change that needs a new name fails at once too: the kernel looks
+        // the name up first, and whether it exists only the backing can say
+        // (EIO); or the change itself is refused (EROFS).
+        const std::pair<const char*, Op> new_names[] = {
+            {"create d/new (open O_CREAT)", open_op(s.mnt("d/new"), O_WRONLY | O_CREAT)},
+            {"mkdir d/newdir",
+             call_op("mkdir", [p = s.mnt("d/newdir")] { return ::mkdir(p.c_str(), 0755); })},
+            {"rename d/cold to d/cold2",
+             call_op("rename",
+                     [a = cold, b = s.mnt("d/cold2")] { return ::rename(a.c_str(), b.c_str()); })},
+        };
+        for (const auto& [what, op] : new_names) {
+            const Probe p = s.run(op);
+            INFO(what << ": " << describe(p));
+            CHECK(p.finished);
+            if (p.finished)
+                CHECK((p.err == EROFS || p.err == EIO));
+        }
 
         // Listings are not cached in step 1: EIO or the right names, at once.
         {
