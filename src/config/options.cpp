@@ -347,6 +347,15 @@ const std::vector<Row>& rows() {
         seconds_row({"negative_timeout", T::seconds, "0",
                      "seconds the kernel may cache that a name does not exist"},
                     &Config::negative_timeout),
+        seconds_row({"backing_timeout", T::seconds, "5",
+                     "seconds a call into the backing may take before the backing counts as "
+                     "offline: cached names, attributes and data are then served read-only, and "
+                     "the rest fails at once, until it answers again (0.1 to 3600)"},
+                    &Config::backing_timeout_s),
+        bool_row({"offline_ok", T::boolean, "on",
+                  "serve what the cache holds while the backing is offline; off: requests wait "
+                  "for the backing however long it takes"},
+                 &Config::offline_ok),
         bool_row({"default_permissions", T::boolean, "on",
                   "let the kernel check permissions against the backing's modes"},
                  &Config::default_permissions),
@@ -361,15 +370,6 @@ const std::vector<Row>& rows() {
                   "let device nodes on the backing be opened through the mount (nodev "
                   "otherwise)"},
                  &Config::allow_dev),
-        seconds_row({"backing_timeout", T::seconds, "5",
-                     "seconds a call into the backing may take before the backing counts as "
-                     "offline: cached names, attributes and data are then served read-only, and "
-                     "the rest fails at once, until it answers again (0.1 to 3600)"},
-                    &Config::backing_timeout_s),
-        bool_row({"offline_ok", T::boolean, "on",
-                  "serve what the cache holds while the backing is offline; off: requests wait "
-                  "for the backing however long it takes"},
-                 &Config::offline_ok),
         uint_row({"max_threads", T::uint, "16", "threads serving requests at most (1 to 256)"},
                  &Config::max_threads, 1, 256),
         {{"log_level", T::level, "info",

@@ -113,6 +113,18 @@ Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int fla
     return fh;
 }
 
+// Hands `fh` to the kernel in the reply to an open; 0.
+int reply_open(fuse_req_t req, Adapter& a, fuse_file_info* fi, std::unique_ptr<FileHandle> fh) {
+    // Counted before the reply: RELEASE may follow it at once.
+    ++a.open_files;
+    give_handle(a, fi, std::move(fh));
+    if (fuse_reply_open(req, fi) != 0) {
+        --a.open_files;
+        take_back(a, fi);
+    }
+    return 0;
+}
+
 // An open while the backing is offline: a read-only handle with no backing
 // descriptor, whose reads the cache answers (what it does not hold fails
 // with EIO). Changes are refused (EROFS).
@@ -136,13 +148,7 @@ int open_offline(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi)
     fh->flags = fi->flags;
     fh->open = std::move(out->file);
     fi->keep_cache = out->keep_page_cache ? 1 : 0;
-    ++a.open_files;
-    give_handle(a, fi, std::move(fh));
-    if (fuse_reply_open(req, fi) != 0) {
-        --a.open_files;
-        take_back(a, fi);
-    }
-    return 0;
+    return reply_open(req, a, fi, std::move(fh));
 }
 
 } // namespace
@@ -188,14 +194,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
         fi->keep_cache = keep ? 1 : 0;
-        // Counted before the reply: RELEASE may follow it at once.
-        ++a.open_files;
-        give_handle(a, fi, std::move(fh));
-        if (fuse_reply_open(req, fi) != 0) {
-            --a.open_files;
-            take_back(a, fi);
-        }
-        return 0;
+        return reply_open(req, a, fi, std::move(fh));
     });
 }
 

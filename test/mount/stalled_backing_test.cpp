@@ -128,28 +128,36 @@ Op mtime_op(std::string path) {
     };
 }
 
+// Opens `path` (dropping its pages first with `drop_pages`), reads it to
+// the end into `got` and closes it: {0} or the call that failed.
+Outcome read_whole(const std::string& path, bool drop_pages, std::string& got) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return failed("open");
+    if (drop_pages)
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    char buf[65536];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        got.append(buf, static_cast<std::size_t>(n));
+    if (n < 0) {
+        const Outcome out = failed("read");
+        ::close(fd);
+        return out;
+    }
+    if (::close(fd) != 0)
+        return failed("close");
+    return {};
+}
+
 // Opens `path`, reads it to the end and closes it; compares what it read
 // with `expect`. With `drop_pages` the page cache is dropped first, so every
 // byte comes from the daemon.
 Op read_op(std::string path, std::string expect, bool drop_pages) {
     return [path, want = std::move(expect), drop_pages] {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return failed("open");
-        if (drop_pages)
-            ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
         std::string got;
-        char buf[65536];
-        ssize_t n = 0;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0)
-            got.append(buf, static_cast<std::size_t>(n));
-        if (n < 0) {
-            const Outcome out = failed("read");
-            ::close(fd);
+        if (const Outcome out = read_whole(path, drop_pages, got); out.err != 0)
             return out;
-        }
-        if (::close(fd) != 0)
-            return failed("close");
         return Outcome{0, compare_bytes(got, want)};
     };
 }
@@ -157,21 +165,9 @@ Op read_op(std::string path, std::string expect, bool drop_pages) {
 // The whole of a file as text (the control file: size 0, read to EOF).
 Op text_op(std::string path) {
     return [path] {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return failed("open");
         std::string got;
-        char buf[65536];
-        ssize_t n = 0;
-        while ((n = ::read(fd, buf, sizeof buf)) > 0)
-            got.append(buf, static_cast<std::size_t>(n));
-        if (n < 0) {
-            const Outcome out = failed("read");
-            ::close(fd);
+        if (const Outcome out = read_whole(path, false, got); out.err != 0)
             return out;
-        }
-        if (::close(fd) != 0)
-            return failed("close");
         return Outcome{0, got};
     };
 }
