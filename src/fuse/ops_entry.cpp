@@ -153,7 +153,6 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("backing_state", g.online ? "online" : "offline");
     lines.emplace_back("backing_timeouts", std::to_string(g.timeouts));
     lines.emplace_back("backing_offline_total", std::to_string(g.offline_total));
-    lines.emplace_back("backing_offline_refused", std::to_string(g.refused));
     lines.emplace_back("backing_offline_seconds",
                        std::to_string(static_cast<std::uint64_t>(g.offline_seconds)));
     a.commands.add_stats(lines);
