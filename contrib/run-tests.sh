@@ -7,6 +7,7 @@
 #   contrib/run-tests.sh --tsan     # the executor and unit tests with TSan in build-tsan/
 #   contrib/run-tests.sh --writeback  # the mount tests again, every mount in
 #                                     # cache_mode=writeback (build-test/)
+#   contrib/run-tests.sh --unit     # everything built (build-test/), the unit tests run
 # Tests are built with -Dtests=enabled: a missing test dependency (doctest)
 # fails the setup instead of leaving nothing to run, and a run of 0 tests
 # fails. With OVERCACHE_TESTS_NO_SKIP=1 (CI sets it) a skipped test fails
@@ -30,8 +31,9 @@ case "${1:-}" in
     # Tests that choose a cache mode keep it; every other mount is writeback.
     --writeback) suites=(--suite mount)
                  export OVERCACHE_TEST_EXTRA_OPTIONS=cache_mode=writeback ;;
+    --unit) suites=(--suite unit) ;;
     "") ;;
-    *) echo "usage: $0 [--asan|--tsan|--writeback]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--asan|--tsan|--writeback|--unit]" >&2; exit 2 ;;
 esac
 
 start=$SECONDS

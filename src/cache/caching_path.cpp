@@ -193,6 +193,8 @@ public:
     }
 
     using DataPath::open;
+    Result<OpenOut> open_offline(const struct stat& st, int open_flags,
+                                 const FilePolicy& policy) override;
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
                          const FilePolicy& policy) override;
     bool has_path_settings() const override { return core_.policy.any(); }
@@ -242,7 +244,13 @@ public:
     void show_attrs(FileRef file, struct stat& st) override {
         if (core_.dirty.size() == 0)
             return;
-        if (auto v = core_.dirty.find(core_.key_of(file.fd, file.st)))
+        // Without a descriptor (the backing offline) only a filesystem
+        // seen before has a key: learning one needs the backing.
+        const auto key = file.fd >= 0 ? std::optional(core_.key_of(file.fd, file.st))
+                                       : core_.known_key(file.st.st_dev, file.st.st_ino);
+        if (!key)
+            return;
+        if (auto v = core_.dirty.find(*key))
             overlay(st, *v);
     }
     bool keep_mtime(FileRef file, const struct timespec& mtime) override;
@@ -467,6 +475,41 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
     return OpenOut{
         std::make_unique<CachedFile>(fd, std::move(ref), (open_flags & O_DSYNC) != 0, policy),
         keep};
+}
+
+Result<OpenOut> CachingPath::open_offline(const struct stat& st, int open_flags,
+                                          const FilePolicy& policy) {
+    // The file's key needs its filesystem's id, which only a backing call
+    // could learn for a filesystem never seen.
+    const auto key = core_.known_key(st.st_dev, st.st_ino);
+    if (!key)
+        return fail_sys(EIO, "the backing is offline and the file was never cached");
+    StateRef ref = core_.files.acquire(*key);
+    FileState& fs = *ref;
+    bool keep = false;
+    {
+        // No backing_mu: a writeback batch stuck in the backing holds it.
+        std::lock_guard lk(fs.mu);
+        if (auto r = core_.records.load(fs); !r)
+            return fail(std::move(r).error());
+        if (!fs.rec)
+            return fail_sys(EIO, "the backing is offline and the file was never cached");
+        if (fs.ahead.load()) {
+            // Dirty: the cache holds the newest version; its size is ours.
+            keep = true;
+        } else {
+            // Clean: the cache's extents must be of the version the mount
+            // last saw (`st`); if not they go, and reads fail.
+            auto changed = core_.records.revalidate(fs, st);
+            if (!changed)
+                return fail(std::move(changed).error());
+            keep = !*changed && (fs.rec->flags & meta::kFileKernelPagesStale) == 0;
+            if (fs.opens.load() == 0)
+                fs.size.store(static_cast<std::uint64_t>(st.st_size));
+        }
+    }
+    (void)open_flags;
+    return OpenOut{std::make_unique<CachedFile>(-1, std::move(ref), false, policy), keep};
 }
 
 ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {

@@ -78,6 +78,14 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     const bool uncached = !ahead && (st.uncached.load() || core_.degraded.load());
     if (ahead && off >= fsize)
         return ReadOut{-1, 0, 0}; // past the end the mount shows
+    // An open made while the backing was offline has no backing file:
+    // what the cache does not hold cannot be read, and the size the mount
+    // saw last is the end.
+    const bool offline = f.fd() < 0;
+    if (offline && off >= fsize)
+        return ReadOut{-1, 0, 0};
+    if (offline && uncached)
+        return fail_sys(EIO, "the backing is offline and the file is not cached");
     if (uncached || off >= fsize) {
         // Past what we know of the file, or a file we do not cache: the
         // backing answers, spliced.
@@ -114,6 +122,12 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             continue;
         }
         all_hit = false;
+        if (offline) {
+            ++core_.c.misses;
+            if (done == 0)
+                return fail_sys(EIO, "the backing is offline and the range is not cached");
+            return ReadOut{-1, 0, static_cast<std::size_t>(done)};
+        }
         // A write may have made the file dirty since the read began: its
         // bytes must be in the reply if it committed before this chunk.
         ahead = ahead || st.ahead.load();
@@ -135,7 +149,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             break;
         }
     }
-    if (!short_read && !ahead && end < off + size) {
+    if (!short_read && !ahead && !offline && end < off + size) {
         // The read crosses the size we know: the backing has the last word.
         ssize_t n = pread_upto(f.fd(), buf + done, off + size - end, end);
         if (n > 0)

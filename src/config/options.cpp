@@ -347,6 +347,15 @@ const std::vector<Row>& rows() {
         seconds_row({"negative_timeout", T::seconds, "0",
                      "seconds the kernel may cache that a name does not exist"},
                     &Config::negative_timeout),
+        seconds_row({"backing_timeout", T::seconds, "5",
+                     "seconds a call into the backing may take before the backing counts as "
+                     "offline: cached names, attributes and data are then served read-only, and "
+                     "the rest fails at once, until it answers again (0.1 to 3600)"},
+                    &Config::backing_timeout_s),
+        bool_row({"offline_ok", T::boolean, "on",
+                  "serve what the cache holds while the backing is offline; off: requests wait "
+                  "for the backing however long it takes"},
+                 &Config::offline_ok),
         bool_row({"default_permissions", T::boolean, "on",
                   "let the kernel check permissions against the backing's modes"},
                  &Config::default_permissions),
@@ -560,6 +569,8 @@ Result<void> check_config(const Config& c) {
                                         std::to_string(c.gc_high_percent) + ")");
     if (c.fill_size > c.bucket_size)
         return fail(Errc::BadValue, "option fill_size must not exceed bucket_size");
+    if (c.backing_timeout_s < 0.1 || c.backing_timeout_s > 3600)
+        return fail(Errc::BadValue, "option backing_timeout must be from 0.1 to 3600 seconds");
     return {};
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "backing/creds.hpp"
+#include "backing/gate.hpp"
 #include "control/command_runner.hpp"
 #include "control/control_file.hpp"
 #include "control/settings.hpp"
@@ -21,13 +22,16 @@
 #include <atomic>
 #include <cstdint>
 #include <dirent.h>
+#include <functional>
 #include <fuse_lowlevel.h>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unordered_map>
+#include <vector>
 
 namespace overcache::fuse {
 
@@ -66,7 +70,10 @@ std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& dat
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
 struct FileHandle {
+    // The backing file; none for an open made while the backing was
+    // offline (read-only, served from the cache).
     UniqueFd fd;
+    int flags = 0; // the open's flags (a FLUSH request does not carry them)
     std::unique_ptr<cache::OpenFile> open;
     bool control = false;
     std::string control_text; // the control file's text as of open
@@ -88,10 +95,17 @@ struct DirHandle {
     struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
 };
 
+// The gate's settings from the mount's options.
+backing::Gate::Options gate_options(const config::Config& c) noexcept;
+// Asks the backing whether it answers: statfs of its root (a dup of
+// `root_fd`, owned by the probe), which no kernel cache answers.
+std::function<int()> backing_probe(int root_fd);
+
 struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
+          gate(gate_options(config), backing_probe(inodes.root().fd())),
           timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
           // The sampler is constructed after the target but used by it only
           // once requests arrive.
@@ -99,6 +113,11 @@ struct Adapter {
                                        stat_sampler)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
         stat_sampler.start();
+        // The mount has just reached the backing's root: df has numbers
+        // from the start, should the backing stall before anyone asks.
+        struct statvfs sv {};
+        if (::fstatvfs(inodes.root().fd(), &sv) == 0)
+            last_statfs = sv;
     }
 
     // Half the descriptor limit for pinned inodes; the rest is for open
@@ -115,6 +134,8 @@ struct Adapter {
     const config::Config cfg;
     cache::DataPath& data;
     InodeTable inodes;
+    // Calls into the backing that may stall run through it (ops_backing.cpp).
+    backing::Gate gate;
     KernelTimeouts timeouts;
     control::Settings settings;
     PageInvalidator invalidator;
@@ -126,6 +147,10 @@ struct Adapter {
     // goes away first.
     HandleTable<FileHandle> files;
     HandleTable<DirHandle> dirs;
+
+    // The backing's statfs as last answered, for df while it is offline.
+    std::mutex last_statfs_mu;
+    std::optional<struct statvfs> last_statfs; // guarded by last_statfs_mu
 
     // The kernel buffers writes (FUSE's writeback cache, negotiated at
     // INIT): it may read through any handle it writes through.
@@ -178,12 +203,23 @@ inline bool is_control_name(fuse_ino_t parent, const char* name) noexcept {
     return parent == kRootIno && std::string_view(name) == kControlName;
 }
 
-// Takes the requesting process's uid, gid and groups for the scope, when
-// `active` (creating files always; everything when the kernel does not check
-// permissions because default_permissions is off).
+// The requesting process's uid, gid and groups, when `active` (creating
+// files always; everything when the kernel does not check permissions
+// because default_permissions is off); a value, so that a gate thread can
+// take it on.
+struct CallerId {
+    bool active = false;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+};
+CallerId caller_id(fuse_req_t req, bool active);
+
+// Takes a caller's identity on this thread for the scope.
 class CallerScope {
 public:
-    CallerScope(fuse_req_t req, bool active);
+    CallerScope(fuse_req_t req, bool active) : CallerScope(caller_id(req, active)) {}
+    explicit CallerScope(const CallerId& who);
 
 private:
     std::optional<backing::AsCaller> as_;
@@ -193,9 +229,14 @@ inline bool check_as_caller(const Adapter& a) noexcept {
     return !a.cfg.default_permissions;
 }
 
-// Looks `name` up in `parent` on the backing and counts a kernel lookup of
-// it. 0 or errno.
-int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e);
+// Looks `name` up in `parent` on the backing (as `who`) and counts a kernel
+// lookup of it. 0, an errno, or kNoAnswer (backing_calls.hpp) when `gated`
+// and the backing did not answer in time.
+int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e,
+                 const CallerId& who = {}, bool gated = true);
+// The mount's answer to a lookup while the backing is offline: the entry
+// last seen under `name`, or EIO.
+int lookup_offline(Adapter& a, fuse_ino_t parent, const char* name, fuse_entry_param& e);
 // Sends an entry reply; if the kernel did not take it, undoes the lookup.
 void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e);
 void control_attr(struct stat& st) noexcept;

@@ -11,9 +11,14 @@
 // over 100 000 files). A pinned fd keeps its backing inode allocated, so
 // (st_dev, st_ino) cannot be reused while its entry exists; a file handle
 // carries a generation, so a reused inode number fails to open (ESTALE).
-// Lock order: mutex_ is a leaf; no system call is made with it held.
+// Each entry also keeps the attributes and the name the backing last gave
+// it, so that a lookup or getattr can be answered while the backing is
+// offline (see backing/gate.hpp). They are never used while it answers.
+// Lock order: mutex_, then an Inode's attr_mu_; no system call is made with
+// either held.
 #include "fuse/inode_table.hpp"
 
+#include <cstring>
 #include <fcntl.h>
 
 namespace overcache::fuse {
@@ -31,11 +36,47 @@ std::vector<char> handle_of(int fd) {
     return buf;
 }
 
+std::string name_key(Ino parent, std::string_view name) {
+    std::string k(sizeof parent, '\0');
+    std::memcpy(k.data(), &parent, sizeof parent);
+    k.append(name);
+    return k;
+}
+
 UniqueFd open_dir(int path_fd) {
     return UniqueFd(::openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
 } // namespace
+
+void Inode::note_attr(const struct stat& st) const {
+    std::lock_guard lk(attr_mu_);
+    attr_ = st;
+    has_attr_ = true;
+}
+
+std::optional<struct stat> Inode::last_attr() const {
+    std::lock_guard lk(attr_mu_);
+    if (!has_attr_)
+        return std::nullopt;
+    return attr_;
+}
+
+void InodeTable::place_locked(Inode& inode, Ino parent, std::string_view name) {
+    if (inode.ino_ == kRootIno || parent == 0)
+        return;
+    if (!name.empty()) {
+        const Ino old_parent = inode.parent_.load(std::memory_order_relaxed);
+        if (!inode.name_.empty()) {
+            auto old = by_name_.find(name_key(old_parent, inode.name_));
+            if (old != by_name_.end() && old->second == inode.ino_)
+                by_name_.erase(old);
+        }
+        inode.name_.assign(name);
+        by_name_[name_key(parent, name)] = inode.ino_;
+    }
+    inode.parent_.store(parent, std::memory_order_relaxed);
+}
 
 InodeTable::InodeTable(UniqueFd root_fd, const struct stat& root_st, std::size_t max_pinned)
     : max_pinned_(max_pinned) {
@@ -43,6 +84,7 @@ InodeTable::InodeTable(UniqueFd root_fd, const struct stat& root_st, std::size_t
     root_ = std::make_shared<Inode>(kRootIno, src, root_st.st_mode & S_IFMT);
     root_->fd_ = std::move(root_fd);
     root_->nlookup_ = 1;
+    root_->note_attr(root_st);
     by_ino_.emplace(kRootIno, root_);
     by_src_.emplace(src, kRootIno);
     pinned_ = 1;
@@ -77,15 +119,16 @@ InodeRef InodeTable::get(Ino ino) const {
     return InodeRef(std::move(inode), UniqueFd(fd));
 }
 
-InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent) {
+InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent,
+                            std::string_view name) {
     const SrcId src{st.st_dev, st.st_ino};
     std::unique_lock lock(mutex_);
     if (auto it = by_src_.find(src); it != by_src_.end()) {
         std::shared_ptr<Inode> inode = by_ino_.at(it->second);
         ++inode->nlookup_;
-        if (parent != 0 && inode->ino_ != kRootIno)
-            inode->parent_.store(parent, std::memory_order_relaxed);
+        place_locked(*inode, parent, name);
         lock.unlock();
+        inode->note_attr(st);
         if (inode->pinned()) {
             const int pinned_fd = inode->fd_.get();
             return InodeRef(std::move(inode), pinned_fd); // `fd` closes here
@@ -116,9 +159,9 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent) {
     if (auto it = by_src_.find(src); it != by_src_.end()) {
         std::shared_ptr<Inode> other = by_ino_.at(it->second);
         ++other->nlookup_;
-        if (parent != 0 && other->ino_ != kRootIno)
-            other->parent_.store(parent, std::memory_order_relaxed);
+        place_locked(*other, parent, name);
         lock.unlock();
+        other->note_attr(st);
         if (other->pinned()) {
             const int pinned_fd = other->fd_.get();
             return InodeRef(std::move(other), pinned_fd);
@@ -133,7 +176,7 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent) {
     const Ino ino = next_ino_;
     auto fresh = std::make_shared<Inode>(ino, src, st.st_mode & S_IFMT);
     fresh->nlookup_ = 1;
-    fresh->parent_.store(parent, std::memory_order_relaxed);
+    fresh->note_attr(st);
     const bool keeps_fd = mount_fd < 0; // over budget, but no handle: pin anyway
     if (!keeps_fd) {
         fresh->handle_ = std::move(handle);
@@ -149,6 +192,7 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent) {
         throw;
     }
     ++next_ino_;
+    place_locked(*fresh, parent, name); // after the inserts: it may throw too, harmlessly
     if (keeps_fd) {
         fresh->fd_ = std::move(fd);
         ++pinned_;
@@ -174,18 +218,71 @@ void InodeTable::forget(Ino ino, std::uint64_t n) noexcept {
     inode.nlookup_ = 0;
     if (inode.pinned())
         --pinned_;
+    if (!inode.name_.empty()) {
+        auto named = by_name_.find(name_key(inode.parent(), inode.name_));
+        if (named != by_name_.end() && named->second == ino)
+            by_name_.erase(named);
+    }
     by_src_.erase(inode.src_);
     dropped = std::move(it->second);
     by_ino_.erase(it);
 }
 
-void InodeTable::reparent(SrcId src, Ino parent) noexcept {
+void InodeTable::reparent(SrcId src, Ino parent, std::string_view name) noexcept {
     std::lock_guard lock(mutex_);
     auto it = by_src_.find(src);
     if (it == by_src_.end() || it->second == kRootIno)
         return;
-    if (auto in = by_ino_.find(it->second); in != by_ino_.end())
-        in->second->parent_.store(parent, std::memory_order_relaxed);
+    if (auto in = by_ino_.find(it->second); in != by_ino_.end()) {
+        try {
+            place_locked(*in->second, parent, name);
+        } catch (...) {
+            // Out of memory for the name: the parent still follows.
+            in->second->parent_.store(parent, std::memory_order_relaxed);
+        }
+    }
+}
+
+void InodeTable::unname(Ino parent, std::string_view name) noexcept {
+    try {
+        std::lock_guard lock(mutex_);
+        auto it = by_name_.find(name_key(parent, name));
+        if (it == by_name_.end())
+            return;
+        if (auto in = by_ino_.find(it->second); in != by_ino_.end())
+            in->second->name_.clear();
+        by_name_.erase(it);
+    } catch (...) {
+        // name_key's allocation: nothing was changed.
+    }
+}
+
+std::optional<InodeTable::Known> InodeTable::lookup_known(Ino parent, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    auto it = by_name_.find(name_key(parent, name));
+    if (it == by_name_.end())
+        return std::nullopt;
+    auto in = by_ino_.find(it->second);
+    if (in == by_ino_.end())
+        return std::nullopt;
+    Inode& inode = *in->second;
+    auto attr = inode.last_attr();
+    if (!attr)
+        return std::nullopt;
+    ++inode.nlookup_;
+    return Known{inode.ino_, *attr};
+}
+
+std::optional<struct stat> InodeTable::attr_of(Ino ino) const {
+    std::shared_ptr<const Inode> inode;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = by_ino_.find(ino);
+        if (it == by_ino_.end())
+            return std::nullopt;
+        inode = it->second;
+    }
+    return inode->last_attr();
 }
 
 std::optional<InodeTable::Link> InodeTable::link_of(Ino ino) const {

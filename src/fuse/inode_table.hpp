@@ -14,6 +14,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unordered_map>
@@ -56,6 +58,11 @@ public:
     // it (fuse/path_policy.cpp) without asking the backing.
     Ino parent() const noexcept { return parent_.load(std::memory_order_relaxed); }
 
+    // The attributes the backing last gave for this file (lookup, getattr),
+    // kept to answer while the backing is offline; empty before any.
+    void note_attr(const struct stat& st) const;
+    std::optional<struct stat> last_attr() const;
+
 private:
     friend class InodeTable;
     const Ino ino_;
@@ -69,6 +76,10 @@ private:
     int mount_fd_ = -1;         // borrowed from InodeTable::mount_fds_
     std::uint64_t nlookup_ = 0; // guarded by InodeTable::mutex_
     std::atomic<Ino> parent_{0};
+    std::string name_; // guarded by InodeTable::mutex_: its name in parent_, if known
+    mutable std::mutex attr_mu_;
+    mutable struct stat attr_ {}; // guarded by attr_mu_
+    mutable bool has_attr_ = false; // guarded by attr_mu_
 };
 
 // An inode as an operation uses it: the entry, kept alive, and an O_PATH fd
@@ -95,6 +106,8 @@ public:
     Ino parent() const noexcept { return inode_->parent(); }
     bool is_dir() const noexcept { return S_ISDIR(type()); }
     bool is_symlink() const noexcept { return S_ISLNK(type()); }
+    void note_attr(const struct stat& st) const { inode_->note_attr(st); }
+    std::optional<struct stat> last_attr() const { return inode_->last_attr(); }
 
 private:
     std::shared_ptr<const Inode> inode_;
@@ -118,12 +131,29 @@ public:
 
     // Counts one kernel lookup of the file `fd` refers to (`st` is its
     // lstat): the existing entry for (st_dev, st_ino), or a new one.
-    // `parent`: the directory it was found in (0: unknown, left as it was).
-    InodeRef lookup(UniqueFd fd, const struct stat& st, Ino parent = 0);
+    // `parent`: the directory it was found in (0: unknown, left as it was),
+    // `name` its name there (remembered for lookups while the backing is
+    // offline). `st` becomes the entry's last attributes.
+    InodeRef lookup(UniqueFd fd, const struct stat& st, Ino parent = 0,
+                    std::string_view name = {});
 
-    // The file (st_dev, st_ino) now has its name in `parent` (a rename
+    // While the backing is offline: the entry last looked up as `name` in
+    // `parent`, with its last attributes, counting one kernel lookup of it,
+    // without opening anything; empty if none is known.
+    struct Known {
+        Ino ino = 0;
+        struct stat attr {};
+    };
+    std::optional<Known> lookup_known(Ino parent, std::string_view name);
+    // The last attributes of `ino`, without opening anything.
+    std::optional<struct stat> attr_of(Ino ino) const;
+
+    // The file (st_dev, st_ino) now has its name `name` in `parent` (a rename
     // through the mount); nothing if the kernel does not know the file.
-    void reparent(SrcId src, Ino parent) noexcept;
+    void reparent(SrcId src, Ino parent, std::string_view name = {}) noexcept;
+    // `name` in `parent` is gone (unlink, rmdir, the target of a rename
+    // through the mount): an offline lookup must not find it.
+    void unname(Ino parent, std::string_view name) noexcept;
     // Without opening anything: `ino`'s backing identity and parent.
     struct Link {
         SrcId src;
@@ -140,9 +170,15 @@ public:
     std::size_t pinned() const;
 
 private:
+    // Under mutex_: `inode` was found as `name` (if not empty) in `parent`
+    // (if not 0).
+    void place_locked(Inode& inode, Ino parent, std::string_view name);
+
     mutable std::mutex mutex_;
     std::unordered_map<Ino, std::shared_ptr<Inode>> by_ino_; // guarded by mutex_
     std::unordered_map<SrcId, Ino, SrcIdHash> by_src_;       // guarded by mutex_
+    // (parent, name) -> the entry last seen under it; one name per entry.
+    std::unordered_map<std::string, Ino> by_name_;          // guarded by mutex_
     std::unordered_map<dev_t, UniqueFd> mount_fds_;          // guarded by mutex_; never shrinks
     Ino next_ino_ = kFirstIno;                               // guarded by mutex_
     std::size_t pinned_ = 0;                                 // guarded by mutex_

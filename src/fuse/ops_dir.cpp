@@ -9,6 +9,7 @@
 // lookup for every entry it returns and undoes the ones that did not fit.
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
+#include "fuse/backing_calls.hpp"
 #include "fuse/reply.hpp"
 #include "util/log.hpp"
 
@@ -31,6 +32,8 @@ enum class NodeKind { mknod, mkdir, symlink };
 int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind, mode_t mode,
               dev_t rdev, const char* link) {
     Adapter& a = adapter_of(req);
+    if (const int refused = unless_online(a, EROFS))
+        return refused;
     if (is_control_name(parent, name))
         return EEXIST;
     InodeRef dir = a.inodes.get(parent);
@@ -55,7 +58,7 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     }
     fuse_entry_param e{};
     if (const int err = lookup_entry(a, *dir, name, e))
-        return err;
+        return or_eio(err);
     reply_entry(req, a, e);
     return 0;
 }
@@ -82,6 +85,10 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                 bool plus) {
     guarded(req, plus ? "readdirplus" : "readdir", [&] {
         Adapter& a = adapter_of(req);
+        // Listings are not kept: an offline backing lists nothing (an
+        // open DIR would wait for it).
+        if (const int refused = unless_online(a, EIO))
+            return refused;
         DirHandle& dh = dir_of(fi);
         InodeRef dir = a.inodes.get(ino);
         if (!dir)
@@ -124,7 +131,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                     e.attr.st_ino = dh.entry->d_ino;
                     e.attr.st_mode = static_cast<mode_t>(dh.entry->d_type) << 12;
                 } else {
-                    const int lerr = lookup_entry(a, *dir, name, e);
+                    const int lerr = lookup_entry(a, *dir, name, e, {}, false);
                     if (lerr == ENOENT) {
                         // Removed since readdir saw it: leave it out.
                         dh.entry = nullptr;
@@ -193,6 +200,8 @@ void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char*
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
     guarded(req, "link", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (ino == kControlIno)
             return EPERM;
         if (is_control_name(newparent, newname))
@@ -218,7 +227,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         change.reset(); // before the lookup, whose reply shows the record
         fuse_entry_param e{};
         if (const int err = lookup_entry(a, *dir, newname, e))
-            return err;
+            return or_eio(err);
         reply_entry(req, a, e);
         return 0;
     });
@@ -227,6 +236,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
     guarded(req, "unlink", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (is_control_name(parent, name))
             return EPERM;
         InodeRef dir = a.inodes.get(parent);
@@ -242,6 +253,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         auto change = losing_name(a, fd->get(), before);
         if (::unlinkat(dir->fd(), name, 0) != 0)
             return errno;
+        a.inodes.unname(parent, name);
         lost_name(a, fd->get(), before, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
@@ -251,6 +263,8 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
     guarded(req, "rmdir", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (is_control_name(parent, name))
             return EPERM;
         InodeRef dir = a.inodes.get(parent);
@@ -269,6 +283,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
                 gone = std::move(*g);
         if (::unlinkat(dir->fd(), name, AT_REMOVEDIR) != 0)
             return errno;
+        a.inodes.unname(parent, name);
         if (gone)
             if (auto r = a.data.set_path_settings(cache::FileRef{gone.get(), gone_st}, {}); !r)
                 log::warn("rmdir: cannot drop the settings of ", name, ": ", to_string(r.error()));
@@ -281,6 +296,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
                const char* newname, unsigned int flags) noexcept {
     guarded(req, "rename", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (is_control_name(parent, name) || is_control_name(newparent, newname))
             return EPERM;
         if ((flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0)
@@ -345,12 +362,16 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             return errno;
         // Per-path policy is inherited along the parent the inode table
         // keeps: the moved files now inherit from their new directory.
+        // The names, for lookups while the backing is offline: the target's
+        // old file lost its name, the source's name is free unless swapped.
+        a.inodes.unname(newparent, newname);
+        a.inodes.unname(parent, name);
         struct stat moved {};
         if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0)
-            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent);
+            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent, newname);
         if ((flags & RENAME_EXCHANGE) != 0 &&
             ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0)
-            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent);
+            a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent, name);
         for (auto& [moves, change] : changes)
             if (change)
                 (void)change->finish(moves);
@@ -365,6 +386,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     guarded(req, "opendir", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EIO))
+            return refused;
         if (ino == kControlIno)
             return ENOTDIR;
         InodeRef inode = a.inodes.get(ino);

@@ -7,6 +7,7 @@
 // noexcept and replies once through guarded() (see reply.hpp).
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
+#include "fuse/backing_calls.hpp"
 #include "fuse/reply.hpp"
 
 #include <cstring>
@@ -19,37 +20,73 @@
 
 namespace overcache::fuse {
 
-CallerScope::CallerScope(fuse_req_t req, bool active) {
+CallerId caller_id(fuse_req_t req, bool active) {
+    CallerId who;
     if (!active || !backing::can_switch_credentials())
-        return;
+        return who;
     const fuse_ctx* ctx = fuse_req_ctx(req);
     if (ctx->uid == 0 && ctx->gid == 0)
-        return;
-    thread_local std::vector<gid_t> groups(64);
-    int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
-    if (n > static_cast<int>(groups.size())) {
-        groups.resize(static_cast<std::size_t>(n));
-        n = fuse_req_getgroups(req, n, groups.data());
+        return who;
+    who.active = true;
+    who.uid = ctx->uid;
+    who.gid = ctx->gid;
+    who.groups.resize(64);
+    int n = fuse_req_getgroups(req, static_cast<int>(who.groups.size()), who.groups.data());
+    if (n > static_cast<int>(who.groups.size())) {
+        who.groups.resize(static_cast<std::size_t>(n));
+        n = fuse_req_getgroups(req, n, who.groups.data());
     }
     // The process may be gone (n < 0): it then gets no supplementary groups.
-    const std::size_t count =
-        n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), groups.size()) : 0;
-    as_.emplace(ctx->uid, ctx->gid, std::span<const gid_t>(groups.data(), count));
+    who.groups.resize(n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), who.groups.size())
+                            : 0);
+    return who;
 }
 
-int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e) {
-    auto fd = backing::open_path(parent.fd(), name);
-    if (!fd)
-        return errno_of(fd.error());
+CallerScope::CallerScope(const CallerId& who) {
+    if (who.active)
+        as_.emplace(who.uid, who.gid, std::span<const gid_t>(who.groups.data(), who.groups.size()));
+}
+
+int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e,
+                 const CallerId& who, bool gated) {
+    UniqueFd fd;
     struct stat st {};
-    if (const int err = backing::stat_fd(fd->get(), st))
-        return err;
+    if (gated) {
+        if (const int err = gated_open_path(a, parent.fd(), name, who, fd, st))
+            return err;
+    } else {
+        CallerScope as(who);
+        auto opened = backing::open_path(parent.fd(), name);
+        if (!opened)
+            return errno_of(opened.error());
+        if (const int err = backing::stat_fd(opened->get(), st))
+            return err;
+        fd = std::move(*opened);
+    }
+    const struct stat seen = st;
+    InodeRef inode = a.inodes.lookup(std::move(fd), seen, parent.ino(), name);
     if (S_ISREG(st.st_mode))
-        a.data.show_attrs(cache::FileRef{fd->get(), st}, st);
-    InodeRef inode = a.inodes.lookup(std::move(*fd), st, parent.ino());
+        a.data.show_attrs(cache::FileRef{inode->fd(), seen}, st);
     std::memset(&e, 0, sizeof e);
     e.ino = inode->ino();
     e.generation = 0; // numbers are never reused within a mount
+    e.attr = st;
+    e.attr_timeout = a.timeouts.attr;
+    e.entry_timeout = a.timeouts.entry;
+    return 0;
+}
+
+int lookup_offline(Adapter& a, fuse_ino_t parent, const char* name, fuse_entry_param& e) {
+    if (!a.gate.offline_ok())
+        return EIO;
+    auto known = a.inodes.lookup_known(parent, name);
+    if (!known)
+        return EIO; // never seen: whether it exists is the backing's to say
+    struct stat st = known->attr;
+    if (S_ISREG(st.st_mode))
+        a.data.show_attrs(cache::FileRef{-1, known->attr}, st);
+    std::memset(&e, 0, sizeof e);
+    e.ino = known->ino;
     e.attr = st;
     e.attr_timeout = a.timeouts.attr;
     e.entry_timeout = a.timeouts.entry;
@@ -112,6 +149,12 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
+    const backing::Gate::Stats g = a.gate.stats();
+    lines.emplace_back("backing_state", g.online ? "online" : "offline");
+    lines.emplace_back("backing_timeouts", std::to_string(g.timeouts));
+    lines.emplace_back("backing_offline_total", std::to_string(g.offline_total));
+    lines.emplace_back("backing_offline_seconds",
+                       std::to_string(static_cast<std::uint64_t>(g.offline_seconds)));
     a.commands.add_stats(lines);
     lines.insert(lines.end(), r.windows.begin(), r.windows.end());
     return lines;
@@ -127,11 +170,15 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
             fuse_reply_entry(req, &e);
             return 0;
         }
-        InodeRef dir = a.inodes.get(parent);
-        if (!dir)
-            return ESTALE;
-        CallerScope as(req, check_as_caller(a));
-        const int err = lookup_entry(a, *dir, name, e);
+        int err = kNoAnswer;
+        if (a.gate.online()) {
+            InodeRef dir = a.inodes.get(parent);
+            if (!dir)
+                return ESTALE;
+            err = lookup_entry(a, *dir, name, e, caller_id(req, check_as_caller(a)));
+        }
+        if (err == kNoAnswer)
+            err = lookup_offline(a, parent, name, e);
         if (err == ENOENT && a.timeouts.negative > 0) {
             std::memset(&e, 0, sizeof e);
             e.entry_timeout = a.timeouts.negative;
@@ -168,21 +215,37 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return 0;
         }
         // An open handle answers without the inode's path fd (an unlinked
-        // file may have no way back to it but its open descriptor).
+        // file may have no way back to it but its open descriptor); one
+        // opened while the backing was offline has neither.
         int any_fd = -1;
         InodeRef inode;
-        if (fi != nullptr && !file_of(fi).control) {
-            any_fd = file_of(fi).fd.get();
-            if (::fstat(any_fd, &st) != 0)
-                return errno;
-        } else {
-            inode = a.inodes.get(ino);
-            if (!inode)
-                return ESTALE;
-            any_fd = inode->fd();
-            if (const int err = backing::stat_fd(any_fd, st))
-                return err;
+        int err = kNoAnswer;
+        if (a.gate.online()) {
+            if (fi != nullptr && !file_of(fi).control && file_of(fi).fd) {
+                any_fd = file_of(fi).fd.get();
+            } else {
+                inode = a.inodes.get(ino);
+                if (!inode)
+                    return ESTALE;
+                any_fd = inode->fd();
+            }
+            err = gated_stat(a, any_fd, st);
         }
+        if (err == kNoAnswer) {
+            // Offline: the attributes the backing gave last.
+            auto known = a.gate.offline_ok() ? a.inodes.attr_of(ino) : std::nullopt;
+            if (!known)
+                return EIO;
+            st = *known;
+            if (S_ISREG(st.st_mode))
+                a.data.show_attrs(cache::FileRef{-1, *known}, st);
+            fuse_reply_attr(req, &st, a.timeouts.attr);
+            return 0;
+        }
+        if (err != 0)
+            return err;
+        if (inode)
+            inode->note_attr(st);
         if (S_ISREG(st.st_mode)) {
             const struct stat seen = st;
             note_change(a, ino, a.data.getattr(cache::FileRef{any_fd, seen}, st));
@@ -211,6 +274,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             fuse_reply_attr(req, &st, a.timeouts.attr);
             return 0;
         }
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         // An open handle is used when the kernel gives one (ftruncate,
         // futimens): it works even if the file's mode forbids a reopen, and
         // for an unlinked file.
@@ -333,6 +398,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
     guarded(req, "readlink", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EIO))
+            return refused;
         if (ino == kControlIno)
             return EINVAL;
         InodeRef inode = a.inodes.get(ino);
@@ -351,12 +418,27 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
 void op_statfs(fuse_req_t req, fuse_ino_t ino) noexcept {
     guarded(req, "statfs", [&] {
         Adapter& a = adapter_of(req);
-        InodeRef inode = ino == kControlIno ? a.inodes.root() : a.inodes.get(ino);
-        if (!inode)
-            inode = a.inodes.root();
         struct statvfs sv {};
-        if (::fstatvfs(inode->fd(), &sv) != 0)
-            return errno;
+        int err = kNoAnswer;
+        if (a.gate.online()) {
+            InodeRef inode = ino == kControlIno ? a.inodes.root() : a.inodes.get(ino);
+            if (!inode)
+                inode = a.inodes.root();
+            err = gated_statfs(a, inode->fd(), sv);
+        }
+        if (err != 0 && err != kNoAnswer)
+            return err;
+        {
+            // df keeps working while the backing is offline: the numbers
+            // it gave last.
+            std::lock_guard lk(a.last_statfs_mu);
+            if (err == 0)
+                a.last_statfs = sv;
+            else if (a.last_statfs && a.gate.offline_ok())
+                sv = *a.last_statfs;
+            else
+                return EIO;
+        }
         fuse_reply_statfs(req, &sv);
         return 0;
     });
@@ -365,6 +447,8 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) noexcept {
 void op_access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
     guarded(req, "access", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EIO))
+            return refused;
         if (ino == kControlIno) {
             const bool denied = (mask & X_OK) != 0 || ((mask & W_OK) != 0 && !may_command(req, a));
             fuse_reply_err(req, denied ? EACCES : 0);

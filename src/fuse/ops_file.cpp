@@ -22,6 +22,7 @@
 // cache, when it stops).
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
+#include "fuse/backing_calls.hpp"
 #include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
 
@@ -94,22 +95,60 @@ void take_back(Adapter& a, const fuse_file_info* fi) {
 }
 
 // Hands a freshly opened backing fd to the data path (the close-to-open
-// check) and wraps both in a file handle. `st` receives the fd's attributes;
-// `keep_cache` whether the kernel may keep its pages. The open runs under
-// the file's per-path policy, inherited through `parent`.
-Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int flags, struct stat& st,
-                                                bool& keep_cache, Ino parent) {
-    if (::fstat(fd.get(), &st) != 0)
-        return fail_errno();
+// check) and wraps both in a file handle. `st` holds the fd's attributes;
+// `keep_cache` receives whether the kernel may keep its pages. The open
+// runs under the file's per-path policy, inherited through `parent`.
+Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int flags,
+                                                const struct stat& st, bool& keep_cache,
+                                                Ino parent) {
     const cache::FilePolicy policy = resolve_policy(a, cache::FileRef{fd.get(), st}, parent);
     auto out = a.data.open(fd.get(), st, flags, policy);
     if (!out)
         return fail(std::move(out).error());
     auto fh = std::make_unique<FileHandle>();
     fh->fd = std::move(fd);
+    fh->flags = flags;
     fh->open = std::move(out->file);
     keep_cache = out->keep_page_cache && (flags & O_TRUNC) == 0;
     return fh;
+}
+
+// Hands `fh` to the kernel in the reply to an open; 0.
+int reply_open(fuse_req_t req, Adapter& a, fuse_file_info* fi, std::unique_ptr<FileHandle> fh) {
+    // Counted before the reply: RELEASE may follow it at once.
+    ++a.open_files;
+    give_handle(a, fi, std::move(fh));
+    if (fuse_reply_open(req, fi) != 0) {
+        --a.open_files;
+        take_back(a, fi);
+    }
+    return 0;
+}
+
+// An open while the backing is offline: a read-only handle with no backing
+// descriptor, whose reads the cache answers (what it does not hold fails
+// with EIO). Changes are refused (EROFS).
+int open_offline(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi) {
+    if (!a.gate.offline_ok())
+        return EIO;
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0)
+        return EROFS;
+    auto st = a.inodes.attr_of(ino);
+    if (!st)
+        return EIO;
+    if (S_ISDIR(st->st_mode))
+        return EISDIR;
+    const auto link = a.inodes.link_of(ino);
+    const cache::FilePolicy policy =
+        resolve_policy(a, cache::FileRef{-1, *st}, link ? link->parent : 0);
+    auto out = a.data.open_offline(*st, fi->flags & ~kStrippedOpenFlags, policy);
+    if (!out)
+        return errno_of(out.error());
+    auto fh = std::make_unique<FileHandle>();
+    fh->flags = fi->flags;
+    fh->open = std::move(out->file);
+    fi->keep_cache = out->keep_page_cache ? 1 : 0;
+    return reply_open(req, a, fi, std::move(fh));
 }
 
 } // namespace
@@ -119,20 +158,18 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         if (ino == kControlIno)
             return open_control(req, fi);
         Adapter& a = adapter_of(req);
+        if (!a.gate.online())
+            return open_offline(req, a, ino, fi);
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
         if (inode->is_dir())
             return EISDIR;
         const int flags = fi->flags & ~kStrippedOpenFlags;
+        const CallerId who = caller_id(req, check_as_caller(a));
         UniqueFd fd;
-        {
-            CallerScope as(req, check_as_caller(a));
-            auto r = backing::reopen(inode->fd(), flags);
-            if (!r)
-                return errno_of(r.error());
-            fd = std::move(*r);
-        }
+        if (const int err = gated_reopen(a, inode->fd(), flags, who, fd))
+            return err == kNoAnswer ? open_offline(req, a, ino, fi) : err;
         if (a.kernel_caches_writes.load() && (flags & O_ACCMODE) == O_WRONLY) {
             // The kernel reads the rest of a page a write covers in part,
             // through the handle it writes with: that handle must read.
@@ -140,24 +177,24 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             // reading for the kernel's page cache needs none of theirs. A
             // daemon that may not read it either (not root) keeps the
             // write-only fd, and such a partial-page write fails (EBADF).
-            if (auto r = backing::reopen(inode->fd(), (flags & ~(O_ACCMODE | O_TRUNC)) | O_RDWR))
-                fd = std::move(*r);
+            UniqueFd rw;
+            if (gated_reopen(a, inode->fd(), (flags & ~(O_ACCMODE | O_TRUNC)) | O_RDWR, {}, rw) ==
+                0)
+                fd = std::move(rw);
         }
         struct stat st {};
+        if (const int err = gated_stat(a, fd.get(), st)) {
+            close_later(a, std::move(fd));
+            return err == kNoAnswer ? open_offline(req, a, ino, fi) : err;
+        }
+        inode->note_attr(st);
         bool keep = false;
         auto made = make_handle(a, std::move(fd), fi->flags, st, keep, inode->parent());
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
         fi->keep_cache = keep ? 1 : 0;
-        // Counted before the reply: RELEASE may follow it at once.
-        ++a.open_files;
-        give_handle(a, fi, std::move(fh));
-        if (fuse_reply_open(req, fi) != 0) {
-            --a.open_files;
-            take_back(a, fi);
-        }
-        return 0;
+        return reply_open(req, a, fi, std::move(fh));
     });
 }
 
@@ -165,6 +202,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) noexcept {
     guarded(req, "create", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (is_control_name(parent, name))
             return EEXIST;
         InodeRef dir = a.inodes.get(parent);
@@ -188,6 +227,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         if (!path_fd)
             return errno_of(path_fd.error());
         struct stat st {};
+        if (::fstat(fd.get(), &st) != 0)
+            return errno;
         bool keep = false;
         auto made = make_handle(a, std::move(fd), fi->flags, st, keep, dir->ino());
         if (!made)
@@ -244,6 +285,8 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
             return write_control(req, in_buf);
         BufvecSource src(in_buf, fi->writepage != 0);
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         struct Inline {
             explicit Inline(fuse_req_t r) { t_answering_inline = r; }
             ~Inline() { t_answering_inline = nullptr; }
@@ -264,16 +307,19 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
 void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
     guarded(req, "flush", [&] {
         FileHandle& fh = file_of(fi);
-        if (fh.control) {
+        if (fh.control || !fh.fd) {
+            // The control file, or an open made while the backing was
+            // offline: read-only, nothing of it is on the backing.
             fuse_reply_err(req, 0);
             return 0;
         }
         // close(2) of a duplicate makes the backing do what it does on close
         // (NFS writes back and reports errors there) without closing ours.
-        const int dup_fd = ::dup(fh.fd.get());
-        if (dup_fd < 0)
-            return errno;
-        fuse_reply_err(req, ::close(dup_fd) == 0 ? 0 : errno);
+        // A backing that cannot answer has nothing to report for a
+        // read-only open; a writer learns its close did not reach it.
+        const int err = gated_flush(adapter_of(req), fh.fd.get());
+        const bool read_only = (fh.flags & O_ACCMODE) == O_RDONLY;
+        fuse_reply_err(req, err == kNoAnswer ? (read_only ? 0 : EIO) : err);
         return 0;
     });
 }
@@ -284,6 +330,12 @@ void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept
         std::unique_ptr<FileHandle> gone = a.files.take(&file_of(fi)); // freed outside the lock
         if (gone && !gone->control)
             --a.open_files;
+        if (gone) {
+            // The DataPath's open goes first (it borrows the fd); the fd is
+            // closed on the gate: a backing may answer a close late.
+            gone->open.reset();
+            close_later(a, std::move(gone->fd));
+        }
         fuse_reply_err(req, 0);
         return 0;
     });
@@ -296,6 +348,8 @@ void op_fsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* 
             fuse_reply_err(req, 0);
             return 0;
         }
+        if (!fh.fd)
+            return EIO; // opened offline: the backing cannot be synced
         adapter_of(req).data.fsync(*fh.open, datasync != 0, [req](Result<void> r) {
             fuse_reply_err(req, r ? 0 : errno_of(r.error()));
         });
@@ -309,6 +363,8 @@ void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, of
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return EBADF;
+        if (!fh.fd || !adapter_of(req).gate.online())
+            return EROFS;
         if (auto r = adapter_of(req).data.fallocate(*fh.open, mode, offset, length); !r)
             return errno_of(r.error());
         fuse_reply_err(req, 0);
@@ -322,6 +378,8 @@ void op_lseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence,
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return ENXIO; // an empty file has no data and no hole past its end
+        if (!fh.fd)
+            return EIO; // holes are the backing's to say
         auto r = adapter_of(req).data.lseek(*fh.open, off, whence);
         if (!r)
             return errno_of(r.error());
@@ -338,6 +396,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fus
         FileHandle& out = file_of(fi_out);
         if (in.control || out.control)
             return EBADF;
+        if (!in.fd || !out.fd || !adapter_of(req).gate.online())
+            return EROFS;
         auto r = adapter_of(req).data.copy_file_range(*in.open, off_in, *out.open, off_out, len,
                                                       static_cast<unsigned>(flags));
         if (!r)

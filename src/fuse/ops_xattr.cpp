@@ -12,6 +12,7 @@
 // settings and stats (ops_control.cpp); it has no others.
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
+#include "fuse/backing_calls.hpp"
 #include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
 #include "util/log.hpp"
@@ -96,6 +97,14 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
         if (ino == kControlIno)
             return is_reserved(name) ? control_getxattr(req, name + kReservedPrefix.size(), size)
                                      : ENODATA;
+        if (!a.gate.online()) {
+            // The kernel's own (capabilities at exec, SELinux labels) and
+            // ACLs, which ls asks for: none while the backing cannot say,
+            // so that cached files still execute and list. Others fail.
+            const std::string_view n(name);
+            const bool kernels = n.rfind("security.", 0) == 0 || n.rfind("system.", 0) == 0;
+            return kernels ? ENODATA : EIO;
+        }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
@@ -128,6 +137,11 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return control_listxattr(req, kReservedPrefix, size);
+        if (!a.gate.online()) {
+            // As getxattr: no names while the backing cannot say.
+            fuse_reply_xattr(req, 0);
+            return 0;
+        }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
@@ -173,6 +187,8 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
                  int flags) noexcept {
     guarded(req, "setxattr", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (ino == kControlIno) {
             if (!is_reserved(name))
                 return EPERM;
@@ -201,6 +217,8 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
     guarded(req, "removexattr", [&] {
         Adapter& a = adapter_of(req);
+        if (const int refused = unless_online(a, EROFS))
+            return refused;
         if (ino == kControlIno)
             return is_reserved(name) ? EPERM : ENODATA; // a setting is set, never removed
         InodeRef inode = a.inodes.get(ino);

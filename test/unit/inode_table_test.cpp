@@ -1,4 +1,5 @@
-// fuse::InodeTable: numbering, exact lookup counts, forget, shrinking.
+// fuse::InodeTable: numbering, exact lookup counts, forget, shrinking, and
+// the names and attributes it keeps for lookups while the backing is offline.
 #include "fuse/inode_table.hpp"
 #include "tmp_dir.hpp"
 
@@ -70,6 +71,60 @@ TEST_SUITE("fuse") {
         t.reparent(t.root()->src(), f->ino()); // the root never gets one
         CHECK(t.link_of(kRootIno)->parent == 0);
         CHECK_FALSE(t.link_of(999));
+    }
+
+    TEST_CASE_FIXTURE(Fixture, "InodeTable: offline lookups find the last name and attributes, "
+                               "count a lookup, and forget names that went") {
+        InodeTable t = make_table();
+        REQUIRE(::mkdir((dir / "d").c_str(), 0755) == 0);
+        touch("d/f");
+        touch("d/g");
+        InodeRef d = lookup(t, "d");
+        const Ino root = kRootIno;
+        CHECK_FALSE(t.lookup_known(root, "d")); // looked up with no parent given
+        UniqueFd dfd = open_path("d");
+        InodeRef d2 = t.lookup(std::move(dfd), lstat_of("d"), root, "d");
+        CHECK(d2->ino() == d->ino());
+        UniqueFd ffd = open_path("d/f");
+        const struct stat fst = lstat_of("d/f");
+        InodeRef f = t.lookup(std::move(ffd), fst, d->ino(), "f");
+
+        auto known = t.lookup_known(d->ino(), "f");
+        REQUIRE(known);
+        CHECK(known->ino == f->ino());
+        CHECK(known->attr.st_ino == fst.st_ino);
+        CHECK(known->attr.st_size == fst.st_size);
+        CHECK_FALSE(t.lookup_known(d->ino(), "g")); // never looked up
+        CHECK_FALSE(t.lookup_known(root, "f"));
+
+        // Attributes follow the last the backing gave.
+        struct stat grown = fst;
+        grown.st_size = 12345;
+        f->note_attr(grown);
+        REQUIRE(t.attr_of(f->ino()));
+        CHECK(t.attr_of(f->ino())->st_size == 12345);
+        CHECK(t.attr_of(kRootIno)); // the root's, from the start
+
+        // A rename through the mount moves the name; the old one is gone.
+        t.reparent(SrcId{fst.st_dev, fst.st_ino}, root, "moved");
+        CHECK_FALSE(t.lookup_known(d->ino(), "f"));
+        REQUIRE(t.lookup_known(root, "moved"));
+        CHECK(t.lookup_known(root, "moved")->ino == f->ino());
+        // An unlink forgets it.
+        t.unname(root, "moved");
+        CHECK_FALSE(t.lookup_known(root, "moved"));
+
+        // Counted lookups: one by t.lookup, three by lookup_known that
+        // found it; the entry (and its name) goes once all are forgotten.
+        t.reparent(SrcId{fst.st_dev, fst.st_ino}, d->ino(), "f");
+        const std::size_t before = t.size();
+        t.forget(f->ino(), 2);
+        CHECK(t.size() == before);
+        CHECK(t.lookup_known(d->ino(), "f")); // counts one more: 3 left
+        t.forget(f->ino(), 3);
+        CHECK(t.size() == before - 1);
+        CHECK_FALSE(t.lookup_known(d->ino(), "f"));
+        CHECK_FALSE(t.attr_of(f->ino()));
     }
 
     TEST_CASE_FIXTURE(Fixture, "InodeTable: root is 1, numbers start after the control file") {

@@ -106,6 +106,15 @@ public:
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags) {
         return open(fd, st, open_flags, FilePolicy{});
     }
+    // An open while the backing is offline: read-only and without a
+    // backing descriptor. `st` holds the attributes the mount saw last;
+    // what the cache holds of that version of the file is served, the rest
+    // fails with EIO. Default: nothing is cached (EIO).
+    virtual Result<OpenOut> open_offline(const struct stat& st, int open_flags,
+                                         const FilePolicy& policy) {
+        (void)st, (void)open_flags, (void)policy;
+        return fail_sys(EIO, "the backing is offline and nothing of the file is cached");
+    }
 
     // Reads up to `size` bytes at `off`; `buf` has room for `size` bytes.
     virtual Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) = 0;

@@ -91,6 +91,12 @@ struct Config {
 
     // Threads serving FUSE requests at most.
     unsigned max_threads = 16;
+
+    // A call into the backing that takes longer than this (seconds) marks
+    // it offline: cached names, attributes and data are served read-only
+    // until it answers again. offline_ok=0 waits for it instead.
+    double backing_timeout_s = 5;
+    bool offline_ok = true;
     LogLevel log_level = LogLevel::info;
 };
 

@@ -1,0 +1,169 @@
+// DOC: the backing gate (see gate.hpp): a bounded pool of threads for calls
+// that may stall, the online/offline state, and the probe that ends a stall.
+// Lock order: Shared::mu is a leaf; no backing call is made with it held.
+#include "backing/gate.hpp"
+
+#include "util/log.hpp"
+
+#include <algorithm>
+
+namespace overcache::backing {
+namespace {
+
+std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+double seconds_of(std::chrono::milliseconds ms) noexcept {
+    return static_cast<double>(ms.count()) / 1000.0;
+}
+
+} // namespace
+
+struct Gate::Shared {
+    std::mutex mu;
+    std::condition_variable work_cv;  // a job was queued, or stopping
+    std::condition_variable probe_cv; // the backing went offline, or stopping
+    std::condition_variable exit_cv;  // a thread ended
+    std::deque<std::function<void()>> jobs; // guarded by mu
+    bool stopping = false;                  // guarded by mu
+    unsigned alive = 0;                     // guarded by mu: threads not yet ended
+
+    std::function<int()> probe;
+    std::atomic<bool> offline{false};
+    std::atomic<std::uint64_t> timeouts{0}, offline_total{0}, refused{0};
+    std::atomic<std::int64_t> offline_since_ns{0};
+
+    void worker() {
+        std::unique_lock lk(mu);
+        for (;;) {
+            work_cv.wait(lk, [&] { return stopping || !jobs.empty(); });
+            if (stopping)
+                break;
+            std::function<void()> job = std::move(jobs.front());
+            jobs.pop_front();
+            lk.unlock();
+            job(); // may block for as long as the backing does
+            job = nullptr;
+            lk.lock();
+        }
+        --alive;
+        exit_cv.notify_all();
+    }
+
+    void prober(std::chrono::milliseconds interval) {
+        std::unique_lock lk(mu);
+        for (;;) {
+            probe_cv.wait(lk, [&] { return stopping || offline.load(); });
+            if (stopping)
+                break;
+            // Asked at once: a single slow call may have been only that.
+            lk.unlock();
+            const int err = probe();
+            lk.lock();
+            if (stopping)
+                break;
+            if (err == 0) {
+                const double stalled =
+                    static_cast<double>(now_ns() - offline_since_ns.load()) / 1e9;
+                offline.store(false, std::memory_order_release);
+                offline_since_ns.store(0);
+                log::info("backing: answering again after ", static_cast<long long>(stalled),
+                          " s: online; files are checked against it again at their next open");
+                continue;
+            }
+            probe_cv.wait_for(lk, interval, [&] { return stopping; });
+        }
+        --alive;
+        exit_cv.notify_all();
+    }
+};
+
+Gate::Gate(Options opts, std::function<int()> probe)
+    : opts_(opts), shared_(std::make_shared<Shared>()) {
+    if (!opts_.offline_ok)
+        return; // calls run inline; nothing to start
+    shared_->probe = std::move(probe);
+    const unsigned n = std::max(1u, opts_.threads);
+    shared_->alive = n + 1;
+    threads_.reserve(n);
+    for (unsigned i = 0; i < n; ++i)
+        threads_.emplace_back([s = shared_] { s->worker(); });
+    prober_ = std::thread([s = shared_, iv = opts_.probe_interval] { s->prober(iv); });
+}
+
+Gate::~Gate() {
+    if (!opts_.offline_ok)
+        return;
+    std::unique_lock lk(shared_->mu);
+    shared_->stopping = true;
+    shared_->jobs.clear();
+    shared_->work_cv.notify_all();
+    shared_->probe_cv.notify_all();
+    // A thread stuck in the backing ends when the backing answers; the
+    // mount is not held up for it (it owns what it touches).
+    const bool all_ended = shared_->exit_cv.wait_for(
+        lk, opts_.timeout + std::chrono::seconds(1), [&] { return shared_->alive == 0; });
+    lk.unlock();
+    if (!all_ended)
+        log::warn("backing: ", shared_->alive,
+                  " calls into the backing still unanswered at unmount; left behind");
+    for (auto& t : threads_)
+        all_ended ? t.join() : t.detach();
+    all_ended ? prober_.join() : prober_.detach();
+}
+
+bool Gate::online() const noexcept {
+    return !shared_->offline.load(std::memory_order_acquire);
+}
+
+void Gate::note_refused() noexcept {
+    shared_->refused.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Gate::submit(std::function<void()> job) {
+    std::lock_guard lk(shared_->mu);
+    if (shared_->stopping)
+        return false;
+    shared_->jobs.push_back(std::move(job));
+    shared_->work_cv.notify_one();
+    return true;
+}
+
+void Gate::post(std::function<void()> job) {
+    if (!opts_.offline_ok || !submit(job))
+        job();
+}
+
+void Gate::note_timeout() {
+    Shared& s = *shared_;
+    s.timeouts.fetch_add(1, std::memory_order_relaxed);
+    if (!opts_.offline_ok)
+        return;
+    std::lock_guard lk(s.mu);
+    if (s.offline.load())
+        return;
+    s.offline_since_ns.store(now_ns());
+    s.offline.store(true, std::memory_order_release);
+    s.offline_total.fetch_add(1, std::memory_order_relaxed);
+    s.probe_cv.notify_all();
+    log::warn("backing: a call took longer than backing_timeout (", seconds_of(opts_.timeout),
+              " s): offline; cached names, attributes and data are served read-only, the rest "
+              "fails until it answers again");
+}
+
+Gate::Stats Gate::stats() const {
+    const Shared& s = *shared_;
+    Stats out;
+    out.online = online();
+    out.timeouts = s.timeouts.load(std::memory_order_relaxed);
+    out.offline_total = s.offline_total.load(std::memory_order_relaxed);
+    out.refused = s.refused.load(std::memory_order_relaxed);
+    if (const std::int64_t since = s.offline_since_ns.load(); since != 0 && !out.online)
+        out.offline_seconds = static_cast<double>(now_ns() - since) / 1e9;
+    return out;
+}
+
+} // namespace overcache::backing

@@ -1,0 +1,137 @@
+// The backing's reachability, and where calls into it wait with a deadline.
+//
+// A backing that stops answering (an NFS server gone quiet) blocks calls
+// instead of failing them. A FUSE thread that made such a call itself would
+// stay with it, and enough of them take the whole mount down, cached files
+// and the control file included. So a call that may stall is handed to one
+// of the gate's own threads, and its caller waits at most `timeout`. A call
+// that misses the deadline turns the backing `offline`: from then on calls
+// are refused at once (the caller answers from the cache or fails), so a
+// stall costs one deadline, not one per request. A probe thread of its own
+// asks the backing (statfs, which no kernel cache answers) until it answers,
+// and turns it `online` again.
+//
+// A call abandoned at its deadline may still finish later on its thread:
+// it must own everything it touches (a dup of a descriptor, copies of
+// names), never the caller's stack. The threads are bounded; a call queued
+// behind stuck ones waits for its deadline like any other.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace overcache::backing {
+
+class Gate {
+public:
+    struct Options {
+        std::chrono::milliseconds timeout{5000};
+        // false: calls run on the caller's thread and wait as long as the
+        // backing takes; the backing is never offline (offline_ok=0).
+        bool offline_ok = true;
+        unsigned threads = 8;
+        // How often an offline backing is asked again.
+        std::chrono::milliseconds probe_interval{1000};
+    };
+    // `probe` asks the backing something only it can answer and returns 0
+    // when it did (an errno otherwise); it runs on the probe thread.
+    Gate(Options opts, std::function<int()> probe);
+    ~Gate();
+    Gate(const Gate&) = delete;
+    Gate& operator=(const Gate&) = delete;
+
+    // Runs `fn` on a gate thread and waits for its result until the
+    // deadline. nullopt: the backing is offline (fn did not run) or fn
+    // missed the deadline (the backing is offline from now on).
+    template <class F> auto call(F fn) -> std::optional<std::invoke_result_t<F&>>;
+
+    // Runs `job` on a gate thread without waiting for it (closing a
+    // descriptor, which a backing may answer late): online or not, it runs
+    // once the backing lets it. Inline with offline_ok off or when stopping.
+    void post(std::function<void()> job);
+
+    bool online() const noexcept;
+    bool offline_ok() const noexcept { return opts_.offline_ok; }
+    std::chrono::milliseconds timeout() const noexcept { return opts_.timeout; }
+
+    struct Stats {
+        bool online = true;
+        std::uint64_t timeouts = 0;      // calls that missed their deadline
+        std::uint64_t offline_total = 0; // times the backing went offline
+        std::uint64_t refused = 0;       // calls not tried: the backing was offline
+        double offline_seconds = 0;      // the current stall so far; 0 when online
+    };
+    Stats stats() const;
+
+    // A call missed its deadline: the backing is offline from now on,
+    // until the probe hears from it.
+    void note_timeout();
+
+private:
+    // One call's meeting point: the caller waits on it, the gate thread
+    // fills it. Shared, so that whichever side is last frees it.
+    template <class R> struct Slot {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::optional<R> value;  // guarded by mu
+        bool abandoned = false;  // guarded by mu: the caller gave up
+    };
+    // Everything the threads touch: a thread stuck in the backing when the
+    // gate goes is left behind (detached), holding its own reference.
+    struct Shared;
+
+    bool submit(std::function<void()> job);
+    void note_refused() noexcept;
+
+    const Options opts_;
+    std::shared_ptr<Shared> shared_;
+    std::vector<std::thread> threads_;
+    std::thread prober_;
+};
+
+template <class F> auto Gate::call(F fn) -> std::optional<std::invoke_result_t<F&>> {
+    using R = std::invoke_result_t<F&>;
+    if (!opts_.offline_ok)
+        return fn();
+    if (!online()) {
+        note_refused();
+        return std::nullopt;
+    }
+    auto slot = std::make_shared<Slot<R>>();
+    auto job = [slot, f = std::make_shared<F>(std::move(fn))] {
+        {
+            std::lock_guard lk(slot->mu);
+            if (slot->abandoned)
+                return; // its caller is gone: nobody wants the answer
+        }
+        R r = (*f)();
+        std::lock_guard lk(slot->mu);
+        slot->value.emplace(std::move(r));
+        slot->cv.notify_all();
+    };
+    const auto deadline = std::chrono::steady_clock::now() + opts_.timeout;
+    if (!submit(std::move(job)))
+        return std::nullopt; // the gate is stopping
+    std::unique_lock lk(slot->mu);
+    if (!slot->cv.wait_until(lk, deadline, [&] { return slot->value.has_value(); })) {
+        slot->abandoned = true;
+        lk.unlock();
+        note_timeout();
+        return std::nullopt;
+    }
+    return std::move(slot->value);
+}
+
+} // namespace overcache::backing

@@ -1,0 +1,154 @@
+// DOC: the request handlers' backing calls through the gate (see
+// backing_calls.hpp), the gate's options and its probe.
+#include "fuse/backing_calls.hpp"
+
+#include "backing/backing_fs.hpp"
+#include "fuse/reply.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <fcntl.h>
+#include <memory>
+#include <string>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+namespace overcache::fuse {
+namespace {
+
+// A duplicate the gate thread owns: the caller's descriptor may be closed
+// (its request answered) before an abandoned call runs.
+std::shared_ptr<UniqueFd> own_dup(int fd) {
+    return std::make_shared<UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
+struct StatOut {
+    int err = 0;
+    struct stat st {};
+};
+
+struct OpenOut {
+    int err = 0;
+    UniqueFd fd;
+    struct stat st {};
+};
+
+} // namespace
+
+backing::Gate::Options gate_options(const config::Config& c) noexcept {
+    backing::Gate::Options o;
+    o.timeout = std::chrono::milliseconds(static_cast<long long>(c.backing_timeout_s * 1000.0));
+    o.offline_ok = c.offline_ok;
+    // More than the kernel keeps in flight of the calls that go through it
+    // when the backing is healthy; when it is not, those stuck hold only
+    // these.
+    o.threads = 8;
+    o.probe_interval = std::min(o.timeout, std::chrono::milliseconds(1000));
+    return o;
+}
+
+std::function<int()> backing_probe(int root_fd) {
+    return [fd = own_dup(root_fd)] {
+        struct statfs sfs {};
+        return ::fstatfs(fd->get(), &sfs) == 0 ? 0 : errno;
+    };
+}
+
+int gated_stat(Adapter& a, int fd, struct stat& st) {
+    auto d = own_dup(fd);
+    if (!*d)
+        return errno;
+    auto r = a.gate.call([d] {
+        StatOut out;
+        out.err = backing::stat_fd(d->get(), out.st);
+        return out;
+    });
+    if (!r)
+        return kNoAnswer;
+    st = r->st;
+    return r->err;
+}
+
+int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& who, UniqueFd& out,
+                    struct stat& st) {
+    auto d = own_dup(dir_fd);
+    if (!*d)
+        return errno;
+    auto r = a.gate.call([d, n = std::string(name), who] {
+        CallerScope as(who);
+        OpenOut o;
+        auto fd = backing::open_path(d->get(), n.c_str());
+        if (!fd) {
+            o.err = errno_of(fd.error());
+            return o;
+        }
+        if ((o.err = backing::stat_fd(fd->get(), o.st)) == 0)
+            o.fd = std::move(*fd);
+        return o;
+    });
+    if (!r)
+        return kNoAnswer;
+    if (r->err == 0) {
+        out = std::move(r->fd);
+        st = r->st;
+    }
+    return r->err;
+}
+
+int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out) {
+    auto d = own_dup(path_fd);
+    if (!*d)
+        return errno;
+    auto r = a.gate.call([d, flags, who] {
+        CallerScope as(who);
+        OpenOut o;
+        auto fd = backing::reopen(d->get(), flags);
+        if (!fd)
+            o.err = errno_of(fd.error());
+        else
+            o.fd = std::move(*fd);
+        return o;
+    });
+    if (!r)
+        return kNoAnswer;
+    if (r->err == 0)
+        out = std::move(r->fd);
+    return r->err;
+}
+
+int gated_statfs(Adapter& a, int fd, struct statvfs& out) {
+    auto d = own_dup(fd);
+    if (!*d)
+        return errno;
+    struct Out {
+        int err = 0;
+        struct statvfs sv {};
+    };
+    auto r = a.gate.call([d] {
+        Out o;
+        if (::fstatvfs(d->get(), &o.sv) != 0)
+            o.err = errno;
+        return o;
+    });
+    if (!r)
+        return kNoAnswer;
+    out = r->sv;
+    return r->err;
+}
+
+int gated_flush(Adapter& a, int fd) {
+    auto d = own_dup(fd);
+    if (!*d)
+        return errno;
+    auto r = a.gate.call([d] { return ::close(d->release()) == 0 ? 0 : errno; });
+    return r ? *r : kNoAnswer;
+}
+
+void close_later(Adapter& a, UniqueFd fd) {
+    if (!fd)
+        return;
+    auto owned = std::make_shared<UniqueFd>(std::move(fd));
+    a.gate.post([owned] { owned->reset(); });
+}
+
+} // namespace overcache::fuse

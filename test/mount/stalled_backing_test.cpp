@@ -1,0 +1,875 @@
+// A backing that stops answering (faultfs SIGSTOPped: an NFS server gone
+// quiet), issue #10 step 1: every backing call has a deadline
+// (backing_timeout, seconds); the first call that misses it takes the mount
+// offline (offline_ok=1, the default), and from then on the mount answers
+// from what it knows without waiting on the backing: stat of names it has
+// looked up, reads of cached data, its control file; uncached data is EIO,
+// every change of a known name EROFS (of a new name EIO, its lookup, or
+// EROFS), a listing EIO or right. Once the backing answers again
+// the mount is back online by itself and sees what changed behind it. With
+// offline_ok=0 a call waits for the backing however long it takes. A
+// backing that fails calls (EIO) instead of hanging never blocks the mount
+// and never yields wrong bytes.
+//
+// The mounts use attr_timeout=0,entry_timeout=0,negative_timeout=0, so every
+// stat and every step of a path walk reaches the daemon. While the backing
+// is stopped the test itself never touches the mount: each operation runs in
+// a forked child that reports through a pipe, and the test waits for it at
+// most a bound (3 s for the first request to meet the stall, 2 s for every
+// other). A child still running then is SIGKILLed; one blocked in a request
+// the daemon already took only dies once the request is answered, so
+// children are reaped (bounded, never blocking) after faultfs runs again,
+// which the fixture also does when an assertion fails while it is stopped.
+#include "fault_backing.hpp"
+#include "file_bytes.hpp"
+#include "fuse_mount.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <functional>
+#include <map>
+#include <optional>
+#include <poll.h>
+#include <sstream>
+#include <string>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <thread>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+using namespace overcache::test;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Every stat and path walk reaches the daemon; a backing call may take 1 s.
+constexpr const char* kOptions =
+    "attr_timeout=0,entry_timeout=0,negative_timeout=0,backing_timeout=1";
+// The first request to meet the stall may wait out the deadline (1 s).
+constexpr milliseconds kFirstBound{3000};
+// Any other request while offline.
+constexpr milliseconds kBound{2000};
+// How long the mount may take to notice that the backing answers again.
+constexpr milliseconds kOnlineLimit{10000};
+// How long children blocked in the mount get to end once faultfs runs.
+constexpr milliseconds kReapLimit{15000};
+constexpr std::size_t kFileBytes = 256 * 1024;
+// An mtime clearly unlike a file made now (2017-07-14).
+constexpr time_t kOldMtime = 1500000000;
+
+// ---- operations run in a child -------------------------------------------
+// These run between fork() and _exit(): no doctest, nothing that may throw
+// past them (the child catches), only the mount's system calls.
+
+// What an operation reports: 0 or the errno it failed with, and a text to
+// check (attributes, a comparison of bytes, a listing; on failure the call
+// that failed).
+struct Outcome {
+    int err = 0;
+    std::string text;
+};
+using Op = std::function<Outcome()>;
+
+Outcome failed(const char* call) {
+    return {errno, call};
+}
+
+// What a stat says that must not change while offline.
+std::string attrs_text(const struct stat& st) {
+    std::ostringstream out;
+    out << "mode " << std::oct << st.st_mode << std::dec << " size " << st.st_size;
+    return out.str();
+}
+
+std::string mtime_text(const struct stat& st) {
+    return "mtime " + std::to_string(st.st_mtim.tv_sec) + " size " + std::to_string(st.st_size);
+}
+
+// "same", or how `got` differs from `expect`.
+std::string compare_bytes(const std::string& got, const std::string& expect) {
+    if (got == expect)
+        return "same";
+    std::size_t at = 0;
+    while (at < got.size() && at < expect.size() && got[at] == expect[at])
+        ++at;
+    return "differs: " + std::to_string(got.size()) + " bytes where " +
+           std::to_string(expect.size()) + " were expected, first difference at " +
+           std::to_string(at);
+}
+
+Op stat_op(std::string path) {
+    return [path] {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0)
+            return failed("stat");
+        return Outcome{0, attrs_text(st)};
+    };
+}
+
+Op mtime_op(std::string path) {
+    return [path] {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0)
+            return failed("stat");
+        return Outcome{0, mtime_text(st)};
+    };
+}
+
+// Opens `path` (dropping its pages first with `drop_pages`), reads it to
+// the end into `got` and closes it: {0} or the call that failed.
+Outcome read_whole(const std::string& path, bool drop_pages, std::string& got) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return failed("open");
+    if (drop_pages)
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    char buf[65536];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        got.append(buf, static_cast<std::size_t>(n));
+    if (n < 0) {
+        const Outcome out = failed("read");
+        ::close(fd);
+        return out;
+    }
+    if (::close(fd) != 0)
+        return failed("close");
+    return {};
+}
+
+// Opens `path`, reads it to the end and closes it; compares what it read
+// with `expect`. With `drop_pages` the page cache is dropped first, so every
+// byte comes from the daemon.
+Op read_op(std::string path, std::string expect, bool drop_pages) {
+    return [path, want = std::move(expect), drop_pages] {
+        std::string got;
+        if (const Outcome out = read_whole(path, drop_pages, got); out.err != 0)
+            return out;
+        return Outcome{0, compare_bytes(got, want)};
+    };
+}
+
+// The whole of a file as text (the control file: size 0, read to EOF).
+Op text_op(std::string path) {
+    return [path] {
+        std::string got;
+        if (const Outcome out = read_whole(path, false, got); out.err != 0)
+            return out;
+        return Outcome{0, got};
+    };
+}
+
+// The names in a directory (without . and ..), sorted, one space apart.
+std::string names_text(std::vector<std::string> names) {
+    std::sort(names.begin(), names.end());
+    std::string out;
+    for (const auto& n : names)
+        out += (out.empty() ? "" : " ") + n;
+    return out;
+}
+
+Op list_op(std::string path) {
+    return [path] {
+        DIR* d = ::opendir(path.c_str());
+        if (d == nullptr)
+            return failed("opendir");
+        std::vector<std::string> names;
+        errno = 0;
+        while (const dirent* e = ::readdir(d)) {
+            const std::string n = e->d_name;
+            if (n != "." && n != "..")
+                names.push_back(n);
+        }
+        if (errno != 0) {
+            const Outcome out = failed("readdir");
+            ::closedir(d);
+            return out;
+        }
+        ::closedir(d);
+        return Outcome{0, names_text(std::move(names))};
+    };
+}
+
+// A system call returning -1 and errno on failure.
+Op call_op(const char* name, std::function<int()> call) {
+    return [name, fn = std::move(call)] {
+        if (fn() != 0)
+            return failed(name);
+        return Outcome{0, ""};
+    };
+}
+
+Op create_op(std::string path, std::string data) {
+    return [path, bytes = std::move(data)] {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return failed("open");
+        if (::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+            const Outcome out = failed("write");
+            ::close(fd);
+            return out;
+        }
+        if (::close(fd) != 0)
+            return failed("close");
+        return Outcome{0, ""};
+    };
+}
+
+Op open_op(std::string path, int flags) {
+    return [path, flags] {
+        const int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return failed("open");
+        if (::close(fd) != 0)
+            return failed("close");
+        return Outcome{0, ""};
+    };
+}
+
+// ---- children --------------------------------------------------------------
+
+// What the test saw of one child.
+struct Probe {
+    bool finished = false; // reported within the bound
+    int err = 0;
+    std::string text;
+    milliseconds elapsed{0};
+};
+
+std::string err_name(int err) {
+    if (err == 0)
+        return "success";
+    const char* name = ::strerrorname_np(err);
+    return name != nullptr ? name : "errno " + std::to_string(err);
+}
+
+std::string describe(const Probe& p) {
+    if (!p.finished)
+        return "no answer after " + std::to_string(p.elapsed.count()) + " ms" +
+               (p.text.empty() ? "" : " (" + p.text + ")");
+    std::string text = p.text.size() > 300 ? p.text.substr(0, 300) + "..." : p.text;
+    return "answered in " + std::to_string(p.elapsed.count()) + " ms: " + err_name(p.err) +
+           (text.empty() ? "" : " (" + text + ")");
+}
+
+// Runs operations in forked children and waits for them, never without a
+// deadline. Every child is kept until reaped; reap() (also in the
+// destructor) kills what is left and waits, bounded, for it to end.
+class Probes {
+public:
+    // One child; its pipe's read end until finish().
+    class Child {
+    public:
+        Child() = default;
+        Child(const Child&) = delete;
+        Child& operator=(const Child&) = delete;
+        Child(Child&& o) noexcept
+            : pid_(std::exchange(o.pid_, -1)), fd_(std::exchange(o.fd_, -1)), started_(o.started_),
+              ended_(o.ended_), report_(std::move(o.report_)), eof_(o.eof_) {}
+        Child& operator=(Child&&) = delete;
+        ~Child() {
+            if (fd_ >= 0)
+                ::close(fd_);
+        }
+
+    private:
+        friend class Probes;
+        pid_t pid_ = -1;
+        int fd_ = -1;
+        Clock::time_point started_, ended_;
+        std::string report_;
+        bool eof_ = false;
+    };
+
+    Probes() = default;
+    Probes(const Probes&) = delete;
+    Probes& operator=(const Probes&) = delete;
+    ~Probes() { reap(kReapLimit); }
+
+    // `op` in a child of its own, started now.
+    Child start(const Op& op) { return spawn(op, -1); }
+
+    // Waits at most `bound` for the child to report; whether it did. The
+    // child keeps running if not.
+    bool wait(Child& c, milliseconds bound) {
+        std::vector<Child*> one{&c};
+        wait_all(one, Clock::now() + bound);
+        return c.eof_;
+    }
+
+    // What the child reported; a child that did not is killed. Reaped if
+    // it ended, else left for reap().
+    Probe finish(Child& c) {
+        Probe p;
+        const auto end = c.eof_ ? c.ended_ : Clock::now();
+        p.elapsed = std::chrono::duration_cast<milliseconds>(end - c.started_);
+        if (c.eof_ && c.report_.size() >= sizeof(int)) {
+            p.finished = true;
+            std::memcpy(&p.err, c.report_.data(), sizeof(int));
+            p.text = c.report_.substr(sizeof(int));
+        } else if (c.eof_) {
+            p.text = "the child ended without a report";
+        }
+        if (!c.eof_ && c.pid_ > 0)
+            ::kill(c.pid_, SIGKILL);
+        if (c.fd_ >= 0) {
+            ::close(c.fd_);
+            c.fd_ = -1;
+        }
+        // One that reported is ending now: give it a moment, not more. One
+        // killed now may be blocked in the mount: reap() takes it later.
+        reap_one(c.pid_, Clock::now() + (c.eof_ ? milliseconds(500) : milliseconds(0)));
+        return p;
+    }
+
+    // Each of `ops` in a child of its own, all let go at the same moment;
+    // waits at most `bound` from then for all of them.
+    std::vector<Probe> run_all(const std::vector<Op>& ops, milliseconds bound) {
+        int go[2];
+        REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
+        std::vector<Child> children;
+        children.reserve(ops.size());
+        for (const Op& op : ops)
+            children.push_back(spawn(op, go[0]));
+        ::close(go[0]);
+        ::close(go[1]); // EOF: go
+        const auto now = Clock::now();
+        std::vector<Child*> all;
+        for (Child& c : children) {
+            c.started_ = now;
+            all.push_back(&c);
+        }
+        wait_all(all, now + bound);
+        std::vector<Probe> out;
+        for (Child& c : children)
+            out.push_back(finish(c));
+        return out;
+    }
+
+    Probe run(const Op& op, milliseconds bound) {
+        Child c = start(op);
+        wait(c, bound);
+        return finish(c);
+    }
+
+    // Kills every child not reaped yet and waits at most `limit` for them
+    // to end (a child blocked in a request the daemon took ends once it is
+    // answered). Never blocks longer; what is left is said on stderr.
+    void reap(milliseconds limit) noexcept {
+        for (pid_t pid : unreaped_)
+            ::kill(pid, SIGKILL);
+        reap_until(Clock::now() + limit);
+        if (!unreaped_.empty()) {
+            std::fprintf(stderr, "stalled_backing: %zu children blocked in the mount left behind\n",
+                         unreaped_.size());
+            unreaped_.clear();
+        }
+    }
+
+private:
+    Child spawn(const Op& op, int go_fd) {
+        int p[2];
+        REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+        std::fflush(stdout);
+        std::fflush(stderr);
+        const pid_t parent = ::getpid();
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            ::close(p[0]);
+            ::close(p[1]);
+            FAIL("fork: " << std::strerror(errno));
+        }
+        if (pid == 0)
+            child_main(op, p[1], go_fd, parent);
+        ::close(p[1]);
+        unreaped_.push_back(pid);
+        Child c;
+        c.pid_ = pid;
+        c.fd_ = p[0];
+        c.started_ = Clock::now();
+        return c;
+    }
+
+    [[noreturn]] static void child_main(const Op& op, int report_fd, int go_fd,
+                                        pid_t parent) noexcept {
+        reset_signals_in_child();
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent)
+            ::_exit(127);
+        // Nothing of the test's stays open here (the mounts' reaper pipes,
+        // other children's pipes, the go pipe's write end).
+        for (int fd = 3; fd < 1024; ++fd)
+            if (fd != report_fd && fd != go_fd)
+                ::close(fd);
+        if (go_fd >= 0) {
+            char c = 0;
+            while (::read(go_fd, &c, 1) > 0) {
+            }
+            ::close(go_fd);
+        }
+        try {
+            const Outcome out = op();
+            std::string msg(sizeof(int), '\0');
+            std::memcpy(msg.data(), &out.err, sizeof(int));
+            msg += out.text;
+            std::size_t done = 0;
+            while (done < msg.size()) {
+                const ssize_t n = ::write(report_fd, msg.data() + done, msg.size() - done);
+                if (n <= 0)
+                    ::_exit(126);
+                done += static_cast<std::size_t>(n);
+            }
+        } catch (...) {
+            ::_exit(125);
+        }
+        ::_exit(0);
+    }
+
+    // Reads the children's pipes until each is at EOF or `deadline` passes.
+    static void wait_all(std::vector<Child*>& children, Clock::time_point deadline) {
+        for (;;) {
+            std::vector<pollfd> fds;
+            std::vector<Child*> open;
+            for (Child* c : children)
+                if (!c->eof_ && c->fd_ >= 0) {
+                    fds.push_back({c->fd_, POLLIN, 0});
+                    open.push_back(c);
+                }
+            if (fds.empty())
+                return;
+            const auto left =
+                std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+            if (left <= 0)
+                return;
+            const int n =
+                ::poll(fds.data(), static_cast<nfds_t>(fds.size()), static_cast<int>(left));
+            if (n < 0 && errno != EINTR)
+                return;
+            for (std::size_t i = 0; i < fds.size(); ++i) {
+                if (fds[i].revents == 0)
+                    continue;
+                char buf[4096];
+                const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+                if (got > 0) {
+                    open[i]->report_.append(buf, static_cast<std::size_t>(got));
+                } else if (got == 0 || errno != EINTR) {
+                    open[i]->eof_ = true;
+                    open[i]->ended_ = Clock::now();
+                }
+            }
+        }
+    }
+
+    // Reaps `pid` if it ends before `deadline` (tried at least once).
+    void reap_one(pid_t pid, Clock::time_point deadline) noexcept {
+        for (;;) {
+            int status = 0;
+            const pid_t r = ::waitpid(pid, &status, WNOHANG);
+            if (r == pid || (r < 0 && errno == ECHILD)) {
+                std::erase(unreaped_, pid);
+                return;
+            }
+            if (Clock::now() >= deadline)
+                return;
+            ::poll(nullptr, 0, 5);
+        }
+    }
+
+    // Reaps what has ended until all have or `deadline` passes.
+    void reap_until(Clock::time_point deadline) noexcept {
+        for (;;) {
+            std::erase_if(unreaped_, [](pid_t pid) {
+                int status = 0;
+                const pid_t r = ::waitpid(pid, &status, WNOHANG);
+                return r == pid || (r < 0 && errno == ECHILD);
+            });
+            if (unreaped_.empty() || Clock::now() >= deadline)
+                return;
+            ::poll(nullptr, 0, 20);
+        }
+    }
+
+    std::vector<pid_t> unreaped_;
+};
+
+// ---- the mount ---------------------------------------------------------------
+
+// An overcache mount over faultfs with the test's options. Its destructor
+// lets faultfs run again and reaps the children before the mounts go, also
+// when an assertion failed while faultfs was stopped.
+class StallMount {
+public:
+    explicit StallMount(const std::string& extra = "") : fm_(std::string(kOptions) + extra) {}
+    StallMount(const StallMount&) = delete;
+    StallMount& operator=(const StallMount&) = delete;
+    ~StallMount() {
+        fm_.backing().resume();
+        probes_.reap(kReapLimit);
+    }
+
+    Mount& m() { return fm_.mount(); }
+    FaultBacking& backing() { return fm_.backing(); }
+    Probes& probes() { return probes_; }
+    std::string mnt(const std::string& rel) { return fm_.mount().mnt(rel); }
+
+    Probe run(const Op& op, milliseconds bound = kBound) { return probes_.run(op, bound); }
+
+    void pause() { fm_.backing().pause(); }
+    // faultfs runs again; the children that were blocked end.
+    void resume() {
+        fm_.backing().resume();
+        probes_.reap(kReapLimit);
+    }
+
+private:
+    // A SIGCHLD ignored by whoever started the test would reap our children
+    // (and the daemons) behind waitpid's back.
+    struct DefaultSigchld {
+        DefaultSigchld() { ::signal(SIGCHLD, SIG_DFL); }
+    } sigchld_;
+    FaultMount fm_;
+    Probes probes_; // after fm_: reaped before the mounts go
+};
+
+// What the test made through the mount before the stall.
+struct Tree {
+    std::string hot = random_bytes(kFileBytes, 1);  // d/hot: read whole, cached
+    std::string cold = random_bytes(kFileBytes, 2); // d/cold: only looked up
+    struct stat root {};
+    struct stat d {};
+    struct stat hot_st {};
+    struct stat cold_st {};
+    std::string names; // of d
+};
+
+std::uint64_t cached_bytes(const std::string& path) {
+    char buf[64];
+    const ssize_t n = ::getxattr(path.c_str(), "user.overcache.cached_bytes", buf, sizeof buf);
+    REQUIRE_MESSAGE(n > 0, "getxattr user.overcache.cached_bytes of " << path << ": "
+                                                                      << std::strerror(errno));
+    return std::stoull(std::string(buf, static_cast<std::size_t>(n)));
+}
+
+struct stat stat_of(const std::string& path) {
+    struct stat st {};
+    REQUIRE_MESSAGE(::stat(path.c_str(), &st) == 0,
+                    "stat " << path << ": " << std::strerror(errno));
+    return st;
+}
+
+std::string value(const std::map<std::string, std::string>& stats, const std::string& key) {
+    const auto it = stats.find(key);
+    return it == stats.end() ? "<no " + key + ">" : it->second;
+}
+
+// A number from the stats, or -1 when missing.
+long long number(const std::map<std::string, std::string>& stats, const std::string& key) {
+    const auto it = stats.find(key);
+    if (it == stats.end())
+        return -1;
+    try {
+        return std::stoll(it->second);
+    } catch (...) {
+        return -1;
+    }
+}
+
+std::map<std::string, std::string> parse_stats(const std::string& text) {
+    std::map<std::string, std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        const auto sp = line.find(' ');
+        if (sp != std::string::npos)
+            out[line.substr(0, sp)] = line.substr(sp + 1);
+    }
+    return out;
+}
+
+// d/ with hot (written and read whole through the mount: cached), cold
+// (made behind the mount, only stat-ed through it: its name known, no byte
+// cached) and victim; everything looked up through the mount.
+Tree make_tree(StallMount& s) {
+    Tree t;
+    Mount& m = s.m();
+    REQUIRE(::mkdir(s.mnt("d").c_str(), 0755) == 0);
+    write_file(s.mnt("d/hot"), t.hot);
+    write_file(s.backing().lower("d/cold"), t.cold);
+    write_file(s.backing().lower("d/victim"), "victim");
+    REQUIRE(read_uncached(s.mnt("d/hot")) == t.hot);
+    m.wait_fills();
+    REQUIRE(cached_bytes(s.mnt("d/hot")) == t.hot.size());
+    REQUIRE(cached_bytes(s.mnt("d/cold")) == 0);
+    t.root = stat_of(m.mountpoint());
+    t.d = stat_of(s.mnt("d"));
+    t.hot_st = stat_of(s.mnt("d/hot"));
+    t.cold_st = stat_of(s.mnt("d/cold"));
+    stat_of(s.mnt("d/victim"));
+    const Outcome listed = list_op(s.mnt("d"))();
+    REQUIRE(listed.err == 0);
+    t.names = listed.text;
+    REQUIRE(t.names == "cold hot victim");
+    return t;
+}
+
+// The probe answered within its bound with `err` (0: success) and, when
+// given and it succeeded, `text`.
+void expect(const Probe& p, const std::string& what, int err,
+            const std::optional<std::string>& text = std::nullopt) {
+    INFO(what << ": " << describe(p));
+    CHECK(p.finished);
+    if (!p.finished)
+        return;
+    CHECK(err_name(p.err) == err_name(err));
+    if (text && p.err == 0)
+        CHECK(p.text == *text);
+}
+
+// Takes the mount offline: the first request meets the stall (and may wait
+// out the deadline), then the control file says so.
+void go_offline(StallMount& s, const Tree& t) {
+    s.pause();
+    expect(s.run(stat_op(s.mnt("d/hot")), kFirstBound),
+           "stat of d/hot, the first request to meet the stall", 0, attrs_text(t.hot_st));
+    const Probe ctl = s.run(text_op(s.mnt(".overcache")));
+    expect(ctl, "reading .overcache once the stall was met", 0);
+    const auto stats = parse_stats(ctl.text);
+    CHECK(value(stats, "backing_state") == "offline");
+    CHECK(number(stats, "backing_offline_total") >= 1);
+    CHECK(number(stats, "backing_timeouts") >= 1);
+}
+
+// Reads .overcache (through children) until backing_state is online or the
+// limit passes; what it said last.
+std::map<std::string, std::string> wait_online(StallMount& s) {
+    const auto deadline = Clock::now() + kOnlineLimit;
+    std::map<std::string, std::string> stats;
+    for (;;) {
+        const Probe p = s.run(text_op(s.mnt(".overcache")));
+        if (p.finished && p.err == 0) {
+            stats = parse_stats(p.text);
+            if (value(stats, "backing_state") == "online")
+                return stats;
+        }
+        if (Clock::now() >= deadline)
+            return stats;
+        std::this_thread::sleep_for(milliseconds(100));
+    }
+}
+
+} // namespace
+
+TEST_SUITE("stalled_backing") {
+    TEST_CASE("stalled backing: offline, the mount serves what it knows and refuses changes" *
+              doctest::timeout(300)) {
+        StallMount s; // offline_ok is 1 unless said
+        const Tree t = make_tree(s);
+        {
+            const auto before = s.m().stats();
+            CHECK(value(before, "backing_state") == "online");
+            CHECK(value(before, "backing_timeouts") == "0");
+            CHECK(value(before, "backing_offline_total") == "0");
+        }
+        const std::string hot = s.mnt("d/hot"), cold = s.mnt("d/cold");
+
+        go_offline(s, t);
+
+        // Attributes of what was looked up, as they were.
+        expect(s.run(stat_op(s.m().mountpoint())), "stat of the root", 0, attrs_text(t.root));
+        expect(s.run(stat_op(s.mnt("d"))), "stat of d", 0, attrs_text(t.d));
+        expect(s.run(stat_op(hot)), "stat of d/hot", 0, attrs_text(t.hot_st));
+        expect(s.run(stat_op(cold)), "stat of d/cold", 0, attrs_text(t.cold_st));
+
+        // Cached data, read by a fresh open from the daemon.
+        expect(s.run(read_op(hot, t.hot, true)), "open and read of d/hot (cached)", 0, "same");
+
+        // Data never cached: the open may fail with EIO, the read must.
+        {
+            const Probe p = s.run(read_op(cold, t.cold, true));
+            INFO("open and read of d/cold (not cached): " << describe(p));
+            CHECK(p.finished);
+            if (p.finished) {
+                CHECK(err_name(p.err) == err_name(EIO));
+                CHECK((p.text == "open" || p.text == "read"));
+            }
+        }
+
+        // Many at once: no FUSE thread stays blocked on the backing.
+        {
+            const std::string expect_attrs = attrs_text(t.hot_st);
+            const Op read_hot = read_op(hot, t.hot, true);
+            const Op stat_and_read = [hot, expect_attrs, read_hot] {
+                const Outcome st = stat_op(hot)();
+                if (st.err != 0 || st.text != expect_attrs)
+                    return Outcome{st.err, "stat: " + st.text};
+                return read_hot();
+            };
+            const auto probes = s.probes().run_all(std::vector<Op>(32, stat_and_read), kBound);
+            std::size_t right = 0;
+            std::string first_wrong;
+            for (const Probe& p : probes) {
+                if (p.finished && p.err == 0 && p.text == "same")
+                    ++right;
+                else if (first_wrong.empty())
+                    first_wrong = describe(p);
+            }
+            INFO("32 concurrent stat and read of d/hot; the first wrong one: " << first_wrong);
+            CHECK(right == probes.size());
+        }
+
+        // Every change of a name the mount knows fails at once, read-only.
+        const std::pair<const char*, Op> changes[] = {
+            {"unlink d/victim",
+             call_op("unlink", [p = s.mnt("d/victim")] { return ::unlink(p.c_str()); })},
+            {"chmod d/hot", call_op("chmod", [hot] { return ::chmod(hot.c_str(), 0600); })},
+            {"truncate d/hot", call_op("truncate", [hot] { return ::truncate(hot.c_str(), 0); })},
+            {"open d/hot O_WRONLY", open_op(hot, O_WRONLY)},
+        };
+        for (const auto& [what, op] : changes)
+            expect(s.run(op), what, EROFS);
+        // A change that needs a new name fails at once too: the kernel looks
+        // the name up first, and whether it exists only the backing can say
+        // (EIO); or the change itself is refused (EROFS).
+        const std::pair<const char*, Op> new_names[] = {
+            {"create d/new (open O_CREAT)", open_op(s.mnt("d/new"), O_WRONLY | O_CREAT)},
+            {"mkdir d/newdir",
+             call_op("mkdir", [p = s.mnt("d/newdir")] { return ::mkdir(p.c_str(), 0755); })},
+            {"rename d/cold to d/cold2",
+             call_op("rename",
+                     [a = cold, b = s.mnt("d/cold2")] { return ::rename(a.c_str(), b.c_str()); })},
+        };
+        for (const auto& [what, op] : new_names) {
+            const Probe p = s.run(op);
+            INFO(what << ": " << describe(p));
+            CHECK(p.finished);
+            if (p.finished)
+                CHECK((p.err == EROFS || p.err == EIO));
+        }
+
+        // Listings are not cached in step 1: EIO or the right names, at once.
+        {
+            const Probe p = s.run(list_op(s.mnt("d")));
+            INFO("listing d: " << describe(p));
+            CHECK(p.finished);
+            if (p.finished) {
+                CHECK((p.err == 0 || p.err == EIO));
+                if (p.err == 0)
+                    CHECK(p.text == t.names);
+            }
+        }
+
+        // Still offline: the backing has not answered.
+        {
+            const Probe ctl = s.run(text_op(s.mnt(".overcache")));
+            expect(ctl, "reading .overcache at the end of the stall", 0);
+            CHECK(value(parse_stats(ctl.text), "backing_state") == "offline");
+        }
+
+        // None of the refused changes happened, then or later. d/hot is read
+        // through the mount: in writeback mode its bytes may not have
+        // reached the backing yet.
+        s.resume();
+        FaultBacking& b = s.backing();
+        CHECK(read_file(s.mnt("d/hot")) == t.hot);
+        CHECK((stat_of(s.mnt("d/hot")).st_mode & 07777) == (t.hot_st.st_mode & 07777));
+        CHECK(read_file(b.lower("d/victim")) == "victim");
+        CHECK(read_file(b.lower("d/cold")) == t.cold);
+        CHECK(::access(b.lower("d/cold2").c_str(), F_OK) != 0);
+        CHECK(::access(b.lower("d/new").c_str(), F_OK) != 0);
+        CHECK(::access(b.lower("d/newdir").c_str(), F_OK) != 0);
+    }
+
+    TEST_CASE("stalled backing: back online by itself, changes made behind the mount are seen" *
+              doctest::timeout(300)) {
+        StallMount s(",offline_ok=1");
+        const Tree t = make_tree(s);
+        const std::string hot = s.mnt("d/hot");
+        go_offline(s, t);
+        // Offline reads put the old bytes in the kernel's page cache too.
+        expect(s.run(read_op(hot, t.hot, false)), "read of d/hot offline", 0, "same");
+
+        // Behind the mount while faultfs is stopped (its lower directory is
+        // a plain one): new bytes, the same size, a clearly different mtime.
+        const std::string fresh = random_bytes(kFileBytes, 3);
+        {
+            const std::string lower = s.backing().lower("d/hot");
+            const int fd = ::open(lower.c_str(), O_WRONLY | O_CLOEXEC);
+            REQUIRE(fd >= 0);
+            REQUIRE(::pwrite(fd, fresh.data(), fresh.size(), 0) ==
+                    static_cast<ssize_t>(fresh.size()));
+            REQUIRE(::close(fd) == 0);
+            const timespec times[2] = {{0, UTIME_OMIT}, {kOldMtime, 0}};
+            REQUIRE(::utimensat(AT_FDCWD, lower.c_str(), times, 0) == 0);
+        }
+
+        s.resume();
+        const auto stats = wait_online(s);
+        CHECK_MESSAGE(value(stats, "backing_state") == "online",
+                      "not online " << kOnlineLimit.count() << " ms after faultfs runs again");
+        CHECK(number(stats, "backing_offline_total") >= 1);
+
+        // The next open sees the new bytes: from the page cache as the
+        // kernel kept it, then from the daemon.
+        expect(s.run(read_op(hot, fresh, false)), "open and read of d/hot after resume", 0, "same");
+        struct stat now = t.hot_st;
+        now.st_mtim.tv_sec = kOldMtime;
+        expect(s.run(mtime_op(hot)), "stat of d/hot after resume", 0, mtime_text(now));
+        expect(s.run(read_op(hot, fresh, true)), "open and read of d/hot from the daemon", 0,
+               "same");
+        // Changes work again.
+        expect(s.run(create_op(s.mnt("d/after"), "after")), "create d/after after resume", 0);
+        CHECK(::access(s.backing().lower("d/after").c_str(), F_OK) == 0);
+        CHECK(read_file(s.mnt("d/after")) == "after"); // writeback: maybe only in the cache
+    }
+
+    TEST_CASE("stalled backing: with offline_ok=0 a request waits for the backing" *
+              doctest::timeout(300)) {
+        StallMount s(",offline_ok=0");
+        const Tree t = make_tree(s);
+        s.pause();
+        Probes::Child c = s.probes().start(stat_op(s.mnt("d/hot")));
+        CHECK_MESSAGE(!s.probes().wait(c, milliseconds(2000)),
+                      "a stat with the backing stopped and offline_ok=0 did not wait for it");
+        s.backing().resume();
+        s.probes().wait(c, kOnlineLimit);
+        expect(s.probes().finish(c), "the stat once faultfs runs again", 0, attrs_text(t.hot_st));
+    }
+
+    TEST_CASE("stalled backing: a backing failing calls never blocks the mount nor yields wrong "
+              "bytes" *
+              doctest::timeout(300)) {
+        StallMount s;
+        const Tree t = make_tree(s);
+        const std::string hot = s.mnt("d/hot");
+        s.backing().fail("all", EIO);
+        {
+            const Probe p = s.run(read_op(hot, t.hot, true), kFirstBound);
+            INFO("open and read of d/hot while the backing fails every call: " << describe(p));
+            CHECK(p.finished);
+            if (p.finished && p.err == 0)
+                CHECK(p.text == "same");
+        }
+        {
+            const Probe p = s.run(stat_op(hot), kFirstBound);
+            INFO("stat of d/hot while the backing fails every call: " << describe(p));
+            CHECK(p.finished);
+            if (p.finished && p.err == 0)
+                CHECK(p.text == attrs_text(t.hot_st));
+        }
+        s.backing().clear();
+        expect(s.run(read_op(hot, t.hot, true), kFirstBound),
+               "open and read of d/hot once the backing answers again", 0, "same");
+    }
+}

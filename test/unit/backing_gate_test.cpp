@@ -1,0 +1,180 @@
+// The backing gate: a call that answers in time returns its result; one
+// that misses the deadline returns nothing after about the deadline and
+// turns the backing offline, after which calls are refused at once without
+// running; the probe turns it online again once it answers; a call stuck
+// past the gate's end does not hold the gate's destruction up; with
+// offline_ok off calls run inline and are never refused. The stall is a
+// latch the test opens (the real one, a stopped backing, is the mount test
+// stalled_backing).
+#include "backing/gate.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <doctest/doctest.h>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+using overcache::backing::Gate;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A backing that blocks every call made while it is closed.
+struct Latch {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = true;
+    void close() {
+        std::lock_guard lk(mu);
+        open = false;
+    }
+    void release() {
+        std::lock_guard lk(mu);
+        open = true;
+        cv.notify_all();
+    }
+    void pass() {
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return open; });
+    }
+};
+
+Gate::Options fast(std::chrono::milliseconds timeout = 200ms) {
+    Gate::Options o;
+    o.timeout = timeout;
+    o.threads = 2;
+    o.probe_interval = 20ms;
+    return o;
+}
+
+bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5000ms) {
+    const auto end = Clock::now() + limit;
+    while (Clock::now() < end) {
+        if (cond())
+            return true;
+        std::this_thread::sleep_for(5ms);
+    }
+    return cond();
+}
+
+} // namespace
+
+TEST_CASE("a call in time returns its result on another thread") {
+    auto latch = std::make_shared<Latch>();
+    Gate gate(fast(), [latch] { latch->pass(); return 0; });
+    const auto caller = std::this_thread::get_id();
+    auto r = gate.call([caller] { return std::this_thread::get_id() != caller ? 42 : -1; });
+    REQUIRE(r.has_value());
+    CHECK(*r == 42);
+    CHECK(gate.online());
+    CHECK(gate.stats().timeouts == 0);
+}
+
+TEST_CASE("a stalled call misses its deadline once; later calls are refused at once") {
+    auto latch = std::make_shared<Latch>();
+    Gate gate(fast(), [latch] { latch->pass(); return 0; });
+    latch->close();
+    auto ran = std::make_shared<std::atomic<int>>(0);
+
+    const auto t0 = Clock::now();
+    auto r = gate.call([latch, ran] { latch->pass(); return ++*ran; });
+    const auto waited = Clock::now() - t0;
+    CHECK_FALSE(r.has_value());
+    CHECK(waited >= 200ms);
+    CHECK(waited < 3s);
+    CHECK_FALSE(gate.online());
+    auto s = gate.stats();
+    CHECK(s.timeouts == 1);
+    CHECK(s.offline_total == 1);
+
+    // Offline: nothing is tried, nothing waits.
+    const auto t1 = Clock::now();
+    for (int i = 0; i < 100; ++i)
+        CHECK_FALSE(gate.call([ran] { return ++*ran; }).has_value());
+    CHECK(Clock::now() - t1 < 150ms);
+    CHECK(gate.stats().refused == 100);
+    CHECK(gate.stats().offline_seconds > 0);
+
+    // The backing answers: the stuck call finishes (its answer is dropped),
+    // the probe turns the gate online, calls run again.
+    latch->release();
+    REQUIRE(wait_for([&] { return gate.online(); }));
+    CHECK(gate.stats().offline_total == 1);
+    CHECK(gate.stats().offline_seconds == 0);
+    REQUIRE(wait_for([&] { return ran->load() == 1; }));
+    auto again = gate.call([ran] { return ++*ran; });
+    REQUIRE(again.has_value());
+    CHECK(*again == 2);
+}
+
+TEST_CASE("calls queued behind stuck threads keep their deadline") {
+    auto latch = std::make_shared<Latch>();
+    Gate gate(fast(300ms), [latch] { latch->pass(); return 0; });
+    latch->close();
+    // More callers than the gate has threads, all at once: each returns
+    // within about one deadline, none waits for another's.
+    std::vector<std::thread> callers;
+    std::atomic<int> late{0}, answered{0};
+    for (int i = 0; i < 6; ++i)
+        callers.emplace_back([&] {
+            const auto t0 = Clock::now();
+            if (gate.call([latch] { latch->pass(); return 1; }).has_value())
+                ++answered;
+            if (Clock::now() - t0 > 3s)
+                ++late;
+        });
+    for (auto& t : callers)
+        t.join();
+    CHECK(late == 0);
+    CHECK(answered == 0);
+    CHECK_FALSE(gate.online());
+    latch->release();
+    CHECK(wait_for([&] { return gate.online(); }));
+}
+
+TEST_CASE("a probe that fails keeps the backing offline until one succeeds") {
+    auto answers = std::make_shared<std::atomic<bool>>(false);
+    auto probes = std::make_shared<std::atomic<int>>(0);
+    Gate gate(fast(), [answers, probes] {
+        ++*probes;
+        return answers->load() ? 0 : 5; // EIO until told otherwise
+    });
+    gate.note_timeout();
+    CHECK_FALSE(gate.online());
+    REQUIRE(wait_for([&] { return probes->load() >= 3; }));
+    CHECK_FALSE(gate.online());
+    answers->store(true);
+    CHECK(wait_for([&] { return gate.online(); }));
+}
+
+TEST_CASE("the gate goes without waiting for a call stuck in the backing") {
+    auto latch = std::make_shared<Latch>();
+    const auto t0 = Clock::now();
+    {
+        Gate gate(fast(100ms), [latch] { latch->pass(); return 0; });
+        latch->close();
+        CHECK_FALSE(gate.call([latch] { latch->pass(); return 0; }).has_value());
+    }
+    // One deadline and a second of grace, not forever.
+    CHECK(Clock::now() - t0 < 5s);
+    latch->release(); // the left-behind threads end (they own the latch)
+    std::this_thread::sleep_for(50ms);
+}
+
+TEST_CASE("offline_ok=0: calls run inline, wait as long as they take, never refused") {
+    Gate::Options o = fast(50ms);
+    o.offline_ok = false;
+    Gate gate(o, [] { return 0; });
+    const auto caller = std::this_thread::get_id();
+    auto r = gate.call([caller] {
+        std::this_thread::sleep_for(150ms); // three deadlines
+        return std::this_thread::get_id() == caller;
+    });
+    REQUIRE(r.has_value());
+    CHECK(*r);
+    CHECK(gate.online());
+}
