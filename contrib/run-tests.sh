@@ -6,7 +6,7 @@
 #   contrib/run-tests.sh --asan     # the same with ASan+UBSan in build-asan/
 #   contrib/run-tests.sh --tsan     # the executor and unit tests with TSan in build-tsan/
 #   contrib/run-tests.sh --writeback  # the mount tests again, every mount in
-#                                     # cache_mode=writeback (build-test/)
+#                                     # cache_mode=writeback,backing_calls=gated
 #   contrib/run-tests.sh --unit     # everything built (build-test/), the unit tests run
 # Tests are built with -Dtests=enabled: a missing test dependency (doctest)
 # fails the setup instead of leaving nothing to run, and a run of 0 tests
@@ -30,9 +30,11 @@ case "${1:-}" in
             # Only what the unit tests run is built: most of a TSan build's
             # time would go to mount tests it does not run.
             suites=(--suite unit); timeout_mult=4; build_only_tested=1 ;;
-    # Tests that choose a cache mode keep it; every other mount is writeback.
+    # Tests that choose a cache mode keep it; every other mount is writeback,
+    # with the backing calls through the gate (a local backing's are inline
+    # by default, so the other runs take that way).
     --writeback) suites=(--suite mount)
-                 export OVERCACHE_TEST_EXTRA_OPTIONS=cache_mode=writeback ;;
+                 export OVERCACHE_TEST_EXTRA_OPTIONS=cache_mode=writeback,backing_calls=gated ;;
     --unit) suites=(--suite unit) ;;
     "") ;;
     *) echo "usage: $0 [--asan|--tsan|--writeback|--unit]" >&2; exit 2 ;;

@@ -4,7 +4,8 @@
 # to nothing: two mounts over one tree of DIRS x FILES small files with
 # attr_timeout=0,entry_timeout=0, so that every stat, lookup, open and close
 # reaches the daemon. farm-bench runs A and B in turn and prints A/B; quote
-# the median. Needs root (mounts) and farm-bench.
+# the median. Needs root (mounts) and farm-bench. NEW_OPTS and OLD_OPTS
+# add -o options to either mount (say NEW_OPTS=backing_calls=gated).
 #   contrib/bench/daemon_overhead.sh NEW_OVERCACHE OLD_OVERCACHE [DIRS FILES]
 set -euo pipefail
 new=${1:?usage: $0 NEW_OVERCACHE OLD_OVERCACHE [DIRS FILES]}
@@ -26,8 +27,8 @@ for ((d = 0; d < dirs; ++d)); do
     done
 done
 opts=attr_timeout=0,entry_timeout=0,cache_size=64M
-"$new" "$work/tree" "$work/a" -o "cache=$work/cache-a,$opts"
-"$old" "$work/tree" "$work/b" -o "cache=$work/cache-b,$opts"
+"$new" "$work/tree" "$work/a" -o "cache=$work/cache-a,$opts${NEW_OPTS:+,$NEW_OPTS}"
+"$old" "$work/tree" "$work/b" -o "cache=$work/cache-b,$opts${OLD_OPTS:+,$OLD_OPTS}"
 echo "== find -newer and ls -lR (lookups, getattrs, readdirplus): A = $new, B = $old"
 farm-bench -n 7 --timeout 900 \
     --vs "sh -c 'find $work/b -type f -newer $work/tree >/dev/null; ls -lR $work/b >/dev/null'" \

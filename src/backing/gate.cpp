@@ -20,6 +20,14 @@ double seconds_of(std::chrono::milliseconds ms) noexcept {
     return static_cast<double>(ms.count()) / 1000.0;
 }
 
+// How long the last worker to finish stays awake for the next call: about
+// the time a request takes from its reply to the next one's arrival, when
+// a program stats or opens file after file.
+constexpr std::chrono::microseconds kWorkerAwake{200};
+// The most a caller waits awake; a call slower than that is answered to a
+// sleeping caller (its wake-up is small beside the call then).
+constexpr std::chrono::microseconds kCallerAwakeMax{50};
+
 } // namespace
 
 struct Gate::Shared {
@@ -30,6 +38,12 @@ struct Gate::Shared {
     std::deque<std::function<void()>> jobs; // guarded by mu
     bool stopping = false;                  // guarded by mu
     unsigned alive = 0;                     // guarded by mu: threads not yet ended
+    // Workers awake and watching `queued` for work (at most one); a job
+    // queued while one is needs no wake-up.
+    unsigned awake = 0;             // guarded by mu
+    std::atomic<std::size_t> queued{0}; // jobs.size(), read without mu
+    // Recent calls' time (a moving average), for how long callers wait awake.
+    std::atomic<std::int64_t> call_ns{0};
 
     std::function<int()> probe;
     std::atomic<bool> offline{false};
@@ -39,11 +53,23 @@ struct Gate::Shared {
     void worker() {
         std::unique_lock lk(mu);
         for (;;) {
+            if (!stopping && jobs.empty() && awake == 0) {
+                // Stay awake a little for the next call, not holding mu.
+                ++awake;
+                lk.unlock();
+                const auto until = std::chrono::steady_clock::now() + kWorkerAwake;
+                while (queued.load(std::memory_order_acquire) == 0 &&
+                       std::chrono::steady_clock::now() < until)
+                    std::this_thread::yield();
+                lk.lock();
+                --awake;
+            }
             work_cv.wait(lk, [&] { return stopping || !jobs.empty(); });
             if (stopping)
                 break;
             std::function<void()> job = std::move(jobs.front());
             jobs.pop_front();
+            queued.store(jobs.size(), std::memory_order_release);
             lk.unlock();
             job(); // may block for as long as the backing does
             job = nullptr;
@@ -128,8 +154,25 @@ bool Gate::submit(std::function<void()> job) {
     if (shared_->stopping)
         return false;
     shared_->jobs.push_back(std::move(job));
-    shared_->work_cv.notify_one();
+    shared_->queued.store(shared_->jobs.size(), std::memory_order_release);
+    // A worker awake takes it (it takes mu after seeing `queued`); else
+    // one is woken. Idle workers never spin, so none is missed.
+    if (shared_->awake == 0 || shared_->jobs.size() > shared_->awake)
+        shared_->work_cv.notify_one();
     return true;
+}
+
+std::chrono::nanoseconds Gate::awake_wait() const noexcept {
+    const std::chrono::nanoseconds recent(shared_->call_ns.load(std::memory_order_relaxed));
+    if (recent > kCallerAwakeMax)
+        return std::chrono::nanoseconds(0);
+    return std::min<std::chrono::nanoseconds>(kCallerAwakeMax, 2 * recent + std::chrono::microseconds(10));
+}
+
+void Gate::note_call_time(std::chrono::nanoseconds took) noexcept {
+    // 1/8 of the new sample: a few slow calls in a row stop the waiting awake.
+    const std::int64_t old = shared_->call_ns.load(std::memory_order_relaxed);
+    shared_->call_ns.store(old + (took.count() - old) / 8, std::memory_order_relaxed);
 }
 
 void Gate::post(std::function<void()> job) {

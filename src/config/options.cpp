@@ -43,6 +43,18 @@ const char* to_string(ReplacementPolicy p) noexcept {
     return "?";
 }
 
+const char* to_string(BackingCalls b) noexcept {
+    switch (b) {
+    case BackingCalls::automatic:
+        return "auto";
+    case BackingCalls::gated:
+        return "gated";
+    case BackingCalls::direct:
+        return "inline";
+    }
+    return "?";
+}
+
 const char* to_string(LogLevel l) noexcept {
     switch (l) {
     case LogLevel::debug:
@@ -210,6 +222,19 @@ Result<void> apply_cache_mode(Config& c, const std::string& v) {
     return {};
 }
 
+Result<void> apply_backing_calls(Config& c, const std::string& v) {
+    if (v == "auto")
+        c.backing_calls = BackingCalls::automatic;
+    else if (v == "gated")
+        c.backing_calls = BackingCalls::gated;
+    else if (v == "inline")
+        c.backing_calls = BackingCalls::direct;
+    else
+        return fail(Errc::BadValue, "option backing_calls: '" + printable(v) +
+                                        "' is not one of auto, gated, inline");
+    return {};
+}
+
 Result<void> apply_replacement_policy(Config& c, const std::string& v) {
     if (v == "lru")
         c.cache_replacement_policy = ReplacementPolicy::lru;
@@ -356,6 +381,13 @@ const std::vector<Row>& rows() {
                   "serve what the cache holds while the backing is offline; off: requests wait "
                   "for the backing however long it takes"},
                  &Config::offline_ok),
+        {{"backing_calls", T::mode, "auto",
+          "gated: calls into the backing wait at most backing_timeout on threads of their own; "
+          "inline: they run on the request's thread (a local disk's calls cost less than the "
+          "hand-over); auto: inline for local disk filesystems, gated for the rest (NFS, SMB, "
+          "FUSE, ...)"},
+         apply_backing_calls,
+         [](const Config& c) { return std::string(to_string(c.backing_calls)); }},
         bool_row({"default_permissions", T::boolean, "on",
                   "let the kernel check permissions against the backing's modes"},
                  &Config::default_permissions),

@@ -95,8 +95,9 @@ struct DirHandle {
     struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
 };
 
-// The gate's settings from the mount's options.
-backing::Gate::Options gate_options(const config::Config& c) noexcept;
+// The gate's settings from the mount's options and, for backing_calls=auto,
+// the filesystem type of the backing's root `root_fd`.
+backing::Gate::Options gate_options(const config::Config& c, int root_fd);
 // Asks the backing whether it answers: statfs of its root (a dup of
 // `root_fd`, owned by the probe), which no kernel cache answers.
 std::function<int()> backing_probe(int root_fd);
@@ -105,7 +106,7 @@ struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
-          gate(gate_options(config), backing_probe(inodes.root().fd())),
+          gate(gate_options(config, inodes.root().fd()), backing_probe(inodes.root().fd())),
           timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
           // The sampler is constructed after the target but used by it only
           // once requests arrive.

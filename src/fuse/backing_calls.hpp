@@ -35,8 +35,10 @@ int gated_stat(Adapter& a, int fd, struct stat& st);
 // looked up as `who`.
 int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& who, UniqueFd& out,
                     struct stat& st);
-// A real open of the file behind an O_PATH handle, as `who`.
-int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out);
+// A real open of the file behind an O_PATH handle, as `who`; with `st`,
+// the opened file's lstat too (one trip through the gate, not two).
+int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out,
+                 struct stat* st = nullptr);
 int gated_statfs(Adapter& a, int fd, struct statvfs& out);
 // close(2) of a duplicate of `fd`: the backing's close-time work (NFS
 // writes back and reports errors there), without closing `fd`.

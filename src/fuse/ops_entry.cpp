@@ -150,6 +150,8 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
     const backing::Gate::Stats g = a.gate.stats();
+    // What backing_calls=auto chose: inline calls have no deadline.
+    lines.emplace_back("backing_calls", a.gate.offline_ok() ? "gated" : "inline");
     lines.emplace_back("backing_state", g.online ? "online" : "offline");
     lines.emplace_back("backing_timeouts", std::to_string(g.timeouts));
     lines.emplace_back("backing_offline_total", std::to_string(g.offline_total));

@@ -168,7 +168,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         const int flags = fi->flags & ~kStrippedOpenFlags;
         const CallerId who = caller_id(req, check_as_caller(a));
         UniqueFd fd;
-        if (const int err = gated_reopen(a, inode->fd(), flags, who, fd))
+        struct stat st {};
+        if (const int err = gated_reopen(a, inode->fd(), flags, who, fd, &st))
             return err == kNoAnswer ? open_offline(req, a, ino, fi) : err;
         if (a.kernel_caches_writes.load() && (flags & O_ACCMODE) == O_WRONLY) {
             // The kernel reads the rest of a page a write covers in part,
@@ -179,13 +180,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             // write-only fd, and such a partial-page write fails (EBADF).
             UniqueFd rw;
             if (gated_reopen(a, inode->fd(), (flags & ~(O_ACCMODE | O_TRUNC)) | O_RDWR, {}, rw) ==
-                0)
+                0) {
+                close_later(a, std::move(fd));
                 fd = std::move(rw);
-        }
-        struct stat st {};
-        if (const int err = gated_stat(a, fd.get(), st)) {
-            close_later(a, std::move(fd));
-            return err == kNoAnswer ? open_offline(req, a, ino, fi) : err;
+            }
         }
         inode->note_attr(st);
         bool keep = false;

@@ -679,6 +679,8 @@ TEST_SUITE("stalled_backing") {
         {
             const auto before = s.m().stats();
             CHECK(value(before, "backing_state") == "online");
+            // backing_calls=auto gates the calls into a FUSE backing.
+            CHECK(value(before, "backing_calls") == "gated");
             CHECK(value(before, "backing_timeouts") == "0");
             CHECK(value(before, "backing_offline_total") == "0");
         }
@@ -834,17 +836,26 @@ TEST_SUITE("stalled_backing") {
         CHECK(read_file(s.mnt("d/after")) == "after"); // writeback: maybe only in the cache
     }
 
-    TEST_CASE("stalled backing: with offline_ok=0 a request waits for the backing" *
+    TEST_CASE("stalled backing: with offline_ok=0 or backing_calls=inline a request waits for "
+              "the backing" *
               doctest::timeout(300)) {
-        StallMount s(",offline_ok=0");
-        const Tree t = make_tree(s);
-        s.pause();
-        Probes::Child c = s.probes().start(stat_op(s.mnt("d/hot")));
-        CHECK_MESSAGE(!s.probes().wait(c, milliseconds(2000)),
-                      "a stat with the backing stopped and offline_ok=0 did not wait for it");
-        s.backing().resume();
-        s.probes().wait(c, kOnlineLimit);
-        expect(s.probes().finish(c), "the stat once faultfs runs again", 0, attrs_text(t.hot_st));
+        // The inline case names its cache mode: the suite's extra options
+        // (the writeback run gates every mount's calls) would override it.
+        for (const char* extra : {",offline_ok=0", ",cache_mode=writethrough,backing_calls=inline"}) {
+            CAPTURE(extra);
+            StallMount s(extra);
+            const Tree t = make_tree(s);
+            CHECK(value(s.m().stats(), "backing_calls") == "inline");
+            s.pause();
+            Probes::Child c = s.probes().start(stat_op(s.mnt("d/hot")));
+            CHECK_MESSAGE(!s.probes().wait(c, milliseconds(2000)),
+                          "a stat with the backing stopped did not wait for it");
+            s.backing().resume();
+            s.probes().wait(c, kOnlineLimit);
+            expect(s.probes().finish(c), "the stat once faultfs runs again", 0,
+                   attrs_text(t.hot_st));
+            CHECK(value(s.m().stats(), "backing_state") == "online");
+        }
     }
 
     TEST_CASE("stalled backing: a backing failing calls never blocks the mount nor yields wrong "

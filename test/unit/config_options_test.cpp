@@ -52,6 +52,10 @@ TEST_CASE("a value that is not printable is shown escaped: messages stay one lin
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message == "option cache_mode: '\\x1b[2J' is not one of writethrough, "
                                "writearound, writeback, none");
+    r = parse_options({"backing_calls=sometimes"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message ==
+          "option backing_calls: 'sometimes' is not one of auto, gated, inline");
     r = parse_options({"log_level=" + std::string(300, 'x')});
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message.find(std::string(256, 'x') + "...'") != std::string::npos);

@@ -23,6 +23,11 @@ const char* to_string(LogLevel l) noexcept;
 // the least recently used, the one filled longest ago, or any.
 enum class ReplacementPolicy { lru, fifo, random };
 const char* to_string(ReplacementPolicy p) noexcept;
+// Where the request handlers' calls into the backing run: through the
+// backing gate with its deadline, on the request's own thread, or chosen
+// by the backing's filesystem type (gated unless it is a local disk's).
+enum class BackingCalls { automatic, gated, direct };
+const char* to_string(BackingCalls b) noexcept;
 
 struct Config {
     // Kernel caching of names and attributes (seconds).
@@ -97,6 +102,7 @@ struct Config {
     // until it answers again. offline_ok=0 waits for it instead.
     double backing_timeout_s = 5;
     bool offline_ok = true;
+    BackingCalls backing_calls = BackingCalls::automatic;
     LogLevel log_level = LogLevel::info;
 };
 
