@@ -9,6 +9,7 @@
 #include "cache/file_records.hpp"
 #include "cache/file_table.hpp"
 #include "cache/path_policy.hpp"
+#include "overcache/cache/meta_cache.hpp"
 #include "cache/working_set.hpp"
 #include "overcache/bg/executors.hpp"
 #include "overcache/cache/caching_path.hpp"
@@ -60,6 +61,7 @@ struct CacheCore {
     DirtyFiles dirty;
     FileRecords records;
     PathPolicy policy; // per-path settings (user.overcache.mode, ...)
+    MetaCache names;   // directory listings
     store::WritePoint fg_wp{"foreground", false};
     CacheCounters c;
     WorkingSet working_set; // what reads and writes touched (stats)

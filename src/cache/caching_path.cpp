@@ -52,6 +52,9 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
             dev->superblock().bucket_size, reserve_for(dev->superblock().bucket_count),
             dev->block_size()),
       index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root), policy(dev->meta()),
+      names(
+          dev->meta(), [this](int fd, const struct stat& st) { return key_of(fd, st); },
+          [this](dev_t d, ino_t i) { return known_key(d, i); }),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
                                       std::chrono::seconds(p.io_error_halflife_s)}) {
     alloc.set_space(dev->space()); // before the bucket records are loaded
@@ -198,6 +201,7 @@ public:
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
                          const FilePolicy& policy) override;
     bool has_path_settings() const override { return core_.policy.any(); }
+    MetaCache* listings() override { return &core_.names; }
     std::optional<PathSettings> path_settings(FileRef file) override {
         if (!core_.policy.any())
             return std::nullopt;
@@ -596,6 +600,7 @@ void CachingPath::removed(FileRef file) {
 std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
     const auto& sb = core_.dev->superblock();
     const auto gs = gc_.stats();
+    const MetaCache::Stats ls = core_.names.stats();
     const auto as = core_.alloc.stats();
     const auto hist = core_.alloc.histogram();
     const auto ws = writeback_.stats();
@@ -667,6 +672,9 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"files_tracked", u(core_.files.size())},
         {"files_invalidated", u(core_.records.invalidated())},
         {"backing_changes_seen", u(c.backing_changes)},
+        {"listings_recorded", u(ls.listings_recorded)},
+        {"listings_changed", u(ls.listings_changed)},
+        {"listings_served", u(ls.listings_served)},
         {"gc_runs", u(gs.runs)},
         {"gc_last_duration_us", u(gs.last_run_us)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},

@@ -14,6 +14,7 @@
 #include "fuse/inode_table.hpp"
 #include "fuse/page_invalidator.hpp"
 #include "overcache/cache/data_path.hpp"
+#include "overcache/cache/meta_cache.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache/util/tunable.hpp"
 #include "util/unique_fd.hpp"
@@ -81,7 +82,10 @@ struct FileHandle {
 
 struct DirHandle {
     explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
+    // A listing served from the index (fuse/listings.hpp): no backing.
+    DirHandle(meta::FileKey key, bool root) : dp(nullptr), is_root(root), listed(key) {}
     ~DirHandle() {
+        recorder.reset();
         if (dp != nullptr)
             ::closedir(dp);
     }
@@ -89,10 +93,15 @@ struct DirHandle {
     DirHandle& operator=(const DirHandle&) = delete;
 
     std::mutex mutex; // readdir calls on one handle are serialised by it
-    DIR* dp;          // guarded by mutex
+    DIR* dp;          // guarded by mutex; nullptr for a listing from the index
     const bool is_root;
+    const std::optional<meta::FileKey> listed; // the index's listing it serves
     off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
     struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
+    // The directory's lstat at opendir, and its listing being recorded into
+    // the index while it is read in order from its start (guarded by mutex).
+    struct stat opened_st {};
+    std::unique_ptr<cache::MetaCache::Recorder> recorder;
 };
 
 // The gate's settings from the mount's options and, for backing_calls=auto,

@@ -10,6 +10,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
 #include "util/log.hpp"
 
@@ -59,6 +60,7 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     fuse_entry_param e{};
     if (const int err = lookup_entry(a, *dir, name, e))
         return or_eio(err);
+    note_name_added(a, dir, name, e.attr);
     reply_entry(req, a, e);
     return 0;
 }
@@ -85,11 +87,12 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                 bool plus) {
     guarded(req, plus ? "readdirplus" : "readdir", [&] {
         Adapter& a = adapter_of(req);
-        // Listings are not kept: an offline backing lists nothing (an
-        // open DIR would wait for it).
+        DirHandle& dh = dir_of(fi);
+        if (dh.listed) // opened offline: the index's listing
+            return read_listing(req, a, ino, dh, size, off, plus);
+        // An open DIR would wait for an offline backing.
         if (const int refused = unless_online(a, EIO))
             return refused;
-        DirHandle& dh = dir_of(fi);
         InodeRef dir = a.inodes.get(ino);
         if (!dir)
             return ESTALE;
@@ -105,6 +108,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
             ::seekdir(dh.dp, off);
             dh.entry = nullptr;
             dh.offset = off;
+            dh.recorder.reset(); // not read in order: not a whole listing
         }
         for (;;) {
             if (dh.entry == nullptr) {
@@ -112,8 +116,17 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                 dh.entry = ::readdir(dh.dp);
                 if (dh.entry == nullptr) {
                     err = errno;
+                    if (dh.recorder) {
+                        struct stat now {};
+                        if (err == 0 && ::fstat(::dirfd(dh.dp), &now) == 0)
+                            dh.recorder->finish(now);
+                        dh.recorder.reset();
+                    }
                     break;
                 }
+                if (dh.recorder &&
+                    !(dh.is_root && std::strcmp(dh.entry->d_name, kControlName) == 0))
+                    dh.recorder->add(dh.entry->d_name, dh.entry->d_ino, dh.entry->d_type);
             }
             const char* name = dh.entry->d_name;
             const off_t next = dh.entry->d_off;
@@ -228,6 +241,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         fuse_entry_param e{};
         if (const int err = lookup_entry(a, *dir, newname, e))
             return or_eio(err);
+        note_name_added(a, dir, newname, e.attr);
         reply_entry(req, a, e);
         return 0;
     });
@@ -254,6 +268,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         if (::unlinkat(dir->fd(), name, 0) != 0)
             return errno;
         a.inodes.unname(parent, name);
+        note_name_removed(a, dir, name);
         lost_name(a, fd->get(), before, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
@@ -281,9 +296,14 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
                 g && backing::stat_fd(g->get(), gone_st) == 0 &&
                 a.data.path_settings(cache::FileRef{g->get(), gone_st}))
                 gone = std::move(*g);
+        struct stat removed {};
+        const bool known = ::fstatat(dir->fd(), name, &removed, AT_SYMLINK_NOFOLLOW) == 0;
         if (::unlinkat(dir->fd(), name, AT_REMOVEDIR) != 0)
             return errno;
         a.inodes.unname(parent, name);
+        note_name_removed(a, dir, name);
+        if (known)
+            note_dir_removed(a, removed);
         if (gone)
             if (auto r = a.data.set_path_settings(cache::FileRef{gone.get(), gone_st}, {}); !r)
                 log::warn("rmdir: cannot drop the settings of ", name, ": ", to_string(r.error()));
@@ -366,12 +386,18 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         // old file lost its name, the source's name is free unless swapped.
         a.inodes.unname(newparent, newname);
         a.inodes.unname(parent, name);
+        if ((flags & RENAME_EXCHANGE) == 0)
+            note_name_removed(a, from, name);
         struct stat moved {};
-        if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+        if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0) {
             a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent, newname);
+            note_name_added(a, to, newname, moved);
+        }
         if ((flags & RENAME_EXCHANGE) != 0 &&
-            ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+            ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0) {
             a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent, name);
+            note_name_added(a, from, name, moved);
+        }
         for (auto& [moves, change] : changes)
             if (change)
                 (void)change->finish(moves);
@@ -386,10 +412,20 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     guarded(req, "opendir", [&] {
         Adapter& a = adapter_of(req);
-        if (const int refused = unless_online(a, EIO))
-            return refused;
         if (ino == kControlIno)
             return ENOTDIR;
+        if (!a.gate.online()) {
+            // Offline: the listing the index holds whole, if any.
+            int err = EIO;
+            auto listed = open_listing(a, ino, err);
+            if (!listed)
+                return err;
+            DirHandle* dh = a.dirs.adopt(std::move(listed));
+            fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
+            if (fuse_reply_open(req, fi) != 0)
+                a.dirs.take(dh);
+            return 0;
+        }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
@@ -404,7 +440,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return err;
         }
         // The adapter owns it until releasedir (or the mount's end).
-        DirHandle* dh = a.dirs.adopt(std::make_unique<DirHandle>(dp, ino == kRootIno));
+        auto made = std::make_unique<DirHandle>(dp, ino == kRootIno);
+        begin_recording(a, *made);
+        DirHandle* dh = a.dirs.adopt(std::move(made));
         fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
         if (fuse_reply_open(req, fi) != 0)
             a.dirs.take(dh);
@@ -433,6 +471,10 @@ void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexc
 void op_fsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) noexcept {
     guarded(req, "fsyncdir", [&] {
         DirHandle& dh = dir_of(fi);
+        if (dh.dp == nullptr) {
+            fuse_reply_err(req, EIO); // opened offline: no backing to sync
+            return 0;
+        }
         const int fd = ::dirfd(dh.dp);
         const int rc = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
         fuse_reply_err(req, rc == 0 ? 0 : errno);

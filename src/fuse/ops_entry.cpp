@@ -8,6 +8,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
 
 #include <cstring>
@@ -80,8 +81,8 @@ int lookup_offline(Adapter& a, fuse_ino_t parent, const char* name, fuse_entry_p
     if (!a.gate.offline_ok())
         return EIO;
     auto known = a.inodes.lookup_known(parent, name);
-    if (!known)
-        return EIO; // never seen: whether it exists is the backing's to say
+    if (!known) // a whole listing says for sure; else it is the backing's to say
+        return known_absent(a, parent, name) ? ENOENT : EIO;
     struct stat st = known->attr;
     if (S_ISREG(st.st_mode))
         a.data.show_attrs(cache::FileRef{-1, known->attr}, st);

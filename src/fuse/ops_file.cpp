@@ -23,6 +23,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/listings.hpp"
 #include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
 
@@ -235,6 +236,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         fi->keep_cache = 0; // a new file: nothing in the page cache to keep
 
         InodeRef inode = a.inodes.lookup(std::move(*path_fd), st, dir->ino());
+        note_name_added(a, dir, name, st);
         fuse_entry_param e{};
         e.ino = inode->ino();
         e.attr = st;

@@ -31,6 +31,10 @@ const char* cf_name(Cf cf) noexcept {
         return "dirty";
     case Cf::policy:
         return "policy";
+    case Cf::dentries:
+        return "dentries";
+    case Cf::dirs:
+        return "dirs";
     }
     return "?";
 }

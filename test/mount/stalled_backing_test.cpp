@@ -203,6 +203,36 @@ Op list_op(std::string path) {
     };
 }
 
+// Reads the first two entries of `path`, notes the position (telldir),
+// reads the rest, then seeks back (seekdir) and reads the rest again: the
+// names after the position, which both readings must agree on, or "differ".
+Op reread_op(std::string path) {
+    return [path] {
+        DIR* d = ::opendir(path.c_str());
+        if (d == nullptr)
+            return failed("opendir");
+        auto rest = [d] {
+            std::vector<std::string> names;
+            while (const dirent* e = ::readdir(d))
+                names.emplace_back(e->d_name);
+            return names;
+        };
+        for (int i = 0; i < 2; ++i)
+            if (::readdir(d) == nullptr) {
+                ::closedir(d);
+                return Outcome{0, "short"};
+            }
+        const long pos = ::telldir(d);
+        const auto first = rest();
+        ::seekdir(d, pos);
+        const auto again = rest();
+        ::closedir(d);
+        if (first != again)
+            return Outcome{0, "differ"};
+        return Outcome{0, names_text(first)};
+    };
+}
+
 // A system call returning -1 and errno on failure.
 Op call_op(const char* name, std::function<int()> call) {
     return [name, fn = std::move(call)] {
@@ -760,7 +790,8 @@ TEST_SUITE("stalled_backing") {
                 CHECK((p.err == EROFS || p.err == EIO));
         }
 
-        // Listings are not cached in step 1: EIO or the right names, at once.
+        // d changed just before it was listed: not kept whole, so EIO, or
+        // the right names; at once.
         {
             const Probe p = s.run(list_op(s.mnt("d")));
             INFO("listing d: " << describe(p));
@@ -791,6 +822,52 @@ TEST_SUITE("stalled_backing") {
         CHECK(::access(b.lower("d/cold2").c_str(), F_OK) != 0);
         CHECK(::access(b.lower("d/new").c_str(), F_OK) != 0);
         CHECK(::access(b.lower("d/newdir").c_str(), F_OK) != 0);
+    }
+
+    TEST_CASE("stalled backing: a directory listed before the stall lists offline, as changed "
+              "through the mount" *
+              doctest::timeout(300)) {
+        StallMount s;
+        const Tree t = make_tree(s);
+        REQUIRE(::mkdir(s.mnt("never").c_str(), 0755) == 0);
+        write_file(s.mnt("never/x"), "x");
+        stat_of(s.mnt("never/x"));
+        // A listing is kept whole only of a directory that has not changed
+        // in the last two seconds (timestamps are coarse): d was made just
+        // now, so it is read again once it has settled.
+        std::this_thread::sleep_for(milliseconds(2200));
+        REQUIRE(list_op(s.mnt("d"))().text == t.names);
+        CHECK(number(s.m().stats(), "listings_recorded") >= 1);
+        // Changes through the mount keep it right.
+        REQUIRE(create_op(s.mnt("d/made"), "made")().err == 0);
+        REQUIRE(::unlink(s.mnt("d/victim").c_str()) == 0);
+        const struct stat made_st = stat_of(s.mnt("d/made"));
+
+        go_offline(s, t);
+        expect(s.run(list_op(s.mnt("d"))), "listing d offline", 0, "cold hot made");
+        expect(s.run(stat_op(s.mnt("d/made"))), "stat of d/made offline", 0,
+               attrs_text(made_st));
+        // The kernel counts on offsets: seekdir back to telldir's place.
+        {
+            const Probe p = s.run(reread_op(s.mnt("d")));
+            expect(p, "reading d offline twice from one position", 0);
+            CHECK(p.text != "differ");
+            CHECK(p.text != "short");
+        }
+        // The whole listing says for sure what is not there; a directory
+        // never listed cannot say.
+        expect(s.run(stat_op(s.mnt("d/victim"))), "stat of d/victim (unlinked) offline", ENOENT);
+        expect(s.run(stat_op(s.mnt("d/nothere"))), "stat of d/nothere offline", ENOENT);
+        expect(s.run(list_op(s.mnt("never"))), "listing never (not listed before) offline", EIO);
+        CHECK(number(parse_stats(s.run(text_op(s.mnt(".overcache"))).text), "listings_served") >=
+              1);
+
+        s.resume();
+        const auto stats = wait_online(s);
+        CHECK(value(stats, "backing_state") == "online");
+        // Online, listings come from the backing again.
+        write_file(s.backing().lower("d/behind"), "behind");
+        CHECK(list_op(s.mnt("d"))().text == "behind cold hot made");
     }
 
     TEST_CASE("stalled backing: back online by itself, changes made behind the mount are seen" *

@@ -91,6 +91,8 @@ public:
     virtual ChangeOut finish(bool renamed = false) = 0;
 };
 
+class MetaCache;
+
 class DataPath {
 public:
     virtual ~DataPath() = default;
@@ -268,6 +270,9 @@ public:
     // none is set anywhere (the adapter then skips resolving). A mount
     // without a cache keeps none: setting them fails with ENOTSUP.
     virtual bool has_path_settings() const { return false; }
+    // The directory listings kept in the index (meta_cache.hpp); nullptr
+    // for a mount without a cache.
+    virtual MetaCache* listings() { return nullptr; }
     virtual std::optional<PathSettings> path_settings(FileRef file) {
         (void)file;
         return std::nullopt;

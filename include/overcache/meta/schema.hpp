@@ -23,9 +23,14 @@ enum class Cf : std::uint8_t {
     file_ids, // FileId -> FileKey: from an extent or a dirty entry back to its file
     dirty,    // (FileId, offset) -> length: dirty ranges in writeback order (empty until writeback)
     policy,   // backing identity (file or directory) -> PolicyRecord (user.overcache.mode, ...)
+    // The backing's directory listings as the mount read them
+    // (meta/names_codec.hpp; owner: cache/meta_cache.*).
+    dentries, // (directory identity, name hash, name) -> DentryValue
+    dirs,     // directory identity -> DirRecord: its listing above is whole
 };
-inline constexpr std::array<Cf, 7> kAllCfs{Cf::meta,     Cf::files, Cf::extents, Cf::buckets,
-                                           Cf::file_ids, Cf::dirty, Cf::policy};
+inline constexpr std::array<Cf, 9> kAllCfs{Cf::meta,    Cf::files,    Cf::extents,
+                                           Cf::buckets, Cf::file_ids, Cf::dirty,
+                                           Cf::policy,  Cf::dentries, Cf::dirs};
 const char* cf_name(Cf cf) noexcept;
 
 using FileId = std::uint64_t;

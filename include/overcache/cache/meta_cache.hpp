@@ -1,0 +1,133 @@
+// MetaCache: the one owner of the backing's directory listings kept in the
+// index (the dentries and dirs families, meta/names_codec.hpp). A listing
+// is recorded while the mount reads the directory from the backing, and
+// counts as whole only if the directory did not change meanwhile (the same
+// mtime and ctime at its end as at its start) and had not changed just
+// before: timestamps are coarse (a kernel tick, or a second on some
+// backings), so a change in the same tick as the reading would go unseen,
+// git's "racy" entries. A directory changed within `racy_window` of the
+// reading is listed again at its next opendir. Changes made through the
+// mount keep a whole listing right (a name added or removed at once). The
+// listings answer `ls` while the backing is offline, and say for sure that
+// a name is not there.
+//
+// Keys are backing identities (meta::FileKey), made by the data path's
+// key_of from an open descriptor; a descriptor-less caller (the backing
+// offline) uses known_key, which knows every filesystem key_of has seen.
+#pragma once
+
+#include "overcache/meta/key_codec.hpp"
+#include "overcache/meta/meta_store.hpp"
+#include "overcache/meta/names_codec.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <utility>
+
+namespace overcache::cache {
+
+class MetaCache {
+public:
+    using KeyOf = std::function<meta::FileKey(int fd, const struct stat& st)>;
+    using KnownKey = std::function<std::optional<meta::FileKey>(dev_t dev, ino_t ino)>;
+    MetaCache(meta::MetaStore& meta, KeyOf key_of, KnownKey known_key,
+              std::chrono::nanoseconds racy_window = std::chrono::seconds(2));
+
+    meta::FileKey key_of(int fd, const struct stat& st) const { return key_of_(fd, st); }
+    std::optional<meta::FileKey> known_key(dev_t dev, ino_t ino) const {
+        return known_key_(dev, ino);
+    }
+
+    // A listing being read from the backing. Entries are written as they
+    // come, in batches; only finish() on an unchanged directory makes the
+    // listing whole. Dropped unfinished, the listing stays not whole.
+    class Recorder {
+    public:
+        ~Recorder();
+        Recorder(const Recorder&) = delete;
+        Recorder& operator=(const Recorder&) = delete;
+        void add(std::string_view name, ino_t ino, unsigned char type);
+        // The listing reached its end; `now` is the directory's lstat now.
+        // Whole if it matches the one the recording began with.
+        void finish(const struct stat& now);
+
+    private:
+        friend class MetaCache;
+        Recorder(MetaCache& owner, meta::FileKey dir, const struct stat& began);
+        void flush();
+        MetaCache& owner_;
+        const meta::FileKey dir_;
+        const std::int64_t mtime_ns_, ctime_ns_;
+        const std::int64_t began_ns_; // the clock when the reading began
+        meta::Batch batch_;
+        std::uint64_t entries_ = 0;
+        bool failed_ = false;
+    };
+    // Begins recording the listing of the directory `dir_fd` (lstat `st`)
+    // about to be read from its start. nullptr: nothing to record (the
+    // index has it whole as of this mtime and ctime, or another listing of
+    // it is being recorded).
+    std::unique_ptr<Recorder> record_listing(int dir_fd, const struct stat& st);
+
+    // Whether `dir` has a whole listing (and its record: the directory's
+    // mtime and ctime it is right for).
+    std::optional<meta::DirRecord> whole(const meta::FileKey& dir) const;
+    struct Entry {
+        std::string_view name;
+        meta::DentryValue value;
+        off_t next = 0; // the offset that resumes after this entry
+    };
+    // The entries of `dir`'s whole listing from offset `off` (0: its start)
+    // in offset order, while `emit` returns true. ENOENT: no whole listing;
+    // EIO: the index failed.
+    int list(const meta::FileKey& dir, off_t off, const std::function<bool(const Entry&)>& emit);
+    // `name` in `dir`'s whole listing: there (with its entry), not there,
+    // or unknown (no whole listing to ask, or the index failed).
+    struct Found {
+        enum class State { unknown, absent, present } state = State::unknown;
+        meta::DentryValue value;
+    };
+    Found find(const meta::FileKey& dir, std::string_view name);
+
+    // A name made or dropped through the mount in directory `dir`, whose
+    // lstat after the change is `dir_now`. A whole listing stays whole, as
+    // of `dir_now`'s times; otherwise the entry is written all the same (a
+    // recording under way sees the directory change and stays not whole).
+    void name_added(const meta::FileKey& dir, const struct stat& dir_now, std::string_view name,
+                    const struct stat& child);
+    void name_removed(const meta::FileKey& dir, const struct stat& dir_now,
+                      std::string_view name);
+    // `dir` is gone (rmdir through the mount): its listing goes with it, so
+    // that a directory that gets its inode number later never shows it.
+    void forget_listing(const meta::FileKey& dir);
+
+    struct Stats {
+        std::uint64_t listings_recorded = 0; // made whole
+        std::uint64_t listings_changed = 0;  // the directory changed while recorded, or just before
+        std::uint64_t listings_served = 0;   // readdir calls answered from the index
+    };
+    Stats stats() const;
+    void note_served() noexcept;
+
+private:
+    void done_recording(const meta::FileKey& dir) noexcept;
+
+    meta::MetaStore& meta_;
+    const KeyOf key_of_;
+    const KnownKey known_key_;
+    const std::int64_t racy_ns_;
+    mutable std::mutex mu_; // a leaf: no index I/O under it
+    std::set<std::pair<std::uint64_t, std::uint64_t>> recording_; // guarded by mu_
+    Stats stats_;                                                    // guarded by mu_
+};
+
+} // namespace overcache::cache

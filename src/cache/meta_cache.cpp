@@ -1,0 +1,206 @@
+// DOC: directory listings in the index (see meta_cache.hpp). Writes are
+// not synced: a listing lost in a crash is read from the backing again. A
+// recording starts by dropping the old listing and its record in one batch,
+// so a listing is never whole with entries of two readings mixed; the
+// record that makes it whole is the last write of a recording.
+#include "overcache/cache/meta_cache.hpp"
+
+#include "util/log.hpp"
+
+#include <algorithm>
+#include <ctime>
+#include <dirent.h>
+
+namespace overcache::cache {
+namespace {
+
+std::int64_t ns_of(const struct timespec& t) noexcept {
+    return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+std::int64_t wall_ns() noexcept {
+    struct timespec t {};
+    ::clock_gettime(CLOCK_REALTIME, &t);
+    return ns_of(t);
+}
+
+// Entries a recording writes in one batch.
+constexpr std::uint64_t kBatchEntries = 512;
+
+unsigned char dtype_of(mode_t mode) noexcept {
+    return static_cast<unsigned char>((mode & S_IFMT) >> 12); // DT_* == S_IF* >> 12
+}
+
+} // namespace
+
+MetaCache::MetaCache(meta::MetaStore& meta, KeyOf key_of, KnownKey known_key,
+                     std::chrono::nanoseconds racy_window)
+    : meta_(meta), key_of_(std::move(key_of)), known_key_(std::move(known_key)),
+      racy_ns_(racy_window.count()) {}
+
+MetaCache::Recorder::Recorder(MetaCache& owner, meta::FileKey dir, const struct stat& began)
+    : owner_(owner), dir_(dir), mtime_ns_(ns_of(began.st_mtim)), ctime_ns_(ns_of(began.st_ctim)),
+      began_ns_(wall_ns()), batch_(owner.meta_.batch()) {
+    const std::string k = meta::file_key(dir_);
+    batch_.del(meta::Cf::dirs, k);
+    batch_.del_range(meta::Cf::dentries, meta::dentry_seek_key(dir_, 0),
+                     meta::dentry_key_end(dir_));
+}
+
+MetaCache::Recorder::~Recorder() {
+    owner_.done_recording(dir_);
+}
+
+void MetaCache::Recorder::add(std::string_view name, ino_t ino, unsigned char type) {
+    if (failed_ || name.empty())
+        return;
+    batch_.put(meta::Cf::dentries, meta::dentry_key(dir_, name),
+               meta::encode(meta::DentryValue{{dir_.fsid, static_cast<std::uint64_t>(ino)}, type}));
+    if (++entries_ % kBatchEntries == 0)
+        flush();
+}
+
+void MetaCache::Recorder::flush() {
+    if (failed_ || batch_.count() == 0)
+        return;
+    if (auto r = owner_.meta_.write(batch_); !r) {
+        failed_ = true;
+        log::warn("index: cannot record a directory listing: ", to_string(r.error()));
+    }
+    batch_ = owner_.meta_.batch();
+}
+
+void MetaCache::Recorder::finish(const struct stat& now) {
+    // Changed in the window before the reading began (or after, by its
+    // clock): a change in the same tick may not show in the times.
+    const bool settled = std::max(mtime_ns_, ctime_ns_) < began_ns_ - owner_.racy_ns_;
+    const bool unchanged = ns_of(now.st_mtim) == mtime_ns_ &&
+                           ns_of(now.st_ctim) == ctime_ns_ && settled;
+    if (unchanged && !failed_)
+        batch_.put(meta::Cf::dirs, meta::file_key(dir_),
+                   meta::encode(meta::DirRecord{mtime_ns_, ctime_ns_, entries_}));
+    flush();
+    std::lock_guard lk(owner_.mu_);
+    if (!unchanged)
+        ++owner_.stats_.listings_changed;
+    else if (!failed_)
+        ++owner_.stats_.listings_recorded;
+}
+
+std::unique_ptr<MetaCache::Recorder> MetaCache::record_listing(int dir_fd, const struct stat& st) {
+    const meta::FileKey dir = key_of_(dir_fd, st);
+    if (auto w = whole(dir); w && w->mtime_ns == ns_of(st.st_mtim) && w->ctime_ns == ns_of(st.st_ctim))
+        return nullptr; // the index has this very listing
+    {
+        std::lock_guard lk(mu_);
+        if (!recording_.emplace(dir.fsid, dir.ino).second)
+            return nullptr;
+    }
+    return std::unique_ptr<Recorder>(new Recorder(*this, dir, st));
+}
+
+void MetaCache::done_recording(const meta::FileKey& dir) noexcept {
+    std::lock_guard lk(mu_);
+    recording_.erase({dir.fsid, dir.ino});
+}
+
+std::optional<meta::DirRecord> MetaCache::whole(const meta::FileKey& dir) const {
+    auto v = meta_.get(meta::Cf::dirs, meta::file_key(dir));
+    if (!v || !*v)
+        return std::nullopt;
+    return meta::decode_dir_record(**v);
+}
+
+int MetaCache::list(const meta::FileKey& dir, off_t off,
+                    const std::function<bool(const Entry&)>& emit) {
+    if (!whole(dir))
+        return ENOENT;
+    auto cur = meta_.cursor(meta::Cf::dentries, meta::dentry_key_end(dir));
+    cur.seek(meta::dentry_seek_key(dir, off > 0 ? static_cast<std::uint64_t>(off) : 0));
+    for (; cur.valid(); cur.next()) {
+        meta::DentryKey k;
+        auto v = meta::decode_dentry(cur.value());
+        if (!meta::decode_dentry_key(cur.key(), k) || !v) {
+            log::warn("index: a damaged directory entry is skipped");
+            continue;
+        }
+        if (!emit(Entry{k.name, *v, static_cast<off_t>(k.hash + 1)}))
+            break;
+    }
+    if (!cur.status())
+        return EIO;
+    return 0;
+}
+
+MetaCache::Found MetaCache::find(const meta::FileKey& dir, std::string_view name) {
+    Found f;
+    if (!whole(dir))
+        return f;
+    auto v = meta_.get(meta::Cf::dentries, meta::dentry_key(dir, name));
+    if (!v)
+        return f;
+    if (!*v) {
+        f.state = Found::State::absent;
+        return f;
+    }
+    if (auto d = meta::decode_dentry(**v)) {
+        f.state = Found::State::present;
+        f.value = *d;
+    }
+    return f;
+}
+
+namespace {
+
+// `rec` moved to `dir_now`'s times with `delta` entries more.
+meta::DirRecord moved(meta::DirRecord rec, const struct stat& dir_now, int delta) {
+    rec.mtime_ns = ns_of(dir_now.st_mtim);
+    rec.ctime_ns = ns_of(dir_now.st_ctim);
+    if (delta > 0 || rec.entries > 0)
+        rec.entries += static_cast<std::uint64_t>(static_cast<std::int64_t>(delta));
+    return rec;
+}
+
+} // namespace
+
+void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_now,
+                           std::string_view name, const struct stat& child) {
+    auto b = meta_.batch();
+    b.put(meta::Cf::dentries, meta::dentry_key(dir, name),
+          meta::encode(meta::DentryValue{{dir.fsid, static_cast<std::uint64_t>(child.st_ino)},
+                                         dtype_of(child.st_mode)}));
+    if (auto w = whole(dir))
+        b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(moved(*w, dir_now, 1)));
+    if (auto r = meta_.write(b); !r)
+        log::warn("index: cannot record a new name: ", to_string(r.error()));
+}
+
+void MetaCache::name_removed(const meta::FileKey& dir, const struct stat& dir_now,
+                             std::string_view name) {
+    auto b = meta_.batch();
+    b.del(meta::Cf::dentries, meta::dentry_key(dir, name));
+    if (auto w = whole(dir))
+        b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(moved(*w, dir_now, -1)));
+    if (auto r = meta_.write(b); !r)
+        log::warn("index: cannot drop a name: ", to_string(r.error()));
+}
+
+void MetaCache::forget_listing(const meta::FileKey& dir) {
+    auto b = meta_.batch();
+    b.del(meta::Cf::dirs, meta::file_key(dir));
+    b.del_range(meta::Cf::dentries, meta::dentry_seek_key(dir, 0), meta::dentry_key_end(dir));
+    if (auto r = meta_.write(b); !r)
+        log::warn("index: cannot drop a removed directory's listing: ", to_string(r.error()));
+}
+
+MetaCache::Stats MetaCache::stats() const {
+    std::lock_guard lk(mu_);
+    return stats_;
+}
+
+void MetaCache::note_served() noexcept {
+    std::lock_guard lk(mu_);
+    ++stats_.listings_served;
+}
+
+} // namespace overcache::cache

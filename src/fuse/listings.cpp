@@ -1,0 +1,188 @@
+// DOC: the adapter's side of the directory listings in the index (see
+// listings.hpp): keys of directories from the inode table, recording at
+// opendir, changes through the mount, and offline listings and lookups.
+#include "fuse/listings.hpp"
+
+#include "backing/backing_fs.hpp"
+#include "fuse/reply.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace overcache::fuse {
+namespace {
+
+std::int64_t ns_of(const struct timespec& t) noexcept {
+    return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
+
+// The backing identity of the directory behind `dir` (online: may stat it).
+std::optional<meta::FileKey> key_of_dir(cache::MetaCache& m, const InodeRef& dir) {
+    if (auto k = m.known_key(dir.src().dev, dir.src().ino))
+        return k;
+    struct stat st {};
+    if (dir.fd() < 0 || backing::stat_fd(dir.fd(), st) != 0)
+        return std::nullopt;
+    return m.key_of(dir.fd(), st);
+}
+
+// Offline: `ino`'s identity, without opening anything.
+std::optional<meta::FileKey> key_offline(cache::MetaCache& m, const Adapter& a, Ino ino) {
+    auto link = a.inodes.link_of(ino);
+    if (!link)
+        return std::nullopt;
+    return m.known_key(link->src.dev, link->src.ino);
+}
+
+// Whether `rec` is as new as the directory's attributes the mount saw last:
+// if the mount saw it change since (behind it), the names may have too.
+bool current(const meta::DirRecord& rec, const std::optional<struct stat>& seen) {
+    if (!seen)
+        return true;
+    return rec.mtime_ns >= ns_of(seen->st_mtim) && rec.ctime_ns >= ns_of(seen->st_ctim);
+}
+
+// Offline: the key of `ino`'s listing if the index holds it whole and as
+// new as the mount's last view of the directory.
+std::optional<meta::FileKey> vouched_listing(cache::MetaCache& m, const Adapter& a, Ino ino) {
+    auto k = key_offline(m, a, ino);
+    if (!k)
+        return std::nullopt;
+    auto rec = m.whole(*k);
+    if (!rec || !current(*rec, a.inodes.attr_of(ino)))
+        return std::nullopt;
+    return k;
+}
+
+} // namespace
+
+void begin_recording(Adapter& a, DirHandle& dh) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr || dh.dp == nullptr)
+        return;
+    if (::fstat(::dirfd(dh.dp), &dh.opened_st) != 0)
+        return;
+    dh.recorder = m->record_listing(::dirfd(dh.dp), dh.opened_st);
+}
+
+void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
+                     const struct stat& child) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr)
+        return;
+    struct stat now {};
+    auto k = key_of_dir(*m, dir);
+    if (k && backing::stat_fd(dir.fd(), now) == 0)
+        m->name_added(*k, now, name, child);
+    else if (k)
+        m->forget_listing(*k); // cannot say as of when: not whole any more
+}
+
+void note_name_removed(Adapter& a, const InodeRef& dir, std::string_view name) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr)
+        return;
+    struct stat now {};
+    auto k = key_of_dir(*m, dir);
+    if (k && backing::stat_fd(dir.fd(), now) == 0)
+        m->name_removed(*k, now, name);
+    else if (k)
+        m->forget_listing(*k);
+}
+
+void note_dir_removed(Adapter& a, const struct stat& gone) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr)
+        return;
+    if (auto k = m->known_key(gone.st_dev, gone.st_ino))
+        m->forget_listing(*k);
+}
+
+std::unique_ptr<DirHandle> open_listing(Adapter& a, Ino ino, int& err) {
+    err = EIO;
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr || !a.gate.offline_ok())
+        return nullptr;
+    auto k = vouched_listing(*m, a, ino);
+    if (!k)
+        return nullptr;
+    err = 0;
+    return std::make_unique<DirHandle>(*k, ino == kRootIno);
+}
+
+int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t size, off_t off,
+                 bool plus) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr || !dh.listed)
+        return EIO;
+    std::vector<char> buf(size);
+    std::vector<Ino> counted; // lookups readdirplus counted, for undoing
+    std::size_t used = 0;
+    std::string name; // NUL-terminated copy for libfuse
+    const int err = m->list(*dh.listed, off, [&](const cache::MetaCache::Entry& ent) {
+        name.assign(ent.name);
+        if (dh.is_root && name == kControlName)
+            return true;
+        std::size_t entsize = 0;
+        if (plus) {
+            fuse_entry_param e{};
+            const bool dots = name == "." || name == "..";
+            std::optional<InodeTable::Known> known;
+            if (!dots)
+                known = a.inodes.lookup_known(ino, name);
+            if (known) {
+                e.ino = known->ino;
+                e.attr = known->attr;
+                if (S_ISREG(e.attr.st_mode))
+                    a.data.show_attrs(cache::FileRef{-1, known->attr}, e.attr);
+                e.attr_timeout = a.timeouts.attr;
+                e.entry_timeout = a.timeouts.entry;
+            } else {
+                // Listed, but with nothing to answer a lookup from: the
+                // name alone (the kernel looks it up when it needs more).
+                e.attr.st_ino = static_cast<ino_t>(ent.value.child.ino);
+                e.attr.st_mode = static_cast<mode_t>(ent.value.type) << 12;
+            }
+            entsize = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(),
+                                             &e, ent.next);
+            if (entsize > size - used) {
+                if (e.ino != 0)
+                    a.inodes.forget(e.ino, 1);
+                return false;
+            }
+            if (e.ino != 0)
+                counted.push_back(e.ino);
+        } else {
+            struct stat st {};
+            st.st_ino = static_cast<ino_t>(ent.value.child.ino);
+            st.st_mode = static_cast<mode_t>(ent.value.type) << 12;
+            entsize = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                                        ent.next);
+            if (entsize > size - used)
+                return false;
+        }
+        used += entsize;
+        return true;
+    });
+    if (err != 0 && used == 0) {
+        for (Ino i : counted)
+            a.inodes.forget(i, 1);
+        return err == ENOENT ? EIO : err; // the listing went (a recording began)
+    }
+    m->note_served();
+    if (fuse_reply_buf(req, buf.data(), used) != 0)
+        for (Ino i : counted)
+            a.inodes.forget(i, 1);
+    return 0;
+}
+
+bool known_absent(Adapter& a, Ino parent, std::string_view name) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr)
+        return false;
+    auto k = vouched_listing(*m, a, parent);
+    return k && m->find(*k, name).state == cache::MetaCache::Found::State::absent;
+}
+
+} // namespace overcache::fuse

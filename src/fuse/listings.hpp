@@ -1,0 +1,36 @@
+// Private to the FUSE adapter: the directory listings the index keeps
+// (cache/meta_cache.hpp), as the request handlers use them. Online, a
+// listing read from its start is recorded as it goes, and changes made
+// through the mount keep it right; offline, a whole listing answers
+// opendir and readdir(plus), and says for sure which names are not there.
+// All of it does nothing on a mount without a cache.
+#pragma once
+
+#include "fuse/adapter.hpp"
+
+#include <string_view>
+#include <sys/stat.h>
+
+namespace overcache::fuse {
+
+// Starts recording the listing dh's directory is about to give (opendir).
+void begin_recording(Adapter& a, DirHandle& dh);
+// `name` was made in (or moved into) `dir` through the mount; `child` is
+// its lstat. `name` was removed from `dir`. Both stat `dir` afterwards.
+void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
+                     const struct stat& child);
+void note_name_removed(Adapter& a, const InodeRef& dir, std::string_view name);
+// The directory `gone` (its lstat before the rmdir) is no more.
+void note_dir_removed(Adapter& a, const struct stat& gone);
+
+// Offline: a handle on `ino`'s whole listing; nullptr (with `err`) when the
+// index has none the mount can vouch for: none at all, or one older than
+// the directory's attributes the mount saw last (changed behind it).
+std::unique_ptr<DirHandle> open_listing(Adapter& a, Ino ino, int& err);
+// readdir(plus) on a handle from open_listing.
+int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t size, off_t off,
+                 bool plus);
+// Offline: `name` is not in `parent`'s whole listing.
+bool known_absent(Adapter& a, Ino parent, std::string_view name);
+
+} // namespace overcache::fuse
