@@ -1,8 +1,9 @@
 // DOC: directory listings in the index (see meta_cache.hpp). Writes are
 // not synced: a listing lost in a crash is read from the backing again. A
-// recording starts by dropping the old listing and its record in one batch,
-// so a listing is never whole with entries of two readings mixed; the
-// record that makes it whole is the last write of a recording.
+// recording starts by dropping the listing's record (not whole), writes
+// what it reads over the old entries, and at its end drops the entries it
+// did not read, then writes the record that makes it whole again: a
+// listing is never whole with entries of two readings mixed.
 #include "overcache/cache/meta_cache.hpp"
 
 #include "util/log.hpp"
@@ -41,10 +42,10 @@ MetaCache::MetaCache(meta::MetaStore& meta, KeyOf key_of, KnownKey known_key,
 MetaCache::Recorder::Recorder(MetaCache& owner, meta::FileKey dir, const struct stat& began)
     : owner_(owner), dir_(dir), mtime_ns_(ns_of(began.st_mtim)), ctime_ns_(ns_of(began.st_ctim)),
       began_ns_(wall_ns()), batch_(owner.meta_.batch()) {
-    const std::string k = meta::file_key(dir_);
-    batch_.del(meta::Cf::dirs, k);
-    batch_.del_range(meta::Cf::dentries, meta::dentry_seek_key(dir_, 0),
-                     meta::dentry_key_end(dir_));
+    // Not whole from now until finish(). The old entries stay for handles
+    // already listing them (opened while it was whole); the reading
+    // overwrites them, and finish() drops those it did not see.
+    batch_.del(meta::Cf::dirs, meta::file_key(dir_));
 }
 
 MetaCache::Recorder::~Recorder() {
@@ -54,6 +55,7 @@ MetaCache::Recorder::~Recorder() {
 void MetaCache::Recorder::add(std::string_view name, ino_t ino, unsigned char type) {
     if (failed_ || name.empty())
         return;
+    seen_.insert(meta::name_hash(name));
     batch_.put(meta::Cf::dentries, meta::dentry_key(dir_, name),
                meta::encode(meta::DentryValue{{dir_.fsid, static_cast<std::uint64_t>(ino)}, type}));
     if (++entries_ % kBatchEntries == 0)
@@ -76,9 +78,20 @@ void MetaCache::Recorder::finish(const struct stat& now) {
     const bool settled = std::max(mtime_ns_, ctime_ns_) < began_ns_ - owner_.racy_ns_;
     const bool unchanged = ns_of(now.st_mtim) == mtime_ns_ &&
                            ns_of(now.st_ctim) == ctime_ns_ && settled;
-    if (unchanged && !failed_)
-        batch_.put(meta::Cf::dirs, meta::file_key(dir_),
-                   meta::encode(meta::DirRecord{mtime_ns_, ctime_ns_, entries_}));
+    if (unchanged && !failed_) {
+        flush(); // what was read, before looking for what was not
+        auto cur = owner_.meta_.cursor(meta::Cf::dentries, meta::dentry_key_end(dir_));
+        for (cur.seek(meta::dentry_seek_key(dir_, 0)); cur.valid(); cur.next()) {
+            meta::DentryKey k;
+            if (!meta::decode_dentry_key(cur.key(), k) || !seen_.contains(k.hash))
+                batch_.del(meta::Cf::dentries, cur.key()); // gone, or damaged
+        }
+        if (!cur.status())
+            failed_ = true;
+        else
+            batch_.put(meta::Cf::dirs, meta::file_key(dir_),
+                       meta::encode(meta::DirRecord{mtime_ns_, ctime_ns_, entries_}));
+    }
     flush();
     std::lock_guard lk(owner_.mu_);
     if (!unchanged)
@@ -87,10 +100,17 @@ void MetaCache::Recorder::finish(const struct stat& now) {
         ++owner_.stats_.listings_recorded;
 }
 
-std::unique_ptr<MetaCache::Recorder> MetaCache::record_listing(int dir_fd, const struct stat& st) {
+std::optional<meta::FileKey> MetaCache::current_listing(int dir_fd, const struct stat& st) {
     const meta::FileKey dir = key_of_(dir_fd, st);
     if (auto w = whole(dir); w && w->mtime_ns == ns_of(st.st_mtim) && w->ctime_ns == ns_of(st.st_ctim))
+        return dir;
+    return std::nullopt;
+}
+
+std::unique_ptr<MetaCache::Recorder> MetaCache::record_listing(int dir_fd, const struct stat& st) {
+    if (current_listing(dir_fd, st))
         return nullptr; // the index has this very listing
+    const meta::FileKey dir = key_of_(dir_fd, st);
     {
         std::lock_guard lk(mu_);
         if (!recording_.emplace(dir.fsid, dir.ino).second)
@@ -112,8 +132,8 @@ std::optional<meta::DirRecord> MetaCache::whole(const meta::FileKey& dir) const 
 }
 
 int MetaCache::list(const meta::FileKey& dir, off_t off,
-                    const std::function<bool(const Entry&)>& emit) {
-    if (!whole(dir))
+                    const std::function<bool(const Entry&)>& emit, bool require_whole) {
+    if (require_whole && !whole(dir))
         return ENOENT;
     auto cur = meta_.cursor(meta::Cf::dentries, meta::dentry_key_end(dir));
     cur.seek(meta::dentry_seek_key(dir, off > 0 ? static_cast<std::uint64_t>(off) : 0));

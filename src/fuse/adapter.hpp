@@ -81,9 +81,11 @@ struct FileHandle {
 };
 
 struct DirHandle {
-    explicit DirHandle(DIR* d, bool root) : dp(d), is_root(root) {}
-    // A listing served from the index (fuse/listings.hpp): no backing.
-    DirHandle(meta::FileKey key, bool root) : dp(nullptr), is_root(root), listed(key) {}
+    // `listed`: served from the index's listing of it (fuse/listings.hpp),
+    // which the backing's is the same as (online) or stands in for (offline,
+    // `d` nullptr).
+    DirHandle(DIR* d, bool root, std::optional<meta::FileKey> key = std::nullopt)
+        : dp(d), is_root(root), listed(key) {}
     ~DirHandle() {
         recorder.reset();
         if (dp != nullptr)
@@ -93,7 +95,7 @@ struct DirHandle {
     DirHandle& operator=(const DirHandle&) = delete;
 
     std::mutex mutex; // readdir calls on one handle are serialised by it
-    DIR* dp;          // guarded by mutex; nullptr for a listing from the index
+    DIR* dp;          // guarded by mutex; nullptr for a listing opened offline
     const bool is_root;
     const std::optional<meta::FileKey> listed; // the index's listing it serves
     off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
@@ -245,8 +247,10 @@ inline bool check_as_caller(const Adapter& a) noexcept {
 int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e,
                  const CallerId& who = {}, bool gated = true);
 // The mount's answer to a lookup while the backing is offline: the entry
-// last seen under `name`, or EIO.
-int lookup_offline(Adapter& a, fuse_ino_t parent, const char* name, fuse_entry_param& e);
+// last seen under `name`; ENOENT if the parent's kept listing lacks it;
+// EACCES if the caller may not search the parent; or EIO.
+int lookup_offline(fuse_req_t req, Adapter& a, fuse_ino_t parent, const char* name,
+                   fuse_entry_param& e);
 // Sends an entry reply; if the kernel did not take it, undoes the lookup.
 void reply_entry(fuse_req_t req, Adapter& a, const fuse_entry_param& e);
 void control_attr(struct stat& st) noexcept;

@@ -6,7 +6,9 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/reply.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <unistd.h>
 #include <cstring>
 #include <vector>
 
@@ -57,13 +59,17 @@ std::optional<meta::FileKey> vouched_listing(cache::MetaCache& m, const Adapter&
 
 } // namespace
 
-void begin_recording(Adapter& a, DirHandle& dh) {
+std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root) {
     cache::MetaCache* m = a.data.listings();
-    if (m == nullptr || dh.dp == nullptr)
-        return;
-    if (::fstat(::dirfd(dh.dp), &dh.opened_st) != 0)
-        return;
-    dh.recorder = m->record_listing(::dirfd(dh.dp), dh.opened_st);
+    struct stat st {};
+    if (m == nullptr || ::fstat(::dirfd(dp), &st) != 0)
+        return std::make_unique<DirHandle>(dp, is_root);
+    if (auto k = m->current_listing(::dirfd(dp), st))
+        return std::make_unique<DirHandle>(dp, is_root, k);
+    auto dh = std::make_unique<DirHandle>(dp, is_root);
+    dh->opened_st = st;
+    dh->recorder = m->record_listing(::dirfd(dp), st);
+    return dh;
 }
 
 void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
@@ -108,7 +114,7 @@ std::unique_ptr<DirHandle> open_listing(Adapter& a, Ino ino, int& err) {
     if (!k)
         return nullptr;
     err = 0;
-    return std::make_unique<DirHandle>(*k, ino == kRootIno);
+    return std::make_unique<DirHandle>(nullptr, ino == kRootIno, k);
 }
 
 int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t size, off_t off,
@@ -116,10 +122,17 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
     cache::MetaCache* m = a.data.listings();
     if (m == nullptr || !dh.listed)
         return EIO;
+    // Online (a handle opened online, and the backing answering) names are
+    // looked up on the backing as a listing read from it would be.
+    InodeRef dir;
+    if (dh.dp != nullptr && plus && a.gate.online() && !(dir = a.inodes.get(ino)))
+        return ESTALE;
     std::vector<char> buf(size);
     std::vector<Ino> counted; // lookups readdirplus counted, for undoing
     std::size_t used = 0;
+    int lookup_err = 0;
     std::string name; // NUL-terminated copy for libfuse
+    // Whole at opendir: listed on through a reading of it that began since.
     const int err = m->list(*dh.listed, off, [&](const cache::MetaCache::Entry& ent) {
         name.assign(ent.name);
         if (dh.is_root && name == kControlName)
@@ -128,10 +141,17 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
         if (plus) {
             fuse_entry_param e{};
             const bool dots = name == "." || name == "..";
-            std::optional<InodeTable::Known> known;
-            if (!dots)
-                known = a.inodes.lookup_known(ino, name);
-            if (known) {
+            if (!dots && dir) {
+                // Online: the backing's answer, as a listing read from it.
+                const int lerr = lookup_entry(a, *dir, name.c_str(), e, {}, false);
+                if (lerr == ENOENT)
+                    return true; // removed since: leave it out
+                if (lerr != 0) {
+                    lookup_err = lerr;
+                    return false;
+                }
+            } else if (auto known = dots ? std::nullopt : a.inodes.lookup_known(ino, name)) {
+                // Offline: what the mount saw last.
                 e.ino = known->ino;
                 e.attr = known->attr;
                 if (S_ISREG(e.attr.st_mode))
@@ -139,7 +159,7 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
                 e.attr_timeout = a.timeouts.attr;
                 e.entry_timeout = a.timeouts.entry;
             } else {
-                // Listed, but with nothing to answer a lookup from: the
+                // Dots, or listed with nothing to answer a lookup from: the
                 // name alone (the kernel looks it up when it needs more).
                 e.attr.st_ino = static_cast<ino_t>(ent.value.child.ino);
                 e.attr.st_mode = static_cast<mode_t>(ent.value.type) << 12;
@@ -164,11 +184,12 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
         }
         used += entsize;
         return true;
-    });
-    if (err != 0 && used == 0) {
+    }, false);
+    const int failed = err != 0 ? err : lookup_err;
+    if (failed != 0 && used == 0) {
         for (Ino i : counted)
             a.inodes.forget(i, 1);
-        return err == ENOENT ? EIO : err; // the listing went (a recording began)
+        return failed;
     }
     m->note_served();
     if (fuse_reply_buf(req, buf.data(), used) != 0)
@@ -183,6 +204,21 @@ bool known_absent(Adapter& a, Ino parent, std::string_view name) {
         return false;
     auto k = vouched_listing(*m, a, parent);
     return k && m->find(*k, name).state == cache::MetaCache::Found::State::absent;
+}
+
+int offline_access(fuse_req_t req, const Adapter& a, const struct stat& st, int mask) {
+    if (a.cfg.default_permissions)
+        return 0; // the kernel checked, against these same attributes
+    const CallerId who = caller_id(req, true);
+    if (!who.active)
+        return 0; // root, or a daemon that answers as itself online too
+    unsigned bits = st.st_mode & 07;
+    if (who.uid == st.st_uid)
+        bits = (st.st_mode >> 6) & 07;
+    else if (who.gid == st.st_gid ||
+             std::find(who.groups.begin(), who.groups.end(), st.st_gid) != who.groups.end())
+        bits = (st.st_mode >> 3) & 07;
+    return (bits & static_cast<unsigned>(mask)) == static_cast<unsigned>(mask) ? 0 : EACCES;
 }
 
 } // namespace overcache::fuse

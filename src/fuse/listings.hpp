@@ -13,8 +13,10 @@
 
 namespace overcache::fuse {
 
-// Starts recording the listing dh's directory is about to give (opendir).
-void begin_recording(Adapter& a, DirHandle& dh);
+// At opendir of the directory `dp` reads: a handle that lists it from the
+// index when the index holds its listing as of now (unchanged since it was
+// read), else one that reads the backing and records what it gives.
+std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root);
 // `name` was made in (or moved into) `dir` through the mount; `child` is
 // its lstat. `name` was removed from `dir`. Both stat `dir` afterwards.
 void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
@@ -27,10 +29,18 @@ void note_dir_removed(Adapter& a, const struct stat& gone);
 // index has none the mount can vouch for: none at all, or one older than
 // the directory's attributes the mount saw last (changed behind it).
 std::unique_ptr<DirHandle> open_listing(Adapter& a, Ino ino, int& err);
-// readdir(plus) on a handle from open_listing.
+// readdir(plus) on a handle with a listing from the index; readdirplus
+// looks each name up on the backing while it is online.
 int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t size, off_t off,
                  bool plus);
 // Offline: `name` is not in `parent`'s whole listing.
 bool known_absent(Adapter& a, Ino parent, std::string_view name);
+
+// Offline, the check the backing would make of `mask` (R_OK, W_OK, X_OK)
+// for the caller of `req` on `st` (the file's last attributes): 0 or
+// EACCES. Without default_permissions the kernel checks nothing and the
+// backing is not there to; a cached answer must not reach a caller the
+// backing would have refused.
+int offline_access(fuse_req_t req, const Adapter& a, const struct stat& st, int mask);
 
 } // namespace overcache::fuse

@@ -88,7 +88,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
     guarded(req, plus ? "readdirplus" : "readdir", [&] {
         Adapter& a = adapter_of(req);
         DirHandle& dh = dir_of(fi);
-        if (dh.listed) // opened offline: the index's listing
+        if (dh.listed) // unchanged since it was read, or opened offline
             return read_listing(req, a, ino, dh, size, off, plus);
         // An open DIR would wait for an offline backing.
         if (const int refused = unless_online(a, EIO))
@@ -420,6 +420,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             auto listed = open_listing(a, ino, err);
             if (!listed)
                 return err;
+            if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
+                return denied;
             DirHandle* dh = a.dirs.adopt(std::move(listed));
             fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
             if (fuse_reply_open(req, fi) != 0)
@@ -440,9 +442,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return err;
         }
         // The adapter owns it until releasedir (or the mount's end).
-        auto made = std::make_unique<DirHandle>(dp, ino == kRootIno);
-        begin_recording(a, *made);
-        DirHandle* dh = a.dirs.adopt(std::move(made));
+        DirHandle* dh = a.dirs.adopt(open_dir_handle(a, dp, ino == kRootIno));
         fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
         if (fuse_reply_open(req, fi) != 0)
             a.dirs.take(dh);

@@ -77,9 +77,15 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
     return 0;
 }
 
-int lookup_offline(Adapter& a, fuse_ino_t parent, const char* name, fuse_entry_param& e) {
+int lookup_offline(fuse_req_t req, Adapter& a, fuse_ino_t parent, const char* name,
+                   fuse_entry_param& e) {
     if (!a.gate.offline_ok())
         return EIO;
+    // Searching a directory needs its x bit, as on the backing.
+    if (auto dir = a.inodes.attr_of(parent); !dir)
+        return EIO;
+    else if (const int denied = offline_access(req, a, *dir, X_OK))
+        return denied;
     auto known = a.inodes.lookup_known(parent, name);
     if (!known) // a whole listing says for sure; else it is the backing's to say
         return known_absent(a, parent, name) ? ENOENT : EIO;
@@ -181,7 +187,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
             err = lookup_entry(a, *dir, name, e, caller_id(req, check_as_caller(a)));
         }
         if (err == kNoAnswer)
-            err = lookup_offline(a, parent, name, e);
+            err = lookup_offline(req, a, parent, name, e);
         if (err == ENOENT && a.timeouts.negative > 0) {
             std::memset(&e, 0, sizeof e);
             e.entry_timeout = a.timeouts.negative;

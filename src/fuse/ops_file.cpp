@@ -139,6 +139,8 @@ int open_offline(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi)
         return EIO;
     if (S_ISDIR(st->st_mode))
         return EISDIR;
+    if (const int denied = offline_access(req, a, *st, R_OK))
+        return denied;
     const auto link = a.inodes.link_of(ino);
     const cache::FilePolicy policy =
         resolve_policy(a, cache::FileRef{-1, *st}, link ? link->parent : 0);

@@ -43,6 +43,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <sys/xattr.h>
 #include <thread>
 #include <unistd.h>
@@ -230,6 +231,16 @@ Op reread_op(std::string path) {
         if (first != again)
             return Outcome{0, "differ"};
         return Outcome{0, names_text(first)};
+    };
+}
+
+// `op` as the unprivileged user nobody (65534), no supplementary groups.
+Op as_nobody(Op op) {
+    return [op] {
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+            ::setresuid(65534, 65534, 65534) != 0)
+            return failed("setresuid");
+        return op();
     };
 }
 
@@ -842,6 +853,10 @@ TEST_SUITE("stalled_backing") {
         REQUIRE(create_op(s.mnt("d/made"), "made")().err == 0);
         REQUIRE(::unlink(s.mnt("d/victim").c_str()) == 0);
         const struct stat made_st = stat_of(s.mnt("d/made"));
+        // Unchanged since but for those: listed from the index, online too.
+        const long long served = number(s.m().stats(), "listings_served");
+        CHECK(list_op(s.mnt("d"))().text == "cold hot made");
+        CHECK(number(s.m().stats(), "listings_served") > served);
 
         go_offline(s, t);
         expect(s.run(list_op(s.mnt("d"))), "listing d offline", 0, "cold hot made");
@@ -868,6 +883,34 @@ TEST_SUITE("stalled_backing") {
         // Online, listings come from the backing again.
         write_file(s.backing().lower("d/behind"), "behind");
         CHECK(list_op(s.mnt("d"))().text == "behind cold hot made");
+    }
+
+    TEST_CASE("stalled backing: offline answers keep the backing's permissions "
+              "(default_permissions=0, as an unprivileged user)" *
+              doctest::timeout(300)) {
+        // The backing checks permissions itself here; offline it cannot, and
+        // what the mount kept must not reach a user it would have refused.
+        StallMount s(",default_permissions=0");
+        const Tree t = make_tree(s);
+        REQUIRE(::mkdir(s.mnt("private").c_str(), 0700) == 0);
+        write_file(s.mnt("private/f"), "secret");
+        REQUIRE(::mkdir(s.mnt("public").c_str(), 0755) == 0);
+        write_file(s.mnt("public/g"), "open");
+        std::this_thread::sleep_for(milliseconds(2200)); // settled: kept whole
+        REQUIRE(list_op(s.mnt("private"))().text == "f");
+        REQUIRE(list_op(s.mnt("public"))().text == "g");
+        stat_of(s.mnt("private/f"));
+        stat_of(s.mnt("public/g"));
+        expect(s.run(as_nobody(list_op(s.mnt("private")))), "nobody lists private online", EACCES);
+        expect(s.run(as_nobody(list_op(s.mnt("public")))), "nobody lists public online", 0, "g");
+
+        go_offline(s, t);
+        expect(s.run(as_nobody(list_op(s.mnt("private")))), "nobody lists private offline",
+               EACCES);
+        expect(s.run(as_nobody(stat_op(s.mnt("private/f")))), "nobody stats private/f offline",
+               EACCES);
+        expect(s.run(as_nobody(list_op(s.mnt("public")))), "nobody lists public offline", 0, "g");
+        expect(s.run(list_op(s.mnt("private"))), "root lists private offline", 0, "f");
     }
 
     TEST_CASE("stalled backing: back online by itself, changes made behind the mount are seen" *

@@ -193,6 +193,43 @@ TEST_CASE("a directory that changes while it is read, or just before, leaves its
     CHECK(as_set(f.list(0, 100)) == std::set<std::string>{".", "..", "a", "late"});
 }
 
+TEST_CASE("a reading drops the names gone since, and a handle listing the old one lists on") {
+    Fixture f;
+    f.touch("a");
+    f.touch("b");
+    f.record();
+    REQUIRE(f.names->whole(f.dir_key()));
+    REQUIRE(::unlink((f.tree + "/b").c_str()) == 0);
+    f.touch("c");
+
+    const int fd = ::open(f.tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const struct stat st = f.dir_stat();
+    CHECK_FALSE(f.names->current_listing(fd, st)); // changed since
+    auto rec = f.names->record_listing(fd, st);
+    REQUIRE(rec);
+    rec->add("a", 1, DT_REG);
+    rec->flush_for_test();
+    // Not whole for a new opendir; a handle that opened it whole still
+    // lists (what it lists may change under it, as a directory does).
+    CHECK(f.names->list(f.dir_key(), 0, [](const MetaCache::Entry&) { return true; }) == ENOENT);
+    std::set<std::string> during;
+    CHECK(f.names->list(
+              f.dir_key(), 0,
+              [&](const MetaCache::Entry& e) {
+                  during.emplace(e.name);
+                  return true;
+              },
+              false) == 0);
+    CHECK(during == std::set<std::string>{".", "..", "a", "b"});
+    rec.reset();
+    ::close(fd);
+
+    f.record();
+    REQUIRE(f.names->whole(f.dir_key()));
+    CHECK(as_set(f.list(0, 100)) == std::set<std::string>{".", "..", "a", "c"});
+    CHECK(f.names->find(f.dir_key(), "b").state == MetaCache::Found::State::absent);
+}
+
 TEST_CASE("one recording of a directory at a time") {
     Fixture f;
     const int fd = ::open(f.tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -31,6 +31,7 @@
 #include <string_view>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unordered_set>
 #include <utility>
 
 namespace overcache::cache {
@@ -59,6 +60,8 @@ public:
         // The listing reached its end; `now` is the directory's lstat now.
         // Whole if it matches the one the recording began with.
         void finish(const struct stat& now);
+        // Writes what was added so far (tests: a reading seen half-way).
+        void flush_for_test() { flush(); }
 
     private:
         friend class MetaCache;
@@ -70,6 +73,7 @@ public:
         const std::int64_t began_ns_; // the clock when the reading began
         meta::Batch batch_;
         std::uint64_t entries_ = 0;
+        std::unordered_set<std::uint64_t> seen_; // name hashes read
         bool failed_ = false;
     };
     // Begins recording the listing of the directory `dir_fd` (lstat `st`)
@@ -78,6 +82,9 @@ public:
     // it is being recorded).
     std::unique_ptr<Recorder> record_listing(int dir_fd, const struct stat& st);
 
+    // The key of the directory `dir_fd` (lstat `st`) if the index holds its
+    // listing whole as of st's mtime and ctime: it can be listed from here.
+    std::optional<meta::FileKey> current_listing(int dir_fd, const struct stat& st);
     // Whether `dir` has a whole listing (and its record: the directory's
     // mtime and ctime it is right for).
     std::optional<meta::DirRecord> whole(const meta::FileKey& dir) const;
@@ -87,9 +94,12 @@ public:
         off_t next = 0; // the offset that resumes after this entry
     };
     // The entries of `dir`'s whole listing from offset `off` (0: its start)
-    // in offset order, while `emit` returns true. ENOENT: no whole listing;
-    // EIO: the index failed.
-    int list(const meta::FileKey& dir, off_t off, const std::function<bool(const Entry&)>& emit);
+    // in offset order, while `emit` returns true. ENOENT: no whole listing
+    // (with require_whole; a handle that found it whole at its opendir goes
+    // on listing it while it is read again, as a directory that changes
+    // under a reader); EIO: the index failed.
+    int list(const meta::FileKey& dir, off_t off, const std::function<bool(const Entry&)>& emit,
+             bool require_whole = true);
     // `name` in `dir`'s whole listing: there (with its entry), not there,
     // or unknown (no whole listing to ask, or the index failed).
     struct Found {
