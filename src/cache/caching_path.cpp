@@ -54,7 +54,7 @@ CacheCore::CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingPa
       index(*dev, alloc), records(dev->meta(), index, dirty, p.backing_root), policy(dev->meta()),
       names(
           dev->meta(), [this](int fd, const struct stat& st) { return key_of(fd, st); },
-          [this](dev_t d, ino_t i) { return known_key(d, i); }),
+          [this](dev_t d, ino_t i) { return known_key(d, i); }, p.dir_settle),
       budget(store::ErrorBudgetParams{static_cast<double>(p.io_error_limit),
                                       std::chrono::seconds(p.io_error_halflife_s)}) {
     alloc.set_space(dev->space()); // before the bucket records are loaded

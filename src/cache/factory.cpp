@@ -167,6 +167,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.gc_high_percent = cfg.gc_high_percent;
     p.replacement_policy = cfg.cache_replacement_policy;
     p.backing_root = paths.backing;
+    p.dir_settle = std::chrono::nanoseconds(static_cast<long long>(cfg.dir_settle_s * 1e9));
     p.writeback_percent = cfg.writeback_percent;
     p.writeback_delay_s = cfg.writeback_delay_s;
     p.writeback_rate_minimum = cfg.writeback_rate_minimum;

@@ -381,6 +381,11 @@ const std::vector<Row>& rows() {
                   "serve what the cache holds while the backing is offline; off: requests wait "
                   "for the backing however long it takes"},
                  &Config::offline_ok),
+        seconds_row({"dir_settle", T::seconds, "2",
+                     "seconds a directory must have gone unchanged before a listing of it is "
+                     "kept in the index; above the backing's timestamp granularity (FAT: 2, "
+                     "ext3: 1) and any clock skew to an NFS server (0 to 3600)"},
+                    &Config::dir_settle_s),
         {{"backing_calls", T::mode, "auto",
           "gated: calls into the backing wait at most backing_timeout on threads of their own; "
           "inline: they run on the request's thread (a local disk's calls cost less than the "
@@ -603,6 +608,8 @@ Result<void> check_config(const Config& c) {
         return fail(Errc::BadValue, "option fill_size must not exceed bucket_size");
     if (c.backing_timeout_s < 0.1 || c.backing_timeout_s > 3600)
         return fail(Errc::BadValue, "option backing_timeout must be from 0.1 to 3600 seconds");
+    if (c.dir_settle_s < 0 || c.dir_settle_s > 3600)
+        return fail(Errc::BadValue, "option dir_settle must be from 0 to 3600 seconds");
     return {};
 }
 

@@ -8,6 +8,7 @@
 #include "overcache/store/cache_device.hpp"
 #include "overcache/util/tunable.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -37,6 +38,9 @@ struct CachingParams {
     std::uint64_t max_pending_fill_bytes = 64u << 20;
     // The backing root's absolute path: file records keep paths below it.
     std::string backing_root;
+    // A directory changed less than this long before it is read is not
+    // kept as a whole listing (cache/meta_cache.hpp): dir_settle.
+    std::chrono::nanoseconds dir_settle = std::chrono::seconds(2);
     // Cache device errors tolerated (decaying by half every
     // io_error_halflife_s) before the mount stops using the cache.
     unsigned io_error_limit = 8;

@@ -103,6 +103,10 @@ struct Config {
     double backing_timeout_s = 5;
     bool offline_ok = true;
     BackingCalls backing_calls = BackingCalls::automatic;
+    // Seconds a directory must have gone unchanged before a reading of it
+    // is kept as a whole listing: more than the backing's timestamp
+    // granularity, plus the clock skew to an NFS server.
+    double dir_settle_s = 2;
     LogLevel log_level = LogLevel::info;
 };
 
