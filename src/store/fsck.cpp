@@ -17,6 +17,7 @@
 #include "offline_cache.hpp"
 #include "overcache/meta/key_codec.hpp"
 #include "overcache/meta/meta_store.hpp"
+#include "overcache/meta/names_codec.hpp"
 #include "util/file_io.hpp"
 #include "util/size_text.hpp"
 #include "util/unique_fd.hpp"
@@ -115,6 +116,9 @@ private:
               const meta::ExtentValue* v, std::string_view raw, const std::string& why);
     void check_accounting();
     void check_links();
+    // Kept directory listings (dentries, dirs) whose records do not decode:
+    // the directory's listing is dropped (it is read from the backing again).
+    Result<void> check_listings();
     Result<void> commit(meta::Batch& b);
     std::string where(meta::FileId file, std::uint64_t start, std::uint64_t len) const;
 
@@ -609,6 +613,50 @@ void Fsck::check_links() {
     }
 }
 
+Result<void> Fsck::check_listings() {
+    auto& bad = rep_.at(FsckCheck::listings);
+    std::optional<meta::Batch> fix;
+    if (repair_)
+        fix.emplace(ms_->batch());
+    // Drops the whole listing of the directory a damaged record belongs to,
+    // when the key says which one; else just the record.
+    auto drop = [&](meta::Cf cf, std::string_view k) {
+        if (!fix)
+            return;
+        fix->del(cf, k);
+        meta::FileKey dir;
+        if (k.size() >= 16 && meta::decode_file_key(k.substr(0, 16), dir)) {
+            fix->del(meta::Cf::dirs, meta::file_key(dir));
+            fix->del_range(meta::Cf::dentries, meta::dentry_seek_key(dir, 0),
+                           meta::dentry_key_end(dir));
+        }
+        ++bad.repaired;
+    };
+    auto r = index_.scan(meta::Cf::dirs, [&](std::string_view k, std::string_view v) {
+        meta::FileKey dir;
+        if (!meta::decode_file_key(k, dir) || !meta::decode_dir_record(v)) {
+            note(bad, 0, "a directory listing record that does not decode (key " + hex(k) + ")");
+            drop(meta::Cf::dirs, k);
+        }
+        return true;
+    });
+    if (!r)
+        return r;
+    r = index_.scan(meta::Cf::dentries, [&](std::string_view k, std::string_view v) {
+        meta::DentryKey dk;
+        if (!meta::decode_dentry_key(k, dk) || !meta::decode_dentry(v)) {
+            note(bad, 0, "a directory entry that does not decode (key " + hex(k) + ")");
+            drop(meta::Cf::dentries, k);
+        }
+        return true;
+    });
+    if (!r)
+        return r;
+    if (fix && fix->count() > 0)
+        return commit(*fix);
+    return {};
+}
+
 Result<void> Fsck::commit(meta::Batch& b) {
     if (auto r = ms_->write(b, true); !r)
         return fail(r.error().code, "cannot write the repair to the index: " + r.error().message);
@@ -629,6 +677,8 @@ Result<FsckReport> Fsck::run() {
         check_links();
     if (saving_failed_)
         return fail(saving_error_);
+    if (auto r = check_listings(); !r)
+        return fail(r.error());
     if (ms_)
         if (auto r = ms_->flush(); !r)
             return fail(r.error());
@@ -679,6 +729,8 @@ const char* fsck_check_label(FsckCheck c) noexcept {
         return "files/file_ids mismatches";
     case FsckCheck::bucket_accounting:
         return "bucket accounting mismatches";
+    case FsckCheck::listings:
+        return "damaged directory listings";
     }
     return "?";
 }

@@ -5,6 +5,7 @@
 // live bytes (found; repair fixes them). A healthy cache is clean and a
 // check writes nothing.
 #include "overcache/meta/key_codec.hpp"
+#include "overcache/meta/names_codec.hpp"
 #include "overcache/store/cache_device.hpp"
 #include "overcache/store/fsck.hpp"
 #include "tmp_dir.hpp"
@@ -472,6 +473,39 @@ TEST_SUITE("store") {
             Index ix(f); // file 2's other dirty extent keeps its dirty entry
             CHECK(ix.has(meta::Cf::dirty, meta::dirty_key(2, 0)));
             CHECK(ix.has(meta::Cf::extents, meta::extent_key(2, 18192)));
+        }
+        CHECK(check(f, false).problems() == 0);
+    }
+
+    TEST_CASE("store::fsck_cache_dir: a damaged kept listing is dropped whole, the others stay") {
+        Fixture f;
+        populate(f);
+        const meta::FileKey good{9, 100}, bad_value{9, 200}, bad_record{9, 300};
+        {
+            Index ix(f);
+            auto b = ix.ms->batch();
+            for (const auto& dir : {good, bad_value, bad_record}) {
+                b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(meta::DirRecord{1, 2, 1}));
+                b.put(meta::Cf::dentries, meta::dentry_key(dir, "a"),
+                      meta::encode(meta::DentryValue{{9, 7}, DT_REG}));
+            }
+            b.put(meta::Cf::dentries, meta::dentry_key(bad_value, "b"), "junk");
+            b.put(meta::Cf::dirs, meta::file_key(bad_record), "junk");
+            REQUIRE(ix.ms->write(b, true));
+        }
+        FsckReport rep = check(f, false);
+        CHECK(rep.at(FsckCheck::listings).count == 2);
+        CHECK(rep.problems() == 2);
+        rep = check(f, true);
+        CHECK(rep.at(FsckCheck::listings).repaired == 2);
+        {
+            Index ix(f);
+            CHECK(ix.has(meta::Cf::dirs, meta::file_key(good)));
+            CHECK(ix.has(meta::Cf::dentries, meta::dentry_key(good, "a")));
+            for (const auto& dir : {bad_value, bad_record}) {
+                CHECK_FALSE(ix.has(meta::Cf::dirs, meta::file_key(dir)));
+                CHECK_FALSE(ix.has(meta::Cf::dentries, meta::dentry_key(dir, "a")));
+            }
         }
         CHECK(check(f, false).problems() == 0);
     }

@@ -25,8 +25,9 @@ enum class FsckCheck : std::uint8_t {
     dirty_orphan,      // a dirty entry whose file is not ahead of the backing
     file_ids,          // files <-> file_ids entries that do not match
     bucket_accounting, // a bucket's live/dirty bytes differ from the sum of its extents
+    listings,          // a kept directory listing entry or record that does not decode
 };
-inline constexpr std::size_t kFsckChecks = 12;
+inline constexpr std::size_t kFsckChecks = 13;
 
 struct FsckFinding {
     std::uint64_t count = 0;
