@@ -100,9 +100,8 @@ struct DirHandle {
     const std::optional<meta::FileKey> listed; // the index's listing it serves
     off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
     struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
-    // The directory's lstat at opendir, and its listing being recorded into
-    // the index while it is read in order from its start (guarded by mutex).
-    struct stat opened_st {};
+    // Its listing being recorded into the index while it is read in order
+    // from its start (guarded by mutex).
     std::unique_ptr<cache::MetaCache::Recorder> recorder;
 };
 

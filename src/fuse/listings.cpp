@@ -67,34 +67,42 @@ std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root) {
     if (auto k = m->current_listing(::dirfd(dp), st))
         return std::make_unique<DirHandle>(dp, is_root, k);
     auto dh = std::make_unique<DirHandle>(dp, is_root);
-    dh->opened_st = st;
     dh->recorder = m->record_listing(::dirfd(dp), st);
     return dh;
 }
 
-void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
-                     const struct stat& child) {
+namespace {
+
+// A name of `dir` changed through the mount: `change` writes it to the
+// index as of the directory's times now; without them the listing cannot
+// say as of when it is right, and is dropped.
+template <class Change> void note_change(Adapter& a, const InodeRef& dir, Change change) {
     cache::MetaCache* m = a.data.listings();
     if (m == nullptr)
         return;
-    struct stat now {};
     auto k = key_of_dir(*m, dir);
-    if (k && backing::stat_fd(dir.fd(), now) == 0)
-        m->name_added(*k, now, name, child);
-    else if (k)
-        m->forget_listing(*k); // cannot say as of when: not whole any more
+    if (!k)
+        return;
+    struct stat now {};
+    if (backing::stat_fd(dir.fd(), now) == 0)
+        change(*m, *k, now);
+    else
+        m->forget_listing(*k);
+}
+
+} // namespace
+
+void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
+                     const struct stat& child) {
+    note_change(a, dir, [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& now) {
+        m.name_added(k, now, name, child);
+    });
 }
 
 void note_name_removed(Adapter& a, const InodeRef& dir, std::string_view name) {
-    cache::MetaCache* m = a.data.listings();
-    if (m == nullptr)
-        return;
-    struct stat now {};
-    auto k = key_of_dir(*m, dir);
-    if (k && backing::stat_fd(dir.fd(), now) == 0)
-        m->name_removed(*k, now, name);
-    else if (k)
-        m->forget_listing(*k);
+    note_change(a, dir, [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& now) {
+        m.name_removed(k, now, name);
+    });
 }
 
 void note_dir_removed(Adapter& a, const struct stat& gone) {
