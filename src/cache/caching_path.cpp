@@ -675,6 +675,8 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"listings_recorded", u(ls.listings_recorded)},
         {"listings_changed", u(ls.listings_changed)},
         {"listings_served", u(ls.listings_served)},
+        {"attrs_recorded", u(ls.attrs_recorded)},
+        {"attrs_served", u(ls.attrs_served)},
         {"gc_runs", u(gs.runs)},
         {"gc_last_duration_us", u(gs.last_run_us)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},

@@ -32,6 +32,54 @@ unsigned char dtype_of(mode_t mode) noexcept {
     return static_cast<unsigned char>((mode & S_IFMT) >> 12); // DT_* == S_IF* >> 12
 }
 
+struct timespec ts_of(std::int64_t ns) noexcept {
+    struct timespec t {};
+    t.tv_sec = static_cast<time_t>(ns / 1000000000);
+    t.tv_nsec = static_cast<long>(ns % 1000000000);
+    if (t.tv_nsec < 0) { // before 1970
+        t.tv_nsec += 1000000000;
+        --t.tv_sec;
+    }
+    return t;
+}
+
+meta::AttrRecord record_of(const struct stat& st, std::uint64_t seq, std::string_view target) {
+    meta::AttrRecord r;
+    r.mode = st.st_mode;
+    r.uid = st.st_uid;
+    r.gid = st.st_gid;
+    r.blksize = static_cast<std::uint32_t>(st.st_blksize);
+    r.nlink = st.st_nlink;
+    r.size = static_cast<std::uint64_t>(st.st_size);
+    r.blocks = static_cast<std::uint64_t>(st.st_blocks);
+    r.rdev = st.st_rdev;
+    r.atime_ns = ns_of(st.st_atim);
+    r.mtime_ns = ns_of(st.st_mtim);
+    r.ctime_ns = ns_of(st.st_ctim);
+    r.seen_seq = seq;
+    if (S_ISLNK(st.st_mode))
+        r.target.assign(target);
+    return r;
+}
+
+MetaCache::SeenAttr seen_of(const meta::AttrRecord& r, const meta::FileKey& key) {
+    MetaCache::SeenAttr a;
+    a.st.st_ino = static_cast<ino_t>(key.ino);
+    a.st.st_mode = r.mode;
+    a.st.st_uid = r.uid;
+    a.st.st_gid = r.gid;
+    a.st.st_blksize = static_cast<blksize_t>(r.blksize);
+    a.st.st_nlink = static_cast<nlink_t>(r.nlink);
+    a.st.st_size = static_cast<off_t>(r.size);
+    a.st.st_blocks = static_cast<blkcnt_t>(r.blocks);
+    a.st.st_rdev = static_cast<dev_t>(r.rdev);
+    a.st.st_atim = ts_of(r.atime_ns);
+    a.st.st_mtim = ts_of(r.mtime_ns);
+    a.st.st_ctim = ts_of(r.ctime_ns);
+    a.target = r.target;
+    return a;
+}
+
 } // namespace
 
 MetaCache::MetaCache(meta::MetaStore& meta, KeyOf key_of, KnownKey known_key,
@@ -41,7 +89,7 @@ MetaCache::MetaCache(meta::MetaStore& meta, KeyOf key_of, KnownKey known_key,
 
 MetaCache::Recorder::Recorder(MetaCache& owner, meta::FileKey dir, const struct stat& began)
     : owner_(owner), dir_(dir), mtime_ns_(ns_of(began.st_mtim)), ctime_ns_(ns_of(began.st_ctim)),
-      began_ns_(wall_ns()), batch_(owner.meta_.batch()) {
+      began_ns_(wall_ns()), began_seq_(owner.meta_.sequence()), batch_(owner.meta_.batch()) {
     // Not whole from now until finish(). The old entries stay for handles
     // already listing them (opened while it was whole); the reading
     // overwrites them, and finish() drops those it did not see.
@@ -90,7 +138,7 @@ void MetaCache::Recorder::finish(const struct stat& now) {
             failed_ = true;
         else
             batch_.put(meta::Cf::dirs, meta::file_key(dir_),
-                       meta::encode(meta::DirRecord{mtime_ns_, ctime_ns_, entries_}));
+                       meta::encode(meta::DirRecord{mtime_ns_, ctime_ns_, entries_, began_seq_}));
     }
     flush();
     std::lock_guard lk(owner_.mu_);
@@ -189,6 +237,9 @@ void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_now,
     b.put(meta::Cf::dentries, meta::dentry_key(dir, name),
           meta::encode(meta::DentryValue{{dir.fsid, static_cast<std::uint64_t>(child.st_ino)},
                                          dtype_of(child.st_mode)}));
+    // The new name's file, as it is now: vouched for by the listing.
+    b.put(meta::Cf::attrs, meta::file_key({dir.fsid, static_cast<std::uint64_t>(child.st_ino)}),
+          meta::encode(record_of(child, meta_.sequence(), {})));
     if (auto w = whole(dir))
         b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(moved(*w, dir_now, 1)));
     if (auto r = meta_.write(b); !r)
@@ -211,6 +262,51 @@ void MetaCache::forget_listing(const meta::FileKey& dir) {
     b.del_range(meta::Cf::dentries, meta::dentry_seek_key(dir, 0), meta::dentry_key_end(dir));
     if (auto r = meta_.write(b); !r)
         log::warn("index: cannot drop a removed directory's listing: ", to_string(r.error()));
+}
+
+void MetaCache::note_attr(const meta::FileKey& key, const struct stat& st,
+                          std::string_view target) {
+    auto b = meta_.batch();
+    b.put(meta::Cf::attrs, meta::file_key(key), meta::encode(record_of(st, meta_.sequence(), target)));
+    if (auto r = meta_.write(b); !r) {
+        log::warn("index: cannot record attributes: ", to_string(r.error()));
+        return;
+    }
+    std::lock_guard lk(mu_);
+    ++stats_.attrs_recorded;
+}
+
+std::optional<MetaCache::SeenAttr> MetaCache::attr(const meta::FileKey& key) const {
+    auto v = meta_.get(meta::Cf::attrs, meta::file_key(key));
+    if (!v || !*v)
+        return std::nullopt;
+    auto r = meta::decode_attr_record(**v);
+    if (!r)
+        return std::nullopt;
+    return seen_of(*r, key);
+}
+
+std::optional<MetaCache::SeenAttr> MetaCache::vouched_attr(const meta::DirRecord& rec,
+                                                           const meta::FileKey& child) const {
+    auto v = meta_.get(meta::Cf::attrs, meta::file_key(child));
+    if (!v || !*v)
+        return std::nullopt;
+    auto r = meta::decode_attr_record(**v);
+    if (!r || r->seen_seq < rec.began_seq)
+        return std::nullopt;
+    return seen_of(*r, child);
+}
+
+void MetaCache::forget_attr(const meta::FileKey& key) {
+    auto b = meta_.batch();
+    b.del(meta::Cf::attrs, meta::file_key(key));
+    if (auto r = meta_.write(b); !r)
+        log::warn("index: cannot drop a removed file's attributes: ", to_string(r.error()));
+}
+
+void MetaCache::note_attr_served() noexcept {
+    std::lock_guard lk(mu_);
+    ++stats_.attrs_served;
 }
 
 MetaCache::Stats MetaCache::stats() const {

@@ -242,9 +242,11 @@ inline bool check_as_caller(const Adapter& a) noexcept {
 
 // Looks `name` up in `parent` on the backing (as `who`) and counts a kernel
 // lookup of it. 0, an errno, or kNoAnswer (backing_calls.hpp) when `gated`
-// and the backing did not answer in time.
+// and the backing did not answer in time. `record_always`: the attributes
+// go to the index even if unchanged (a listing being recorded vouches
+// only for attributes written since its reading began).
 int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e,
-                 const CallerId& who = {}, bool gated = true);
+                 const CallerId& who = {}, bool gated = true, bool record_always = false);
 // The mount's answer to a lookup while the backing is offline: the entry
 // last seen under `name`; ENOENT if the parent's kept listing lacks it;
 // EACCES if the caller may not search the parent; or EIO.

@@ -14,6 +14,10 @@
 // Each entry also keeps the attributes and the name the backing last gave
 // it, so that a lookup or getattr can be answered while the backing is
 // offline (see backing/gate.hpp). They are never used while it answers.
+// Offline, a lookup the index answers (fuse/listings.cpp) makes a detached
+// entry: no descriptor, no handle. Online again, get() finds its file
+// through the parent's descriptor and the name, and keeps it only if it
+// is the same (st_dev, st_ino): else ESTALE, as for a file gone.
 // Lock order: mutex_, then an Inode's attr_mu_; no system call is made with
 // either held.
 #include "fuse/inode_table.hpp"
@@ -47,7 +51,24 @@ UniqueFd open_dir(int path_fd) {
     return UniqueFd(::openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
+bool same_attrs(const struct stat& a, const struct stat& b) noexcept {
+    return a.st_ino == b.st_ino && a.st_mode == b.st_mode && a.st_uid == b.st_uid &&
+           a.st_gid == b.st_gid && a.st_nlink == b.st_nlink && a.st_size == b.st_size &&
+           a.st_blocks == b.st_blocks && a.st_rdev == b.st_rdev &&
+           a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+           a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
 } // namespace
+
+bool Inode::should_record(const struct stat& st, bool always) const {
+    std::lock_guard lk(attr_mu_);
+    if (!always && has_recorded_ && same_attrs(recorded_, st))
+        return false;
+    recorded_ = st;
+    has_recorded_ = true;
+    return true;
+}
 
 void Inode::note_attr(const struct stat& st) const {
     std::lock_guard lk(attr_mu_);
@@ -99,18 +120,22 @@ InodeRef InodeTable::root() const {
 InodeRef InodeTable::get(Ino ino) const {
     if (ino == kRootIno)
         return root();
-    std::shared_ptr<const Inode> inode;
+    std::shared_ptr<Inode> inode;
+    int pinned_fd = -1;
+    bool detached = false;
     {
         std::lock_guard lock(mutex_);
         auto it = by_ino_.find(ino);
         if (it == by_ino_.end())
             return {};
         inode = it->second;
+        detached = inode->detached();
+        pinned_fd = inode->fd_.get();
     }
-    if (inode->pinned()) {
-        const int pinned_fd = inode->fd_.get();
+    if (detached)
+        return reattach(std::move(inode));
+    if (pinned_fd >= 0)
         return InodeRef(std::move(inode), pinned_fd);
-    }
     auto* fh = reinterpret_cast<file_handle*>( // NOLINT: the kernel's layout
         const_cast<char*>(inode->handle_.data()));
     const int fd = ::open_by_handle_at(inode->mount_fd_, fh, O_PATH | O_CLOEXEC);
@@ -119,69 +144,75 @@ InodeRef InodeTable::get(Ino ino) const {
     return InodeRef(std::move(inode), UniqueFd(fd));
 }
 
-InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent,
-                            std::string_view name) {
-    const SrcId src{st.st_dev, st.st_ino};
-    std::unique_lock lock(mutex_);
-    if (auto it = by_src_.find(src); it != by_src_.end()) {
-        std::shared_ptr<Inode> inode = by_ino_.at(it->second);
-        ++inode->nlookup_;
-        place_locked(*inode, parent, name);
-        lock.unlock();
-        inode->note_attr(st);
-        if (inode->pinned()) {
-            const int pinned_fd = inode->fd_.get();
-            return InodeRef(std::move(inode), pinned_fd); // `fd` closes here
-        }
-        return InodeRef(std::move(inode), std::move(fd)); // good for this operation
+InodeRef InodeTable::reattach(std::shared_ptr<Inode> inode) const {
+    Ino parent_ino = 0;
+    std::string name;
+    {
+        std::lock_guard lock(mutex_);
+        parent_ino = inode->parent();
+        name = inode->name_;
     }
-    const bool pin = pinned_ < max_pinned_;
-    lock.unlock();
+    if (parent_ino == 0 || name.empty())
+        return {};
+    InodeRef parent = get(parent_ino);
+    if (!parent)
+        return {};
+    UniqueFd fd(::openat(parent.fd(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || SrcId{st.st_dev, st.st_ino} != inode->src_)
+        return {}; // gone, or another file has the name now
+    return attach(std::move(inode), std::move(fd), st);
+}
 
+InodeRef InodeTable::attach(std::shared_ptr<Inode> inode, UniqueFd fd,
+                            const struct stat& st) const {
+    bool pin = false;
+    bool needs_mount_fd = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!inode->detached()) // another thread attached it first
+            return ref_locked(std::move(inode), std::move(fd));
+        pin = pinned_ < max_pinned_;
+        needs_mount_fd = S_ISDIR(st.st_mode) && mount_fds_.count(st.st_dev) == 0;
+    }
     std::vector<char> handle;
     if (!pin)
         handle = handle_of(fd.get());
     // open_by_handle_at needs a real (not O_PATH) descriptor on the same
     // filesystem: the first directory seen on each one provides it.
     UniqueFd new_mount_fd;
-    if (S_ISDIR(st.st_mode)) {
-        lock.lock();
-        const bool known = mount_fds_.count(src.dev) != 0;
-        lock.unlock();
-        if (!known)
-            new_mount_fd = open_dir(fd.get());
+    if (needs_mount_fd)
+        new_mount_fd = open_dir(fd.get());
+    std::lock_guard lock(mutex_);
+    if (new_mount_fd && mount_fds_.count(st.st_dev) == 0)
+        mount_fds_.emplace(st.st_dev, std::move(new_mount_fd));
+    if (!inode->detached())
+        return ref_locked(std::move(inode), std::move(fd));
+    auto m = handle.empty() ? mount_fds_.end() : mount_fds_.find(st.st_dev);
+    if (m == mount_fds_.end()) { // within the budget, or no handle: pin
+        inode->fd_ = std::move(fd);
+        ++pinned_;
+    } else {
+        inode->handle_ = std::move(handle);
+        inode->mount_fd_ = m->second.get();
     }
+    return ref_locked(std::move(inode), std::move(fd));
+}
 
-    lock.lock();
-    if (new_mount_fd)
-        mount_fds_.emplace(src.dev, std::move(new_mount_fd));
-    // Another thread may have added the same file meanwhile.
-    if (auto it = by_src_.find(src); it != by_src_.end()) {
-        std::shared_ptr<Inode> other = by_ino_.at(it->second);
-        ++other->nlookup_;
-        place_locked(*other, parent, name);
-        lock.unlock();
-        other->note_attr(st);
-        if (other->pinned()) {
-            const int pinned_fd = other->fd_.get();
-            return InodeRef(std::move(other), pinned_fd);
-        }
-        return InodeRef(std::move(other), std::move(fd));
+InodeRef InodeTable::ref_locked(std::shared_ptr<Inode> inode, UniqueFd fd) const {
+    if (inode->pinned()) {
+        const int pinned_fd = inode->fd_.get();
+        return InodeRef(std::move(inode), pinned_fd); // `fd` closes here
     }
-    int mount_fd = -1;
-    if (!handle.empty()) {
-        if (auto m = mount_fds_.find(src.dev); m != mount_fds_.end())
-            mount_fd = m->second.get();
-    }
+    return InodeRef(std::move(inode), std::move(fd)); // good for this operation
+}
+
+std::shared_ptr<Inode> InodeTable::insert_locked(SrcId src, const struct stat& st, Ino parent,
+                                                 std::string_view name) {
     const Ino ino = next_ino_;
     auto fresh = std::make_shared<Inode>(ino, src, st.st_mode & S_IFMT);
     fresh->nlookup_ = 1;
     fresh->note_attr(st);
-    const bool keeps_fd = mount_fd < 0; // over budget, but no handle: pin anyway
-    if (!keeps_fd) {
-        fresh->handle_ = std::move(handle);
-        fresh->mount_fd_ = mount_fd;
-    }
     // Insert both or neither: emplace may throw bad_alloc.
     auto [it, inserted] = by_ino_.emplace(ino, fresh);
     (void)inserted;
@@ -193,13 +224,29 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent,
     }
     ++next_ino_;
     place_locked(*fresh, parent, name); // after the inserts: it may throw too, harmlessly
-    if (keeps_fd) {
-        fresh->fd_ = std::move(fd);
-        ++pinned_;
-        const int pinned_fd = fresh->fd_.get();
-        return InodeRef(std::move(fresh), pinned_fd);
+    return fresh;
+}
+
+InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent,
+                            std::string_view name) {
+    const SrcId src{st.st_dev, st.st_ino};
+    std::shared_ptr<Inode> inode;
+    {
+        std::lock_guard lock(mutex_);
+        if (auto it = by_src_.find(src); it != by_src_.end()) {
+            inode = by_ino_.at(it->second);
+            ++inode->nlookup_;
+            place_locked(*inode, parent, name);
+            inode->note_attr(st);
+            if (!inode->detached())
+                return ref_locked(std::move(inode), std::move(fd));
+        } else {
+            // New: detached until attach() gives it `fd` (the kernel does
+            // not know its number before the reply).
+            inode = insert_locked(src, st, parent, name);
+        }
     }
-    return InodeRef(std::move(fresh), std::move(fd));
+    return attach(std::move(inode), std::move(fd), st);
 }
 
 void InodeTable::forget(Ino ino, std::uint64_t n) noexcept {
@@ -271,6 +318,18 @@ std::optional<InodeTable::Known> InodeTable::lookup_known(Ino parent, std::strin
         return std::nullopt;
     ++inode.nlookup_;
     return Known{inode.ino_, *attr};
+}
+
+InodeTable::Known InodeTable::adopt(SrcId src, const struct stat& st, Ino parent,
+                                    std::string_view name) {
+    std::lock_guard lock(mutex_);
+    if (auto it = by_src_.find(src); it != by_src_.end()) {
+        Inode& inode = *by_ino_.at(it->second);
+        ++inode.nlookup_;
+        place_locked(inode, parent, name);
+        return Known{inode.ino_, inode.last_attr().value_or(st)};
+    }
+    return Known{insert_locked(src, st, parent, name)->ino_, st};
 }
 
 std::optional<struct stat> InodeTable::attr_of(Ino ino) const {

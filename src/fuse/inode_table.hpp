@@ -51,7 +51,6 @@ public:
     Ino ino() const noexcept { return ino_; }
     SrcId src() const noexcept { return src_; }
     mode_t type() const noexcept { return type_; } // S_IFMT bits
-    bool pinned() const noexcept { return fd_.valid(); }
     // The directory this inode was last looked up (or created, linked,
     // renamed) through; 0 for the root and for none yet. A hard link has
     // the parent of its name used last. Per-path policy is inherited along
@@ -62,15 +61,26 @@ public:
     // kept to answer while the backing is offline; empty before any.
     void note_attr(const struct stat& st) const;
     std::optional<struct stat> last_attr() const;
+    // Whether `st` should be written to the index: it differs from what was
+    // written last for this entry (atime aside), or nothing was yet, or
+    // `always`. Counts it as written.
+    bool should_record(const struct stat& st, bool always = false) const;
 
 private:
     friend class InodeTable;
+    // Under InodeTable::mutex_.
+    bool pinned() const noexcept { return fd_.valid(); }
+    bool detached() const noexcept { return !fd_.valid() && handle_.empty(); }
+
     const Ino ino_;
     const SrcId src_;
     const mode_t type_;
     // Either a pinned O_PATH fd, or a file handle (name_to_handle_at) to
     // reopen one from, with a descriptor on the same filesystem to do it
-    // through. Set once, before the Inode is shared.
+    // through; or neither: an entry made from the index while the backing
+    // was offline (detached), until its file is found again by its name.
+    // Guarded by InodeTable::mutex_; once set they never change, so a
+    // descriptor read under the mutex stays valid while the Inode lives.
     UniqueFd fd_;
     std::vector<char> handle_;  // struct file_handle + its bytes
     int mount_fd_ = -1;         // borrowed from InodeTable::mount_fds_
@@ -80,6 +90,8 @@ private:
     mutable std::mutex attr_mu_;
     mutable struct stat attr_ {}; // guarded by attr_mu_
     mutable bool has_attr_ = false; // guarded by attr_mu_
+    mutable struct stat recorded_ {}; // guarded by attr_mu_: last written to the index
+    mutable bool has_recorded_ = false; // guarded by attr_mu_
 };
 
 // An inode as an operation uses it: the entry, kept alive, and an O_PATH fd
@@ -108,6 +120,9 @@ public:
     bool is_symlink() const noexcept { return S_ISLNK(type()); }
     void note_attr(const struct stat& st) const { inode_->note_attr(st); }
     std::optional<struct stat> last_attr() const { return inode_->last_attr(); }
+    bool should_record(const struct stat& st, bool always = false) const {
+        return inode_->should_record(st, always);
+    }
 
 private:
     std::shared_ptr<const Inode> inode_;
@@ -125,7 +140,9 @@ public:
     InodeTable(UniqueFd root_fd, const struct stat& root_st, std::size_t max_pinned);
 
     // The inode the kernel knows as `ino`, or empty (unknown, forgotten, or
-    // its file is gone: ESTALE).
+    // its file is gone: ESTALE). A detached entry is found again through
+    // its parent and name first (a system call on the backing: callers ask
+    // only while it is online), and must be the same file.
     InodeRef get(Ino ino) const;
     InodeRef root() const;
 
@@ -145,6 +162,11 @@ public:
         struct stat attr {};
     };
     std::optional<Known> lookup_known(Ino parent, std::string_view name);
+    // While the backing is offline: the entry for the file `src`, found in
+    // the index as `name` in `parent` with attributes `st`, counting one
+    // kernel lookup. An entry the table has already keeps its attributes;
+    // a new one is detached (no descriptor) until the backing answers.
+    Known adopt(SrcId src, const struct stat& st, Ino parent, std::string_view name);
     // The last attributes of `ino`, without opening anything.
     std::optional<struct stat> attr_of(Ino ino) const;
 
@@ -173,15 +195,28 @@ private:
     // Under mutex_: `inode` was found as `name` (if not empty) in `parent`
     // (if not 0).
     void place_locked(Inode& inode, Ino parent, std::string_view name);
+    // A detached entry's file, found again through its parent and name
+    // (recursively: the parent may be detached too).
+    InodeRef reattach(std::shared_ptr<Inode> inode) const;
+    // `fd` (lstat `st`) is the file of `inode`: a detached entry keeps it
+    // (pinned within the budget, else as a file handle). Takes mutex_.
+    InodeRef attach(std::shared_ptr<Inode> inode, UniqueFd fd, const struct stat& st) const;
+    // Under mutex_: the attached `inode` for one operation: its pinned fd
+    // (`fd` is closed), else `fd`.
+    InodeRef ref_locked(std::shared_ptr<Inode> inode, UniqueFd fd) const;
+    // Under mutex_: a new, detached entry for `src`, counting one lookup.
+    std::shared_ptr<Inode> insert_locked(SrcId src, const struct stat& st, Ino parent,
+                                         std::string_view name);
 
     mutable std::mutex mutex_;
-    std::unordered_map<Ino, std::shared_ptr<Inode>> by_ino_; // guarded by mutex_
+    // mutable: get() may reattach an entry.
+    mutable std::unordered_map<Ino, std::shared_ptr<Inode>> by_ino_; // guarded by mutex_
     std::unordered_map<SrcId, Ino, SrcIdHash> by_src_;       // guarded by mutex_
     // (parent, name) -> the entry last seen under it; one name per entry.
     std::unordered_map<std::string, Ino> by_name_;          // guarded by mutex_
-    std::unordered_map<dev_t, UniqueFd> mount_fds_;          // guarded by mutex_; never shrinks
+    mutable std::unordered_map<dev_t, UniqueFd> mount_fds_;  // guarded by mutex_; never shrinks
     Ino next_ino_ = kFirstIno;                               // guarded by mutex_
-    std::size_t pinned_ = 0;                                 // guarded by mutex_
+    mutable std::size_t pinned_ = 0;                         // guarded by mutex_
     const std::size_t max_pinned_;
     std::shared_ptr<Inode> root_;
 };

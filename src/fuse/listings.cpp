@@ -8,8 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <unistd.h>
+#include <climits>
 #include <cstring>
+#include <unistd.h>
 #include <vector>
 
 namespace overcache::fuse {
@@ -46,15 +47,34 @@ bool current(const meta::DirRecord& rec, const std::optional<struct stat>& seen)
 }
 
 // Offline: the key of `ino`'s listing if the index holds it whole and as
-// new as the mount's last view of the directory.
-std::optional<meta::FileKey> vouched_listing(cache::MetaCache& m, const Adapter& a, Ino ino) {
+// new as the mount's last view of the directory (and its record).
+std::optional<meta::FileKey> vouched_listing(cache::MetaCache& m, const Adapter& a, Ino ino,
+                                             meta::DirRecord* record = nullptr) {
     auto k = key_offline(m, a, ino);
     if (!k)
         return std::nullopt;
     auto rec = m.whole(*k);
     if (!rec || !current(*rec, a.inodes.attr_of(ino)))
         return std::nullopt;
+    if (record != nullptr)
+        *record = *rec;
     return k;
+}
+
+std::int64_t ctime_ns(const struct stat& st) noexcept {
+    return ns_of(st.st_ctim);
+}
+
+} // namespace
+
+namespace {
+
+// Offline: the entry of `name` in `parent` the mount knows, else the one the
+// index has.
+std::optional<InodeTable::Known> known_or_adopted(Adapter& a, Ino parent, std::string_view name) {
+    if (auto known = a.inodes.lookup_known(parent, name))
+        return known;
+    return adopt_from_index(a, parent, name);
 }
 
 } // namespace
@@ -158,7 +178,7 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
                     lookup_err = lerr;
                     return false;
                 }
-            } else if (auto known = dots ? std::nullopt : a.inodes.lookup_known(ino, name)) {
+            } else if (auto known = dots ? std::nullopt : known_or_adopted(a, ino, name)) {
                 // Offline: what the mount saw last.
                 e.ino = known->ino;
                 e.attr = known->attr;
@@ -212,6 +232,57 @@ bool known_absent(Adapter& a, Ino parent, std::string_view name) {
         return false;
     auto k = vouched_listing(*m, a, parent);
     return k && m->find(*k, name).state == cache::MetaCache::Found::State::absent;
+}
+
+void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, bool always) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr || !inode || inode.fd() < 0 || !inode.should_record(st, always))
+        return;
+    std::string target;
+    if (S_ISLNK(st.st_mode)) {
+        // Offline, readlink answers from here. A symlink's target never
+        // changes in place (a new one is a new inode, with a new ctime).
+        target.resize(PATH_MAX);
+        const ssize_t n = ::readlinkat(inode.fd(), "", target.data(), target.size());
+        target.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    }
+    m->note_attr(m->key_of(inode.fd(), st), st, target);
+}
+
+std::optional<InodeTable::Known> adopt_from_index(Adapter& a, Ino parent, std::string_view name) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr)
+        return std::nullopt;
+    auto dir_link = a.inodes.link_of(parent);
+    meta::DirRecord rec;
+    auto dir = vouched_listing(*m, a, parent, &rec);
+    if (!dir_link || !dir)
+        return std::nullopt;
+    const cache::MetaCache::Found f = m->find(*dir, name);
+    // A name on another filesystem (a mount point) has no number here.
+    if (f.state != cache::MetaCache::Found::State::present || f.value.child.fsid != dir->fsid)
+        return std::nullopt;
+    auto seen = m->vouched_attr(rec, f.value.child);
+    if (!seen || ((seen->st.st_mode & S_IFMT) >> 12) != f.value.type)
+        return std::nullopt; // never seen since the listing, or not the listed file
+    seen->st.st_dev = dir_link->src.dev;
+    m->note_attr_served();
+    return a.inodes.adopt(SrcId{dir_link->src.dev, seen->st.st_ino}, seen->st, parent, name);
+}
+
+std::optional<std::string> kept_target(Adapter& a, Ino ino) {
+    cache::MetaCache* m = a.data.listings();
+    auto last = a.inodes.attr_of(ino);
+    if (m == nullptr || !last || !S_ISLNK(last->st_mode))
+        return std::nullopt;
+    auto k = key_offline(*m, a, ino);
+    auto seen = k ? m->attr(*k) : std::nullopt;
+    // The same symlink: a reused inode number comes with a new ctime.
+    if (!seen || !S_ISLNK(seen->st.st_mode) || seen->target.empty() ||
+        ctime_ns(seen->st) != ctime_ns(*last))
+        return std::nullopt;
+    m->note_attr_served();
+    return seen->target;
 }
 
 int offline_access(fuse_req_t req, const Adapter& a, const struct stat& st, int mask) {

@@ -36,6 +36,19 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
 // Offline: `name` is not in `parent`'s whole listing.
 bool known_absent(Adapter& a, Ino parent, std::string_view name);
 
+// Online: `st` is what the backing gave now for `inode` (lookup, getattr,
+// open): kept in the index if it changed since the mount kept it last (or
+// `always`), with a symlink's target.
+void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st,
+                   bool always = false);
+// Offline: `name` in `parent`, found in the index: in its whole listing,
+// with attributes recorded since that listing was read. Counts a kernel
+// lookup of the entry it makes (or finds) in the inode table.
+std::optional<InodeTable::Known> adopt_from_index(Adapter& a, Ino parent, std::string_view name);
+// Offline: the target of the symlink `ino`, as kept in the index for the
+// attributes the mount last saw; nullopt if it has none for them.
+std::optional<std::string> kept_target(Adapter& a, Ino ino);
+
 // Offline, the check the backing would make of `mask` (R_OK, W_OK, X_OK)
 // for the caller of `req` on `st` (the file's last attributes): 0 or
 // EACCES. Without default_permissions the kernel checks nothing and the

@@ -144,7 +144,10 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                     e.attr.st_ino = dh.entry->d_ino;
                     e.attr.st_mode = static_cast<mode_t>(dh.entry->d_type) << 12;
                 } else {
-                    const int lerr = lookup_entry(a, *dir, name, e, {}, false);
+                    // While the listing is recorded, the attributes too:
+                    // it vouches offline only for those seen since.
+                    const int lerr =
+                        lookup_entry(a, *dir, name, e, {}, false, dh.recorder != nullptr);
                     if (lerr == ENOENT) {
                         // Removed since readdir saw it: leave it out.
                         dh.entry = nullptr;

@@ -49,7 +49,7 @@ CallerScope::CallerScope(const CallerId& who) {
 }
 
 int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entry_param& e,
-                 const CallerId& who, bool gated) {
+                 const CallerId& who, bool gated, bool record_always) {
     UniqueFd fd;
     struct stat st {};
     if (gated) {
@@ -66,6 +66,7 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
     }
     const struct stat seen = st;
     InodeRef inode = a.inodes.lookup(std::move(fd), seen, parent.ino(), name);
+    remember_attr(a, inode, seen, record_always);
     if (S_ISREG(st.st_mode))
         a.data.show_attrs(cache::FileRef{inode->fd(), seen}, st);
     std::memset(&e, 0, sizeof e);
@@ -87,6 +88,8 @@ int lookup_offline(fuse_req_t req, Adapter& a, fuse_ino_t parent, const char* na
     else if (const int denied = offline_access(req, a, *dir, X_OK))
         return denied;
     auto known = a.inodes.lookup_known(parent, name);
+    if (!known) // the index may know it
+        known = adopt_from_index(a, parent, name);
     if (!known) // a whole listing says for sure; else it is the backing's to say
         return known_absent(a, parent, name) ? ENOENT : EIO;
     struct stat st = known->attr;
@@ -253,8 +256,10 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         }
         if (err != 0)
             return err;
-        if (inode)
+        if (inode) {
             inode->note_attr(st);
+            remember_attr(a, inode, st);
+        }
         if (S_ISREG(st.st_mode)) {
             const struct stat seen = st;
             note_change(a, ino, a.data.getattr(cache::FileRef{any_fd, seen}, st));
@@ -407,10 +412,16 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
     guarded(req, "readlink", [&] {
         Adapter& a = adapter_of(req);
-        if (const int refused = unless_online(a, EIO))
-            return refused;
         if (ino == kControlIno)
             return EINVAL;
+        if (!a.gate.online()) {
+            // Offline: the target kept with the link's last attributes.
+            auto target = a.gate.offline_ok() ? kept_target(a, ino) : std::nullopt;
+            if (!target)
+                return EIO;
+            fuse_reply_readlink(req, target->c_str());
+            return 0;
+        }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;

@@ -189,6 +189,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             }
         }
         inode->note_attr(st);
+        remember_attr(a, inode, st);
         bool keep = false;
         auto made = make_handle(a, std::move(fd), fi->flags, st, keep, inode->parent());
         if (!made)

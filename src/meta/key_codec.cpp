@@ -35,6 +35,8 @@ const char* cf_name(Cf cf) noexcept {
         return "dentries";
     case Cf::dirs:
         return "dirs";
+    case Cf::attrs:
+        return "attrs";
     }
     return "?";
 }

@@ -530,6 +530,10 @@ Result<void> MetaStore::flush() {
     return {};
 }
 
+std::uint64_t MetaStore::sequence() const {
+    return impl_->db->GetLatestSequenceNumber();
+}
+
 std::uint64_t MetaStore::memory_bytes() const {
     std::uint64_t total = impl_->block_cache->GetUsage();
     for (auto* h : impl_->cfs) {

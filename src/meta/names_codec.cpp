@@ -1,5 +1,6 @@
 // DOC: keys and values of the dentries and dirs families (see
-// names_codec.hpp). Layout byte 1 for each value.
+// names_codec.hpp). Layout byte 1 for each value; 2 for a DirRecord that
+// carries the sequence number its reading began at.
 #include "overcache/meta/names_codec.hpp"
 
 #include <cstring>
@@ -8,8 +9,13 @@ namespace overcache::meta {
 namespace {
 
 constexpr char kLayout = 1;
+constexpr char kDirLayout = 2;
 constexpr std::size_t kDentryValueSize = 1 + 8 + 8 + 1;
-constexpr std::size_t kDirRecordSize = 1 + 8 + 8 + 8;
+constexpr std::size_t kDirRecordSize1 = 1 + 8 + 8 + 8;
+constexpr std::size_t kDirRecordSize = kDirRecordSize1 + 8;
+constexpr std::size_t kAttrFixedSize = 1 + 4 * 4 + 8 * 8 + 4;
+// Linux's PATH_MAX: no symlink target is longer.
+constexpr std::size_t kMaxTarget = 4096;
 
 } // namespace
 
@@ -75,20 +81,74 @@ std::optional<DentryValue> decode_dentry(std::string_view s) {
 std::string encode(const DirRecord& r) {
     std::string s;
     s.reserve(kDirRecordSize);
-    s.push_back(kLayout);
+    s.push_back(kDirLayout);
     put_be64(s, static_cast<std::uint64_t>(r.mtime_ns));
     put_be64(s, static_cast<std::uint64_t>(r.ctime_ns));
     put_be64(s, r.entries);
+    put_be64(s, r.began_seq);
     return s;
 }
 
 std::optional<DirRecord> decode_dir_record(std::string_view s) {
-    if (s.size() != kDirRecordSize || s[0] != kLayout)
+    const bool v1 = s.size() == kDirRecordSize1 && s[0] == kLayout;
+    const bool v2 = s.size() == kDirRecordSize && s[0] == kDirLayout;
+    if (!v1 && !v2)
         return std::nullopt;
     DirRecord r;
     r.mtime_ns = static_cast<std::int64_t>(get_be64(s.data() + 1));
     r.ctime_ns = static_cast<std::int64_t>(get_be64(s.data() + 9));
     r.entries = get_be64(s.data() + 17);
+    if (v2)
+        r.began_seq = get_be64(s.data() + 25);
+    return r;
+}
+
+std::string encode(const AttrRecord& r) {
+    std::string s;
+    s.reserve(kAttrFixedSize + r.target.size());
+    s.push_back(kLayout);
+    put_be32(s, r.mode);
+    put_be32(s, r.uid);
+    put_be32(s, r.gid);
+    put_be32(s, r.blksize);
+    put_be64(s, r.nlink);
+    put_be64(s, r.size);
+    put_be64(s, r.blocks);
+    put_be64(s, r.rdev);
+    put_be64(s, static_cast<std::uint64_t>(r.atime_ns));
+    put_be64(s, static_cast<std::uint64_t>(r.mtime_ns));
+    put_be64(s, static_cast<std::uint64_t>(r.ctime_ns));
+    put_be64(s, r.seen_seq);
+    put_be32(s, static_cast<std::uint32_t>(r.target.size()));
+    s.append(r.target);
+    return s;
+}
+
+std::optional<AttrRecord> decode_attr_record(std::string_view s) {
+    if (s.size() < kAttrFixedSize || s[0] != kLayout)
+        return std::nullopt;
+    const char* p = s.data() + 1;
+    AttrRecord r;
+    r.mode = get_be32(p);
+    r.uid = get_be32(p + 4);
+    r.gid = get_be32(p + 8);
+    r.blksize = get_be32(p + 12);
+    p += 16;
+    r.nlink = get_be64(p);
+    r.size = get_be64(p + 8);
+    r.blocks = get_be64(p + 16);
+    r.rdev = get_be64(p + 24);
+    r.atime_ns = static_cast<std::int64_t>(get_be64(p + 32));
+    r.mtime_ns = static_cast<std::int64_t>(get_be64(p + 40));
+    r.ctime_ns = static_cast<std::int64_t>(get_be64(p + 48));
+    r.seen_seq = get_be64(p + 56);
+    const std::uint32_t n = get_be32(p + 64);
+    if (n > kMaxTarget || s.size() != kAttrFixedSize + n)
+        return std::nullopt;
+    // Only a symlink has a target (one not read yet is empty).
+    if (n != 0 && (r.mode & 0170000) != 0120000)
+        return std::nullopt;
+    r.target.assign(s.substr(kAttrFixedSize));
     return r;
 }
 

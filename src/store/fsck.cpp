@@ -116,7 +116,8 @@ private:
               const meta::ExtentValue* v, std::string_view raw, const std::string& why);
     void check_accounting();
     void check_links();
-    // Kept directory listings (dentries, dirs) whose records do not decode:
+    // Kept directory listings (dentries, dirs) and attributes (attrs) whose
+    // records do not decode:
     // the directory's listing is dropped (it is read from the backing again).
     Result<void> check_listings();
     Result<void> commit(meta::Batch& b);
@@ -652,6 +653,21 @@ Result<void> Fsck::check_listings() {
     });
     if (!r)
         return r;
+    // A damaged attribute record goes alone: the mount records it again at
+    // the file's next lookup.
+    r = index_.scan(meta::Cf::attrs, [&](std::string_view k, std::string_view v) {
+        meta::FileKey file;
+        if (!meta::decode_file_key(k, file) || !meta::decode_attr_record(v)) {
+            note(bad, 0, "kept attributes that do not decode (key " + hex(k) + ")");
+            if (fix) {
+                fix->del(meta::Cf::attrs, k);
+                ++bad.repaired;
+            }
+        }
+        return true;
+    });
+    if (!r)
+        return r;
     if (fix && fix->count() > 0)
         return commit(*fix);
     return {};
@@ -730,7 +746,7 @@ const char* fsck_check_label(FsckCheck c) noexcept {
     case FsckCheck::bucket_accounting:
         return "bucket accounting mismatches";
     case FsckCheck::listings:
-        return "damaged directory listings";
+        return "damaged directory listings or attributes";
     }
     return "?";
 }

@@ -182,6 +182,16 @@ std::string names_text(std::vector<std::string> names) {
     return out;
 }
 
+Op readlink_op(std::string path) {
+    return [path] {
+        char buf[4096];
+        const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+        if (n < 0)
+            return failed("readlink");
+        return Outcome{0, std::string(buf, static_cast<std::size_t>(n))};
+    };
+}
+
 Op list_op(std::string path) {
     return [path] {
         DIR* d = ::opendir(path.c_str());
@@ -568,6 +578,13 @@ public:
 
     Probe run(const Op& op, milliseconds bound = kBound) { return probes_.run(op, bound); }
 
+    // The daemon goes and comes back over the same cache: the kernel and
+    // the mount forget every name they looked up.
+    void remount() {
+        fm_.mount().unmount();
+        fm_.remount();
+    }
+
     void pause() { fm_.backing().pause(); }
     // faultfs runs again; the children that were blocked end.
     void resume() {
@@ -883,6 +900,70 @@ TEST_SUITE("stalled_backing") {
         // Online, listings come from the backing again.
         write_file(s.backing().lower("d/behind"), "behind");
         CHECK(list_op(s.mnt("d"))().text == "behind cold hot made");
+    }
+
+    TEST_CASE("stalled backing: after a remount, names never looked up since are served offline "
+              "from the index, and found again online" *
+              doctest::timeout(300)) {
+        StallMount s;
+        const std::string f_bytes = random_bytes(kFileBytes, 7);
+        REQUIRE(::mkdir(s.mnt("e").c_str(), 0755) == 0);
+        REQUIRE(::mkdir(s.mnt("e/sub").c_str(), 0750) == 0);
+        write_file(s.mnt("e/f"), f_bytes);
+        write_file(s.mnt("e/sub/g"), "g");
+        REQUIRE(::symlink("sub/g", s.mnt("e/l").c_str()) == 0);
+        write_file(s.backing().lower("e/behind"), "made behind the mount");
+        REQUIRE(read_uncached(s.mnt("e/f")) == f_bytes);
+        s.m().wait_fills();
+        REQUIRE(cached_bytes(s.mnt("e/f")) == f_bytes.size());
+        const struct stat f_st = stat_of(s.mnt("e/f"));
+        const struct stat sub_st = stat_of(s.mnt("e/sub"));
+        const struct stat g_st = stat_of(s.mnt("e/sub/g"));
+        // Settled (timestamps are coarse), then listed: kept whole, with
+        // the attributes readdirplus saw.
+        std::this_thread::sleep_for(milliseconds(2200));
+        REQUIRE(list_op(s.mnt("e"))().text == "behind f l sub");
+        REQUIRE(list_op(s.mnt("e/sub"))().text == "g");
+        REQUIRE(readlink_op(s.mnt("e/l"))().text == "sub/g");
+
+        s.remount();
+        // The new daemon has looked up only e; then the backing stalls.
+        stat_of(s.mnt("e"));
+        s.pause();
+        expect(s.run(stat_op(s.mnt("e")), kFirstBound), "stat of e, the first request to meet the stall",
+               0);
+        const auto before = parse_stats(s.run(text_op(s.mnt(".overcache"))).text);
+        CHECK(value(before, "backing_state") == "offline");
+        expect(s.run(list_op(s.mnt("e"))), "listing e offline", 0, "behind f l sub");
+        expect(s.run(stat_op(s.mnt("e/f"))), "stat of e/f offline", 0, attrs_text(f_st));
+        expect(s.run(read_op(s.mnt("e/f"), f_bytes, true)), "reading e/f offline", 0, "same");
+        expect(s.run(stat_op(s.mnt("e/sub"))), "stat of e/sub offline", 0, attrs_text(sub_st));
+        expect(s.run(list_op(s.mnt("e/sub"))), "listing e/sub offline", 0, "g");
+        expect(s.run(readlink_op(s.mnt("e/l"))), "readlink of e/l offline", 0, "sub/g");
+        expect(s.run(stat_op(s.mnt("e/l"))), "stat through e/l offline", 0,
+               attrs_text(g_st));
+        // An open made offline, used once the backing is back.
+        const int held = ::open(s.mnt("e/f").c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE_MESSAGE(held >= 0, "open of e/f offline: " << std::strerror(errno));
+        expect(s.run(stat_op(s.mnt("e/nothere"))), "stat of e/nothere offline", ENOENT);
+        const auto after = parse_stats(s.run(text_op(s.mnt(".overcache"))).text);
+        CHECK(number(after, "attrs_served") > number(before, "attrs_served"));
+
+        // Online again: the entries made offline find their files again.
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+        CHECK(read_file(s.mnt("e/f")) == f_bytes);
+        write_file(s.mnt("e/sub/g2"), "g2"); // in writeback mode, not on the backing yet
+        CHECK(read_file(s.mnt("e/sub/g2")) == "g2");
+        CHECK(read_file(s.mnt("e/l")) == "g");
+        CHECK(stat_of(s.mnt("e/f")).st_size == f_st.st_size);
+        struct stat held_st {};
+        CHECK(::fstat(held, &held_st) == 0);
+        CHECK(held_st.st_size == f_st.st_size);
+        std::string head(4096, '\0');
+        CHECK(::pread(held, head.data(), head.size(), 0) == 4096);
+        CHECK(head == f_bytes.substr(0, 4096));
+        ::close(held);
     }
 
     TEST_CASE("stalled backing: offline answers keep the backing's permissions "

@@ -477,13 +477,19 @@ TEST_SUITE("store") {
         CHECK(check(f, false).problems() == 0);
     }
 
-    TEST_CASE("store::fsck_cache_dir: a damaged kept listing is dropped whole, the others stay") {
+    TEST_CASE("store::fsck_cache_dir: a damaged kept listing is dropped whole, a damaged "
+              "attribute record alone, the others stay") {
         Fixture f;
         populate(f);
         const meta::FileKey good{9, 100}, bad_value{9, 200}, bad_record{9, 300};
+        const meta::FileKey good_attr{9, 7}, bad_attr{9, 8};
         {
             Index ix(f);
             auto b = ix.ms->batch();
+            meta::AttrRecord a;
+            a.mode = S_IFREG | 0644;
+            b.put(meta::Cf::attrs, meta::file_key(good_attr), meta::encode(a));
+            b.put(meta::Cf::attrs, meta::file_key(bad_attr), meta::encode(a) + "junk");
             for (const auto& dir : {good, bad_value, bad_record}) {
                 b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(meta::DirRecord{1, 2, 1}));
                 b.put(meta::Cf::dentries, meta::dentry_key(dir, "a"),
@@ -494,12 +500,14 @@ TEST_SUITE("store") {
             REQUIRE(ix.ms->write(b, true));
         }
         FsckReport rep = check(f, false);
-        CHECK(rep.at(FsckCheck::listings).count == 2);
-        CHECK(rep.problems() == 2);
+        CHECK(rep.at(FsckCheck::listings).count == 3);
+        CHECK(rep.problems() == 3);
         rep = check(f, true);
-        CHECK(rep.at(FsckCheck::listings).repaired == 2);
+        CHECK(rep.at(FsckCheck::listings).repaired == 3);
         {
             Index ix(f);
+            CHECK(ix.has(meta::Cf::attrs, meta::file_key(good_attr)));
+            CHECK_FALSE(ix.has(meta::Cf::attrs, meta::file_key(bad_attr)));
             CHECK(ix.has(meta::Cf::dirs, meta::file_key(good)));
             CHECK(ix.has(meta::Cf::dentries, meta::dentry_key(good, "a")));
             for (const auto& dir : {bad_value, bad_record}) {

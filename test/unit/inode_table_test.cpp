@@ -5,8 +5,10 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <atomic>
 #include <string>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -125,6 +127,80 @@ TEST_SUITE("fuse") {
         CHECK(t.size() == before - 1);
         CHECK_FALSE(t.lookup_known(d->ino(), "f"));
         CHECK_FALSE(t.attr_of(f->ino()));
+    }
+
+    TEST_CASE_FIXTURE(Fixture, "InodeTable: entries adopted offline are found again by name "
+                               "online, and only if the name still stands for their file") {
+        for (const std::size_t budget : {std::size_t{1000000}, std::size_t{1}}) {
+            CAPTURE(budget);
+            InodeTable t = make_table(budget);
+            REQUIRE(::mkdir((dir / "d").c_str(), 0755) == 0);
+            touch("d/f");
+            touch("d/g");
+            touch("d/h");
+            const struct stat d_st = lstat_of("d");
+            const struct stat f_st = lstat_of("d/f");
+            // Offline, from the index: d (under the root), then d/f, d/g.
+            auto d = t.adopt(SrcId{d_st.st_dev, d_st.st_ino}, d_st, kRootIno, "d");
+            auto f = t.adopt(SrcId{f_st.st_dev, f_st.st_ino}, f_st, d.ino, "f");
+            const struct stat g_st = lstat_of("d/g");
+            auto g = t.adopt(SrcId{g_st.st_dev, g_st.st_ino}, g_st, d.ino, "g");
+            CHECK(t.adopt(SrcId{f_st.st_dev, f_st.st_ino}, f_st, d.ino, "f").ino == f.ino);
+            CHECK(t.attr_of(f.ino)->st_ino == f_st.st_ino);
+            CHECK(t.pinned() == 1); // the root: adopted entries hold nothing
+
+            // Online: d/f through its detached parent, both found again.
+            InodeRef fr = t.get(f.ino);
+            REQUIRE(fr);
+            struct stat seen {};
+            REQUIRE(::fstat(fr->fd(), &seen) == 0);
+            CHECK(seen.st_ino == f_st.st_ino);
+            InodeRef dr = t.get(d.ino);
+            REQUIRE(dr);
+            CHECK(t.get(f.ino)); // and again, attached
+
+            // d/g was replaced meanwhile: the name stands for another file.
+            REQUIRE(::rename((dir / "d/h").c_str(), (dir / "d/g").c_str()) == 0);
+            CHECK_FALSE(t.get(g.ino));
+            // A lookup of the real file attaches an adopted entry as well.
+            const struct stat h_st = lstat_of("d/g");
+            auto h = t.adopt(SrcId{h_st.st_dev, h_st.st_ino}, h_st, d.ino, "elsewhere");
+            InodeRef hr = t.lookup(open_path("d/g"), h_st, d.ino, "g");
+            CHECK(hr->ino() == h.ino);
+            CHECK(t.get(h.ino));
+            t.forget(f.ino, 2);
+            t.forget(g.ino, 1);
+            t.forget(h.ino, 2);
+            t.forget(d.ino, 1);
+            CHECK(t.size() == 1);
+            CHECK(t.pinned() == 1);
+            REQUIRE(::unlink((dir / "d/f").c_str()) == 0);
+            REQUIRE(::unlink((dir / "d/g").c_str()) == 0);
+            REQUIRE(::rmdir((dir / "d").c_str()) == 0);
+        }
+    }
+
+    TEST_CASE_FIXTURE(Fixture, "InodeTable: threads finding an adopted entry again at once "
+                               "attach it once") {
+        InodeTable t = make_table();
+        touch("f");
+        const struct stat f_st = lstat_of("f");
+        auto f = t.adopt(SrcId{f_st.st_dev, f_st.st_ino}, f_st, kRootIno, "f");
+        std::vector<std::thread> threads;
+        std::atomic<int> found{0};
+        for (int i = 0; i < 4; ++i)
+            threads.emplace_back([&] {
+                for (int n = 0; n < 200; ++n) {
+                    InodeRef r = t.get(f.ino);
+                    struct stat st {};
+                    if (r && ::fstat(r->fd(), &st) == 0 && st.st_ino == f_st.st_ino)
+                        found.fetch_add(1);
+                }
+            });
+        for (auto& th : threads)
+            th.join();
+        CHECK(found.load() == 800);
+        CHECK(t.pinned() == 2); // the root and f, once
     }
 
     TEST_CASE_FIXTURE(Fixture, "InodeTable: root is 1, numbers start after the control file") {

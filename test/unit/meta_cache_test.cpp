@@ -313,3 +313,122 @@ TEST_CASE("the names codec: keys in hash order, damaged records refused") {
         CHECK_FALSE(meta::decode_dir_record(er.substr(0, n)));
     CHECK_FALSE(meta::decode_dir_record(er + "x"));
 }
+
+TEST_CASE("attributes in the index: kept across a reopen; a listing vouches only for those seen "
+          "since its reading began") {
+    Fixture f;
+    f.touch("old");
+    f.touch("fresh");
+    REQUIRE(::symlink("old", (f.tree + "/link").c_str()) == 0);
+    auto lstat_of = [&](const std::string& name) {
+        struct stat st {};
+        REQUIRE(::lstat((f.tree + "/" + name).c_str(), &st) == 0);
+        return st;
+    };
+    auto key_of = [](const struct stat& st) {
+        return meta::FileKey{static_cast<std::uint64_t>(st.st_dev), st.st_ino};
+    };
+    const struct stat old_st = lstat_of("old");
+    const struct stat fresh_st = lstat_of("fresh");
+    const struct stat link_st = lstat_of("link");
+    // "old" is seen before the listing is read: it may be a file that had
+    // the number before, as far as the listing knows.
+    f.names->note_attr(key_of(old_st), old_st);
+    f.record();
+    f.names->note_attr(key_of(fresh_st), fresh_st);
+    f.names->note_attr(key_of(link_st), link_st, "old");
+    auto rec = f.names->whole(f.dir_key());
+    REQUIRE(rec);
+
+    REQUIRE(f.names->attr(key_of(old_st)));
+    CHECK_FALSE(f.names->vouched_attr(*rec, key_of(old_st)));
+    auto fresh = f.names->vouched_attr(*rec, key_of(fresh_st));
+    REQUIRE(fresh);
+    CHECK(fresh->st.st_ino == fresh_st.st_ino);
+    CHECK(fresh->st.st_mode == fresh_st.st_mode);
+    CHECK(fresh->st.st_size == fresh_st.st_size);
+    CHECK(fresh->st.st_uid == fresh_st.st_uid);
+    CHECK(fresh->st.st_nlink == fresh_st.st_nlink);
+    CHECK(fresh->st.st_mtim.tv_sec == fresh_st.st_mtim.tv_sec);
+    CHECK(fresh->st.st_mtim.tv_nsec == fresh_st.st_mtim.tv_nsec);
+    CHECK(fresh->st.st_ctim.tv_nsec == fresh_st.st_ctim.tv_nsec);
+    CHECK(fresh->target.empty());
+
+    // Seen again: vouched now. A name made through the mount comes with its
+    // attributes, in the same batch.
+    f.names->note_attr(key_of(old_st), old_st);
+    CHECK(f.names->vouched_attr(*rec, key_of(old_st)));
+    f.touch("made");
+    const struct stat made_st = lstat_of("made");
+    f.names->name_added(f.dir_key(), f.dir_stat(), "made", made_st);
+    rec = f.names->whole(f.dir_key());
+    REQUIRE(rec);
+    CHECK(f.names->vouched_attr(*rec, key_of(made_st)));
+    CHECK(f.names->stats().attrs_recorded == 4);
+
+    f.open_index(); // a new daemon over the same index
+    rec = f.names->whole(f.dir_key());
+    REQUIRE(rec);
+    auto link = f.names->vouched_attr(*rec, key_of(link_st));
+    REQUIRE(link);
+    CHECK(S_ISLNK(link->st.st_mode));
+    CHECK(link->target == "old");
+    CHECK(f.names->vouched_attr(*rec, key_of(fresh_st)));
+    // Read again, the listing vouches for nothing seen before.
+    f.touch("later");
+    f.record();
+    rec = f.names->whole(f.dir_key());
+    REQUIRE(rec);
+    CHECK_FALSE(f.names->vouched_attr(*rec, key_of(fresh_st)));
+    CHECK(f.names->attr(key_of(fresh_st)));
+    f.names->forget_attr(key_of(fresh_st));
+    CHECK_FALSE(f.names->attr(key_of(fresh_st)));
+}
+
+TEST_CASE("the attributes codec: round trip, damaged records refused; a listing from before "
+          "attributes vouches for none") {
+    meta::AttrRecord r;
+    r.mode = S_IFLNK | 0777;
+    r.uid = 1000;
+    r.gid = 100;
+    r.blksize = 4096;
+    r.nlink = 1;
+    r.size = 5;
+    r.blocks = 0;
+    r.rdev = 0;
+    r.atime_ns = -5; // before 1970
+    r.mtime_ns = 1700000000123456789;
+    r.ctime_ns = 1700000000987654321;
+    r.seen_seq = 77;
+    r.target = "a/b/c";
+    const std::string e = meta::encode(r);
+    REQUIRE(meta::decode_attr_record(e));
+    CHECK(*meta::decode_attr_record(e) == r);
+    for (std::size_t n = 0; n < e.size(); ++n)
+        CHECK_FALSE(meta::decode_attr_record(e.substr(0, n)));
+    CHECK_FALSE(meta::decode_attr_record(e + "x"));
+    std::string wrong_layout = e;
+    wrong_layout[0] = 9;
+    CHECK_FALSE(meta::decode_attr_record(wrong_layout));
+    meta::AttrRecord file = r;
+    file.mode = S_IFREG | 0644; // a target on a regular file: damaged
+    CHECK_FALSE(meta::decode_attr_record(meta::encode(file)));
+    file.target.clear();
+    CHECK(meta::decode_attr_record(meta::encode(file)));
+    meta::AttrRecord huge = r;
+    huge.target.assign(5000, 'x');
+    CHECK_FALSE(meta::decode_attr_record(meta::encode(huge)));
+
+    // Layout 1 of a DirRecord (no sequence number) still reads, vouching
+    // for no attributes.
+    std::string v1 = meta::encode(meta::DirRecord{1, 2, 3, 4});
+    v1.resize(v1.size() - 8);
+    v1[0] = 1;
+    auto old = meta::decode_dir_record(v1);
+    REQUIRE(old);
+    CHECK(old->entries == 3);
+    CHECK(old->began_seq == ~std::uint64_t{0});
+    std::string v2_short = meta::encode(meta::DirRecord{1, 2, 3, 4});
+    v2_short.resize(v2_short.size() - 8); // layout 2 without its field
+    CHECK_FALSE(meta::decode_dir_record(v2_short));
+}

@@ -11,6 +11,13 @@
 // listings answer `ls` while the backing is offline, and say for sure that
 // a name is not there.
 //
+// It also keeps each file's attributes (and a symlink's target) as the
+// mount last saw them, so that a name in a whole listing can be looked up
+// while the backing is offline even if the mount never looked it up
+// before. A listing vouches only for attributes seen since its reading
+// began: an older record may be of a file that had the inode number before
+// (deleted behind the mount, the number reused).
+//
 // Keys are backing identities (meta::FileKey), made by the data path's
 // key_of from an open descriptor; a descriptor-less caller (the backing
 // offline) uses known_key, which knows every filesystem key_of has seen.
@@ -71,6 +78,7 @@ public:
         const meta::FileKey dir_;
         const std::int64_t mtime_ns_, ctime_ns_;
         const std::int64_t began_ns_; // the clock when the reading began
+        const std::uint64_t began_seq_; // the index's sequence number then
         meta::Batch batch_;
         std::uint64_t entries_ = 0;
         std::unordered_set<std::uint64_t> seen_; // name hashes read
@@ -120,13 +128,33 @@ public:
     // that a directory that gets its inode number later never shows it.
     void forget_listing(const meta::FileKey& dir);
 
+    // ---- attributes ------------------------------------------------------
+    // `st` is the lstat of the file `key` as the backing gave it now (and
+    // `target` a symlink's target, if read): recorded.
+    void note_attr(const meta::FileKey& key, const struct stat& st, std::string_view target = {});
+    struct SeenAttr {
+        struct stat st {}; // st_dev 0: the caller knows the running system's
+        std::string target;
+    };
+    // The attributes last recorded for `key`, whoever it was then.
+    std::optional<SeenAttr> attr(const meta::FileKey& key) const;
+    // The attributes of `child`, the entry of a name in `dir`'s whole
+    // listing `rec`, if recorded since that listing's reading began.
+    std::optional<SeenAttr> vouched_attr(const meta::DirRecord& rec,
+                                         const meta::FileKey& child) const;
+    // `key` is gone (its last name removed through the mount).
+    void forget_attr(const meta::FileKey& key);
+
     struct Stats {
         std::uint64_t listings_recorded = 0; // made whole
         std::uint64_t listings_changed = 0;  // the directory changed while recorded, or just before
         std::uint64_t listings_served = 0;   // readdir calls answered from the index
+        std::uint64_t attrs_recorded = 0;    // attribute records written
+        std::uint64_t attrs_served = 0;      // offline answers from a recorded attribute
     };
     Stats stats() const;
     void note_served() noexcept;
+    void note_attr_served() noexcept;
 
 private:
     void done_recording(const meta::FileKey& dir) noexcept;

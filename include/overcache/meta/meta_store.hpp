@@ -110,6 +110,9 @@ public:
     Result<void> sync_wal();
     // Flushes memtables and syncs the WAL: called at clean stop.
     Result<void> flush();
+    // The sequence number of the last write: it only grows, across
+    // restarts too, so records can say which of two writes came first.
+    std::uint64_t sequence() const;
     // Approximate bytes used by memtables and the block cache (for stats).
     std::uint64_t memory_bytes() const;
 

@@ -10,6 +10,8 @@
 //             resumes at the first hash >= the offset (seekdir/telldir).
 //   dirs:     directory FileKey -> DirRecord: its dentries are a whole
 //             listing, as of the directory's mtime and ctime.
+//   attrs:    file FileKey -> AttrRecord: its attributes as the mount last
+//             saw them, and a symlink's target.
 #pragma once
 
 #include "overcache/meta/key_codec.hpp"
@@ -51,9 +53,39 @@ struct DirRecord {
     std::int64_t mtime_ns = 0;
     std::int64_t ctime_ns = 0;
     std::uint64_t entries = 0;
+    // The index's sequence number when the reading that made it whole
+    // began: attributes recorded before it may belong to a file that had
+    // the same inode number before (see AttrRecord::seen_seq). A layout-1
+    // record (before attributes were kept) reads as "no attributes vouched".
+    std::uint64_t began_seq = ~std::uint64_t{0};
     bool operator==(const DirRecord&) const = default;
 };
 std::string encode(const DirRecord& r);
 std::optional<DirRecord> decode_dir_record(std::string_view s);
+
+// A file's lstat as the backing gave it (st_dev aside: a running system's
+// number, not the file's), and for a symlink its target.
+struct AttrRecord {
+    std::uint32_t mode = 0;
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::uint32_t blksize = 0;
+    std::uint64_t nlink = 0;
+    std::uint64_t size = 0;
+    std::uint64_t blocks = 0;
+    std::uint64_t rdev = 0;
+    std::int64_t atime_ns = 0;
+    std::int64_t mtime_ns = 0;
+    std::int64_t ctime_ns = 0;
+    // The index's sequence number before the record was written: a listing
+    // vouches for it only if it is not older than the listing's reading
+    // (DirRecord::began_seq). An inode number the backing reused for a new
+    // file under a listed name has, until seen again, an older record.
+    std::uint64_t seen_seq = 0;
+    std::string target; // a symlink's; empty for other files
+    bool operator==(const AttrRecord&) const = default;
+};
+std::string encode(const AttrRecord& r);
+std::optional<AttrRecord> decode_attr_record(std::string_view s);
 
 } // namespace overcache::meta

@@ -27,10 +27,11 @@ enum class Cf : std::uint8_t {
     // (meta/names_codec.hpp; owner: cache/meta_cache.*).
     dentries, // (directory identity, name hash, name) -> DentryValue
     dirs,     // directory identity -> DirRecord: its listing above is whole
+    attrs,    // file identity -> AttrRecord: its attributes (a symlink's target) as last seen
 };
-inline constexpr std::array<Cf, 9> kAllCfs{Cf::meta,    Cf::files,    Cf::extents,
-                                           Cf::buckets, Cf::file_ids, Cf::dirty,
-                                           Cf::policy,  Cf::dentries, Cf::dirs};
+inline constexpr std::array<Cf, 10> kAllCfs{Cf::meta,     Cf::files,    Cf::extents, Cf::buckets,
+                                            Cf::file_ids, Cf::dirty,    Cf::policy,  Cf::dentries,
+                                            Cf::dirs,     Cf::attrs};
 const char* cf_name(Cf cf) noexcept;
 
 using FileId = std::uint64_t;

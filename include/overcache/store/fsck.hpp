@@ -25,7 +25,7 @@ enum class FsckCheck : std::uint8_t {
     dirty_orphan,      // a dirty entry whose file is not ahead of the backing
     file_ids,          // files <-> file_ids entries that do not match
     bucket_accounting, // a bucket's live/dirty bytes differ from the sum of its extents
-    listings,          // a kept directory listing entry or record that does not decode
+    listings,          // a kept directory listing entry or record, or kept attributes, that do not decode
 };
 inline constexpr std::size_t kFsckChecks = 13;
 
