@@ -677,6 +677,7 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"listings_served", u(ls.listings_served)},
         {"attrs_recorded", u(ls.attrs_recorded)},
         {"attrs_served", u(ls.attrs_served)},
+        {"kept_answers", u(ls.kept_answers)},
         {"gc_runs", u(gs.runs)},
         {"gc_last_duration_us", u(gs.last_run_us)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},

@@ -5,6 +5,7 @@
 // did not read, then writes the record that makes it whole again: a
 // listing is never whole with entries of two readings mixed.
 #include "overcache/cache/meta_cache.hpp"
+#include "util/wall_clock.hpp"
 
 #include "util/log.hpp"
 
@@ -14,16 +15,6 @@
 
 namespace overcache::cache {
 namespace {
-
-std::int64_t ns_of(const struct timespec& t) noexcept {
-    return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
-}
-
-std::int64_t wall_ns() noexcept {
-    struct timespec t {};
-    ::clock_gettime(CLOCK_REALTIME, &t);
-    return ns_of(t);
-}
 
 // Entries a recording writes in one batch.
 constexpr std::uint64_t kBatchEntries = 512;
@@ -43,8 +34,10 @@ struct timespec ts_of(std::int64_t ns) noexcept {
     return t;
 }
 
-meta::AttrRecord record_of(const struct stat& st, std::uint64_t seq, std::string_view target) {
+meta::AttrRecord record_of(const struct stat& st, std::uint64_t seq, std::string_view target,
+                           std::int64_t seen_ns) {
     meta::AttrRecord r;
+    r.seen_ns = seen_ns != 0 ? seen_ns : wall_ns();
     r.mode = st.st_mode;
     r.uid = st.st_uid;
     r.gid = st.st_gid;
@@ -77,6 +70,7 @@ MetaCache::SeenAttr seen_of(const meta::AttrRecord& r, const meta::FileKey& key)
     a.st.st_mtim = ts_of(r.mtime_ns);
     a.st.st_ctim = ts_of(r.ctime_ns);
     a.target = r.target;
+    a.seen_ns = r.seen_ns;
     return a;
 }
 
@@ -231,29 +225,39 @@ meta::DirRecord moved(meta::DirRecord rec, const struct stat& dir_now, int delta
 
 } // namespace
 
-void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_now,
-                           std::string_view name, const struct stat& child) {
+void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_before,
+                           const struct stat& dir_now, std::string_view name,
+                           const struct stat& child) {
     auto b = meta_.batch();
     b.put(meta::Cf::dentries, meta::dentry_key(dir, name),
           meta::encode(meta::DentryValue{{dir.fsid, static_cast<std::uint64_t>(child.st_ino)},
                                          dtype_of(child.st_mode)}));
     // The new name's file, as it is now: vouched for by the listing.
     b.put(meta::Cf::attrs, meta::file_key({dir.fsid, static_cast<std::uint64_t>(child.st_ino)}),
-          meta::encode(record_of(child, meta_.sequence(), {})));
-    if (auto w = whole(dir))
-        b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(moved(*w, dir_now, 1)));
+          meta::encode(record_of(child, meta_.sequence(), {}, 0)));
+    keep_whole(b, dir, dir_before, dir_now, 1);
     if (auto r = meta_.write(b); !r)
         log::warn("index: cannot record a new name: ", to_string(r.error()));
 }
 
-void MetaCache::name_removed(const meta::FileKey& dir, const struct stat& dir_now,
-                             std::string_view name) {
+void MetaCache::name_removed(const meta::FileKey& dir, const struct stat& dir_before,
+                             const struct stat& dir_now, std::string_view name) {
     auto b = meta_.batch();
     b.del(meta::Cf::dentries, meta::dentry_key(dir, name));
-    if (auto w = whole(dir))
-        b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(moved(*w, dir_now, -1)));
+    keep_whole(b, dir, dir_before, dir_now, -1);
     if (auto r = meta_.write(b); !r)
         log::warn("index: cannot drop a name: ", to_string(r.error()));
+}
+
+void MetaCache::keep_whole(meta::Batch& b, const meta::FileKey& dir,
+                           const struct stat& dir_before, const struct stat& dir_now, int delta) {
+    auto w = whole(dir);
+    if (!w)
+        return;
+    if (w->mtime_ns == ns_of(dir_before.st_mtim) && w->ctime_ns == ns_of(dir_before.st_ctim))
+        b.put(meta::Cf::dirs, meta::file_key(dir), meta::encode(moved(*w, dir_now, delta)));
+    else // changed behind the mount since it was kept: read it again
+        b.del(meta::Cf::dirs, meta::file_key(dir));
 }
 
 void MetaCache::forget_listing(const meta::FileKey& dir) {
@@ -265,9 +269,10 @@ void MetaCache::forget_listing(const meta::FileKey& dir) {
 }
 
 void MetaCache::note_attr(const meta::FileKey& key, const struct stat& st,
-                          std::string_view target) {
+                          std::string_view target, std::int64_t seen_ns) {
     auto b = meta_.batch();
-    b.put(meta::Cf::attrs, meta::file_key(key), meta::encode(record_of(st, meta_.sequence(), target)));
+    b.put(meta::Cf::attrs, meta::file_key(key),
+          meta::encode(record_of(st, meta_.sequence(), target, seen_ns)));
     if (auto r = meta_.write(b); !r) {
         log::warn("index: cannot record attributes: ", to_string(r.error()));
         return;
@@ -307,6 +312,11 @@ void MetaCache::forget_attr(const meta::FileKey& key) {
 void MetaCache::note_attr_served() noexcept {
     std::lock_guard lk(mu_);
     ++stats_.attrs_served;
+}
+
+void MetaCache::note_kept_answer() noexcept {
+    std::lock_guard lk(mu_);
+    ++stats_.kept_answers;
 }
 
 MetaCache::Stats MetaCache::stats() const {

@@ -55,6 +55,18 @@ const char* to_string(BackingCalls b) noexcept {
     return "?";
 }
 
+const char* to_string(Coherency c) noexcept {
+    switch (c) {
+    case Coherency::cto:
+        return "cto";
+    case Coherency::timeout:
+        return "timeout";
+    case Coherency::none:
+        return "none";
+    }
+    return "?";
+}
+
 const char* to_string(LogLevel l) noexcept {
     switch (l) {
     case LogLevel::debug:
@@ -235,6 +247,19 @@ Result<void> apply_backing_calls(Config& c, const std::string& v) {
     return {};
 }
 
+Result<void> apply_coherency(Config& c, const std::string& v) {
+    if (v == "cto")
+        c.coherency = Coherency::cto;
+    else if (v == "timeout")
+        c.coherency = Coherency::timeout;
+    else if (v == "none")
+        c.coherency = Coherency::none;
+    else
+        return fail(Errc::BadValue, "option coherency: '" + printable(v) +
+                                        "' is not one of cto, timeout, none");
+    return {};
+}
+
 Result<void> apply_replacement_policy(Config& c, const std::string& v) {
     if (v == "lru")
         c.cache_replacement_policy = ReplacementPolicy::lru;
@@ -386,6 +411,27 @@ const std::vector<Row>& rows() {
                      "kept in the index; above the backing's timestamp granularity (FAT: 2, "
                      "ext3: 1) and any clock skew to an NFS server (0 to 3600)"},
                     &Config::dir_settle_s),
+        {{"coherency", T::mode, "cto",
+          "when kept names and attributes are used without asking the backing: cto: never "
+          "(checked at open and after attr_timeout/entry_timeout); timeout: within "
+          "acregmin..acregmax (files) and acdirmin..acdirmax (directories) seconds, longer for "
+          "files unchanged for longer; none: until changed through the mount or invalidated"},
+         apply_coherency,
+         [](const Config& c) { return std::string(to_string(c.coherency)); }},
+        seconds_row({"acregmin", T::seconds, "3",
+                     "coherency=timeout: seconds a file's attributes are used at least"},
+                    &Config::acregmin_s),
+        seconds_row({"acregmax", T::seconds, "60",
+                     "coherency=timeout: seconds a file's attributes are used at most"},
+                    &Config::acregmax_s),
+        seconds_row({"acdirmin", T::seconds, "30",
+                     "coherency=timeout: seconds a directory's attributes and names are used "
+                     "at least"},
+                    &Config::acdirmin_s),
+        seconds_row({"acdirmax", T::seconds, "60",
+                     "coherency=timeout: seconds a directory's attributes and names are used "
+                     "at most"},
+                    &Config::acdirmax_s),
         {{"backing_calls", T::mode, "auto",
           "gated: calls into the backing wait at most backing_timeout on threads of their own; "
           "inline: they run on the request's thread (a local disk's calls cost less than the "
@@ -610,6 +656,15 @@ Result<void> check_config(const Config& c) {
         return fail(Errc::BadValue, "option backing_timeout must be from 0.1 to 3600 seconds");
     if (c.dir_settle_s < 0 || c.dir_settle_s > 3600)
         return fail(Errc::BadValue, "option dir_settle must be from 0 to 3600 seconds");
+    for (const auto& [name, v] : {std::pair{"acregmin", c.acregmin_s}, {"acregmax", c.acregmax_s},
+                                  {"acdirmin", c.acdirmin_s}, {"acdirmax", c.acdirmax_s}})
+        if (v < 0 || v > 86400)
+            return fail(Errc::BadValue,
+                        std::string("option ") + name + " must be from 0 to 86400 seconds");
+    if (c.acregmin_s > c.acregmax_s)
+        return fail(Errc::BadValue, "option acregmin must not exceed acregmax");
+    if (c.acdirmin_s > c.acdirmax_s)
+        return fail(Errc::BadValue, "option acdirmin must not exceed acdirmax");
     return {};
 }
 

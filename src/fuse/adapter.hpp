@@ -75,6 +75,8 @@ struct FileHandle {
     // offline (read-only, served from the cache).
     UniqueFd fd;
     int flags = 0; // the open's flags (a FLUSH request does not carry them)
+    // The inode this open counts as a writer of (Inode::add_writer); 0: none.
+    Ino writer = 0;
     std::unique_ptr<cache::OpenFile> open;
     bool control = false;
     std::string control_text; // the control file's text as of open

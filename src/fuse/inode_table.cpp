@@ -22,6 +22,8 @@
 // either held.
 #include "fuse/inode_table.hpp"
 
+#include "util/wall_clock.hpp"
+
 #include <cstring>
 #include <fcntl.h>
 
@@ -70,10 +72,40 @@ bool Inode::should_record(const struct stat& st, bool always) const {
     return true;
 }
 
-void Inode::note_attr(const struct stat& st) const {
+void Inode::note_attr(const struct stat& st, std::int64_t seen_ns) const {
+    const std::int64_t seen = seen_ns != 0 ? seen_ns : wall_ns();
     std::lock_guard lk(attr_mu_);
+    if (has_attr_ && seen < seen_ns_ && seen_ns_ != kSeenStale)
+        return; // older than what is kept (an index record)
     attr_ = st;
     has_attr_ = true;
+    // Asked for before the last change through the mount ended: they may
+    // not show it, so they are kept (offline) but not used online.
+    seen_ns_ = seen <= stale_since_ns_ ? kSeenStale : seen;
+}
+
+std::optional<Inode::Seen> Inode::last_seen() const {
+    std::lock_guard lk(attr_mu_);
+    if (!has_attr_)
+        return std::nullopt;
+    return Seen{attr_, seen_ns_, writers_};
+}
+
+void Inode::mark_stale() const {
+    const std::int64_t now = wall_ns();
+    std::lock_guard lk(attr_mu_);
+    seen_ns_ = kSeenStale;
+    stale_since_ns_ = now;
+}
+
+void Inode::add_writer(int delta) const {
+    const std::int64_t now = wall_ns();
+    std::lock_guard lk(attr_mu_);
+    writers_ += delta;
+    if (delta < 0) {
+        seen_ns_ = kSeenStale;
+        stale_since_ns_ = now;
+    }
 }
 
 std::optional<struct stat> Inode::last_attr() const {
@@ -208,11 +240,11 @@ InodeRef InodeTable::ref_locked(std::shared_ptr<Inode> inode, UniqueFd fd) const
 }
 
 std::shared_ptr<Inode> InodeTable::insert_locked(SrcId src, const struct stat& st, Ino parent,
-                                                 std::string_view name) {
+                                                 std::string_view name, std::int64_t seen_ns) {
     const Ino ino = next_ino_;
     auto fresh = std::make_shared<Inode>(ino, src, st.st_mode & S_IFMT);
     fresh->nlookup_ = 1;
-    fresh->note_attr(st);
+    fresh->note_attr(st, seen_ns);
     // Insert both or neither: emplace may throw bad_alloc.
     auto [it, inserted] = by_ino_.emplace(ino, fresh);
     (void)inserted;
@@ -228,7 +260,7 @@ std::shared_ptr<Inode> InodeTable::insert_locked(SrcId src, const struct stat& s
 }
 
 InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent,
-                            std::string_view name) {
+                            std::string_view name, std::int64_t asked_ns) {
     const SrcId src{st.st_dev, st.st_ino};
     std::shared_ptr<Inode> inode;
     {
@@ -237,13 +269,13 @@ InodeRef InodeTable::lookup(UniqueFd fd, const struct stat& st, Ino parent,
             inode = by_ino_.at(it->second);
             ++inode->nlookup_;
             place_locked(*inode, parent, name);
-            inode->note_attr(st);
+            inode->note_attr(st, asked_ns);
             if (!inode->detached())
                 return ref_locked(std::move(inode), std::move(fd));
         } else {
             // New: detached until attach() gives it `fd` (the kernel does
             // not know its number before the reply).
-            inode = insert_locked(src, st, parent, name);
+            inode = insert_locked(src, st, parent, name, asked_ns);
         }
     }
     return attach(std::move(inode), std::move(fd), st);
@@ -321,7 +353,7 @@ std::optional<InodeTable::Known> InodeTable::lookup_known(Ino parent, std::strin
 }
 
 InodeTable::Known InodeTable::adopt(SrcId src, const struct stat& st, Ino parent,
-                                    std::string_view name) {
+                                    std::string_view name, std::int64_t seen_ns) {
     std::lock_guard lock(mutex_);
     if (auto it = by_src_.find(src); it != by_src_.end()) {
         Inode& inode = *by_ino_.at(it->second);
@@ -329,19 +361,67 @@ InodeTable::Known InodeTable::adopt(SrcId src, const struct stat& st, Ino parent
         place_locked(inode, parent, name);
         return Known{inode.ino_, inode.last_attr().value_or(st)};
     }
-    return Known{insert_locked(src, st, parent, name)->ino_, st};
+    return Known{insert_locked(src, st, parent, name, seen_ns)->ino_, st};
+}
+
+std::shared_ptr<const Inode> InodeTable::entry(Ino ino) const {
+    std::lock_guard lock(mutex_);
+    auto it = by_ino_.find(ino);
+    return it == by_ino_.end() ? nullptr : it->second;
+}
+
+std::optional<Inode::Seen> InodeTable::seen_of(Ino ino) const {
+    auto inode = entry(ino);
+    return inode ? inode->last_seen() : std::nullopt;
+}
+
+std::optional<InodeTable::Found> InodeTable::find_src(SrcId src) const {
+    std::lock_guard lock(mutex_);
+    auto it = by_src_.find(src);
+    if (it == by_src_.end())
+        return std::nullopt;
+    auto seen = by_ino_.at(it->second)->last_seen();
+    if (!seen)
+        return std::nullopt;
+    return Found{it->second, *seen};
+}
+
+void InodeTable::mark_stale(Ino ino) const noexcept {
+    std::lock_guard lock(mutex_);
+    if (auto it = by_ino_.find(ino); it != by_ino_.end())
+        it->second->mark_stale();
+}
+
+void InodeTable::mark_stale(Ino parent, std::string_view name) const noexcept {
+    try {
+        std::lock_guard lock(mutex_);
+        auto named = by_name_.find(name_key(parent, name));
+        if (named == by_name_.end())
+            return;
+        if (auto it = by_ino_.find(named->second); it != by_ino_.end())
+            it->second->mark_stale();
+    } catch (...) {
+        // name_key's allocation: then nothing is known by that name.
+    }
+}
+
+std::int64_t InodeTable::wall_now() noexcept {
+    return wall_ns();
+}
+
+void InodeTable::distrust_all() const noexcept {
+    distrusted_until_.store(wall_ns(), std::memory_order_release);
+}
+
+void InodeTable::add_writer(Ino ino, int delta) const noexcept {
+    std::lock_guard lock(mutex_);
+    if (auto it = by_ino_.find(ino); it != by_ino_.end())
+        it->second->add_writer(delta);
 }
 
 std::optional<struct stat> InodeTable::attr_of(Ino ino) const {
-    std::shared_ptr<const Inode> inode;
-    {
-        std::lock_guard lock(mutex_);
-        auto it = by_ino_.find(ino);
-        if (it == by_ino_.end())
-            return std::nullopt;
-        inode = it->second;
-    }
-    return inode->last_attr();
+    auto inode = entry(ino);
+    return inode ? inode->last_attr() : std::nullopt;
 }
 
 std::optional<InodeTable::Link> InodeTable::link_of(Ino ino) const {

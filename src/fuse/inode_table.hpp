@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,9 +59,25 @@ public:
     Ino parent() const noexcept { return parent_.load(std::memory_order_relaxed); }
 
     // The attributes the backing last gave for this file (lookup, getattr),
-    // kept to answer while the backing is offline; empty before any.
-    void note_attr(const struct stat& st) const;
+    // kept to answer while the backing is offline (and under
+    // coherency=timeout|none); empty before any. `seen_ns`: the wall clock
+    // when the backing gave them (0: now).
+    void note_attr(const struct stat& st, std::int64_t seen_ns = 0) const;
     std::optional<struct stat> last_attr() const;
+    struct Seen {
+        struct stat attr {};
+        std::int64_t seen_ns = 0; // kSeenStale: changed through the mount since
+        int writers = 0;          // open handles that may write
+    };
+    static constexpr std::int64_t kSeenStale = std::numeric_limits<std::int64_t>::min();
+    std::optional<Seen> last_seen() const;
+    // The file changed through the mount in a way its last attributes do
+    // not show (written, linked, unlinked): they are not used again until
+    // the backing gives new ones.
+    void mark_stale() const;
+    // An open that may write began (+1) or ended (-1); at its end the
+    // attributes are stale (its writes changed size and times).
+    void add_writer(int delta) const;
     // Whether `st` should be written to the index: it differs from what was
     // written last for this entry (atime aside), or nothing was yet, or
     // `always`. Counts it as written.
@@ -90,6 +107,11 @@ private:
     mutable std::mutex attr_mu_;
     mutable struct stat attr_ {}; // guarded by attr_mu_
     mutable bool has_attr_ = false; // guarded by attr_mu_
+    mutable std::int64_t seen_ns_ = 0; // guarded by attr_mu_
+    // When the last change through the mount that its attributes may not
+    // show ended (mark_stale, a writer's release).
+    mutable std::int64_t stale_since_ns_ = std::numeric_limits<std::int64_t>::min(); // attr_mu_
+    mutable int writers_ = 0;          // guarded by attr_mu_
     mutable struct stat recorded_ {}; // guarded by attr_mu_: last written to the index
     mutable bool has_recorded_ = false; // guarded by attr_mu_
 };
@@ -118,7 +140,10 @@ public:
     Ino parent() const noexcept { return inode_->parent(); }
     bool is_dir() const noexcept { return S_ISDIR(type()); }
     bool is_symlink() const noexcept { return S_ISLNK(type()); }
-    void note_attr(const struct stat& st) const { inode_->note_attr(st); }
+    void note_attr(const struct stat& st, std::int64_t seen_ns = 0) const {
+        inode_->note_attr(st, seen_ns);
+    }
+    std::optional<Inode::Seen> last_seen() const { return inode_->last_seen(); }
     std::optional<struct stat> last_attr() const { return inode_->last_attr(); }
     bool should_record(const struct stat& st, bool always = false) const {
         return inode_->should_record(st, always);
@@ -151,8 +176,12 @@ public:
     // `parent`: the directory it was found in (0: unknown, left as it was),
     // `name` its name there (remembered for lookups while the backing is
     // offline). `st` becomes the entry's last attributes.
+    // `asked_ns`: the wall clock before the backing was asked for `st`
+    // (0: now).
     InodeRef lookup(UniqueFd fd, const struct stat& st, Ino parent = 0,
-                    std::string_view name = {});
+                    std::string_view name = {}, std::int64_t asked_ns = 0);
+    // The wall clock now, as kept attributes are stamped.
+    static std::int64_t wall_now() noexcept;
 
     // While the backing is offline: the entry last looked up as `name` in
     // `parent`, with its last attributes, counting one kernel lookup of it,
@@ -166,9 +195,31 @@ public:
     // the index as `name` in `parent` with attributes `st`, counting one
     // kernel lookup. An entry the table has already keeps its attributes;
     // a new one is detached (no descriptor) until the backing answers.
-    Known adopt(SrcId src, const struct stat& st, Ino parent, std::string_view name);
+    Known adopt(SrcId src, const struct stat& st, Ino parent, std::string_view name,
+                std::int64_t seen_ns = 0);
     // The last attributes of `ino`, without opening anything.
     std::optional<struct stat> attr_of(Ino ino) const;
+    // The same, with when they were seen and the open writers.
+    std::optional<Inode::Seen> seen_of(Ino ino) const;
+    // The entry for the file `src`, if the table has one: its number and
+    // what it saw last (counts nothing).
+    struct Found {
+        Ino ino = 0;
+        Inode::Seen seen;
+    };
+    std::optional<Found> find_src(SrcId src) const;
+    // `ino`'s (or the entry named `name` in `parent`'s) attributes are
+    // stale: see Inode::mark_stale. Unknown entries are ignored.
+    void mark_stale(Ino ino) const noexcept;
+    void mark_stale(Ino parent, std::string_view name) const noexcept;
+    void add_writer(Ino ino, int delta) const noexcept;
+    // Attributes seen before now (kept here or in the index) are not used
+    // without the backing any more (the invalidate command).
+    void distrust_all() const noexcept;
+    // Attributes seen at or before this wall-clock time are not to be used.
+    std::int64_t distrusted_until() const noexcept {
+        return distrusted_until_.load(std::memory_order_acquire);
+    }
 
     // The file (st_dev, st_ino) now has its name `name` in `parent` (a rename
     // through the mount); nothing if the kernel does not know the file.
@@ -195,6 +246,8 @@ private:
     // Under mutex_: `inode` was found as `name` (if not empty) in `parent`
     // (if not 0).
     void place_locked(Inode& inode, Ino parent, std::string_view name);
+    // The entry numbered `ino`, or nullptr.
+    std::shared_ptr<const Inode> entry(Ino ino) const;
     // A detached entry's file, found again through its parent and name
     // (recursively: the parent may be detached too).
     InodeRef reattach(std::shared_ptr<Inode> inode) const;
@@ -206,7 +259,7 @@ private:
     InodeRef ref_locked(std::shared_ptr<Inode> inode, UniqueFd fd) const;
     // Under mutex_: a new, detached entry for `src`, counting one lookup.
     std::shared_ptr<Inode> insert_locked(SrcId src, const struct stat& st, Ino parent,
-                                         std::string_view name);
+                                         std::string_view name, std::int64_t seen_ns = 0);
 
     mutable std::mutex mutex_;
     // mutable: get() may reattach an entry.
@@ -219,6 +272,7 @@ private:
     mutable std::size_t pinned_ = 0;                         // guarded by mutex_
     const std::size_t max_pinned_;
     std::shared_ptr<Inode> root_;
+    mutable std::atomic<std::int64_t> distrusted_until_{0};
 };
 
 } // namespace overcache::fuse

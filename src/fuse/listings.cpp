@@ -2,8 +2,10 @@
 // listings.hpp): keys of directories from the inode table, recording at
 // opendir, changes through the mount, and offline listings and lookups.
 #include "fuse/listings.hpp"
+#include "util/wall_clock.hpp"
 
 #include "backing/backing_fs.hpp"
+#include "fuse/coherency.hpp"
 #include "fuse/reply.hpp"
 
 #include <algorithm>
@@ -15,10 +17,6 @@
 
 namespace overcache::fuse {
 namespace {
-
-std::int64_t ns_of(const struct timespec& t) noexcept {
-    return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
-}
 
 // The backing identity of the directory behind `dir` (online: may stat it).
 std::optional<meta::FileKey> key_of_dir(cache::MetaCache& m, const InodeRef& dir) {
@@ -94,35 +92,48 @@ std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root) {
 namespace {
 
 // A name of `dir` changed through the mount: `change` writes it to the
-// index as of the directory's times now; without them the listing cannot
-// say as of when it is right, and is dropped.
-template <class Change> void note_change(Adapter& a, const InodeRef& dir, Change change) {
+// index as of the directory's times before and now; without them the
+// listing cannot say as of when it is right, and is dropped.
+template <class Change>
+DirBefore note_change(Adapter& a, const InodeRef& dir, const DirBefore& before, Change change) {
     cache::MetaCache* m = a.data.listings();
     if (m == nullptr)
-        return;
+        return std::nullopt;
     auto k = key_of_dir(*m, dir);
     if (!k)
-        return;
+        return std::nullopt;
     struct stat now {};
-    if (backing::stat_fd(dir.fd(), now) == 0)
-        change(*m, *k, now);
-    else
-        m->forget_listing(*k);
+    const std::int64_t asked = InodeTable::wall_now();
+    if (before && backing::stat_fd(dir.fd(), now) == 0) {
+        change(*m, *k, *before, now);
+        dir.note_attr(now, asked); // the listing stays fresh with it
+        return now;
+    }
+    m->forget_listing(*k);
+    return std::nullopt;
 }
 
 } // namespace
 
-void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
-                     const struct stat& child) {
-    note_change(a, dir, [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& now) {
-        m.name_added(k, now, name, child);
-    });
+DirBefore dir_before(Adapter& a, const InodeRef& dir) {
+    struct stat st {};
+    if (a.data.listings() == nullptr || backing::stat_fd(dir.fd(), st) != 0)
+        return std::nullopt;
+    return st;
 }
 
-void note_name_removed(Adapter& a, const InodeRef& dir, std::string_view name) {
-    note_change(a, dir, [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& now) {
-        m.name_removed(k, now, name);
-    });
+DirBefore note_name_added(Adapter& a, const InodeRef& dir, const DirBefore& before,
+                          std::string_view name, const struct stat& child) {
+    return note_change(a, dir, before,
+                       [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& was,
+                           const struct stat& now) { m.name_added(k, was, now, name, child); });
+}
+
+DirBefore note_name_removed(Adapter& a, const InodeRef& dir, const DirBefore& before,
+                            std::string_view name) {
+    return note_change(a, dir, before,
+                       [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& was,
+                           const struct stat& now) { m.name_removed(k, was, now, name); });
 }
 
 void note_dir_removed(Adapter& a, const struct stat& gone) {
@@ -155,6 +166,9 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
     InodeRef dir;
     if (dh.dp != nullptr && plus && a.gate.online() && !(dir = a.inodes.get(ino)))
         return ESTALE;
+    // Listed from the index online (coherency=timeout|none): entries from
+    // what the mount kept while fresh, else the name alone.
+    const bool trusted = dh.dp == nullptr && a.gate.online();
     std::vector<char> buf(size);
     std::vector<Ino> counted; // lookups readdirplus counted, for undoing
     std::size_t used = 0;
@@ -177,6 +191,12 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
                 if (lerr != 0) {
                     lookup_err = lerr;
                     return false;
+                }
+            } else if (!dots && trusted) {
+                if (trusted_lookup(a, ino, name, e) != 0) {
+                    std::memset(&e, 0, sizeof e); // the kernel looks it up when it needs more
+                    e.attr.st_ino = static_cast<ino_t>(ent.value.child.ino);
+                    e.attr.st_mode = static_cast<mode_t>(ent.value.type) << 12;
                 }
             } else if (auto known = dots ? std::nullopt : known_or_adopted(a, ino, name)) {
                 // Offline: what the mount saw last.

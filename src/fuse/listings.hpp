@@ -8,6 +8,7 @@
 
 #include "fuse/adapter.hpp"
 
+#include <optional>
 #include <string_view>
 #include <sys/stat.h>
 
@@ -17,11 +18,17 @@ namespace overcache::fuse {
 // index when the index holds its listing as of now (unchanged since it was
 // read), else one that reads the backing and records what it gives.
 std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root);
+// `dir`'s lstat just before a change of its names through the mount
+// (nothing on a mount without a cache, or if it cannot be had).
+using DirBefore = std::optional<struct stat>;
+DirBefore dir_before(Adapter& a, const InodeRef& dir);
 // `name` was made in (or moved into) `dir` through the mount; `child` is
-// its lstat. `name` was removed from `dir`. Both stat `dir` afterwards.
-void note_name_added(Adapter& a, const InodeRef& dir, std::string_view name,
-                     const struct stat& child);
-void note_name_removed(Adapter& a, const InodeRef& dir, std::string_view name);
+// its lstat. `name` was removed from `dir`. Both stat `dir` afterwards,
+// and return that lstat (the `before` of a second change of one rename).
+DirBefore note_name_added(Adapter& a, const InodeRef& dir, const DirBefore& before,
+                          std::string_view name, const struct stat& child);
+DirBefore note_name_removed(Adapter& a, const InodeRef& dir, const DirBefore& before,
+                            std::string_view name);
 // The directory `gone` (its lstat before the rmdir) is no more.
 void note_dir_removed(Adapter& a, const struct stat& gone);
 

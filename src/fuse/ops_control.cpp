@@ -82,6 +82,11 @@ public:
     void invalidate(const std::string& rel_path, control::CommandDone done) override {
         if (!open())
             return done(closing());
+        if (rel_path == ".") { // the root: its names, as any directory's below
+            inodes_.distrust_all();
+            log::info("control: invalidated the names below the mount's root");
+            return done({});
+        }
         const InodeRef root = inodes_.root();
         auto fd = open_below(root.fd(), rel_path);
         if (!fd)
@@ -89,8 +94,17 @@ public:
         struct stat st {};
         if (::fstat(fd->get(), &st) != 0)
             return done(fail_errno(control::quote(rel_path)));
+        // Names and attributes the mount kept (coherency=timeout|none) are
+        // asked of the backing again, everywhere: cheap, and a directory
+        // needs nothing more.
+        inodes_.distrust_all();
+        if (S_ISDIR(st.st_mode)) {
+            log::info("control: invalidated the names below ", control::quote(rel_path));
+            return done({});
+        }
         if (!S_ISREG(st.st_mode))
-            return done(fail(Errc::BadValue, control::quote(rel_path) + " is not a regular file"));
+            return done(fail(Errc::BadValue,
+                             control::quote(rel_path) + " is not a regular file or directory"));
         auto held = std::make_shared<UniqueFd>(std::move(*fd));
         data_.invalidate(cache::FileRef{held->get(), st},
                          [held, rel_path, done = std::move(done)](Result<void> r) {
@@ -119,8 +133,17 @@ public:
         struct stat st {};
         if (::fstat(fd->get(), &st) != 0)
             return done(fail_errno(control::quote(rel_path)));
+        // Names and attributes the mount kept (coherency=timeout|none) are
+        // asked of the backing again, everywhere: cheap, and a directory
+        // needs nothing more.
+        inodes_.distrust_all();
+        if (S_ISDIR(st.st_mode)) {
+            log::info("control: invalidated the names below ", control::quote(rel_path));
+            return done({});
+        }
         if (!S_ISREG(st.st_mode))
-            return done(fail(Errc::BadValue, control::quote(rel_path) + " is not a regular file"));
+            return done(fail(Errc::BadValue,
+                             control::quote(rel_path) + " is not a regular file or directory"));
         auto readable = backing::reopen(fd->get(), O_RDONLY | O_CLOEXEC);
         if (!readable) {
             Error e = std::move(readable).error();

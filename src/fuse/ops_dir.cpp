@@ -10,6 +10,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/coherency.hpp"
 #include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
 #include "util/log.hpp"
@@ -40,6 +41,7 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     InodeRef dir = a.inodes.get(parent);
     if (!dir)
         return ESTALE;
+    const DirBefore before = dir_before(a, dir);
     {
         CallerScope as(req, true);
         int rc = 0;
@@ -60,7 +62,7 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     fuse_entry_param e{};
     if (const int err = lookup_entry(a, *dir, name, e))
         return or_eio(err);
-    note_name_added(a, dir, name, e.attr);
+    note_name_added(a, dir, before, name, e.attr);
     reply_entry(req, a, e);
     return 0;
 }
@@ -230,6 +232,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         if (const int err = backing::stat_fd(inode->fd(), before))
             return err;
         auto change = begin_attr_change(a, inode->fd(), before); // the link moves its ctime
+        const DirBefore dir_was = dir_before(a, dir);
         {
             // Through /proc rather than AT_EMPTY_PATH, which needs
             // CAP_DAC_READ_SEARCH that the caller's fsuid does not carry.
@@ -244,7 +247,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         fuse_entry_param e{};
         if (const int err = lookup_entry(a, *dir, newname, e))
             return or_eio(err);
-        note_name_added(a, dir, newname, e.attr);
+        note_name_added(a, dir, dir_was, newname, e.attr);
         reply_entry(req, a, e);
         return 0;
     });
@@ -268,10 +271,12 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         if (const int err = backing::stat_fd(fd->get(), before))
             return err;
         auto change = losing_name(a, fd->get(), before);
+        const DirBefore dir_was = dir_before(a, dir);
         if (::unlinkat(dir->fd(), name, 0) != 0)
             return errno;
+        a.inodes.mark_stale(parent, name); // its link count and ctime moved
         a.inodes.unname(parent, name);
-        note_name_removed(a, dir, name);
+        note_name_removed(a, dir, dir_was, name);
         lost_name(a, fd->get(), before, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
@@ -301,10 +306,12 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
                 gone = std::move(*g);
         struct stat removed {};
         const bool known = ::fstatat(dir->fd(), name, &removed, AT_SYMLINK_NOFOLLOW) == 0;
+        const DirBefore dir_was = dir_before(a, dir);
         if (::unlinkat(dir->fd(), name, AT_REMOVEDIR) != 0)
             return errno;
+        a.inodes.mark_stale(parent, name); // its link count and ctime moved
         a.inodes.unname(parent, name);
-        note_name_removed(a, dir, name);
+        note_name_removed(a, dir, dir_was, name);
         if (known)
             note_dir_removed(a, removed);
         if (gone)
@@ -381,25 +388,38 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         std::vector<std::pair<bool, std::unique_ptr<cache::AttrChange>>> changes;
         for (const Guarded& g : files)
             changes.emplace_back(g.moves, begin_attr_change(a, g.fd, *g.st));
+        const bool one_dir = from->ino() == to->ino();
+        DirBefore from_was = dir_before(a, from);
+        DirBefore to_was = one_dir ? from_was : dir_before(a, to);
         if (::renameat2(from->fd(), name, to->fd(), newname, flags) != 0)
             return errno;
         // Per-path policy is inherited along the parent the inode table
         // keeps: the moved files now inherit from their new directory.
         // The names, for lookups while the backing is offline: the target's
         // old file lost its name, the source's name is free unless swapped.
+        a.inodes.mark_stale(newparent, newname); // replaced: its link count moved
+        a.inodes.mark_stale(parent, name);       // moved: its ctime
         a.inodes.unname(newparent, newname);
         a.inodes.unname(parent, name);
-        if ((flags & RENAME_EXCHANGE) == 0)
-            note_name_removed(a, from, name);
+        // One rename, up to three notes: each directory's next note starts
+        // from the times its last one left (one directory: the same times).
+        if ((flags & RENAME_EXCHANGE) == 0) {
+            from_was = note_name_removed(a, from, from_was, name);
+            if (one_dir)
+                to_was = from_was;
+        }
         struct stat moved {};
         if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0) {
             a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent, newname);
-            note_name_added(a, to, newname, moved);
+            to_was = note_name_added(a, to, to_was, newname, moved);
+            if (one_dir)
+                from_was = to_was;
         }
         if ((flags & RENAME_EXCHANGE) != 0 &&
             ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0) {
             a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent, name);
-            note_name_added(a, from, name, moved);
+            a.inodes.mark_stale(parent, name);
+            note_name_added(a, from, from_was, name, moved);
         }
         for (auto& [moves, change] : changes)
             if (change)
@@ -426,6 +446,17 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
                 return denied;
             DirHandle* dh = a.dirs.adopt(std::move(listed));
+            fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
+            if (fuse_reply_open(req, fi) != 0)
+                a.dirs.take(dh);
+            return 0;
+        }
+        if (auto listed = trusted_listing(a, ino)) {
+            // coherency=timeout|none: names still fresh, listed from the index.
+            if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
+                return denied;
+            DirHandle* dh =
+                a.dirs.adopt(std::make_unique<DirHandle>(nullptr, ino == kRootIno, listed));
             fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
             if (fuse_reply_open(req, fi) != 0)
                 a.dirs.take(dh);
@@ -471,14 +502,23 @@ void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexc
     });
 }
 
-void op_fsyncdir(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* fi) noexcept {
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
     guarded(req, "fsyncdir", [&] {
+        Adapter& a = adapter_of(req);
         DirHandle& dh = dir_of(fi);
-        if (dh.dp == nullptr) {
-            fuse_reply_err(req, EIO); // opened offline: no backing to sync
-            return 0;
+        UniqueFd opened;
+        int fd = dh.dp != nullptr ? ::dirfd(dh.dp) : -1;
+        if (fd < 0) {
+            // Listed from the index: the directory is opened now, if the
+            // backing is there to sync it.
+            InodeRef inode = a.gate.online() ? a.inodes.get(ino) : InodeRef{};
+            if (!inode)
+                return EIO;
+            opened = UniqueFd(::openat(inode->fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!opened)
+                return errno;
+            fd = opened.get();
         }
-        const int fd = ::dirfd(dh.dp);
         const int rc = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
         fuse_reply_err(req, rc == 0 ? 0 : errno);
         return 0;

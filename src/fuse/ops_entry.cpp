@@ -8,6 +8,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/coherency.hpp"
 #include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
 
@@ -52,6 +53,7 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
                  const CallerId& who, bool gated, bool record_always) {
     UniqueFd fd;
     struct stat st {};
+    const std::int64_t asked = InodeTable::wall_now();
     if (gated) {
         if (const int err = gated_open_path(a, parent.fd(), name, who, fd, st))
             return err;
@@ -65,7 +67,7 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
         fd = std::move(*opened);
     }
     const struct stat seen = st;
-    InodeRef inode = a.inodes.lookup(std::move(fd), seen, parent.ino(), name);
+    InodeRef inode = a.inodes.lookup(std::move(fd), seen, parent.ino(), name, asked);
     remember_attr(a, inode, seen, record_always);
     if (S_ISREG(st.st_mode))
         a.data.show_attrs(cache::FileRef{inode->fd(), seen}, st);
@@ -183,7 +185,14 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
             return 0;
         }
         int err = kNoAnswer;
-        if (a.gate.online()) {
+        if (a.gate.online() && trusting(a)) {
+            // coherency=timeout|none: from what the mount kept, while fresh;
+            // searching the directory needs its x bit, as on the backing.
+            auto dir_attr = a.inodes.attr_of(parent);
+            if (dir_attr && offline_access(req, a, *dir_attr, X_OK) == 0)
+                err = trusted_lookup(a, parent, name, e);
+        }
+        if (err == kNoAnswer && a.gate.online()) {
             InodeRef dir = a.inodes.get(parent);
             if (!dir)
                 return ESTALE;
@@ -232,6 +241,13 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         int any_fd = -1;
         InodeRef inode;
         int err = kNoAnswer;
+        if (a.gate.online() && trusting(a)) {
+            if (auto kept = trusted_attr(a, ino)) {
+                fuse_reply_attr(req, &*kept, a.timeouts.attr);
+                return 0;
+            }
+        }
+        const std::int64_t asked = InodeTable::wall_now();
         if (a.gate.online()) {
             if (fi != nullptr && !file_of(fi).control && file_of(fi).fd) {
                 any_fd = file_of(fi).fd.get();
@@ -257,7 +273,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         if (err != 0)
             return err;
         if (inode) {
-            inode->note_attr(st);
+            inode->note_attr(st, asked);
             remember_attr(a, inode, st);
         }
         if (S_ISREG(st.st_mode)) {
@@ -404,6 +420,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             a.data.show_attrs(cache::FileRef{any_fd, seen}, st);
         }
         note_change(a, ino, changed);
+        a.inodes.mark_stale(ino); // kept attributes are from before the change
         fuse_reply_attr(req, &st, a.timeouts.attr);
         return 0;
     });

@@ -92,7 +92,18 @@ void give_handle(Adapter& a, fuse_file_info* fi, std::unique_ptr<FileHandle> fh)
 
 // The reply that would have handed out fi->fh failed: the handle goes.
 void take_back(Adapter& a, const fuse_file_info* fi) {
-    a.files.take(&file_of(fi));
+    std::unique_ptr<FileHandle> gone = a.files.take(&file_of(fi));
+    if (gone && gone->writer != 0)
+        a.inodes.add_writer(gone->writer, -1);
+}
+
+// An open that may write: its inode's attributes are not used without the
+// backing (coherency=timeout|none) until it is released.
+void count_writer(Adapter& a, FileHandle& fh, Ino ino) {
+    if ((fh.flags & O_ACCMODE) == O_RDONLY)
+        return;
+    a.inodes.add_writer(ino, 1);
+    fh.writer = ino;
 }
 
 // Hands a freshly opened backing fd to the data path (the close-to-open
@@ -195,6 +206,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
+        count_writer(a, *fh, ino);
         fi->keep_cache = keep ? 1 : 0;
         return reply_open(req, a, fi, std::move(fh));
     });
@@ -215,6 +227,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         // As in op_open; the open that creates a file checks no mode.
         if (a.kernel_caches_writes.load() && (flags & O_ACCMODE) == O_WRONLY)
             flags = (flags & ~O_ACCMODE) | O_RDWR;
+        const DirBefore dir_was = dir_before(a, dir);
         UniqueFd fd;
         {
             CallerScope as(req, true);
@@ -239,7 +252,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         fi->keep_cache = 0; // a new file: nothing in the page cache to keep
 
         InodeRef inode = a.inodes.lookup(std::move(*path_fd), st, dir->ino());
-        note_name_added(a, dir, name, st);
+        count_writer(a, *fh, inode->ino());
+        note_name_added(a, dir, dir_was, name, st);
         fuse_entry_param e{};
         e.ino = inode->ino();
         e.attr = st;
@@ -333,6 +347,8 @@ void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept
         std::unique_ptr<FileHandle> gone = a.files.take(&file_of(fi)); // freed outside the lock
         if (gone && !gone->control)
             --a.open_files;
+        if (gone && gone->writer != 0) // its writes changed what was seen
+            a.inodes.add_writer(gone->writer, -1);
         if (gone) {
             // The DataPath's open goes first (it borrows the fd); the fd is
             // closed on the gate: a backing may answer a close late.

@@ -13,7 +13,7 @@ constexpr char kDirLayout = 2;
 constexpr std::size_t kDentryValueSize = 1 + 8 + 8 + 1;
 constexpr std::size_t kDirRecordSize1 = 1 + 8 + 8 + 8;
 constexpr std::size_t kDirRecordSize = kDirRecordSize1 + 8;
-constexpr std::size_t kAttrFixedSize = 1 + 4 * 4 + 8 * 8 + 4;
+constexpr std::size_t kAttrFixedSize = 1 + 4 * 4 + 9 * 8 + 4;
 // Linux's PATH_MAX: no symlink target is longer.
 constexpr std::size_t kMaxTarget = 4096;
 
@@ -119,6 +119,7 @@ std::string encode(const AttrRecord& r) {
     put_be64(s, static_cast<std::uint64_t>(r.mtime_ns));
     put_be64(s, static_cast<std::uint64_t>(r.ctime_ns));
     put_be64(s, r.seen_seq);
+    put_be64(s, static_cast<std::uint64_t>(r.seen_ns));
     put_be32(s, static_cast<std::uint32_t>(r.target.size()));
     s.append(r.target);
     return s;
@@ -142,7 +143,8 @@ std::optional<AttrRecord> decode_attr_record(std::string_view s) {
     r.mtime_ns = static_cast<std::int64_t>(get_be64(p + 40));
     r.ctime_ns = static_cast<std::int64_t>(get_be64(p + 48));
     r.seen_seq = get_be64(p + 56);
-    const std::uint32_t n = get_be32(p + 64);
+    r.seen_ns = static_cast<std::int64_t>(get_be64(p + 64));
+    const std::uint32_t n = get_be32(p + 72);
     if (n > kMaxTarget || s.size() != kAttrFixedSize + n)
         return std::nullopt;
     // Only a symlink has a target (one not read yet is empty).

@@ -56,6 +56,23 @@ TEST_CASE("a value that is not printable is shown escaped: messages stay one lin
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message ==
           "option backing_calls: 'sometimes' is not one of auto, gated, inline");
+    r = parse_options({"coherency=sometimes"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "option coherency: 'sometimes' is not one of cto, timeout, none");
+    r = parse_options({"acregmin=5,acregmax=1"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "option acregmin must not exceed acregmax");
+    r = parse_options({"acdirmin=90"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "option acdirmin must not exceed acdirmax");
+    r = parse_options({"acregmax=100000"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message == "option acregmax must be from 0 to 86400 seconds");
+    r = parse_options({"coherency=timeout,acregmin=1,acregmax=10,acdirmin=2,acdirmax=20"});
+    REQUIRE(r.has_value());
+    CHECK(r->config.coherency == Coherency::timeout);
+    CHECK(r->config.acregmax_s == 10);
+    CHECK(r->config.acdirmin_s == 2);
     r = parse_options({"log_level=" + std::string(300, 'x')});
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message.find(std::string(256, 'x') + "...'") != std::string::npos);

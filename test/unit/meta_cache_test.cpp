@@ -250,12 +250,14 @@ TEST_CASE("names changed through the mount keep a whole listing whole and right"
     f.record();
     const meta::FileKey k = f.dir_key();
 
+    struct stat was = f.dir_stat();
     f.touch("new");
     struct stat child {};
     REQUIRE(::lstat((f.tree + "/new").c_str(), &child) == 0);
-    f.names->name_added(k, f.dir_stat(), "new", child);
+    f.names->name_added(k, was, f.dir_stat(), "new", child);
+    was = f.dir_stat();
     REQUIRE(::unlink((f.tree + "/goes").c_str()) == 0);
-    f.names->name_removed(k, f.dir_stat(), "goes");
+    f.names->name_removed(k, was, f.dir_stat(), "goes");
 
     auto rec = f.names->whole(k);
     REQUIRE(rec);
@@ -267,6 +269,21 @@ TEST_CASE("names changed through the mount keep a whole listing whole and right"
     CHECK(found.value.child.ino == child.st_ino);
     CHECK(found.value.type == DT_REG);
     CHECK(f.names->find(k, "goes").state == MetaCache::Found::State::absent);
+
+    // A change behind the mount between the kept listing and ours: the
+    // listing cannot say what else changed, and is whole no more.
+    was = f.dir_stat();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20)); // a new mtime: clocks are coarse
+    f.touch("behind");
+    const struct stat seen = f.dir_stat();
+    f.touch("ours");
+    REQUIRE(::lstat((f.tree + "/ours").c_str(), &child) == 0);
+    CHECK(seen.st_mtim.tv_nsec != was.st_mtim.tv_nsec);
+    f.names->name_added(k, seen, f.dir_stat(), "ours", child);
+    CHECK_FALSE(f.names->whole(k));
+    CHECK(f.names->find(k, "ours").state == MetaCache::Found::State::unknown);
+    f.record();
+    REQUIRE(f.names->whole(k));
 
     f.names->forget_listing(k);
     CHECK_FALSE(f.names->whole(k));
@@ -358,9 +375,10 @@ TEST_CASE("attributes in the index: kept across a reopen; a listing vouches only
     // attributes, in the same batch.
     f.names->note_attr(key_of(old_st), old_st);
     CHECK(f.names->vouched_attr(*rec, key_of(old_st)));
+    const struct stat before_made = f.dir_stat();
     f.touch("made");
     const struct stat made_st = lstat_of("made");
-    f.names->name_added(f.dir_key(), f.dir_stat(), "made", made_st);
+    f.names->name_added(f.dir_key(), before_made, f.dir_stat(), "made", made_st);
     rec = f.names->whole(f.dir_key());
     REQUIRE(rec);
     CHECK(f.names->vouched_attr(*rec, key_of(made_st)));

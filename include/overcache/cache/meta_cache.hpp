@@ -117,13 +117,16 @@ public:
     Found find(const meta::FileKey& dir, std::string_view name);
 
     // A name made or dropped through the mount in directory `dir`, whose
-    // lstat after the change is `dir_now`. A whole listing stays whole, as
-    // of `dir_now`'s times; otherwise the entry is written all the same (a
-    // recording under way sees the directory change and stays not whole).
-    void name_added(const meta::FileKey& dir, const struct stat& dir_now, std::string_view name,
-                    const struct stat& child);
-    void name_removed(const meta::FileKey& dir, const struct stat& dir_now,
-                      std::string_view name);
+    // lstat was `dir_before` just before the change and is `dir_now` after
+    // it. A whole listing as of `dir_before`'s times stays whole, as of
+    // `dir_now`'s; one of other times is no longer whole (the directory
+    // changed behind the mount too, and what else changed is unknown). The
+    // entry is written either way (a recording under way sees the
+    // directory change and stays not whole).
+    void name_added(const meta::FileKey& dir, const struct stat& dir_before,
+                    const struct stat& dir_now, std::string_view name, const struct stat& child);
+    void name_removed(const meta::FileKey& dir, const struct stat& dir_before,
+                      const struct stat& dir_now, std::string_view name);
     // `dir` is gone (rmdir through the mount): its listing goes with it, so
     // that a directory that gets its inode number later never shows it.
     void forget_listing(const meta::FileKey& dir);
@@ -131,9 +134,11 @@ public:
     // ---- attributes ------------------------------------------------------
     // `st` is the lstat of the file `key` as the backing gave it now (and
     // `target` a symlink's target, if read): recorded.
-    void note_attr(const meta::FileKey& key, const struct stat& st, std::string_view target = {});
+    void note_attr(const meta::FileKey& key, const struct stat& st, std::string_view target = {},
+                   std::int64_t seen_ns = 0);
     struct SeenAttr {
         struct stat st {}; // st_dev 0: the caller knows the running system's
+        std::int64_t seen_ns = 0; // the wall clock when the backing gave them
         std::string target;
     };
     // The attributes last recorded for `key`, whoever it was then.
@@ -151,13 +156,20 @@ public:
         std::uint64_t listings_served = 0;   // readdir calls answered from the index
         std::uint64_t attrs_recorded = 0;    // attribute records written
         std::uint64_t attrs_served = 0;      // offline answers from a recorded attribute
+        std::uint64_t kept_answers = 0;      // online lookups/getattrs answered without the backing
     };
     Stats stats() const;
     void note_served() noexcept;
     void note_attr_served() noexcept;
+    void note_kept_answer() noexcept;
 
 private:
     void done_recording(const meta::FileKey& dir) noexcept;
+    // Into `b`: `dir`'s whole listing moved from `dir_before`'s times to
+    // `dir_now`'s with `delta` entries more, or dropped if it was not as
+    // of `dir_before`.
+    void keep_whole(meta::Batch& b, const meta::FileKey& dir, const struct stat& dir_before,
+                    const struct stat& dir_now, int delta);
 
     meta::MetaStore& meta_;
     const KeyOf key_of_;

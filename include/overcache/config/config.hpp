@@ -28,6 +28,13 @@ const char* to_string(ReplacementPolicy p) noexcept;
 // by the backing's filesystem type (gated unless it is a local disk's).
 enum class BackingCalls { automatic, gated, direct };
 const char* to_string(BackingCalls b) noexcept;
+// When names and attributes the mount kept are used without asking the
+// backing: cto (never: checked at open and after the kernel's timeouts),
+// timeout (within an interval that grows with the file's age, as NFS's
+// attribute cache), none (until a change through the mount or an
+// invalidate).
+enum class Coherency { cto, timeout, none };
+const char* to_string(Coherency c) noexcept;
 
 struct Config {
     // Kernel caching of names and attributes (seconds).
@@ -107,6 +114,14 @@ struct Config {
     // is kept as a whole listing: more than the backing's timestamp
     // granularity, plus the clock skew to an NFS server.
     double dir_settle_s = 2;
+    Coherency coherency = Coherency::cto;
+    // coherency=timeout: a file's attributes (a directory's, with its
+    // names) are used for a tenth of the time since it last changed, but
+    // at least ac*min and at most ac*max seconds (NFS's defaults).
+    double acregmin_s = 3;
+    double acregmax_s = 60;
+    double acdirmin_s = 30;
+    double acdirmax_s = 60;
     LogLevel log_level = LogLevel::info;
 };
 

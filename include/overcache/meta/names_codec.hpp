@@ -82,6 +82,7 @@ struct AttrRecord {
     // (DirRecord::began_seq). An inode number the backing reused for a new
     // file under a listed name has, until seen again, an older record.
     std::uint64_t seen_seq = 0;
+    std::int64_t seen_ns = 0; // the wall clock when the backing gave them (coherency=timeout)
     std::string target; // a symlink's; empty for other files
     bool operator==(const AttrRecord&) const = default;
 };
