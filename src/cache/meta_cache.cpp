@@ -5,9 +5,9 @@
 // did not read, then writes the record that makes it whole again: a
 // listing is never whole with entries of two readings mixed.
 #include "overcache/cache/meta_cache.hpp"
-#include "util/wall_clock.hpp"
 
 #include "util/log.hpp"
+#include "util/wall_clock.hpp"
 
 #include <algorithm>
 #include <ctime>

@@ -1,9 +1,9 @@
 // DOC: coherency=timeout|none (see coherency.hpp): freshness of kept
 // attributes, and lookups, getattr and listings answered from them.
 #include "fuse/coherency.hpp"
-#include "util/wall_clock.hpp"
 
 #include "fuse/backing_calls.hpp"
+#include "util/wall_clock.hpp"
 
 #include <algorithm>
 #include <cstring>

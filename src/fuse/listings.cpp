@@ -2,11 +2,11 @@
 // listings.hpp): keys of directories from the inode table, recording at
 // opendir, changes through the mount, and offline listings and lookups.
 #include "fuse/listings.hpp"
-#include "util/wall_clock.hpp"
 
 #include "backing/backing_fs.hpp"
 #include "fuse/coherency.hpp"
 #include "fuse/reply.hpp"
+#include "util/wall_clock.hpp"
 
 #include <algorithm>
 #include <cerrno>

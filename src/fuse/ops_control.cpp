@@ -133,17 +133,8 @@ public:
         struct stat st {};
         if (::fstat(fd->get(), &st) != 0)
             return done(fail_errno(control::quote(rel_path)));
-        // Names and attributes the mount kept (coherency=timeout|none) are
-        // asked of the backing again, everywhere: cheap, and a directory
-        // needs nothing more.
-        inodes_.distrust_all();
-        if (S_ISDIR(st.st_mode)) {
-            log::info("control: invalidated the names below ", control::quote(rel_path));
-            return done({});
-        }
         if (!S_ISREG(st.st_mode))
-            return done(fail(Errc::BadValue,
-                             control::quote(rel_path) + " is not a regular file or directory"));
+            return done(fail(Errc::BadValue, control::quote(rel_path) + " is not a regular file"));
         auto readable = backing::reopen(fd->get(), O_RDONLY | O_CLOEXEC);
         if (!readable) {
             Error e = std::move(readable).error();
