@@ -92,17 +92,14 @@ std::optional<Inode::Seen> Inode::last_seen() const {
 }
 
 void Inode::mark_stale() const {
-    const std::int64_t now = wall_ns();
-    std::lock_guard lk(attr_mu_);
-    seen_ns_ = kSeenStale;
-    stale_since_ns_ = now;
+    add_writer(0);
 }
 
 void Inode::add_writer(int delta) const {
     const std::int64_t now = wall_ns();
     std::lock_guard lk(attr_mu_);
     writers_ += delta;
-    if (delta < 0) {
+    if (delta <= 0) { // a writer's end, or mark_stale()
         seen_ns_ = kSeenStale;
         stale_since_ns_ = now;
     }
@@ -387,9 +384,8 @@ std::optional<InodeTable::Found> InodeTable::find_src(SrcId src) const {
 }
 
 void InodeTable::mark_stale(Ino ino) const noexcept {
-    std::lock_guard lock(mutex_);
-    if (auto it = by_ino_.find(ino); it != by_ino_.end())
-        it->second->mark_stale();
+    if (auto inode = entry(ino))
+        inode->mark_stale();
 }
 
 void InodeTable::mark_stale(Ino parent, std::string_view name) const noexcept {
@@ -405,18 +401,13 @@ void InodeTable::mark_stale(Ino parent, std::string_view name) const noexcept {
     }
 }
 
-std::int64_t InodeTable::wall_now() noexcept {
-    return wall_ns();
-}
-
 void InodeTable::distrust_all() const noexcept {
     distrusted_until_.store(wall_ns(), std::memory_order_release);
 }
 
 void InodeTable::add_writer(Ino ino, int delta) const noexcept {
-    std::lock_guard lock(mutex_);
-    if (auto it = by_ino_.find(ino); it != by_ino_.end())
-        it->second->add_writer(delta);
+    if (auto inode = entry(ino))
+        inode->add_writer(delta);
 }
 
 std::optional<struct stat> InodeTable::attr_of(Ino ino) const {

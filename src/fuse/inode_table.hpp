@@ -180,8 +180,6 @@ public:
     // (0: now).
     InodeRef lookup(UniqueFd fd, const struct stat& st, Ino parent = 0,
                     std::string_view name = {}, std::int64_t asked_ns = 0);
-    // The wall clock now, as kept attributes are stamped.
-    static std::int64_t wall_now() noexcept;
 
     // While the backing is offline: the entry last looked up as `name` in
     // `parent`, with its last attributes, counting one kernel lookup of it,

@@ -103,7 +103,7 @@ DirBefore note_change(Adapter& a, const InodeRef& dir, const DirBefore& before, 
     if (!k)
         return std::nullopt;
     struct stat now {};
-    const std::int64_t asked = InodeTable::wall_now();
+    const std::int64_t asked = wall_ns();
     if (before && backing::stat_fd(dir.fd(), now) == 0) {
         change(*m, *k, *before, now);
         dir.note_attr(now, asked); // the listing stays fresh with it

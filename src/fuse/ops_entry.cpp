@@ -11,6 +11,7 @@
 #include "fuse/coherency.hpp"
 #include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
+#include "util/wall_clock.hpp"
 
 #include <cstring>
 #include <fcntl.h>
@@ -53,7 +54,7 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
                  const CallerId& who, bool gated, bool record_always) {
     UniqueFd fd;
     struct stat st {};
-    const std::int64_t asked = InodeTable::wall_now();
+    const std::int64_t asked = wall_ns();
     if (gated) {
         if (const int err = gated_open_path(a, parent.fd(), name, who, fd, st))
             return err;
@@ -247,7 +248,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
                 return 0;
             }
         }
-        const std::int64_t asked = InodeTable::wall_now();
+        const std::int64_t asked = wall_ns();
         if (a.gate.online()) {
             if (fi != nullptr && !file_of(fi).control && file_of(fi).fd) {
                 any_fd = file_of(fi).fd.get();
