@@ -2,7 +2,7 @@
 # overcache benchmark (issues #3 and #7): one command, as root.
 #
 #   sudo contrib/bench/run.sh [--quick] [--repeat N] [--results DIR]
-#                             [--reads] [--writes]
+#                             [--reads] [--writes] [--walk]
 #                             [--workdir DIR] [--oc-opts OPTS]
 #                             [--oc-write-opts OPTS] [--hdd-write-iops N]
 #                             [--standin] [--worktree] [--oc-bin PATH] [--keep]
@@ -25,8 +25,8 @@
 #   fast/   an unthrottled directory on the local disk holding the same files;
 #   cache/  overcache's cache directory (on the fast disk).
 # Then it runs the same fio / tree-walk jobs, each with the page cache dropped
-# first. --reads runs only the read half, --writes only the write half;
-# without either, both run.
+# first. --reads runs only the read half, --writes only the write half,
+# --walk only the tree walks; without any of them, all three run.
 #
 # Reads (issue #3), on:
 #   hdd       the HDD directly (the benchmark process in the throttled cgroup)
@@ -39,6 +39,12 @@
 # reads by 4 jobs for 20 s; reading a tree of 2000 small files (1-32 KiB).
 # Each repeat remounts overcache on an empty cache; targets are interleaved
 # within a repeat, so the ratios compare runs taken moments apart.
+#
+# Tree walks (issue #10): `find` and `ls -lR` of a tree of 100 000 files
+# (1 000 directories of 100, sizes set by truncate, no data), each with
+# dentries and inodes dropped first (echo 3), on hdd, fast, pt, oc-first
+# (overcache's first walk, which keeps the names and attributes in its
+# index) and oc-hit (the walk again, cold).
 #
 # Writes (issue #7), all buffered, on:
 #   hdd       the HDD directly (fio in the throttled group)
@@ -66,8 +72,9 @@
 # does not answer, or a job on it fails, the run goes on and the report shows
 # that target as "refused" / "failed".
 # --quick: one repeat and smaller sizes (256 MiB files, 5 s random jobs, 500
-# small files, a 128 MiB sequential write, 512 MiB written into a 128 MiB
-# cache); a smoke test of the script, not a measurement.
+# small files, a walk of 20 000 files, a 128 MiB sequential write, 512 MiB
+# written into a 128 MiB cache); a smoke test of the script, not a
+# measurement.
 #
 # The results (fio JSON and bandwidth logs, tree-walk JSON, per-second
 # samples, overcache stats, daemon RSS) go to --results;
@@ -88,6 +95,7 @@ repeat=3
 seq_mib=1024
 rand_secs=20
 tree_files=2000
+walk_files=100000
 quick=0
 standin=0
 worktree=0
@@ -103,6 +111,7 @@ hdd_wiops=150 # write IOPS (--hdd-write-iops)
 job_limit=900
 do_reads=0
 do_writes=0
+do_walk=0
 randw_mib=1024      # the file the random writes overwrite
 seqw_mib=512        # the sequential write + fsync
 sust_cache_mib=256  # overcache's cache_size for the sustained write...
@@ -112,10 +121,11 @@ usage() { sed -n '2,/^set -euo/p' "$0" | grep -v '^set' | sed 's/^# \{0,1\}//'; 
 
 while (($#)); do
     case "$1" in
-        --quick) quick=1; repeat=1; seq_mib=256; rand_secs=5; tree_files=500
+        --quick) quick=1; repeat=1; seq_mib=256; rand_secs=5; tree_files=500; walk_files=20000
                  randw_mib=256; seqw_mib=128; sust_cache_mib=128 ;;
         --reads) do_reads=1 ;;
         --writes) do_writes=1 ;;
+        --walk) do_walk=1 ;;
         --oc-write-opts) oc_write_opts=$2; shift ;;
         --hdd-write-iops) hdd_wiops=$2; shift ;;
         --repeat) repeat=$2; shift ;;
@@ -132,7 +142,7 @@ while (($#)); do
     shift
 done
 
-((do_reads || do_writes)) || { do_reads=1; do_writes=1; }
+((do_reads || do_writes || do_walk)) || { do_reads=1; do_writes=1; do_walk=1; }
 sust_mib=$((sust_factor * sust_cache_mib))
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -285,7 +295,8 @@ log "emulated HDD: $loopdev ($majmin), ${img_mib} MiB image"
 # "disk"; an HDD's sequential reads come in large requests.
 echo 1280 > "/sys/block/$loopname/queue/max_sectors_kb" 2>/dev/null || true
 echo 2560 > "/sys/block/$loopname/queue/read_ahead_kb"
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$loopdev"
+# Inodes enough for the walk's tree as well.
+mkfs.ext4 -q -F -N $((walk_files + 70000)) -E lazy_itable_init=0,lazy_journal_init=0 "$loopdev"
 mount "$loopdev" "$hdd"
 mounts+=("$hdd")
 
@@ -353,6 +364,24 @@ for i in range(n):
 EOF
     cp -a "$fast/seq.dat" "$fast/rand.dat" "$fast/tree" "$hdd/"
     tree_bytes=$(du -sb --apparent-size "$fast/tree" | cut -f1)
+fi
+if ((do_walk)); then
+    log "writing test data: a tree of $walk_files files for the walks"
+    python3 - "$fast/walk" "$walk_files" <<'EOF'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(20261204)
+per_dir, dirs_per_top = 100, 10
+for i in range(n):
+    d = os.path.join(root, "t%03d" % (i // (per_dir * dirs_per_top)), "d%02d" % (i // per_dir % dirs_per_top))
+    if i % per_dir == 0:
+        os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "f%06d.c" % i)
+    with open(path, "wb"):
+        pass
+    os.truncate(path, rng.randint(0, 64 * 1024))
+EOF
+    cp -a "$fast/walk" "$hdd/"
 fi
 if ((do_writes)); then
     # The random writes overwrite an existing, allocated file, as a database
@@ -531,6 +560,7 @@ measure() {
         seq) "${run[@]}" timeout -k 10 "$job_limit" fio_seq_cmd "$d" "$out" ;;
         rand) "${run[@]}" timeout -k 10 "$job_limit" fio_rand_cmd "$d" "$out" ;;
         tree) "${run[@]}" timeout -k 10 "$job_limit" "$treeread" "$d/tree" > "$out" ;;
+        find|lsR) "${run[@]}" timeout -k 10 "$job_limit" walk_cmd "$w" "$d/walk" "$walk_files" > "$out" ;;
     esac
 }
 # The fio jobs as tiny scripts, since in_cg execs a program, not a function.
@@ -547,7 +577,17 @@ exec fio --name=rand --filename="\$1/rand.dat" --rw=randread --bs=4k --size=${se
     --ioengine=psync --direct=1 --allow_file_create=0 --randrepeat=0 \
     --output-format=json --output="\$2" >/dev/null
 EOF
-chmod +x "$tools/fio_seq_cmd" "$tools/fio_rand_cmd"
+# walk_cmd find|lsR DIR FILES: one walk, its output thrown away, timed.
+cat > "$tools/walk_cmd" <<'EOF'
+#!/usr/bin/env python3
+import json, subprocess, sys, time
+kind, root, files = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cmd = ["find", root] if kind == "find" else ["ls", "-lR", root]
+t0 = time.monotonic()
+subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+print(json.dumps({"files": files, "seconds": time.monotonic() - t0}))
+EOF
+chmod +x "$tools/fio_seq_cmd" "$tools/fio_rand_cmd" "$tools/walk_cmd"
 PATH=$tools:$PATH
 
 # measure_oc WORKLOAD PHASE REPEAT: a run on the overcache mount, with the
@@ -683,7 +723,8 @@ meta = {
   "repeat": $repeat, "seq_mib": $seq_mib, "rand_secs": $rand_secs, "tree_files": $tree_files,
   "hdd_bps": $hdd_bps, "hdd_iops": $hdd_iops, "hdd_write_iops": $hdd_wiops, "cgroup": "$cgtype",
   "overcache_options": os.environ["OC_READ_OPTS"], "standin": bool($standin),
-  "reads": bool($do_reads), "writes": bool($do_writes),
+  "reads": bool($do_reads), "writes": bool($do_writes), "walk": bool($do_walk),
+  "walk_files": $walk_files,
   "randw_mib": $randw_mib, "seqw_mib": $seqw_mib, "sust_mib": $sust_mib,
   "sust_cache_mib": $sust_cache_mib,
   "overcache_write_options": os.environ["OC_WRITE_OPTS"],
@@ -726,6 +767,20 @@ for r in $(seq 1 "$repeat"); do
             fi
         done
         grep -E '^(VmRSS|VmHWM)' "/proc/$oc_pid/status" > "$results/rss-r$r.txt" || true
+        unmount_daemon "$mnt_oc" "$oc_pid"
+    fi
+    if ((do_walk)); then
+        run_cg=$cgdir
+        oc_mount "walk-r$r"
+        expect_used=0
+        for w in find lsR; do
+            measure "$w" hdd "$hdd" "$r" cg
+            measure "$w" fast "$fast" "$r"
+            measure "$w" pt "$mnt_pt" "$r"
+            measure_oc "$w" oc-first "$r"
+            measure_oc "$w" oc-hit "$r"
+        done
+        grep -E '^(VmRSS|VmHWM)' "/proc/$oc_pid/status" > "$results/rss-walk-r$r.txt" || true
         unmount_daemon "$mnt_oc" "$oc_pid"
     fi
     if ((do_writes)); then

@@ -1,5 +1,8 @@
 // CachedFile: one open of a file through the caching path — the adapter's
-// backing fd (borrowed) and a reference to the file's shared state.
+// backing fd (borrowed) and a reference to the file's shared state. An open
+// made without the backing has no fd: offline, for good; from kept
+// attributes (`lazy`), until the adapter attaches one at the first request
+// the cache cannot answer alone.
 #pragma once
 
 #include "cache/file_table.hpp"
@@ -7,6 +10,7 @@
 #include "overcache/cache/stream_detector.hpp"
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -17,14 +21,21 @@ class CachedFile final : public OpenFile {
 public:
     // `sync_writes`: opened O_SYNC or O_DSYNC (each write is durable when
     // it returns).
-    CachedFile(int fd, StateRef st, bool sync_writes = false, FilePolicy policy = {})
-        : fd_(fd), sync_writes_(sync_writes), policy_(policy), st_(std::move(st)) {
+    CachedFile(int fd, StateRef st, bool sync_writes = false, FilePolicy policy = {},
+               bool lazy = false)
+        : fd_(fd), lazy_(lazy), sync_writes_(sync_writes), policy_(policy), st_(std::move(st)) {
         ++st_->opens;
     }
     ~CachedFile() override { --st_->opens; }
     CachedFile(const CachedFile&) = delete;
     CachedFile& operator=(const CachedFile&) = delete;
-    int fd() const { return fd_; }
+    // -1 until a backing fd is attached (an open without the backing).
+    int fd() const { return fd_.load(std::memory_order_acquire); }
+    // Opened from kept attributes: a request the cache cannot answer alone
+    // asks for the backing (ReadOut::needs_backing) instead of failing.
+    bool lazy() const { return lazy_; }
+    // The backing fd of a lazy open, once; the adapter keeps it open.
+    void attach(int fd) { fd_.store(fd, std::memory_order_release); }
     bool sync_writes() const { return sync_writes_; }
     FileState& state() const { return *st_; }
     // Per-path settings of this open; unset fields are the mount's, read live.
@@ -54,7 +65,8 @@ public:
     }
 
 private:
-    int fd_; // borrowed from the adapter
+    std::atomic<int> fd_; // borrowed from the adapter; set once
+    const bool lazy_;
     const bool sync_writes_;
     const FilePolicy policy_;
     StateRef st_;

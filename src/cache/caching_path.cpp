@@ -197,7 +197,14 @@ public:
 
     using DataPath::open;
     Result<OpenOut> open_offline(const struct stat& st, int open_flags,
-                                 const FilePolicy& policy) override;
+                                 const FilePolicy& policy) override {
+        return open_without_backing(st, open_flags, policy, false);
+    }
+    Result<OpenOut> open_kept(const struct stat& st, int open_flags,
+                              const FilePolicy& policy) override {
+        return open_without_backing(st, open_flags, policy, true);
+    }
+    void attach_backing(OpenFile& f, int fd, const struct stat& st) override;
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
                          const FilePolicy& policy) override;
     bool has_path_settings() const override { return core_.policy.any(); }
@@ -303,6 +310,9 @@ private:
     LiveResize resize_;     // `set cache_size`; uses gc_
     // After a live resize: the reserve and GC's watermarks follow the count.
     void sizes_changed();
+    // open_offline (`lazy` false) and open_kept (true).
+    Result<OpenOut> open_without_backing(const struct stat& st, int open_flags,
+                                         const FilePolicy& policy, bool lazy);
     Prefetcher prefetcher_; // last: its thread uses the rest until stop()
 };
 
@@ -481,13 +491,16 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
         keep};
 }
 
-Result<OpenOut> CachingPath::open_offline(const struct stat& st, int open_flags,
-                                          const FilePolicy& policy) {
+Result<OpenOut> CachingPath::open_without_backing(const struct stat& st, int open_flags,
+                                                  const FilePolicy& policy, bool lazy) {
+    const int never_cached = lazy ? ENODATA : EIO;
+    const char* const why = lazy ? "the file was never cached"
+                                 : "the backing is offline and the file was never cached";
     // The file's key needs its filesystem's id, which only a backing call
     // could learn for a filesystem never seen.
     const auto key = core_.known_key(st.st_dev, st.st_ino);
     if (!key)
-        return fail_sys(EIO, "the backing is offline and the file was never cached");
+        return fail_sys(never_cached, why);
     StateRef ref = core_.files.acquire(*key);
     FileState& fs = *ref;
     bool keep = false;
@@ -497,7 +510,7 @@ Result<OpenOut> CachingPath::open_offline(const struct stat& st, int open_flags,
         if (auto r = core_.records.load(fs); !r)
             return fail(std::move(r).error());
         if (!fs.rec)
-            return fail_sys(EIO, "the backing is offline and the file was never cached");
+            return fail_sys(never_cached, why);
         if (fs.ahead.load()) {
             // Dirty: the cache holds the newest version; its size is ours.
             keep = true;
@@ -513,7 +526,29 @@ Result<OpenOut> CachingPath::open_offline(const struct stat& st, int open_flags,
         }
     }
     (void)open_flags;
-    return OpenOut{std::make_unique<CachedFile>(-1, std::move(ref), false, policy), keep};
+    return OpenOut{std::make_unique<CachedFile>(-1, std::move(ref), false, policy, lazy), keep};
+}
+
+void CachingPath::attach_backing(OpenFile& f, int fd, const struct stat& st) {
+    auto& file = static_cast<CachedFile&>(f);
+    FileState& fs = file.state();
+    {
+        // As at open: the comparison must not see half a writeback copy.
+        std::lock_guard bl(fs.backing_mu);
+        std::lock_guard lk(fs.mu);
+        struct stat now = st;
+        (void)::fstat(fd, &now);
+        if (fs.rec && !fs.ahead.load()) {
+            // Changed behind the mount since it was kept: the cache's
+            // extents of the old version go, and the rest of this open
+            // reads the new one.
+            if (auto changed = core_.records.revalidate(fs, now); !changed)
+                log::warn("cache: ", to_string(changed.error()));
+        }
+        if (!fs.ahead.load())
+            fs.size.store(static_cast<std::uint64_t>(now.st_size));
+    }
+    file.attach(fd);
 }
 
 ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {

@@ -78,12 +78,16 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     const bool uncached = !ahead && (st.uncached.load() || core_.degraded.load());
     if (ahead && off >= fsize)
         return ReadOut{-1, 0, 0}; // past the end the mount shows
-    // An open made while the backing was offline has no backing file:
-    // what the cache does not hold cannot be read, and the size the mount
-    // saw last is the end.
+    // An open made without the backing has no backing file, and the size
+    // the mount saw last is the end. Made offline, what the cache does not
+    // hold cannot be read; made from kept attributes (lazy), the adapter
+    // opens the backing file for it and asks again.
     const bool offline = f.fd() < 0;
+    const ReadOut needs_backing{-1, 0, 0, true};
     if (offline && off >= fsize)
         return ReadOut{-1, 0, 0};
+    if (offline && uncached && f.lazy())
+        return needs_backing;
     if (offline && uncached)
         return fail_sys(EIO, "the backing is offline and the file is not cached");
     if (uncached || off >= fsize) {
@@ -122,6 +126,8 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
             continue;
         }
         all_hit = false;
+        if (offline && f.lazy())
+            return needs_backing; // the whole request again: a short read would shrink the file
         if (offline) {
             ++core_.c.misses;
             if (done == 0)

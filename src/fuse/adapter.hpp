@@ -68,19 +68,40 @@ std::shared_ptr<control::CommandTarget> make_command_target(cache::DataPath& dat
                                                             const InodeTable& inodes,
                                                             control::StatSampler& sampler);
 
+// The requesting process's uid, gid and groups, when `active` (creating
+// files always; everything when the kernel does not check permissions
+// because default_permissions is off); a value, so that a gate thread can
+// take it on.
+struct CallerId {
+    bool active = false;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+};
+
 // One open of a file. Members are destroyed in reverse order: the DataPath's
 // OpenFile goes before the fd it borrows.
 struct FileHandle {
     // The backing file; none for an open made while the backing was
-    // offline (read-only, served from the cache).
+    // offline (read-only, served from the cache). An open made from kept
+    // attributes (`kept_of`) gets it at the first request that needs it
+    // (ops_file.cpp, need_backing); until then it is read under attach_mu.
     UniqueFd fd;
     int flags = 0; // the open's flags (a FLUSH request does not carry them)
+    // Opened from kept attributes (coherency=timeout|none), without the
+    // backing: the inode whose backing file `fd` will be, opened as `who`.
+    Ino kept_of = 0;
+    CallerId who;
+    std::mutex attach_mu; // a leaf: guards `fd` of a kept open until it is set
     // The inode this open counts as a writer of (Inode::add_writer); 0: none.
     Ino writer = 0;
     std::unique_ptr<cache::OpenFile> open;
     bool control = false;
     std::string control_text; // the control file's text as of open
 };
+
+// `fh`'s backing fd, or -1 while it has none (opened without the backing).
+int backing_fd_of(FileHandle& fh);
 
 struct DirHandle {
     // `listed`: served from the index's listing of it (fuse/listings.hpp),
@@ -216,16 +237,6 @@ inline bool is_control_name(fuse_ino_t parent, const char* name) noexcept {
     return parent == kRootIno && std::string_view(name) == kControlName;
 }
 
-// The requesting process's uid, gid and groups, when `active` (creating
-// files always; everything when the kernel does not check permissions
-// because default_permissions is off); a value, so that a gate thread can
-// take it on.
-struct CallerId {
-    bool active = false;
-    uid_t uid = 0;
-    gid_t gid = 0;
-    std::vector<gid_t> groups;
-};
 CallerId caller_id(fuse_req_t req, bool active);
 
 // Takes a caller's identity on this thread for the scope.

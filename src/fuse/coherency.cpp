@@ -73,15 +73,22 @@ bool trusting(const Adapter& a) noexcept {
     return a.cfg.coherency != config::Coherency::cto;
 }
 
-std::optional<struct stat> trusted_attr(Adapter& a, Ino ino) {
+std::optional<struct stat> trusted_file(Adapter& a, Ino ino) {
     if (!trusting(a) || a.data.listings() == nullptr)
         return std::nullopt;
     auto seen = a.inodes.seen_of(ino);
     if (!seen || !usable(a, *seen))
         return std::nullopt;
-    struct stat st = seen->attr;
+    return seen->attr;
+}
+
+std::optional<struct stat> trusted_attr(Adapter& a, Ino ino) {
+    auto seen = trusted_file(a, ino);
+    if (!seen)
+        return std::nullopt;
+    struct stat st = *seen;
     if (S_ISREG(st.st_mode))
-        a.data.show_attrs(cache::FileRef{-1, seen->attr}, st);
+        a.data.show_attrs(cache::FileRef{-1, *seen}, st);
     a.data.listings()->note_kept_answer();
     return st;
 }

@@ -28,6 +28,10 @@ bool trusting(const Adapter& a) noexcept;
 // getattr: `ino`'s attributes, if fresh.
 std::optional<struct stat> trusted_attr(Adapter& a, Ino ino);
 
+// open: `ino`'s attributes as the backing gave them (no dirty overlay), if
+// fresh; counts no answer.
+std::optional<struct stat> trusted_file(Adapter& a, Ino ino);
+
 // lookup of `name` in `parent`: 0 with `e` filled (one kernel lookup
 // counted), ENOENT (the fresh listing lacks it), or kNoAnswer (ask the
 // backing).

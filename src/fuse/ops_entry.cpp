@@ -250,8 +250,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         }
         const std::int64_t asked = wall_ns();
         if (a.gate.online()) {
-            if (fi != nullptr && !file_of(fi).control && file_of(fi).fd) {
-                any_fd = file_of(fi).fd.get();
+            if (fi != nullptr && !file_of(fi).control && backing_fd_of(file_of(fi)) >= 0) {
+                any_fd = backing_fd_of(file_of(fi));
             } else {
                 inode = a.inodes.get(ino);
                 if (!inode)
@@ -310,7 +310,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         // An open handle is used when the kernel gives one (ftruncate,
         // futimens): it works even if the file's mode forbids a reopen, and
         // for an unlinked file.
-        const int ofd = (fi != nullptr && !file_of(fi).control) ? file_of(fi).fd.get() : -1;
+        const int ofd = (fi != nullptr && !file_of(fi).control) ? backing_fd_of(file_of(fi)) : -1;
         InodeRef inode = a.inodes.get(ino);
         if (!inode && ofd < 0)
             return ESTALE;

@@ -2,7 +2,9 @@
 // fsync, fallocate, lseek, copy_file_range (the control file's are in
 // ops_control.cpp).
 // Each open holds a real backing fd and the DataPath's OpenFile (FileHandle,
-// owned through fi->fh until release). Everything that touches the file's
+// owned through fi->fh until release); a read-only open answered from kept
+// attributes (coherency=timeout|none) gets its fd only when a request needs
+// the backing, and one made offline never does. Everything that touches the file's
 // bytes is the DataPath's: these handlers translate the request, hand it
 // over, and turn the result into a reply (some DataPath calls reply through
 // a completion, possibly later and from another thread). Reads are replied
@@ -23,6 +25,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/coherency.hpp"
 #include "fuse/listings.hpp"
 #include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
@@ -137,6 +140,28 @@ int reply_open(fuse_req_t req, Adapter& a, fuse_file_info* fi, std::unique_ptr<F
     return 0;
 }
 
+// A read-only handle without a backing fd, for `ino` as `st` describes it:
+// opened offline, or from kept attributes (`kept`, DataPath::open_kept).
+// Sets fi->keep_cache.
+Result<std::unique_ptr<FileHandle>> handle_without_backing(Adapter& a, fuse_ino_t ino,
+                                                           const struct stat& st,
+                                                           fuse_file_info* fi, bool kept) {
+    const auto link = a.inodes.link_of(ino);
+    const cache::FilePolicy policy =
+        resolve_policy(a, cache::FileRef{-1, st}, link ? link->parent : 0);
+    const int flags = fi->flags & ~kStrippedOpenFlags;
+    auto out = kept ? a.data.open_kept(st, flags, policy) : a.data.open_offline(st, flags, policy);
+    if (!out)
+        return fail(std::move(out).error());
+    auto fh = std::make_unique<FileHandle>();
+    fh->flags = fi->flags;
+    fh->open = std::move(out->file);
+    if (kept)
+        fh->kept_of = ino;
+    fi->keep_cache = out->keep_page_cache ? 1 : 0;
+    return fh;
+}
+
 // An open while the backing is offline: a read-only handle with no backing
 // descriptor, whose reads the cache answers (what it does not hold fails
 // with EIO). Changes are refused (EROFS).
@@ -152,20 +177,67 @@ int open_offline(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi)
         return EISDIR;
     if (const int denied = offline_access(req, a, *st, R_OK))
         return denied;
-    const auto link = a.inodes.link_of(ino);
-    const cache::FilePolicy policy =
-        resolve_policy(a, cache::FileRef{-1, *st}, link ? link->parent : 0);
-    auto out = a.data.open_offline(*st, fi->flags & ~kStrippedOpenFlags, policy);
-    if (!out)
-        return errno_of(out.error());
-    auto fh = std::make_unique<FileHandle>();
-    fh->flags = fi->flags;
-    fh->open = std::move(out->file);
-    fi->keep_cache = out->keep_page_cache ? 1 : 0;
-    return reply_open(req, a, fi, std::move(fh));
+    auto fh = handle_without_backing(a, ino, *st, fi, false);
+    if (!fh)
+        return errno_of(fh.error());
+    return reply_open(req, a, fi, std::move(*fh));
+}
+
+// coherency=timeout|none: a read-only open of a file whose kept attributes
+// are fresh is answered without the backing, from what the cache holds of
+// that version; the backing file is opened only if a request needs it
+// (need_backing). kNoAnswer: open it as usual.
+int open_kept(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi) {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0)
+        return kNoAnswer;
+    auto st = trusted_file(a, ino);
+    if (!st || !S_ISREG(st->st_mode))
+        return kNoAnswer;
+    // The kernel checked nothing (default_permissions off): mode bits that
+    // refuse the caller send the open to the backing, which has the last
+    // word (an ACL may allow it).
+    if (offline_access(req, a, *st, R_OK) != 0)
+        return kNoAnswer;
+    auto fh = handle_without_backing(a, ino, *st, fi, true);
+    if (!fh)
+        return kNoAnswer; // not cached: the backing opens it
+    (*fh)->who = caller_id(req, check_as_caller(a));
+    a.data.listings()->note_kept_answer();
+    return reply_open(req, a, fi, std::move(*fh));
+}
+
+// The backing file of `fh`, opened now if `fh` was opened from kept
+// attributes without it: 0, or what the request replies (EIO for an open
+// made offline, or while the backing does not answer).
+int need_backing(Adapter& a, FileHandle& fh) {
+    if (fh.kept_of == 0)
+        return fh.fd ? 0 : EIO;
+    std::lock_guard lk(fh.attach_mu);
+    if (fh.fd)
+        return 0;
+    InodeRef inode = a.inodes.get(fh.kept_of);
+    if (!inode)
+        return or_eio(a.gate.online() ? ESTALE : kNoAnswer);
+    UniqueFd fd;
+    struct stat st {};
+    if (const int err = gated_reopen(a, inode->fd(), fh.flags & ~kStrippedOpenFlags, fh.who, fd,
+                                     &st))
+        return or_eio(err);
+    inode->note_attr(st);
+    remember_attr(a, inode, st);
+    a.data.attach_backing(*fh.open, fd.get(), st);
+    fh.fd = std::move(fd);
+    return 0;
 }
 
 } // namespace
+
+int backing_fd_of(FileHandle& fh) {
+    if (fh.kept_of == 0)
+        return fh.fd.get();
+    std::lock_guard lk(fh.attach_mu);
+    return fh.fd.get();
+}
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     guarded(req, "open", [&] {
@@ -174,6 +246,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         Adapter& a = adapter_of(req);
         if (!a.gate.online())
             return open_offline(req, a, ino, fi);
+        if (trusting(a))
+            if (const int kept = open_kept(req, a, ino, fi); kept != kNoAnswer)
+                return kept;
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
@@ -279,6 +354,11 @@ void op_read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
         Adapter& a = adapter_of(req);
         std::vector<char>& buf = thread_buffer(size);
         auto r = a.data.read(*fh.open, buf.data(), size, off);
+        if (r && r->needs_backing) {
+            if (const int err = need_backing(a, fh))
+                return err;
+            r = a.data.read(*fh.open, buf.data(), size, off);
+        }
         if (!r)
             return errno_of(r.error());
         if (r->fd >= 0) {
@@ -324,9 +404,10 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
 void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
     guarded(req, "flush", [&] {
         FileHandle& fh = file_of(fi);
-        if (fh.control || !fh.fd) {
-            // The control file, or an open made while the backing was
-            // offline: read-only, nothing of it is on the backing.
+        const int fd = fh.control ? -1 : backing_fd_of(fh);
+        if (fd < 0) {
+            // The control file, or a read-only open made without the
+            // backing that never needed it: nothing of it is on the backing.
             fuse_reply_err(req, 0);
             return 0;
         }
@@ -334,7 +415,7 @@ void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
         // (NFS writes back and reports errors there) without closing ours.
         // A backing that cannot answer has nothing to report for a
         // read-only open; a writer learns its close did not reach it.
-        const int err = gated_flush(adapter_of(req), fh.fd.get());
+        const int err = gated_flush(adapter_of(req), fd);
         const bool read_only = (fh.flags & O_ACCMODE) == O_RDONLY;
         fuse_reply_err(req, err == kNoAnswer ? (read_only ? 0 : EIO) : err);
         return 0;
@@ -367,8 +448,9 @@ void op_fsync(fuse_req_t req, fuse_ino_t /*ino*/, int datasync, fuse_file_info* 
             fuse_reply_err(req, 0);
             return 0;
         }
-        if (!fh.fd)
-            return EIO; // opened offline: the backing cannot be synced
+        // Opened offline, the backing cannot be synced.
+        if (const int err = need_backing(adapter_of(req), fh))
+            return err;
         adapter_of(req).data.fsync(*fh.open, datasync != 0, [req](Result<void> r) {
             fuse_reply_err(req, r ? 0 : errno_of(r.error()));
         });
@@ -382,7 +464,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, of
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return EBADF;
-        if (!fh.fd || !adapter_of(req).gate.online())
+        if (backing_fd_of(fh) < 0 || !adapter_of(req).gate.online())
             return EROFS;
         if (auto r = adapter_of(req).data.fallocate(*fh.open, mode, offset, length); !r)
             return errno_of(r.error());
@@ -397,8 +479,9 @@ void op_lseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence,
         FileHandle& fh = file_of(fi);
         if (fh.control)
             return ENXIO; // an empty file has no data and no hole past its end
-        if (!fh.fd)
-            return EIO; // holes are the backing's to say
+        // Holes are the backing's to say.
+        if (const int err = need_backing(adapter_of(req), fh))
+            return err;
         auto r = adapter_of(req).data.lseek(*fh.open, off, whence);
         if (!r)
             return errno_of(r.error());
@@ -415,7 +498,10 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t /*ino_in*/, off_t off_in, fus
         FileHandle& out = file_of(fi_out);
         if (in.control || out.control)
             return EBADF;
-        if (!in.fd || !out.fd || !adapter_of(req).gate.online())
+        if (!adapter_of(req).gate.online())
+            return EROFS;
+        // Only a read-only open is made from kept attributes: `in` may be.
+        if (need_backing(adapter_of(req), in) != 0 || !out.fd)
             return EROFS;
         auto r = adapter_of(req).data.copy_file_range(*in.open, off_in, *out.open, off_out, len,
                                                       static_cast<unsigned>(flags));

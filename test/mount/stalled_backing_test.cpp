@@ -151,6 +151,25 @@ Outcome read_whole(const std::string& path, bool drop_pages, std::string& got) {
     return {};
 }
 
+// Opens `path`, drops its pages, reads `len` bytes at `off` and compares
+// them with `expect`.
+Op range_op(std::string path, off_t off, std::string expect) {
+    return [path, off, want = std::move(expect)] {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return failed("open");
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        std::string got(want.size(), '\0');
+        const ssize_t n = ::pread(fd, got.data(), got.size(), off);
+        const Outcome out = n < 0 ? failed("pread") : Outcome{};
+        ::close(fd);
+        if (n < 0)
+            return out;
+        got.resize(static_cast<std::size_t>(n));
+        return Outcome{0, compare_bytes(got, want)};
+    };
+}
+
 // Opens `path`, reads it to the end and closes it; compares what it read
 // with `expect`. With `drop_pages` the page cache is dropped first, so every
 // byte comes from the daemon.
@@ -1035,6 +1054,75 @@ TEST_SUITE("stalled_backing") {
         expect(s.run(create_op(s.mnt("d/after"), "after")), "create d/after after resume", 0);
         CHECK(::access(s.backing().lower("d/after").c_str(), F_OK) == 0);
         CHECK(read_file(s.mnt("d/after")) == "after"); // writeback: maybe only in the cache
+    }
+
+    TEST_CASE("stalled backing: under coherency=none a cached file opens and reads without "
+              "asking the backing; such an open reads the rest once it answers" *
+              doctest::timeout(300)) {
+        // A kept open asks the backing nothing: with faultfs stopped it
+        // neither waits out a deadline nor takes the mount offline.
+        StallMount s(",coherency=none");
+        const std::string f_bytes = random_bytes(kFileBytes, 31);
+        const std::string g_bytes = random_bytes(4 * kFileBytes, 32);
+        const std::string h_old = random_bytes(4 * kFileBytes, 33);
+        const std::string h_new = random_bytes(4 * kFileBytes, 34);
+        REQUIRE(::mkdir(s.mnt("e").c_str(), 0755) == 0);
+        write_file(s.mnt("e/f"), f_bytes);
+        write_file(s.backing().lower("e/g"), g_bytes);
+        write_file(s.backing().lower("e/h"), h_old);
+        REQUIRE(read_uncached(s.mnt("e/f")) == f_bytes);
+        // g and h: only their first 4 KiB read, so only the start is cached.
+        for (const auto& [name, bytes] : {std::pair{"e/g", &g_bytes}, std::pair{"e/h", &h_old}}) {
+            const Outcome start = range_op(s.mnt(name), 0, bytes->substr(0, 4096))();
+            REQUIRE_MESSAGE(start.err == 0, name << ": " << start.text);
+            REQUIRE(start.text == "same");
+        }
+        s.m().wait_fills();
+        REQUIRE(cached_bytes(s.mnt("e/f")) == f_bytes.size());
+        REQUIRE(cached_bytes(s.mnt("e/g")) < g_bytes.size());
+        REQUIRE(cached_bytes(s.mnt("e/h")) < h_old.size());
+        const struct stat f_st = stat_of(s.mnt("e/f"));
+        std::this_thread::sleep_for(milliseconds(2200)); // settled: the listings are kept whole
+        REQUIRE(list_op(s.mnt("e"))().text == "f g h");
+        REQUIRE(list_op(s.m().mountpoint())().text == "e");
+        const auto before = s.m().stats();
+
+        s.pause();
+        expect(s.run(read_op(s.mnt("e/f"), f_bytes, true)), "reading e/f, faultfs stopped", 0,
+               "same");
+        expect(s.run(stat_op(s.mnt("e/f"))), "stat of e/f, faultfs stopped", 0, attrs_text(f_st));
+        expect(s.run(range_op(s.mnt("e/g"), 0, g_bytes.substr(0, 4096))),
+               "reading the cached start of e/g, faultfs stopped", 0, "same");
+        const auto during = parse_stats(s.run(text_op(s.mnt(".overcache"))).text);
+        CHECK(value(during, "backing_state") == "online");
+        CHECK(number(during, "backing_timeouts") == std::stoll(before.at("backing_timeouts")));
+        CHECK(number(during, "kept_answers") > std::stoll(before.at("kept_answers")));
+        s.resume();
+
+        // An open made from kept attributes reads what the cache lacks from
+        // the backing, opened at that first miss.
+        CHECK(read_uncached(s.mnt("e/g")) == g_bytes);
+        // Changed behind the mount (same size, same mtime: only the ctime
+        // tells): coherency=none keeps serving the cached start, but the
+        // first read that needs the backing compares the file as an open
+        // does, and from then on the open reads the new bytes.
+        {
+            struct stat old_st = stat_of(s.backing().lower("e/h"));
+            write_file(s.backing().lower("e/h"), h_new);
+            const struct timespec ts[2] = {old_st.st_atim, old_st.st_mtim};
+            REQUIRE(::utimensat(AT_FDCWD, s.backing().lower("e/h").c_str(), ts, 0) == 0);
+        }
+        const int fd = ::open(s.mnt("e/h").c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        std::string got(4096, '\0');
+        const off_t far = static_cast<off_t>(2 * kFileBytes);
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        REQUIRE(::pread(fd, got.data(), got.size(), far) == 4096);
+        CHECK(got == h_new.substr(static_cast<std::size_t>(far), 4096));
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        REQUIRE(::pread(fd, got.data(), got.size(), 0) == 4096);
+        CHECK(got == h_new.substr(0, 4096));
+        ::close(fd);
     }
 
     TEST_CASE("stalled backing: with offline_ok=0 or backing_calls=inline a request waits for "

@@ -531,6 +531,80 @@ TEST_SUITE("cache") {
         CHECK(fx.stat("cache_hits") == 0);
     }
 
+    TEST_CASE("open_kept: served from the cache without the backing; a miss asks for it, and "
+              "once attached the open reads the backing's version" *
+              doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const auto one = random_bytes(256 * KiB, 21), two = random_bytes(256 * KiB, 22);
+        write_file(fx.path("f"), one);
+        struct stat seen {};
+        {
+            Handle h(*fx.dp, fx.path("f"), O_RDONLY);
+            CHECK(h.read(*fx.dp, 0, 64 * KiB) == one.substr(0, 64 * KiB)); // one chunk cached
+            fx.ctl().drain_fills();
+            REQUIRE(::fstat(h.fd, &seen) == 0);
+        }
+        // Never cached: no record, the adapter opens the backing instead.
+        write_file(fx.path("g"), "g");
+        struct stat g_st {};
+        REQUIRE(::stat(fx.path("g").c_str(), &g_st) == 0);
+        CHECK_FALSE(fx.dp->open_kept(g_st, O_RDONLY, {}));
+
+        SUBCASE("unchanged") {}
+        SUBCASE("changed behind the mount, same size and mtime") {
+            const int fd = ::open(fx.path("f").c_str(), O_WRONLY);
+            REQUIRE(::pwrite(fd, two.data(), two.size(), 0) == static_cast<ssize_t>(two.size()));
+            const struct timespec ts[2] = {seen.st_atim, seen.st_mtim};
+            REQUIRE(::futimens(fd, ts) == 0);
+            ::close(fd);
+        }
+        struct stat now {};
+        REQUIRE(::stat(fx.path("f").c_str(), &now) == 0);
+        const bool changed = now.st_ctim.tv_sec != seen.st_ctim.tv_sec ||
+                             now.st_ctim.tv_nsec != seen.st_ctim.tv_nsec;
+        const std::string& current = changed ? two : one;
+
+        auto kept = fx.dp->open_kept(seen, O_RDONLY, {});
+        REQUIRE(kept);
+        CHECK(kept->keep_page_cache);
+        OpenFile& f = *kept->file;
+        std::string buf(64 * KiB, '\0');
+        // What the cache holds of the kept version: no backing needed.
+        auto r = fx.dp->read(f, buf.data(), buf.size(), 0);
+        REQUIRE(r);
+        CHECK_FALSE(r->needs_backing);
+        CHECK(r->len == buf.size());
+        CHECK(buf == one.substr(0, 64 * KiB));
+        // Past the kept size: the end, as the mount showed it.
+        r = fx.dp->read(f, buf.data(), buf.size(), static_cast<off_t>(256 * KiB));
+        REQUIRE(r);
+        CHECK_FALSE(r->needs_backing);
+        CHECK(r->len == 0);
+        // Not cached: the backing is asked for, nothing is read.
+        r = fx.dp->read(f, buf.data(), buf.size(), static_cast<off_t>(128 * KiB));
+        REQUIRE(r);
+        CHECK(r->needs_backing);
+        CHECK(r->len == 0);
+
+        const int fd = ::open(fx.path("f").c_str(), O_RDONLY);
+        REQUIRE(fd >= 0);
+        REQUIRE(::fstat(fd, &now) == 0);
+        fx.dp->attach_backing(f, fd, now);
+        for (std::uint64_t off : {128 * KiB, std::uint64_t{0}}) {
+            r = fx.dp->read(f, buf.data(), buf.size(), static_cast<off_t>(off));
+            REQUIRE(r);
+            CHECK_FALSE(r->needs_backing);
+            if (r->fd >= 0)
+                REQUIRE(::pread(r->fd, buf.data(), r->len, r->fd_offset) ==
+                        static_cast<ssize_t>(r->len));
+            CHECK(r->len == buf.size());
+            CHECK(buf == current.substr(off, 64 * KiB));
+        }
+        kept->file.reset();
+        ::close(fd);
+    }
+
     TEST_CASE("invalidate, touched and removed" * doctest::timeout(30)) {
         Fx fx;
         fx.start();

@@ -46,6 +46,9 @@ struct ReadOut {
     int fd = -1;
     off_t fd_offset = 0;
     std::size_t len = 0;
+    // Nothing read: an open made from kept attributes (open_kept) needs its
+    // backing file for this request; attach_backing, then read again.
+    bool needs_backing = false;
 };
 
 struct OpenOut {
@@ -116,6 +119,24 @@ public:
                                          const FilePolicy& policy) {
         (void)st, (void)open_flags, (void)policy;
         return fail_sys(EIO, "the backing is offline and nothing of the file is cached");
+    }
+
+    // A read-only open from attributes kept by the mount (coherency=timeout
+    // or none) while the backing is online, without asking it: `st` holds
+    // them. The cache serves what it holds of that version; a request it
+    // cannot answer alone (ReadOut::needs_backing) makes the adapter open
+    // the backing file and attach_backing() it. Fails when the cache has
+    // no record of the file (the adapter then opens it as usual).
+    virtual Result<OpenOut> open_kept(const struct stat& st, int open_flags,
+                                      const FilePolicy& policy) {
+        (void)st, (void)open_flags, (void)policy;
+        return fail_sys(ENODATA, "nothing of the file is cached");
+    }
+    // The backing fd of an open_kept() open, opened now; `st` its
+    // attributes, compared with what the cache holds as at an open. `fd`
+    // stays open until the OpenFile is destroyed.
+    virtual void attach_backing(OpenFile& f, int fd, const struct stat& st) {
+        (void)f, (void)fd, (void)st;
     }
 
     // Reads up to `size` bytes at `off`; `buf` has room for `size` bytes.
