@@ -429,6 +429,10 @@ unmount_daemon() { # MOUNTPOINT PID
     wait "$2" 2>/dev/null || true
 }
 
+# A passthrough keeps a descriptor per inode the kernel holds: the walk's
+# tree needs more than the default 1024 (overcache raises its own limit).
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+
 # passthrough_ll over the fast directory: mounted once. Its daemon reads the
 # unthrottled disk, so the cgroup would not matter; keep it out of it anyway.
 "$ptll" -f -o source="$fast" "$mnt_pt" >"$results/passthrough_ll.log" 2>&1 &

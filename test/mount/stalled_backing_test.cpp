@@ -23,6 +23,7 @@
 #include "fault_backing.hpp"
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
+#include "run_command.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -1054,6 +1055,47 @@ TEST_SUITE("stalled_backing") {
         expect(s.run(create_op(s.mnt("d/after"), "after")), "create d/after after resume", 0);
         CHECK(::access(s.backing().lower("d/after").c_str(), F_OK) == 0);
         CHECK(read_file(s.mnt("d/after")) == "after"); // writeback: maybe only in the cache
+    }
+
+    TEST_CASE("stalled backing: a pinned tree lists, stats, resolves and reads offline after a "
+              "remount" *
+              doctest::timeout(300)) {
+        // `overcache pin DIR` keeps the tree's names, attributes and data:
+        // with the backing gone, ls -lR and reads of it work.
+        StallMount s;
+        const std::string a = random_bytes(kFileBytes, 41);
+        const std::string b = random_bytes(3 * kFileBytes + 17, 42);
+        const std::string c = "c";
+        REQUIRE(::mkdir(s.backing().lower("p").c_str(), 0755) == 0);
+        REQUIRE(::mkdir(s.backing().lower("p/sub").c_str(), 0750) == 0);
+        write_file(s.backing().lower("p/a"), a);
+        write_file(s.backing().lower("p/sub/b"), b);
+        write_file(s.backing().lower("p/sub/c"), c);
+        REQUIRE(::symlink("sub/b", s.backing().lower("p/l").c_str()) == 0);
+        std::this_thread::sleep_for(milliseconds(2200)); // settled: listings are kept whole
+        const CommandResult pinned = cli({"pin", s.mnt("p")});
+        REQUIRE_MESSAGE(pinned.status == 0, pinned.out);
+        const struct stat a_st = stat_of(s.backing().lower("p/a"));
+        const struct stat b_st = stat_of(s.backing().lower("p/sub/b"));
+        const struct stat sub_st = stat_of(s.backing().lower("p/sub"));
+
+        s.remount();
+        stat_of(s.mnt("p")); // the new daemon knows p itself; nothing below it
+        s.pause();
+        expect(s.run(stat_op(s.mnt("p")), kFirstBound), "stat of p, the first request to meet "
+               "the stall", 0);
+        expect(s.run(list_op(s.mnt("p"))), "listing p offline", 0, "a l sub");
+        expect(s.run(list_op(s.mnt("p/sub"))), "listing p/sub offline", 0, "b c");
+        expect(s.run(stat_op(s.mnt("p/a"))), "stat of p/a offline", 0, attrs_text(a_st));
+        expect(s.run(stat_op(s.mnt("p/sub"))), "stat of p/sub offline", 0, attrs_text(sub_st));
+        expect(s.run(stat_op(s.mnt("p/l"))), "stat through p/l offline", 0, attrs_text(b_st));
+        expect(s.run(readlink_op(s.mnt("p/l"))), "readlink of p/l offline", 0, "sub/b");
+        expect(s.run(read_op(s.mnt("p/a"), a, true)), "reading p/a offline", 0, "same");
+        expect(s.run(read_op(s.mnt("p/sub/b"), b, true)), "reading p/sub/b offline", 0, "same");
+        expect(s.run(read_op(s.mnt("p/sub/c"), c, true)), "reading p/sub/c offline", 0, "same");
+        expect(s.run(read_op(s.mnt("p/l"), b, true)), "reading through p/l offline", 0, "same");
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
     }
 
     TEST_CASE("stalled backing: under coherency=none a cached file opens and reads without "
