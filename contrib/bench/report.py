@@ -555,6 +555,20 @@ def report_reads(d, runs, markdown, meta):
                   f"{s.get('cache_miss_bytes', 0) / 2**20:.0f} MiB, read errors "
                   f"{s.get('cache_read_errors', 0):.0f}")
 
+    # Read requests the HDD completed during each overcache job.
+    for w in WORKLOADS:
+        for ph in ("oc-first", "oc-hit", "oc-hit-pc"):
+            counts = []
+            for path in sorted(glob.glob(os.path.join(d, f"hddreads-{w}-{ph}-r*.txt"))):
+                try:
+                    with open(path) as f:
+                        counts.append(int(f.read().strip()))
+                except (OSError, ValueError):
+                    pass
+            if counts:
+                print(f"HDD read requests, {WORKLOAD_NAMES[w]}, {ph}: " +
+                      ", ".join(str(c) for c in counts))
+
     # The daemon's storage reads (/proc/PID/io read_bytes: cache device and
     # HDD together) per byte the jobs asked for.
     for w in WORKLOADS:
