@@ -6,6 +6,9 @@
 #include "util/log.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <sstream>
 
 namespace overcache::backing {
 namespace {
@@ -181,10 +184,16 @@ void Gate::post(std::function<void()> job) {
 }
 
 void Gate::note_timeout() {
-    Shared& s = *shared_;
-    s.timeouts.fetch_add(1, std::memory_order_relaxed);
+    shared_->timeouts.fetch_add(1, std::memory_order_relaxed);
     if (!opts_.offline_ok)
         return;
+    std::ostringstream why;
+    why << "a call took longer than backing_timeout (" << seconds_of(opts_.timeout) << " s)";
+    go_offline(why.str());
+}
+
+void Gate::go_offline(const std::string& why) {
+    Shared& s = *shared_;
     std::lock_guard lk(s.mu);
     if (s.offline.load())
         return;
@@ -192,9 +201,44 @@ void Gate::note_timeout() {
     s.offline.store(true, std::memory_order_release);
     s.offline_total.fetch_add(1, std::memory_order_relaxed);
     s.probe_cv.notify_all();
-    log::warn("backing: a call took longer than backing_timeout (", seconds_of(opts_.timeout),
-              " s): offline; cached names, attributes and data are served read-only, the rest "
-              "fails until it answers again");
+    log::warn("backing: ", why, ": offline; cached names, attributes and data are served "
+              "read-only, the rest fails until it answers again");
+}
+
+bool Gate::judge(int err) {
+    if (!opts_.offline_ok || err <= 0)
+        return false;
+    switch (err) {
+    case ENOTCONN:
+    case ETIMEDOUT:
+    case EHOSTDOWN:
+    case EHOSTUNREACH:
+    case ENETDOWN:
+    case ENETUNREACH:
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ESHUTDOWN:
+        go_offline(std::string("a call failed with ") + std::strerror(err));
+        return true;
+    case EIO:
+    case ESTALE: {
+        if (!online())
+            return true;
+        // The backing's own answer: statfs of its root, which no file's
+        // trouble fails.
+        const auto probed = call([s = shared_] { return s->probe(); });
+        if (!probed)
+            return true; // missed the deadline: offline already
+        if (*probed == 0)
+            return false;
+        go_offline(std::string("a call failed with ") + std::strerror(err) +
+                   ", and so did a statfs of its root (" + std::strerror(*probed) + ")");
+        return true;
+    }
+    default:
+        return false;
+    }
 }
 
 Gate::Stats Gate::stats() const {

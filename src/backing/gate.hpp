@@ -89,6 +89,18 @@ public:
     // until the probe hears from it.
     void note_timeout();
 
+    // A call through the gate failed with `err`; true if that means the
+    // backing is offline (now), and the caller answers from the cache.
+    // Errors that say the backing cannot be reached (ENOTCONN: a network
+    // filesystem without its server, a FUSE one whose daemon died;
+    // ETIMEDOUT, EHOSTDOWN and the like) take it offline as a missed
+    // deadline does. EIO and ESTALE may be the file's own (a bad block, a
+    // file removed on the server) or the whole backing's (an NFS soft mount
+    // timing out, a server that lost its export): the probe is asked at
+    // once, and only its failure takes the backing offline. Always false
+    // with offline_ok off.
+    bool judge(int err);
+
 private:
     // One call's meeting point: the caller waits on it, the gate thread
     // fills it. Shared, so that whichever side is last frees it.
@@ -105,6 +117,8 @@ private:
     struct Shared;
 
     bool submit(std::function<void()> job);
+    // Offline from now on, until the probe hears from it; `why` is logged.
+    void go_offline(const std::string& why);
     void note_refused() noexcept;
     // How long a caller waits awake for its answer: a little more than
     // calls have been taking lately, none when they take long.

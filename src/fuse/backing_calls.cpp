@@ -23,6 +23,12 @@ std::shared_ptr<UniqueFd> own_dup(int fd) {
     return std::make_shared<UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
 }
 
+// `err` from a call through the gate, or kNoAnswer when it says the backing
+// is offline (Gate::judge): the request is then answered as offline.
+int judged(Adapter& a, int err) {
+    return a.gate.judge(err) ? kNoAnswer : err;
+}
+
 struct StatOut {
     int err = 0;
     struct stat st {};
@@ -109,7 +115,7 @@ int gated_stat(Adapter& a, int fd, struct stat& st) {
     if (!r)
         return kNoAnswer;
     st = r->st;
-    return r->err;
+    return judged(a, r->err);
 }
 
 int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& who, UniqueFd& out,
@@ -135,7 +141,7 @@ int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& wh
         out = std::move(r->fd);
         st = r->st;
     }
-    return r->err;
+    return judged(a, r->err);
 }
 
 int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out,
@@ -164,7 +170,7 @@ int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, Unique
         if (st)
             *st = r->st;
     }
-    return r->err;
+    return judged(a, r->err);
 }
 
 int gated_statfs(Adapter& a, int fd, struct statvfs& out) {
@@ -184,7 +190,7 @@ int gated_statfs(Adapter& a, int fd, struct statvfs& out) {
     if (!r)
         return kNoAnswer;
     out = r->sv;
-    return r->err;
+    return judged(a, r->err);
 }
 
 int gated_flush(Adapter& a, int fd) {
@@ -192,7 +198,7 @@ int gated_flush(Adapter& a, int fd) {
     if (!*d)
         return errno;
     auto r = a.gate.call([d] { return ::close(d->release()) == 0 ? 0 : errno; });
-    return r ? *r : kNoAnswer;
+    return r ? judged(a, *r) : kNoAnswer;
 }
 
 void close_later(Adapter& a, UniqueFd fd) {

@@ -1189,29 +1189,45 @@ TEST_SUITE("stalled_backing") {
         }
     }
 
-    TEST_CASE("stalled backing: a backing failing calls never blocks the mount nor yields wrong "
-              "bytes" *
+    TEST_CASE("stalled backing: a backing that fails calls (ENOTCONN, EIO, ESTALE) instead of "
+              "hanging is offline as a stalled one is; a file's own EIO is not" *
               doctest::timeout(300)) {
         StallMount s;
         const Tree t = make_tree(s);
         const std::string hot = s.mnt("d/hot");
-        s.backing().fail("all", EIO);
-        {
-            const Probe p = s.run(read_op(hot, t.hot, true), kFirstBound);
-            INFO("open and read of d/hot while the backing fails every call: " << describe(p));
-            CHECK(p.finished);
-            if (p.finished && p.err == 0)
-                CHECK(p.text == "same");
+        for (int err : {ENOTCONN, EIO, ESTALE}) {
+            CAPTURE(err_name(err));
+            s.backing().fail("all", err);
+            expect(s.run(read_op(hot, t.hot, true), kFirstBound),
+                   "open and read of the cached d/hot while the backing fails every call", 0,
+                   "same");
+            expect(s.run(stat_op(hot)), "stat of d/hot", 0, attrs_text(t.hot_st));
+            {
+                // Kept whole only once settled: EIO, or the right names.
+                const Probe listed = s.run(list_op(s.mnt("d")));
+                INFO("listing d: " << describe(listed));
+                CHECK(listed.finished);
+                CHECK((listed.err == EIO || (listed.err == 0 && listed.text == t.names)));
+            }
+            const auto stats = parse_stats(s.run(text_op(s.mnt(".overcache"))).text);
+            CHECK(value(stats, "backing_state") == "offline");
+            expect(s.run(read_op(s.mnt("d/cold"), t.cold, true)), "reading the uncached d/cold",
+                   EIO);
+            const Probe made = s.run(create_op(s.mnt("d/new"), "new"));
+            INFO("creating d/new: " << describe(made));
+            CHECK(made.finished);
+            CHECK((made.err == EROFS || made.err == EIO));
+            s.backing().clear();
+            CHECK(value(wait_online(s), "backing_state") == "online");
+            expect(s.run(read_op(hot, t.hot, true)), "reading d/hot once it answers", 0, "same");
         }
-        {
-            const Probe p = s.run(stat_op(hot), kFirstBound);
-            INFO("stat of d/hot while the backing fails every call: " << describe(p));
-            CHECK(p.finished);
-            if (p.finished && p.err == 0)
-                CHECK(p.text == attrs_text(t.hot_st));
-        }
+        // One file's trouble (its reads fail with EIO; statfs answers): the
+        // caller gets the error, and the mount stays online.
+        s.backing().fail("read", EIO);
+        expect(s.run(read_op(s.mnt("d/victim"), "victim", true)), "reading d/victim", EIO);
+        CHECK(value(s.m().stats(), "backing_state") == "online");
         s.backing().clear();
-        expect(s.run(read_op(hot, t.hot, true), kFirstBound),
-               "open and read of d/hot once the backing answers again", 0, "same");
+        expect(s.run(read_op(s.mnt("d/victim"), "victim", true)), "reading d/victim again", 0,
+               "same");
     }
 }

@@ -3,12 +3,15 @@
 // turns the backing offline, after which calls are refused at once without
 // running; the probe turns it online again once it answers; a call stuck
 // past the gate's end does not hold the gate's destruction up; with
-// offline_ok off calls run inline and are never refused. The stall is a
+// offline_ok off calls run inline and are never refused. An error that says
+// the backing cannot be reached takes it offline too; EIO and ESTALE only
+// when the probe fails as well. The stall is a
 // latch the test opens (the real one, a stopped backing, is the mount test
 // stalled_backing).
 #include "backing/gate.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <doctest/doctest.h>
@@ -177,4 +180,49 @@ TEST_CASE("offline_ok=0: calls run inline, wait as long as they take, never refu
     REQUIRE(r.has_value());
     CHECK(*r);
     CHECK(gate.online());
+}
+
+TEST_CASE("an error that says the backing is unreachable takes it offline; EIO and ESTALE "
+          "only when the probe fails too") {
+    std::atomic<int> probe_err{0};
+    Gate g(fast(), [&] { return probe_err.load(); });
+    // A file's own trouble: the probe answers, the error is the caller's.
+    for (int err : {EIO, ESTALE}) {
+        CAPTURE(err);
+        CHECK_FALSE(g.judge(err));
+        CHECK(g.online());
+    }
+    // Errors that are nobody's to answer for: ignored.
+    for (int err : {0, EACCES, ENOENT, ENOSPC, EROFS})
+        CHECK_FALSE(g.judge(err));
+    CHECK(g.online());
+    CHECK(g.stats().offline_total == 0);
+
+    // The server is gone: ENOTCONN needs no probe (which fails here too,
+    // so that the backing stays offline while the test looks).
+    probe_err = ENOTCONN;
+    CHECK(g.judge(ENOTCONN));
+    CHECK_FALSE(g.online());
+    CHECK(g.stats().offline_total == 1);
+    CHECK(g.stats().timeouts == 0);
+    CHECK(g.judge(EIO)); // still offline: the caller answers from the cache
+    probe_err = 0;
+    REQUIRE(wait_for([&] { return g.online(); })); // the probe answers again
+
+    // EIO whose probe fails too: the backing's own.
+    probe_err = EIO;
+    CHECK(g.judge(EIO));
+    CHECK_FALSE(g.online());
+    CHECK(g.stats().offline_total == 2);
+    probe_err = 0;
+    CHECK(wait_for([&] { return g.online(); }));
+}
+
+TEST_CASE("offline_ok=0: no error takes the backing offline") {
+    Gate::Options o = fast();
+    o.offline_ok = false;
+    Gate g(o, [] { return EIO; });
+    for (int err : {ENOTCONN, EIO, ESTALE, ETIMEDOUT})
+        CHECK_FALSE(g.judge(err));
+    CHECK(g.online());
 }
