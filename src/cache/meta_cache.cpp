@@ -35,8 +35,9 @@ struct timespec ts_of(std::int64_t ns) noexcept {
 }
 
 meta::AttrRecord record_of(const struct stat& st, std::uint64_t seq, std::string_view target,
-                           std::int64_t seen_ns) {
+                           std::int64_t seen_ns, std::uint8_t xattrs = meta::kXattrsUnknown) {
     meta::AttrRecord r;
+    r.xattrs = xattrs;
     r.seen_ns = seen_ns != 0 ? seen_ns : wall_ns();
     r.mode = st.st_mode;
     r.uid = st.st_uid;
@@ -71,6 +72,7 @@ MetaCache::SeenAttr seen_of(const meta::AttrRecord& r, const meta::FileKey& key)
     a.st.st_ctim = ts_of(r.ctime_ns);
     a.target = r.target;
     a.seen_ns = r.seen_ns;
+    a.xattrs = r.xattrs;
     return a;
 }
 
@@ -269,10 +271,10 @@ void MetaCache::forget_listing(const meta::FileKey& dir) {
 }
 
 void MetaCache::note_attr(const meta::FileKey& key, const struct stat& st,
-                          std::string_view target, std::int64_t seen_ns) {
+                          std::string_view target, std::int64_t seen_ns, std::uint8_t xattrs) {
     auto b = meta_.batch();
     b.put(meta::Cf::attrs, meta::file_key(key),
-          meta::encode(record_of(st, meta_.sequence(), target, seen_ns)));
+          meta::encode(record_of(st, meta_.sequence(), target, seen_ns, xattrs)));
     if (auto r = meta_.write(b); !r) {
         log::warn("index: cannot record attributes: ", to_string(r.error()));
         return;

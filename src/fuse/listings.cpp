@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <vector>
 
@@ -266,7 +267,15 @@ void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, boo
         const ssize_t n = ::readlinkat(inode.fd(), "", target.data(), target.size());
         target.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     }
-    m->note_attr(m->key_of(inode.fd(), st), st, target);
+    // What ls -l will ask of it (its ACL, its security label): under
+    // coherency=timeout|none a file with none is answered from here.
+    const backing::ProcPath p(inode.fd());
+    const ssize_t names = ::listxattr(p.c_str(), nullptr, 0);
+    const std::uint8_t xattrs = names == 0  ? meta::kXattrsNone
+                                : names > 0 ? meta::kXattrsSome
+                                : errno == ENOTSUP ? meta::kXattrsUnsupported
+                                                   : meta::kXattrsUnknown;
+    m->note_attr(m->key_of(inode.fd(), st), st, target, 0, xattrs);
 }
 
 std::optional<InodeTable::Known> adopt_from_index(Adapter& a, Ino parent, std::string_view name) {

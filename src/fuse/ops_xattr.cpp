@@ -13,9 +13,11 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/coherency.hpp"
 #include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
 #include "util/log.hpp"
+#include "util/wall_clock.hpp"
 
 #include <cstring>
 #include <string_view>
@@ -42,6 +44,33 @@ std::unique_ptr<cache::AttrChange> xattr_change(Adapter& a, const InodeRef& inod
 void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange> change) {
     if (change)
         note_change(a, ino, change->finish());
+    // What the index kept of its extended attributes is out of date until
+    // the backing is asked again.
+    a.inodes.mark_stale(ino);
+}
+
+// coherency=timeout|none: whether `ino` had no extended attributes (or its
+// filesystem none at all) when its trusted attributes were seen:
+// meta::kXattrsNone or kXattrsUnsupported answer a getxattr or listxattr
+// without the backing. ls -l asks every file for its ACL and its security
+// label; on a cold tree each question would read the file's inode from the
+// backing again.
+std::uint8_t kept_xattrs(Adapter& a, fuse_ino_t ino) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr || !trusting(a))
+        return meta::kXattrsUnknown;
+    const auto st = trusted_file(a, ino);
+    const auto link = a.inodes.link_of(ino);
+    if (!st || !link)
+        return meta::kXattrsUnknown;
+    const auto key = m->known_key(link->src.dev, link->src.ino);
+    const auto rec = key ? m->attr(*key) : std::nullopt;
+    // Only what was seen with these very attributes: an extended attribute
+    // changes the ctime.
+    if (!rec || ns_of(rec->st.st_ctim) != ns_of(st->st_ctim) ||
+        ns_of(rec->st.st_mtim) != ns_of(st->st_mtim))
+        return meta::kXattrsUnknown;
+    return rec->xattrs;
 }
 
 // The read-only facts under user.overcache. of a file: what the cache
@@ -105,6 +134,13 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
             const bool kernels = n.rfind("security.", 0) == 0 || n.rfind("system.", 0) == 0;
             return kernels ? ENODATA : EIO;
         }
+        if (!is_reserved(name)) {
+            const std::uint8_t kept = kept_xattrs(a, ino);
+            if (kept == meta::kXattrsNone || kept == meta::kXattrsUnsupported) {
+                a.data.listings()->note_kept_answer();
+                return kept == meta::kXattrsNone ? ENODATA : EOPNOTSUPP;
+            }
+        }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
@@ -141,6 +177,17 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
             // As getxattr: no names while the backing cannot say.
             fuse_reply_xattr(req, 0);
             return 0;
+        }
+        if (!a.data.has_path_settings()) { // else the settings' names are listed too
+            const std::uint8_t kept = kept_xattrs(a, ino);
+            if (kept == meta::kXattrsNone || kept == meta::kXattrsUnsupported) {
+                a.data.listings()->note_kept_answer();
+                if (size == 0)
+                    fuse_reply_xattr(req, 0);
+                else
+                    fuse_reply_buf(req, nullptr, 0);
+                return 0;
+            }
         }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)

@@ -13,7 +13,10 @@ constexpr char kDirLayout = 2;
 constexpr std::size_t kDentryValueSize = 1 + 8 + 8 + 1;
 constexpr std::size_t kDirRecordSize1 = 1 + 8 + 8 + 8;
 constexpr std::size_t kDirRecordSize = kDirRecordSize1 + 8;
-constexpr std::size_t kAttrFixedSize = 1 + 4 * 4 + 9 * 8 + 4;
+// AttrRecord layout 1, and 2 (the xattrs byte before the target's length).
+constexpr std::size_t kAttrFixedSize1 = 1 + 4 * 4 + 9 * 8 + 4;
+constexpr std::size_t kAttrFixedSize = kAttrFixedSize1 + 1;
+constexpr char kAttrLayout = 2;
 // Linux's PATH_MAX: no symlink target is longer.
 constexpr std::size_t kMaxTarget = 4096;
 
@@ -106,7 +109,7 @@ std::optional<DirRecord> decode_dir_record(std::string_view s) {
 std::string encode(const AttrRecord& r) {
     std::string s;
     s.reserve(kAttrFixedSize + r.target.size());
-    s.push_back(kLayout);
+    s.push_back(kAttrLayout);
     put_be32(s, r.mode);
     put_be32(s, r.uid);
     put_be32(s, r.gid);
@@ -120,14 +123,18 @@ std::string encode(const AttrRecord& r) {
     put_be64(s, static_cast<std::uint64_t>(r.ctime_ns));
     put_be64(s, r.seen_seq);
     put_be64(s, static_cast<std::uint64_t>(r.seen_ns));
+    s.push_back(static_cast<char>(r.xattrs));
     put_be32(s, static_cast<std::uint32_t>(r.target.size()));
     s.append(r.target);
     return s;
 }
 
 std::optional<AttrRecord> decode_attr_record(std::string_view s) {
-    if (s.size() < kAttrFixedSize || s[0] != kLayout)
+    const bool v1 = s.size() >= kAttrFixedSize1 && s[0] == kLayout;
+    const bool v2 = s.size() >= kAttrFixedSize && s[0] == kAttrLayout;
+    if (!v1 && !v2)
         return std::nullopt;
+    const std::size_t fixed = v2 ? kAttrFixedSize : kAttrFixedSize1;
     const char* p = s.data() + 1;
     AttrRecord r;
     r.mode = get_be32(p);
@@ -144,13 +151,19 @@ std::optional<AttrRecord> decode_attr_record(std::string_view s) {
     r.ctime_ns = static_cast<std::int64_t>(get_be64(p + 48));
     r.seen_seq = get_be64(p + 56);
     r.seen_ns = static_cast<std::int64_t>(get_be64(p + 64));
-    const std::uint32_t n = get_be32(p + 72);
-    if (n > kMaxTarget || s.size() != kAttrFixedSize + n)
+    p += 72;
+    if (v2) {
+        r.xattrs = static_cast<std::uint8_t>(*p++);
+        if (r.xattrs > kXattrsUnsupported)
+            return std::nullopt;
+    }
+    const std::uint32_t n = get_be32(p);
+    if (n > kMaxTarget || s.size() != fixed + n)
         return std::nullopt;
     // Only a symlink has a target (one not read yet is empty).
     if (n != 0 && (r.mode & 0170000) != 0120000)
         return std::nullopt;
-    r.target.assign(s.substr(kAttrFixedSize));
+    r.target.assign(s.substr(fixed));
     return r;
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <thread>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <vector>
 
@@ -138,6 +139,27 @@ TEST_SUITE("coherency") {
         write_file(m.backing("d/new2"), "x");
         CHECK(names_of(m.mnt("d")) == "a b new");
         CHECK_FALSE(exists(m.mnt("d/new2")));
+
+        // Extended attributes: d/b's absence of them is kept with its
+        // attributes; one set (then removed) through the mount is seen at once.
+        {
+            const std::string b = m.mnt("d/b");
+            char v[16];
+            CHECK(size_of(b) == 6); // its attributes seen again since the write
+            errno = 0;
+            CHECK(::getxattr(b.c_str(), "user.x", v, sizeof v) == -1);
+            CHECK(errno == ENODATA);
+            if (::setxattr(b.c_str(), "user.x", "1", 1, 0) == 0) {
+                CHECK(::getxattr(b.c_str(), "user.x", v, sizeof v) == 1);
+                CHECK(::listxattr(b.c_str(), v, sizeof v) > 0);
+                REQUIRE(::removexattr(b.c_str(), "user.x") == 0);
+                errno = 0;
+                CHECK(::getxattr(b.c_str(), "user.x", v, sizeof v) == -1);
+                CHECK(errno == ENODATA);
+            } else {
+                CHECK(errno == ENOTSUP); // a backing without user xattrs
+            }
+        }
 
         // The mount's root, as "." names it, is a directory like any.
         REQUIRE(names_of(m.mountpoint()) == "d");

@@ -1135,6 +1135,22 @@ TEST_SUITE("stalled_backing") {
         expect(s.run(stat_op(s.mnt("e/f"))), "stat of e/f, faultfs stopped", 0, attrs_text(f_st));
         expect(s.run(range_op(s.mnt("e/g"), 0, g_bytes.substr(0, 4096))),
                "reading the cached start of e/g, faultfs stopped", 0, "same");
+        // What ls -l asks of every file: its security label and its ACL
+        // (e/f has no extended attributes; the index kept that too).
+        const std::string f_path = s.mnt("e/f");
+        expect(s.run(call_op("getxattr", [f_path] {
+                   char v[64];
+                   return ::getxattr(f_path.c_str(), "security.selinux", v, sizeof v) < 0 ? -1 : 0;
+               })),
+               "getxattr security.selinux of e/f, faultfs stopped", ENODATA);
+        expect(s.run(call_op("listxattr", [f_path] {
+                   char list[256];
+                   const ssize_t n = ::listxattr(f_path.c_str(), list, sizeof list);
+                   if (n > 0)
+                       errno = EEXIST; // names where there are none
+                   return n == 0 ? 0 : -1;
+               })),
+               "listxattr of e/f, faultfs stopped", 0);
         const auto during = parse_stats(s.run(text_op(s.mnt(".overcache"))).text);
         CHECK(value(during, "backing_state") == "online");
         CHECK(number(during, "backing_timeouts") == std::stoll(before.at("backing_timeouts")));

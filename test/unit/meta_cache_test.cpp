@@ -418,6 +418,7 @@ TEST_CASE("the attributes codec: round trip, damaged records refused; a listing 
     r.mtime_ns = 1700000000123456789;
     r.ctime_ns = 1700000000987654321;
     r.seen_seq = 77;
+    r.xattrs = meta::kXattrsSome;
     r.target = "a/b/c";
     const std::string e = meta::encode(r);
     REQUIRE(meta::decode_attr_record(e));
@@ -436,6 +437,20 @@ TEST_CASE("the attributes codec: round trip, damaged records refused; a listing 
     meta::AttrRecord huge = r;
     huge.target.assign(5000, 'x');
     CHECK_FALSE(meta::decode_attr_record(meta::encode(huge)));
+    // The xattrs byte: one of four values.
+    constexpr std::size_t kXattrsAt = 1 + 4 * 4 + 9 * 8;
+    std::string bad_xattrs = e;
+    bad_xattrs[kXattrsAt] = 4;
+    CHECK_FALSE(meta::decode_attr_record(bad_xattrs));
+    // Layout 1 (before the xattrs byte) still reads, knowing nothing of them.
+    std::string attr_v1 = e;
+    attr_v1.erase(kXattrsAt, 1);
+    attr_v1[0] = 1;
+    auto old_attr = meta::decode_attr_record(attr_v1);
+    REQUIRE(old_attr);
+    CHECK(old_attr->xattrs == meta::kXattrsUnknown);
+    CHECK(old_attr->target == r.target);
+    CHECK(old_attr->ctime_ns == r.ctime_ns);
 
     // Layout 1 of a DirRecord (no sequence number) still reads, vouching
     // for no attributes.

@@ -134,12 +134,14 @@ public:
     // ---- attributes ------------------------------------------------------
     // `st` is the lstat of the file `key` as the backing gave it now (and
     // `target` a symlink's target, if read): recorded.
+    // `xattrs`: what a listxattr said of it then (meta::kXattrs*).
     void note_attr(const meta::FileKey& key, const struct stat& st, std::string_view target = {},
-                   std::int64_t seen_ns = 0);
+                   std::int64_t seen_ns = 0, std::uint8_t xattrs = meta::kXattrsUnknown);
     struct SeenAttr {
         struct stat st {}; // st_dev 0: the caller knows the running system's
         std::int64_t seen_ns = 0; // the wall clock when the backing gave them
         std::string target;
+        std::uint8_t xattrs = meta::kXattrsUnknown;
     };
     // The attributes last recorded for `key`, whoever it was then.
     std::optional<SeenAttr> attr(const meta::FileKey& key) const;

@@ -83,9 +83,18 @@ struct AttrRecord {
     // file under a listed name has, until seen again, an older record.
     std::uint64_t seen_seq = 0;
     std::int64_t seen_ns = 0; // the wall clock when the backing gave them (coherency=timeout)
+    // What a listxattr of the file said when they were seen (kXattrs*):
+    // ls -l asks every file for its ACL and security label, and a file
+    // known to have no extended attributes is answered without the backing.
+    // A layout-1 record (before this was kept) reads as unknown.
+    std::uint8_t xattrs = 0;
     std::string target; // a symlink's; empty for other files
     bool operator==(const AttrRecord&) const = default;
 };
+inline constexpr std::uint8_t kXattrsUnknown = 0;
+inline constexpr std::uint8_t kXattrsNone = 1;        // an empty list
+inline constexpr std::uint8_t kXattrsSome = 2;        // names listed
+inline constexpr std::uint8_t kXattrsUnsupported = 3; // ENOTSUP: the filesystem has none
 std::string encode(const AttrRecord& r);
 std::optional<AttrRecord> decode_attr_record(std::string_view s);
 
