@@ -103,26 +103,32 @@ struct FileHandle {
 // `fh`'s backing fd, or -1 while it has none (opened without the backing).
 int backing_fd_of(FileHandle& fh);
 
+class DirStream; // fuse/dir_stream.hpp
+
 struct DirHandle {
     // `listed`: served from the index's listing of it (fuse/listings.hpp),
     // which the backing's is the same as (online) or stands in for (offline,
-    // `d` nullptr).
-    DirHandle(DIR* d, bool root, std::optional<meta::FileKey> key = std::nullopt)
-        : dp(d), is_root(root), listed(key) {}
-    ~DirHandle() {
-        recorder.reset();
-        if (dp != nullptr)
-            ::closedir(dp);
-    }
+    // or from kept names: `s` nullptr).
+    DirHandle(std::unique_ptr<DirStream> s, bool root,
+              std::optional<meta::FileKey> key = std::nullopt);
+    ~DirHandle();
     DirHandle(const DirHandle&) = delete;
     DirHandle& operator=(const DirHandle&) = delete;
 
     std::mutex mutex; // readdir calls on one handle are serialised by it
-    DIR* dp;          // guarded by mutex; nullptr for a listing opened offline
+    // The backing's directory; nullptr for a listing opened without it.
+    // Its entries, and `entry` below, are guarded by mutex.
+    const std::unique_ptr<DirStream> stream;
     const bool is_root;
     const std::optional<meta::FileKey> listed; // the index's listing it serves
-    off_t offset = 0;               // guarded by mutex: position of `entry`/of dp
-    struct dirent* entry = nullptr; // guarded by mutex: read but not yet replied
+    off_t offset = 0; // guarded by mutex: position of `entry`/of the stream
+    // Guarded by mutex: read but not yet replied (its name points into the
+    // stream's buffer until the stream's next read).
+    bool has_entry = false;
+    std::string_view entry_name;
+    ino_t entry_ino = 0;
+    unsigned char entry_type = 0;
+    off_t entry_next = 0;
     // Its listing being recorded into the index while it is read in order
     // from its start (guarded by mutex).
     std::unique_ptr<cache::MetaCache::Recorder> recorder;

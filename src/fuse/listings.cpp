@@ -5,6 +5,7 @@
 
 #include "backing/backing_fs.hpp"
 #include "fuse/coherency.hpp"
+#include "fuse/dir_stream.hpp"
 #include "fuse/reply.hpp"
 #include "util/wall_clock.hpp"
 
@@ -78,15 +79,17 @@ std::optional<InodeTable::Known> known_or_adopted(Adapter& a, Ino parent, std::s
 
 } // namespace
 
-std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root) {
+std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, UniqueFd fd, const struct stat& st,
+                                           bool is_root) {
     cache::MetaCache* m = a.data.listings();
-    struct stat st {};
-    if (m == nullptr || ::fstat(::dirfd(dp), &st) != 0)
-        return std::make_unique<DirHandle>(dp, is_root);
-    if (auto k = m->current_listing(::dirfd(dp), st))
-        return std::make_unique<DirHandle>(dp, is_root, k);
-    auto dh = std::make_unique<DirHandle>(dp, is_root);
-    dh->recorder = m->record_listing(::dirfd(dp), st);
+    const int raw = fd.get();
+    auto stream = std::make_unique<DirStream>(std::move(fd));
+    if (m == nullptr)
+        return std::make_unique<DirHandle>(std::move(stream), is_root);
+    if (auto k = m->current_listing(raw, st))
+        return std::make_unique<DirHandle>(std::move(stream), is_root, k);
+    auto dh = std::make_unique<DirHandle>(std::move(stream), is_root);
+    dh->recorder = m->record_listing(raw, st);
     return dh;
 }
 
@@ -165,11 +168,11 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
     // Online (a handle opened online, and the backing answering) names are
     // looked up on the backing as a listing read from it would be.
     InodeRef dir;
-    if (dh.dp != nullptr && plus && a.gate.online() && !(dir = a.inodes.get(ino)))
+    if (dh.stream != nullptr && plus && a.gate.online() && !(dir = a.inodes.get(ino)))
         return ESTALE;
     // Listed from the index online (coherency=timeout|none): entries from
     // what the mount kept while fresh, else the name alone.
-    const bool trusted = dh.dp == nullptr && a.gate.online();
+    const bool trusted = dh.stream == nullptr && a.gate.online();
     std::vector<char> buf(size);
     std::vector<Ino> counted; // lookups readdirplus counted, for undoing
     std::size_t used = 0;

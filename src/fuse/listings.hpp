@@ -14,10 +14,12 @@
 
 namespace overcache::fuse {
 
-// At opendir of the directory `dp` reads: a handle that lists it from the
-// index when the index holds its listing as of now (unchanged since it was
-// read), else one that reads the backing and records what it gives.
-std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, DIR* dp, bool is_root);
+// At opendir of the directory `fd` (open for reading; `st` its attributes
+// as it was opened): a handle that lists it from the index when the index
+// holds its listing as of now (unchanged since it was read), else one that
+// reads the backing and records what it gives.
+std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, UniqueFd fd, const struct stat& st,
+                                           bool is_root);
 // `dir`'s lstat just before a change of its names through the mount
 // (nothing on a mount without a cache, or if it cannot be had).
 using DirBefore = std::optional<struct stat>;

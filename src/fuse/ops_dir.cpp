@@ -10,6 +10,7 @@
 #include "backing/backing_fs.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
+#include "fuse/dir_stream.hpp"
 #include "fuse/coherency.hpp"
 #include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
@@ -107,34 +108,38 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
         // kernel may release the handle (and free `dh`) from another thread.
         std::unique_lock lock(dh.mutex);
         if (off != dh.offset) {
-            ::seekdir(dh.dp, off);
-            dh.entry = nullptr;
+            dh.stream->seek(off);
+            dh.has_entry = false;
             dh.offset = off;
             dh.recorder.reset(); // not read in order: not a whole listing
         }
         for (;;) {
-            if (dh.entry == nullptr) {
-                errno = 0;
-                dh.entry = ::readdir(dh.dp);
-                if (dh.entry == nullptr) {
-                    err = errno;
+            if (!dh.has_entry) {
+                DirStream::Entry got;
+                const int rerr = dh.stream->next(a, got);
+                if (rerr != 0) {
+                    err = rerr == ENOENT ? 0 : or_eio(rerr);
                     if (dh.recorder) {
                         struct stat now {};
-                        if (err == 0 && ::fstat(::dirfd(dh.dp), &now) == 0)
+                        if (rerr == ENOENT && gated_stat(a, dh.stream->fd(), now) == 0)
                             dh.recorder->finish(now);
                         dh.recorder.reset();
                     }
                     break;
                 }
-                if (dh.recorder &&
-                    !(dh.is_root && std::strcmp(dh.entry->d_name, kControlName) == 0))
-                    dh.recorder->add(dh.entry->d_name, dh.entry->d_ino, dh.entry->d_type);
+                dh.has_entry = true;
+                dh.entry_name = got.name;
+                dh.entry_ino = got.ino;
+                dh.entry_type = got.type;
+                dh.entry_next = got.next;
+                if (dh.recorder && !(dh.is_root && got.name == kControlName))
+                    dh.recorder->add(got.name.data(), got.ino, got.type);
             }
-            const char* name = dh.entry->d_name;
-            const off_t next = dh.entry->d_off;
+            const char* name = dh.entry_name.data(); // NUL-terminated
+            const off_t next = dh.entry_next;
             if (dh.is_root && std::strcmp(name, kControlName) == 0) {
                 // Shadowed by the control file; never listed.
-                dh.entry = nullptr;
+                dh.has_entry = false;
                 dh.offset = next;
                 continue;
             }
@@ -143,8 +148,8 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
             if (plus) {
                 fuse_entry_param e{};
                 if (dots) {
-                    e.attr.st_ino = dh.entry->d_ino;
-                    e.attr.st_mode = static_cast<mode_t>(dh.entry->d_type) << 12;
+                    e.attr.st_ino = dh.entry_ino;
+                    e.attr.st_mode = static_cast<mode_t>(dh.entry_type) << 12;
                 } else {
                     // While the listing is recorded, the attributes too:
                     // it vouches offline only for those seen since.
@@ -152,12 +157,12 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                         lookup_entry(a, *dir, name, e, {}, false, dh.recorder != nullptr);
                     if (lerr == ENOENT) {
                         // Removed since readdir saw it: leave it out.
-                        dh.entry = nullptr;
+                        dh.has_entry = false;
                         dh.offset = next;
                         continue;
                     }
                     if (lerr != 0) {
-                        err = lerr;
+                        err = or_eio(lerr);
                         break;
                     }
                 }
@@ -172,14 +177,14 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
                     counted.push_back(e.ino);
             } else {
                 struct stat st {};
-                st.st_ino = dh.entry->d_ino;
-                st.st_mode = static_cast<mode_t>(dh.entry->d_type) << 12;
+                st.st_ino = dh.entry_ino;
+                st.st_mode = static_cast<mode_t>(dh.entry_type) << 12;
                 entsize = fuse_add_direntry(req, buf.data() + used, size - used, name, &st, next);
                 if (entsize > size - used)
                     break;
             }
             used += entsize;
-            dh.entry = nullptr;
+            dh.has_entry = false;
             dh.offset = next;
         }
         lock.unlock();
@@ -195,6 +200,22 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_fil
         }
         return 0;
     });
+}
+
+// opendir while the backing is offline: the listing the index holds whole,
+// if any.
+int opendir_offline(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi) {
+    int err = EIO;
+    auto listed = open_listing(a, ino, err);
+    if (!listed)
+        return err;
+    if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
+        return denied;
+    DirHandle* dh = a.dirs.adopt(std::move(listed));
+    fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
+    if (fuse_reply_open(req, fi) != 0)
+        a.dirs.take(dh);
+    return 0;
 }
 
 } // namespace
@@ -437,20 +458,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return ENOTDIR;
-        if (!a.gate.online()) {
-            // Offline: the listing the index holds whole, if any.
-            int err = EIO;
-            auto listed = open_listing(a, ino, err);
-            if (!listed)
-                return err;
-            if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
-                return denied;
-            DirHandle* dh = a.dirs.adopt(std::move(listed));
-            fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
-            if (fuse_reply_open(req, fi) != 0)
-                a.dirs.take(dh);
-            return 0;
-        }
+        if (!a.gate.online())
+            return opendir_offline(req, a, ino, fi);
         if (auto listed = trusted_listing(a, ino)) {
             // coherency=timeout|none: names still fresh, listed from the index.
             if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
@@ -465,18 +474,15 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
-        CallerScope as(req, check_as_caller(a));
-        const int fd = ::openat(inode->fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-            return errno;
-        DIR* dp = ::fdopendir(fd);
-        if (dp == nullptr) {
-            const int err = errno;
-            ::close(fd);
-            return err;
+        UniqueFd fd;
+        struct stat st {};
+        if (const int err = gated_reopen(a, inode->fd(), O_RDONLY | O_DIRECTORY,
+                                         caller_id(req, check_as_caller(a)), fd, &st)) {
+            // kNoAnswer: it stopped answering just now.
+            return err == kNoAnswer ? opendir_offline(req, a, ino, fi) : err;
         }
         // The adapter owns it until releasedir (or the mount's end).
-        DirHandle* dh = a.dirs.adopt(open_dir_handle(a, dp, ino == kRootIno));
+        DirHandle* dh = a.dirs.adopt(open_dir_handle(a, std::move(fd), st, ino == kRootIno));
         fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
         if (fuse_reply_open(req, fi) != 0)
             a.dirs.take(dh);
@@ -507,7 +513,7 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* f
         Adapter& a = adapter_of(req);
         DirHandle& dh = dir_of(fi);
         UniqueFd opened;
-        int fd = dh.dp != nullptr ? ::dirfd(dh.dp) : -1;
+        int fd = dh.stream != nullptr ? dh.stream->fd() : -1;
         if (fd < 0) {
             // Listed from the index: the directory is opened now, if the
             // backing is there to sync it.

@@ -1183,6 +1183,61 @@ TEST_SUITE("stalled_backing") {
         ::close(fd);
     }
 
+    TEST_CASE("stalled backing: a listing read from the backing holds no thread when it "
+              "stalls: at opendir, or between two batches of entries" *
+              doctest::timeout(300)) {
+        StallMount s;
+        // Made just now, so never listed from the index (not settled), and
+        // with more entries than one read of the directory returns.
+        REQUIRE(::mkdir(s.backing().lower("big").c_str(), 0755) == 0);
+        const std::string pad(100, 'n');
+        constexpr int kEntries = 2000;
+        for (int i = 0; i < kEntries; ++i)
+            write_file(s.backing().lower("big/" + pad + std::to_string(i)), "");
+        stat_of(s.mnt("big"));
+
+        // The first request to meet the stall is an opendir.
+        s.pause();
+        {
+            const Probe p = s.run(list_op(s.mnt("big")), kFirstBound);
+            INFO("listing big, the first request to meet the stall: " << describe(p));
+            CHECK(p.finished);
+            CHECK(p.err == EIO);
+        }
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+
+        // A listing open and begun before the stall, read on after it.
+        const std::string big = s.mnt("big");
+        Probes::Child c = s.probes().start([big] {
+            DIR* d = ::opendir(big.c_str());
+            if (d == nullptr)
+                return failed("opendir");
+            int n = 0;
+            errno = 0;
+            if (::readdir(d) != nullptr)
+                ++n;
+            std::this_thread::sleep_for(milliseconds(800)); // the stall comes meanwhile
+            while (::readdir(d) != nullptr)
+                ++n;
+            const Outcome out = errno != 0 ? failed("readdir") : Outcome{0, std::to_string(n)};
+            ::closedir(d);
+            return out;
+        });
+        std::this_thread::sleep_for(milliseconds(300));
+        s.pause();
+        CHECK_MESSAGE(s.probes().wait(c, milliseconds(800) + kFirstBound),
+                      "a listing stalled between two batches did not answer");
+        const Probe p = s.probes().finish(c);
+        INFO("the listing begun before the stall: " << describe(p));
+        CHECK(p.finished);
+        CHECK(p.err == EIO);
+        expect(s.run(stat_op(s.mnt("big"))), "stat of big while offline", 0);
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+        CHECK(list_op(s.mnt("big"))().err == 0);
+    }
+
     TEST_CASE("stalled backing: with offline_ok=0 or backing_calls=inline a request waits for "
               "the backing" *
               doctest::timeout(300)) {
