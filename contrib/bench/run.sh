@@ -42,7 +42,8 @@
 #
 # Tree walks (issue #10): `find` and `ls -lR` of a tree of 100 000 files
 # (1 000 directories of 100, sizes set by truncate, no data), each with
-# dentries and inodes dropped first (echo 3), on hdd, fast, pt, oc-first
+# dentries and inodes dropped first (echo 3), on hdd, fast, pt, pt-x
+# (passthrough_ll -o xattr), oc-first
 # (overcache's first walk, which keeps the names and attributes in its
 # index) and oc-hit (the walk again, cold).
 #
@@ -290,9 +291,9 @@ if is_mounted "$workdir/hdd"; then
     trap - EXIT; exit 1
 fi
 rm -rf "$workdir"
-mkdir -p "$workdir"/{hdd,fast,cache,mnt-pt,mnt-ptwb,mnt-oc}
+mkdir -p "$workdir"/{hdd,fast,cache,mnt-pt,mnt-ptwb,mnt-ptx,mnt-oc}
 hdd=$workdir/hdd fast=$workdir/fast cache=$workdir/cache
-mnt_pt=$workdir/mnt-pt mnt_ptwb=$workdir/mnt-ptwb mnt_oc=$workdir/mnt-oc
+mnt_pt=$workdir/mnt-pt mnt_ptwb=$workdir/mnt-ptwb mnt_ptx=$workdir/mnt-ptx mnt_oc=$workdir/mnt-oc
 
 img_mib=1024
 ((do_reads)) && img_mib=$((img_mib + 2 * seq_mib))
@@ -482,6 +483,19 @@ if ((do_writes)); then
     pids+=("$ptwb_pid"); mounts+=("$mnt_ptwb")
     wait_mounted "$mnt_ptwb" "$ptwb_pid" "$results/passthrough_ll-wb.log"
     check_answers "$mnt_ptwb"
+fi
+
+# passthrough_ll -o xattr over the fast directory, for the walks: without
+# it, passthrough_ll answers the first getxattr with ENOSYS and the kernel
+# never asks again, while ls -l asks every file of a filesystem that has
+# extended attributes (overcache, the backing) for its security label and
+# its ACL: two round trips a file.
+if ((do_walk)); then
+    "$ptll" -f -o xattr -o source="$fast" "$mnt_ptx" >"$results/passthrough_ll-xattr.log" 2>&1 &
+    ptx_pid=$!
+    pids+=("$ptx_pid"); mounts+=("$mnt_ptx")
+    wait_mounted "$mnt_ptx" "$ptx_pid" "$results/passthrough_ll-xattr.log"
+    check_answers "$mnt_ptx"
 fi
 
 # overcache for one write job (NAME, e.g. randw-oc-r1) on an empty cache of
@@ -798,6 +812,7 @@ for r in $(seq 1 "$repeat"); do
             measure "$w" hdd "$hdd" "$r" cg
             measure "$w" fast "$fast" "$r"
             measure "$w" pt "$mnt_pt" "$r"
+            measure "$w" pt-x "$mnt_ptx" "$r"
             measure_oc "$w" oc-first "$r"
             measure_oc "$w" oc-hit "$r"
         done
