@@ -222,8 +222,10 @@ public:
         return core_.policy.set(core_.key_of(file.fd, file.st), s);
     }
     Result<void> repin(FileRef file, bool pin) override;
-    Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) override {
-        return reader_.read(static_cast<CachedFile&>(f), buf, size, off);
+    using DataPath::read;
+    Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off,
+                         const BackingRead& backing) override {
+        return reader_.read(static_cast<CachedFile&>(f), buf, size, off, backing);
     }
     void write(OpenFile& f, WriteSource& src, off_t off, Done<std::size_t> done) override {
         writer_.write(static_cast<CachedFile&>(f), src, off, std::move(done));

@@ -30,7 +30,11 @@ public:
         // the next open, exactly as a plain passthrough with keep_cache off.
         return OpenOut{std::make_unique<PassthroughFile>(fd), false};
     }
-    Result<ReadOut> read(OpenFile& f, char* /*buf*/, std::size_t size, off_t off) override {
+    using DataPath::read;
+    // Spliced from the backing by the adapter (which reads it through the
+    // gate instead when its calls are gated).
+    Result<ReadOut> read(OpenFile& f, char* /*buf*/, std::size_t size, off_t off,
+                         const BackingRead& /*backing*/) override {
         return ReadOut{fd_of(f), off, size};
     }
     void write(OpenFile& f, WriteSource& src, off_t off, Done<std::size_t> done) override {

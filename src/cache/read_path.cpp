@@ -65,7 +65,8 @@ bool ReadPath::try_hit(FileState& st, std::uint64_t start, std::uint64_t end, ch
     return at >= end;
 }
 
-Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t off_signed) {
+Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t off_signed,
+                               const DataPath::BackingRead& backing) {
     FileState& st = f.state();
     if (size == 0 || off_signed < 0)
         return ReadOut{-1, 0, 0};
@@ -137,9 +138,9 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
         // A write may have made the file dirty since the read began: its
         // bytes must be in the reply if it committed before this chunk.
         ahead = ahead || st.ahead.load();
-        ssize_t n = ahead         ? miss_ahead(f, ps, pe, out)
-                    : bypassing() ? pread_upto(f.fd(), out, pe - ps, ps)
-                                  : miss_chunk(f, c * fill, fill, ps, pe, fsize, out);
+        ssize_t n = ahead         ? miss_ahead(f, ps, pe, out, backing)
+                    : bypassing() ? backing(f.fd(), out, pe - ps, ps)
+                                  : miss_chunk(f, c * fill, fill, ps, pe, fsize, out, backing);
         if (n < 0) {
             if (done == 0)
                 return fail_sys(static_cast<int>(-n), "read from the backing");
@@ -157,7 +158,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
     }
     if (!short_read && !ahead && !offline && end < off + size) {
         // The read crosses the size we know: the backing has the last word.
-        ssize_t n = pread_upto(f.fd(), buf + done, off + size - end, end);
+        ssize_t n = backing(f.fd(), buf + done, off + size - end, end);
         if (n > 0)
             done += static_cast<std::uint64_t>(n);
     }
@@ -172,7 +173,7 @@ Result<ReadOut> ReadPath::read(CachedFile& f, char* buf, std::size_t size, off_t
 
 ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chunk_len,
                              std::uint64_t start, std::uint64_t end, std::uint64_t fsize,
-                             char* out) {
+                             char* out, const DataPath::BackingRead& backing) {
     FileState& st = f.state();
     const std::uint64_t ce = std::min(cs + chunk_len, fsize);
     // What the fill must still find when it commits; read before the backing.
@@ -186,7 +187,7 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chun
         need > 1) {
         if (!f.first_miss_of(cs) || !admission_.admit(ChunkHash{}(key), need)) {
             ++core_.c.fills_skipped_unpromoted;
-            return pread_upto(f.fd(), out, end - start, start);
+            return backing(f.fd(), out, end - start, start);
         }
     }
     bool mine = false;
@@ -206,10 +207,10 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chun
         }
     }
     if (!mine)
-        return pread_upto(f.fd(), out, end - start, start);
+        return backing(f.fd(), out, end - start, start);
     auto job = std::make_shared<Fill>();
     job->data.resize(ce - cs);
-    ssize_t n = pread_upto(f.fd(), job->data.data(), ce - cs, cs);
+    ssize_t n = backing(f.fd(), job->data.data(), ce - cs, cs);
     if (n < 0) {
         finish(fid, cs, ce - cs, false);
         return n;
@@ -234,7 +235,8 @@ ssize_t ReadPath::miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chun
     return static_cast<ssize_t>(avail);
 }
 
-ssize_t ReadPath::miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out) {
+ssize_t ReadPath::miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out,
+                             const DataPath::BackingRead& backing) {
     FileState& st = f.state();
     // The extents first, then the backing: an extent written back and
     // marked clean in between was already in the backing when it was read
@@ -246,7 +248,7 @@ ssize_t ReadPath::miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t e
             log::warn("cache: ", to_string(r.error()));
             return -EIO; // the newest bytes may be in the cache: never guess
         }
-        const ssize_t n = pread_upto(f.fd(), out, end - start, start);
+        const ssize_t n = backing(f.fd(), out, end - start, start);
         if (n < 0)
             return n;
         // Past the backing's end the file is what the cache says, or zeros.

@@ -20,7 +20,9 @@ public:
     // Fills run on `fill` (the foreground fill executor).
     ReadPath(CacheCore& core, bg::Executor fill, const CacheHooks& hooks);
 
-    Result<ReadOut> read(CachedFile& f, char* buf, std::size_t size, off_t off);
+    // What comes from the backing comes through `backing` (DataPath::read).
+    Result<ReadOut> read(CachedFile& f, char* buf, std::size_t size, off_t off,
+                         const DataPath::BackingRead& backing);
 
     // For fills made elsewhere (the prefetcher): takes the chunk of `fid`
     // that starts at byte `chunk` into the in-flight set and `bytes` under
@@ -63,10 +65,12 @@ private:
     // A miss in [start, end) of the chunk [cs, cs + chunk_len), clipped to
     // fsize.
     ssize_t miss_chunk(CachedFile& f, std::uint64_t cs, std::uint64_t chunk_len,
-                       std::uint64_t start, std::uint64_t end, std::uint64_t fsize, char* out);
+                       std::uint64_t start, std::uint64_t end, std::uint64_t fsize, char* out,
+                       const DataPath::BackingRead& backing);
     // A miss in a file ahead of the backing: the backing's bytes, zeros
     // past its end, the dirty extents over both; not filled.
-    ssize_t miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out);
+    ssize_t miss_ahead(CachedFile& f, std::uint64_t start, std::uint64_t end, char* out,
+                       const DataPath::BackingRead& backing);
     void fill(Fill& f);
     void finish(meta::FileId fid, std::uint64_t chunk, std::uint64_t bytes, bool queued);
 

@@ -4,10 +4,13 @@
 
 #include "backing/backing_fs.hpp"
 #include "fuse/reply.hpp"
+#include "util/file_io.hpp"
 #include "util/log.hpp"
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <vector>
 #include <fcntl.h>
 #include <memory>
 #include <string>
@@ -21,6 +24,15 @@ namespace {
 // (its request answered) before an abandoned call runs.
 std::shared_ptr<UniqueFd> own_dup(int fd) {
     return std::make_shared<UniqueFd>(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
+// Drops the caller's reference to a duplicate made for a call. A file of a
+// FUSE backing is asked to flush at every close(2), and a stopped one never
+// answers: if the call never took it (the gate refused it) or has let go
+// already, the last close happens on a gate thread, not the caller's.
+void drop_dup(Adapter& a, std::shared_ptr<UniqueFd> d) {
+    if (d && *d && d.use_count() == 1)
+        a.gate.post([d] {});
 }
 
 // `err` from a call through the gate, or kNoAnswer when it says the backing
@@ -193,11 +205,49 @@ int gated_statfs(Adapter& a, int fd, struct statvfs& out) {
     return judged(a, r->err);
 }
 
+ssize_t gated_pread(Adapter& a, int fd, char* out, std::size_t len, std::uint64_t off) {
+    if (a.gate.offline_ok() && !a.gate.online())
+        return -EIO; // nothing to duplicate, or to close
+    auto d = own_dup(fd);
+    if (!*d)
+        return -errno;
+    struct Out {
+        ssize_t n = 0;
+        std::vector<char> bytes;
+    };
+    auto r = a.gate.call([d, len, off] {
+        Out o;
+        o.bytes.resize(len);
+        o.n = pread_upto(d->get(), o.bytes.data(), len, off);
+        return o;
+    });
+    drop_dup(a, std::move(d));
+    if (!r)
+        return -EIO; // offline now
+    if (r->n < 0)
+        return a.gate.judge(static_cast<int>(-r->n)) ? -EIO : r->n;
+    std::memcpy(out, r->bytes.data(), static_cast<std::size_t>(r->n));
+    return r->n;
+}
+
+cache::DataPath::BackingRead backing_reader(Adapter& a) {
+    if (!a.gate.offline_ok())
+        return [](int fd, char* out, std::size_t len, std::uint64_t off) {
+            return pread_upto(fd, out, len, off);
+        };
+    return [&a](int fd, char* out, std::size_t len, std::uint64_t off) {
+        return gated_pread(a, fd, out, len, off);
+    };
+}
+
 int gated_flush(Adapter& a, int fd) {
+    if (a.gate.offline_ok() && !a.gate.online())
+        return kNoAnswer; // nothing to duplicate, or to close
     auto d = own_dup(fd);
     if (!*d)
         return errno;
     auto r = a.gate.call([d] { return ::close(d->release()) == 0 ? 0 : errno; });
+    drop_dup(a, std::move(d));
     return r ? judged(a, *r) : kNoAnswer;
 }
 

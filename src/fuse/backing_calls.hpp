@@ -40,6 +40,14 @@ int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& wh
 int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out,
                  struct stat* st = nullptr);
 int gated_statfs(Adapter& a, int fd, struct statvfs& out);
+// pread of `len` bytes of `fd` at `off` into `out`, fewer only at the end
+// of the file: the count, or -errno (-EIO when the backing did not answer
+// in time). The call reads into a buffer of its own, copied out once it
+// answered. A DataPath::BackingRead when the adapter's calls are gated.
+ssize_t gated_pread(Adapter& a, int fd, char* out, std::size_t len, std::uint64_t off);
+// How the adapter's reads reach the backing: gated_pread when calls are
+// gated, a plain pread when they run inline.
+cache::DataPath::BackingRead backing_reader(Adapter& a);
 // close(2) of a duplicate of `fd`: the backing's close-time work (NFS
 // writes back and reports errors there), without closing `fd`.
 int gated_flush(Adapter& a, int fd);

@@ -353,15 +353,24 @@ void op_read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
             return read_control(req, fh, size, off);
         Adapter& a = adapter_of(req);
         std::vector<char>& buf = thread_buffer(size);
-        auto r = a.data.read(*fh.open, buf.data(), size, off);
+        const cache::DataPath::BackingRead backing = backing_reader(a);
+        auto r = a.data.read(*fh.open, buf.data(), size, off, backing);
         if (r && r->needs_backing) {
             if (const int err = need_backing(a, fh))
                 return err;
-            r = a.data.read(*fh.open, buf.data(), size, off);
+            r = a.data.read(*fh.open, buf.data(), size, off, backing);
         }
         if (!r)
             return errno_of(r.error());
-        if (r->fd >= 0) {
+        if (r->fd >= 0 && a.gate.offline_ok()) {
+            // Bytes the backing has to give: through the gate, not spliced
+            // on this thread.
+            const ssize_t n = gated_pread(a, r->fd, buf.data(), r->len,
+                                          static_cast<std::uint64_t>(r->fd_offset));
+            if (n < 0)
+                return static_cast<int>(-n);
+            fuse_reply_buf(req, buf.data(), static_cast<std::size_t>(n));
+        } else if (r->fd >= 0) {
             fuse_bufvec bv = FUSE_BUFVEC_INIT(r->len);
             bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
             bv.buf[0].fd = r->fd;

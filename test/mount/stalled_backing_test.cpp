@@ -1238,6 +1238,48 @@ TEST_SUITE("stalled_backing") {
         CHECK(list_op(s.mnt("big"))().err == 0);
     }
 
+    TEST_CASE("stalled backing: a read of uncached bytes of a file opened before the stall "
+              "answers within the deadline" *
+              doctest::timeout(300)) {
+        StallMount s;
+        const std::string bytes = random_bytes(8 * kFileBytes, 51);
+        write_file(s.backing().lower("long"), bytes);
+        stat_of(s.mnt("long"));
+        const std::string path = s.mnt("long");
+        const off_t far = static_cast<off_t>(6 * kFileBytes);
+        Probes::Child c = s.probes().start([path, far] {
+            const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                return failed("open");
+            char b[4096];
+            if (::pread(fd, b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) {
+                const Outcome out = failed("pread at 0");
+                ::close(fd);
+                return out;
+            }
+            std::this_thread::sleep_for(milliseconds(800)); // the stall comes meanwhile
+            ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            const ssize_t n = ::pread(fd, b, sizeof b, far);
+            const Outcome out = n < 0 ? failed("pread far") : Outcome{0, std::to_string(n)};
+            ::close(fd);
+            return out;
+        });
+        std::this_thread::sleep_for(milliseconds(300));
+        s.pause();
+        CHECK_MESSAGE(s.probes().wait(c, milliseconds(800) + kFirstBound),
+                      "a read of uncached bytes stalled with the backing");
+        const Probe p = s.probes().finish(c);
+        INFO("the read of uncached bytes after the stall: " << describe(p));
+        CHECK(p.finished);
+        CHECK(p.err == EIO);
+        const auto stats = parse_stats(s.run(text_op(s.mnt(".overcache"))).text);
+        CHECK(value(stats, "backing_state") == "offline");
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+        expect(s.run(range_op(path, far, bytes.substr(static_cast<std::size_t>(far), 4096))),
+               "the same read once it answers", 0, "same");
+    }
+
     TEST_CASE("stalled backing: with offline_ok=0 or backing_calls=inline a request waits for "
               "the backing" *
               doctest::timeout(300)) {

@@ -19,6 +19,7 @@
 #include "cache/cached_file.hpp"
 #include "cache/mover.hpp"
 #include "cache/read_path.hpp"
+#include "util/file_io.hpp"
 #include "cache/write_path.hpp"
 #include "cache/writeback.hpp"
 #include "data_path_support.hpp"
@@ -173,7 +174,10 @@ struct Fx {
         std::string out(size, '\0');
         for (std::uint64_t at = 0; at < size;) {
             const std::uint64_t n = std::min<std::uint64_t>(size - at, 128 * KiB);
-            auto r = reader->read(*o.f, out.data() + at, n, static_cast<off_t>(at));
+            auto r = reader->read(*o.f, out.data() + at, n, static_cast<off_t>(at),
+                                  [](int fd, char* to, std::size_t len, std::uint64_t from) {
+                                      return pread_upto(fd, to, len, from);
+                                  });
             REQUIRE(r);
             if (r->fd >= 0) {
                 const ssize_t got = ::pread(r->fd, out.data() + at, r->len, r->fd_offset);

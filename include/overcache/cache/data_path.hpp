@@ -139,8 +139,19 @@ public:
         (void)f, (void)fd, (void)st;
     }
 
+    // How a read reaches the backing: `len` bytes of `fd` at `off` into
+    // `out`, fewer only at the end of the file; the count or -errno. The
+    // adapter passes one that runs on the backing gate, so that a backing
+    // that stalls costs a read its deadline, not a request thread.
+    using BackingRead = std::function<ssize_t(int fd, char* out, std::size_t len, std::uint64_t off)>;
+
     // Reads up to `size` bytes at `off`; `buf` has room for `size` bytes.
-    virtual Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off) = 0;
+    // What comes from the backing comes through `backing`; a ReadOut with
+    // an fd (bytes to splice from the backing) is the caller's to read.
+    virtual Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off,
+                                 const BackingRead& backing) = 0;
+    // The same, reading the backing directly (pread).
+    Result<ReadOut> read(OpenFile& f, char* buf, std::size_t size, off_t off);
 
     // Writes the source's bytes at `off` (through `fd`, the open's writable
     // backing fd); `done` gets the byte count.
