@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <sys/xattr.h>
 #include <vector>
 #include <fcntl.h>
 #include <memory>
@@ -202,6 +204,93 @@ int gated_statfs(Adapter& a, int fd, struct statvfs& out) {
     if (!r)
         return kNoAnswer;
     out = r->sv;
+    return judged(a, r->err);
+}
+
+int gated_readlink(Adapter& a, int fd, std::string& target) {
+    auto d = own_dup(fd);
+    if (!*d)
+        return errno;
+    struct Out {
+        int err = 0;
+        std::string target;
+    };
+    auto r = a.gate.call([d] {
+        Out o;
+        o.target.resize(PATH_MAX + 1);
+        const ssize_t n = ::readlinkat(d->get(), "", o.target.data(), o.target.size() - 1);
+        o.err = n < 0 ? errno : 0;
+        o.target.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
+        return o;
+    });
+    if (!r)
+        return kNoAnswer;
+    target = std::move(r->target);
+    return judged(a, r->err);
+}
+
+int gated_getxattr(Adapter& a, int fd, const char* name, std::size_t size, const CallerId& who,
+                   std::vector<char>& value, std::size_t& len) {
+    auto d = own_dup(fd);
+    if (!*d)
+        return errno;
+    struct Out {
+        int err = 0;
+        std::size_t len = 0;
+        std::vector<char> value;
+    };
+    auto r = a.gate.call([d, n = std::string(name), size, who] {
+        CallerScope as(who);
+        Out o;
+        o.value.resize(size);
+        const backing::ProcPath p(d->get());
+        const ssize_t got =
+            ::getxattr(p.c_str(), n.c_str(), size == 0 ? nullptr : o.value.data(), size);
+        o.err = got < 0 ? errno : 0;
+        o.len = got < 0 ? 0 : static_cast<std::size_t>(got);
+        o.value.resize(size == 0 ? 0 : o.len);
+        return o;
+    });
+    if (!r)
+        return kNoAnswer;
+    value = std::move(r->value);
+    len = r->len;
+    return judged(a, r->err);
+}
+
+int gated_listxattr(Adapter& a, int fd, const CallerId& who, std::vector<char>& list) {
+    auto d = own_dup(fd);
+    if (!*d)
+        return errno;
+    struct Out {
+        int err = 0;
+        std::vector<char> list;
+    };
+    auto r = a.gate.call([d, who] {
+        CallerScope as(who);
+        Out o;
+        const backing::ProcPath p(d->get());
+        for (int attempt = 0;; ++attempt) {
+            const ssize_t want = ::listxattr(p.c_str(), nullptr, 0);
+            if (want < 0) {
+                o.err = errno;
+                return o;
+            }
+            o.list.resize(static_cast<std::size_t>(want));
+            const ssize_t got = want == 0 ? 0 : ::listxattr(p.c_str(), o.list.data(), o.list.size());
+            if (got >= 0) {
+                o.list.resize(static_cast<std::size_t>(got));
+                return o;
+            }
+            if (errno != ERANGE || attempt > 8) { // grew between the calls more than a few times
+                o.err = errno;
+                return o;
+            }
+        }
+    });
+    if (!r)
+        return kNoAnswer;
+    list = std::move(r->list);
     return judged(a, r->err);
 }
 

@@ -12,6 +12,8 @@
 #include "util/unique_fd.hpp"
 
 #include <cerrno>
+#include <string>
+#include <vector>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -40,6 +42,14 @@ int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& wh
 int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out,
                  struct stat* st = nullptr);
 int gated_statfs(Adapter& a, int fd, struct statvfs& out);
+// readlink of the symlink behind the O_PATH handle `fd`.
+int gated_readlink(Adapter& a, int fd, std::string& target);
+// getxattr of `name` of the file behind `fd` (O_PATH), as `who`: with
+// `size` 0 the value's length into `len`, else the value into `value`.
+int gated_getxattr(Adapter& a, int fd, const char* name, std::size_t size, const CallerId& who,
+                   std::vector<char>& value, std::size_t& len);
+// The whole name list of the file behind `fd` (O_PATH), as `who`.
+int gated_listxattr(Adapter& a, int fd, const CallerId& who, std::vector<char>& list);
 // pread of `len` bytes of `fd` at `off` into `out`, fewer only at the end
 // of the file: the count, or -errno (-EIO when the backing did not answer
 // in time). The call reads into a buffer of its own, copied out once it

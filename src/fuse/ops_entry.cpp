@@ -443,12 +443,17 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
-        std::vector<char> buf(PATH_MAX + 1);
-        const ssize_t n = ::readlinkat(inode->fd(), "", buf.data(), buf.size() - 1);
-        if (n < 0)
-            return errno;
-        buf[static_cast<std::size_t>(n)] = '\0';
-        fuse_reply_readlink(req, buf.data());
+        std::string target;
+        if (const int err = gated_readlink(a, inode->fd(), target)) {
+            if (err != kNoAnswer)
+                return err;
+            // It stopped answering just now: as offline, above.
+            auto kept = a.gate.offline_ok() ? kept_target(a, ino) : std::nullopt;
+            if (!kept)
+                return EIO;
+            target = std::move(*kept);
+        }
+        fuse_reply_readlink(req, target.c_str());
         return 0;
     });
 }

@@ -49,6 +49,24 @@ void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange
     a.inodes.mark_stale(ino);
 }
 
+// listxattr's answer for a file without names: a length (size 0) or an
+// empty list.
+int reply_no_names(fuse_req_t req, std::size_t size) {
+    if (size == 0)
+        fuse_reply_xattr(req, 0);
+    else
+        fuse_reply_buf(req, nullptr, 0);
+    return 0;
+}
+
+// getxattr while the backing cannot answer. The kernel's own names
+// (capabilities at exec, SELinux labels) and ACLs, which ls asks for: none,
+// so that cached files still execute and list. Others fail.
+int offline_getxattr(std::string_view name) {
+    const bool kernels = name.rfind("security.", 0) == 0 || name.rfind("system.", 0) == 0;
+    return kernels ? ENODATA : EIO;
+}
+
 // coherency=timeout|none: whether `ino` had no extended attributes (or its
 // filesystem none at all) when its trusted attributes were seen:
 // meta::kXattrsNone or kXattrsUnsupported answer a getxattr or listxattr
@@ -126,14 +144,8 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
         if (ino == kControlIno)
             return is_reserved(name) ? control_getxattr(req, name + kReservedPrefix.size(), size)
                                      : ENODATA;
-        if (!a.gate.online()) {
-            // The kernel's own (capabilities at exec, SELinux labels) and
-            // ACLs, which ls asks for: none while the backing cannot say,
-            // so that cached files still execute and list. Others fail.
-            const std::string_view n(name);
-            const bool kernels = n.rfind("security.", 0) == 0 || n.rfind("system.", 0) == 0;
-            return kernels ? ENODATA : EIO;
-        }
+        if (!a.gate.online())
+            return offline_getxattr(name);
         if (!is_reserved(name)) {
             const std::uint8_t kept = kept_xattrs(a, ino);
             if (kept == meta::kXattrsNone || kept == meta::kXattrsUnsupported) {
@@ -150,20 +162,15 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
                 return r;
             return cache_fact(req, a, inode, key, size);
         }
-        CallerScope as(req, check_as_caller(a));
-        const backing::ProcPath p(inode->fd());
-        if (size == 0) {
-            const ssize_t n = ::getxattr(p.c_str(), name, nullptr, 0);
-            if (n < 0)
-                return errno;
-            fuse_reply_xattr(req, static_cast<std::size_t>(n));
-            return 0;
-        }
-        std::vector<char> buf(size);
-        const ssize_t n = ::getxattr(p.c_str(), name, buf.data(), size);
-        if (n < 0)
-            return errno;
-        fuse_reply_buf(req, buf.data(), static_cast<std::size_t>(n));
+        std::vector<char> value;
+        std::size_t len = 0;
+        if (const int err = gated_getxattr(a, inode->fd(), name, size,
+                                           caller_id(req, check_as_caller(a)), value, len))
+            return err == kNoAnswer ? offline_getxattr(name) : err;
+        if (size == 0)
+            fuse_reply_xattr(req, len);
+        else
+            fuse_reply_buf(req, value.data(), len);
         return 0;
     });
 }
@@ -173,41 +180,25 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
         Adapter& a = adapter_of(req);
         if (ino == kControlIno)
             return control_listxattr(req, kReservedPrefix, size);
-        if (!a.gate.online()) {
-            // As getxattr: no names while the backing cannot say.
-            fuse_reply_xattr(req, 0);
-            return 0;
-        }
+        if (!a.gate.online())
+            return reply_no_names(req, size); // as getxattr: none while the backing cannot say
         if (!a.data.has_path_settings()) { // else the settings' names are listed too
             const std::uint8_t kept = kept_xattrs(a, ino);
             if (kept == meta::kXattrsNone || kept == meta::kXattrsUnsupported) {
                 a.data.listings()->note_kept_answer();
-                if (size == 0)
-                    fuse_reply_xattr(req, 0);
-                else
-                    fuse_reply_buf(req, nullptr, 0);
-                return 0;
+                return reply_no_names(req, size);
             }
         }
         InodeRef inode = a.inodes.get(ino);
         if (!inode)
             return ESTALE;
-        CallerScope as(req, check_as_caller(a));
-        const backing::ProcPath p(inode->fd());
         // The whole list is needed to filter it, whatever `size` asks.
         std::vector<char> list;
-        for (int attempt = 0;; ++attempt) {
-            const ssize_t want = ::listxattr(p.c_str(), nullptr, 0);
-            if (want < 0)
-                return errno;
-            list.resize(static_cast<std::size_t>(want));
-            const ssize_t got = want == 0 ? 0 : ::listxattr(p.c_str(), list.data(), list.size());
-            if (got >= 0) {
-                list.resize(static_cast<std::size_t>(got));
-                break;
-            }
-            if (errno != ERANGE || attempt > 8)
-                return errno; // grew between the calls more than a few times
+        if (const int err =
+                gated_listxattr(a, inode->fd(), caller_id(req, check_as_caller(a)), list)) {
+            if (err != kNoAnswer)
+                return err;
+            return reply_no_names(req, size); // as offline
         }
         std::vector<char> shown;
         shown.reserve(list.size());

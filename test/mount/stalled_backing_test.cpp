@@ -1280,6 +1280,44 @@ TEST_SUITE("stalled_backing") {
                "the same read once it answers", 0, "same");
     }
 
+    TEST_CASE("stalled backing: a getxattr, listxattr or readlink that meets the stall answers "
+              "within the deadline" *
+              doctest::timeout(300)) {
+        // The kernel keeps names and attributes here, so these requests
+        // are the first to reach the daemon once the backing stops.
+        StallMount s(",attr_timeout=60,entry_timeout=60");
+        write_file(s.backing().lower("x"), "x");
+        REQUIRE(::symlink("x", s.backing().lower("l").c_str()) == 0);
+        stat_of(s.mnt("x"));
+        REQUIRE(readlink_op(s.mnt("l"))().text == "x");
+        const std::string x = s.mnt("x");
+        const Op get = call_op("getxattr", [x] {
+            char v[16];
+            return ::getxattr(x.c_str(), "user.x", v, sizeof v) < 0 ? -1 : 0;
+        });
+        const Op list = call_op("listxattr", [x] {
+            char names[256];
+            return ::listxattr(x.c_str(), names, sizeof names) < 0 ? -1 : 0;
+        });
+
+        s.pause();
+        expect(s.run(get, kFirstBound), "getxattr user.x of x, the first request to meet the "
+               "stall", EIO);
+        expect(s.run(list), "listxattr of x offline", 0);
+        {
+            const Probe p = s.run(readlink_op(s.mnt("l")));
+            INFO("readlink of l offline: " << describe(p));
+            CHECK(p.finished);
+            CHECK((p.err == EIO || (p.err == 0 && p.text == "x")));
+        }
+        CHECK(value(parse_stats(s.run(text_op(s.mnt(".overcache"))).text), "backing_state") ==
+              "offline");
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+        expect(s.run(get), "getxattr user.x of x online", ENODATA);
+        expect(s.run(readlink_op(s.mnt("l"))), "readlink of l online", 0, "x");
+    }
+
     TEST_CASE("stalled backing: with offline_ok=0 or backing_calls=inline a request waits for "
               "the backing" *
               doctest::timeout(300)) {
