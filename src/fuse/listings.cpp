@@ -144,8 +144,18 @@ void note_dir_removed(Adapter& a, const struct stat& gone) {
     cache::MetaCache* m = a.data.listings();
     if (m == nullptr)
         return;
-    if (auto k = m->known_key(gone.st_dev, gone.st_ino))
+    if (auto k = m->known_key(gone.st_dev, gone.st_ino)) {
         m->forget_listing(*k);
+        m->forget_attr(*k);
+    }
+}
+
+void note_last_name_removed(Adapter& a, const struct stat& gone) {
+    cache::MetaCache* m = a.data.listings();
+    if (m == nullptr || gone.st_nlink > 1)
+        return; // still named elsewhere: its attributes stay
+    if (auto k = m->known_key(gone.st_dev, gone.st_ino))
+        m->forget_attr(*k);
 }
 
 std::unique_ptr<DirHandle> open_listing(Adapter& a, Ino ino, int& err) {

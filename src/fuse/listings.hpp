@@ -33,6 +33,10 @@ DirBefore note_name_removed(Adapter& a, const InodeRef& dir, const DirBefore& be
                             std::string_view name);
 // The directory `gone` (its lstat before the rmdir) is no more.
 void note_dir_removed(Adapter& a, const struct stat& gone);
+// unlink through the mount removed a name of the file `gone` (its lstat
+// before): if it was its last, the file's kept attributes go too, so that
+// the index does not grow with files long gone.
+void note_last_name_removed(Adapter& a, const struct stat& gone);
 
 // Offline: a handle on `ino`'s whole listing; nullptr (with `err`) when the
 // index has none the mount can vouch for: none at all, or one older than

@@ -298,6 +298,7 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         a.inodes.mark_stale(parent, name); // its link count and ctime moved
         a.inodes.unname(parent, name);
         note_name_removed(a, dir, dir_was, name);
+        note_last_name_removed(a, before);
         lost_name(a, fd->get(), before, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
@@ -448,6 +449,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         changes.clear();
         if (victim && victim_st.st_nlink <= 1)
             a.data.removed(cache::FileRef{victim.get(), victim_st});
+        if (victim)
+            note_last_name_removed(a, victim_st);
         fuse_reply_err(req, 0);
         return 0;
     });
