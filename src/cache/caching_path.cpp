@@ -205,6 +205,7 @@ public:
         return open_without_backing(st, open_flags, policy, true);
     }
     void attach_backing(OpenFile& f, int fd, const struct stat& st) override;
+    bool attrs_current(const struct stat& st) override;
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
                          const FilePolicy& policy) override;
     bool has_path_settings() const override { return core_.policy.any(); }
@@ -529,6 +530,20 @@ Result<OpenOut> CachingPath::open_without_backing(const struct stat& st, int ope
     }
     (void)open_flags;
     return OpenOut{std::make_unique<CachedFile>(-1, std::move(ref), false, policy, lazy), keep};
+}
+
+bool CachingPath::attrs_current(const struct stat& st) {
+    const auto key = core_.known_key(st.st_dev, st.st_ino);
+    if (!key)
+        return true; // a filesystem never seen: nothing cached of it
+    StateRef ref = core_.files.acquire(*key);
+    std::lock_guard lk(ref->mu);
+    if (auto r = core_.records.load(*ref); !r)
+        return false; // cannot tell: ask the backing
+    // The record holds the backing's attributes as the cache last saw
+    // them: after a writeback of ours, or a change found at an open, they
+    // moved on from what was kept.
+    return !ref->rec || same_file(*ref->rec, st);
 }
 
 void CachingPath::attach_backing(OpenFile& f, int fd, const struct stat& st) {

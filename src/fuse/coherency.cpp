@@ -30,8 +30,16 @@ bool fresh(const Adapter& a, const struct stat& st, std::int64_t seen_ns) noexce
     return static_cast<double>(wall_ns() - seen_ns) / 1e9 < interval_s;
 }
 
-bool usable(const Adapter& a, const Inode::Seen& s) noexcept {
-    return s.writers == 0 && fresh(a, s.attr, s.seen_ns);
+// A regular file's kept attributes also need the cache's record of it to
+// agree: its writeback of dirty data (after which the attributes seen
+// while the file was dirty show the old size and times), or a change found
+// at an open, moved the backing on.
+bool current(Adapter& a, const struct stat& st) {
+    return !S_ISREG(st.st_mode) || a.data.attrs_current(st);
+}
+
+bool usable(Adapter& a, const Inode::Seen& s) {
+    return s.writers == 0 && fresh(a, s.attr, s.seen_ns) && current(a, s.attr);
 }
 
 struct Listing {
@@ -122,6 +130,8 @@ int trusted_lookup(Adapter& a, Ino parent, std::string_view name, fuse_entry_par
         !fresh(a, seen->st, seen->seen_ns))
         return kNoAnswer;
     seen->st.st_dev = dir->dev;
+    if (!current(a, seen->st))
+        return kNoAnswer;
     const InodeTable::Known k = a.inodes.adopt(src, seen->st, parent, name, seen->seen_ns);
     m->note_kept_answer();
     fill_entry(a, k.ino, k.attr, e);

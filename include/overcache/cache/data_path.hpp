@@ -145,6 +145,16 @@ public:
     // that stalls costs a read its deadline, not a request thread.
     using BackingRead = std::function<ssize_t(int fd, char* out, std::size_t len, std::uint64_t off)>;
 
+    // Whether attributes of a regular file kept as `st` (st_dev the running
+    // system's) are still the backing's as far as the cache knows: false
+    // once the cache has seen the backing's file change since (its own
+    // writeback, a change found at an open), so that they are not trusted
+    // (coherency=timeout|none). Default: nothing is known against them.
+    virtual bool attrs_current(const struct stat& st) {
+        (void)st;
+        return true;
+    }
+
     // Reads up to `size` bytes at `off`; `buf` has room for `size` bytes.
     // What comes from the backing comes through `backing`; a ReadOut with
     // an fd (bytes to splice from the backing) is the caller's to read.
