@@ -455,6 +455,12 @@ const std::vector<Row>& rows() {
                  &Config::allow_dev),
         uint_row({"max_threads", T::uint, "16", "threads serving requests at most (1 to 256)"},
                  &Config::max_threads, 1, 256),
+        uint_row({"max_inodes", T::uint, "131072",
+                  "past this many files known to the kernel (about a kilobyte of the daemon's "
+                  "memory each), the kernel is asked to forget the files not used lately; "
+                  "directories are kept, and nothing is dropped while something is mounted "
+                  "below the mountpoint (0 to 100000000; 0: never)"},
+                 &Config::max_inodes, 0, 100000000),
         {{"log_level", T::level, "info",
           "the least severe messages logged: debug, info, warning or error"},
          apply_log_level,

@@ -12,6 +12,7 @@
 #include "fuse/handle_table.hpp"
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
+#include "fuse/inode_trimmer.hpp"
 #include "fuse/page_invalidator.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/cache/meta_cache.hpp"
@@ -146,12 +147,14 @@ struct Adapter {
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
           gate(gate_options(config, inodes.root().fd()), backing_probe(inodes.root().fd())),
-          timeouts(config), settings(config), control_gate(std::make_shared<ControlGate>()),
+          timeouts(config), settings(config), trimmer(inodes, config.max_inodes),
+          control_gate(std::make_shared<ControlGate>()),
           // The sampler is constructed after the target but used by it only
           // once requests arrive.
           commands(make_command_target(data_path, control_gate, settings, timeouts, inodes,
                                        stat_sampler)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
+        inodes.on_grow([this](std::size_t n) { trimmer.note_size(n); });
         stat_sampler.start();
         // The mount has just reached the backing's root: df has numbers
         // from the start, should the backing stall before anyone asks.
@@ -179,6 +182,7 @@ struct Adapter {
     KernelTimeouts timeouts;
     control::Settings settings;
     PageInvalidator invalidator;
+    InodeTrimmer trimmer; // keeps `inodes` near max_inodes
     std::atomic<std::uint64_t> open_files{0};
     std::shared_ptr<ControlGate> control_gate;
     control::CommandRunner commands; // what writes to the control file run

@@ -53,22 +53,36 @@ UniqueFd open_dir(int path_fd) {
     return UniqueFd(::openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
-bool same_attrs(const struct stat& a, const struct stat& b) noexcept {
-    return a.st_ino == b.st_ino && a.st_mode == b.st_mode && a.st_uid == b.st_uid &&
-           a.st_gid == b.st_gid && a.st_nlink == b.st_nlink && a.st_size == b.st_size &&
-           a.st_blocks == b.st_blocks && a.st_rdev == b.st_rdev &&
-           a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
-           a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+// The attributes an index record keeps, atime aside, folded into 64 bits
+// (never 0): equal digests stand for equal attributes.
+std::uint64_t digest_of(const struct stat& st) noexcept {
+    const std::uint64_t fields[] = {
+        static_cast<std::uint64_t>(st.st_ino),         static_cast<std::uint64_t>(st.st_mode),
+        static_cast<std::uint64_t>(st.st_uid),         static_cast<std::uint64_t>(st.st_gid),
+        static_cast<std::uint64_t>(st.st_nlink),       static_cast<std::uint64_t>(st.st_size),
+        static_cast<std::uint64_t>(st.st_blocks),      static_cast<std::uint64_t>(st.st_rdev),
+        static_cast<std::uint64_t>(st.st_mtim.tv_sec), static_cast<std::uint64_t>(st.st_mtim.tv_nsec),
+        static_cast<std::uint64_t>(st.st_ctim.tv_sec), static_cast<std::uint64_t>(st.st_ctim.tv_nsec)};
+    std::uint64_t h = 0xcbf29ce484222325ull; // FNV-1a over the words, then a final mix
+    for (std::uint64_t f : fields) {
+        h ^= f;
+        h *= 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
+    h ^= h >> 32;
+    return h == 0 ? 1 : h;
 }
 
 } // namespace
 
 bool Inode::should_record(const struct stat& st, bool always) const {
+    const std::uint64_t d = digest_of(st);
     std::lock_guard lk(attr_mu_);
-    if (!always && has_recorded_ && same_attrs(recorded_, st))
+    if (!always && recorded_ == d)
         return false;
-    recorded_ = st;
-    has_recorded_ = true;
+    recorded_ = d;
     return true;
 }
 
@@ -137,6 +151,7 @@ InodeTable::InodeTable(UniqueFd root_fd, const struct stat& root_st, std::size_t
     root_->note_attr(root_st);
     by_ino_.emplace(kRootIno, root_);
     by_src_.emplace(src, kRootIno);
+    count_.store(1, std::memory_order_relaxed);
     pinned_ = 1;
     if (UniqueFd m = open_dir(root_->fd_.get()))
         mount_fds_.emplace(src.dev, std::move(m));
@@ -158,6 +173,7 @@ InodeRef InodeTable::get(Ino ino) const {
         if (it == by_ino_.end())
             return {};
         inode = it->second;
+        inode->touch();
         detached = inode->detached();
         pinned_fd = inode->fd_.get();
     }
@@ -229,6 +245,7 @@ InodeRef InodeTable::attach(std::shared_ptr<Inode> inode, UniqueFd fd,
 }
 
 InodeRef InodeTable::ref_locked(std::shared_ptr<Inode> inode, UniqueFd fd) const {
+    inode->touch();
     if (inode->pinned()) {
         const int pinned_fd = inode->fd_.get();
         return InodeRef(std::move(inode), pinned_fd); // `fd` closes here
@@ -252,6 +269,9 @@ std::shared_ptr<Inode> InodeTable::insert_locked(SrcId src, const struct stat& s
         throw;
     }
     ++next_ino_;
+    count_.store(by_ino_.size(), std::memory_order_relaxed);
+    if (on_grow_)
+        on_grow_(by_ino_.size());
     place_locked(*fresh, parent, name); // after the inserts: it may throw too, harmlessly
     return fresh;
 }
@@ -302,6 +322,7 @@ void InodeTable::forget(Ino ino, std::uint64_t n) noexcept {
     by_src_.erase(inode.src_);
     dropped = std::move(it->second);
     by_ino_.erase(it);
+    count_.store(by_ino_.size(), std::memory_order_relaxed);
 }
 
 void InodeTable::reparent(SrcId src, Ino parent, std::string_view name) noexcept {
@@ -346,6 +367,7 @@ std::optional<InodeTable::Known> InodeTable::lookup_known(Ino parent, std::strin
     if (!attr)
         return std::nullopt;
     ++inode.nlookup_;
+    inode.touch();
     return Known{inode.ino_, *attr};
 }
 
@@ -355,6 +377,7 @@ InodeTable::Known InodeTable::adopt(SrcId src, const struct stat& st, Ino parent
     if (auto it = by_src_.find(src); it != by_src_.end()) {
         Inode& inode = *by_ino_.at(it->second);
         ++inode.nlookup_;
+        inode.touch();
         place_locked(inode, parent, name);
         return Known{inode.ino_, inode.last_attr().value_or(st)};
     }
@@ -423,9 +446,31 @@ std::optional<InodeTable::Link> InodeTable::link_of(Ino ino) const {
     return Link{it->second->src_, it->second->parent()};
 }
 
-std::size_t InodeTable::size() const {
+std::vector<InodeTable::Unused> InodeTable::pick_unused(std::size_t n, std::size_t visit) {
+    std::vector<Unused> out;
     std::lock_guard lock(mutex_);
-    return by_ino_.size();
+    const std::size_t buckets = by_ino_.bucket_count();
+    std::size_t visited = 0;
+    for (std::size_t b = 0; b < buckets && out.size() < n && visited < visit; ++b) {
+        const std::size_t at = clock_hand_++ % buckets;
+        for (auto it = by_ino_.begin(at); it != by_ino_.end(at); ++it) {
+            ++visited;
+            const Inode& in = *it->second;
+            // Directories stay: the kernel's invalidation of one detaches
+            // whatever is mounted below it.
+            if ((in.type_ != S_IFREG && in.type_ != S_IFLNK) || in.name_.empty() ||
+                in.parent() == 0)
+                continue;
+            if (in.used_.exchange(false, std::memory_order_relaxed))
+                continue; // a second chance
+            out.push_back(Unused{in.parent(), in.name_});
+        }
+    }
+    return out;
+}
+
+std::size_t InodeTable::size() const {
+    return count_.load(std::memory_order_relaxed);
 }
 
 std::size_t InodeTable::pinned() const {

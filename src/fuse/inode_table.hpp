@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -85,6 +86,10 @@ public:
 
 private:
     friend class InodeTable;
+    void touch() const noexcept {
+        if (!used_.load(std::memory_order_relaxed))
+            used_.store(true, std::memory_order_relaxed);
+    }
     // Under InodeTable::mutex_.
     bool pinned() const noexcept { return fd_.valid(); }
     bool detached() const noexcept { return !fd_.valid() && handle_.empty(); }
@@ -112,8 +117,11 @@ private:
     // show ended (mark_stale, a writer's release).
     mutable std::int64_t stale_since_ns_ = std::numeric_limits<std::int64_t>::min(); // attr_mu_
     mutable int writers_ = 0;          // guarded by attr_mu_
-    mutable struct stat recorded_ {}; // guarded by attr_mu_: last written to the index
-    mutable bool has_recorded_ = false; // guarded by attr_mu_
+    // A digest of the attributes last written to the index (0: none yet);
+    // a digest, not a copy, because every entry carries it.
+    mutable std::uint64_t recorded_ = 0; // guarded by attr_mu_
+    // Used since the trimmer last passed it (InodeTable::pick_unused).
+    mutable std::atomic<bool> used_{true};
 };
 
 // An inode as an operation uses it: the entry, kept alive, and an O_PATH fd
@@ -236,6 +244,20 @@ public:
     // left. Unknown numbers, the root and the control file are ignored.
     void forget(Ino ino, std::uint64_t n) noexcept;
 
+    // Up to `n` regular files and symlinks not used (get, lookup) since the
+    // last pass reached them, by the name the kernel knows each under, for
+    // the trimmer to ask the kernel to forget them; a pass marks what it
+    // skips unused (the clock algorithm). Visits at most `visit` entries.
+    struct Unused {
+        Ino parent = 0;
+        std::string name;
+    };
+    std::vector<Unused> pick_unused(std::size_t n, std::size_t visit);
+    // Called with the new number of entries each time one is added (under
+    // the table's mutex: it must not call back into the table). Set once,
+    // before any request.
+    void on_grow(std::function<void(std::size_t entries)> f) { on_grow_ = std::move(f); }
+
     // Entries, the root included; and those of them pinning an fd.
     std::size_t size() const;
     std::size_t pinned() const;
@@ -268,6 +290,9 @@ private:
     mutable std::unordered_map<dev_t, UniqueFd> mount_fds_;  // guarded by mutex_; never shrinks
     Ino next_ino_ = kFirstIno;                               // guarded by mutex_
     mutable std::size_t pinned_ = 0;                         // guarded by mutex_
+    std::size_t clock_hand_ = 0; // guarded by mutex_: pick_unused's next bucket of by_ino_
+    std::atomic<std::size_t> count_{0}; // by_ino_.size(), written under mutex_
+    std::function<void(std::size_t)> on_grow_;
     const std::size_t max_pinned_;
     std::shared_ptr<Inode> root_;
     mutable std::atomic<std::int64_t> distrusted_until_{0};

@@ -161,6 +161,7 @@ control::StatLines all_stats(Adapter& a) {
         lines.push_back(std::move(l));
     lines.emplace_back("inodes", std::to_string(a.inodes.size()));
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
+    lines.emplace_back("inodes_dropped", std::to_string(a.trimmer.dropped()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
     const backing::Gate::Stats g = a.gate.stats();
     // What backing_calls=auto chose: inline calls have no deadline.

@@ -149,6 +149,7 @@ Session::~Session() {
         // find no session to reply to.
         close_control(*adapter_);
         adapter_->invalidator.stop();
+        adapter_->trimmer.stop();
     }
     unmount();
     if (se_ != nullptr)
@@ -159,6 +160,7 @@ Result<void> Session::mount(const std::string& mountpoint) {
     if (fuse_session_mount(se_, mountpoint.c_str()) != 0)
         return fail(Errc::Sys, "cannot mount on " + mountpoint + " (see the message above)");
     mounted_ = true;
+    adapter_->trimmer.start(se_, mountpoint);
     // Installed right away, not when the loop starts: a SIGTERM that comes
     // as soon as the mount is reported must still unmount cleanly.
     if (fuse_set_signal_handlers(se_) != 0) {

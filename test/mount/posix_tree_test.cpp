@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <sstream>
 #include <string>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -287,4 +288,113 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
     // A bound in absolute terms: under 1 KiB a looked-up file, plus 64 MiB.
     CHECK(rss_walk1 - rss_start < per_dir * 1000 + 64 * 1024);
 #endif
+}
+
+namespace {
+
+// The `key` line of the control file, waited for until it is at most
+// `most` (within 30 s): FORGETs arrive after the trimmer asked for them.
+long wait_stat_at_most(const Mount& m, const std::string& key, long most) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    long n = static_cast<long>(m.stat(key));
+    while (n > most && std::chrono::steady_clock::now() < deadline) {
+        ::poll(nullptr, 0, 20);
+        n = static_cast<long>(m.stat(key));
+    }
+    return n;
+}
+
+std::string trim_name(long d, long f) {
+    return "d" + std::to_string(d) + "/f" + std::to_string(f);
+}
+
+} // namespace
+
+TEST_CASE("past max_inodes the kernel forgets files not used lately; every file still reads "
+          "right, and an open one is kept" *
+          doctest::timeout(300)) {
+    constexpr long kMax = 300, kDirs = 10, kFiles = 200;
+    Mount m(MountOptions{.options = "max_inodes=" + std::to_string(kMax), .twin = false});
+    if (!m.has_daemon())
+        return; // the bind stand-in has no inode table
+    for (long d = 0; d < kDirs; ++d) {
+        REQUIRE(::mkdir(m.backing("d" + std::to_string(d)).c_str(), 0755) == 0);
+        for (long f = 0; f < kFiles; ++f)
+            write_all(m.backing(trim_name(d, f)), "contents of " + trim_name(d, f));
+    }
+    const int held = ::open(m.mnt(trim_name(0, 0)).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(held >= 0);
+    struct stat st {};
+    for (long d = 0; d < kDirs; ++d)
+        for (long f = 0; f < kFiles; ++f)
+            REQUIRE(::stat(m.mnt(trim_name(d, f)).c_str(), &st) == 0);
+    // 2 000 files looked up; the table comes back to the limit (directories
+    // and the root are never dropped).
+    const long limit = kMax + kDirs + 1;
+    const long left = wait_stat_at_most(m, "inodes", limit);
+    CHECK_MESSAGE(left <= limit, "inodes left: " << left);
+    CHECK(m.stat("inodes_dropped") >= static_cast<std::uint64_t>(kDirs * kFiles - kMax));
+    // The open file works on, its name too.
+    const std::string want0 = "contents of " + trim_name(0, 0);
+    std::string got(want0.size(), '\0');
+    CHECK(::pread(held, got.data(), got.size(), 0) == static_cast<ssize_t>(got.size()));
+    CHECK(got == want0);
+    CHECK(::fstat(held, &st) == 0);
+    CHECK(::close(held) == 0);
+    // Every file, forgotten or not, is found and read again.
+    long bad = 0;
+    for (long d = 0; d < kDirs; ++d)
+        for (long f = 0; f < kFiles; ++f)
+            if (read_all(m.mnt(trim_name(d, f))) != "contents of " + trim_name(d, f))
+                ++bad;
+    CHECK(bad == 0);
+    // Changes through the mount to forgotten files.
+    REQUIRE(::rename(m.mnt(trim_name(1, 1)).c_str(), m.mnt("d1/moved").c_str()) == 0);
+    REQUIRE(::unlink(m.mnt(trim_name(2, 2)).c_str()) == 0);
+    CHECK(read_all(m.backing("d1/moved")) == "contents of " + trim_name(1, 1));
+    CHECK(::access(m.backing(trim_name(2, 2)).c_str(), F_OK) != 0);
+}
+
+TEST_CASE("nothing is dropped while something is mounted below the mountpoint" *
+          doctest::timeout(300)) {
+    // The kernel detaches a mount whose mountpoint's name it is told to
+    // drop: a file bind-mounted over one in the mount must stay mounted.
+    constexpr long kMax = 100, kFiles = 400;
+    Mount m(MountOptions{.options = "max_inodes=" + std::to_string(kMax), .twin = false});
+    if (!m.has_daemon())
+        return;
+    REQUIRE(::mkdir(m.backing("d0").c_str(), 0755) == 0);
+    for (long f = 0; f < kFiles; ++f)
+        write_all(m.backing(trim_name(0, f)), "contents of " + trim_name(0, f));
+    const std::string over = m.root() + "/over";
+    write_all(over, "mounted over");
+    const std::string target = m.mnt(trim_name(0, 0));
+    REQUIRE_MESSAGE(::mount(over.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) == 0,
+                    "bind mount over a file in the mount: " << std::strerror(errno)
+                                                            << " (the test needs root)");
+    struct Unmount {
+        std::string path;
+        bool done = false;
+        ~Unmount() {
+            if (!done)
+                ::umount2(path.c_str(), MNT_DETACH);
+        }
+    } unmount{target};
+    struct stat st {};
+    for (long f = 1; f < kFiles; ++f)
+        REQUIRE(::stat(m.mnt(trim_name(0, f)).c_str(), &st) == 0);
+    // The trimmer looks at least once a second; give it three.
+    ::poll(nullptr, 0, 3000);
+    CHECK(m.stat("inodes_dropped") == 0);
+    CHECK(m.stat("inodes") > static_cast<std::uint64_t>(kMax));
+    CHECK(read_all(target) == "mounted over");
+    // Unmounted: the table comes back to the limit.
+    REQUIRE(::umount2(target.c_str(), 0) == 0);
+    unmount.done = true;
+    for (long f = 1; f < kFiles; ++f)
+        REQUIRE(::stat(m.mnt(trim_name(0, f)).c_str(), &st) == 0); // a lookup kicks it
+    const long left = wait_stat_at_most(m, "inodes", kMax + 2);
+    CHECK_MESSAGE(left <= kMax + 2, "inodes left: " << left);
+    CHECK(m.stat("inodes_dropped") > 0);
+    CHECK(read_all(target) == "contents of " + trim_name(0, 0));
 }

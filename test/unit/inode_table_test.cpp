@@ -50,6 +50,46 @@ struct Fixture {
 } // namespace
 
 TEST_SUITE("fuse") {
+    TEST_CASE_FIXTURE(Fixture, "InodeTable: pick_unused gives files and symlinks by name, each "
+                               "after a second chance, never directories or the nameless") {
+        InodeTable t = make_table();
+        REQUIRE(::mkdir((dir / "d").c_str(), 0755) == 0);
+        InodeRef d = lookup(t, "d");
+        std::vector<Ino> files;
+        for (int i = 0; i < 6; ++i) {
+            const std::string name = "f" + std::to_string(i);
+            touch("d/" + name);
+            UniqueFd fd = open_path("d/" + name);
+            REQUIRE(fd.valid());
+            files.push_back(t.lookup(std::move(fd), lstat_of("d/" + name), d->ino(), name)->ino());
+        }
+        REQUIRE(::symlink("f0", (dir / "d/l").c_str()) == 0);
+        UniqueFd lfd = open_path("d/l");
+        REQUIRE(lfd.valid());
+        (void)t.lookup(std::move(lfd), lstat_of("d/l"), d->ino(), "l");
+        touch("nameless");
+        (void)lookup(t, "nameless"); // no parent, no name: cannot be named to the kernel
+        std::size_t seen = 0;
+        std::vector<InodeTable::Unused> all;
+        // Everything was just used: the first pass only takes the marks off.
+        CHECK(t.pick_unused(100, 1000).empty());
+        // Used again since: skipped once more.
+        (void)t.get(files[0]);
+        all = t.pick_unused(100, 1000);
+        CHECK(all.size() == 6);
+        for (const auto& u : all) {
+            CHECK(u.parent == d->ino());
+            CHECK(u.name != "f0");
+            seen += u.name == "l";
+        }
+        CHECK(seen == 1);
+        all = t.pick_unused(100, 1000);
+        REQUIRE(all.size() == 7);
+        // At most `n`, and at most `visit` entries looked at.
+        CHECK(t.pick_unused(2, 1000).size() == 2);
+        CHECK(t.pick_unused(100, 1).size() <= 1);
+    }
+
     TEST_CASE_FIXTURE(Fixture, "InodeTable: parents for per-path policy: set at lookup, moved by "
                                "reparent, none for the root") {
         InodeTable t = make_table();

@@ -103,6 +103,9 @@ struct Config {
 
     // Threads serving FUSE requests at most.
     unsigned max_threads = 16;
+    // Past this many inodes known to the kernel, the names of files not
+    // used lately are dropped from its caches (fuse/inode_trimmer.hpp); 0 never.
+    unsigned max_inodes = 131072;
 
     // A call into the backing that takes longer than this (seconds) marks
     // it offline: cached names, attributes and data are served read-only
