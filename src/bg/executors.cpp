@@ -85,6 +85,7 @@ void Executors::start() {
     stopped_ = false;
     if (mode_ == Mode::manual || fill_.running())
         return; // nothing to run, or already running
+    meta_.start(threads_.meta);
     gc_.start(threads_.gc);
     writeback_.start(threads_.writeback);
     fill_.start(threads_.fill);
@@ -94,7 +95,7 @@ void Executors::stop() {
     if (stopped_)
         return;
     stopped_ = true;
-    for (IoPool* p : {&fill_, &writeback_, &gc_}) {
+    for (IoPool* p : {&fill_, &writeback_, &gc_, &meta_}) {
         if (mode_ == Mode::manual)
             p->run_until_idle();
         p->stop();

@@ -16,6 +16,7 @@
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
 #include "cache/live_resize.hpp"
+#include "cache/meta_budget.hpp"
 #include "cache/mover.hpp"
 #include "cache/pin.hpp"
 #include "cache/prefetcher.hpp"
@@ -294,6 +295,7 @@ public:
     std::uint64_t cache_size() const override { return core_.dev->cache_size(); }
 
     void gc_now() override {
+        meta_budget_.check_now();
         reader_.drain();
         gc_.trigger();
         gc_.wait_idle();
@@ -311,6 +313,7 @@ private:
     Writeback writeback_;
     GcWatermarks wm_;       // what room_bytes() leaves free; the gc_ params' values
     LiveResize resize_;     // `set cache_size`; uses gc_
+    MetaBudget meta_budget_; // metadata_max
     // After a live resize: the reserve and GC's watermarks follow the count.
     void sizes_changed();
     // open_offline (`lazy` false) and open_kept (true).
@@ -354,6 +357,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
               gc_params(core_.alloc.bucket_count(), core_.alloc.reserve(), core_.p).high_free),
           {}},
       resize_(core_, gc_, ex.gc().make_strand(), [this] { sizes_changed(); }),
+      meta_budget_(core_, ex.meta().make_strand()),
       prefetcher_(core_,
                   Prefetcher::Deps{reader_, hooks_,
                                    [this](int fd, const struct stat& st, const FilePolicy& policy) {
@@ -381,6 +385,7 @@ CachingPath::CachingPath(std::unique_ptr<store::CacheDevice> dev, const CachingP
     core_.dev->meta().set_extent_filter(
         [this](std::uint32_t bucket, std::uint32_t gen) { return core_.alloc.current(bucket, gen); });
     core_.kick_gc = [this] { gc_.kick(); };
+    meta_budget_.start();
     core_.index.on_io_error = [this](const Error& e) { core_.device_error(e); };
     core_.write_back_file = [this](FileState& st) { return writeback_.write_back_file(st); };
     core_.kick_writeback = [this] { kick_writeback_if_over(); };
@@ -730,6 +735,11 @@ std::vector<std::pair<std::string, std::string>> CachingPath::stats() const {
         {"attrs_recorded", u(ls.attrs_recorded)},
         {"attrs_served", u(ls.attrs_served)},
         {"kept_answers", u(ls.kept_answers)},
+        {"metadata_bytes", u(core_.names.bytes())},
+        {"metadata_max", u(meta_budget_.budget())},
+        {"metadata_trims", u(ls.trims)},
+        {"listings_dropped", u(ls.listings_dropped)},
+        {"attrs_dropped", u(ls.attrs_dropped)},
         {"gc_runs", u(gs.runs)},
         {"gc_last_duration_us", u(gs.last_run_us)},
         {"gc_buckets_reclaimed", u(gs.buckets_reclaimed)},
@@ -922,6 +932,7 @@ void CachingPath::flush(Done<void> done) {
 void CachingPath::stop() {
     if (core_.stopped.exchange(true))
         return;
+    meta_budget_.stop();
     // A resize in flight stops first (a shrink gives its buckets back).
     resize_.stop();
     // A prefetch in flight stops between chunks (ESHUTDOWN); it holds no

@@ -176,6 +176,7 @@ Result<std::unique_ptr<DataPath>> open_data_path(const config::Config& cfg,
     p.flush_on_unmount = cfg.flush_on_unmount;
     p.writeback_wait_max_s = cfg.writeback_wait_max_s;
     p.lost_found_dir = dir + "/lost+found";
+    p.metadata_max = cfg.metadata_max;
     log::info("cache device I/O ", (*dev)->direct_io() ? "bypasses" : "goes through",
               " the page cache");
     return make_caching_path(std::move(*dev), p, ex);

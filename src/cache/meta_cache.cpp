@@ -230,12 +230,19 @@ meta::DirRecord moved(meta::DirRecord rec, const struct stat& dir_now, int delta
 void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_before,
                            const struct stat& dir_now, std::string_view name,
                            const struct stat& child) {
+    const meta::FileKey child_key{dir.fsid, static_cast<std::uint64_t>(child.st_ino)};
+    std::unique_lock dir_lk(key_mu(dir), std::defer_lock);
+    std::unique_lock child_lk(key_mu(child_key), std::defer_lock);
+    if (dir_lk.mutex() == child_lk.mutex())
+        dir_lk.lock();
+    else
+        std::lock(dir_lk, child_lk);
     auto b = meta_.batch();
     b.put(meta::Cf::dentries, meta::dentry_key(dir, name),
           meta::encode(meta::DentryValue{{dir.fsid, static_cast<std::uint64_t>(child.st_ino)},
                                          dtype_of(child.st_mode)}));
     // The new name's file, as it is now: vouched for by the listing.
-    b.put(meta::Cf::attrs, meta::file_key({dir.fsid, static_cast<std::uint64_t>(child.st_ino)}),
+    b.put(meta::Cf::attrs, meta::file_key(child_key),
           meta::encode(record_of(child, meta_.sequence(), {}, 0)));
     keep_whole(b, dir, dir_before, dir_now, 1);
     if (auto r = meta_.write(b); !r)
@@ -244,6 +251,7 @@ void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_befo
 
 void MetaCache::name_removed(const meta::FileKey& dir, const struct stat& dir_before,
                              const struct stat& dir_now, std::string_view name) {
+    std::lock_guard kl(key_mu(dir));
     auto b = meta_.batch();
     b.del(meta::Cf::dentries, meta::dentry_key(dir, name));
     keep_whole(b, dir, dir_before, dir_now, -1);
@@ -263,6 +271,7 @@ void MetaCache::keep_whole(meta::Batch& b, const meta::FileKey& dir,
 }
 
 void MetaCache::forget_listing(const meta::FileKey& dir) {
+    std::lock_guard kl(key_mu(dir));
     auto b = meta_.batch();
     b.del(meta::Cf::dirs, meta::file_key(dir));
     b.del_range(meta::Cf::dentries, meta::dentry_seek_key(dir, 0), meta::dentry_key_end(dir));
@@ -272,12 +281,15 @@ void MetaCache::forget_listing(const meta::FileKey& dir) {
 
 void MetaCache::note_attr(const meta::FileKey& key, const struct stat& st,
                           std::string_view target, std::int64_t seen_ns, std::uint8_t xattrs) {
-    auto b = meta_.batch();
-    b.put(meta::Cf::attrs, meta::file_key(key),
-          meta::encode(record_of(st, meta_.sequence(), target, seen_ns, xattrs)));
-    if (auto r = meta_.write(b); !r) {
-        log::warn("index: cannot record attributes: ", to_string(r.error()));
-        return;
+    {
+        std::lock_guard kl(key_mu(key));
+        auto b = meta_.batch();
+        b.put(meta::Cf::attrs, meta::file_key(key),
+              meta::encode(record_of(st, meta_.sequence(), target, seen_ns, xattrs)));
+        if (auto r = meta_.write(b); !r) {
+            log::warn("index: cannot record attributes: ", to_string(r.error()));
+            return;
+        }
     }
     std::lock_guard lk(mu_);
     ++stats_.attrs_recorded;
@@ -305,6 +317,7 @@ std::optional<MetaCache::SeenAttr> MetaCache::vouched_attr(const meta::DirRecord
 }
 
 void MetaCache::forget_attr(const meta::FileKey& key) {
+    std::lock_guard kl(key_mu(key));
     auto b = meta_.batch();
     b.del(meta::Cf::attrs, meta::file_key(key));
     if (auto r = meta_.write(b); !r)

@@ -89,6 +89,17 @@ Result<void> PathPolicy::load() {
     return {};
 }
 
+std::vector<meta::FileKey> PathPolicy::pinned() const {
+    std::vector<meta::FileKey> out;
+    if (!any())
+        return out;
+    std::shared_lock lk(mu_);
+    for (const auto& [id, s] : by_key_)
+        if (s.pin.value_or(false))
+            out.push_back(meta::FileKey{id.first, id.second});
+    return out;
+}
+
 std::optional<PathSettings> PathPolicy::get(const meta::FileKey& k) const {
     if (!any())
         return std::nullopt;

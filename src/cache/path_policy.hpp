@@ -16,6 +16,7 @@
 #include <shared_mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace overcache::cache {
 
@@ -32,6 +33,8 @@ public:
     Result<void> load();
     bool any() const noexcept { return count_.load(std::memory_order_relaxed) != 0; }
     std::optional<PathSettings> get(const meta::FileKey& k) const;
+    // The keys pinned explicitly (pin=1 set on them).
+    std::vector<meta::FileKey> pinned() const;
     // Stores `s` for `k` (synced), empty removes it; the map follows only
     // once the index has it.
     Result<void> set(const meta::FileKey& k, const PathSettings& s);

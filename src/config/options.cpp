@@ -307,6 +307,11 @@ const std::vector<Row>& rows() {
                   "the cache data file takes no new space that would leave its filesystem with "
                   "less free than this, and gives freed space back while below it; 0 off"},
                  &Config::cache_min_free, 0, 1024 * kTiB),
+        size_row({"metadata_max", T::size, "0",
+                  "the most the names, listings and attributes of the backing kept in the index "
+                  "may take; past it those read longest ago are dropped (pinned trees stay); "
+                  "0: an eighth of cache_size, at least 16M"},
+                 &Config::metadata_max, 0, 1024 * kTiB),
         size_row({"bucket_size", T::size, "1M",
                   "unit of cache allocation and reclaim; a power of two from 64K to 64M"},
                  &Config::bucket_size, 64 * kKiB, 64 * kMiB, true),

@@ -122,6 +122,8 @@ struct DirHandle {
     const std::unique_ptr<DirStream> stream;
     const bool is_root;
     const std::optional<meta::FileKey> listed; // the index's listing it serves
+    // Keeps `listed` from the metadata trim while the handle lives.
+    std::unique_ptr<cache::MetaCache::ListingHold> hold;
     off_t offset = 0; // guarded by mutex: position of `entry`/of the stream
     // Guarded by mutex: read but not yet replied (its name points into the
     // stream's buffer until the stream's next read).

@@ -86,8 +86,13 @@ std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, UniqueFd fd, const struct
     auto stream = std::make_unique<DirStream>(std::move(fd));
     if (m == nullptr)
         return std::make_unique<DirHandle>(std::move(stream), is_root);
-    if (auto k = m->current_listing(raw, st))
-        return std::make_unique<DirHandle>(std::move(stream), is_root, k);
+    if (auto k = m->current_listing(raw, st)) {
+        if (auto hold = m->hold_listing(*k)) {
+            auto dh = std::make_unique<DirHandle>(std::move(stream), is_root, k);
+            dh->hold = std::move(hold);
+            return dh;
+        }
+    }
     auto dh = std::make_unique<DirHandle>(std::move(stream), is_root);
     dh->recorder = m->record_listing(raw, st);
     return dh;
@@ -166,8 +171,13 @@ std::unique_ptr<DirHandle> open_listing(Adapter& a, Ino ino, int& err) {
     auto k = vouched_listing(*m, a, ino);
     if (!k)
         return nullptr;
+    auto hold = m->hold_listing(*k);
+    if (!hold)
+        return nullptr; // dropped to keep within metadata_max just now
     err = 0;
-    return std::make_unique<DirHandle>(nullptr, ino == kRootIno, k);
+    auto dh = std::make_unique<DirHandle>(nullptr, ino == kRootIno, k);
+    dh->hold = std::move(hold);
+    return dh;
 }
 
 int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t size, off_t off,

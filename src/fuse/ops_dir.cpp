@@ -463,12 +463,16 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return ENOTDIR;
         if (!a.gate.online())
             return opendir_offline(req, a, ino, fi);
-        if (auto listed = trusted_listing(a, ino)) {
+        cache::MetaCache* m = a.data.listings();
+        auto listed = trusted_listing(a, ino);
+        auto hold = listed && m != nullptr ? m->hold_listing(*listed) : nullptr;
+        if (hold) {
             // coherency=timeout|none: names still fresh, listed from the index.
             if (const int denied = offline_access(req, a, *a.inodes.attr_of(ino), R_OK))
                 return denied;
-            DirHandle* dh =
-                a.dirs.adopt(std::make_unique<DirHandle>(nullptr, ino == kRootIno, listed));
+            auto handle = std::make_unique<DirHandle>(nullptr, ino == kRootIno, listed);
+            handle->hold = std::move(hold);
+            DirHandle* dh = a.dirs.adopt(std::move(handle));
             fi->fh = reinterpret_cast<std::uint64_t>(dh); // NOLINT
             if (fuse_reply_open(req, fi) != 0)
                 a.dirs.take(dh);

@@ -544,6 +544,28 @@ std::uint64_t MetaStore::memory_bytes() const {
     return total;
 }
 
+std::uint64_t MetaStore::approximate_bytes(Cf cf) const {
+    // Every key of every family sorts before 64 bytes of 0xff.
+    const std::string end(64, '\xff');
+    const rocksdb::Range all{rocksdb::Slice(), rocksdb::Slice(end)};
+    rocksdb::SizeApproximationOptions o;
+    o.include_memtables = true;
+    o.include_files = true;
+    std::uint64_t size = 0;
+    auto s = impl_->db->GetApproximateSizes(o, impl_->cfs[static_cast<std::size_t>(cf)], &all, 1,
+                                           &size);
+    return s.ok() ? size : 0;
+}
+
+Result<void> MetaStore::compact(Cf cf) {
+    rocksdb::CompactRangeOptions co;
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    auto s = impl_->db->CompactRange(co, impl_->cfs[static_cast<std::size_t>(cf)], nullptr, nullptr);
+    if (!s.ok())
+        return fail(to_error(s, std::string("index compaction (") + cf_name(cf) + ")"));
+    return {};
+}
+
 void MetaStore::set_extent_filter(ExtentIsCurrent is_current) {
     std::shared_ptr<const ExtentIsCurrent> fn;
     if (is_current)

@@ -398,3 +398,48 @@ TEST_CASE("nothing is dropped while something is mounted below the mountpoint" *
     CHECK(m.stat("inodes_dropped") > 0);
     CHECK(read_all(target) == "contents of " + trim_name(0, 0));
 }
+
+TEST_CASE("the names and attributes kept in the index stay within metadata_max; names dropped "
+          "are read from the backing again" *
+          doctest::timeout(300)) {
+    constexpr long kDirs = 20, kFiles = 250;
+    constexpr std::uint64_t kMax = 256 * 1024;
+    Mount m(MountOptions{.options = "metadata_max=256K,dir_settle=0", .twin = false});
+    if (!m.has_daemon())
+        return;
+    CHECK(m.stat("metadata_max") == kMax);
+    for (long d = 0; d < kDirs; ++d) {
+        REQUIRE(::mkdir(m.backing("d" + std::to_string(d)).c_str(), 0755) == 0);
+        for (long f = 0; f < kFiles; ++f)
+            write_all(m.backing(trim_name(d, f)), "contents of " + trim_name(d, f));
+    }
+    // Twice: the first walk lists every directory and records the listings
+    // whole; both record attributes.
+    for (int pass = 0; pass < 2; ++pass) {
+        Walk w = walk(m.mountpoint());
+        REQUIRE(w.files == kDirs * kFiles);
+        REQUIRE(w.bad == 0);
+    }
+    CHECK(m.stat("listings_recorded") >= static_cast<std::uint64_t>(kDirs));
+    REQUIRE(m.control("gc\n") == 0); // looks now, besides its timer
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (m.stat("metadata_bytes") > kMax && std::chrono::steady_clock::now() < deadline)
+        ::poll(nullptr, 0, 100);
+    CHECK(m.stat("metadata_bytes") <= kMax);
+    CHECK(m.stat("metadata_trims") >= 1);
+    CHECK(m.stat("listings_dropped") + m.stat("attrs_dropped") > 0);
+    MESSAGE("metadata_bytes " << m.stat("metadata_bytes") << ", listings dropped "
+                              << m.stat("listings_dropped") << ", attrs dropped "
+                              << m.stat("attrs_dropped"));
+    // Every name is still there, read from the backing where it was dropped.
+    Walk w = walk(m.mountpoint());
+    CHECK(w.files == kDirs * kFiles);
+    CHECK(w.dirs == 1 + kDirs);
+    CHECK(w.bad == 0);
+    long bad = 0;
+    for (long d = 0; d < kDirs; ++d)
+        for (long f = 0; f < kFiles; f += 17)
+            if (read_all(m.mnt(trim_name(d, f))) != "contents of " + trim_name(d, f))
+                ++bad;
+    CHECK(bad == 0);
+}

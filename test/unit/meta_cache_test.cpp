@@ -73,8 +73,12 @@ struct Fixture {
     }
     // Reads the directory as readdir does and records it; `during` runs
     // between the first entry and the end.
-    void record(const std::function<void()>& during = [] {}) {
-        const int fd = ::open(tree.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    void record(const std::function<void()>& during = [] {}) { record_at(tree, 1, false, during); }
+    // Records the directory at `path`; `during` runs after its first
+    // `after` entries were added (and written to the index, with `flush`).
+    void record_at(const std::string& path, int after, bool flush,
+                   const std::function<void()>& during) {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         REQUIRE(fd >= 0);
         struct stat st {};
         REQUIRE(::fstat(fd, &st) == 0);
@@ -82,12 +86,14 @@ struct Fixture {
         REQUIRE(rec);
         DIR* d = ::fdopendir(fd);
         REQUIRE(d != nullptr);
-        bool first = true;
+        int n = 0;
         while (const dirent* e = ::readdir(d)) {
             rec->add(e->d_name, e->d_ino, e->d_type);
-            if (first)
+            if (++n == after && during) {
+                if (flush)
+                    rec->flush_for_test();
                 during();
-            first = false;
+            }
         }
         struct stat now {};
         REQUIRE(::fstat(::dirfd(d), &now) == 0);
@@ -464,4 +470,171 @@ TEST_CASE("the attributes codec: round trip, damaged records refused; a listing 
     std::string v2_short = meta::encode(meta::DirRecord{1, 2, 3, 4});
     v2_short.resize(v2_short.size() - 8); // layout 2 without its field
     CHECK_FALSE(meta::decode_dir_record(v2_short));
+}
+
+namespace {
+
+// Ten directories a0..a9 of 200 files each, each listed (a0 first) and
+// its files' attributes recorded after its listing: a0's are the oldest.
+struct Aged : Fixture {
+    static constexpr int kDirs = 10, kFiles = 200;
+    std::string dir(int i) const { return tree + "/a" + std::to_string(i); }
+    static meta::FileKey key_of(const struct stat& st) {
+        return {static_cast<std::uint64_t>(st.st_dev), st.st_ino};
+    }
+    meta::FileKey dir_key_of(int i) const {
+        struct stat st {};
+        REQUIRE(::lstat(dir(i).c_str(), &st) == 0);
+        return key_of(st);
+    }
+    meta::FileKey file_key_of(int i, int j) const {
+        struct stat st {};
+        REQUIRE(::lstat((dir(i) + "/f" + std::to_string(j)).c_str(), &st) == 0);
+        return key_of(st);
+    }
+    // Records directory i's listing; `during` runs after half of it was
+    // written to the index, before its end (nullptr: straight through).
+    void record_dir(int i, const std::function<void()>& during = nullptr) {
+        record_at(dir(i), kFiles / 2, true, during);
+    }
+    void note_files(int i) {
+        for (int j = 0; j < kFiles; ++j) {
+            struct stat st {};
+            REQUIRE(::lstat((dir(i) + "/f" + std::to_string(j)).c_str(), &st) == 0);
+            names->note_attr(key_of(st), st);
+        }
+    }
+    Aged() {
+        for (int i = 0; i < kDirs; ++i) {
+            REQUIRE(::mkdir(dir(i).c_str(), 0755) == 0);
+            for (int j = 0; j < kFiles; ++j)
+                touch("a" + std::to_string(i) + "/f" + std::to_string(j));
+        }
+        for (int i = 0; i < kDirs; ++i) {
+            record_dir(i);
+            note_files(i);
+        }
+    }
+    std::size_t listed(int i) {
+        std::size_t n = 0;
+        CHECK(names->list(dir_key_of(i), 0, [&](const MetaCache::Entry&) {
+            ++n;
+            return true;
+        }) == 0);
+        return n;
+    }
+};
+
+} // namespace
+
+TEST_CASE("trim drops the listings and attributes read longest ago until under the target; "
+          "the newest and pinned trees stay, and the space is given back") {
+    Aged f;
+    REQUIRE(f.store->flush()); // table files: sizes the estimate sees
+    const std::uint64_t used = f.names->bytes();
+    REQUIRE(used > 0);
+    // a2 is pinned (a tree: its listing, then its files).
+    auto r = f.names->trim(used / 2, {f.dir_key_of(2)});
+    REQUIRE(r);
+    CHECK(r->listings >= 3);
+    CHECK(r->attrs >= 3 * Aged::kFiles);
+    CHECK(f.names->bytes() < used);
+    MESSAGE("trim: " << used << " -> " << f.names->bytes() << " bytes (target " << used / 2
+                     << "), dropped " << r->listings << " listings, " << r->attrs << " attrs");
+    // The oldest went, listing and attributes.
+    CHECK_FALSE(f.names->whole(f.dir_key_of(0)));
+    CHECK(f.names->list(f.dir_key_of(0), 0, [](const MetaCache::Entry&) { return true; }) ==
+          ENOENT);
+    CHECK_FALSE(f.names->attr(f.file_key_of(0, 7)));
+    CHECK(f.names->find(f.dir_key_of(1), "f3").state == MetaCache::Found::State::unknown);
+    // The pinned tree, though among the oldest, stays whole.
+    auto pinned = f.names->whole(f.dir_key_of(2));
+    REQUIRE(pinned);
+    CHECK(f.listed(2) == Aged::kFiles + 2);
+    CHECK(f.names->vouched_attr(*pinned, f.file_key_of(2, 7)));
+    // The newest stay, whole and vouching for their files.
+    auto newest = f.names->whole(f.dir_key_of(9));
+    REQUIRE(newest);
+    CHECK(f.listed(9) == Aged::kFiles + 2);
+    CHECK(f.names->vouched_attr(*newest, f.file_key_of(9, 7)));
+    CHECK(f.names->stats().listings_dropped == r->listings);
+    CHECK(f.names->stats().attrs_dropped == r->attrs);
+    // Under the target: nothing to do.
+    auto again = f.names->trim(used * 2, {});
+    REQUIRE(again);
+    CHECK(again->listings + again->attrs == 0);
+}
+
+TEST_CASE("trim re-checks each record before it drops it: read again or written again since "
+          "the cut, it stays") {
+    Aged f;
+    const meta::FileKey kept_attr = f.file_key_of(3, 5);
+    const meta::FileKey a1 = f.dir_key_of(1);
+    bool relisted = false, reseen = false;
+    f.names->before_trim_drop_for_test = [&](const meta::FileKey& k) {
+        // Read by the trim as older than its cut, not dropped yet: a1 is
+        // listed again, one file of a3 is seen again.
+        if (k == a1 && !relisted) {
+            relisted = true;
+            f.touch("a1/new");
+            ::usleep(10000);
+            f.record_dir(1);
+        } else if (k == kept_attr && !reseen) {
+            reseen = true;
+            struct stat st {};
+            REQUIRE(::lstat((f.dir(3) + "/f5").c_str(), &st) == 0);
+            f.names->note_attr(kept_attr, st);
+        }
+    };
+    auto r = f.names->trim(1, {}); // everything older than now
+    REQUIRE(r);
+    CHECK(relisted);
+    CHECK(reseen);
+    CHECK(r->listings >= Aged::kDirs - 1);
+    REQUIRE(f.names->whole(a1));
+    CHECK(f.listed(1) == Aged::kFiles + 3);
+    CHECK(f.names->attr(kept_attr));
+    CHECK_FALSE(f.names->attr(f.file_key_of(3, 6)));
+    CHECK_FALSE(f.names->whole(f.dir_key_of(3)));
+}
+
+TEST_CASE("trim leaves a listing being recorded alone: it ends whole with every name") {
+    Aged f;
+    REQUIRE(::unlink((f.dir(4) + "/f0").c_str()) == 0); // changed: read again below
+    ::usleep(10000);
+    f.record_dir(4, [&] {
+        // Half of a4's entries are in the index, its record not yet.
+        auto r = f.names->trim(1, {});
+        REQUIRE(r);
+        CHECK(r->listings >= Aged::kDirs - 1);
+    });
+    REQUIRE(f.names->whole(f.dir_key_of(4)));
+    CHECK(f.listed(4) == Aged::kFiles + 1);
+}
+
+TEST_CASE("trim keeps the listing an open handle serves; a handle cannot take a listing being "
+          "dropped") {
+    Aged f;
+    const meta::FileKey a5 = f.dir_key_of(5), a6 = f.dir_key_of(6);
+    auto hold = f.names->hold_listing(a5);
+    REQUIRE(hold);
+    bool tried = false;
+    f.names->while_dropping_for_test = [&](const meta::FileKey& k) {
+        if (k == a6 && !tried) {
+            tried = true;
+            CHECK_FALSE(f.names->hold_listing(a6));
+        }
+    };
+    auto r = f.names->trim(1, {});
+    REQUIRE(r);
+    CHECK(tried);
+    REQUIRE(f.names->whole(a5));
+    CHECK(f.listed(5) == Aged::kFiles + 2);
+    CHECK_FALSE(f.names->whole(a6));
+    CHECK_FALSE(f.names->hold_listing(a6)); // gone: list it from the backing
+    // Released, it goes at the next trim.
+    hold.reset();
+    r = f.names->trim(1, {});
+    REQUIRE(r);
+    CHECK_FALSE(f.names->whole(a5));
 }

@@ -76,6 +76,7 @@ struct ExecutorThreads {
     unsigned fill = 1;
     unsigned writeback = 1;
     unsigned gc = 1;
+    unsigned meta = 1;
 };
 
 class Executors {
@@ -90,14 +91,16 @@ public:
     Executors(const Executors&) = delete;
     Executors& operator=(const Executors&) = delete;
 
-    // Threaded mode: starts the pools in dependency order, gc, writeback,
-    // fill (oc-gc-N, oc-wb-N, oc-fill-N); a second start() does nothing.
+    // Threaded mode: starts the pools in dependency order, meta, gc,
+    // writeback, fill (oc-meta-N, oc-gc-N, oc-wb-N, oc-fill-N); a second
+    // start() does nothing.
     // Manual mode: does nothing.
     void start();
     // Stops the pools in reverse dependency order, each letting its queued
     // work finish before the next stops: fill first (queued fills may still
     // need GC to free buckets and may kick writeback), then writeback (its
-    // copies may hand buckets to GC), then gc, which waits for nobody. In
+    // copies may hand buckets to GC), then gc, which waits for nobody, then
+    // meta, which nobody waits for. In
     // manual mode the queued work runs on the calling thread, in the same
     // order. Stop the services (timers cancelled, no new posts) before this.
     // Idempotent until the next start(). start() and stop() are for the
@@ -108,12 +111,16 @@ public:
     IoPool& fill() noexcept { return fill_; }
     IoPool& writeback() noexcept { return writeback_; }
     IoPool& gc() noexcept { return gc_; }
+    // Upkeep of the index that may take long (trimming the kept names and
+    // attributes): on threads of its own, so it never holds up GC.
+    IoPool& meta() noexcept { return meta_; }
 
 private:
     const Mode mode_;
     const ExecutorThreads threads_;
     bool stopped_ = false; // owning thread only
     // Declared in start order: destroyed (already stopped) in reverse.
+    IoPool meta_{"oc-meta"};
     IoPool gc_{"oc-gc"};
     IoPool writeback_{"oc-wb"};
     IoPool fill_{"oc-fill"};

@@ -60,6 +60,9 @@ struct CachingParams {
     // A live shrink whose retiring buckets make no progress for this long
     // (writes in flight that do not end, data that cannot move) gives up.
     unsigned resize_stall_limit_ms = 30000;
+    // The most the kept names and attributes may take in the index; 0: an
+    // eighth of cache_size (at least 16 MiB).
+    std::uint64_t metadata_max = 0;
 };
 
 // Seams where tests force an interleaving; each runs, when set, at the

@@ -27,9 +27,12 @@
 #include "overcache/meta/meta_store.hpp"
 #include "overcache/meta/names_codec.hpp"
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -40,6 +43,7 @@
 #include <sys/types.h>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 namespace overcache::cache {
 
@@ -152,6 +156,50 @@ public:
     // `key` is gone (its last name removed through the mount).
     void forget_attr(const meta::FileKey& key);
 
+    // ---- size ------------------------------------------------------------
+    // What the names and attributes take in the index (an estimate: the
+    // table files and memtables of their families).
+    std::uint64_t bytes() const;
+    struct Trimmed {
+        std::uint64_t listings = 0; // listings dropped (whole, or left unfinished)
+        std::uint64_t attrs = 0;    // attribute records dropped
+        std::uint64_t cut_seq = 0;  // records written before this were dropped
+    };
+    // Drops the listings and attribute records read longest ago (by the
+    // index sequence number each was written at) until about `target`
+    // bytes are left, and listings left unfinished; the listings and
+    // attributes of pinned trees (`pinned`: their roots, followed down
+    // through the kept listings) stay. Each record is re-read under its
+    // key's lock before it goes: one written since the cut was chosen stays.
+    // Ends with a compaction, so the space is given back.
+    Result<Trimmed> trim(std::uint64_t target, const std::vector<meta::FileKey>& pinned);
+    // An open directory handle serving `dir`'s listing from here keeps it
+    // from trim() while the hold lives: a listing never loses its names
+    // under a reader. Taken before the handle serves it.
+    class ListingHold {
+    public:
+        ~ListingHold();
+        ListingHold(const ListingHold&) = delete;
+        ListingHold& operator=(const ListingHold&) = delete;
+
+    private:
+        friend class MetaCache;
+        ListingHold(MetaCache& owner, const meta::FileKey& dir) : owner_(owner), dir_(dir) {}
+        MetaCache& owner_;
+        const meta::FileKey dir_;
+    };
+    // Null if the index does not hold `dir`'s listing whole (any more), or a
+    // trim is dropping it right now: then list it from the backing.
+    std::unique_ptr<ListingHold> hold_listing(const meta::FileKey& dir);
+    // A trim() running stops at its next record (unmount); for good.
+    void cancel_trim() noexcept { trim_cancelled_.store(true, std::memory_order_relaxed); }
+    // Test seam: runs when trim() has read a record it will drop (a
+    // listing's or attributes' key), before it takes the key's lock.
+    std::function<void(const meta::FileKey&)> before_trim_drop_for_test;
+    // Test seam: runs while trim() has marked a listing as being dropped
+    // (under its key's lock), before it re-reads it.
+    std::function<void(const meta::FileKey&)> while_dropping_for_test;
+
     struct Stats {
         std::uint64_t listings_recorded = 0; // made whole
         std::uint64_t listings_changed = 0;  // the directory changed while recorded, or just before
@@ -159,6 +207,9 @@ public:
         std::uint64_t attrs_recorded = 0;    // attribute records written
         std::uint64_t attrs_served = 0;      // offline answers from a recorded attribute
         std::uint64_t kept_answers = 0;      // online lookups/getattrs answered without the backing
+        std::uint64_t trims = 0;             // trim() rounds that dropped something
+        std::uint64_t listings_dropped = 0;  // by trim()
+        std::uint64_t attrs_dropped = 0;     // by trim()
     };
     Stats stats() const;
     void note_served() noexcept;
@@ -167,6 +218,18 @@ public:
 
 private:
     void done_recording(const meta::FileKey& dir) noexcept;
+    // trim()'s drops, each re-checked under the key's lock: `dir`'s listing
+    // if it is not being recorded and is unfinished or began before `cut`;
+    // `key`'s attributes if written before `cut`.
+    bool drop_listing(const meta::FileKey& dir, std::uint64_t cut);
+    bool drop_attr(const meta::FileKey& key, std::uint64_t cut);
+    // Serialises each key's read-then-write of its records (keep_whole,
+    // name_added, note_attr, ...) with trim()'s re-check-then-drop. Never
+    // held across anything but index reads and writes; name_added holds
+    // two, taken together.
+    std::mutex& key_mu(const meta::FileKey& k) const noexcept {
+        return key_mu_[(k.fsid * 0x9E3779B97F4A7C15ull ^ k.ino) % key_mu_.size()];
+    }
     // Into `b`: `dir`'s whole listing moved from `dir_before`'s times to
     // `dir_now`'s with `delta` entries more, or dropped if it was not as
     // of `dir_before`.
@@ -177,8 +240,14 @@ private:
     const KeyOf key_of_;
     const KnownKey known_key_;
     const std::int64_t racy_ns_;
+    mutable std::array<std::mutex, 64> key_mu_; // before mu_
+    std::atomic<bool> trim_cancelled_{false};
     mutable std::mutex mu_; // a leaf: no index I/O under it
     std::set<std::pair<std::uint64_t, std::uint64_t>> recording_; // guarded by mu_
+    // Listings open handles serve (how many each), and those trim() is
+    // dropping: one excludes the other. Guarded by mu_.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, unsigned> serving_;
+    std::set<std::pair<std::uint64_t, std::uint64_t>> dropping_;
     Stats stats_;                                                    // guarded by mu_
 };
 

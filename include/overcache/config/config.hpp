@@ -61,6 +61,9 @@ struct Config {
     // package updates, a user's save), whatever the disk's size, and costs
     // a large disk's cache next to nothing. Like cachefilesd's bstop.
     std::uint64_t cache_min_free = 1ull << 30;
+    // The most the names and attributes kept in the index may take; 0: an
+    // eighth of cache_size, at least 16 MiB.
+    std::uint64_t metadata_max = 0;
     std::uint64_t bucket_size = 1u << 20;
     std::uint64_t fill_size = 256u << 10;
     std::uint64_t sequential_cutoff = 4u << 20;

@@ -115,6 +115,11 @@ public:
     std::uint64_t sequence() const;
     // Approximate bytes used by memtables and the block cache (for stats).
     std::uint64_t memory_bytes() const;
+    // Approximate bytes `cf` takes: its table files and memtables.
+    std::uint64_t approximate_bytes(Cf cf) const;
+    // Compacts all of `cf` now: deletes made give their space back, and
+    // approximate_bytes sees it.
+    Result<void> compact(Cf cf);
 
     // ---- stale extents -------------------------------------------------------
     // Whether an extent written with (bucket, gen) still points at live data:

@@ -1,0 +1,89 @@
+// DOC: the metadata budget (see meta_budget.hpp). The size is RocksDB's
+// estimate for the three families (table files and memtables), cheap to
+// ask; only past the budget does a trim read the families through.
+#include "cache/meta_budget.hpp"
+
+#include "util/log.hpp"
+#include "util/size_text.hpp"
+
+#include <boost/asio/post.hpp>
+
+namespace overcache::cache {
+namespace {
+
+constexpr auto kCheckEvery = std::chrono::seconds(10);
+constexpr std::uint64_t kMinBudget = 16ull << 20;
+
+} // namespace
+
+MetaBudget::MetaBudget(CacheCore& core, bg::Strand strand)
+    : core_(core), strand_(std::move(strand)), timer_(strand_) {}
+
+std::uint64_t MetaBudget::budget() const {
+    if (core_.p.metadata_max != 0)
+        return core_.p.metadata_max;
+    return std::max(kMinBudget, core_.dev->cache_size() / 8);
+}
+
+void MetaBudget::start() {
+    boost::asio::post(strand_, [this] { arm(); });
+}
+
+void MetaBudget::arm() {
+    {
+        std::lock_guard lk(mu_);
+        if (stopping_)
+            return;
+    }
+    timer_.expires_after(kCheckEvery);
+    timer_.async_wait([this](boost::system::error_code ec) {
+        if (ec)
+            return;
+        check();
+        arm();
+    });
+}
+
+void MetaBudget::check_now() {
+    boost::asio::post(strand_, [this] { check(); });
+}
+
+void MetaBudget::check() {
+    {
+        std::lock_guard lk(mu_);
+        if (stopping_)
+            return;
+        busy_ = true;
+    }
+    const std::uint64_t limit = budget();
+    const std::uint64_t used = core_.names.bytes();
+    if (used > limit) {
+        const auto began = std::chrono::steady_clock::now();
+        auto r = core_.names.trim(limit / 5 * 4, core_.policy.pinned());
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - began)
+                            .count();
+        if (!r)
+            log::warn("index: cannot trim the kept names and attributes: ", to_string(r.error()));
+        else if (r->listings + r->attrs > 0)
+            log::info("index: names and attributes took ", size_text(used), ", past metadata_max=",
+                      size_text(limit), ": dropped ", r->listings, " listings and ", r->attrs,
+                      " attribute records read longest ago (", ms, " ms); now ",
+                      size_text(core_.names.bytes()));
+    }
+    {
+        std::lock_guard lk(mu_);
+        busy_ = false;
+    }
+    idle_cv_.notify_all();
+}
+
+void MetaBudget::stop() {
+    std::unique_lock lk(mu_);
+    stopping_ = true;
+    core_.names.cancel_trim();
+    boost::asio::post(strand_, [this] { timer_.cancel(); });
+    idle_cv_.wait(lk, [this] { return !busy_; });
+}
+
+} // namespace overcache::cache
