@@ -7,6 +7,7 @@
 #include "util/size_text.hpp"
 
 #include <boost/asio/post.hpp>
+#include <future>
 
 namespace overcache::cache {
 namespace {
@@ -53,7 +54,6 @@ void MetaBudget::check() {
         std::lock_guard lk(mu_);
         if (stopping_)
             return;
-        busy_ = true;
     }
     const std::uint64_t limit = budget();
     const std::uint64_t used = core_.names.bytes();
@@ -71,19 +71,23 @@ void MetaBudget::check() {
                       " attribute records read longest ago (", ms, " ms); now ",
                       size_text(core_.names.bytes()));
     }
-    {
-        std::lock_guard lk(mu_);
-        busy_ = false;
-    }
-    idle_cv_.notify_all();
 }
 
 void MetaBudget::stop() {
-    std::unique_lock lk(mu_);
-    stopping_ = true;
-    core_.names.cancel_trim();
-    boost::asio::post(strand_, [this] { timer_.cancel(); });
-    idle_cv_.wait(lk, [this] { return !busy_; });
+    {
+        std::lock_guard lk(mu_);
+        if (stopping_)
+            return;
+        stopping_ = true;
+    }
+    core_.names.cancel_trim(); // a trim in flight ends at its next record
+    // The timer is the strand's: cancelled there, after any check running.
+    std::promise<void> stopped;
+    boost::asio::post(strand_, [this, &stopped] {
+        timer_.cancel();
+        stopped.set_value();
+    });
+    stopped.get_future().wait();
 }
 
 } // namespace overcache::cache

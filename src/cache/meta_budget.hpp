@@ -12,7 +12,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 
@@ -24,7 +23,7 @@ public:
     // Arms the first look. Once.
     void start();
     // Cancels the timer; a trim in flight stops at its next record. Returns
-    // once nothing of it runs.
+    // once nothing of it runs. The strand's executor must be running.
     void stop();
     // Looks now (the `gc` command), as well as on the timer.
     void check_now();
@@ -39,9 +38,7 @@ private:
     bg::Strand strand_;
     bg::StrandTimer timer_; // strand
     std::mutex mu_;
-    std::condition_variable idle_cv_;
     bool stopping_ = false; // guarded by mu_
-    bool busy_ = false;     // guarded by mu_: a check is running
 };
 
 } // namespace overcache::cache
