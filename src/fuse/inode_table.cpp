@@ -446,7 +446,8 @@ std::optional<InodeTable::Link> InodeTable::link_of(Ino ino) const {
     return Link{it->second->src_, it->second->parent()};
 }
 
-std::vector<InodeTable::Unused> InodeTable::pick_unused(std::size_t n, std::size_t visit) {
+std::vector<InodeTable::Unused> InodeTable::pick_unused(std::size_t n, std::size_t visit,
+                                                        std::size_t* visited_out) {
     std::vector<Unused> out;
     std::lock_guard lock(mutex_);
     const std::size_t buckets = by_ino_.bucket_count();
@@ -466,6 +467,8 @@ std::vector<InodeTable::Unused> InodeTable::pick_unused(std::size_t n, std::size
             out.push_back(Unused{in.parent(), in.name_});
         }
     }
+    if (visited_out != nullptr)
+        *visited_out += visited;
     return out;
 }
 

@@ -247,12 +247,14 @@ public:
     // Up to `n` regular files and symlinks not used (get, lookup) since the
     // last pass reached them, by the name the kernel knows each under, for
     // the trimmer to ask the kernel to forget them; a pass marks what it
-    // skips unused (the clock algorithm). Visits at most `visit` entries.
+    // skips unused (the clock algorithm). Visits at most `visit` entries
+    // (adds how many it did to `*visited`).
     struct Unused {
         Ino parent = 0;
         std::string name;
     };
-    std::vector<Unused> pick_unused(std::size_t n, std::size_t visit);
+    std::vector<Unused> pick_unused(std::size_t n, std::size_t visit,
+                                    std::size_t* visited = nullptr);
     // Called with the new number of entries each time one is added (under
     // the table's mutex: it must not call back into the table). Set once,
     // before any request.

@@ -123,16 +123,24 @@ void InodeTrimmer::trim() {
     }
     said_mounts_ = false;
     std::size_t want = size - (max_ - max_ / 10);
-    while (want > 0) {
+    // Entries just looked up are all marked used: the first pass over them
+    // only takes the marks off. Two passes find every unused one.
+    const std::size_t visit_max = 2 * size + kBatch;
+    std::size_t visited = 0;
+    while (want > 0 && visited < visit_max) {
         {
             std::lock_guard lk(mu_);
             if (stopping_)
                 return;
         }
         const std::size_t ask = std::min(want, kBatch);
-        auto names = table_.pick_unused(ask, 4 * kBatch);
-        if (names.empty())
-            break; // all in use: the next round looks again
+        const std::size_t before = visited;
+        auto names = table_.pick_unused(ask, 4 * kBatch, &visited);
+        if (names.empty()) {
+            if (visited == before)
+                break; // nothing left to visit
+            continue; // all used since the last pass: on round the clock
+        }
         for (const auto& n : names) {
             // -ENOENT: the kernel no longer has that name; nothing to do.
             (void)fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
