@@ -70,3 +70,5 @@ timed "find (cold, again)" find "$mnt"
 echo "$(rss)$(table)"
 echo "index on disk: $(du -sh "$work/cache/index" | cut -f1)"
 grep -E "index: names and attributes took" "$work/log" | tail -3 | sed 's/^/log: /' || true
+fusermount3 -u "$mnt"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done

@@ -106,23 +106,44 @@ MetaCache::ListingHold::~ListingHold() {
         owner_.serving_.erase(it);
 }
 
-bool MetaCache::drop_attr(const meta::FileKey& key, std::uint64_t cut) {
+std::uint64_t MetaCache::drop_attrs(const std::vector<std::string>& keys, std::uint64_t cut) {
+    if (keys.empty())
+        return 0;
     if (before_trim_drop_for_test)
-        before_trim_drop_for_test(key);
-    std::lock_guard kl(key_mu(key));
-    auto v = meta_.get(meta::Cf::attrs, meta::file_key(key));
-    if (!v || !*v)
-        return false;
-    auto rec = meta::decode_attr_record(**v);
-    if (rec && rec->seen_seq >= cut)
-        return false; // written again since the cut: newer than it
+        for (const auto& k : keys) {
+            meta::FileKey key;
+            if (meta::decode_file_key(k, key))
+                before_trim_drop_for_test(key);
+        }
+    // Every key lock, in order: the batch is a few milliseconds.
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(key_mu_.size());
+    for (auto& m : key_mu_)
+        locks.emplace_back(m);
     auto b = meta_.batch();
-    b.del(meta::Cf::attrs, meta::file_key(key));
+    // Keys are fixed-length: nothing sorts between the last and this.
+    auto cur = meta_.cursor(meta::Cf::attrs, keys.back() + std::string(1, '\0'));
+    std::size_t i = 0;
+    for (cur.seek(keys.front()); cur.valid() && i < keys.size(); cur.next()) {
+        while (i < keys.size() && std::string_view(keys[i]) < cur.key())
+            ++i; // dropped by someone else meanwhile
+        if (i == keys.size() || std::string_view(keys[i]) != cur.key())
+            continue;
+        auto rec = meta::decode_attr_record(cur.value());
+        if (!rec || rec->seen_seq < cut) // else written again since the cut
+            b.del(meta::Cf::attrs, keys[i]);
+        ++i;
+    }
+    if (auto r = cur.status(); !r) {
+        log::warn("index: cannot drop attributes: ", to_string(r.error()));
+        return 0;
+    }
+    const std::uint64_t n = b.count();
     if (auto r = meta_.write(b); !r) {
         log::warn("index: cannot drop attributes: ", to_string(r.error()));
-        return false;
+        return 0;
     }
-    return true;
+    return n;
 }
 
 Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
@@ -259,19 +280,26 @@ Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
             return fail(r.error());
     }
     {
+        constexpr std::size_t kChunk = 1024;
+        std::vector<std::string> chunk;
         auto cur = meta_.cursor(meta::Cf::attrs);
         for (cur.seek_to_first(); cur.valid(); cur.next()) {
+            if (trim_cancelled_.load(std::memory_order_relaxed))
+                return out;
             meta::FileKey key;
             if (!meta::decode_file_key(cur.key(), key) || keep.contains(key))
                 continue;
             auto rec = meta::decode_attr_record(cur.value());
-            if (trim_cancelled_.load(std::memory_order_relaxed))
-                return out;
-            if ((!rec || rec->seen_seq < out.cut_seq) && drop_attr(key, out.cut_seq))
-                ++out.attrs;
+            if (!rec || rec->seen_seq < out.cut_seq)
+                chunk.emplace_back(cur.key());
+            if (chunk.size() == kChunk) {
+                out.attrs += drop_attrs(chunk, out.cut_seq);
+                chunk.clear();
+            }
         }
         if (auto r = cur.status(); !r)
             return fail(r.error());
+        out.attrs += drop_attrs(chunk, out.cut_seq);
     }
     for (meta::Cf cf : {meta::Cf::dentries, meta::Cf::dirs, meta::Cf::attrs})
         if (auto r = meta_.compact(cf); !r)

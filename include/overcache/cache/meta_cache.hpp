@@ -222,7 +222,11 @@ private:
     // if it is not being recorded and is unfinished or began before `cut`;
     // `key`'s attributes if written before `cut`.
     bool drop_listing(const meta::FileKey& dir, std::uint64_t cut);
-    bool drop_attr(const meta::FileKey& key, std::uint64_t cut);
+    // `keys`: attribute records' keys in index order, read as written
+    // before `cut`. Under every key lock, a fresh cursor re-reads them and
+    // those still older go, in one batch (a Get each would read the table
+    // files' filters again for every key of millions). How many went.
+    std::uint64_t drop_attrs(const std::vector<std::string>& keys, std::uint64_t cut);
     // Serialises each key's read-then-write of its records (keep_whole,
     // name_added, note_attr, ...) with trim()'s re-check-then-drop. Never
     // held across anything but index reads and writes; name_added holds
