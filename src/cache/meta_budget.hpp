@@ -39,6 +39,9 @@ private:
     bg::StrandTimer timer_; // strand
     std::mutex mu_;
     bool stopping_ = false; // guarded by mu_
+    // The size a trim left while still over the budget (0: none did); the
+    // strand's.
+    std::uint64_t over_after_ = 0;
 };
 
 } // namespace overcache::cache
