@@ -107,8 +107,10 @@ void InodeTrimmer::trim() {
     if (size <= max_) {
         // Entries forgotten since the last release: give their memory back.
         const auto now = std::chrono::steady_clock::now();
-        if (dropped() > 0 && now - last_release_ >= kReleaseEvery) {
+        const std::uint64_t d = dropped();
+        if (d != released_at_ && now - last_release_ >= kReleaseEvery) {
             last_release_ = now;
+            released_at_ = d;
             ::malloc_trim(0);
         }
         return;

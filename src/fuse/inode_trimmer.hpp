@@ -58,6 +58,7 @@ private:
     std::uint64_t dropped_ = 0; // guarded by mu_
     bool said_mounts_ = false; // the thread's own
     std::chrono::steady_clock::time_point last_release_{}; // the thread's own
+    std::uint64_t released_at_ = 0; // the thread's own: dropped() at the last malloc_trim
 };
 
 } // namespace overcache::fuse
