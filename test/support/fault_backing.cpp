@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <fstream>
@@ -252,10 +253,47 @@ void FaultBacking::clear() {
     write_control();
 }
 
+namespace {
+
+// Whether every thread of `pid` is stopped (state T), or gone.
+bool all_stopped(pid_t pid) {
+    const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+    DIR* d = ::opendir(tasks.c_str());
+    if (d == nullptr)
+        return true;
+    bool stopped = true;
+    while (const dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.')
+            continue;
+        std::ifstream in(tasks + "/" + e->d_name + "/stat");
+        std::string line;
+        if (!std::getline(in, line))
+            continue; // ended meanwhile
+        // PID (COMM) STATE ...: COMM may hold spaces and parentheses.
+        const auto close = line.rfind(')');
+        const char state = close != std::string::npos && close + 2 < line.size() ? line[close + 2] : '?';
+        if (state != 'T' && state != 't' && state != 'Z' && state != 'X') {
+            stopped = false;
+            break;
+        }
+    }
+    ::closedir(d);
+    return stopped;
+}
+
+} // namespace
+
 void FaultBacking::pause() {
     REQUIRE(pid_ > 0);
     REQUIRE(::kill(pid_, SIGSTOP) == 0);
     paused_ = true;
+    // kill() returns before the threads stop, each at its next return to
+    // user space: a request sent before then may still be answered. Wait
+    // until all of them are stopped, so that the next call meets the stall.
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (!all_stopped(pid_) && Clock::now() < deadline)
+        ::poll(nullptr, 0, 1);
+    CHECK_MESSAGE(all_stopped(pid_), "faultfs (pid " << pid_ << ") not stopped 5 s after SIGSTOP");
 }
 
 void FaultBacking::resume() {
