@@ -244,7 +244,9 @@ private:
     const KeyOf key_of_;
     const KnownKey known_key_;
     const std::int64_t racy_ns_;
-    mutable std::array<std::mutex, 64> key_mu_; // before mu_
+    // 16: drop_attrs holds them all at once (and TSan tracks at most 64
+    // locks held by one thread).
+    mutable std::array<std::mutex, 16> key_mu_; // before mu_
     std::atomic<bool> trim_cancelled_{false};
     mutable std::mutex mu_; // a leaf: no index I/O under it
     std::set<std::pair<std::uint64_t, std::uint64_t>> recording_; // guarded by mu_
