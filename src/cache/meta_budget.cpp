@@ -73,7 +73,9 @@ void MetaBudget::check() {
         return;
     }
     const std::uint64_t now = core_.names.bytes();
-    over_after_ = now > limit ? now : 0;
+    // Over still after a trim that went as far as its cut (not one that a
+    // compaction alone got under, with names coming in since).
+    over_after_ = r->cut_seq != 0 && now > limit ? now : 0;
     if (r->listings + r->attrs > 0)
         log::info("index: names and attributes took ", size_text(used), ", past metadata_max=",
                   size_text(limit), ": dropped ", r->listings, " listings and ", r->attrs,
