@@ -191,40 +191,43 @@ Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
     };
     std::vector<std::uint64_t> bytes_in(kBins, 0), entries_in(kBins, 0);
     std::uint64_t entries = 0;
-    {
-        auto cur = meta_.cursor(meta::Cf::dirs);
-        for (cur.seek_to_first(); cur.valid(); cur.next()) {
-            meta::FileKey dir;
-            auto rec = meta::decode_dir_record(cur.value());
-            if (trim_cancelled_.load(std::memory_order_relaxed))
-                return out;
-            if (!meta::decode_file_key(cur.key(), dir) || !rec || keep.contains(dir))
-                continue;
-            const std::size_t b = bin(listing_seq(*rec));
-            bytes_in[b] += cur.key().size() + cur.value().size() + kKeyOverhead;
-            entries_in[b] += rec->entries;
-            entries += rec->entries;
-        }
-        if (auto r = cur.status(); !r)
-            return fail(r.error());
-    }
-    const std::uint64_t per_entry =
-        entries == 0 ? 0 : meta_.approximate_bytes(meta::Cf::dentries) / entries;
-    {
-        auto cur = meta_.cursor(meta::Cf::attrs);
+    // Each record of `cf` whose key decodes and is not kept, in key order.
+    // false: the trim was cancelled (unmount).
+    auto scan = [&](meta::Cf cf, const auto& each) -> Result<bool> {
+        auto cur = meta_.cursor(cf);
         for (cur.seek_to_first(); cur.valid(); cur.next()) {
             if (trim_cancelled_.load(std::memory_order_relaxed))
-                return out;
+                return false;
             meta::FileKey key;
             if (!meta::decode_file_key(cur.key(), key) || keep.contains(key))
                 continue;
-            auto rec = meta::decode_attr_record(cur.value());
-            bytes_in[bin(rec ? rec->seen_seq : 0)] +=
-                cur.key().size() + cur.value().size() + kKeyOverhead;
+            each(key, cur.key(), cur.value());
         }
         if (auto r = cur.status(); !r)
             return fail(r.error());
-    }
+        return true;
+    };
+    auto dirs1 = scan(meta::Cf::dirs, [&](const meta::FileKey&, std::string_view k,
+                                          std::string_view v) {
+        auto rec = meta::decode_dir_record(v);
+        if (!rec)
+            return;
+        const std::size_t b = bin(listing_seq(*rec));
+        bytes_in[b] += k.size() + v.size() + kKeyOverhead;
+        entries_in[b] += rec->entries;
+        entries += rec->entries;
+    });
+    if (!dirs1 || !*dirs1)
+        return dirs1 ? Result<Trimmed>(out) : fail(dirs1.error());
+    const std::uint64_t per_entry =
+        entries == 0 ? 0 : meta_.approximate_bytes(meta::Cf::dentries) / entries;
+    auto attrs1 = scan(meta::Cf::attrs, [&](const meta::FileKey&, std::string_view k,
+                                            std::string_view v) {
+        auto rec = meta::decode_attr_record(v);
+        bytes_in[bin(rec ? rec->seen_seq : 0)] += k.size() + v.size() + kKeyOverhead;
+    });
+    if (!attrs1 || !*attrs1)
+        return attrs1 ? Result<Trimmed>(out) : fail(attrs1.error());
     std::uint64_t total = 0;
     for (std::size_t b = 0; b < kBins; ++b) {
         bytes_in[b] += entries_in[b] * per_entry;
@@ -243,21 +246,14 @@ Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
 
     // 2. The drops: listings read before the cut, then those left
     // unfinished (no record), then attributes.
-    {
-        auto cur = meta_.cursor(meta::Cf::dirs);
-        for (cur.seek_to_first(); cur.valid(); cur.next()) {
-            meta::FileKey dir;
-            auto rec = meta::decode_dir_record(cur.value());
-            if (!meta::decode_file_key(cur.key(), dir) || keep.contains(dir))
-                continue;
-            if (trim_cancelled_.load(std::memory_order_relaxed))
-                return out;
-            if ((!rec || listing_seq(*rec) < out.cut_seq) && drop_listing(dir, out.cut_seq))
-                ++out.listings;
-        }
-        if (auto r = cur.status(); !r)
-            return fail(r.error());
-    }
+    auto dirs2 = scan(meta::Cf::dirs, [&](const meta::FileKey& dir, std::string_view,
+                                          std::string_view v) {
+        auto rec = meta::decode_dir_record(v);
+        if ((!rec || listing_seq(*rec) < out.cut_seq) && drop_listing(dir, out.cut_seq))
+            ++out.listings;
+    });
+    if (!dirs2 || !*dirs2)
+        return dirs2 ? Result<Trimmed>(out) : fail(dirs2.error());
     {
         auto cur = meta_.cursor(meta::Cf::dentries);
         cur.seek_to_first();
@@ -282,23 +278,18 @@ Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
     {
         constexpr std::size_t kChunk = 1024;
         std::vector<std::string> chunk;
-        auto cur = meta_.cursor(meta::Cf::attrs);
-        for (cur.seek_to_first(); cur.valid(); cur.next()) {
-            if (trim_cancelled_.load(std::memory_order_relaxed))
-                return out;
-            meta::FileKey key;
-            if (!meta::decode_file_key(cur.key(), key) || keep.contains(key))
-                continue;
-            auto rec = meta::decode_attr_record(cur.value());
+        auto attrs2 = scan(meta::Cf::attrs, [&](const meta::FileKey&, std::string_view k,
+                                                std::string_view v) {
+            auto rec = meta::decode_attr_record(v);
             if (!rec || rec->seen_seq < out.cut_seq)
-                chunk.emplace_back(cur.key());
+                chunk.emplace_back(k);
             if (chunk.size() == kChunk) {
                 out.attrs += drop_attrs(chunk, out.cut_seq);
                 chunk.clear();
             }
-        }
-        if (auto r = cur.status(); !r)
-            return fail(r.error());
+        });
+        if (!attrs2 || !*attrs2)
+            return attrs2 ? Result<Trimmed>(out) : fail(attrs2.error());
         out.attrs += drop_attrs(chunk, out.cut_seq);
     }
     for (meta::Cf cf : {meta::Cf::dentries, meta::Cf::dirs, meta::Cf::attrs})
