@@ -16,6 +16,7 @@ namespace {
 
 std::vector<gid_t> g_own_groups; // written once by init_credentials(), then read-only
 bool g_is_root = false;
+thread_local std::optional<Identity> t_acting; // set while an AsCaller switched this thread
 
 long set_thread_groups(std::span<const gid_t> groups) noexcept {
     return ::syscall(SYS_setgroups, groups.size(), groups.data());
@@ -37,7 +38,7 @@ bool can_switch_credentials() noexcept {
     return g_is_root;
 }
 
-AsCaller::AsCaller(uid_t uid, gid_t gid, std::span<const gid_t> groups) noexcept {
+AsCaller::AsCaller(uid_t uid, gid_t gid, std::span<const gid_t> groups) {
     if (!g_is_root || (uid == 0 && gid == 0))
         return;
     // Order matters: groups and gid first, while the thread still has
@@ -46,14 +47,28 @@ AsCaller::AsCaller(uid_t uid, gid_t gid, std::span<const gid_t> groups) noexcept
     ::setfsgid(gid);
     ::setfsuid(uid);
     switched_ = true;
+    was_ = std::move(t_acting);
+    t_acting = Identity{uid, gid, std::vector<gid_t>(groups.begin(), groups.end())};
 }
 
 AsCaller::~AsCaller() {
     if (!switched_)
         return;
+    t_acting = std::move(was_);
+    if (t_acting) {
+        // Nested: back to the outer caller.
+        set_thread_groups(t_acting->groups);
+        ::setfsgid(t_acting->gid);
+        ::setfsuid(t_acting->uid);
+        return;
+    }
     ::setfsuid(0);
     ::setfsgid(0);
     set_thread_groups(g_own_groups);
+}
+
+std::optional<Identity> acting_as() {
+    return t_acting;
 }
 
 } // namespace overcache::backing

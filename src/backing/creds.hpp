@@ -7,11 +7,19 @@
 // request and give it back.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <sys/types.h>
 #include <vector>
 
 namespace overcache::backing {
+
+// Whom a thread acts as: what an AsCaller took on.
+struct Identity {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::vector<gid_t> groups;
+};
 
 // Takes the caller's identity on this thread for the guard's lifetime.
 // A no-op when the daemon is not root (it cannot switch) or when the caller
@@ -19,7 +27,7 @@ namespace overcache::backing {
 class AsCaller {
 public:
     // `groups` are the caller's supplementary groups (may be empty when unknown).
-    AsCaller(uid_t uid, gid_t gid, std::span<const gid_t> groups) noexcept;
+    AsCaller(uid_t uid, gid_t gid, std::span<const gid_t> groups);
     ~AsCaller();
     AsCaller(const AsCaller&) = delete;
     AsCaller& operator=(const AsCaller&) = delete;
@@ -29,7 +37,12 @@ public:
 
 private:
     bool switched_ = false;
+    std::optional<Identity> was_; // the thread's identity before this one
 };
+
+// The identity the calling thread acts as, if an AsCaller switched it: a
+// call handed to another thread (the gate's) takes it on there.
+std::optional<Identity> acting_as();
 
 // Records the daemon's own supplementary groups, to restore after a switch.
 // Call once at start-up, before any worker thread exists.

@@ -4,6 +4,7 @@
 #include "backing/gate.hpp"
 
 #include "util/log.hpp"
+#include "util/wall_clock.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -38,6 +39,12 @@ struct Gate::Shared {
     std::condition_variable work_cv;  // a job was queued, or stopping
     std::condition_variable probe_cv; // the backing went offline, or stopping
     std::condition_variable exit_cv;  // a thread ended
+    // A patient call asks whether the backing still answers (guarded by
+    // mu); the probe thread answers with the time its last successful
+    // probe began.
+    bool liveness_wanted = false;
+    std::int64_t answered_probe_began_ns = 0;
+    std::condition_variable alive_cv;
     std::deque<std::function<void()>> jobs; // guarded by mu
     bool stopping = false;                  // guarded by mu
     unsigned alive = 0;                     // guarded by mu: threads not yet ended
@@ -52,6 +59,9 @@ struct Gate::Shared {
     std::atomic<bool> offline{false};
     std::atomic<std::uint64_t> timeouts{0}, offline_total{0}, refused{0};
     std::atomic<std::int64_t> offline_since_ns{0};
+    // Calls abandoned while running, not yet ended; when the last ended.
+    std::atomic<std::uint64_t> unsettled{0};
+    std::atomic<std::int64_t> settled_wall_ns{0};
 
     void worker() {
         std::unique_lock lk(mu);
@@ -85,9 +95,21 @@ struct Gate::Shared {
     void prober(std::chrono::milliseconds interval) {
         std::unique_lock lk(mu);
         for (;;) {
-            probe_cv.wait(lk, [&] { return stopping || offline.load(); });
+            probe_cv.wait(lk, [&] { return stopping || offline.load() || liveness_wanted; });
             if (stopping)
                 break;
+            if (!offline.load()) {
+                // A call outlived its deadline: is the backing still there?
+                liveness_wanted = false;
+                const std::int64_t began = now_ns();
+                lk.unlock();
+                const int err = probe();
+                lk.lock();
+                if (err == 0)
+                    answered_probe_began_ns = began;
+                alive_cv.notify_all();
+                continue;
+            }
             // Asked at once: a single slow call may have been only that.
             lk.unlock();
             const int err = probe();
@@ -131,6 +153,7 @@ Gate::~Gate() {
     shared_->jobs.clear();
     shared_->work_cv.notify_all();
     shared_->probe_cv.notify_all();
+    shared_->alive_cv.notify_all();
     // A thread stuck in the backing ends when the backing answers; the
     // mount is not held up for it (it owns what it touches).
     const bool all_ended = shared_->exit_cv.wait_for(
@@ -142,6 +165,35 @@ Gate::~Gate() {
     for (auto& t : threads_)
         all_ended ? t.join() : t.detach();
     all_ended ? prober_.join() : prober_.detach();
+}
+
+void Gate::note_abandoned_running(Shared& s) noexcept {
+    s.unsettled.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void Gate::note_abandoned_ended(Shared& s) noexcept {
+    // The time first, then the count: a reader that sees the count fall
+    // sees the time it fell at.
+    s.settled_wall_ns.store(wall_ns(), std::memory_order_release);
+    s.unsettled.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+bool Gate::still_answers() {
+    Shared& s = *shared_;
+    std::unique_lock lk(s.mu);
+    const std::int64_t asked = now_ns();
+    s.liveness_wanted = true;
+    s.probe_cv.notify_all();
+    s.alive_cv.wait_for(lk, opts_.timeout, [&] {
+        return s.stopping || s.offline.load() || s.answered_probe_began_ns >= asked;
+    });
+    return !s.stopping && !s.offline.load() && s.answered_probe_began_ns >= asked;
+}
+
+std::int64_t Gate::settled_after_ns() const noexcept {
+    if (shared_->unsettled.load(std::memory_order_acquire) != 0)
+        return INT64_MAX;
+    return shared_->settled_wall_ns.load(std::memory_order_acquire);
 }
 
 bool Gate::online() const noexcept {
@@ -201,6 +253,7 @@ void Gate::go_offline(const std::string& why) {
     s.offline.store(true, std::memory_order_release);
     s.offline_total.fetch_add(1, std::memory_order_relaxed);
     s.probe_cv.notify_all();
+    s.alive_cv.notify_all();
     log::warn("backing: ", why, ": offline; cached names, attributes and data are served "
               "read-only, the rest fails until it answers again");
 }

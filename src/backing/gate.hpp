@@ -62,10 +62,20 @@ public:
     Gate(const Gate&) = delete;
     Gate& operator=(const Gate&) = delete;
 
+    // How long a call is waited for. `deadline`: `timeout`, then the
+    // backing is offline. `while_alive`: a call whose length grows with
+    // the bytes it moves (a write, an fsync of a file with much dirty data
+    // on an NFS client) may take longer than a healthy backing's answer to
+    // anything else; at its deadline the backing is asked (the probe) and,
+    // if it answers, waited for another `timeout`, and so on.
+    enum class Patience { deadline, while_alive };
+
     // Runs `fn` on a gate thread and waits for its result until the
     // deadline. nullopt: the backing is offline (fn did not run) or fn
     // missed the deadline (the backing is offline from now on).
-    template <class F> auto call(F fn) -> std::optional<std::invoke_result_t<F&>>;
+    template <class F>
+    auto call(F fn, Patience patience = Patience::deadline)
+        -> std::optional<std::invoke_result_t<F&>>;
 
     // Runs `job` on a gate thread without waiting for it (closing a
     // descriptor, which a backing may answer late): online or not, it runs
@@ -74,6 +84,11 @@ public:
 
     bool online() const noexcept;
     bool offline_ok() const noexcept { return opts_.offline_ok; }
+    // The wall-clock time (ns since the epoch) before which what was seen of
+    // the backing may be out of date because of calls abandoned at their
+    // deadline: a change given up on may still land. INT64_MAX while one
+    // still runs, else when the last one ended; 0 if none ever was.
+    std::int64_t settled_after_ns() const noexcept;
     std::chrono::milliseconds timeout() const noexcept { return opts_.timeout; }
 
     struct Stats {
@@ -109,6 +124,7 @@ private:
         std::condition_variable cv;
         std::optional<R> value;  // guarded by mu
         bool abandoned = false;  // guarded by mu: the caller gave up
+        bool started = false;    // guarded by mu: fn is running or ran
         bool sleeping = false;   // guarded by mu: the caller waits on cv
         std::atomic<bool> done{false}; // value is set (read awake, without mu)
     };
@@ -117,6 +133,10 @@ private:
     struct Shared;
 
     bool submit(std::function<void()> job);
+    // A call was abandoned while it ran (counted as unsettled), and such a
+    // call ended: on Shared, which outlives the gate for a stuck thread.
+    static void note_abandoned_running(Shared& s) noexcept;
+    static void note_abandoned_ended(Shared& s) noexcept;
     // Offline from now on, until the probe hears from it; `why` is logged.
     void go_offline(const std::string& why);
     void note_refused() noexcept;
@@ -124,6 +144,9 @@ private:
     // calls have been taking lately, none when they take long.
     std::chrono::nanoseconds awake_wait() const noexcept;
     void note_call_time(std::chrono::nanoseconds took) noexcept;
+    // A call outlived its deadline: whether the backing still answers the
+    // probe (asked on the probe thread, waited for at most `timeout`).
+    bool still_answers();
 
     const Options opts_;
     std::shared_ptr<Shared> shared_;
@@ -131,7 +154,8 @@ private:
     std::thread prober_;
 };
 
-template <class F> auto Gate::call(F fn) -> std::optional<std::invoke_result_t<F&>> {
+template <class F>
+auto Gate::call(F fn, Patience patience) -> std::optional<std::invoke_result_t<F&>> {
     using R = std::invoke_result_t<F&>;
     if (!opts_.offline_ok)
         return fn();
@@ -140,19 +164,25 @@ template <class F> auto Gate::call(F fn) -> std::optional<std::invoke_result_t<F
         return std::nullopt;
     }
     auto slot = std::make_shared<Slot<R>>();
-    auto job = [this_gate = this, slot, f = std::make_shared<F>(std::move(fn))] {
+    auto job = [this_gate = this, shared = shared_, slot,
+                f = std::make_shared<F>(std::move(fn))] {
         {
             std::lock_guard lk(slot->mu);
             if (slot->abandoned)
                 return; // its caller is gone: nobody wants the answer
+            slot->started = true;
         }
         const auto began = std::chrono::steady_clock::now();
         R r = (*f)();
         bool wake = false;
         {
             std::lock_guard lk(slot->mu);
-            if (slot->abandoned)
-                return; // the gate may be gone too: touch nothing of it
+            if (slot->abandoned) {
+                // Whatever it did landed only now. The gate may be gone:
+                // touch nothing of it but the shared state.
+                note_abandoned_ended(*shared);
+                return;
+            }
             // Timed while the caller still waits: the gate outlives it.
             this_gate->note_call_time(std::chrono::steady_clock::now() - began);
             slot->value.emplace(std::move(r));
@@ -163,7 +193,7 @@ template <class F> auto Gate::call(F fn) -> std::optional<std::invoke_result_t<F
             slot->cv.notify_one();
     };
     const auto start = std::chrono::steady_clock::now();
-    const auto deadline = start + opts_.timeout;
+    auto deadline = start + opts_.timeout;
     if (!submit(std::move(job)))
         return std::nullopt; // the gate is stopping
     const auto awake_until = start + awake_wait();
@@ -172,13 +202,28 @@ template <class F> auto Gate::call(F fn) -> std::optional<std::invoke_result_t<F
         std::this_thread::yield();
     std::unique_lock lk(slot->mu);
     slot->sleeping = true;
-    if (!slot->cv.wait_until(lk, deadline, [&] { return slot->value.has_value(); })) {
+    for (;;) {
+        if (slot->cv.wait_until(lk, deadline, [&] { return slot->value.has_value(); }))
+            return std::move(slot->value);
+        if (patience != Patience::while_alive)
+            break;
+        lk.unlock();
+        const bool answers = still_answers();
+        lk.lock();
+        if (slot->value.has_value())
+            return std::move(slot->value);
+        if (!answers)
+            break;
+        deadline = std::chrono::steady_clock::now() + opts_.timeout;
+    }
+    {
         slot->abandoned = true;
+        if (slot->started)
+            note_abandoned_running(*shared_);
         lk.unlock();
         note_timeout();
         return std::nullopt;
     }
-    return std::move(slot->value);
 }
 
 } // namespace overcache::backing

@@ -2,6 +2,7 @@
 // then mu for each step; mu is never held across the change itself.
 #include "cache/attr_change.hpp"
 
+#include "backing/backing_fs.hpp"
 #include "util/log.hpp"
 
 #include <sys/stat.h>
@@ -18,7 +19,7 @@ bool same_mtime(const struct stat& a, const struct stat& b) {
 FileAttrChange::FileAttrChange(CacheCore& core, StateRef ref, int fd)
     : core_(core), ref_(std::move(ref)), fd_(fd), wl_(ref_->write_mu), bl_(ref_->backing_mu) {
     FileState& st = *ref_;
-    have_before_ = ::fstat(fd_, &before_) == 0;
+    have_before_ = backing::stat_fd(fd_, before_) == 0;
     std::lock_guard lk(st.mu);
     if (auto r = core_.records.load(st); !r) {
         log::warn("cache: ", to_string(r.error()));
@@ -58,7 +59,7 @@ ChangeOut FileAttrChange::finish(bool renamed) {
     if (!st.loaded || !st.rec)
         return found_;
     struct stat now {};
-    if (::fstat(fd_, &now) != 0) {
+    if (backing::stat_fd(fd_, now) != 0) {
         // We cannot say how the backing looks now: stop trusting the record.
         st.uncached.store(true);
         return found_;

@@ -455,14 +455,14 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
         // The caller's attributes were taken before these locks; a writeback
         // batch may have moved the backing since: compare what it is now.
         struct stat now = st;
-        (void)::fstat(fd, &now);
+        (void)backing::stat_fd(fd, now);
         if ((open_flags & O_TRUNC) != 0 && (open_flags & O_ACCMODE) != O_RDONLY &&
             now.st_size != 0) {
             // A writeback batch wrote to the file after the open emptied it
             // (it may even have finished and found the file clean): empty
             // it again, under the lock that keeps writeback out.
-            if (::ftruncate(fd, 0) == 0)
-                (void)::fstat(fd, &now);
+            if (backing::truncate_file(fd, true, 0))
+                (void)backing::stat_fd(fd, now);
         }
         if (auto r = core_.records.load(fs); !r) {
             log::warn("cache: ", to_string(r.error()), "; serving the file uncached");
@@ -559,7 +559,7 @@ void CachingPath::attach_backing(OpenFile& f, int fd, const struct stat& st) {
         std::lock_guard bl(fs.backing_mu);
         std::lock_guard lk(fs.mu);
         struct stat now = st;
-        (void)::fstat(fd, &now);
+        (void)backing::stat_fd(fd, now);
         if (fs.rec && !fs.ahead.load()) {
             // Changed behind the mount since it was kept: the cache's
             // extents of the old version go, and the rest of this open
@@ -603,7 +603,7 @@ ChangeOut CachingPath::check_attrs(FileState& fs, FileRef file) {
     // batch or a change of ours may have moved the backing since. Compare
     // what the backing holds now.
     struct stat now {};
-    if (::fstat(file.fd, &now) != 0)
+    if (backing::stat_fd(file.fd, now) != 0)
         return out;
     auto changed = core_.records.revalidate(*ref, now);
     if (changed && *changed) {
@@ -632,7 +632,7 @@ void CachingPath::removed(FileRef file) {
             std::lock_guard bl(ref->backing_mu);
             std::lock_guard lk(ref->mu);
             struct stat now {};
-            if (ref->rec && ::fstat(file.fd, &now) == 0) {
+            if (ref->rec && backing::stat_fd(file.fd, now) == 0) {
                 meta::FileRecord rec = *ref->rec;
                 take_attrs(rec, now);
                 auto t = core_.index.txn();
@@ -795,7 +795,7 @@ Result<void> CachingPath::drop_cached(FileRef file) {
         return fail_sys(EBUSY,
                         "it still has dirty data after writing it back; nothing was dropped");
     struct stat now = file.st;
-    (void)::fstat(file.fd, &now);
+    (void)backing::stat_fd(file.fd, now);
     // A new epoch: a fill in flight cannot bring the old bytes back. The
     // kernel's pages of the file go at its next open.
     return core_.records.drop(fs, now, meta::kFileKernelPagesStale);

@@ -122,11 +122,23 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& 
     }
     auto upd = op();
     if (!upd) {
+        // EIO: the change may have happened in part, or may still land (a
+        // backing call that missed its deadline), so the cache stops
+        // vouching for any byte of a file without dirty data; the backing's
+        // are read again. (Other errors change nothing: a short write
+        // succeeds.) A file with dirty data keeps them: they are the newest
+        // acknowledged bytes, and writeback puts them over whatever landed.
+        if (!marked && to_errno(upd.error()) == EIO) {
+            std::lock_guard lk(st.mu);
+            ++st.write_seq;
+            if (st.rec && !st.uncached.load() && (st.rec->flags & meta::kFileAhead) == 0)
+                update_cache(st, CacheUpdate{0, kToEnd, nullptr});
+        }
         if (marked) {
             // Nothing or part of it happened: the backing as it is now is ours.
             std::lock_guard lk(st.mu);
             struct stat now {};
-            if (st.rec && ::fstat(stat_fd, &now) == 0) {
+            if (st.rec && backing::stat_fd(stat_fd, now) == 0) {
                 meta::FileRecord rec = *st.rec;
                 take_attrs(rec, now);
                 rec.flags &= ~meta::kFileWritingBack;

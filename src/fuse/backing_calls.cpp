@@ -88,6 +88,10 @@ const char* local_disk_fs(long type) noexcept {
 
 } // namespace
 
+backing::Gate& gate_of_request(fuse_req_t req) noexcept {
+    return adapter_of(req).gate;
+}
+
 backing::Gate::Options gate_options(const config::Config& c, int root_fd) {
     backing::Gate::Options o;
     o.timeout = std::chrono::milliseconds(static_cast<long long>(c.backing_timeout_s * 1000.0));
@@ -335,7 +339,10 @@ int gated_flush(Adapter& a, int fd) {
     auto d = own_dup(fd);
     if (!*d)
         return errno;
-    auto r = a.gate.call([d] { return ::close(d->release()) == 0 ? 0 : errno; });
+    // A close makes an NFS client write back what it holds of the file:
+    // as long as that takes, while the backing answers.
+    auto r = a.gate.call([d] { return ::close(d->release()) == 0 ? 0 : errno; },
+                         backing::Gate::Patience::while_alive);
     drop_dup(a, std::move(d));
     return r ? judged(a, *r) : kNoAnswer;
 }

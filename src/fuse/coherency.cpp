@@ -14,7 +14,10 @@ namespace {
 
 // Whether `st`, seen at `seen_ns`, may still be used now.
 bool fresh(const Adapter& a, const struct stat& st, std::int64_t seen_ns) noexcept {
-    if (seen_ns == Inode::kSeenStale || seen_ns <= a.inodes.distrusted_until())
+    // Nor anything seen before a change given up on at its deadline could
+    // still land (the gate's settled_after_ns).
+    if (seen_ns == Inode::kSeenStale || seen_ns <= a.inodes.distrusted_until() ||
+        seen_ns <= a.gate.settled_after_ns())
         return false;
     if (a.cfg.coherency == config::Coherency::none)
         return true;

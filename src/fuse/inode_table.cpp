@@ -22,6 +22,8 @@
 // either held.
 #include "fuse/inode_table.hpp"
 
+#include "backing/backing_fs.hpp"
+
 #include "util/wall_clock.hpp"
 
 #include <cstring>
@@ -202,11 +204,11 @@ InodeRef InodeTable::reattach(std::shared_ptr<Inode> inode) const {
     InodeRef parent = get(parent_ino);
     if (!parent)
         return {};
-    UniqueFd fd(::openat(parent.fd(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    auto fd = backing::open_path(parent.fd(), name.c_str());
     struct stat st {};
-    if (!fd || ::fstat(fd.get(), &st) != 0 || SrcId{st.st_dev, st.st_ino} != inode->src_)
-        return {}; // gone, or another file has the name now
-    return attach(std::move(inode), std::move(fd), st);
+    if (!fd || backing::stat_fd(fd->get(), st) != 0 || SrcId{st.st_dev, st.st_ino} != inode->src_)
+        return {}; // gone, or another file has the name now (or no answer)
+    return attach(std::move(inode), std::move(*fd), st);
 }
 
 InodeRef InodeTable::attach(std::shared_ptr<Inode> inode, UniqueFd fd,

@@ -286,18 +286,17 @@ void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, boo
     if (S_ISLNK(st.st_mode)) {
         // Offline, readlink answers from here. A symlink's target never
         // changes in place (a new one is a new inode, with a new ctime).
-        target.resize(PATH_MAX);
-        const ssize_t n = ::readlinkat(inode.fd(), "", target.data(), target.size());
-        target.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+        if (backing::read_link(inode.fd(), target) != 0)
+            target.clear();
     }
     // What ls -l will ask of it (its ACL, its security label): under
     // coherency=timeout|none a file with none is answered from here.
-    const backing::ProcPath p(inode.fd());
-    const ssize_t names = ::listxattr(p.c_str(), nullptr, 0);
-    const std::uint8_t xattrs = names == 0  ? meta::kXattrsNone
-                                : names > 0 ? meta::kXattrsSome
-                                : errno == ENOTSUP ? meta::kXattrsUnsupported
-                                                   : meta::kXattrsUnknown;
+    std::size_t names = 0;
+    const int lerr = backing::xattr_names_size(inode.fd(), names);
+    const std::uint8_t xattrs = lerr == 0 && names == 0 ? meta::kXattrsNone
+                                : lerr == 0             ? meta::kXattrsSome
+                                : lerr == ENOTSUP       ? meta::kXattrsUnsupported
+                                                        : meta::kXattrsUnknown;
     m->note_attr(m->key_of(inode.fd(), st), st, target, 0, xattrs);
 }
 

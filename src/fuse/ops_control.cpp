@@ -92,8 +92,8 @@ public:
         if (!fd)
             return done(fail(fd.error()));
         struct stat st {};
-        if (::fstat(fd->get(), &st) != 0)
-            return done(fail_errno(control::quote(rel_path)));
+        if (const int err = backing::stat_fd(fd->get(), st))
+            return done(fail_sys(err, control::quote(rel_path)));
         // Names and attributes the mount kept (coherency=timeout|none) are
         // asked of the backing again, everywhere: cheap, and a directory
         // needs nothing more.
@@ -131,8 +131,8 @@ public:
         if (!fd)
             return done(fail(fd.error()));
         struct stat st {};
-        if (::fstat(fd->get(), &st) != 0)
-            return done(fail_errno(control::quote(rel_path)));
+        if (const int err = backing::stat_fd(fd->get(), st))
+            return done(fail_sys(err, control::quote(rel_path)));
         if (!S_ISREG(st.st_mode))
             return done(fail(Errc::BadValue, control::quote(rel_path) + " is not a regular file"));
         auto readable = backing::reopen(fd->get(), O_RDONLY | O_CLOEXEC);
@@ -269,7 +269,7 @@ private:
         int dir = root;
         auto note_dir = [&](int fd) {
             struct stat dst {};
-            if (dirs != nullptr && ::fstat(fd, &dst) == 0)
+            if (dirs != nullptr && backing::stat_fd(fd, dst) == 0)
                 if (auto s = data_.path_settings(cache::FileRef{fd, dst}))
                     dirs->insert(dirs->begin(), *s);
         };
@@ -280,10 +280,13 @@ private:
             const std::string name(parts[i]);
             const int flags =
                 O_PATH | O_NOFOLLOW | O_CLOEXEC | (i + 1 < parts.size() ? O_DIRECTORY : 0);
-            const int fd = ::openat(dir, name.c_str(), flags);
-            if (fd < 0)
-                return fail_errno(control::quote(rel));
-            cur.reset(fd);
+            auto fd = backing::open_at(dir, name.c_str(), flags, 0);
+            if (!fd) {
+                Error e = std::move(fd).error();
+                e.message = control::quote(rel);
+                return fail(std::move(e));
+            }
+            cur = std::move(*fd);
             dir = cur.get();
         }
         if (!cur)

@@ -8,6 +8,7 @@
 // readdir hides the control file's name in the root; readdirplus counts a
 // lookup for every entry it returns and undoes the ones that did not fit.
 #include "backing/backing_fs.hpp"
+#include "backing/file_ops.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
 #include "fuse/dir_stream.hpp"
@@ -45,20 +46,20 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
     const DirBefore before = dir_before(a, dir);
     {
         CallerScope as(req, true);
-        int rc = 0;
+        int err = 0;
         switch (kind) {
         case NodeKind::mkdir:
-            rc = ::mkdirat(dir->fd(), name, mode);
+            err = backing::make_dir(dir->fd(), name, mode);
             break;
         case NodeKind::symlink:
-            rc = ::symlinkat(link, dir->fd(), name);
+            err = backing::make_symlink(link, dir->fd(), name);
             break;
         case NodeKind::mknod:
-            rc = ::mknodat(dir->fd(), name, mode, rdev);
+            err = backing::make_node(dir->fd(), name, mode, rdev);
             break;
         }
-        if (rc != 0)
-            return errno;
+        if (err != 0)
+            return err;
     }
     fuse_entry_param e{};
     if (const int err = lookup_entry(a, *dir, name, e))
@@ -255,12 +256,9 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         auto change = begin_attr_change(a, inode->fd(), before); // the link moves its ctime
         const DirBefore dir_was = dir_before(a, dir);
         {
-            // Through /proc rather than AT_EMPTY_PATH, which needs
-            // CAP_DAC_READ_SEARCH that the caller's fsuid does not carry.
             CallerScope as(req, true);
-            const backing::ProcPath p(inode->fd());
-            if (::linkat(AT_FDCWD, p.c_str(), dir->fd(), newname, AT_SYMLINK_FOLLOW) != 0)
-                return errno;
+            if (const int err = backing::link_to(inode->fd(), dir->fd(), newname))
+                return err;
         }
         if (change)
             note_change(a, ino, change->finish());
@@ -293,8 +291,8 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
             return err;
         auto change = losing_name(a, fd->get(), before);
         const DirBefore dir_was = dir_before(a, dir);
-        if (::unlinkat(dir->fd(), name, 0) != 0)
-            return errno;
+        if (const int err = backing::unlink_at(dir->fd(), name, 0))
+            return err;
         a.inodes.mark_stale(parent, name); // its link count and ctime moved
         a.inodes.unname(parent, name);
         note_name_removed(a, dir, dir_was, name);
@@ -327,10 +325,10 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
                 a.data.path_settings(cache::FileRef{g->get(), gone_st}))
                 gone = std::move(*g);
         struct stat removed {};
-        const bool known = ::fstatat(dir->fd(), name, &removed, AT_SYMLINK_NOFOLLOW) == 0;
+        const bool known = backing::stat_at(dir->fd(), name, removed) == 0;
         const DirBefore dir_was = dir_before(a, dir);
-        if (::unlinkat(dir->fd(), name, AT_REMOVEDIR) != 0)
-            return errno;
+        if (const int err = backing::unlink_at(dir->fd(), name, AT_REMOVEDIR))
+            return err;
         a.inodes.mark_stale(parent, name); // its link count and ctime moved
         a.inodes.unname(parent, name);
         note_name_removed(a, dir, dir_was, name);
@@ -367,7 +365,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
                 v && backing::stat_fd(v->get(), victim_st) == 0 && S_ISREG(victim_st.st_mode)) {
                 struct stat src_st {};
                 // Renaming a name onto another name of the same file does nothing.
-                if (::fstatat(from->fd(), name, &src_st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                if (backing::stat_at(from->fd(), name, src_st) == 0 &&
                     !(src_st.st_dev == victim_st.st_dev && src_st.st_ino == victim_st.st_ino))
                     victim = std::move(*v);
             }
@@ -413,8 +411,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
         const bool one_dir = from->ino() == to->ino();
         DirBefore from_was = dir_before(a, from);
         DirBefore to_was = one_dir ? from_was : dir_before(a, to);
-        if (::renameat2(from->fd(), name, to->fd(), newname, flags) != 0)
-            return errno;
+        if (const int err = backing::rename_at(from->fd(), name, to->fd(), newname, flags))
+            return err;
         // Per-path policy is inherited along the parent the inode table
         // keeps: the moved files now inherit from their new directory.
         // The names, for lookups while the backing is offline: the target's
@@ -431,14 +429,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
                 to_was = from_was;
         }
         struct stat moved {};
-        if (::fstatat(to->fd(), newname, &moved, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (backing::stat_at(to->fd(), newname, moved) == 0) {
             a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, newparent, newname);
             to_was = note_name_added(a, to, to_was, newname, moved);
             if (one_dir)
                 from_was = to_was;
         }
         if ((flags & RENAME_EXCHANGE) != 0 &&
-            ::fstatat(from->fd(), name, &moved, AT_SYMLINK_NOFOLLOW) == 0) {
+            backing::stat_at(from->fd(), name, moved) == 0) {
             a.inodes.reparent(SrcId{moved.st_dev, moved.st_ino}, parent, name);
             a.inodes.mark_stale(parent, name);
             note_name_added(a, from, from_was, name, moved);
@@ -527,13 +525,14 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* f
             InodeRef inode = a.gate.online() ? a.inodes.get(ino) : InodeRef{};
             if (!inode)
                 return EIO;
-            opened = UniqueFd(::openat(inode->fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-            if (!opened)
-                return errno;
+            auto dirfd = backing::reopen(inode->fd(), O_RDONLY | O_DIRECTORY);
+            if (!dirfd)
+                return errno_of(dirfd.error());
+            opened = std::move(*dirfd);
             fd = opened.get();
         }
-        const int rc = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
-        fuse_reply_err(req, rc == 0 ? 0 : errno);
+        const auto synced = backing::sync_file(fd, datasync != 0);
+        fuse_reply_err(req, synced ? 0 : errno_of(synced.error()));
         return 0;
     });
 }

@@ -354,7 +354,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         if ((to_set & FUSE_SET_ATTR_MODE) != 0) {
             int err = 0;
             if (ofd >= 0)
-                err = ::fchmod(ofd, attr->st_mode) == 0 ? 0 : errno;
+                err = backing::set_mode_fd(ofd, attr->st_mode);
             else if (inode->is_symlink())
                 err = EOPNOTSUPP; // Linux cannot change a symlink's mode
             else
@@ -369,12 +369,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             // chown(f, -1, -1) reaches us as a setattr that changes nothing;
             // on the backing it still updates ctime (and drops set-id bits
             // as the kernel decided), so do the same no-op chown there.
-            const int err =
-                ofd >= 0
-                    ? (::fchown(ofd, static_cast<uid_t>(-1), static_cast<gid_t>(-1)) == 0 ? 0
-                                                                                          : errno)
-                    : backing::set_owner(inode->fd(), static_cast<uid_t>(-1),
-                                         static_cast<gid_t>(-1));
+            const auto none_uid = static_cast<uid_t>(-1);
+            const auto none_gid = static_cast<gid_t>(-1);
+            const int err = ofd >= 0 ? backing::set_owner_fd(ofd, none_uid, none_gid)
+                                     : backing::set_owner(inode->fd(), none_uid, none_gid);
             if (err != 0)
                 return err;
         }
@@ -383,7 +381,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 (to_set & FUSE_SET_ATTR_UID) != 0 ? attr->st_uid : static_cast<uid_t>(-1);
             const gid_t gid =
                 (to_set & FUSE_SET_ATTR_GID) != 0 ? attr->st_gid : static_cast<gid_t>(-1);
-            const int err = ofd >= 0 ? (::fchown(ofd, uid, gid) == 0 ? 0 : errno)
+            const int err = ofd >= 0 ? backing::set_owner_fd(ofd, uid, gid)
                                      : backing::set_owner(inode->fd(), uid, gid);
             if (err != 0)
                 return err;
@@ -404,7 +402,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 times[1] = attr->st_mtim;
             int err = 0;
             if (ofd >= 0)
-                err = ::futimens(ofd, times) == 0 ? 0 : errno;
+                err = backing::set_times_fd(ofd, times);
             else
                 err = backing::set_times(inode->fd(), times);
             if (err != 0)

@@ -23,6 +23,7 @@
 // session that is gone (the DataPath still writes the bytes, around the
 // cache, when it stops).
 #include "backing/backing_fs.hpp"
+#include "backing/file_ops.hpp"
 #include "fuse/adapter.hpp"
 #include "fuse/backing_calls.hpp"
 #include "fuse/coherency.hpp"
@@ -61,6 +62,17 @@ public:
         return fuse_buf_copy(&mem, in_, FUSE_BUF_NO_SPLICE);
     }
     ssize_t write_to(int fd, off_t off) override {
+        if (backing::scoped()) {
+            // Through the gate: the call gets a copy of the bytes (the
+            // request's pipe is gone once it is answered).
+            auto& buf = thread_buffer(size_);
+            const ssize_t got = copy_to(buf.data());
+            if (got < 0)
+                return got;
+            auto n = backing::write_all(fd, buf.data(), static_cast<std::size_t>(got),
+                                        static_cast<std::uint64_t>(off));
+            return n ? static_cast<ssize_t>(*n) : -errno_of(n.error());
+        }
         fuse_bufvec dst = FUSE_BUFVEC_INIT(size_);
         dst.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
         dst.buf[0].fd = fd;
@@ -306,10 +318,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         UniqueFd fd;
         {
             CallerScope as(req, true);
-            const int raw = ::openat(dir->fd(), name, flags | O_CLOEXEC, mode);
-            if (raw < 0)
-                return errno;
-            fd.reset(raw);
+            auto made = backing::open_at(dir->fd(), name, flags, mode);
+            if (!made)
+                return errno_of(made.error());
+            fd = std::move(*made);
         }
         // The entry is made from the open fd, not the name, which another
         // process may have replaced already.
@@ -317,8 +329,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         if (!path_fd)
             return errno_of(path_fd.error());
         struct stat st {};
-        if (::fstat(fd.get(), &st) != 0)
-            return errno;
+        if (const int err = backing::stat_fd(fd.get(), st))
+            return err;
         bool keep = false;
         auto made = make_handle(a, std::move(fd), fi->flags, st, keep, dir->ino());
         if (!made)

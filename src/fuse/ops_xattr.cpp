@@ -242,10 +242,9 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
             return set_reserved(req, a, *inode, name + kReservedPrefix.size(),
                                 std::string_view(value, size), flags);
         CallerScope as(req, check_as_caller(a));
-        const backing::ProcPath p(inode->fd());
         auto change = xattr_change(a, *inode);
-        if (::setxattr(p.c_str(), name, value, size, flags) != 0)
-            return errno;
+        if (const int err = backing::set_xattr(inode->fd(), name, value, size, flags))
+            return err;
         xattr_changed(a, ino, std::move(change));
         fuse_reply_err(req, 0);
         return 0;
@@ -265,10 +264,9 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
         if (is_reserved(name))
             return set_reserved(req, a, *inode, name + kReservedPrefix.size(), {}, 0, true);
         CallerScope as(req, check_as_caller(a));
-        const backing::ProcPath p(inode->fd());
         auto change = xattr_change(a, *inode);
-        if (::removexattr(p.c_str(), name) != 0)
-            return errno;
+        if (const int err = backing::remove_xattr(inode->fd(), name))
+            return err;
         xattr_changed(a, ino, std::move(change));
         fuse_reply_err(req, 0);
         return 0;

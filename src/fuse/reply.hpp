@@ -8,6 +8,7 @@
 // exception always arrives before any reply went out.
 #pragma once
 
+#include "backing/request_scope.hpp"
 #include "overcache/util/result.hpp"
 #include "util/log.hpp"
 
@@ -23,9 +24,15 @@ inline int errno_of(const Error& e) noexcept {
     return to_errno(e);
 }
 
+// The gate of the mount `req` came to (fuse/backing_calls.cpp).
+backing::Gate& gate_of_request(fuse_req_t req) noexcept;
+
+// Runs a handler body under a RequestScope: its backing calls, and the
+// data paths' under it, wait for a stalled backing one deadline at most.
 template <typename Body> void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
     int err = 0;
     try {
+        backing::RequestScope scope(gate_of_request(req));
         err = body();
     } catch (const std::bad_alloc&) {
         err = ENOMEM;

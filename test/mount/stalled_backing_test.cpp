@@ -1381,4 +1381,222 @@ TEST_SUITE("stalled_backing") {
         expect(s.run(read_op(s.mnt("d/victim"), "victim", true)), "reading d/victim again", 0,
                "same");
     }
+
+    TEST_CASE("stalled backing: a change that misses its deadline answers EIO within it, holds "
+              "no thread, and once it lands late is what the mount shows" *
+              doctest::timeout(300)) {
+        // Calls of one class answer, late: each change below misses the
+        // deadline (1 s) while lookups answer at once, and lands 2.5 s
+        // after it was made, when the mount no longer waits for it. Under
+        // coherency=none nothing would ask the backing again by itself.
+        constexpr unsigned kLate = 2500;
+        StallMount s(",coherency=none");
+        // A directory per change, each with gone, victim and cold, settled
+        // and listed: under coherency=none its names come from the index.
+        constexpr int kDirs = 5;
+        auto dir = [](int i) { return "c" + std::to_string(i); };
+        for (int i = 0; i < kDirs; ++i) {
+            REQUIRE(::mkdir(s.backing().lower(dir(i)).c_str(), 0755) == 0);
+            for (const char* n : {"gone", "victim", "cold"})
+                write_file(s.backing().lower(dir(i) + "/" + n), n);
+        }
+        std::this_thread::sleep_for(milliseconds(2200)); // settled: listings are kept whole
+        for (int i = 0; i < kDirs; ++i) {
+            REQUIRE(list_op(s.mnt(dir(i)))().text == "cold gone victim");
+            for (const char* n : {"gone", "victim", "cold"})
+                stat_of(s.mnt(dir(i) + "/" + n));
+        }
+        const long long served = number(s.m().stats(), "listings_served");
+        for (int i = 0; i < kDirs; ++i)
+            REQUIRE(list_op(s.mnt(dir(i)))().text == "cold gone victim");
+        REQUIRE(number(s.m().stats(), "listings_served") >= served + kDirs);
+
+        // Until the late change is on the backing, then until the mount is
+        // online again.
+        auto landed = [&](const std::function<bool()>& done) {
+            const auto deadline = Clock::now() + milliseconds(4 * kLate);
+            while (!done() && Clock::now() < deadline)
+                std::this_thread::sleep_for(milliseconds(50));
+            CHECK_MESSAGE(done(), "the late change never reached the backing");
+            s.backing().clear();
+            CHECK(value(wait_online(s), "backing_state") == "online");
+        };
+        auto lower_stat = [&](const std::string& rel, struct stat& st) {
+            return ::lstat(s.backing().lower(rel).c_str(), &st) == 0;
+        };
+        auto exists = [&](const std::string& rel) {
+            struct stat st {};
+            return lower_stat(rel, st);
+        };
+        struct Case {
+            std::string what;
+            const char* classes;
+            Op op;
+            std::function<bool()> on_backing;
+        };
+        const std::vector<Case> cases = {
+            {"mkdir c0/new", "meta",
+             call_op("mkdir", [p = s.mnt("c0/new")] { return ::mkdir(p.c_str(), 0755); }),
+             [&] { return exists("c0/new"); }},
+            {"creating c1/made", "open", open_op(s.mnt("c1/made"), O_WRONLY | O_CREAT | O_EXCL),
+             [&] { return exists("c1/made"); }},
+            {"unlink c2/gone", "meta",
+             call_op("unlink", [p = s.mnt("c2/gone")] { return ::unlink(p.c_str()); }),
+             [&] { return !exists("c2/gone"); }},
+            {"rename c3/victim to c3/moved", "meta",
+             call_op("rename",
+                     [from = s.mnt("c3/victim"), to = s.mnt("c3/moved")] {
+                         return ::rename(from.c_str(), to.c_str());
+                     }),
+             [&] { return exists("c3/moved"); }},
+            {"chmod c4/cold 0600", "meta",
+             call_op("chmod", [p = s.mnt("c4/cold")] { return ::chmod(p.c_str(), 0600); }),
+             [&] {
+                 struct stat st {};
+                 return lower_stat("c4/cold", st) && (st.st_mode & 07777) == 0600;
+             }},
+        };
+        for (int i = 0; i < kDirs; ++i) {
+            const Case& c = cases[static_cast<std::size_t>(i)];
+            CAPTURE(c.what);
+            s.backing().delay(c.classes, kLate);
+            expect(s.run(c.op, kFirstBound), c.what + " while its calls are late", EIO);
+            // The directory's lock in the kernel went with the answer.
+            const Probe listed = s.run(list_op(s.mnt(dir(i))));
+            INFO("listing " << dir(i) << " after it: " << describe(listed));
+            CHECK(listed.finished);
+            landed(c.on_backing);
+            expect(s.run(list_op(s.mnt(dir(i)))), "listing " + dir(i) + " once it landed", 0,
+                   list_op(s.backing().lower(dir(i)))().text);
+        }
+        struct stat lower {};
+        REQUIRE(lower_stat("c4/cold", lower));
+        expect(s.run(stat_op(s.mnt("c4/cold"))), "stat of c4/cold once the chmod landed", 0,
+               attrs_text(lower));
+    }
+
+    TEST_CASE("stalled backing: a write that stalls in the backing leaves no byte it replaced "
+              "in the cache" *
+              doctest::timeout(300)) {
+        // A write to a cached file through a descriptor opened before: in
+        // writethrough it reaches the backing, which stops answering while
+        // it is there (faultfs holds writes 1.5 s, and is stopped 0.5 s in),
+        // so the write fails at its deadline and lands once the backing
+        // runs again. The bytes it replaced must not be served through that
+        // open then, which neither an open nor a kernel getattr checks
+        // again (attr_timeout=60). In writeback it lands in the cache.
+        StallMount s(",attr_timeout=60,entry_timeout=60");
+        const std::string bytes = random_bytes(kFileBytes, 61);
+        write_file(s.backing().lower("hot"), bytes);
+        REQUIRE(read_uncached(s.mnt("hot")) == bytes);
+        s.m().wait_fills();
+        REQUIRE(cached_bytes(s.mnt("hot")) == bytes.size());
+        const bool writeback = s.m().writeback_mode();
+        const std::string path = s.mnt("hot");
+        const std::string lower_path = s.backing().lower("hot");
+        const std::string x(4096, 'X');
+        s.backing().delay("write", 1500);
+        Probes::Child w = s.probes().start([path, lower_path, x, writeback] {
+            const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+            if (fd < 0)
+                return failed("open");
+            std::string text;
+            const auto began = Clock::now();
+            if (::pwrite(fd, x.data(), x.size(), 0) == static_cast<ssize_t>(x.size()))
+                text = "write: success";
+            else
+                text = std::string("write: ") + ::strerrorname_np(errno);
+            if (Clock::now() - began > kFirstBound)
+                text += " too late";
+            // The kernel asks for the attributes now, before the write
+            // lands, and keeps them for a minute: nothing checks the file
+            // against the backing after it landed.
+            struct stat now {};
+            (void)::fstat(fd, &now);
+            // The late write on the backing (writethrough), then reads
+            // through the same open until the mount answers them again.
+            const auto deadline = Clock::now() + milliseconds(20000);
+            for (;;) {
+                char b[4096];
+                const int lfd = ::open(lower_path.c_str(), O_RDONLY | O_CLOEXEC);
+                const bool there = lfd >= 0 && ::pread(lfd, b, sizeof b, 0) == 4096 &&
+                                   std::string(b, sizeof b) == x;
+                if (lfd >= 0)
+                    ::close(lfd);
+                if (there || writeback || Clock::now() >= deadline)
+                    break;
+                std::this_thread::sleep_for(milliseconds(50));
+            }
+            std::string got;
+            for (;;) {
+                ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+                char b[4096];
+                const ssize_t n = ::pread(fd, b, sizeof b, 0);
+                if (n >= 0) {
+                    got.assign(b, static_cast<std::size_t>(n));
+                    break;
+                }
+                if (Clock::now() >= deadline) {
+                    ::close(fd);
+                    return Outcome{errno, text + "; the read failed"};
+                }
+                std::this_thread::sleep_for(milliseconds(100));
+            }
+            ::close(fd);
+            return Outcome{0, text + "; read " + compare_bytes(got, x)};
+        });
+        std::this_thread::sleep_for(milliseconds(500));
+        s.backing().pause(); // the write waits in faultfs now
+        std::this_thread::sleep_for(kFirstBound);
+        // Not s.resume(): that would reap the child, which reads on.
+        s.backing().resume();
+        CHECK(s.probes().wait(w, milliseconds(25000)));
+        const Probe wrote = s.probes().finish(w);
+        INFO("the write through an open of hot: " << describe(wrote));
+        CHECK(wrote.finished);
+        CHECK(wrote.err == 0);
+        CHECK(wrote.text == (writeback ? "write: success; read same" : "write: EIO; read same"));
+        s.backing().clear();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+    }
+
+    TEST_CASE("stalled backing: a write or fsync slower than the deadline is waited for while "
+              "the backing answers" *
+              doctest::timeout(300)) {
+        // An NFS client's fsync of much dirty data, or a write through a
+        // throttled link, may take longer than any other call: while the
+        // backing answers the probe, such a call is no stall.
+        StallMount s;
+        write_file(s.backing().lower("slow"), "slow");
+        stat_of(s.mnt("slow"));
+        const long long timeouts = number(s.m().stats(), "backing_timeouts");
+        s.backing().delay("write,fsync", 2500);
+        const Probe p = s.run(
+            [path = s.mnt("slow")] {
+                const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+                if (fd < 0)
+                    return failed("open");
+                const std::string data(4096, 'S');
+                if (::pwrite(fd, data.data(), data.size(), 0) != 4096) {
+                    const Outcome out = failed("pwrite");
+                    ::close(fd);
+                    return out;
+                }
+                if (::fsync(fd) != 0) {
+                    const Outcome out = failed("fsync");
+                    ::close(fd);
+                    return out;
+                }
+                if (::close(fd) != 0)
+                    return failed("close");
+                return Outcome{};
+            },
+            milliseconds(20000));
+        expect(p, "a write and an fsync of slow, each 2.5 s late", 0);
+        s.backing().clear();
+        const auto stats = s.m().stats();
+        CHECK(value(stats, "backing_state") == "online");
+        CHECK(number(stats, "backing_timeouts") == timeouts);
+        CHECK(read_uncached(s.backing().lower("slow")) == std::string(4096, 'S'));
+    }
 }

@@ -226,3 +226,69 @@ TEST_CASE("offline_ok=0: no error takes the backing offline") {
         CHECK_FALSE(g.judge(err));
     CHECK(g.online());
 }
+
+TEST_CASE("a patient call outlives its deadline while the probe answers; not once it stops") {
+    auto latch = std::make_shared<Latch>();
+    auto probe_latch = std::make_shared<Latch>();
+    Gate gate(fast(100ms), [probe_latch] { probe_latch->pass(); return 0; });
+    // Slow but alive: five deadlines long, the probe answering.
+    const auto t0 = Clock::now();
+    auto slow = gate.call(
+        [] {
+            std::this_thread::sleep_for(500ms);
+            return 7;
+        },
+        Gate::Patience::while_alive);
+    REQUIRE(slow.has_value());
+    CHECK(*slow == 7);
+    CHECK(Clock::now() - t0 >= 500ms);
+    CHECK(gate.online());
+    CHECK(gate.stats().timeouts == 0);
+
+    // The same with the deadline only: offline (the probe, answering at
+    // once, turns it online again).
+    CHECK_FALSE(gate.call([] {
+                        std::this_thread::sleep_for(300ms);
+                        return 1;
+                    }).has_value());
+    CHECK(gate.stats().timeouts == 1);
+    CHECK(gate.stats().offline_total == 1);
+    REQUIRE(wait_for([&] { return gate.online(); }));
+
+    // Patient, but the backing stops answering (the probe too): given up
+    // after the deadline and one more for the probe.
+    latch->close();
+    probe_latch->close();
+    const auto t1 = Clock::now();
+    auto stuck = gate.call([latch] { latch->pass(); return 1; }, Gate::Patience::while_alive);
+    const auto waited = Clock::now() - t1;
+    CHECK_FALSE(stuck.has_value());
+    CHECK(waited >= 200ms);
+    CHECK(waited < 3s);
+    CHECK_FALSE(gate.online());
+    latch->release();
+    probe_latch->release();
+    CHECK(wait_for([&] { return gate.online(); }));
+}
+
+TEST_CASE("what was seen before an abandoned call ends is unsettled until it has ended") {
+    auto latch = std::make_shared<Latch>();
+    Gate gate(fast(100ms), [] { return 0; });
+    CHECK(gate.settled_after_ns() == 0);
+    latch->close();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    CHECK_FALSE(gate.call([latch, done] {
+                        latch->pass();
+                        done->store(true);
+                        return 0;
+                    }).has_value());
+    // It may still land: nothing seen so far is settled.
+    CHECK(gate.settled_after_ns() == INT64_MAX);
+    const auto before = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    latch->release();
+    REQUIRE(wait_for([&] { return gate.settled_after_ns() != INT64_MAX; }));
+    CHECK(done->load());
+    CHECK(gate.settled_after_ns() >= before);
+}

@@ -1,0 +1,150 @@
+// RequestScope: on a thread with a scope open, the backing calls of
+// backing_fs.hpp and file_ops.hpp run on the gate's threads, as whom the
+// thread acts as, on duplicates of its descriptors, and one that does not
+// answer in time fails with EIO (the scope says it missed) instead of
+// holding the thread. Without a scope, or over an inline gate, they run
+// here. The stall is a FIFO nobody writes to: an open of it for reading
+// blocks, as a call into a stopped backing does, until a writer comes.
+#include "backing/backing_fs.hpp"
+#include "backing/creds.hpp"
+#include "backing/file_ops.hpp"
+#include "backing/request_scope.hpp"
+#include "tmp_dir.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <string>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace overcache;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+backing::Gate::Options fast(bool offline_ok = true) {
+    backing::Gate::Options o;
+    o.timeout = 200ms;
+    o.threads = 2;
+    o.probe_interval = 20ms;
+    o.offline_ok = offline_ok;
+    return o;
+}
+
+} // namespace
+
+TEST_CASE("calls in a request scope run on the gate's threads and answer as here") {
+    test::TmpDir dir;
+    UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    REQUIRE(root);
+    backing::Gate gate(fast(), [] { return 0; });
+    backing::RequestScope scope(gate);
+    REQUIRE(backing::RequestScope::active() == &scope);
+    CHECK(backing::make_dir(root.get(), "d", 0750) == 0);
+    CHECK(backing::make_dir(root.get(), "d", 0750) == EEXIST);
+    struct stat st {};
+    REQUIRE(backing::stat_at(root.get(), "d", st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 07777) == 0750);
+    auto f = backing::open_at(root.get(), "f", O_RDWR | O_CREAT | O_EXCL, 0640);
+    REQUIRE(f);
+    const std::string bytes(100000, 'b');
+    auto n = backing::write_all(f->get(), bytes.data(), bytes.size(), 10);
+    REQUIRE(n);
+    CHECK(*n == bytes.size());
+    CHECK(backing::sync_file(f->get(), true));
+    auto fst = backing::fstat_file(f->get());
+    REQUIRE(fst);
+    CHECK(fst->st_size == 100010);
+    CHECK(backing::truncate_file(f->get(), true, 5));
+    CHECK(backing::rename_at(root.get(), "f", root.get(), "g", 0) == 0);
+    CHECK(backing::stat_at(root.get(), "f", st) == ENOENT);
+    REQUIRE(backing::stat_at(root.get(), "g", st) == 0);
+    CHECK(st.st_size == 5);
+    CHECK(backing::unlink_at(root.get(), "g", 0) == 0);
+    CHECK(backing::unlink_at(root.get(), "d", AT_REMOVEDIR) == 0);
+    CHECK_FALSE(scope.missed());
+    // The descriptors lent were duplicates: ours are untouched.
+    CHECK(::fcntl(root.get(), F_GETFD) >= 0);
+    CHECK(::fcntl(f->get(), F_GETFD) >= 0);
+}
+
+TEST_CASE("a call in a request scope that does not answer fails with EIO within the deadline") {
+    test::TmpDir dir;
+    const std::string fifo = dir.path() + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    backing::Gate gate(fast(), [] { return 0; });
+    {
+        backing::RequestScope scope(gate);
+        const auto t0 = Clock::now();
+        // An open of a FIFO for reading waits for a writer: the stall.
+        auto r = backing::open_at(root.get(), "fifo", O_RDONLY, 0);
+        CHECK_FALSE(r);
+        if (!r)
+            CHECK(to_errno(r.error()) == EIO);
+        CHECK(Clock::now() - t0 < 2s);
+        CHECK(scope.missed());
+        CHECK_FALSE(gate.online());
+        // Offline: refused at once.
+        struct stat st {};
+        CHECK(backing::stat_at(root.get(), "fifo", st) == EIO);
+    }
+    // The abandoned open ends once a writer comes.
+    CHECK(gate.settled_after_ns() == INT64_MAX);
+    {
+        UniqueFd w(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+        const auto end = Clock::now() + 5s;
+        while (gate.settled_after_ns() == INT64_MAX && Clock::now() < end)
+            std::this_thread::sleep_for(5ms);
+    }
+    CHECK(gate.settled_after_ns() != INT64_MAX);
+    // Without a scope the same calls run here.
+    struct stat st {};
+    CHECK(backing::stat_at(root.get(), "fifo", st) == 0);
+}
+
+TEST_CASE("a request scope over an inline gate, or none, runs calls on this thread") {
+    test::TmpDir dir;
+    UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    backing::Gate gate(fast(false), [] { return 0; });
+    CHECK(backing::RequestScope::active() == nullptr);
+    {
+        backing::RequestScope scope(gate);
+        CHECK(backing::RequestScope::active() == nullptr);
+        CHECK(backing::make_dir(root.get(), "d", 0755) == 0);
+    }
+    CHECK(backing::RequestScope::active() == nullptr);
+}
+
+TEST_CASE("a call in a request scope acts as whom the thread acts as") {
+    backing::init_credentials();
+    if (!backing::can_switch_credentials()) {
+        MESSAGE("not root: the identity cannot be switched here");
+        return;
+    }
+    test::TmpDir dir;
+    REQUIRE(::chmod(dir.path().c_str(), 0777) == 0);
+    UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    backing::Gate gate(fast(), [] { return 0; });
+    backing::RequestScope scope(gate);
+    {
+        const gid_t groups[] = {4242};
+        backing::AsCaller as(4321, 1234, groups);
+        REQUIRE(as.switched());
+        CHECK(backing::make_dir(root.get(), "mine", 0755) == 0);
+    }
+    CHECK(backing::make_dir(root.get(), "roots", 0755) == 0);
+    struct stat st {};
+    REQUIRE(::fstatat(root.get(), "mine", &st, AT_SYMLINK_NOFOLLOW) == 0);
+    CHECK(st.st_uid == 4321);
+    CHECK(st.st_gid == 1234);
+    REQUIRE(::fstatat(root.get(), "roots", &st, AT_SYMLINK_NOFOLLOW) == 0);
+    CHECK(st.st_uid == 0);
+    CHECK_FALSE(scope.missed());
+}
