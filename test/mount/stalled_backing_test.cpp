@@ -1597,6 +1597,47 @@ TEST_SUITE("stalled_backing") {
         const auto stats = s.m().stats();
         CHECK(value(stats, "backing_state") == "online");
         CHECK(number(stats, "backing_timeouts") == timeouts);
-        CHECK(read_uncached(s.backing().lower("slow")) == std::string(4096, 'S'));
+        // In writeback the bytes are in the cache; in writethrough on the backing.
+        const bool writeback = s.m().writeback_mode();
+        CHECK(read_uncached(writeback ? s.mnt("slow") : s.backing().lower("slow")) ==
+              std::string(4096, 'S'));
+    }
+
+    TEST_CASE("stalled backing: changes that meet the stall together hold no FUSE thread" *
+              doctest::timeout(300)) {
+        // The kernel keeps the names (entry_timeout=60), so each chmod is a
+        // setattr that goes straight to a handler that changes the backing:
+        // more of them at once than the daemon has threads for requests.
+        StallMount s(",attr_timeout=60,entry_timeout=60");
+        const Tree t = make_tree(s);
+        constexpr int kFiles = 24;
+        std::vector<Op> chmods;
+        for (int i = 0; i < kFiles; ++i) {
+            const std::string f = s.mnt("d/f" + std::to_string(i));
+            write_file(f, "f");
+            stat_of(f);
+            chmods.push_back(call_op("chmod", [f] { return ::chmod(f.c_str(), 0600); }));
+        }
+        s.pause();
+        const auto probes = s.probes().run_all(chmods, kFirstBound);
+        std::size_t answered = 0;
+        std::string first_wrong;
+        for (const Probe& p : probes) {
+            if (p.finished && (p.err == EIO || p.err == EROFS))
+                ++answered;
+            else if (first_wrong.empty())
+                first_wrong = describe(p);
+        }
+        INFO(kFiles << " concurrent chmods as the stall came; the first wrong one: " << first_wrong);
+        CHECK(answered == probes.size());
+        // Every thread that serves requests is free: the control file and a
+        // cached file answer.
+        const Probe ctl = s.run(text_op(s.mnt(".overcache")));
+        expect(ctl, "reading .overcache after them", 0);
+        CHECK(value(parse_stats(ctl.text), "backing_state") == "offline");
+        expect(s.run(read_op(s.mnt("d/hot"), t.hot, true)), "open and read of d/hot (cached)", 0,
+               "same");
+        s.resume();
+        CHECK(value(wait_online(s), "backing_state") == "online");
     }
 }
