@@ -16,6 +16,7 @@
 #include <chrono>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <thread>
@@ -27,9 +28,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-backing::Gate::Options fast(bool offline_ok = true) {
+// `timeout`: short where a stall is made, long where none is (a loaded
+// machine must not turn a slow mkdir into one).
+backing::Gate::Options fast(bool offline_ok = true, std::chrono::milliseconds timeout = 5000ms) {
     backing::Gate::Options o;
-    o.timeout = 200ms;
+    o.timeout = timeout;
     o.threads = 2;
     o.probe_interval = 20ms;
     o.offline_ok = offline_ok;
@@ -79,7 +82,10 @@ TEST_CASE("a call in a request scope that does not answer fails with EIO within 
     const std::string fifo = dir.path() + "/fifo";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     UniqueFd root(::open(dir.path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    backing::Gate gate(fast(), [] { return 0; });
+    // The probe fails until the stall is over: the gate stays offline
+    // (a probe answering at once would turn it online again at any moment).
+    auto answers = std::make_shared<std::atomic<bool>>(false);
+    backing::Gate gate(fast(true, 200ms), [answers] { return answers->load() ? 0 : EIO; });
     {
         backing::RequestScope scope(gate);
         const auto t0 = Clock::now();
@@ -97,6 +103,7 @@ TEST_CASE("a call in a request scope that does not answer fails with EIO within 
     }
     // The abandoned open ends once a writer comes.
     CHECK(gate.settled_after_ns() == INT64_MAX);
+    answers->store(true);
     {
         UniqueFd w(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
         const auto end = Clock::now() + 5s;
