@@ -196,6 +196,10 @@ std::int64_t Gate::settled_after_ns() const noexcept {
     return shared_->settled_wall_ns.load(std::memory_order_acquire);
 }
 
+std::function<bool()> Gate::unsettled_watch() const {
+    return [s = shared_] { return s->unsettled.load(std::memory_order_acquire) != 0; };
+}
+
 bool Gate::online() const noexcept {
     return !shared_->offline.load(std::memory_order_acquire);
 }
@@ -204,7 +208,7 @@ void Gate::note_refused() noexcept {
     shared_->refused.fetch_add(1, std::memory_order_relaxed);
 }
 
-bool Gate::submit(std::function<void()> job) {
+bool Gate::submit(std::function<void()>& job) {
     std::lock_guard lk(shared_->mu);
     if (shared_->stopping)
         return false;
@@ -231,8 +235,9 @@ void Gate::note_call_time(std::chrono::nanoseconds took) noexcept {
 }
 
 void Gate::post(std::function<void()> job) {
-    if (!opts_.offline_ok || !submit(job))
-        job();
+    if (opts_.offline_ok && submit(job))
+        return;
+    job();
 }
 
 void Gate::note_timeout() {

@@ -80,6 +80,8 @@ public:
     // Runs `job` on a gate thread without waiting for it (closing a
     // descriptor, which a backing may answer late): online or not, it runs
     // once the backing lets it. Inline with offline_ok off or when stopping.
+    // The job is moved, never copied: what it holds (the last reference to
+    // a descriptor) is let go of where it runs, not on the caller's thread.
     void post(std::function<void()> job);
 
     bool online() const noexcept;
@@ -89,6 +91,10 @@ public:
     // deadline: a change given up on may still land. INT64_MAX while one
     // still runs, else when the last one ended; 0 if none ever was.
     std::int64_t settled_after_ns() const noexcept;
+    // Whether a call abandoned at its deadline is still running, asked of
+    // state that outlives the gate: callable from any thread, even after
+    // the gate is gone (then true only while a left-behind call runs).
+    std::function<bool()> unsettled_watch() const;
     std::chrono::milliseconds timeout() const noexcept { return opts_.timeout; }
 
     struct Stats {
@@ -132,7 +138,9 @@ private:
     // gate goes is left behind (detached), holding its own reference.
     struct Shared;
 
-    bool submit(std::function<void()> job);
+    // Queues `job`, moving it out only when it is queued (false: the gate
+    // is stopping, `job` is left as it was).
+    bool submit(std::function<void()>& job);
     // A call was abandoned while it ran (counted as unsettled), and such a
     // call ended: on Shared, which outlives the gate for a stuck thread.
     static void note_abandoned_running(Shared& s) noexcept;
@@ -194,7 +202,8 @@ auto Gate::call(F fn, Patience patience) -> std::optional<std::invoke_result_t<F
     };
     const auto start = std::chrono::steady_clock::now();
     auto deadline = start + opts_.timeout;
-    if (!submit(std::move(job)))
+    std::function<void()> queued = std::move(job);
+    if (!submit(queued))
         return std::nullopt; // the gate is stopping
     const auto awake_until = start + awake_wait();
     while (!slot->done.load(std::memory_order_acquire) &&

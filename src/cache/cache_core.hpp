@@ -51,6 +51,11 @@ struct CacheCounters {
 };
 
 struct CacheCore {
+private:
+    mutable std::mutex backing_watch_mu_;
+    std::function<bool()> backing_unsettled_; // guarded by backing_watch_mu_
+
+public:
     CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingParams& params);
 
     std::unique_ptr<store::CacheDevice> dev;
@@ -93,6 +98,14 @@ struct CacheCore {
     // Makes dirty data written so far durable: the cache device, then the
     // index's WAL (data before the entries that point at it).
     Result<void> sync_dirty();
+
+    // Whether a backing call the foreground gave up on at its deadline is
+    // still running (Gate::unsettled_watch): such a change (a write around
+    // the cache, a truncate) may yet land, so writeback copies nothing
+    // until it has, and its bytes land after it, never under it. False
+    // until the mount's gate is watched (DataPath::watch_backing).
+    void watch_backing(std::function<bool()> unsettled);
+    bool backing_unsettled() const;
 
     meta::FileKey key_of(int fd, const struct stat& st);
     // key_of without an fd: known only once key_of has seen st_dev.

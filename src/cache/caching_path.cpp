@@ -121,6 +121,16 @@ std::optional<meta::FileKey> CacheCore::known_key(dev_t st_dev, ino_t ino) {
     return std::nullopt;
 }
 
+void CacheCore::watch_backing(std::function<bool()> unsettled) {
+    std::lock_guard lk(backing_watch_mu_);
+    backing_unsettled_ = std::move(unsettled);
+}
+
+bool CacheCore::backing_unsettled() const {
+    std::lock_guard lk(backing_watch_mu_);
+    return backing_unsettled_ && backing_unsettled_();
+}
+
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
     std::uint64_t fsid = static_cast<std::uint64_t>(st.st_dev); // fallback: st_dev
     {
@@ -285,6 +295,9 @@ public:
     // (all but its high watermark of free ones), less the dirty data.
     std::uint64_t room_bytes() const;
     void apply_settings(const config::Config& c) override;
+    void watch_backing(std::function<bool()> unsettled) override {
+        core_.watch_backing(std::move(unsettled));
+    }
     Result<void> save_setting(const std::string& name, const std::string& value) override;
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
     void flush(Done<void> done) override;

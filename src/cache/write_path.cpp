@@ -124,15 +124,20 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& 
     if (!upd) {
         // EIO: the change may have happened in part, or may still land (a
         // backing call that missed its deadline), so the cache stops
-        // vouching for any byte of a file without dirty data; the backing's
-        // are read again. (Other errors change nothing: a short write
-        // succeeds.) A file with dirty data keeps them: they are the newest
-        // acknowledged bytes, and writeback puts them over whatever landed.
-        if (!marked && to_errno(upd.error()) == EIO) {
+        // vouching for any byte the backing holds; those are read again.
+        // (Other errors change nothing: a short write succeeds.) A file
+        // with dirty data keeps them: they are the newest acknowledged
+        // bytes, and writeback puts them over whatever landed (once it has:
+        // CacheCore::backing_unsettled).
+        if (to_errno(upd.error()) == EIO) {
             std::lock_guard lk(st.mu);
             ++st.write_seq;
-            if (st.rec && !st.uncached.load() && (st.rec->flags & meta::kFileAhead) == 0)
-                update_cache(st, CacheUpdate{0, kToEnd, nullptr});
+            if (st.rec && !st.uncached.load()) {
+                if ((st.rec->flags & meta::kFileAhead) == 0)
+                    update_cache(st, CacheUpdate{0, kToEnd, nullptr});
+                else
+                    drop_clean(st);
+            }
         }
         if (marked) {
             // Nothing or part of it happened: the backing as it is now is ours.
@@ -344,6 +349,24 @@ ParkedWrites::Tried WritePath::retry_parked(ParkedWrite& w) {
         break;
     }
     return {Kind::not_cacheable, {}};
+}
+
+void WritePath::drop_clean(FileState& st) {
+    const meta::FileId fid = st.fid.load();
+    auto pieces = core_.index.lookup(fid, 0, kToEnd);
+    auto t = core_.index.txn();
+    bool staged = pieces.has_value();
+    if (pieces)
+        for (const auto& p : *pieces)
+            if ((p.v.flags & meta::kExtentDirty) == 0 && staged)
+                staged = core_.index.stage_punch(t, fid, p.start, p.end()).has_value();
+    if (!staged || !core_.index.commit(t)) {
+        // Its dirty extents are the newest bytes, so the file is not given
+        // up on (uncached). Should the change land, the next open or
+        // writeback finds the backing changed and drops the clean ones.
+        log::warn("cache: cannot drop the clean extents of inode ", st.key.ino,
+                  " after a failed change");
+    }
 }
 
 void WritePath::update_cache(FileState& st, const CacheUpdate& u) {

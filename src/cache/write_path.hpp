@@ -97,6 +97,9 @@ private:
     template <class Pre, class Op>
     Result<ChangeOut> change(FileState& st, int stat_fd, Pre&& pre, Op&& op);
     void update_cache(FileState& st, const CacheUpdate& u);
+    // Punches the file's clean extents, keeping its dirty ones (owner lock
+    // held): after a change that failed with EIO and may yet land.
+    void drop_clean(FileState& st);
 
     CacheCore& core_;
     const CacheHooks& hooks_;

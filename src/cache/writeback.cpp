@@ -435,6 +435,16 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
     if (hooks_before_batch)
         hooks_before_batch(st, from);
     std::lock_guard bl(st.backing_mu);
+    // A change of this file given up on at its deadline released
+    // backing_mu but may still land: copied now, our bytes could end up
+    // under it. Asked with backing_mu held, so any such change of this
+    // file is already counted.
+    // EIO, as the stalled backing gives the foreground.
+    if (core_.backing_unsettled()) {
+        const std::string what = "a backing call given up on at its deadline has not ended yet";
+        note_error(what);
+        return fail_sys(EIO, what);
+    }
     std::vector<Piece> todo;
     meta::FileRecord rec;
     std::uint64_t seq = 0;

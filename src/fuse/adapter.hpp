@@ -157,6 +157,7 @@ struct Adapter {
                                        stat_sampler)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
         inodes.on_grow([this](std::size_t n) { trimmer.note_size(n); });
+        data_path.watch_backing(gate.unsettled_watch());
         stat_sampler.start();
         // The mount has just reached the backing's root: df has numbers
         // from the start, should the backing stall before anyone asks.

@@ -633,6 +633,61 @@ struct Tree {
     std::string names; // of d
 };
 
+// In a child: writes `x` at offset 0 through a new open of `path` ("write:
+// success" or "write: EERRNO", " too late" past kFirstBound), asks for the
+// attributes (the kernel keeps them: nothing checks the file against the
+// backing after that), waits until the backing file `lower_path` holds `x`
+// if `until_on_backing` (a write that lands late), then reads offset 0
+// through the same open until the mount answers: "; read same" or how the
+// bytes differ from `x`.
+Outcome write_then_reread(const std::string& path, const std::string& lower_path,
+                          const std::string& x, bool until_on_backing) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return failed("open");
+    std::string text;
+    const auto began = Clock::now();
+    if (::pwrite(fd, x.data(), x.size(), 0) == static_cast<ssize_t>(x.size()))
+        text = "write: success";
+    else
+        text = std::string("write: ") + ::strerrorname_np(errno);
+    if (const auto took = Clock::now() - began; took > kFirstBound)
+        text += " too late (" +
+                std::to_string(std::chrono::duration_cast<milliseconds>(took).count()) + " ms)";
+    struct stat now {};
+    (void)::fstat(fd, &now);
+    const auto deadline = Clock::now() + milliseconds(20000);
+    while (until_on_backing) {
+        std::string b(x.size(), '\0');
+        const int lfd = ::open(lower_path.c_str(), O_RDONLY | O_CLOEXEC);
+        const bool there = lfd >= 0 &&
+                           ::pread(lfd, b.data(), b.size(), 0) == static_cast<ssize_t>(b.size()) &&
+                           b == x;
+        if (lfd >= 0)
+            ::close(lfd);
+        if (there || Clock::now() >= deadline)
+            break;
+        std::this_thread::sleep_for(milliseconds(50));
+    }
+    std::string got;
+    for (;;) {
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        std::string b(x.size(), '\0');
+        const ssize_t n = ::pread(fd, b.data(), b.size(), 0);
+        if (n >= 0) {
+            got.assign(b.data(), static_cast<std::size_t>(n));
+            break;
+        }
+        if (Clock::now() >= deadline) {
+            ::close(fd);
+            return Outcome{errno, text + "; the read failed"};
+        }
+        std::this_thread::sleep_for(milliseconds(100));
+    }
+    ::close(fd);
+    return Outcome{0, text + "; read " + compare_bytes(got, x)};
+}
+
 std::uint64_t cached_bytes(const std::string& path) {
     char buf[64];
     const ssize_t n = ::getxattr(path.c_str(), "user.overcache.cached_bytes", buf, sizeof buf);
@@ -1497,53 +1552,7 @@ TEST_SUITE("stalled_backing") {
         const std::string x(4096, 'X');
         s.backing().delay("write", 1500);
         Probes::Child w = s.probes().start([path, lower_path, x, writeback] {
-            const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-            if (fd < 0)
-                return failed("open");
-            std::string text;
-            const auto began = Clock::now();
-            if (::pwrite(fd, x.data(), x.size(), 0) == static_cast<ssize_t>(x.size()))
-                text = "write: success";
-            else
-                text = std::string("write: ") + ::strerrorname_np(errno);
-            if (Clock::now() - began > kFirstBound)
-                text += " too late";
-            // The kernel asks for the attributes now, before the write
-            // lands, and keeps them for a minute: nothing checks the file
-            // against the backing after it landed.
-            struct stat now {};
-            (void)::fstat(fd, &now);
-            // The late write on the backing (writethrough), then reads
-            // through the same open until the mount answers them again.
-            const auto deadline = Clock::now() + milliseconds(20000);
-            for (;;) {
-                char b[4096];
-                const int lfd = ::open(lower_path.c_str(), O_RDONLY | O_CLOEXEC);
-                const bool there = lfd >= 0 && ::pread(lfd, b, sizeof b, 0) == 4096 &&
-                                   std::string(b, sizeof b) == x;
-                if (lfd >= 0)
-                    ::close(lfd);
-                if (there || writeback || Clock::now() >= deadline)
-                    break;
-                std::this_thread::sleep_for(milliseconds(50));
-            }
-            std::string got;
-            for (;;) {
-                ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-                char b[4096];
-                const ssize_t n = ::pread(fd, b, sizeof b, 0);
-                if (n >= 0) {
-                    got.assign(b, static_cast<std::size_t>(n));
-                    break;
-                }
-                if (Clock::now() >= deadline) {
-                    ::close(fd);
-                    return Outcome{errno, text + "; the read failed"};
-                }
-                std::this_thread::sleep_for(milliseconds(100));
-            }
-            ::close(fd);
-            return Outcome{0, text + "; read " + compare_bytes(got, x)};
+            return write_then_reread(path, lower_path, x, !writeback);
         });
         std::this_thread::sleep_for(milliseconds(500));
         s.backing().pause(); // the write waits in faultfs now
@@ -1558,6 +1567,70 @@ TEST_SUITE("stalled_backing") {
         CHECK(wrote.text == (writeback ? "write: success; read same" : "write: EIO; read same"));
         s.backing().clear();
         CHECK(value(wait_online(s), "backing_state") == "online");
+    }
+
+    TEST_CASE("stalled backing: in writeback, a write around the cache that stalls leaves no "
+              "clean byte it replaced, keeps the dirty ones, and writeback puts them over it" *
+              doctest::timeout(300)) {
+        // A file with dirty data (D at 128 KiB) and clean cached bytes
+        // around it. With the cache device write-congested, a write of
+        // other bytes goes around the cache to the backing (write_path.cpp),
+        // which stops answering while it is there: the write fails at its
+        // deadline and lands once the backing runs again. The clean bytes
+        // it replaced must not be served through the open then, and D must
+        // be what the backing ends with, with no conflict made of our own
+        // late write. (That writeback copies nothing before such a write
+        // has landed is writeback_test's "writeback 6e".)
+        StallMount s(",attr_timeout=60,entry_timeout=60,cache_mode=writeback,"
+                     "writeback_delay=3600");
+        const std::string bytes = random_bytes(kFileBytes, 62);
+        write_file(s.backing().lower("hot"), bytes);
+        REQUIRE(read_uncached(s.mnt("hot")) == bytes);
+        s.m().wait_fills();
+        REQUIRE(cached_bytes(s.mnt("hot")) == bytes.size());
+        const std::string path = s.mnt("hot");
+        const std::string lower_path = s.backing().lower("hot");
+        const std::string x(4096, 'X');
+        const std::string d(4096, 'D');
+        constexpr off_t kDirtyAt = 128 * 1024;
+        {
+            const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+            REQUIRE(fd >= 0);
+            REQUIRE(::pwrite(fd, d.data(), d.size(), kDirtyAt) == static_cast<ssize_t>(d.size()));
+            ::close(fd);
+        }
+        REQUIRE(s.m().stat("dirty_data") == d.size());
+        // Every device write from now on is "congested": writes that do not
+        // overlap dirty data go around the cache.
+        REQUIRE(s.m().control("set congested_write_threshold_us 1\n") == 0);
+        const std::uint64_t around_before = s.m().stat("writes_around");
+        s.backing().delay("write", 1500);
+        Probes::Child w = s.probes().start([path, lower_path, x] {
+            return write_then_reread(path, lower_path, x, true);
+        });
+        std::this_thread::sleep_for(milliseconds(500));
+        s.backing().pause(); // the write waits in faultfs now
+        std::this_thread::sleep_for(kFirstBound);
+        s.backing().resume();
+        CHECK(s.probes().wait(w, milliseconds(25000)));
+        const Probe wrote = s.probes().finish(w);
+        INFO("the write through an open of hot: " << describe(wrote));
+        CHECK(wrote.finished);
+        CHECK(wrote.err == 0);
+        CHECK(wrote.text == "write: EIO; read same");
+        CHECK(s.m().stat("writes_around") > around_before);
+        s.backing().clear();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+        REQUIRE(s.m().control("set congested_write_threshold_us 0\n") == 0);
+        // The dirty bytes are still served, and writeback puts them on the
+        // backing over the late write, as ours.
+        std::string want = bytes;
+        want.replace(0, x.size(), x);
+        want.replace(static_cast<std::size_t>(kDirtyAt), d.size(), d);
+        CHECK(s.m().control("flush\n") == 0);
+        CHECK(compare_bytes(read_file(lower_path), want) == "same");
+        CHECK(compare_bytes(read_uncached(path), want) == "same");
+        CHECK(s.m().stat("writeback_conflicts") == 0);
     }
 
     TEST_CASE("stalled backing: a write or fsync slower than the deadline is waited for while "

@@ -1049,6 +1049,40 @@ TEST_SUITE("writeback") {
         CHECK_BYTES(h.read(*fx.dp, 0, 4 * MiB), model);
     }
 
+    // A change the foreground gave up on at its deadline (a write around
+    // the cache, a truncate) releases the file's locks but may still land on
+    // the backing. Copied before it lands, the dirty bytes would end up under
+    // it while the cache marks them clean. The seam: the gate's
+    // unsettled_watch, here a flag.
+    TEST_CASE("writeback 6e: while a backing call given up on at its deadline still runs, "
+              "writeback copies nothing; once it has ended, it writes" *
+              doctest::timeout(30)) {
+        std::atomic<bool> unsettled{true}; // outlives the fixture that asks it
+        Fx fx;
+        fx.start();
+        fx.dp->watch_backing([&unsettled] { return unsettled.load(); });
+        const std::string f = fx.path("f");
+        const auto a = random_bytes(64 * KiB, 70), b = random_bytes(16 * KiB, 71);
+        write_file(f, a);
+        std::string model = a;
+        Handle h(*fx.dp, f);
+        h.write(*fx.dp, 8 * KiB, b);
+        put(model, 8 * KiB, b);
+        auto held = fx.flush();
+        REQUIRE_FALSE(held);
+        CHECK(to_string(held.error()).find("deadline") != std::string::npos);
+        CHECK(fx.stat_str("last_writeback_error").find("deadline") != std::string::npos);
+        CHECK_BYTES(read_backing(f), a);
+        CHECK(fx.stat("dirty_data") == b.size());
+        unsettled = false;
+        auto r = fx.flush();
+        CHECK_MESSAGE(r, (r ? "" : to_string(r.error())));
+        CHECK_BYTES(read_backing(f), model);
+        CHECK(fx.stat("dirty_data") == 0);
+        CHECK(fx.stat("writeback_conflicts") == 0);
+        CHECK_BYTES(h.read(*fx.dp, 0, 1 * MiB), model);
+    }
+
     TEST_CASE("writeback 7: a file changed behind the mount keeps the backing's version; ours "
               "goes to lost+found" *
               doctest::timeout(30)) {

@@ -288,6 +288,13 @@ public:
         prefetch(file, FilePolicy{}, std::move(done));
     }
 
+    // `unsettled` says whether a backing call the mount gave up on at its
+    // deadline is still running (backing::Gate::unsettled_watch; callable
+    // from any thread for as long as the path lives). A path that changes
+    // the backing on its own (writeback) waits while it is true, so that a
+    // late change never lands over newer bytes. Nothing to do without one.
+    virtual void watch_backing(std::function<bool()> unsettled) { (void)unsettled; }
+
     // The mount's settings changed (`set`): the path takes the new values
     // of those it reads (config::is_live) at once. Nothing to do without a
     // cache.
