@@ -107,6 +107,14 @@ Result<UniqueFd> open_at(int dirfd, const char* name, int flags, mode_t mode) {
     });
 }
 
+Result<UniqueFd> open_by_handle(int mount_fd, const std::vector<char>& handle, int flags) {
+    return fd_call({mount_fd}, [h = handle, flags](const int* f) {
+        auto* fh = reinterpret_cast<file_handle*>( // NOLINT: the kernel's layout
+            const_cast<char*>(h.data()));
+        return ::open_by_handle_at(f[0], fh, flags | O_CLOEXEC);
+    });
+}
+
 namespace {
 
 struct StatOut {

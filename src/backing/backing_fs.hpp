@@ -11,6 +11,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <vector>
 
 namespace overcache::backing {
 
@@ -34,6 +35,10 @@ Result<UniqueFd> path_of(int fd);
 Result<UniqueFd> reopen(int path_fd, int flags);
 // openat(2) of `name` in `dirfd` (a create, with O_CREAT; O_CLOEXEC is added).
 Result<UniqueFd> open_at(int dirfd, const char* name, int flags, mode_t mode);
+// open_by_handle_at(2) of `handle` (a struct file_handle, as
+// name_to_handle_at filled it) on the filesystem of `mount_fd`: a network
+// filesystem asks its server when the inode is no longer in memory.
+Result<UniqueFd> open_by_handle(int mount_fd, const std::vector<char>& handle, int flags);
 
 // lstat of the file behind `fd` (any kind of fd). 0 or errno.
 int stat_fd(int fd, struct stat& st);

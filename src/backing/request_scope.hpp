@@ -47,7 +47,6 @@ public:
     // An errno a call answered with: EIO (and missed) when it says the
     // backing cannot be reached (Gate::judge), else `err`.
     int judged(int err);
-    void note_missed() noexcept { missed_ = true; }
 
     // Runs `call(fds)` on a gate thread, `fds` duplicates of `lend` that
     // the call owns (an abandoned call may finish after its caller is

@@ -211,28 +211,6 @@ int gated_statfs(Adapter& a, int fd, struct statvfs& out) {
     return judged(a, r->err);
 }
 
-int gated_readlink(Adapter& a, int fd, std::string& target) {
-    auto d = own_dup(fd);
-    if (!*d)
-        return errno;
-    struct Out {
-        int err = 0;
-        std::string target;
-    };
-    auto r = a.gate.call([d] {
-        Out o;
-        o.target.resize(PATH_MAX + 1);
-        const ssize_t n = ::readlinkat(d->get(), "", o.target.data(), o.target.size() - 1);
-        o.err = n < 0 ? errno : 0;
-        o.target.resize(n < 0 ? 0 : static_cast<std::size_t>(n));
-        return o;
-    });
-    if (!r)
-        return kNoAnswer;
-    target = std::move(r->target);
-    return judged(a, r->err);
-}
-
 int gated_getxattr(Adapter& a, int fd, const char* name, std::size_t size, const CallerId& who,
                    std::vector<char>& value, std::size_t& len) {
     auto d = own_dup(fd);

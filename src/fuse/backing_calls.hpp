@@ -42,8 +42,6 @@ int gated_open_path(Adapter& a, int dir_fd, const char* name, const CallerId& wh
 int gated_reopen(Adapter& a, int path_fd, int flags, const CallerId& who, UniqueFd& out,
                  struct stat* st = nullptr);
 int gated_statfs(Adapter& a, int fd, struct statvfs& out);
-// readlink of the symlink behind the O_PATH handle `fd`.
-int gated_readlink(Adapter& a, int fd, std::string& target);
 // getxattr of `name` of the file behind `fd` (O_PATH), as `who`: with
 // `size` 0 the value's length into `len`, else the value into `value`.
 int gated_getxattr(Adapter& a, int fd, const char* name, std::size_t size, const CallerId& who,

@@ -51,8 +51,11 @@ std::string name_key(Ino parent, std::string_view name) {
     return k;
 }
 
+// A real open of the directory behind an O_PATH fd (through the request's
+// gate: an NFS open asks the server).
 UniqueFd open_dir(int path_fd) {
-    return UniqueFd(::openat(path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    auto fd = backing::open_at(path_fd, ".", O_RDONLY | O_DIRECTORY, 0);
+    return fd ? std::move(*fd) : UniqueFd();
 }
 
 // The attributes an index record keeps, atime aside, folded into 64 bits
@@ -183,12 +186,11 @@ InodeRef InodeTable::get(Ino ino) const {
         return reattach(std::move(inode));
     if (pinned_fd >= 0)
         return InodeRef(std::move(inode), pinned_fd);
-    auto* fh = reinterpret_cast<file_handle*>( // NOLINT: the kernel's layout
-        const_cast<char*>(inode->handle_.data()));
-    const int fd = ::open_by_handle_at(inode->mount_fd_, fh, O_PATH | O_CLOEXEC);
-    if (fd < 0)
+    // handle_ and mount_fd_ never change once set (attach).
+    auto fd = backing::open_by_handle(inode->mount_fd_, inode->handle_, O_PATH);
+    if (!fd)
         return {};
-    return InodeRef(std::move(inode), UniqueFd(fd));
+    return InodeRef(std::move(inode), std::move(*fd));
 }
 
 InodeRef InodeTable::reattach(std::shared_ptr<Inode> inode) const {

@@ -443,8 +443,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
         if (!inode)
             return ESTALE;
         std::string target;
-        if (const int err = gated_readlink(a, inode->fd(), target)) {
-            if (err != kNoAnswer)
+        if (const int err = backing::read_link(inode->fd(), target)) {
+            if (err != EIO || a.gate.online())
                 return err;
             // It stopped answering just now: as offline, above.
             auto kept = a.gate.offline_ok() ? kept_target(a, ino) : std::nullopt;

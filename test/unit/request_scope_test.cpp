@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <memory>
@@ -21,6 +22,7 @@
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 using namespace overcache;
 using namespace std::chrono_literals;
@@ -65,6 +67,29 @@ TEST_CASE("calls in a request scope run on the gate's threads and answer as here
     REQUIRE(fst);
     CHECK(fst->st_size == 100010);
     CHECK(backing::truncate_file(f->get(), true, 5));
+    {
+        // A file handle opened again through the scope, as the inode table
+        // does for files past its pinned budget.
+        std::vector<char> handle(sizeof(file_handle) + MAX_HANDLE_SZ);
+        auto* fh = reinterpret_cast<file_handle*>(handle.data());
+        fh->handle_bytes = MAX_HANDLE_SZ;
+        int mount_id = 0;
+        REQUIRE_MESSAGE(::name_to_handle_at(f->get(), "", fh, &mount_id, AT_EMPTY_PATH) == 0,
+                        "name_to_handle_at in " << dir.path() << ": " << std::strerror(errno));
+        handle.resize(sizeof(file_handle) + fh->handle_bytes);
+        UniqueFd mount_fd(::open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        REQUIRE(mount_fd);
+        auto again = backing::open_by_handle(mount_fd.get(), handle, O_RDONLY);
+        REQUIRE(again);
+        char b[8] = {};
+        CHECK(::pread(again->get(), b, sizeof b, 0) == 5);
+        CHECK(std::string(b, 5) == std::string(5, '\0'));
+        struct stat a {}, c {};
+        REQUIRE(::fstat(again->get(), &a) == 0);
+        REQUIRE(::fstat(f->get(), &c) == 0);
+        CHECK(a.st_ino == c.st_ino);
+        CHECK((::fcntl(again->get(), F_GETFD) & FD_CLOEXEC) != 0);
+    }
     CHECK(backing::rename_at(root.get(), "f", root.get(), "g", 0) == 0);
     CHECK(backing::stat_at(root.get(), "f", st) == ENOENT);
     REQUIRE(backing::stat_at(root.get(), "g", st) == 0);
