@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <unordered_set>
 
@@ -52,8 +53,10 @@ struct CacheCounters {
 
 struct CacheCore {
 private:
-    mutable std::mutex backing_watch_mu_;
-    std::function<bool()> backing_unsettled_; // guarded by backing_watch_mu_
+    // Shared by users of the watch, exclusive to replace it: the adapter's
+    // gate must not go while a parked write runs under its deadline.
+    mutable std::shared_mutex backing_watch_mu_;
+    BackingWatch backing_watch_; // guarded by backing_watch_mu_
 
 public:
     CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingParams& params);
@@ -99,13 +102,28 @@ public:
     // index's WAL (data before the entries that point at it).
     Result<void> sync_dirty();
 
+    // The mount's gate, as DataPath::watch_backing gave it (waits for
+    // with_backing_deadline callers before it replaces it).
+    void watch_backing(BackingWatch w);
     // Whether a backing call the foreground gave up on at its deadline is
-    // still running (Gate::unsettled_watch): such a change (a write around
-    // the cache, a truncate) may yet land, so writeback copies nothing
-    // until it has, and its bytes land after it, never under it. False
-    // until the mount's gate is watched (DataPath::watch_backing).
-    void watch_backing(std::function<bool()> unsettled);
+    // still running: such a change (a write around the cache, a truncate)
+    // may yet land, so writeback copies nothing until it has, and its
+    // bytes land after it, never under it. False without a watch.
     bool backing_unsettled() const;
+    // Closes a descriptor of the backing on a gate thread when there is a
+    // gate (see BackingWatch::post), else here.
+    void close_backing_fd(UniqueFd fd);
+    // f(), its backing calls under the gate's deadline when there is one
+    // (a parked write answered on the park strand): a stalled backing
+    // fails them with EIO instead of holding the strand and the request.
+    template <class F> auto with_backing_deadline(F&& f) -> decltype(f()) {
+        std::shared_lock lk(backing_watch_mu_);
+        if (!backing_watch_.with_deadline)
+            return f();
+        std::optional<decltype(f())> r;
+        backing_watch_.with_deadline([&] { r.emplace(f()); });
+        return std::move(*r);
+    }
 
     meta::FileKey key_of(int fd, const struct stat& st);
     // key_of without an fd: known only once key_of has seen st_dev.

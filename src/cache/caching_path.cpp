@@ -121,14 +121,20 @@ std::optional<meta::FileKey> CacheCore::known_key(dev_t st_dev, ino_t ino) {
     return std::nullopt;
 }
 
-void CacheCore::watch_backing(std::function<bool()> unsettled) {
-    std::lock_guard lk(backing_watch_mu_);
-    backing_unsettled_ = std::move(unsettled);
+void CacheCore::watch_backing(BackingWatch w) {
+    std::unique_lock lk(backing_watch_mu_);
+    backing_watch_ = std::move(w);
 }
 
 bool CacheCore::backing_unsettled() const {
-    std::lock_guard lk(backing_watch_mu_);
-    return backing_unsettled_ && backing_unsettled_();
+    std::shared_lock lk(backing_watch_mu_);
+    return backing_watch_.unsettled && backing_watch_.unsettled();
+}
+
+void CacheCore::close_backing_fd(UniqueFd fd) {
+    std::shared_lock lk(backing_watch_mu_);
+    if (fd && backing_watch_.post)
+        backing_watch_.post([f = std::make_shared<UniqueFd>(std::move(fd))] {});
 }
 
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
@@ -295,9 +301,7 @@ public:
     // (all but its high watermark of free ones), less the dirty data.
     std::uint64_t room_bytes() const;
     void apply_settings(const config::Config& c) override;
-    void watch_backing(std::function<bool()> unsettled) override {
-        core_.watch_backing(std::move(unsettled));
-    }
+    void watch_backing(BackingWatch w) override { core_.watch_backing(std::move(w)); }
     Result<void> save_setting(const std::string& name, const std::string& value) override;
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
     void flush(Done<void> done) override;

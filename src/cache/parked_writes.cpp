@@ -173,7 +173,11 @@ void ParkedWrites::answer(std::unique_ptr<ParkedWrite> w, Result<std::size_t> r,
             std::max<std::uint64_t>(stats_.wait_max_ms, static_cast<std::uint64_t>(waited.count()));
     }
     auto done = std::move(w->done);
-    w.reset(); // the dup'ed fd and the file's state go before the answer
+    UniqueFd fd = std::move(w->fd);
+    w.reset(); // the file's state goes before the answer, and its dup'ed fd
+    if (ops_.close_fd)
+        ops_.close_fd(std::move(fd));
+    fd.reset();
     done(std::move(r));
 }
 

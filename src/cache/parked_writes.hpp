@@ -63,6 +63,10 @@ public:
         std::function<Result<std::size_t>(ParkedWrite&)> write_around;
         // Asks GC and writeback to make room.
         std::function<void()> make_room;
+        // Closes an answered waiter's dup of the request's fd (a FUSE or
+        // NFS backing answers every close, a stalled one never); unset:
+        // closed here.
+        std::function<void(UniqueFd)> close_fd;
     };
 
     // Everything runs on `strand` (a foreground-class executor: never

@@ -54,10 +54,17 @@ WritePath::WritePath(CacheCore& core, const CacheHooks& hooks, bg::Strand park_s
       parked_(std::move(park_strand),
               std::chrono::duration_cast<std::chrono::nanoseconds>(
                   std::chrono::duration<double>(std::max(0.0, core.p.writeback_wait_max_s.get()))),
+              // On the park strand, not a request thread: under the gate's
+              // deadline all the same, so that a stalled backing answers
+              // the waiting write with EIO instead of holding it.
               ParkedWrites::Ops{
-                  [this](ParkedWrite& w) { return retry_parked(w); },
                   [this](ParkedWrite& w) {
-                      return write_around(*w.file, w.data.data(), w.data.size(), w.off);
+                      return core_.with_backing_deadline([&] { return retry_parked(w); });
+                  },
+                  [this](ParkedWrite& w) {
+                      return core_.with_backing_deadline([&] {
+                          return write_around(*w.file, w.data.data(), w.data.size(), w.off);
+                      });
                   },
                   [this] {
                       core_.room_wanted_until_ns.store(
@@ -67,7 +74,8 @@ WritePath::WritePath(CacheCore& core, const CacheHooks& hooks, bg::Strand park_s
                               .count());
                       core_.kick_gc();
                       core_.kick_writeback();
-                  }}) {}
+                  },
+                  [this](UniqueFd fd) { core_.close_backing_fd(std::move(fd)); }}) {}
 
 Result<bool> WritePath::check_backing(FileState& st, int fd) {
     auto now = backing::fstat_file(fd);

@@ -5,6 +5,7 @@
 
 #include "backing/creds.hpp"
 #include "backing/gate.hpp"
+#include "backing/request_scope.hpp"
 #include "control/command_runner.hpp"
 #include "control/control_file.hpp"
 #include "control/settings.hpp"
@@ -157,7 +158,12 @@ struct Adapter {
                                        stat_sampler)),
           stat_sampler([&d = data_path] { return d.stats(); }) {
         inodes.on_grow([this](std::size_t n) { trimmer.note_size(n); });
-        data_path.watch_backing(gate.unsettled_watch());
+        data_path.watch_backing({gate.unsettled_watch(),
+                                 [this](const std::function<void()>& work) {
+                                     backing::RequestScope scope(gate);
+                                     work();
+                                 },
+                                 [this](std::function<void()> job) { gate.post(std::move(job)); }});
         stat_sampler.start();
         // The mount has just reached the backing's root: df has numbers
         // from the start, should the backing stall before anyone asks.
@@ -165,6 +171,12 @@ struct Adapter {
         if (::fstatvfs(inodes.root().fd(), &sv) == 0)
             last_statfs = sv;
     }
+
+    // The gate goes with us; parked writes answered later (the data path's
+    // stop) call the backing directly.
+    ~Adapter() { data.watch_backing({}); }
+    Adapter(const Adapter&) = delete;
+    Adapter& operator=(const Adapter&) = delete;
 
     // Half the descriptor limit for pinned inodes; the rest is for open
     // files, directories and the cache.

@@ -1060,7 +1060,7 @@ TEST_SUITE("writeback") {
         std::atomic<bool> unsettled{true}; // outlives the fixture that asks it
         Fx fx;
         fx.start();
-        fx.dp->watch_backing([&unsettled] { return unsettled.load(); });
+        fx.dp->watch_backing({[&unsettled] { return unsettled.load(); }, {}});
         const std::string f = fx.path("f");
         const auto a = random_bytes(64 * KiB, 70), b = random_bytes(16 * KiB, 71);
         write_file(f, a);

@@ -96,6 +96,23 @@ public:
 
 class MetaCache;
 
+// What a data path may ask of the mount's gate (backing/gate.hpp).
+struct BackingWatch {
+    // Whether a backing call given up on at its deadline is still running
+    // (Gate::unsettled_watch): such a change may yet land, so work that
+    // changes the backing on its own (writeback) waits while it is true,
+    // and its newer bytes never end up under the late ones.
+    std::function<bool()> unsettled;
+    // Runs `work` with its backing calls under the gate's deadline, as a
+    // request handler's are (a RequestScope on the calling thread): for a
+    // request answered from another thread (a parked write).
+    std::function<void(const std::function<void()>& work)> with_deadline;
+    // Runs `job` on a gate thread without waiting for it (Gate::post): the
+    // close of a descriptor of the backing, which a stalled FUSE or NFS
+    // backing never answers.
+    std::function<void(std::function<void()> job)> post;
+};
+
 class DataPath {
 public:
     virtual ~DataPath() = default;
@@ -288,12 +305,10 @@ public:
         prefetch(file, FilePolicy{}, std::move(done));
     }
 
-    // `unsettled` says whether a backing call the mount gave up on at its
-    // deadline is still running (backing::Gate::unsettled_watch; callable
-    // from any thread for as long as the path lives). A path that changes
-    // the backing on its own (writeback) waits while it is true, so that a
-    // late change never lands over newer bytes. Nothing to do without one.
-    virtual void watch_backing(std::function<bool()> unsettled) { (void)unsettled; }
+    // What the mount's gate (backing/gate.hpp) offers the path, from the
+    // adapter's start until it goes (then an empty watch). Nothing to do
+    // without a cache.
+    virtual void watch_backing(BackingWatch w) { (void)w; }
 
     // The mount's settings changed (`set`): the path takes the new values
     // of those it reads (config::is_live) at once. Nothing to do without a
