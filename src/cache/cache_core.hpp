@@ -25,7 +25,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <optional>
 #include <unordered_set>
 
@@ -53,10 +52,14 @@ struct CacheCounters {
 
 struct CacheCore {
 private:
-    // Shared by users of the watch, exclusive to replace it: the adapter's
-    // gate must not go while a parked write runs under its deadline.
-    mutable std::shared_mutex backing_watch_mu_;
-    BackingWatch backing_watch_; // guarded by backing_watch_mu_
+    // The adapter's gate must not go while a parked write runs under its
+    // deadline: watch_backing waits until no with_backing_deadline call is
+    // running. No lock is held across one (it takes the file's locks).
+    mutable std::mutex backing_watch_mu_;
+    std::condition_variable backing_watch_idle_;
+    BackingWatch backing_watch_;       // guarded by backing_watch_mu_
+    unsigned backing_watch_users_ = 0; // guarded: calls of with_deadline or post running
+    void end_backing_watch_use();
 
 public:
     CacheCore(std::unique_ptr<store::CacheDevice> device, const CachingParams& params);
@@ -117,11 +120,21 @@ public:
     // (a parked write answered on the park strand): a stalled backing
     // fails them with EIO instead of holding the strand and the request.
     template <class F> auto with_backing_deadline(F&& f) -> decltype(f()) {
-        std::shared_lock lk(backing_watch_mu_);
-        if (!backing_watch_.with_deadline)
+        std::function<void(const std::function<void()>&)> run;
+        {
+            std::lock_guard lk(backing_watch_mu_);
+            run = backing_watch_.with_deadline;
+            if (run)
+                ++backing_watch_users_;
+        }
+        if (!run)
             return f();
+        struct Used {
+            CacheCore& core;
+            ~Used() { core.end_backing_watch_use(); }
+        } used{*this};
         std::optional<decltype(f())> r;
-        backing_watch_.with_deadline([&] { r.emplace(f()); });
+        run([&] { r.emplace(f()); });
         return std::move(*r);
     }
 

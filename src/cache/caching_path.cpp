@@ -123,18 +123,39 @@ std::optional<meta::FileKey> CacheCore::known_key(dev_t st_dev, ino_t ino) {
 
 void CacheCore::watch_backing(BackingWatch w) {
     std::unique_lock lk(backing_watch_mu_);
+    backing_watch_idle_.wait(lk, [this] { return backing_watch_users_ == 0; });
     backing_watch_ = std::move(w);
 }
 
+void CacheCore::end_backing_watch_use() {
+    std::lock_guard lk(backing_watch_mu_);
+    if (--backing_watch_users_ == 0)
+        backing_watch_idle_.notify_all();
+}
+
+// unsettled() reads an atomic of the gate's: asked with the mutex held.
 bool CacheCore::backing_unsettled() const {
-    std::shared_lock lk(backing_watch_mu_);
+    std::lock_guard lk(backing_watch_mu_);
     return backing_watch_.unsettled && backing_watch_.unsettled();
 }
 
 void CacheCore::close_backing_fd(UniqueFd fd) {
-    std::shared_lock lk(backing_watch_mu_);
-    if (fd && backing_watch_.post)
-        backing_watch_.post([f = std::make_shared<UniqueFd>(std::move(fd))] {});
+    // post() runs the job here when the gate cannot take it (offline_ok=0):
+    // a close that waits for the backing, so not under the mutex.
+    std::function<void(std::function<void()>)> post;
+    {
+        std::lock_guard lk(backing_watch_mu_);
+        post = backing_watch_.post;
+        if (post)
+            ++backing_watch_users_;
+    }
+    if (!post)
+        return; // `fd` closes here
+    struct Used {
+        CacheCore& core;
+        ~Used() { core.end_backing_watch_use(); }
+    } used{*this};
+    post([f = std::make_shared<UniqueFd>(std::move(fd))] {});
 }
 
 meta::FileKey CacheCore::key_of(int fd, const struct stat& st) {
