@@ -280,8 +280,13 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
     // inode entry that is never freed costs more than that). The malloc
     // arenas of the request threads still settle over the first rounds, by
     // a few MiB a round, so the bound is not tighter.
+    // The index directory can shrink across a round (a compaction, a WAL
+    // recycled): that frees no memory, so only its growth is credited.
+    // (Credited both ways, one writeback-mode run read 10 467 KiB here for
+    // RSS that grew by 3 900 KiB while the index shrank by 6 567.)
     auto unaccounted = [&](int from, int to) {
-        return (rss_round[to] - rss_round[from]) - (index_round[to] - index_round[from]);
+        return (rss_round[to] - rss_round[from]) -
+               std::max(0L, index_round[to] - index_round[from]);
     };
     CHECK(unaccounted(3, 4) <= 8 * 1024);
     CHECK(unaccounted(1, 4) <= 32 * 1024);
