@@ -786,6 +786,24 @@ void go_offline(StallMount& s, const Tree& t) {
 
 // Reads .overcache (through children) until backing_state is online or the
 // limit passes; what it said last.
+// write_then_reread in a child while faultfs holds backing writes 1.5 s
+// and is stopped 0.5 s into that, for kFirstBound; then it runs again and
+// the child's outcome is taken.
+Probe write_held_at_stall(StallMount& s, const std::string& path, const std::string& lower_path,
+                          const std::string& x, bool until_on_backing) {
+    s.backing().delay("write", 1500);
+    Probes::Child w = s.probes().start([path, lower_path, x, until_on_backing] {
+        return write_then_reread(path, lower_path, x, until_on_backing);
+    });
+    std::this_thread::sleep_for(milliseconds(500));
+    s.backing().pause(); // the write waits in faultfs now
+    std::this_thread::sleep_for(kFirstBound);
+    // Not s.resume(): that would reap the child, which reads on.
+    s.backing().resume();
+    CHECK(s.probes().wait(w, milliseconds(25000)));
+    return s.probes().finish(w);
+}
+
 std::map<std::string, std::string> wait_online(StallMount& s) {
     const auto deadline = Clock::now() + kOnlineLimit;
     std::map<std::string, std::string> stats;
@@ -1550,17 +1568,7 @@ TEST_SUITE("stalled_backing") {
         const std::string path = s.mnt("hot");
         const std::string lower_path = s.backing().lower("hot");
         const std::string x(4096, 'X');
-        s.backing().delay("write", 1500);
-        Probes::Child w = s.probes().start([path, lower_path, x, writeback] {
-            return write_then_reread(path, lower_path, x, !writeback);
-        });
-        std::this_thread::sleep_for(milliseconds(500));
-        s.backing().pause(); // the write waits in faultfs now
-        std::this_thread::sleep_for(kFirstBound);
-        // Not s.resume(): that would reap the child, which reads on.
-        s.backing().resume();
-        CHECK(s.probes().wait(w, milliseconds(25000)));
-        const Probe wrote = s.probes().finish(w);
+        const Probe wrote = write_held_at_stall(s, path, lower_path, x, !writeback);
         INFO("the write through an open of hot: " << describe(wrote));
         CHECK(wrote.finished);
         CHECK(wrote.err == 0);
@@ -1604,16 +1612,7 @@ TEST_SUITE("stalled_backing") {
         // overlap dirty data go around the cache.
         REQUIRE(s.m().control("set congested_write_threshold_us 1\n") == 0);
         const std::uint64_t around_before = s.m().stat("writes_around");
-        s.backing().delay("write", 1500);
-        Probes::Child w = s.probes().start([path, lower_path, x] {
-            return write_then_reread(path, lower_path, x, true);
-        });
-        std::this_thread::sleep_for(milliseconds(500));
-        s.backing().pause(); // the write waits in faultfs now
-        std::this_thread::sleep_for(kFirstBound);
-        s.backing().resume();
-        CHECK(s.probes().wait(w, milliseconds(25000)));
-        const Probe wrote = s.probes().finish(w);
+        const Probe wrote = write_held_at_stall(s, path, lower_path, x, true);
         INFO("the write through an open of hot: " << describe(wrote));
         CHECK(wrote.finished);
         CHECK(wrote.err == 0);
