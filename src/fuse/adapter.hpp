@@ -14,6 +14,7 @@
 #include "control/stats_text.hpp"
 #include "fuse/inode_table.hpp"
 #include "fuse/inode_trimmer.hpp"
+#include "fuse/kernel_channel.hpp"
 #include "fuse/page_invalidator.hpp"
 #include "overcache/cache/data_path.hpp"
 #include "overcache/cache/meta_cache.hpp"
@@ -206,6 +207,8 @@ struct Adapter {
     // goes away first.
     HandleTable<FileHandle> files;
     HandleTable<DirHandle> dirs;
+    // /dev/fuse as the session reads and writes it (kernel_channel.hpp).
+    KernelChannel channel{true};
 
     // The backing's statfs as last answered, for df while it is offline.
     std::mutex last_statfs_mu;

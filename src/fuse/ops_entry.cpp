@@ -346,6 +346,16 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
             changed.backing_changed |= r->backing_changed;
             if (const int err = backing::stat_fd(any_fd, before))
                 return err;
+            // HANDLE_KILLPRIV_V2 (kernel_channel.hpp): a caller without
+            // CAP_FSETID truncated; a local filesystem drops setuid (and
+            // group-executable setgid) then, which the daemon's truncate as
+            // root did not. Done as a mode change of this same setattr.
+            const mode_t kept = mode_without_setid(before.st_mode);
+            if ((to_set & FUSE_SET_ATTR_MODE) == 0 && request_flags().kill_suidgid &&
+                kept != before.st_mode) {
+                to_set |= FUSE_SET_ATTR_MODE;
+                attr->st_mode = kept & 07777;
+            }
         }
         std::unique_ptr<cache::AttrChange> change;
         if (to_set != FUSE_SET_ATTR_SIZE)

@@ -218,6 +218,30 @@ int open_kept(fuse_req_t req, Adapter& a, fuse_ino_t ino, fuse_file_info* fi) {
     return reply_open(req, a, fi, std::move(*fh));
 }
 
+// HANDLE_KILLPRIV_V2 (kernel_channel.hpp): the caller has no CAP_FSETID and
+// truncated the file behind `fd` (an open with O_TRUNC) or wrote to it, so
+// its setuid bit, and setgid with group execute, go, as a local filesystem
+// drops them. The daemon's own call did not drop them when it ran as root.
+// `st` holds the file's attributes and is brought up to date. 0 or an errno.
+int kill_setid_bits(Adapter& a, int fd, struct stat& st) {
+    const mode_t kept = mode_without_setid(st.st_mode);
+    if (kept == st.st_mode)
+        return 0;
+    auto change = begin_attr_change(a, fd, st);
+    if (const int err = backing::set_mode_fd(fd, kept & 07777))
+        return err;
+    if (change)
+        change->finish();
+    return backing::stat_fd(fd, st);
+}
+
+// A handle made for an open that then failed: as at RELEASE, the data
+// path's open goes first and the fd is closed on the gate.
+void drop_handle(Adapter& a, std::unique_ptr<FileHandle> fh) {
+    fh->open.reset();
+    close_later(a, std::move(fh->fd));
+}
+
 // The backing file of `fh`, opened now if `fh` was opened from kept
 // attributes without it: 0, or what the request replies (EIO for an open
 // made offline, or while the backing does not answer).
@@ -293,6 +317,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
+        // After the data path took in the truncate: to it, the mode change
+        // is ours, not a change behind the mount.
+        if ((flags & O_TRUNC) != 0 && request_flags().kill_suidgid) {
+            if (const int err = kill_setid_bits(a, fh->fd.get(), st))
+                return drop_handle(a, std::move(fh)), err;
+            inode->note_attr(st);
+            remember_attr(a, inode, st);
+        }
         count_writer(a, *fh, ino);
         fi->keep_cache = keep ? 1 : 0;
         return reply_open(req, a, fi, std::move(fh));
@@ -336,6 +368,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);
+        // An existing file opened with O_TRUNC, as in op_open. The open ran
+        // as the caller, so the backing dropped the bits itself unless the
+        // caller is root without CAP_FSETID.
+        if ((flags & O_TRUNC) != 0 && request_flags().kill_suidgid)
+            if (const int err = kill_setid_bits(a, fh->fd.get(), st))
+                return drop_handle(a, std::move(fh)), err;
         fi->keep_cache = 0; // a new file: nothing in the page cache to keep
 
         InodeRef inode = a.inodes.lookup(std::move(*path_fd), st, dir->ino());
@@ -395,7 +433,7 @@ void op_read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
     });
 }
 
-void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t off,
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off,
                   fuse_file_info* fi) noexcept {
     guarded(req, "write_buf", [&] {
         FileHandle& fh = file_of(fi);
@@ -405,6 +443,17 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in_buf, off_t
         Adapter& a = adapter_of(req);
         if (const int refused = unless_online(a, EROFS))
             return refused;
+        if (request_flags().kill_suidgid) {
+            // The kernel clears the bits it knows of itself (a setattr
+            // before the write); this catches those set behind its back.
+            const auto known = a.inodes.attr_of(ino);
+            const int fd = backing_fd_of(fh);
+            struct stat st {};
+            if (known && fd >= 0 && mode_without_setid(known->st_mode) != known->st_mode &&
+                backing::stat_fd(fd, st) == 0)
+                if (const int err = kill_setid_bits(a, fd, st))
+                    return err;
+        }
         struct Inline {
             explicit Inline(fuse_req_t r) { t_answering_inline = r; }
             ~Inline() { t_answering_inline = nullptr; }

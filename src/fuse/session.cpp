@@ -11,7 +11,8 @@
 // write's error shows at fsync or close. Left off on purpose:
 // HANDLE_KILLPRIV (the backing is written as
 // root, which would keep setuid bits; the kernel clears them with a
-// setattr instead), POSIX/flock locks, which stay local to this kernel
+// setattr instead: its second version, which costs no GETXATTR per write,
+// is asked for by the KernelChannel, which libfuse 3.14 cannot), POSIX/flock locks, which stay local to this kernel
 // (no getlk/setlk/flock handlers: locks are not seen by other NFS clients),
 // and SPLICE_MOVE: a reply spliced from a backing fd would let the kernel
 // steal those pages out of the backing file's page cache (the next backing
@@ -21,6 +22,7 @@
 #include "fuse/adapter.hpp"
 #include "util/log.hpp"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 
 namespace overcache::fuse {
@@ -69,6 +71,21 @@ fuse_lowlevel_ops make_operations() {
     return ops;
 }
 
+// libfuse's custom I/O, through the adapter's KernelChannel. No
+// splice_receive: the channel must see each request's bytes, and a write's
+// data is copied out of the pipe anyway (ops_file.cpp); replies still
+// splice.
+ssize_t channel_read(int fd, void* buf, size_t len, void* userdata) {
+    return static_cast<Adapter*>(userdata)->channel.read(fd, buf, len);
+}
+ssize_t channel_writev(int fd, struct iovec* iov, int count, void* userdata) {
+    return static_cast<Adapter*>(userdata)->channel.writev(fd, iov, count);
+}
+ssize_t channel_splice_send(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
+                            unsigned int flags, void* /*userdata*/) {
+    return ::splice(fdin, offin, fdout, offout, len, flags);
+}
+
 void want_if_capable(fuse_conn_info* conn, unsigned cap) {
     if ((conn->capable & cap) != 0)
         conn->want |= cap;
@@ -97,7 +114,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     conn->max_background = 64;          // read-ahead and async direct I/O in flight
     conn->congestion_threshold = 48;
     conn->time_gran = 1;
-    log::debug("init: capable 0x", std::hex, conn->capable, " want 0x", conn->want, std::dec,
+    log::debug("init: HANDLE_KILLPRIV_V2 ",
+               a.channel.killpriv_v2_offered() ? "offered, taken" : "not offered", "; capable 0x", std::hex, conn->capable, " want 0x", conn->want, std::dec,
                " max_write ", conn->max_write, " max_readahead ", conn->max_readahead);
 }
 
@@ -160,6 +178,16 @@ Result<void> Session::mount(const std::string& mountpoint) {
     if (fuse_session_mount(se_, mountpoint.c_str()) != 0)
         return fail(Errc::Sys, "cannot mount on " + mountpoint + " (see the message above)");
     mounted_ = true;
+    // On the fd the mount made: libfuse only records the hooks (and the fd
+    // it already holds).
+    fuse_custom_io io{};
+    io.writev = channel_writev;
+    io.read = channel_read;
+    io.splice_send = channel_splice_send;
+    if (const int rc = fuse_session_custom_io(se_, &io, fuse_session_fd(se_)); rc != 0) {
+        unmount();
+        return fail_sys(-rc, "cannot install the FUSE channel hooks");
+    }
     adapter_->trimmer.start(se_, mountpoint);
     // Installed right away, not when the loop starts: a SIGTERM that comes
     // as soon as the mount is reported must still unmount cleanly.

@@ -6,11 +6,13 @@
 #include "same.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <functional>
 #include <string>
 #include <sys/file.h>
+#include <utility>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -40,6 +42,68 @@ std::vector<std::string> xattr_names(const std::string& path) {
     }
     std::sort(out.begin(), out.end());
     return out;
+}
+
+// Writes, truncates (truncate, ftruncate, an open with O_TRUNC) files whose
+// mode has setuid and setgid, as kOtherUid (their owner, without
+// CAP_FSETID) and as root, in the mount and in the twin: the bits that
+// survive must be the same (pjdfstest's write and truncate cases; Linux
+// drops setuid, and setgid when group execute is on). Once the kernel gives
+// the daemon HANDLE_KILLPRIV_V2 it leaves the truncates to it.
+void check_setid_kills(Mount& m) {
+    const std::vector<std::pair<std::string, std::function<int(const std::string&)>>> ops = {
+        {"write",
+         [](const std::string& p) {
+             const int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
+             if (fd < 0)
+                 return errno;
+             const int r = ::pwrite(fd, "y", 1, 0) == 1 ? 0 : errno;
+             return ::close(fd) == 0 ? r : errno;
+         }},
+        {"truncate", [](const std::string& p) { return ::truncate(p.c_str(), 1) == 0 ? 0 : errno; }},
+        {"ftruncate",
+         [](const std::string& p) {
+             const int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
+             if (fd < 0)
+                 return errno;
+             const int r = ::ftruncate(fd, 1) == 0 ? 0 : errno;
+             return ::close(fd) == 0 ? r : errno;
+         }},
+        {"O_TRUNC",
+         [](const std::string& p) {
+             const int fd = ::open(p.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+             if (fd < 0)
+                 return errno;
+             return ::close(fd) == 0 ? 0 : errno;
+         }},
+    };
+    int n = 0;
+    for (const mode_t mode : {mode_t{06775}, mode_t{06765}}) {
+        for (const uid_t who : {kOtherUid, uid_t{0}}) {
+            for (const auto& [what, op] : ops) {
+                const std::string name = "f" + std::to_string(n++);
+                char mode_text[16];
+                std::snprintf(mode_text, sizeof mode_text, "0%o", static_cast<unsigned>(mode));
+                INFO(what << " as uid " << who << " of mode " << mode_text);
+                for (const auto& root : {m.mountpoint(), m.twin()}) {
+                    write_all(root + "/" + name, "xx");
+                    REQUIRE(::chown((root + "/" + name).c_str(), kOtherUid, kOtherGid) == 0);
+                    REQUIRE(::chmod((root + "/" + name).c_str(), mode) == 0);
+                }
+                for (const auto& root : {m.mountpoint(), m.twin()})
+                    CHECK(run_as(who, who == 0 ? 0 : kOtherGid,
+                                 [&] { return op(root + "/" + name); }) == 0);
+                struct stat on_twin {};
+                REQUIRE(::stat(m.twin(name).c_str(), &on_twin) == 0);
+                // The twin shows what Linux does: the test means something.
+                CHECK(((on_twin.st_mode & S_ISUID) == 0) == (who != 0));
+                same_stat(m, name);
+            }
+        }
+    }
+    // Its own mode changes are not taken for changes behind the mount.
+    if (m.has_daemon())
+        CHECK(m.stat("writeback_conflicts") == 0);
 }
 
 } // namespace
@@ -287,6 +351,19 @@ TEST_SUITE("posix_attr") {
                     ::chmod((root + "/" + n).c_str(), 06555);
             }
         }
+    }
+
+    TEST_CASE("set-id bits: a write or truncate by their owner drops them as Linux does; root's "
+              "keep them" *
+              doctest::timeout(120)) {
+        Mount m;
+        check_setid_kills(m);
+    }
+
+    TEST_CASE("set-id bits, with the kernel's writeback cache: the same" * doctest::timeout(120)) {
+        require_daemon();
+        Mount m("cache_mode=writeback,kernel_writeback_cache=1");
+        check_setid_kills(m);
     }
 
     TEST_CASE("flock and POSIX locks conflict between processes" * doctest::timeout(120)) {
