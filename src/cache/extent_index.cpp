@@ -468,17 +468,35 @@ Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, cons
         std::size_t j = i;
         std::uint64_t run = 0;
         buf.clear();
+        // The run's bytes lie back to back in `data` too when every piece
+        // but the last fills its blocks exactly: then they are written from
+        // there, not copied (an aligned caller's buffer goes to the device
+        // as it is).
+        bool in_place = first.start % kBlock == 0;
+        std::uint64_t bytes = 0;
         while (j < placed.size() && (j == i || (placed[j].a.bucket == first.a.bucket &&
                                                 placed[j].a.offset == first.a.offset + run))) {
             const auto& p = placed[j];
-            buf.resize(run + p.span, '\0');
-            std::memcpy(buf.data() + run + p.start % kBlock, data + (p.start - start), p.len);
+            in_place = in_place && p.start == first.start + run && (run == bytes);
             run += p.span;
+            bytes += p.len;
             ++j;
         }
-        if (auto r =
-                dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), buf.data(),
-                           std::min<std::uint64_t>(run, alloc_.bucket_size() - first.a.offset));
+        const char* from = data + (first.start - start);
+        if (!in_place) {
+            buf.clear();
+            std::uint64_t at = 0;
+            for (std::size_t k = i; k < j; ++k) {
+                const auto& p = placed[k];
+                buf.resize(at + p.span, '\0');
+                std::memcpy(buf.data() + at + p.start % kBlock, data + (p.start - start), p.len);
+                at += p.span;
+            }
+            from = buf.data();
+            bytes = run;
+        }
+        if (auto r = dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), from,
+                               std::min<std::uint64_t>(bytes, alloc_.bucket_size() - first.a.offset));
             !r) {
             io_error(r.error());
             return fail(r.error()); // the space stays allocated, dead: GC reclaims it
