@@ -445,7 +445,10 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in_buf, off_t off
             return refused;
         if (request_flags().kill_suidgid) {
             // The kernel clears the bits it knows of itself (a setattr
-            // before the write); this catches those set behind its back.
+            // before the write). A backstop for bits we know of and it has
+            // not seen yet; bits that neither saw (set behind the mount
+            // since) stay, as they would have before HANDLE_KILLPRIV_V2:
+            // finding them would cost a backing stat per write.
             const auto known = a.inodes.attr_of(ino);
             const int fd = backing_fd_of(fh);
             struct stat st {};
