@@ -467,7 +467,6 @@ Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, cons
         const auto& first = placed[i];
         std::size_t j = i;
         std::uint64_t run = 0;
-        buf.clear();
         // The run's bytes lie back to back in `data` too when every piece
         // but the last fills its blocks exactly: then they are written from
         // there, not copied (an aligned caller's buffer goes to the device
@@ -495,8 +494,9 @@ Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, cons
             from = buf.data();
             bytes = run;
         }
-        if (auto r = dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), from,
-                               std::min<std::uint64_t>(bytes, alloc_.bucket_size() - first.a.offset));
+        if (auto r =
+                dev_.write(dev_.device_offset(first.a.bucket, first.a.offset), from,
+                           std::min<std::uint64_t>(bytes, alloc_.bucket_size() - first.a.offset));
             !r) {
             io_error(r.error());
             return fail(r.error()); // the space stays allocated, dead: GC reclaims it

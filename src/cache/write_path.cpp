@@ -469,8 +469,7 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         if (!in)
             log::warn("cache: a write could not go to the cache (", to_string(in.error()),
                       "); writing it to the backing");
-        else if (*in == Dirty::no_room && room_may_come() &&
-                 park(f, buf, len, uoff, stamp, done))
+        else if (*in == Dirty::no_room && room_may_come() && park(f, buf, len, uoff, stamp, done))
             return;
         // No room, and none coming: around the cache, to the backing.
         return done(write_around(f, buf, len, uoff));
@@ -498,8 +497,7 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
         if (!n)
             return fail(n.error());
         written = *n;
-        CacheUpdate u{uoff, uoff + written, buf, CacheUpdate::Size::at_least,
-                      uoff + written};
+        CacheUpdate u{uoff, uoff + written, buf, CacheUpdate::Size::at_least, uoff + written};
         u.mode = f.policy().mode; // the open's per-path mode, if any
         return u;
     });

@@ -13,8 +13,7 @@ thread_local RequestFlags t_flags;
 
 // The field of type T at byte `at` of the request's argument, if the request
 // is long enough to hold it (a shorter one is left for libfuse to refuse).
-template <typename T>
-bool field(const char* buf, std::size_t n, std::size_t at, T& out) noexcept {
+template <typename T> bool field(const char* buf, std::size_t n, std::size_t at, T& out) noexcept {
     const std::size_t from = sizeof(fuse_in_header) + at;
     if (n < from + sizeof(T))
         return false;
@@ -29,8 +28,7 @@ bool kill_flag(const char* buf, std::size_t n, std::uint32_t opcode) noexcept {
         return field(buf, n, offsetof(fuse_write_in, write_flags), v) &&
                (v & FUSE_WRITE_KILL_SUIDGID) != 0;
     case FUSE_SETATTR:
-        return field(buf, n, offsetof(fuse_setattr_in, valid), v) &&
-               (v & FATTR_KILL_SUIDGID) != 0;
+        return field(buf, n, offsetof(fuse_setattr_in, valid), v) && (v & FATTR_KILL_SUIDGID) != 0;
     case FUSE_OPEN:
         return field(buf, n, offsetof(fuse_open_in, open_flags), v) &&
                (v & FUSE_OPEN_KILL_SUIDGID) != 0;

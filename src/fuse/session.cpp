@@ -9,12 +9,12 @@
 // file it has cached (a change behind the mount shows once it forgets the
 // inode), st_blocks lags until the kernel hands the bytes over, and a
 // write's error shows at fsync or close. Left off on purpose:
-// HANDLE_KILLPRIV (the backing is written as
-// root, which would keep setuid bits; the kernel clears them with a
-// setattr instead: its second version, which costs no GETXATTR per write,
-// is asked for by the KernelChannel, which libfuse 3.14 cannot), POSIX/flock locks, which stay local to this kernel
-// (no getlk/setlk/flock handlers: locks are not seen by other NFS clients),
-// and SPLICE_MOVE: a reply spliced from a backing fd would let the kernel
+// HANDLE_KILLPRIV (the backing is written as root, which would keep
+// setuid bits; the kernel clears them with a setattr instead: its second
+// version, which costs no GETXATTR per write, is asked for by the
+// KernelChannel, as libfuse 3.14 cannot), POSIX/flock locks, which stay
+// local to this kernel (no getlk/setlk/flock handlers: locks are not seen
+// by other NFS clients), and SPLICE_MOVE: a reply spliced from a backing fd would let the kernel
 // steal those pages out of the backing file's page cache (the next backing
 // read goes to the slow device), and replies from memory gain nothing.
 #include "fuse/session.hpp"
@@ -115,8 +115,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     conn->congestion_threshold = 48;
     conn->time_gran = 1;
     log::debug("init: HANDLE_KILLPRIV_V2 ",
-               a.channel.killpriv_v2_offered() ? "offered, taken" : "not offered", "; capable 0x", std::hex, conn->capable, " want 0x", conn->want, std::dec,
-               " max_write ", conn->max_write, " max_readahead ", conn->max_readahead);
+               a.channel.killpriv_v2_offered() ? "offered, taken" : "not offered", "; capable 0x",
+               std::hex, conn->capable, " want 0x", conn->want, std::dec, " max_write ",
+               conn->max_write, " max_readahead ", conn->max_readahead);
 }
 
 void op_destroy(void* /*userdata*/) {}

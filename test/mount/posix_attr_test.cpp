@@ -12,10 +12,10 @@
 #include <functional>
 #include <string>
 #include <sys/file.h>
-#include <utility>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 using namespace overcache::test;
@@ -60,7 +60,8 @@ void check_setid_kills(Mount& m) {
              const int r = ::pwrite(fd, "y", 1, 0) == 1 ? 0 : errno;
              return ::close(fd) == 0 ? r : errno;
          }},
-        {"truncate", [](const std::string& p) { return ::truncate(p.c_str(), 1) == 0 ? 0 : errno; }},
+        {"truncate",
+         [](const std::string& p) { return ::truncate(p.c_str(), 1) == 0 ? 0 : errno; }},
         {"ftruncate",
          [](const std::string& p) {
              const int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
@@ -93,7 +94,9 @@ void check_setid_kills(Mount& m) {
                 for (const auto& root : {m.mountpoint(), m.twin()})
                     CHECK(run_as(who, who == 0 ? 0 : kOtherGid,
                                  [&] { return op(root + "/" + name); }) == 0);
-                struct stat on_twin {}, on_mnt{}, on_backing{};
+                struct stat on_twin = {};
+                struct stat on_mnt = {};
+                struct stat on_backing = {};
                 REQUIRE(::stat(m.twin(name).c_str(), &on_twin) == 0);
                 // The twin shows what Linux does: the test means something.
                 CHECK(((on_twin.st_mode & S_ISUID) == 0) == (who != 0));
