@@ -288,7 +288,11 @@ TEST_CASE("a 100,000-file tree walked through the mount leaves the daemon bounde
         return (rss_round[to] - rss_round[from]) -
                std::max(0L, index_round[to] - index_round[from]);
     };
-    CHECK(unaccounted(3, 4) <= 8 * 1024);
+    // Over the last two rounds: RSS and the index directory do not move
+    // together within one round (the memtable is resident before it is a
+    // file), so one round alone swings by +-5 MiB (a clean-clone run read
+    // 9 414 KiB for rounds 3-4 after -7 800 for rounds 2-3).
+    CHECK(unaccounted(2, 4) <= 2 * 8 * 1024);
     CHECK(unaccounted(1, 4) <= 32 * 1024);
     // A bound in absolute terms: under 1 KiB a looked-up file, plus 64 MiB.
     CHECK(rss_walk1 - rss_start < per_dir * 1000 + 64 * 1024);
