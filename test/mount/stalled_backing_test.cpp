@@ -1645,8 +1645,12 @@ TEST_SUITE("stalled_backing") {
         // request's descriptor must not hold the strand (a FUSE backing is
         // asked at every close): either left the write unanswered for as
         // long as the stall lasted.
+        // Writeback is off while a is written: its bytes fill every bucket
+        // and stay dirty (with writeback on, a's own parked write had
+        // writeback clean part of it, and b then found the clean buckets:
+        // room enough for all of b on a busy machine, and no park).
         StallMount s(",cache_mode=writeback,writeback_delay=3600,cache_size=16M,"
-                     "writeback_wait_max=1");
+                     "writeback_wait_max=1,writeback_running=0");
         write_file(s.backing().lower("a"), "");
         write_file(s.backing().lower("b"), "");
         const std::string big = random_bytes(15u << 20, 64);
@@ -1656,9 +1660,15 @@ TEST_SUITE("stalled_backing") {
             REQUIRE(::pwrite(fd, big.data(), big.size(), 0) == static_cast<ssize_t>(big.size()));
             ::close(fd);
         }
+        // The premise: no bucket is free (but the reserve) or clean, and
+        // most of a is dirty.
+        REQUIRE(s.m().stat("buckets_free") <= s.m().stat("buckets_reserve"));
+        REQUIRE(s.m().stat("buckets_clean") == 0);
+        REQUIRE(s.m().stat("dirty_data") >= (12u << 20));
         const std::string b = s.mnt("b");
         const std::string x = random_bytes(12u << 20, 65);
         s.backing().delay("write", 3000);
+        REQUIRE(s.m().control("set writeback_running 1\n") == 0);
         Probes::Child w = s.probes().start([b, x] {
             const int fd = ::open(b.c_str(), O_WRONLY | O_CLOEXEC);
             if (fd < 0)
