@@ -660,11 +660,19 @@ void CachingPath::removed(FileRef file) {
         if (auto r = core_.policy.set(key, PathSettings{}); !r)
             log::warn("cache: dropping the settings of a removed file: ", to_string(r.error()));
     cache::StateRef ref = core_.files.acquire(key);
-    if (ref->opens.load() > 0 && ref->ahead.load()) {
+    // The file's write lock is held from the look at its state to the
+    // removal of its record: a write of an open handle that commits dirty
+    // bytes in between would have them dropped with the record, unwritten,
+    // and its holder read the backing's older ones. A write that waits here
+    // finds no record afterwards and goes to the backing.
+    std::lock_guard wl(ref->write_mu);
+    if (ref->opens.load() > 0) {
         // Still open: the file lives on without a name, and whoever holds
         // it reads the backing from now on, which must have its bytes.
-        std::lock_guard wl(ref->write_mu);
+        // Writeback into the nameless inode is ours, not an orphan's.
         ref->unlinked_here.store(true);
+    }
+    if (ref->opens.load() > 0 && ref->ahead.load()) {
         {
             // The unlink moved the ctime: ours, not a change behind the mount.
             std::lock_guard bl(ref->backing_mu);
@@ -681,6 +689,8 @@ void CachingPath::removed(FileRef file) {
             log::warn("cache: writing back an unlinked file that is still open: ",
                       to_string(r.error()), "; its dirty data is dropped");
     }
+    if (hooks_.before_unlinked_drop)
+        hooks_.before_unlinked_drop();
     std::lock_guard bl(ref->backing_mu);
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r)

@@ -84,6 +84,9 @@ struct CacheHooks {
     // A writeback batch is about to start at file offset `from` (no lock of
     // the file held): between two batches of one pass when from > 0.
     std::function<void(FileState&, std::uint64_t from)> before_writeback_batch;
+    // An unlink through the mount took the file's write lock and wrote back
+    // what an open file needed; its record is not dropped yet.
+    std::function<void()> before_unlinked_drop;
     // A live shrink finished an evacuation round with `busy` retiring
     // buckets still in use and is about to try again (its strand, no lock).
     std::function<void(std::size_t busy)> between_resize_rounds;
