@@ -45,7 +45,9 @@ public:
         REQUIRE(::mkdir(fast.c_str(), 0755) == 0);
         fast_ = std::make_unique<FaultBacking>(fast);
         mount_ = std::make_unique<Mount>(MountOptions{
-            .options = "cache=" + fast + "/cache,cache_size=64M," + options, .twin = false});
+            .options = "cache=" + fast + "/cache,cache_size=64M," + options,
+            .twin = false,
+            .congestion = true});
     }
     SlowCacheMount(const SlowCacheMount&) = delete;
     SlowCacheMount& operator=(const SlowCacheMount&) = delete;

@@ -256,9 +256,9 @@ void Mount::start_daemon(const MountOptions& opts) {
     // The congestion bypass sends I/O around a device that is slow for a
     // while, which a loaded CI machine's is: a test that expects its writes
     // or fills in the cache would then see them on the backing. Only the
-    // tests that name a threshold (congestion_test) have it.
+    // tests that name a threshold, or ask for the defaults, have it.
     for (const char* t : {"congested_read_threshold_us", "congested_write_threshold_us"})
-        if (!names_option(o, t))
+        if (!opts.congestion && !names_option(o, t))
             o += std::string(",") + t + "=0";
     // The whole suite can run in another mode: OVERCACHE_TEST_EXTRA_OPTIONS
     // is appended to every mount's options (CI runs it with writeback).

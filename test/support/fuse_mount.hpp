@@ -53,6 +53,10 @@ struct MountOptions {
     std::string options;
     // Create <tmp>/twin as well.
     bool twin = true;
+    // Keep the congestion bypass at its defaults; otherwise the thresholds
+    // `options` does not name are 0 (off: a loaded machine's device must not
+    // send a test's I/O around the cache).
+    bool congestion = false;
     // How long to wait for the mount to appear and for the daemon to exit.
     std::chrono::milliseconds timeout{15000};
     // Pass -d to the daemon (FUSE debug output on stderr).
