@@ -190,6 +190,17 @@ bool Gate::still_answers() {
     return !s.stopping && !s.offline.load() && s.answered_probe_began_ns >= asked;
 }
 
+bool Gate::still_alive() {
+    if (!opts_.offline_ok)
+        return true;
+    if (!online())
+        return false;
+    if (still_answers())
+        return true;
+    note_timeout();
+    return false;
+}
+
 std::int64_t Gate::settled_after_ns() const noexcept {
     if (shared_->unsettled.load(std::memory_order_acquire) != 0)
         return INT64_MAX;

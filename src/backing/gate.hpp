@@ -110,6 +110,14 @@ public:
     // until the probe hears from it.
     void note_timeout();
 
+    // For a caller that waited `timeout()` for something a thread without
+    // a deadline holds while it is in the backing (writeback's lock of a
+    // file): whether the backing still answers. The probe is asked; if it
+    // does not answer, the backing is offline from now on, as after a
+    // missed call. False at once while offline; always true with
+    // offline_ok off.
+    bool still_alive();
+
     // A call through the gate failed with `err`; true if that means the
     // backing is offline (now), and the caller answers from the cache.
     // Errors that say the backing cannot be reached (ENOTCONN: a network

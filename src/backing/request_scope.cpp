@@ -25,6 +25,22 @@ RequestScope* RequestScope::active() noexcept {
     return s != nullptr && s->gate_->offline_ok() ? s : nullptr;
 }
 
+bool RequestScope::lock(std::timed_mutex& mu) {
+    if (mu.try_lock())
+        return true;
+    while (gate_->online()) {
+        if (mu.try_lock_for(gate_->timeout()))
+            return true;
+        if (!gate_->still_alive())
+            break;
+    }
+    // The backing may have answered again and the holder let go meanwhile.
+    if (mu.try_lock())
+        return true;
+    missed_ = true;
+    return false;
+}
+
 int RequestScope::judged(int err) {
     if (err != 0 && gate_->judge(err)) {
         missed_ = true;

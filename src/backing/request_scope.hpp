@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -47,6 +48,14 @@ public:
     // An errno a call answered with: EIO (and missed) when it says the
     // backing cannot be reached (Gate::judge), else `err`.
     int judged(int err);
+
+    // Takes `mu`, a lock that a thread without a deadline may hold while
+    // it is in the backing (writeback copying a file holds the file's
+    // backing_mu). Waited for as a Patience::while_alive call: each
+    // `timeout` the gate asks whether the backing still answers. False,
+    // and missed(), when it does not (or was offline and `mu` was held):
+    // the holder may never let go.
+    bool lock(std::timed_mutex& mu);
 
     // Runs `call(fds)` on a gate thread, `fds` duplicates of `lend` that
     // the call owns (an abandoned call may finish after its caller is

@@ -16,8 +16,18 @@ bool same_mtime(const struct stat& a, const struct stat& b) {
 
 } // namespace
 
-FileAttrChange::FileAttrChange(CacheCore& core, StateRef ref, int fd)
-    : core_(core), ref_(std::move(ref)), fd_(fd), wl_(ref_->write_mu), bl_(ref_->backing_mu) {
+Result<std::unique_ptr<AttrChange>> FileAttrChange::begin(CacheCore& core, StateRef ref, int fd) {
+    std::unique_lock wl(ref->write_mu);
+    auto bl = lock_backing(*ref);
+    if (!bl)
+        return fail(std::move(bl).error());
+    return std::unique_ptr<AttrChange>(std::make_unique<FileAttrChange>(
+        core, std::move(ref), fd, std::move(wl), std::move(*bl)));
+}
+
+FileAttrChange::FileAttrChange(CacheCore& core, StateRef ref, int fd,
+                               std::unique_lock<std::mutex> wl, BackingLock bl)
+    : core_(core), ref_(std::move(ref)), fd_(fd), wl_(std::move(wl)), bl_(std::move(bl)) {
     FileState& st = *ref_;
     have_before_ = backing::stat_fd(fd_, before_) == 0;
     std::lock_guard lk(st.mu);

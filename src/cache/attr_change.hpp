@@ -10,6 +10,7 @@
 // change behind the mount: a false conflict.
 #pragma once
 
+#include "cache/backing_lock.hpp"
 #include "cache/cache_core.hpp"
 #include "overcache/cache/data_path.hpp"
 
@@ -20,7 +21,10 @@ namespace overcache::cache {
 class FileAttrChange final : public AttrChange {
 public:
     // `fd`: any fd of the file (O_PATH will do), open until finish().
-    FileAttrChange(CacheCore& core, StateRef ref, int fd);
+    // Fails when the file's backing lock cannot be had (lock_backing()).
+    static Result<std::unique_ptr<AttrChange>> begin(CacheCore& core, StateRef ref, int fd);
+    FileAttrChange(CacheCore& core, StateRef ref, int fd, std::unique_lock<std::mutex> wl,
+                   BackingLock bl);
     ~FileAttrChange() override;
     ChangeOut finish(bool renamed) override;
 
@@ -28,7 +32,8 @@ private:
     CacheCore& core_;
     StateRef ref_;
     const int fd_;
-    std::unique_lock<std::mutex> wl_, bl_;
+    std::unique_lock<std::mutex> wl_;
+    BackingLock bl_;
     struct stat before_ {};  // the backing under the locks, before the change
     bool have_before_ = false;
     bool marked_ = false;    // we set kFileWritingBack

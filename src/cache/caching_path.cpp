@@ -12,6 +12,7 @@
 
 #include "backing/backing_fs.hpp"
 #include "backing/file_ops.hpp"
+#include "cache/backing_lock.hpp"
 #include "cache/attr_change.hpp"
 #include "cache/cache_core.hpp"
 #include "cache/conflict_copy.hpp"
@@ -242,7 +243,7 @@ public:
                               const FilePolicy& policy) override {
         return open_without_backing(st, open_flags, policy, true);
     }
-    void attach_backing(OpenFile& f, int fd, const struct stat& st) override;
+    Result<void> attach_backing(OpenFile& f, int fd, const struct stat& st) override;
     bool attrs_current(const struct stat& st) override;
     Result<OpenOut> open(int fd, const struct stat& st, int open_flags,
                          const FilePolicy& policy) override;
@@ -306,9 +307,9 @@ public:
             overlay(st, *v);
     }
     bool keep_mtime(FileRef file, const struct timespec& mtime) override;
-    std::unique_ptr<AttrChange> begin_attr_change(FileRef file) override {
-        return std::make_unique<FileAttrChange>(
-            core_, core_.files.acquire(core_.key_of(file.fd, file.st)), file.fd);
+    Result<std::unique_ptr<AttrChange>> begin_attr_change(FileRef file) override {
+        return FileAttrChange::begin(core_, core_.files.acquire(core_.key_of(file.fd, file.st)),
+                                     file.fd);
     }
     void removed(FileRef file) override;
     std::vector<std::pair<std::string, std::string>> stats() const override;
@@ -488,7 +489,9 @@ Result<OpenOut> CachingPath::open(int fd, const struct stat& st, int open_flags,
     {
         // Writeback copies under backing_mu: the comparison below must not
         // see half a copy, and an O_TRUNC must not be undone by one.
-        std::lock_guard bl(fs.backing_mu);
+        auto bl = lock_backing(fs);
+        if (!bl)
+            return fail(std::move(bl).error());
         std::lock_guard lk(fs.mu);
         // The caller's attributes were taken before these locks; a writeback
         // batch may have moved the backing since: compare what it is now.
@@ -589,12 +592,14 @@ bool CachingPath::attrs_current(const struct stat& st) {
     return !ref->rec || same_file(*ref->rec, st);
 }
 
-void CachingPath::attach_backing(OpenFile& f, int fd, const struct stat& st) {
+Result<void> CachingPath::attach_backing(OpenFile& f, int fd, const struct stat& st) {
     auto& file = static_cast<CachedFile&>(f);
     FileState& fs = file.state();
     {
         // As at open: the comparison must not see half a writeback copy.
-        std::lock_guard bl(fs.backing_mu);
+        auto bl = lock_backing(fs);
+        if (!bl)
+            return fail(std::move(bl).error());
         std::lock_guard lk(fs.mu);
         struct stat now = st;
         (void)backing::stat_fd(fd, now);
@@ -609,6 +614,7 @@ void CachingPath::attach_backing(OpenFile& f, int fd, const struct stat& st) {
             fs.size.store(static_cast<std::uint64_t>(now.st_size));
     }
     file.attach(fd);
+    return {};
 }
 
 ChangeOut CachingPath::getattr(FileRef file, struct stat& st) {
@@ -673,9 +679,8 @@ void CachingPath::removed(FileRef file) {
         ref->unlinked_here.store(true);
     }
     if (ref->opens.load() > 0 && ref->ahead.load()) {
-        {
+        if (auto bl = lock_backing(*ref)) {
             // The unlink moved the ctime: ours, not a change behind the mount.
-            std::lock_guard bl(ref->backing_mu);
             std::lock_guard lk(ref->mu);
             struct stat now {};
             if (ref->rec && backing::stat_fd(file.fd, now) == 0) {
@@ -691,7 +696,16 @@ void CachingPath::removed(FileRef file) {
     }
     if (hooks_.before_unlinked_drop)
         hooks_.before_unlinked_drop();
-    std::lock_guard bl(ref->backing_mu);
+    auto bl = lock_backing(*ref);
+    if (!bl) {
+        // Writeback is stuck in the backing with this file. Its record
+        // stays: writeback finds the file unlinked once the backing answers
+        // (its dirty data then goes to lost+found, never lost), and a new
+        // file that gets its inode number is a change behind the mount.
+        log::warn("cache: inode ", key.ino, " was unlinked while writeback of it waits for the "
+                  "backing (", to_string(bl.error()), "); its record is kept until then");
+        return;
+    }
     std::lock_guard lk(ref->mu);
     if (auto r = core_.records.load(*ref); !r)
         log::warn("cache: ", to_string(r.error()));
@@ -833,7 +847,9 @@ Result<void> CachingPath::drop_cached(FileRef file) {
             e.message = "writing its dirty data back first (nothing was dropped): " + e.message;
             return fail(std::move(e));
         }
-    std::lock_guard bl(fs.backing_mu);
+    auto bl = lock_backing(fs);
+    if (!bl)
+        return fail(std::move(bl).error());
     std::lock_guard lk(fs.mu);
     if (auto r = core_.records.load(fs); !r)
         return r;

@@ -34,8 +34,10 @@ struct FileState {
     // other and with every comparison of the record with the backing, so a
     // half-done writeback never looks like a change behind the mount.
     // After write_mu, before mu. Writeback takes it without write_mu, and
-    // holds it for one bounded batch at a time.
-    std::mutex backing_mu;
+    // holds it for one bounded batch at a time, on its own thread, without
+    // a deadline: a request takes it with lock_backing() (below), which
+    // gives up when the backing stops answering.
+    std::timed_mutex backing_mu;
     // The owner: every change of this file's record and extents is made
     // under it, from the check of the record to the commit. Before the
     // Allocator's locks.

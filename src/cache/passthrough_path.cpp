@@ -62,11 +62,11 @@ public:
         return backing::seek(fd_of(f), off, whence);
     }
     ChangeOut getattr(FileRef /*file*/, struct stat& /*st*/) override { return {}; }
-    std::unique_ptr<AttrChange> begin_attr_change(FileRef /*file*/) override {
+    Result<std::unique_ptr<AttrChange>> begin_attr_change(FileRef /*file*/) override {
         struct Nothing final : AttrChange {
             ChangeOut finish(bool) override { return {}; }
         };
-        return std::make_unique<Nothing>();
+        return std::unique_ptr<AttrChange>(std::make_unique<Nothing>());
     }
     void removed(FileRef /*file*/) override {}
     std::vector<std::pair<std::string, std::string>> stats() const override {

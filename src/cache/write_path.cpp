@@ -22,6 +22,7 @@
 // While the cache device is write-congested (congestion.hpp), writethrough
 // writes go around it, and writeback writes too unless they overlap dirty
 // data (write_around, as when there is no room).
+#include "cache/backing_lock.hpp"
 #include "cache/write_path.hpp"
 
 #include "backing/file_ops.hpp"
@@ -125,7 +126,9 @@ Result<ChangeOut> WritePath::change(FileState& st, int stat_fd, Pre&& pre, Op&& 
         return fail(r.error());
     // Writeback copies to the backing under backing_mu: the comparison and
     // our own backing change must not see half of one.
-    std::lock_guard bl(st.backing_mu);
+    auto bl = lock_backing(st);
+    if (!bl)
+        return fail(std::move(bl).error());
     auto changed = check_backing(st, stat_fd);
     if (!changed)
         return fail(changed.error());
@@ -261,7 +264,9 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
         // holds across its backing I/O.
         lk.unlock();
         {
-            std::lock_guard bl(st.backing_mu);
+            auto bl = lock_backing(st);
+            if (!bl)
+                return fail(std::move(bl).error());
             if (auto changed = check_backing(st, f.fd()); !changed)
                 return fail(changed.error());
         }

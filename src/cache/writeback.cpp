@@ -26,6 +26,7 @@
 //     written meanwhile, kFileAhead; one batch, synced.
 // Errors leave the data dirty; the file is retried with backoff (1 s
 // doubling to 5 min), counted, and logged at most once a minute.
+#include "cache/backing_lock.hpp"
 #include "cache/writeback.hpp"
 
 #include "backing/file_ops.hpp"
@@ -434,7 +435,12 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
                               std::uint64_t& pass_seq, bool& complete) {
     if (hooks_before_batch)
         hooks_before_batch(st, from);
-    std::lock_guard bl(st.backing_mu);
+    // On writeback's own thread: as long as the backing takes. Written
+    // back for a request (an fsync to the backing, an unlink of an open
+    // file): while the backing answers.
+    auto bl = lock_backing(st);
+    if (!bl)
+        return fail(std::move(bl).error());
     // A change of this file given up on at its deadline released
     // backing_mu but may still land: copied now, our bytes could end up
     // under it. Asked with backing_mu held, so any such change of this
@@ -648,7 +654,9 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
 }
 
 void Writeback::orphaned(FileState& st, const std::string& why) {
-    std::lock_guard bl(st.backing_mu);
+    auto bl = lock_backing(st);
+    if (!bl)
+        return; // a request's write-back: its own error says why
     std::lock_guard lk(st.mu);
     if (!st.rec || (st.rec->flags & meta::kFileAhead) == 0)
         return;

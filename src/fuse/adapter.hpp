@@ -245,13 +245,19 @@ inline void note_change(Adapter& a, fuse_ino_t ino, const cache::ChangeOut& c) {
 }
 
 // Brackets a change of a regular file's inode on the backing (see
-// DataPath::begin_attr_change); null for other kinds of files. `fd` (O_PATH
-// will do) must stay open until the guard is gone.
-inline std::unique_ptr<cache::AttrChange> begin_attr_change(Adapter& a, int fd,
-                                                            const struct stat& st) {
+// DataPath::begin_attr_change) in `out`; null for other kinds of files. `fd`
+// (O_PATH will do) must stay open until the guard is gone. 0, or the errno
+// the request fails with (nothing changed).
+inline int begin_attr_change(Adapter& a, int fd, const struct stat& st,
+                             std::unique_ptr<cache::AttrChange>& out) {
+    out.reset();
     if (!S_ISREG(st.st_mode))
-        return nullptr;
-    return a.data.begin_attr_change(cache::FileRef{fd, st});
+        return 0;
+    auto r = a.data.begin_attr_change(cache::FileRef{fd, st});
+    if (!r)
+        return to_errno(r.error());
+    out = std::move(*r);
+    return 0;
 }
 
 inline FileHandle& file_of(const fuse_file_info* fi) {

@@ -71,11 +71,14 @@ int make_node(fuse_req_t req, fuse_ino_t parent, const char* name, NodeKind kind
 
 // Before `fd`'s file (fstat `st`) may lose a name: its last one is reported
 // after the change (removed()); one of several is a change of its inode,
-// bracketed by the returned guard.
-std::unique_ptr<cache::AttrChange> losing_name(Adapter& a, int fd, const struct stat& st) {
+// bracketed by the guard put in `out`. 0, or the errno the request fails
+// with (nothing changed).
+int losing_name(Adapter& a, int fd, const struct stat& st,
+                std::unique_ptr<cache::AttrChange>& out) {
+    out.reset();
     if (!S_ISREG(st.st_mode) || st.st_nlink <= 1)
-        return nullptr;
-    return begin_attr_change(a, fd, st);
+        return 0;
+    return begin_attr_change(a, fd, st, out);
 }
 
 // After `fd`'s file (fstat `before`) lost a name.
@@ -253,7 +256,9 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
         struct stat before {};
         if (const int err = backing::stat_fd(inode->fd(), before))
             return err;
-        auto change = begin_attr_change(a, inode->fd(), before); // the link moves its ctime
+        std::unique_ptr<cache::AttrChange> change; // the link moves its ctime
+        if (const int err = begin_attr_change(a, inode->fd(), before, change))
+            return err;
         const DirBefore dir_was = dir_before(a, dir);
         {
             CallerScope as(req, true);
@@ -289,7 +294,9 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         struct stat before {};
         if (const int err = backing::stat_fd(fd->get(), before))
             return err;
-        auto change = losing_name(a, fd->get(), before);
+        std::unique_ptr<cache::AttrChange> change;
+        if (const int err = losing_name(a, fd->get(), before, change))
+            return err;
         const DirBefore dir_was = dir_before(a, dir);
         if (const int err = backing::unlink_at(dir->fd(), name, 0))
             return err;
@@ -406,8 +413,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
             return std::pair(x.st->st_dev, x.st->st_ino) < std::pair(y.st->st_dev, y.st->st_ino);
         });
         std::vector<std::pair<bool, std::unique_ptr<cache::AttrChange>>> changes;
-        for (const Guarded& g : files)
-            changes.emplace_back(g.moves, begin_attr_change(a, g.fd, *g.st));
+        for (const Guarded& g : files) {
+            std::unique_ptr<cache::AttrChange> change;
+            if (const int err = begin_attr_change(a, g.fd, *g.st, change))
+                return err; // the guards taken so far end unchanged
+            changes.emplace_back(g.moves, std::move(change));
+        }
         const bool one_dir = from->ino() == to->ino();
         DirBefore from_was = dir_before(a, from);
         DirBefore to_was = one_dir ? from_was : dir_before(a, to);

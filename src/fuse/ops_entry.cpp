@@ -359,7 +359,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
         }
         std::unique_ptr<cache::AttrChange> change;
         if (to_set != FUSE_SET_ATTR_SIZE)
-            change = begin_attr_change(a, any_fd, before);
+            if (const int err = begin_attr_change(a, any_fd, before, change))
+                return err;
 
         if ((to_set & FUSE_SET_ATTR_MODE) != 0) {
             int err = 0;

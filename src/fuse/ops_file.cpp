@@ -130,8 +130,12 @@ Result<std::unique_ptr<FileHandle>> make_handle(Adapter& a, UniqueFd fd, int fla
                                                 Ino parent) {
     const cache::FilePolicy policy = resolve_policy(a, cache::FileRef{fd.get(), st}, parent);
     auto out = a.data.open(fd.get(), st, flags, policy);
-    if (!out)
+    if (!out) {
+        // Closed on the gate: the backing may be what failed the open, and
+        // a FUSE or NFS backing is asked at every close.
+        close_later(a, std::move(fd));
         return fail(std::move(out).error());
+    }
     auto fh = std::make_unique<FileHandle>();
     fh->fd = std::move(fd);
     fh->flags = flags;
@@ -227,7 +231,9 @@ int kill_setid_bits(Adapter& a, int fd, struct stat& st) {
     const mode_t kept = mode_without_setid(st.st_mode);
     if (kept == st.st_mode)
         return 0;
-    auto change = begin_attr_change(a, fd, st);
+    std::unique_ptr<cache::AttrChange> change;
+    if (const int err = begin_attr_change(a, fd, st, change))
+        return err;
     if (const int err = backing::set_mode_fd(fd, kept & 07777))
         return err;
     if (change)
@@ -261,7 +267,8 @@ int need_backing(Adapter& a, FileHandle& fh) {
         return or_eio(err);
     inode->note_attr(st);
     remember_attr(a, inode, st);
-    a.data.attach_backing(*fh.open, fd.get(), st);
+    if (auto r = a.data.attach_backing(*fh.open, fd.get(), st); !r)
+        return errno_of(r.error());
     fh.fd = std::move(fd);
     return 0;
 }
@@ -314,6 +321,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         remember_attr(a, inode, st);
         bool keep = false;
         auto made = make_handle(a, std::move(fd), fi->flags, st, keep, inode->parent());
+        // The backing stopped answering before the data path could compare
+        // the file with it (writeback of the file is stuck in it): as any
+        // open while offline.
+        if (!made && !a.gate.online())
+            return open_offline(req, a, ino, fi);
         if (!made)
             return errno_of(made.error());
         std::unique_ptr<FileHandle> fh = std::move(*made);

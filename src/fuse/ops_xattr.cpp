@@ -33,12 +33,13 @@ bool is_reserved(const char* name) noexcept {
     return std::string_view(name).substr(0, kReservedPrefix.size()) == kReservedPrefix;
 }
 
-// Brackets an xattr change of a regular file (it moves the ctime).
-std::unique_ptr<cache::AttrChange> xattr_change(Adapter& a, const InodeRef& inode) {
+// Brackets an xattr change of a regular file (it moves the ctime) in
+// `out`: 0, or the errno the request fails with.
+int xattr_change(Adapter& a, const InodeRef& inode, std::unique_ptr<cache::AttrChange>& out) {
     struct stat st {};
     if (!S_ISREG(inode.type()) || backing::stat_fd(inode.fd(), st) != 0)
-        return nullptr;
-    return begin_attr_change(a, inode.fd(), st);
+        return 0;
+    return begin_attr_change(a, inode.fd(), st, out);
 }
 
 void xattr_changed(Adapter& a, fuse_ino_t ino, std::unique_ptr<cache::AttrChange> change) {
@@ -242,7 +243,9 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
             return set_reserved(req, a, *inode, name + kReservedPrefix.size(),
                                 std::string_view(value, size), flags);
         CallerScope as(req, check_as_caller(a));
-        auto change = xattr_change(a, *inode);
+        std::unique_ptr<cache::AttrChange> change;
+        if (const int err = xattr_change(a, *inode, change))
+            return err;
         if (const int err = backing::set_xattr(inode->fd(), name, value, size, flags))
             return err;
         xattr_changed(a, ino, std::move(change));
@@ -264,7 +267,9 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
         if (is_reserved(name))
             return set_reserved(req, a, *inode, name + kReservedPrefix.size(), {}, 0, true);
         CallerScope as(req, check_as_caller(a));
-        auto change = xattr_change(a, *inode);
+        std::unique_ptr<cache::AttrChange> change;
+        if (const int err = xattr_change(a, *inode, change))
+            return err;
         if (const int err = backing::remove_xattr(inode->fd(), name))
             return err;
         xattr_changed(a, ino, std::move(change));

@@ -1711,6 +1711,89 @@ TEST_SUITE("stalled_backing") {
         CHECK(compare_bytes(read_uncached(s.mnt("b")), b_now) == "same");
     }
 
+    TEST_CASE("stalled backing: in writeback, while a batch is stuck in the backing, an open, a "
+              "read and changes of its file answer within the deadline; nothing is lost" *
+              doctest::timeout(300)) {
+        // Writeback holds a file's backing lock while it copies, on a
+        // thread of its own that calls the backing without a deadline. A
+        // request that needs that lock (an open compares the file with the
+        // backing; a change of the backing) waited for it as long as the
+        // stall lasted: a FUSE thread per request, and the caller hung.
+        StallMount s(",cache_mode=writeback,writeback_delay=3600");
+        write_file(s.backing().lower("w"), "");
+        const std::string data = random_bytes(1u << 20, 71);
+        {
+            const int fd = ::open(s.mnt("w").c_str(), O_WRONLY | O_CLOEXEC);
+            REQUIRE(fd >= 0);
+            REQUIRE(::pwrite(fd, data.data(), data.size(), 0) ==
+                    static_cast<ssize_t>(data.size()));
+            ::close(fd);
+        }
+        REQUIRE(s.m().stat("dirty_data") == data.size());
+        // A flush starts writeback of w, whose first write waits in faultfs,
+        // which then stops: the batch is stuck there, holding w's lock.
+        s.backing().delay("write", 1500);
+        Probes::Child flush = s.probes().start([ctl = s.mnt(".overcache")] {
+            const int fd = ::open(ctl.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd < 0)
+                return failed("open");
+            const ssize_t n = ::write(fd, "flush\n", 6);
+            const Outcome out = n == 6 ? Outcome{0, ""} : failed("write");
+            ::close(fd);
+            return out;
+        });
+        std::this_thread::sleep_for(milliseconds(500));
+        // Requests that need w's lock while the backing still answers all
+        // else: they wait for the batch, as for a slow backing, and are
+        // waiting when it stops.
+        const std::string path = s.mnt("w");
+        std::vector<Probes::Child> children;
+        children.push_back(s.probes().start([path, data] {
+            std::string got;
+            const Outcome o = read_whole(path, true, got);
+            if (o.err != 0)
+                return o;
+            return Outcome{0, compare_bytes(got, data)};
+        }));
+        children.push_back(s.probes().start([path] {
+            return ::chmod(path.c_str(), 0600) == 0 ? Outcome{0, ""} : failed("chmod");
+        }));
+        children.push_back(s.probes().start([path] {
+            return ::truncate(path.c_str(), 1u << 20) == 0 ? Outcome{0, ""} : failed("truncate");
+        }));
+        std::this_thread::sleep_for(milliseconds(300));
+        s.backing().pause();
+        const auto paused = Clock::now();
+        const char* what[] = {"the read of w", "the chmod of w", "the truncate of w"};
+        for (std::size_t i = 0; i < children.size(); ++i) {
+            const auto left = std::chrono::duration_cast<milliseconds>(
+                paused + kFirstBound + kBound - Clock::now());
+            const bool answered = s.probes().wait(children[i], std::max(left, milliseconds(0)));
+            const Probe p = s.probes().finish(children[i]);
+            INFO(what[i] << ": " << describe(p));
+            CHECK(answered);
+            if (!p.finished)
+                continue;
+            if (i == 0) {
+                // An open that finds the backing offline is an offline open:
+                // the dirty data is all in the cache.
+                CHECK(p.err == 0);
+                CHECK(p.text == "same");
+            } else if (p.err != 0) {
+                CHECK((p.err == EIO || p.err == EROFS));
+            }
+        }
+        s.backing().resume();
+        CHECK(s.probes().wait(flush, milliseconds(25000)));
+        s.probes().finish(flush);
+        s.backing().clear();
+        CHECK(value(wait_online(s), "backing_state") == "online");
+        CHECK(s.m().control("flush\n") == 0);
+        CHECK(compare_bytes(read_file(s.backing().lower("w")), data) == "same");
+        CHECK(compare_bytes(read_uncached(path), data) == "same");
+        CHECK(s.m().stat("dirty_data") == 0);
+    }
+
     TEST_CASE("stalled backing: a write or fsync slower than the deadline is waited for while "
               "the backing answers" *
               doctest::timeout(300)) {

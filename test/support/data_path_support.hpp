@@ -41,8 +41,10 @@ cache::ChangeOut attr_change(cache::DataPath& dp, int fd, F&& change, bool renam
     if (::fstat(fd, &st) != 0)
         return {};
     auto guard = dp.begin_attr_change(cache::FileRef{fd, st});
+    if (!guard)
+        return {}; // no thread here calls the backing with a deadline: never
     change();
-    return guard->finish(renamed);
+    return (*guard)->finish(renamed);
 }
 
 } // namespace overcache::test

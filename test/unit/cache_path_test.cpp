@@ -590,7 +590,7 @@ TEST_SUITE("cache") {
         const int fd = ::open(fx.path("f").c_str(), O_RDONLY);
         REQUIRE(fd >= 0);
         REQUIRE(::fstat(fd, &now) == 0);
-        fx.dp->attach_backing(f, fd, now);
+        REQUIRE(fx.dp->attach_backing(f, fd, now));
         for (std::uint64_t off : {128 * KiB, std::uint64_t{0}}) {
             r = fx.dp->read(f, buf.data(), buf.size(), static_cast<off_t>(off));
             REQUIRE(r);

@@ -152,8 +152,11 @@ public:
     // The backing fd of an open_kept() open, opened now; `st` its
     // attributes, compared with what the cache holds as at an open. `fd`
     // stays open until the OpenFile is destroyed.
-    virtual void attach_backing(OpenFile& f, int fd, const struct stat& st) {
+    // Fails (EIO) when the comparison cannot be made before the backing
+    // stops answering; the open stays without its backing file.
+    virtual Result<void> attach_backing(OpenFile& f, int fd, const struct stat& st) {
         (void)f, (void)fd, (void)st;
+        return {};
     }
 
     // How a read reaches the backing: `len` bytes of `fd` at `off` into
@@ -227,7 +230,9 @@ public:
     // guard: meanwhile nothing compares the file, and the guard's end
     // records the backing as the change left it. Writes and writeback of
     // the file wait for it.
-    virtual std::unique_ptr<AttrChange> begin_attr_change(FileRef file) = 0;
+    // Fails (EIO, nothing changed) when the file's writeback holds it in a
+    // backing that stopped answering.
+    virtual Result<std::unique_ptr<AttrChange>> begin_attr_change(FileRef file) = 0;
 
     // The last name of the file is gone (`st` is as before the unlink).
     virtual void removed(FileRef file) = 0;
