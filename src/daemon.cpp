@@ -16,14 +16,15 @@
 #include "backing/creds.hpp"
 #include "control/settings.hpp"
 #include "fuse/session.hpp"
+#include "mountpoint.hpp"
 #include "overcache/bg/executors.hpp"
 #include "overcache/cache/caching_path.hpp"
 #include "overcache/cache/factory.hpp"
 #include "overcache/config/config.hpp"
 #include "overcache_config.h"
-#include "mountpoint.hpp"
 #include "service_config.hpp"
 #include "service_status.hpp"
+#include "stop_watchdog.hpp"
 #include "util/log.hpp"
 #include "util/unique_fd.hpp"
 
@@ -445,7 +446,7 @@ int serve(const Plan& plan, bool debug, int status_fd) {
         status.stopping(); // before the cache's stop, which may flush for long
         log::info("unmounted ", plan.mountpoint);
     }
-    (*data)->stop();
+    stop_or_exit(**data, executors, stop_stall_limit(cfg.backing_timeout_s), rc);
     status.stopped();
     return rc;
 }

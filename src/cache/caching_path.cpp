@@ -328,6 +328,8 @@ public:
     Result<std::vector<std::pair<std::string, std::string>>> saved_settings() const override;
     void flush(Done<void> done) override;
     void stop() override;
+    std::uint64_t stop_progress() const override { return writeback_.moved(); }
+    Result<void> sync_for_exit() override { return core_.sync_dirty(); }
     void resize(std::uint64_t size, Done<std::uint64_t> done) override {
         resize_.resize(size, std::move(done));
     }

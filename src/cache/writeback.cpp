@@ -569,6 +569,7 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         // The backing's disk writes this run while the next is read from
         // the cache (else it idles until the fdatasync below).
         backing::start_writeout(fd, run_start, run_len);
+        moved_.fetch_add(run_len, std::memory_order_relaxed);
         written += run_len;
         copied.insert(copied.end(), run.begin(), run.end());
     }
@@ -595,6 +596,7 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         note_error("syncing " + rec.path + ": " + to_string(r.error()));
         return fail(r.error());
     }
+    moved_.fetch_add(1, std::memory_order_relaxed);
     auto after = backing::fstat_file(fd);
     if (!after)
         return fail(after.error());

@@ -55,6 +55,10 @@ public:
     void stop();
 
     WritebackStats stats() const;
+    // Bytes copied to the backing and syncs done so far, counted as each
+    // returns (stats().bytes moves once per batch): how a watchdog over the
+    // daemon's stop tells slow from stuck.
+    std::uint64_t moved() const noexcept { return moved_.load(std::memory_order_relaxed); }
 
     // Test seam: a batch's extents are chosen and the record marked
     // kFileWritingBack; nothing is copied yet (backing_mu held, mu not).
@@ -99,6 +103,7 @@ private:
     bool stopped_ = false; // on the strand
     std::atomic<bool> stopping_{false};
     std::atomic<bool> kicked_{false};
+    std::atomic<std::uint64_t> moved_{0};
 
     struct Flush {
         std::vector<meta::FileKey> files;

@@ -606,6 +606,8 @@ public:
     }
 
     void pause() { fm_.backing().pause(); }
+    // What the daemons wrote to stderr so far.
+    std::string log() const { return fm_.log(); }
     // faultfs runs again; the children that were blocked end.
     void resume() {
         fm_.backing().resume();
@@ -802,6 +804,14 @@ Probe write_held_at_stall(StallMount& s, const std::string& path, const std::str
     s.backing().resume();
     CHECK(s.probes().wait(w, milliseconds(25000)));
     return s.probes().finish(w);
+}
+
+// `data` written over the start of the existing file `path`.
+void write_existing(const std::string& path, const std::string& data) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
+    ::close(fd);
 }
 
 std::map<std::string, std::string> wait_online(StallMount& s) {
@@ -1722,13 +1732,7 @@ TEST_SUITE("stalled_backing") {
         StallMount s(",cache_mode=writeback,writeback_delay=3600");
         write_file(s.backing().lower("w"), "");
         const std::string data = random_bytes(1u << 20, 71);
-        {
-            const int fd = ::open(s.mnt("w").c_str(), O_WRONLY | O_CLOEXEC);
-            REQUIRE(fd >= 0);
-            REQUIRE(::pwrite(fd, data.data(), data.size(), 0) ==
-                    static_cast<ssize_t>(data.size()));
-            ::close(fd);
-        }
+        write_existing(s.mnt("w"), data);
         REQUIRE(s.m().stat("dirty_data") == data.size());
         // A flush starts writeback of w, whose first write waits in faultfs,
         // which then stops: the batch is stuck there, holding w's lock.
@@ -1792,6 +1796,44 @@ TEST_SUITE("stalled_backing") {
         CHECK(compare_bytes(read_file(s.backing().lower("w")), data) == "same");
         CHECK(compare_bytes(read_uncached(path), data) == "same");
         CHECK(s.m().stat("dirty_data") == 0);
+    }
+
+    TEST_CASE("stalled backing: an unmount while writeback is stuck in the backing ends the "
+              "daemon; the dirty data is served and written back after the next mount" *
+              doctest::timeout(300)) {
+        // Writeback's calls into the backing have no deadline. At unmount
+        // the daemon waited for its batch in flight forever; a watchdog now
+        // syncs the cache and ends the process once nothing moved for
+        // 10 s (backing_timeout=1). A thread in a FUSE backing cannot be
+        // killed, so the process is gone only once faultfs runs again.
+        StallMount s(",cache_mode=writeback,writeback_delay=1");
+        write_file(s.backing().lower("w"), "");
+        const std::string data = random_bytes(1u << 20, 72);
+        s.backing().delay("write", 3000);
+        write_existing(s.mnt("w"), data);
+        // Writeback's first write of w is in faultfs, or goes there next.
+        std::this_thread::sleep_for(milliseconds(2000));
+        s.backing().pause();
+        s.m().begin_unmount();
+        const auto deadline = Clock::now() + milliseconds(20000);
+        bool said = false;
+        while (!said && Clock::now() < deadline) {
+            said = s.log().find("has not moved for 10 s") != std::string::npos;
+            std::this_thread::sleep_for(milliseconds(100));
+        }
+        CHECK_MESSAGE(said, "the daemon never said it gives up waiting for writeback");
+        s.backing().resume();
+        const auto resumed = Clock::now();
+        const int status = s.m().unmount();
+        CHECK(Clock::now() - resumed < milliseconds(5000));
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+        s.backing().clear();
+        s.remount();
+        CHECK(compare_bytes(read_uncached(s.mnt("w")), data) == "same");
+        CHECK(s.m().control("flush\n") == 0);
+        CHECK(compare_bytes(read_file(s.backing().lower("w")), data) == "same");
+        CHECK(s.m().stat("writeback_conflicts") == 0);
     }
 
     TEST_CASE("stalled backing: a write or fsync slower than the deadline is waited for while "

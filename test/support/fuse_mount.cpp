@@ -383,14 +383,7 @@ int Mount::unmount() noexcept {
         mounted_ = false;
         return 0;
     }
-    if (mounted_ || is_mountpoint(mnt_)) {
-        if (::umount2(mnt_.c_str(), 0) != 0) {
-            std::fprintf(stderr, "umount %s: %s; detaching lazily\n", mnt_.c_str(),
-                         std::strerror(errno));
-            ::umount2(mnt_.c_str(), MNT_DETACH);
-        }
-        mounted_ = false;
-    }
+    begin_unmount();
     if (wait_child(timeout_, status)) {
         if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0))
             std::fprintf(stderr, "overcache on %s ended with %s %d\n", mnt_.c_str(),
@@ -407,6 +400,17 @@ int Mount::unmount() noexcept {
     if (!wait_child(std::chrono::milliseconds(5000), status))
         std::fprintf(stderr, "overcache pid %d survived SIGKILL\n", static_cast<int>(pid_));
     return status;
+}
+
+void Mount::begin_unmount() noexcept {
+    if (standin_ || (!mounted_ && !is_mountpoint(mnt_)))
+        return;
+    if (::umount2(mnt_.c_str(), 0) != 0) {
+        std::fprintf(stderr, "umount %s: %s; detaching lazily\n", mnt_.c_str(),
+                     std::strerror(errno));
+        ::umount2(mnt_.c_str(), MNT_DETACH);
+    }
+    mounted_ = false;
 }
 
 void Mount::abort_connection() noexcept {

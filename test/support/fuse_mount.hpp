@@ -108,6 +108,9 @@ public:
     // Unmounts now and waits for the daemon to exit; returns its wait status
     // (or 0 for the stand-in). Idempotent; the destructor calls it.
     int unmount() noexcept;
+    // umount(2) of the mountpoint now (lazily if it is busy), without
+    // waiting for the daemon: unmount() then waits for it.
+    void begin_unmount() noexcept;
     bool mounted() const noexcept { return mounted_; }
     // Unmounts if mounted, then starts a new daemon over the same backing,
     // mountpoint and cache, with the same options. A daemon that crashed

@@ -363,6 +363,15 @@ public:
     // Stops background work and makes everything durable; called once,
     // after the FUSE session has ended and before destruction.
     virtual void stop() = 0;
+    // While stop() runs on another thread: how much of its work is done so
+    // far (bytes written back), so that a watchdog tells a long flush at
+    // unmount from one stuck in a backing that stopped answering
+    // (stop_watchdog.hpp).
+    virtual std::uint64_t stop_progress() const { return 0; }
+    // While stop() may still run on another thread: makes what the cache
+    // holds durable (its data file and the index's log) for a process that
+    // then ends without it; the next mount recovers as after a crash.
+    virtual Result<void> sync_for_exit() { return {}; }
 };
 
 } // namespace overcache::cache
