@@ -267,8 +267,10 @@ int need_backing(Adapter& a, FileHandle& fh) {
         return or_eio(err);
     inode->note_attr(st);
     remember_attr(a, inode, st);
-    if (auto r = a.data.attach_backing(*fh.open, fd.get(), st); !r)
+    if (auto r = a.data.attach_backing(*fh.open, fd.get(), st); !r) {
+        close_later(a, std::move(fd)); // as a failed open's (make_handle)
         return errno_of(r.error());
+    }
     fh.fd = std::move(fd);
     return 0;
 }
