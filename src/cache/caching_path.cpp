@@ -692,9 +692,13 @@ void CachingPath::removed(FileRef file) {
                 (void)core_.records.commit(*ref, t, rec);
             }
         }
-        if (auto r = core_.write_back_file(*ref); !r)
+        if (auto r = core_.write_back_file(*ref); !r) {
+            // Its holders read the cache's bytes while the record stays, and
+            // writeback puts them into the nameless inode once it can.
             log::warn("cache: writing back an unlinked file that is still open: ",
-                      to_string(r.error()), "; its dirty data is dropped");
+                      to_string(r.error()), "; its dirty data stays in the cache until then");
+            return;
+        }
     }
     if (hooks_.before_unlinked_drop)
         hooks_.before_unlinked_drop();

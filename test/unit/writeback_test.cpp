@@ -1344,6 +1344,33 @@ TEST_SUITE("writeback") {
         CHECK(fx.lost_files().empty());
     }
 
+    TEST_CASE("writeback 9c: an open file unlinked while its write-back fails keeps its dirty "
+              "data: its holder reads it, and writeback puts it into the unlinked file later" *
+              doctest::timeout(30)) {
+        Fx fx;
+        fx.start();
+        const std::string f = fx.path("f");
+        const auto a = random_bytes(64 * KiB, 96), b = random_bytes(64 * KiB, 97);
+        write_file(f, a);
+        std::string model = a;
+        Handle h(*fx.dp, f);
+        h.write(*fx.dp, 2 * MiB, b); // past the limit below: its write-back fails
+        put(model, 2 * MiB, b);
+        const struct stat st = h.fstat();
+        REQUIRE(::unlink(f.c_str()) == 0);
+        with_backing_limit(1 * MiB, [&] { fx.dp->removed(FileRef{h.fd, st}); });
+        CHECK(fx.stat("dirty_data") == b.size());
+        CHECK_BYTES(h.read(*fx.dp, 0, 4 * MiB), model);
+        auto r = fx.flush();
+        CHECK_MESSAGE(r, (r ? "" : to_string(r.error())));
+        CHECK(fx.stat("dirty_data") == 0);
+        std::string raw(model.size(), '\0');
+        CHECK(::pread(h.fd, raw.data(), raw.size(), 0) == static_cast<ssize_t>(raw.size()));
+        CHECK_BYTES(raw, model);
+        CHECK(fx.stat("writeback_conflicts") == 0);
+        CHECK(fx.lost_files().empty());
+    }
+
     TEST_CASE("writeback 10: with no free bucket, writes go around the cache to the backing, "
               "never hang, and every byte is right" *
               doctest::timeout(30)) {
