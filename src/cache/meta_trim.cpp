@@ -22,6 +22,7 @@
 #include <deque>
 #include <dirent.h>
 #include <unordered_set>
+#include <utility>
 
 namespace overcache::cache {
 namespace {
@@ -244,6 +245,24 @@ Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
     // written from here on is newer than the cut.
     out.cut_seq = std::min<std::uint64_t>(cut_bin * width, now);
 
+    // What was dropped is counted however the trim ends (an error or a
+    // cancel part way still dropped records).
+    struct Counted {
+        MetaCache& mc;
+        const Trimmed& out;
+        bool done = false;
+        void publish() {
+            if (std::exchange(done, true))
+                return;
+            std::lock_guard lk(mc.mu_);
+            if (out.listings + out.attrs > 0)
+                ++mc.stats_.trims;
+            mc.stats_.listings_dropped += out.listings;
+            mc.stats_.attrs_dropped += out.attrs;
+        }
+        ~Counted() { publish(); }
+    } counted{*this, out};
+
     // 2. The drops: listings read before the cut, then those left
     // unfinished (no record), then attributes.
     auto dirs2 = scan(meta::Cf::dirs, [&](const meta::FileKey& dir, std::string_view,
@@ -292,14 +311,12 @@ Result<MetaCache::Trimmed> MetaCache::trim(std::uint64_t target,
             return attrs2 ? Result<Trimmed>(out) : fail(attrs2.error());
         out.attrs += drop_attrs(chunk, out.cut_seq);
     }
+    // Counted before the compaction that brings metadata_bytes down, so
+    // that whoever sees the bytes under the limit also sees what went.
+    counted.publish();
     for (meta::Cf cf : {meta::Cf::dentries, meta::Cf::dirs, meta::Cf::attrs})
         if (auto r = meta_.compact(cf); !r)
             return fail(r.error());
-    std::lock_guard lk(mu_);
-    if (out.listings + out.attrs > 0)
-        ++stats_.trims;
-    stats_.listings_dropped += out.listings;
-    stats_.attrs_dropped += out.attrs;
     return out;
 }
 
