@@ -90,6 +90,24 @@ void start_writeout(int fd, std::uint64_t off, std::uint64_t len) {
                             SYNC_FILE_RANGE_WRITE);
 }
 
+Result<void> wait_writeout(int fd, std::uint64_t off, std::uint64_t len) {
+    const Answer a = answered({fd}, [off, len](const int* f) {
+        return of_rc(::sync_file_range(f[0], static_cast<off64_t>(off), static_cast<off64_t>(len),
+                                       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                           SYNC_FILE_RANGE_WAIT_AFTER));
+    });
+    switch (a.err) {
+    case 0:
+    case EINVAL: // no range waits here (or a range it refuses)
+    case ESPIPE: // not a file
+    case ENOSYS:
+    case EOPNOTSUPP:
+        return {};
+    default:
+        return fail_sys(a.err);
+    }
+}
+
 Result<void> truncate_file(int fd, bool fd_is_open, std::uint64_t size) {
     int err = 0;
     if (fd_is_open)

@@ -25,6 +25,12 @@ Result<void> sync_file(int fd, bool datasync);
 // cannot (or a pipe) just keeps the pages until then. Never gated (the
 // writeback executor's).
 void start_writeout(int fd, std::uint64_t off, std::uint64_t len);
+// Waits until [off, off + len) is written out (what start_writeout began,
+// or what the kernel began on its own). Its error is the one a sync_file
+// after it would no longer report (the file's writeback error is taken
+// once), so the caller must treat it as the sync's. A filesystem that
+// cannot wait by range answers nothing here; its sync_file waits.
+Result<void> wait_writeout(int fd, std::uint64_t off, std::uint64_t len);
 
 // Sets the size of the file behind `fd`: an open, writable fd when
 // `fd_is_open`, else an O_PATH handle (truncated through /proc).

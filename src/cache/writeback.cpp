@@ -535,6 +535,7 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
     // 2. Copy, neighbours coalesced.
     std::vector<Piece> lost;
     std::vector<const Piece*> copied;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> runs_out; // (start, len) written
     thread_local std::vector<char> buf;
     std::size_t i = 0;
     while (i < todo.size()) {
@@ -570,6 +571,7 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         // the cache (else it idles until the fdatasync below).
         backing::start_writeout(fd, run_start, run_len);
         moved_.fetch_add(run_len, std::memory_order_relaxed);
+        runs_out.push_back({run_start, run_len});
         written += run_len;
         copied.insert(copied.end(), run.begin(), run.end());
     }
@@ -591,6 +593,17 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
         times[1].tv_nsec = rec.cache_mtime_ns % 1000000000;
         if (::futimens(fd, times) != 0)
             log::debug("writeback: cannot set the mtime of ", rec.path, ": ", std::strerror(errno));
+    }
+    // The batch's pages reach the backing's disk run by run, each counted
+    // as progress: over a slow backing whose writes the page cache takes at
+    // once (NFS, a disk), the sync below would otherwise be one wait of the
+    // whole batch, which the unmount watchdog cannot tell from a stall.
+    for (const auto& [start, len] : runs_out) {
+        if (auto r = backing::wait_writeout(fd, start, len); !r) {
+            note_error("syncing " + rec.path + ": " + to_string(r.error()));
+            return fail(r.error());
+        }
+        moved_.fetch_add(1, std::memory_order_relaxed);
     }
     if (auto r = backing::sync_file(fd, true); !r) {
         note_error("syncing " + rec.path + ": " + to_string(r.error()));

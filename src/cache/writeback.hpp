@@ -55,9 +55,9 @@ public:
     void stop();
 
     WritebackStats stats() const;
-    // Bytes copied to the backing and syncs done so far, counted as each
-    // returns (stats().bytes moves once per batch): how a watchdog over the
-    // daemon's stop tells slow from stuck.
+    // Bytes copied to the backing, runs written out to its disk and syncs
+    // done so far, counted as each returns (stats().bytes moves once per
+    // batch): how a watchdog over the daemon's stop tells slow from stuck.
     std::uint64_t moved() const noexcept { return moved_.load(std::memory_order_relaxed); }
 
     // Test seam: a batch's extents are chosen and the record marked
