@@ -6,6 +6,8 @@ pkgs=(g++ meson ninja-build pkg-config libfuse3-dev fuse3 librocksdb-dev libboos
       doctest-dev libxxhash-dev gdb
       systemd     # systemd-analyze, for the installed unit (test/install_test.sh)
       mount util-linux   # mount(8), umount, findmnt, unshare: test/mount/system_mount_test.cpp
+                         # losetup: test/support/slow_disk.cpp
+      e2fsprogs          # mkfs.ext4: test/support/slow_disk.cpp
       groff-base         # groff, for test/man_render_test.sh
       attr               # getfattr, setfattr: test/mount/settings_test.cpp
       prometheus python3)  # promtool and json: test/mount/stats_test.cpp checks the formats
