@@ -143,13 +143,16 @@ void InodeTrimmer::trim() {
                 break; // nothing left to visit
             continue; // all used since the last pass: on round the clock
         }
-        for (const auto& n : names) {
-            // -ENOENT: the kernel no longer has that name; nothing to do.
-            (void)fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
-        }
+        // Counted before the kernel is asked: its forgets (which bring the
+        // table's size down) may come before the last notification returns,
+        // and whoever sees the size down must see what was asked.
         {
             std::lock_guard lk(mu_);
             dropped_ += names.size();
+        }
+        for (const auto& n : names) {
+            // -ENOENT: the kernel no longer has that name; nothing to do.
+            (void)fuse_lowlevel_notify_inval_entry(se_, n.parent, n.name.data(), n.name.size());
         }
         want -= std::min(want, names.size());
     }
