@@ -797,7 +797,16 @@ Probe write_held_at_stall(StallMount& s, const std::string& path, const std::str
     Probes::Child w = s.probes().start([path, lower_path, x, until_on_backing] {
         return write_then_reread(path, lower_path, x, until_on_backing);
     });
-    std::this_thread::sleep_for(milliseconds(500));
+    if (until_on_backing) {
+        // The write is held in faultfs's delay: the child's open is done,
+        // and it is the write that meets the stall.
+        const auto deadline = Clock::now() + milliseconds(10000);
+        while (s.backing().sleeping_calls() == 0 && Clock::now() < deadline)
+            std::this_thread::sleep_for(milliseconds(10));
+        CHECK_MESSAGE(s.backing().sleeping_calls() > 0, "the write never reached faultfs");
+    } else {
+        std::this_thread::sleep_for(milliseconds(500)); // it lands in the cache
+    }
     s.backing().pause(); // the write waits in faultfs now
     std::this_thread::sleep_for(kFirstBound);
     // Not s.resume(): that would reap the child, which reads on.
@@ -1690,7 +1699,12 @@ TEST_SUITE("stalled_backing") {
                 return Outcome{err, "pwrite failed"};
             return Outcome{0, std::to_string(n)};
         });
-        std::this_thread::sleep_for(milliseconds(300));
+        // The stall comes once the write is parked: earlier, the open or
+        // the lookup of b would meet it and the write would never park.
+        const auto park_deadline = Clock::now() + milliseconds(10000);
+        while (s.m().stat("foreground_waits") == 0 && Clock::now() < park_deadline)
+            std::this_thread::sleep_for(milliseconds(10));
+        REQUIRE(s.m().stat("foreground_waits") > 0);
         s.backing().pause();
         const bool answered = s.probes().wait(w, kFirstBound + milliseconds(3000));
         s.backing().resume();
@@ -1811,8 +1825,12 @@ TEST_SUITE("stalled_backing") {
         const std::string data = random_bytes(1u << 20, 72);
         s.backing().delay("write", 3000);
         write_existing(s.mnt("w"), data);
-        // Writeback's first write of w is in faultfs, or goes there next.
-        std::this_thread::sleep_for(milliseconds(2000));
+        // Writeback's first write of w is held in faultfs's delay (else the
+        // unmount could stop writeback before it ever calls the backing).
+        const auto held_deadline = Clock::now() + milliseconds(15000);
+        while (s.backing().sleeping_calls() == 0 && Clock::now() < held_deadline)
+            std::this_thread::sleep_for(milliseconds(10));
+        REQUIRE_MESSAGE(s.backing().sleeping_calls() > 0, "writeback never wrote w to the backing");
         s.backing().pause();
         s.m().begin_unmount();
         const auto deadline = Clock::now() + milliseconds(20000);

@@ -208,9 +208,10 @@ TEST_SUITE("mount") {
             CHECK(r.status == 2);
             CHECK(contains(r.out, "usage: overcache stats"));
         }
-        // Not a terminal: no screen clearing, one JSON object a line.
+        // Not a terminal: no screen clearing, one JSON object a line. Time
+        // for a sanitizer build's start and a few intervals.
         const auto w = run_command(
-            {bin(), "stats", "--watch", "--interval=0.2", "--json", m.mountpoint()}, 1500ms);
+            {bin(), "stats", "--watch", "--interval=0.2", "--json", m.mountpoint()}, 5000ms);
         CHECK(w.timed_out);
         CHECK(count(w.out, "{\"cache_mode\"") >= 2);
         CHECK(!contains(w.out, "\033["));

@@ -400,6 +400,26 @@ void FaultMount::remount() {
     mount_->remount();
 }
 
+int FaultBacking::sleeping_calls() const {
+    // /proc/PID/task/TID/syscall starts with the number of the system call
+    // the thread is blocked in ("running" when it is not in one).
+    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    DIR* d = ::opendir(tasks.c_str());
+    if (d == nullptr)
+        return 0;
+    int n = 0;
+    while (const dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.')
+            continue;
+        std::ifstream in(tasks + "/" + e->d_name + "/syscall");
+        long nr = -1;
+        if (in >> nr && (nr == SYS_nanosleep || nr == SYS_clock_nanosleep))
+            ++n;
+    }
+    ::closedir(d);
+    return n;
+}
+
 std::string FaultMount::log() const {
     return read_all(log_path_);
 }

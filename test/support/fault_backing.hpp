@@ -59,6 +59,11 @@ public:
     // No faults, delays or throttles.
     void clear();
 
+    // How many of faultfs's threads sleep right now (a call held by
+    // delay(), or by a throttle): a test stops faultfs once the call it
+    // means to catch is in there, not after a guessed pause.
+    int sleeping_calls() const;
+
     // SIGSTOP / SIGCONT of faultfs: calls into the backing block (an NFS
     // server that stopped answering) until resume().
     void pause();
