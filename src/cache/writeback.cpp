@@ -598,18 +598,19 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
     // as progress: over a slow backing whose writes the page cache takes at
     // once (NFS, a disk), the sync below would otherwise be one wait of the
     // whole batch, which the unmount watchdog cannot tell from a stall.
-    for (const auto& [start, len] : runs_out) {
-        if (auto r = backing::wait_writeout(fd, start, len); !r) {
+    // A range wait's error is the sync's: the file reports it once.
+    auto synced = [&](Result<void> r) -> Result<void> {
+        if (!r)
             note_error("syncing " + rec.path + ": " + to_string(r.error()));
-            return fail(r.error());
-        }
-        moved_.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (auto r = backing::sync_file(fd, true); !r) {
-        note_error("syncing " + rec.path + ": " + to_string(r.error()));
-        return fail(r.error());
-    }
-    moved_.fetch_add(1, std::memory_order_relaxed);
+        else
+            moved_.fetch_add(1, std::memory_order_relaxed);
+        return r;
+    };
+    for (const auto& [start, len] : runs_out)
+        if (auto r = synced(backing::wait_writeout(fd, start, len)); !r)
+            return r;
+    if (auto r = synced(backing::sync_file(fd, true)); !r)
+        return r;
     auto after = backing::fstat_file(fd);
     if (!after)
         return fail(after.error());

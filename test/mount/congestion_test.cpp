@@ -10,6 +10,7 @@
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "tmp_dir.hpp"
+#include "wait_until.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -105,16 +106,6 @@ bool repeat_until(const std::function<bool()>& done, const std::function<void()>
         step();
     }
     return done();
-}
-
-bool wait_until(const std::function<bool()>& done, std::chrono::seconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-        if (Clock::now() >= deadline)
-            return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return true;
 }
 
 // A cached file "hot" and an uncached file "cold", 1 MiB each.

@@ -11,6 +11,7 @@
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
+#include "wait_until.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -69,18 +70,6 @@ bool wait_cached(const std::string& path, std::uint64_t size) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return false;
-}
-
-// Waits (up to 10 s) until the mount's `key` reads `want`: the counters
-// move just after the index commit that cached_bytes reads, so they may lag
-// wait_cached by a moment. Returns what it read last.
-std::uint64_t wait_stat(const Mount& m, const std::string& key, std::uint64_t want) {
-    std::uint64_t v = m.stat(key);
-    for (int i = 0; i < 200 && v != want; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        v = m.stat(key);
-    }
-    return v;
 }
 
 // setxattr as `uid` (its fsuid, which FUSE passes on) in a child: 0 or errno.
@@ -205,7 +194,8 @@ TEST_SUITE("pin") {
         CHECK(get(f, "pin") == err(ENODATA));
         CHECK(get(f, "effective_pin") == "1");
         CHECK(wait_cached(f, 5000)); // pinned again: fetched in the background
-        CHECK(wait_stat(m, "pinned_bytes", 5000) == 5000);
+        // pinned_bytes moves just after the commit cached_bytes reads.
+        CHECK(wait_until([&] { return m.stat("pinned_bytes") == 5000; }, std::chrono::seconds(10)));
         std::vector<char> names(4096);
         const ssize_t n = ::listxattr(d.c_str(), names.data(), names.size());
         REQUIRE(n > 0);
@@ -228,7 +218,8 @@ TEST_SUITE("pin") {
         write_file(back + "g", g);
         REQUIRE(set(m.mnt("g"), "pin", "1") == 0);
         CHECK(wait_cached(m.mnt("g"), g.size()));
-        CHECK(wait_stat(m, "pinned_bytes", g.size()) == g.size());
+        CHECK(wait_until([&] { return m.stat("pinned_bytes") == g.size(); },
+                         std::chrono::seconds(10)));
         REQUIRE(remove(m.mnt("g"), "pin") == 0);
         CHECK(m.stat("pinned_bytes") == 0);
         CHECK(cached(m.mnt("g")) == g.size()); // kept, just evictable

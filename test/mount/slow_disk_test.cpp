@@ -19,21 +19,7 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 namespace {
-
 constexpr std::size_t MiB = 1024 * 1024;
-
-// Writes `data` to a new file at `path` and fsyncs it (in writeback mode:
-// durable in the cache).
-void write_synced(const std::string& path, const std::string& data) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    REQUIRE_MESSAGE(fd >= 0, path << ": " << std::strerror(errno));
-    for (std::size_t at = 0; at < data.size(); at += MiB)
-        REQUIRE(::pwrite(fd, data.data() + at, std::min(MiB, data.size() - at),
-                         static_cast<off_t>(at)) > 0);
-    REQUIRE(::fsync(fd) == 0);
-    REQUIRE(::close(fd) == 0);
-}
-
 } // namespace
 
 TEST_CASE("an unmount with flush_on_unmount writes all dirty data to a backing whose disk is "
@@ -60,7 +46,7 @@ TEST_CASE("an unmount with flush_on_unmount writes all dirty data to a backing w
     m.remount();
 
     const std::string data = random_bytes(24 * MiB, 11);
-    write_synced(m.mnt("f"), data);
+    write_file(m.mnt("f"), data);                 // fsynced: durable in the cache
     REQUIRE(m.stat("dirty_data") >= data.size()); // premise: nothing written back yet
 
     disk.throttle_writes(m.daemon_pid(), kRate);

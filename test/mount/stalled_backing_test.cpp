@@ -24,6 +24,7 @@
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
+#include "wait_until.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -36,6 +37,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <functional>
+#include <grp.h>
 #include <map>
 #include <optional>
 #include <poll.h>
@@ -44,7 +46,6 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <grp.h>
 #include <sys/xattr.h>
 #include <thread>
 #include <unistd.h>
@@ -800,10 +801,9 @@ Probe write_held_at_stall(StallMount& s, const std::string& path, const std::str
     if (until_on_backing) {
         // The write is held in faultfs's delay: the child's open is done,
         // and it is the write that meets the stall.
-        const auto deadline = Clock::now() + milliseconds(10000);
-        while (s.backing().sleeping_calls() == 0 && Clock::now() < deadline)
-            std::this_thread::sleep_for(milliseconds(10));
-        CHECK_MESSAGE(s.backing().sleeping_calls() > 0, "the write never reached faultfs");
+        CHECK_MESSAGE(wait_until([&] { return s.backing().sleeping_calls() > 0; },
+                                 milliseconds(10000), milliseconds(10)),
+                      "the write never reached faultfs");
     } else {
         std::this_thread::sleep_for(milliseconds(500)); // it lands in the cache
     }
@@ -1701,10 +1701,8 @@ TEST_SUITE("stalled_backing") {
         });
         // The stall comes once the write is parked: earlier, the open or
         // the lookup of b would meet it and the write would never park.
-        const auto park_deadline = Clock::now() + milliseconds(10000);
-        while (s.m().stat("foreground_waits") == 0 && Clock::now() < park_deadline)
-            std::this_thread::sleep_for(milliseconds(10));
-        REQUIRE(s.m().stat("foreground_waits") > 0);
+        REQUIRE(wait_until([&] { return s.m().stat("foreground_waits") > 0; }, milliseconds(10000),
+                           milliseconds(10)));
         s.backing().pause();
         const bool answered = s.probes().wait(w, kFirstBound + milliseconds(3000));
         s.backing().resume();
@@ -1827,10 +1825,9 @@ TEST_SUITE("stalled_backing") {
         write_existing(s.mnt("w"), data);
         // Writeback's first write of w is held in faultfs's delay (else the
         // unmount could stop writeback before it ever calls the backing).
-        const auto held_deadline = Clock::now() + milliseconds(15000);
-        while (s.backing().sleeping_calls() == 0 && Clock::now() < held_deadline)
-            std::this_thread::sleep_for(milliseconds(10));
-        REQUIRE_MESSAGE(s.backing().sleeping_calls() > 0, "writeback never wrote w to the backing");
+        REQUIRE_MESSAGE(wait_until([&] { return s.backing().sleeping_calls() > 0; },
+                                   milliseconds(15000), milliseconds(10)),
+                        "writeback never wrote w to the backing");
         s.backing().pause();
         s.m().begin_unmount();
         const auto deadline = Clock::now() + milliseconds(20000);

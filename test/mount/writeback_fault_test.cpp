@@ -7,11 +7,12 @@
 // was written. A file deleted from the backing behind the mount keeps its
 // dirty data as a conflict copy; a throttled backing only makes things
 // slower. The first cases check faultfs itself.
-#include "file_bytes.hpp"
 #include "fault_backing.hpp"
+#include "file_bytes.hpp"
 #include "fuse_mount.hpp"
 #include "run_command.hpp"
 #include "tmp_dir.hpp"
+#include "wait_until.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -43,18 +44,6 @@ int pwrite_all(int fd, const std::string& data, off_t off) {
         done += static_cast<std::size_t>(n);
     }
     return 0;
-}
-
-// Polls `done` (every 50 ms) until it holds or `timeout` passes; returns
-// whether it held. Waits on the state itself, never on time alone.
-bool wait_until(const std::function<bool()>& done, std::chrono::seconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-        if (Clock::now() >= deadline)
-            return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return true;
 }
 
 CommandResult overcache_flush(const Mount& m) {
