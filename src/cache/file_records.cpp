@@ -114,7 +114,12 @@ Result<void> FileRecords::commit(FileState& st, ExtentTxn& t, const meta::FileRe
     const bool ahead = (rec.flags & meta::kFileAhead) != 0;
     const bool was_ahead = st.rec && (st.rec->flags & meta::kFileAhead) != 0 &&
                            st.rec->file_id == rec.file_id;
-    t.batch.put(meta::Cf::files, meta::file_key(st.key), meta::encode(rec));
+    // FileRecords is the only writer of the record, so st.rec is what the
+    // index holds: an unchanged record (an overwrite inside the file's size
+    // under the kernel's writeback cache) is not written again, which saves
+    // every such write a memtable insert and its bytes in the WAL.
+    if (!st.rec || !(*st.rec == rec))
+        t.batch.put(meta::Cf::files, meta::file_key(st.key), meta::encode(rec));
     if (ahead && !was_ahead) {
         std::string since;
         meta::put_be64(since, static_cast<std::uint64_t>(now_ns()));

@@ -85,6 +85,8 @@ struct FileRecord {
     // Per-file settings (mode, pin, ...): opaque bytes owned by the control
     // surface; empty means "inherit everything".
     std::string settings;
+
+    bool operator==(const FileRecord&) const = default;
 };
 
 // Per-path settings of a file or directory (the `policy` family), keyed by
