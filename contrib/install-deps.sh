@@ -11,6 +11,11 @@ pkgs=(g++ meson ninja-build pkg-config libfuse3-dev fuse3 librocksdb-dev libboos
       groff-base         # groff, for test/man_render_test.sh
       attr               # getfattr, setfattr: test/mount/settings_test.cpp
       prometheus python3)  # promtool and json: test/mount/stats_test.cpp checks the formats
+# CI keeps a compiler cache between its runs (.ci/run): ccache, which meson
+# uses on its own once it is installed. Never needed to build or test.
+if [[ -n ${OVERCACHE_CCACHE:-} ]]; then
+    pkgs+=(ccache)
+fi
 if [[ "${1:-}" == "--bench" ]]; then
     pkgs+=(fio e2fsprogs util-linux gcc python3)
 fi

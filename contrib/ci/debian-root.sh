@@ -107,6 +107,12 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 mount -t proc proc "$root/proc"
 mount --bind /sys "$root/sys"
+# A compiler cache given by the caller (.ci/run) is shared with the root,
+# in a directory of its own beside it per suite (another compiler).
+if [[ -n ${OVERCACHE_CCACHE:-} && -n ${CCACHE_DIR:-} ]]; then
+    mkdir -p "$CCACHE_DIR-$suite" "$root/var/cache/ccache"
+    mount --bind "$CCACHE_DIR-$suite" "$root/var/cache/ccache"
+fi
 [[ -c $root/dev/fuse ]] || echo "debian-root: warning: no /dev/fuse in the root" >&2
 
 # 3. The source: HEAD of this checkout, or a clone of its branch.
@@ -131,6 +137,9 @@ rc=0
 chroot "$root" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     CI="${CI:-}" OVERCACHE_TESTS_NO_SKIP="${OVERCACHE_TESTS_NO_SKIP:-1}" \
+    ${OVERCACHE_CCACHE:+OVERCACHE_CCACHE=1 CCACHE_DIR=/var/cache/ccache} \
+    ${OVERCACHE_CCACHE:+CCACHE_BASEDIR=/src/overcache CCACHE_NOHASHDIR=1} \
+    ${OVERCACHE_CCACHE:+CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-12G}} \
     /bin/bash -c 'cd /src/overcache && exec "$@"' bash "${cmd[@]}" || rc=$?
 echo "== debian-root: the command exited $rc after $((SECONDS - t1)) s"
 exit "$rc"
