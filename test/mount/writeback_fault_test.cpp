@@ -6,7 +6,8 @@
 // once the fault clears, a flush succeeds and the backing holds exactly what
 // was written. A file deleted from the backing behind the mount keeps its
 // dirty data as a conflict copy; a throttled backing only makes things
-// slower. The first cases check faultfs itself.
+// slower, and `overcache flush` on a terminal says meanwhile how much is
+// left (nothing on a pipe). The first cases check faultfs itself.
 #include "fault_backing.hpp"
 #include "file_bytes.hpp"
 #include "fuse_mount.hpp"
@@ -16,14 +17,18 @@
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <functional>
+#include <poll.h>
+#include <pty.h>
 #include <random>
 #include <string>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -49,6 +54,47 @@ int pwrite_all(int fd, const std::string& data, off_t off) {
 CommandResult overcache_flush(const Mount& m) {
     return run_command({std::getenv("OVERCACHE_BIN"), "flush", m.mountpoint()},
                        std::chrono::seconds(120));
+}
+
+// `overcache flush` with its stdout and stderr on a terminal (a pty), as a
+// user at a shell runs it: everything it printed, and its exit status (-1:
+// killed at the deadline).
+CommandResult overcache_flush_on_terminal(const Mount& m, std::chrono::seconds timeout) {
+    int master = -1;
+    const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        reset_signals_in_child();
+        const std::string bin = std::getenv("OVERCACHE_BIN");
+        ::execl(bin.c_str(), bin.c_str(), "flush", m.mountpoint().c_str(), nullptr);
+        std::_Exit(127);
+    }
+    CommandResult r;
+    const auto deadline = Clock::now() + timeout;
+    char buf[4096];
+    for (;;) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            r.timed_out = true;
+            ::kill(pid, SIGKILL);
+            break;
+        }
+        struct pollfd pfd {
+            master, POLLIN, 0
+        };
+        if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0)
+            continue;
+        const ssize_t n = ::read(master, buf, sizeof buf);
+        if (n <= 0)
+            break; // EIO: every holder of the terminal's other side is gone
+        r.out.append(buf, static_cast<std::size_t>(n));
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ::close(master);
+    r.status = !r.timed_out && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
 }
 
 bool contains(const std::string& s, const std::string& part) {
@@ -296,6 +342,52 @@ TEST_SUITE("writeback_fault") {
         for (std::size_t i = 0; i < model.names.size(); ++i)
             CHECK_MESSAGE(read_file(b.lower(model.names[i])) == model.data[i],
                           model.names[i] << " on the backing");
+    }
+
+    TEST_CASE("writeback: overcache flush on a terminal shows the dirty data left and the time, "
+              "then clears its line" *
+              doctest::timeout(300)) {
+        require_faultfs();
+        FaultMount fm("cache_mode=writeback,writeback_delay=0,cache_size=64M");
+        Mount& m = fm.mount();
+        FaultBacking& b = fm.backing();
+        // Too little to time anything, but the flush lasts some seconds,
+        // and the line is drawn once a second.
+        b.throttle_writes(1 << 20);
+        const std::string data(6 << 20, 'p');
+        const int fd = ::open(m.mnt("big").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        REQUIRE(fd >= 0);
+        REQUIRE(pwrite_all(fd, data, 0) == 0);
+        REQUIRE(::close(fd) == 0);
+        REQUIRE(m.stat("dirty_data") > 0);
+
+        const CommandResult r = overcache_flush_on_terminal(m, std::chrono::seconds(120));
+        INFO("overcache flush on a terminal printed: " << r.out);
+        CHECK(r.status == 0);
+        CHECK(m.stat("dirty_data") == 0);
+        CHECK(read_file(b.lower("big")) == data);
+        // Drawn at least once, with what the mount still held: a line
+        // "overcache: flushing MNT: N MiB dirty, S s", redrawn in place.
+        const std::string line = "overcache: flushing " + m.mountpoint() + ": ";
+        const std::size_t first = r.out.find("\r\033[K" + line);
+        REQUIRE(first != std::string::npos);
+        CHECK(contains(r.out.substr(first), " MiB dirty, 1 s"));
+        // Once done the line is erased, and nothing follows: a flush that
+        // succeeded leaves the terminal as it found it.
+        const std::string erase = "\r\033[K";
+        REQUIRE(r.out.size() >= erase.size());
+        CHECK(r.out.substr(r.out.size() - erase.size()) == erase);
+        CHECK(r.out.find('\n') == std::string::npos);
+
+        // Not on a terminal (a pipe, a log): no progress line at all.
+        const int fd2 = ::open(m.mnt("small").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        REQUIRE(fd2 >= 0);
+        REQUIRE(pwrite_all(fd2, std::string(3 << 20, 'q'), 0) == 0);
+        REQUIRE(::close(fd2) == 0);
+        const CommandResult piped = overcache_flush(m);
+        CHECK(piped.status == 0);
+        CHECK(piped.out.empty());
+        CHECK(m.stat("dirty_data") == 0);
     }
 
     TEST_CASE("writeback: a file deleted from the backing keeps its dirty data as a conflict copy" *
