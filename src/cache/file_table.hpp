@@ -10,6 +10,7 @@
 #include "util/unique_fd.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,8 @@
 #include <vector>
 
 namespace overcache::cache {
+
+struct QueuedDirty; // write_path.hpp
 
 // One backing file as the cache knows it.
 struct FileState {
@@ -42,6 +45,15 @@ struct FileState {
     // under it, from the check of the record to the commit. Before the
     // Allocator's locks.
     std::mutex mu;
+    // Writeback writes whose bytes are on the cache device, waiting for
+    // their index commit: whichever of their threads finds no commit
+    // running commits all that are queued in one batch (write_path.cpp,
+    // commit_dirty). Guarded by commit_mu, a leaf lock: nothing is taken
+    // under it and no I/O runs with it held.
+    std::mutex commit_mu;
+    std::condition_variable commit_cv;
+    std::vector<QueuedDirty*> commit_queue;
+    bool committing = false;
     bool loaded = false;                 // guarded by mu: `rec` is what the index holds
     std::optional<meta::FileRecord> rec; // guarded by mu
     // A writable fd on the backing file for writeback, dup'ed from the

@@ -13,8 +13,13 @@
 //     that no longer matches the backing, which reads as a change.
 // A cache that cannot take the bytes (no bucket, a device error) punches
 // the range instead, so it never keeps what the write replaced.
-// Writeback: a write goes into the cache as dirty data under write_mu and
-// mu (no backing I/O). One that finds no room parks (parked_writes.cpp):
+// Writeback: a write goes into the cache as dirty data: its bytes to the
+// device with no lock of the file held, then its index commit under
+// write_mu and mu (no backing I/O). Writes that reach the commit while
+// another runs queue, and the next of them commits the whole queue, in as
+// few batches as their punches allow (commit_dirty): the kernel's
+// writeback of one fsync's pages comes as many requests at once, and one
+// by one each waited for the one before. One that finds no room parks (parked_writes.cpp):
 // its bytes are copied, the FUSE thread returns without replying, and the
 // write is retried without any lock held in between, until it fits or
 // writeback_wait_max passes (then it goes around the cache). While writes
@@ -237,9 +242,8 @@ void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct 
         log::warn("cache: cannot update a file record: ", to_string(r.error()));
 }
 
-Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
-                                                std::size_t len, std::uint64_t off, bool stamp) {
-    FileState& st = f.state();
+Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t len,
+                                                std::uint64_t off, bool stamp) {
     if (core_.degraded.load())
         return Dirty::not_cacheable;
     // The bytes go to the device before any lock of the file is taken, so
@@ -253,6 +257,72 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
         return fail(ins.error()); // nothing committed: the caller writes around
     if (!*ins)
         return Dirty::no_room; // nothing committed
+    QueuedDirty w{&placed, data, len, off, stamp};
+    return commit_dirty(f, w);
+}
+
+Result<WritePath::Dirty> WritePath::commit_dirty(CachedFile& f, QueuedDirty& w) {
+    // Group commit: the writes that come together (the kernel's writeback
+    // of the pages of one fsync) would otherwise commit one after another
+    // under write_mu, each woken by the one before; here the first to find
+    // no commit running commits for all that are queued, and the rest wait
+    // once for it. Its own write is always in its group.
+    FileState& st = f.state();
+    std::unique_lock q(st.commit_mu);
+    st.commit_queue.push_back(&w);
+    if (hooks_.dirty_queued)
+        hooks_.dirty_queued(st.commit_queue.size());
+    st.commit_cv.wait(q, [&] { return w.done || !st.committing; });
+    if (w.done)
+        return std::move(w.out);
+    st.committing = true;
+    std::vector<QueuedDirty*> group;
+    group.swap(st.commit_queue);
+    q.unlock();
+    {
+        // However the commit ends (an exception too), its writers are
+        // answered and the next commit can start: else they would wait
+        // for ever. A write left not_cacheable goes around the cache.
+        struct Settled {
+            FileState& st;
+            const std::vector<QueuedDirty*>& group;
+            ~Settled() {
+                {
+                    std::lock_guard lk(st.commit_mu);
+                    // Past this a writer may return and its QueuedDirty be gone.
+                    for (QueuedDirty* g : group)
+                        g->done = true;
+                    st.committing = false;
+                }
+                st.commit_cv.notify_all();
+            }
+        } settled{st, group};
+        if (hooks_.before_dirty_commit)
+            hooks_.before_dirty_commit(group.size());
+        commit_group(f, group);
+    }
+    return std::move(w.out);
+}
+
+Result<std::pair<std::uint64_t, std::uint64_t>>
+WritePath::punch_span(meta::FileId fid, std::uint64_t off, std::uint64_t end) {
+    thread_local std::vector<Piece> pieces;
+    if (auto r = core_.index.lookup(fid, off, end, pieces); !r)
+        return fail(r.error());
+    std::uint64_t from = off, to = end;
+    for (const Piece& p : pieces) {
+        from = std::min(from, p.start);
+        to = std::max(to, p.end());
+    }
+    return std::pair{from, to};
+}
+
+void WritePath::commit_group(CachedFile& f, const std::vector<QueuedDirty*>& group) {
+    FileState& st = f.state();
+    const auto settle = [&](std::size_t from, std::size_t to, const Result<Dirty>& r) {
+        for (std::size_t i = from; i < to; ++i)
+            group[i]->out = r.has_value() ? Result<Dirty>(*r) : Result<Dirty>(fail(r.error()));
+    };
     std::lock_guard wl(st.write_mu);
     std::unique_lock lk(st.mu);
     if (!st.loaded || !st.rec || (st.rec->flags & meta::kFileAhead) == 0) {
@@ -266,40 +336,67 @@ Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data,
         {
             auto bl = lock_backing(st);
             if (!bl)
-                return fail(std::move(bl).error());
+                return settle(0, group.size(), fail(std::move(bl).error()));
             if (auto changed = check_backing(st, f.fd()); !changed)
-                return fail(changed.error());
+                return settle(0, group.size(), fail(changed.error()));
         }
         lk.lock();
     }
     if (!st.rec || st.uncached.load() || core_.degraded.load())
-        return Dirty::not_cacheable;
+        return settle(0, group.size(), Dirty::not_cacheable);
     ++st.write_seq; // fills that read before now stand down
     const meta::FileId fid = st.fid.load();
-    const std::uint64_t end = off + len;
-    auto t = core_.index.txn();
-    if (auto r = core_.index.stage_placement(t, placed, fid, data,
-                                             meta::kExtentDirty | pin_flag(core_, st, len));
-        !r)
-        return fail(r.error()); // nothing committed: the caller writes around
-    meta::FileRecord rec = *st.rec;
-    const bool was_ahead = (rec.flags & meta::kFileAhead) != 0;
-    rec.cache_size = std::max(was_ahead ? rec.cache_size : rec.size, end);
-    if (stamp)
-        rec.cache_mtime_ns = now_ns();
-    else if (!was_ahead)
-        rec.cache_mtime_ns = rec.mtime_ns; // the kernel's setattr, if it came first
-    rec.flags |= meta::kFileAhead;
-    rec.flags &= ~meta::kFileConflict; // a write through the mount ends a conflict
-    if (auto r = core_.records.commit(st, t, rec); !r)
-        return fail(r.error());
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;
+    for (std::size_t i = 0; i < group.size();) {
+        // One batch: from i, every write whose punch touches nothing an
+        // earlier one of the batch touches (the first always goes in).
+        auto t = core_.index.txn();
+        spans.clear();
+        std::size_t j = i;
+        std::uint64_t end = 0;
+        bool stamp = false;
+        for (; j < group.size(); ++j) {
+            QueuedDirty& g = *group[j];
+            if (group.size() > 1) {
+                auto span = punch_span(fid, g.off, g.off + g.len);
+                if (!span)
+                    return settle(i, group.size(), fail(span.error())); // nothing committed
+                const bool apart = std::none_of(spans.begin(), spans.end(), [&](const auto& s) {
+                    return span->first < s.second && s.first < span->second;
+                });
+                if (j > i && !apart)
+                    break;
+                spans.push_back(*span);
+            }
+            if (auto r = core_.index.stage_placement(
+                    t, *g.placed, fid, g.data, meta::kExtentDirty | pin_flag(core_, st, g.len));
+                !r)
+                // Part of this write may be staged: the whole batch is
+                // dropped, and these writes go around the cache.
+                return settle(i, group.size(), fail(r.error()));
+            end = std::max(end, g.off + g.len);
+            stamp = stamp || g.stamp;
+        }
+        meta::FileRecord rec = *st.rec;
+        const bool was_ahead = (rec.flags & meta::kFileAhead) != 0;
+        rec.cache_size = std::max(was_ahead ? rec.cache_size : rec.size, end);
+        if (stamp)
+            rec.cache_mtime_ns = now_ns();
+        else if (!was_ahead)
+            rec.cache_mtime_ns = rec.mtime_ns; // the kernel's setattr, if it came first
+        rec.flags |= meta::kFileAhead;
+        rec.flags &= ~meta::kFileConflict; // a write through the mount ends a conflict
+        if (auto r = core_.records.commit(st, t, rec); !r)
+            return settle(i, group.size(), fail(r.error())); // the record stops being trusted
+        settle(i, j, Dirty::cached);
+        core_.c.writes_dirty += j - i;
+        i = j;
+    }
     if (!st.wb_fd) {
         const int d = ::fcntl(f.fd(), F_DUPFD_CLOEXEC, 0);
         if (d >= 0)
             st.wb_fd.reset(d);
     }
-    ++core_.c.writes_dirty;
-    return Dirty::cached;
 }
 
 Result<std::size_t> WritePath::dirty_written(CachedFile& f, std::size_t len) {

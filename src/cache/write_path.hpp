@@ -14,6 +14,26 @@
 
 namespace overcache::cache {
 
+// Where a writeback write went.
+enum class DirtyOutcome {
+    cached,
+    no_room,      // no bucket to be had now (only the reserve is left)
+    not_cacheable // the file or the cache cannot take them (uncached, degraded)
+};
+
+// A writeback write placed on the cache device and queued for its index
+// commit (FileState::commit_queue). Lives on its writer's stack until
+// `done`; the committer fills `out` first.
+struct QueuedDirty {
+    ExtentIndex::Placement* placed;
+    const char* data;
+    std::size_t len;
+    std::uint64_t off;
+    bool stamp;
+    bool done = false;
+    Result<DirtyOutcome> out = DirtyOutcome::not_cacheable;
+};
+
 class WritePath {
 public:
     // Parked writes are retried on `park_strand` (a foreground-class executor).
@@ -57,15 +77,22 @@ private:
     // cache first (saving dirty data aside). true when it did.
     Result<bool> check_backing(FileState& st, int fd);
     // Writeback: puts the bytes in the cache as dirty.
-    enum class Dirty {
-        cached,
-        no_room,      // no bucket to be had now (only the reserve is left)
-        not_cacheable // the file or the cache cannot take them (uncached, degraded)
-    };
+    using Dirty = DirtyOutcome;
     // `stamp`: the write sets the file's mtime (not for the kernel's
     // writeback, whose mtime comes in a setattr).
     Result<Dirty> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
                               bool stamp);
+    // Queues `w` and returns its outcome once committed: by this thread,
+    // with whatever else is queued then, or by the thread committing now.
+    Result<Dirty> commit_dirty(CachedFile& f, QueuedDirty& w);
+    // Commits `group` (write_mu and mu taken here): as few index batches as
+    // the writes allow, each write's outcome in its `out`.
+    void commit_group(CachedFile& f, const std::vector<QueuedDirty*>& group);
+    // The file range a write's punch touches: its own, widened to the
+    // extents it cuts. Writes whose spans are apart can share a batch (a
+    // punch reads the index, not the batch it goes into).
+    Result<std::pair<std::uint64_t, std::uint64_t>> punch_span(meta::FileId fid, std::uint64_t off,
+                                                               std::uint64_t end);
     // After write_dirty put a write's bytes in the cache: durable first for
     // an O_SYNC/O_DSYNC open; writeback is told.
     Result<std::size_t> dirty_written(CachedFile& f, std::size_t len);

@@ -32,6 +32,7 @@
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -132,6 +133,20 @@ private:
     std::once_flag once_;
     std::promise<void> p_;
     std::shared_future<void> f_ = p_.get_future().share();
+};
+
+// A seam that holds the first call after arm(): `entered` opens, and the
+// call returns once `release` opens. Later calls pass.
+struct HoldOnce {
+    std::atomic<bool> armed{false};
+    Gate entered, release;
+    void arm() { armed = true; }
+    void operator()() {
+        if (armed.exchange(false)) {
+            entered.open();
+            CHECK(release.wait());
+        }
+    }
 };
 
 // Runs `fn` on another thread and waits for it at most `limit`. A call that
@@ -1930,14 +1945,8 @@ TEST_SUITE("writeback") {
               "same file complete; it then lands after them" *
               doctest::timeout(30)) {
         Fx fx;
-        Gate entered, release;
-        std::atomic<bool> armed{false};
-        fx.hooks.after_device_write = [&](std::uint32_t) {
-            if (armed.exchange(false)) {
-                entered.open();
-                CHECK(release.wait());
-            }
-        };
+        HoldOnce hold;
+        fx.hooks.after_device_write = [&](std::uint32_t) { hold(); };
         fx.start();
         const std::string f = fx.path("f");
         write_file(f, "");
@@ -1949,13 +1958,13 @@ TEST_SUITE("writeback") {
 
         // The held write: 64 KiB at 128 KiB, its bytes on the device.
         const auto held = random_bytes(64 * KiB, 222);
-        armed = true;
+        hold.arm();
         Gate held_done;
         std::jthread writer([&] {
             h.write(*fx.dp, 128 * KiB, held);
             held_done.open();
         });
-        REQUIRE(entered.wait());
+        REQUIRE(hold.entered.wait());
         // Meanwhile: a write elsewhere in the file and a truncate below the
         // held range both finish (neither waits for the held one).
         const auto other = random_bytes(16 * KiB, 223);
@@ -1968,7 +1977,7 @@ TEST_SUITE("writeback") {
         });
         model.resize(100 * KiB);
         CHECK_FALSE(held_done.wait(kQuiet)); // still held
-        release.open();
+        hold.release.open();
         REQUIRE(held_done.wait());
         writer.join();
         // The held write counts from when it entered the index: after the
@@ -1976,6 +1985,76 @@ TEST_SUITE("writeback") {
         put(model, 128 * KiB, held);
         CHECK(getattr_of(*fx.dp, h.fd).st_size == static_cast<off_t>(model.size()));
         CHECK_BYTES(h.read(*fx.dp, 0, 512 * KiB), model);
+        CHECK(fx.flush());
+        CHECK_BYTES(read_backing(f), model);
+        CHECK(fx.stat("dirty_data") == 0);
+    }
+
+    TEST_CASE("writeback 23: writes queued while another commits are committed together, and "
+              "overlapping ones in order: a punch never misses an extent of its own batch" *
+              doctest::timeout(30)) {
+        Fx fx;
+        HoldOnce hold;
+        std::mutex mu;
+        std::condition_variable cv;
+        std::size_t queued = 0;
+        std::vector<std::size_t> groups;
+        fx.hooks.dirty_queued = [&](std::size_t n) {
+            std::lock_guard lk(mu);
+            queued = n;
+            cv.notify_all();
+        };
+        fx.hooks.before_dirty_commit = [&](std::size_t n) {
+            {
+                std::lock_guard lk(mu);
+                groups.push_back(n);
+            }
+            hold();
+        };
+        fx.start();
+        const std::string f = fx.path("f");
+        write_file(f, "");
+        std::string model;
+        Handle h(*fx.dp, f);
+        // 16 extents of 4 KiB: writes B, C and D below each cut their own.
+        for (std::uint64_t at = 0; at < 64 * KiB; at += 4 * KiB) {
+            const auto piece = random_bytes(4 * KiB, 230 + at / KiB);
+            h.write(*fx.dp, at, piece);
+            put(model, at, piece);
+        }
+        auto wait_queued = [&](std::size_t n) {
+            std::unique_lock lk(mu);
+            return cv.wait_for(lk, std::chrono::seconds(10), [&] { return queued == n; });
+        };
+        // A's thread commits, held just before: B, C and D queue behind it,
+        // in that order.
+        const auto a = random_bytes(4 * KiB, 231), b = random_bytes(4 * KiB, 232),
+                   c = random_bytes(4 * KiB, 233), d = random_bytes(4 * KiB, 234);
+        hold.arm();
+        std::jthread wa([&] { h.write(*fx.dp, 0, a); });
+        REQUIRE(hold.entered.wait());
+        std::jthread wb([&] { h.write(*fx.dp, 8 * KiB, b); });
+        REQUIRE(wait_queued(1));
+        std::jthread wc([&] { h.write(*fx.dp, 10 * KiB, c); }); // over half of B
+        REQUIRE(wait_queued(2));
+        std::jthread wd([&] { h.write(*fx.dp, 40 * KiB, d); });
+        REQUIRE(wait_queued(3));
+        hold.release.open();
+        wa.join();
+        wb.join();
+        wc.join();
+        wd.join();
+        {
+            std::lock_guard lk(mu);
+            // One thread committed all three; C cuts what B does, so it went
+            // into a second batch, after B's (with D).
+            CHECK(std::count(groups.begin(), groups.end(), std::size_t{3}) == 1);
+        }
+        put(model, 0, a);
+        put(model, 8 * KiB, b);
+        put(model, 10 * KiB, c);
+        put(model, 40 * KiB, d);
+        CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), model);
         CHECK(fx.flush());
         CHECK_BYTES(read_backing(f), model);
         CHECK(fx.stat("dirty_data") == 0);

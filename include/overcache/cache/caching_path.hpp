@@ -70,6 +70,12 @@ struct CachingParams {
 struct CacheHooks {
     // A fill is about to take the file's owner lock and commit.
     std::function<void()> before_fill_commit;
+    // A writeback write's thread is about to commit `n` queued writes
+    // (its own among them) as a group; writes that come meanwhile queue.
+    std::function<void(std::size_t n)> before_dirty_commit;
+    // A writeback write joined its file's commit queue, now `n` long
+    // (called with the queue's lock held: it must not block).
+    std::function<void(std::size_t n)> dirty_queued;
     // A write has reached the backing, before the cache follows (write_mu held).
     std::function<void()> after_backing_write;
     // A record was compared with the backing, nothing written yet (owner lock held).
