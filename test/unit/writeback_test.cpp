@@ -2033,6 +2033,11 @@ TEST_SUITE("writeback") {
         hold.arm();
         std::jthread wa([&] { h.write(*fx.dp, 0, a); });
         REQUIRE(hold.entered.wait());
+        {
+            // A's own queueing counted 1: from here on, B's, C's and D's.
+            std::lock_guard lk(mu);
+            queued = 0;
+        }
         std::jthread wb([&] { h.write(*fx.dp, 8 * KiB, b); });
         REQUIRE(wait_queued(1));
         std::jthread wc([&] { h.write(*fx.dp, 10 * KiB, c); }); // over half of B
