@@ -19,11 +19,12 @@
 // another runs queue, and the next of them commits the whole queue, in as
 // few batches as their punches allow (commit_dirty): the kernel's
 // writeback of one fsync's pages comes as many requests at once, and one
-// by one each waited for the one before. One that finds no room parks (parked_writes.cpp):
-// its bytes are copied, the FUSE thread returns without replying, and the
-// write is retried without any lock held in between, until it fits or
-// writeback_wait_max passes (then it goes around the cache). While writes
-// are parked, new writes park behind them, in order.
+// by one each waited for the one before. A write that finds no room parks
+// (parked_writes.cpp): its bytes are copied, the FUSE thread returns
+// without replying, and the write is retried without any lock held in
+// between, until it fits or writeback_wait_max passes (then it goes around
+// the cache). While writes are parked, new writes park behind them, in
+// order.
 // While the cache device is write-congested (congestion.hpp), writethrough
 // writes go around it, and writeback writes too unless they overlap dirty
 // data (write_around, as when there is no room).
