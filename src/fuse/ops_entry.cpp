@@ -11,6 +11,7 @@
 #include "fuse/coherency.hpp"
 #include "fuse/listings.hpp"
 #include "fuse/reply.hpp"
+#include "util/heap_usage.hpp"
 #include "util/wall_clock.hpp"
 
 #include <cstring>
@@ -163,6 +164,7 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("inodes_pinned", std::to_string(a.inodes.pinned()));
     lines.emplace_back("inodes_dropped", std::to_string(a.trimmer.dropped()));
     lines.emplace_back("open_files", std::to_string(a.open_files.load()));
+    lines.emplace_back("heap_bytes", std::to_string(heap_in_use_bytes()));
     const backing::Gate::Stats g = a.gate.stats();
     // What backing_calls=auto chose: inline calls have no deadline.
     lines.emplace_back("backing_calls", a.gate.offline_ok() ? "gated" : "inline");
