@@ -39,12 +39,11 @@ struct Gate::Shared {
     std::condition_variable work_cv;  // a job was queued, or stopping
     std::condition_variable probe_cv; // the backing went offline, or stopping
     std::condition_variable exit_cv;  // a thread ended
-    // A patient call asks whether the backing still answers (guarded by
-    // mu); the probe thread answers with the time its last successful
-    // probe began.
+    // A waiter asks whether the backing still answers (guarded by mu);
+    // the probe thread answers with the time its last successful probe
+    // began, which the waiter reads when it looks again (Gate::Watch).
     bool liveness_wanted = false;
     std::int64_t answered_probe_began_ns = 0;
-    std::condition_variable alive_cv;
     std::deque<std::function<void()>> jobs; // guarded by mu
     bool stopping = false;                  // guarded by mu
     unsigned alive = 0;                     // guarded by mu: threads not yet ended
@@ -107,7 +106,6 @@ struct Gate::Shared {
                 lk.lock();
                 if (err == 0)
                     answered_probe_began_ns = began;
-                alive_cv.notify_all();
                 continue;
             }
             // Asked at once: a single slow call may have been only that.
@@ -153,7 +151,6 @@ Gate::~Gate() {
     shared_->jobs.clear();
     shared_->work_cv.notify_all();
     shared_->probe_cv.notify_all();
-    shared_->alive_cv.notify_all();
     // A thread stuck in the backing ends when the backing answers; the
     // mount is not held up for it (it owns what it touches).
     const bool all_ended = shared_->exit_cv.wait_for(
@@ -178,27 +175,50 @@ void Gate::note_abandoned_ended(Shared& s) noexcept {
     s.unsettled.fetch_sub(1, std::memory_order_acq_rel);
 }
 
-bool Gate::still_answers() {
+std::int64_t Gate::ask_liveness() {
     Shared& s = *shared_;
-    std::unique_lock lk(s.mu);
+    std::lock_guard lk(s.mu);
     const std::int64_t asked = now_ns();
     s.liveness_wanted = true;
     s.probe_cv.notify_all();
-    s.alive_cv.wait_for(lk, opts_.timeout, [&] {
-        return s.stopping || s.offline.load() || s.answered_probe_began_ns >= asked;
-    });
-    return !s.stopping && !s.offline.load() && s.answered_probe_began_ns >= asked;
+    return asked;
 }
 
-bool Gate::still_alive() {
-    if (!opts_.offline_ok)
+bool Gate::answered_since(std::int64_t asked_ns) const {
+    Shared& s = *shared_;
+    std::lock_guard lk(s.mu);
+    return !s.stopping && !s.offline.load() && s.answered_probe_began_ns >= asked_ns;
+}
+
+Gate::Watch::Watch(Gate& gate) noexcept : gate_(gate) {}
+
+bool Gate::Watch::alive() {
+    if (!gate_.opts_.offline_ok)
         return true;
-    if (!online())
+    if (!gate_.online())
         return false;
-    if (still_answers())
-        return true;
-    note_timeout();
-    return false;
+    const std::int64_t now = now_ns();
+    const std::int64_t timeout = std::chrono::nanoseconds(gate_.opts_.timeout).count();
+    if (asked_ns_ != 0) {
+        if (gate_.answered_since(asked_ns_)) {
+            asked_ns_ = 0;
+            answered_ns_ = now;
+        } else if (now - asked_ns_ >= timeout) {
+            gate_.note_timeout(); // the probe missed the deadline a call has
+            missed_ = true;
+            return false;
+        }
+    }
+    // Asked again a quarter of a deadline after the last answer: a stall
+    // is noticed at most that much later, and a backing that is only slow
+    // gets a statfs every so often, not a stream of them.
+    if (asked_ns_ == 0 && (answered_ns_ == 0 || now - answered_ns_ >= timeout / 4))
+        asked_ns_ = gate_.ask_liveness();
+    return true;
+}
+
+std::chrono::nanoseconds Gate::Watch::slice() const noexcept {
+    return std::chrono::nanoseconds(gate_.opts_.timeout) / 8;
 }
 
 std::int64_t Gate::settled_after_ns() const noexcept {
@@ -269,7 +289,6 @@ void Gate::go_offline(const std::string& why) {
     s.offline.store(true, std::memory_order_release);
     s.offline_total.fetch_add(1, std::memory_order_relaxed);
     s.probe_cv.notify_all();
-    s.alive_cv.notify_all();
     log::warn("backing: ", why, ": offline; cached names, attributes and data are served "
               "read-only, the rest fails until it answers again");
 }

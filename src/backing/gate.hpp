@@ -66,9 +66,13 @@ public:
     // backing is offline. `while_alive`: a call whose length grows with
     // the bytes it moves (a write, an fsync of a file with much dirty data
     // on an NFS client) may take longer than a healthy backing's answer to
-    // anything else; at its deadline the backing is asked (the probe) and,
-    // if it answers, waited for another `timeout`, and so on.
+    // anything else; it is waited for as long as the probe answers
+    // (Watch), and given up on once an ask of the probe went unanswered
+    // for `timeout`.
     enum class Patience { deadline, while_alive };
+    // How long a patient call runs before the probe is asked along
+    // (`timeout / 4` if less): longer than a healthy backing's answer.
+    static constexpr std::chrono::milliseconds kFirstLook{100};
 
     // Runs `fn` on a gate thread and waits for its result until the
     // deadline. nullopt: the backing is offline (fn did not run) or fn
@@ -110,13 +114,32 @@ public:
     // until the probe hears from it.
     void note_timeout();
 
-    // For a caller that waited `timeout()` for something a thread without
-    // a deadline holds while it is in the backing (writeback's lock of a
-    // file): whether the backing still answers. The probe is asked; if it
-    // does not answer, the backing is offline from now on, as after a
-    // missed call. False at once while offline; always true with
-    // offline_ok off.
-    bool still_alive();
+    // For a caller that waits, with no deadline of its own, for something
+    // that takes long only while the backing is healthy: a patient call, or
+    // a lock that writeback holds across its backing I/O. While it waits,
+    // the probe is asked, and asked again a moment after each answer; once
+    // an ask goes `timeout` unanswered the backing is offline, as after a
+    // missed call. So a stall is noticed about one `timeout` after it
+    // begins, wherever the wait is (waiting out a window first and asking
+    // only then took two).
+    class Watch {
+    public:
+        explicit Watch(Gate& gate) noexcept;
+        // Whether to wait on (then for `slice()` at most before asking
+        // again). False: the backing is offline, now or since before.
+        // Always true with offline_ok off.
+        bool alive();
+        std::chrono::nanoseconds slice() const noexcept;
+        // alive() was false because an ask went unanswered: it counted a
+        // timeout and took the backing offline (else it was offline).
+        bool missed() const noexcept { return missed_; }
+
+    private:
+        Gate& gate_;
+        bool missed_ = false;
+        std::int64_t asked_ns_ = 0;    // the ask not answered yet; 0: none
+        std::int64_t answered_ns_ = 0; // when the last ask was seen answered
+    };
 
     // A call through the gate failed with `err`; true if that means the
     // backing is offline (now), and the caller answers from the cache.
@@ -160,9 +183,12 @@ private:
     // calls have been taking lately, none when they take long.
     std::chrono::nanoseconds awake_wait() const noexcept;
     void note_call_time(std::chrono::nanoseconds took) noexcept;
-    // A call outlived its deadline: whether the backing still answers the
-    // probe (asked on the probe thread, waited for at most `timeout`).
-    bool still_answers();
+    // Asks the probe thread to probe the backing now; the time asked, for
+    // answered_since. A probe already running when asked does not count.
+    std::int64_t ask_liveness();
+    // Whether a probe begun at or after `asked_ns` has answered, and the
+    // backing is online.
+    bool answered_since(std::int64_t asked_ns) const;
 
     const Options opts_;
     std::shared_ptr<Shared> shared_;
@@ -219,26 +245,36 @@ auto Gate::call(F fn, Patience patience) -> std::optional<std::invoke_result_t<F
         std::this_thread::yield();
     std::unique_lock lk(slot->mu);
     slot->sleeping = true;
-    for (;;) {
-        if (slot->cv.wait_until(lk, deadline, [&] { return slot->value.has_value(); }))
-            return std::move(slot->value);
-        if (patience != Patience::while_alive)
-            break;
-        lk.unlock();
-        const bool answers = still_answers();
-        lk.lock();
-        if (slot->value.has_value())
-            return std::move(slot->value);
-        if (!answers)
-            break;
-        deadline = std::chrono::steady_clock::now() + opts_.timeout;
+    if (patience == Patience::while_alive)
+        deadline = start + std::min<std::chrono::nanoseconds>(opts_.timeout / 4, kFirstLook);
+    const auto answered = [&] { return slot->value.has_value(); };
+    if (slot->cv.wait_until(lk, deadline, answered))
+        return std::move(slot->value);
+    bool counted = false; // the watch counted its miss as this call's
+    if (patience == Patience::while_alive) {
+        // Slower than most calls: the probe is asked along from now on.
+        Watch watch(*this);
+        for (;;) {
+            lk.unlock();
+            const bool alive = watch.alive();
+            lk.lock();
+            if (slot->value.has_value())
+                return std::move(slot->value);
+            if (!alive) {
+                counted = watch.missed();
+                break;
+            }
+            if (slot->cv.wait_for(lk, watch.slice(), answered))
+                return std::move(slot->value);
+        }
     }
     {
         slot->abandoned = true;
         if (slot->started)
             note_abandoned_running(*shared_);
         lk.unlock();
-        note_timeout();
+        if (!counted)
+            note_timeout();
         return std::nullopt;
     }
 }

@@ -28,11 +28,11 @@ RequestScope* RequestScope::active() noexcept {
 bool RequestScope::lock(std::timed_mutex& mu) {
     if (mu.try_lock())
         return true;
-    while (gate_->online()) {
-        if (mu.try_lock_for(gate_->timeout()))
+    // Its holder is in the backing: waited for while the backing answers.
+    Gate::Watch watch(*gate_);
+    while (watch.alive()) {
+        if (mu.try_lock_for(watch.slice()))
             return true;
-        if (!gate_->still_alive())
-            break;
     }
     // The backing may have answered again and the holder let go meanwhile.
     if (mu.try_lock())

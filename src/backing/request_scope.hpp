@@ -51,10 +51,10 @@ public:
 
     // Takes `mu`, a lock that a thread without a deadline may hold while
     // it is in the backing (writeback copying a file holds the file's
-    // backing_mu). Waited for as a Patience::while_alive call: each
-    // `timeout` the gate asks whether the backing still answers. False,
-    // and missed(), when it does not (or was offline and `mu` was held):
-    // the holder may never let go.
+    // backing_mu). Waited for as a Patience::while_alive call, as long as
+    // the probe answers (Gate::Watch). False, and missed(), once it does
+    // not (or the backing was offline and `mu` held): the holder may
+    // never let go.
     bool lock(std::timed_mutex& mu);
 
     // Runs `call(fds)` on a gate thread, `fds` duplicates of `lend` that

@@ -257,16 +257,78 @@ TEST_CASE("a patient call outlives its deadline while the probe answers; not onc
     REQUIRE(wait_for([&] { return gate.online(); }));
 
     // Patient, but the backing stops answering (the probe too): given up
-    // after the deadline and one more for the probe.
+    // once an ask of the probe went a whole deadline unanswered.
     latch->close();
     probe_latch->close();
     const auto t1 = Clock::now();
     auto stuck = gate.call([latch] { latch->pass(); return 1; }, Gate::Patience::while_alive);
     const auto waited = Clock::now() - t1;
     CHECK_FALSE(stuck.has_value());
-    CHECK(waited >= 200ms);
+    CHECK(waited >= 100ms);
     CHECK(waited < 3s);
     CHECK_FALSE(gate.online());
+    latch->release();
+    probe_latch->release();
+    CHECK(wait_for([&] { return gate.online(); }));
+}
+
+TEST_CASE("a patient call pays one deadline for a stall, whether it began before the call or "
+          "during it") {
+    // The probe is asked along while a patient call runs, so a stall costs
+    // about one deadline however the call's wait lines up with it; waiting
+    // out a deadline before asking took two.
+    auto latch = std::make_shared<Latch>();
+    auto probe_latch = std::make_shared<Latch>();
+    Gate gate(fast(1000ms), [probe_latch] {
+        probe_latch->pass();
+        return 0;
+    });
+
+    // Begun during the stall.
+    latch->close();
+    probe_latch->close();
+    auto t0 = Clock::now();
+    auto during = gate.call(
+        [latch] {
+            latch->pass();
+            return 1;
+        },
+        Gate::Patience::while_alive);
+    auto waited = Clock::now() - t0;
+    CHECK_FALSE(during.has_value());
+    CHECK(waited >= 1000ms); // an ask unanswered for the whole deadline
+    CHECK_MESSAGE(waited < 1600ms,
+                  "gave up after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+                      << " ms");
+    latch->release();
+    probe_latch->release();
+    REQUIRE(wait_for([&] { return gate.online(); }));
+
+    // Begun before: 1.1 s of healthy slowness (the probe answering), then
+    // the stall. Given up about a deadline after the stall, plus at most a
+    // quarter of one before the next ask, never the call's whole time.
+    latch->close();
+    std::thread stall([&] {
+        std::this_thread::sleep_for(1100ms);
+        probe_latch->close();
+    });
+    t0 = Clock::now();
+    auto before = gate.call(
+        [latch] {
+            latch->pass();
+            return 1;
+        },
+        Gate::Patience::while_alive);
+    waited = Clock::now() - t0;
+    stall.join();
+    CHECK_FALSE(before.has_value());
+    CHECK(waited >= 2100ms);
+    CHECK_MESSAGE(waited < 1100ms + 2000ms,
+                  "gave up after "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+                      << " ms");
+    CHECK(gate.stats().timeouts == 2);
     latch->release();
     probe_latch->release();
     CHECK(wait_for([&] { return gate.online(); }));

@@ -18,8 +18,10 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -179,4 +181,85 @@ TEST_CASE("a call in a request scope acts as whom the thread acts as") {
     REQUIRE(::fstatat(root.get(), "roots", &st, AT_SYMLINK_NOFOLLOW) == 0);
     CHECK(st.st_uid == 0);
     CHECK_FALSE(scope.missed());
+}
+
+TEST_CASE("a lock held by a thread in the backing is waited for while the backing answers, and "
+          "given up about one deadline after it stops") {
+    // The holder stands in for writeback, which holds a file's backing lock
+    // across its backing I/O. The probe is a statfs of the directory, and
+    // the stall an open of a FIFO for reading that waits for a writer.
+    test::TmpDir dir;
+    const std::string fifo = dir.path() + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto stalled = std::make_shared<std::atomic<bool>>(false);
+    backing::Gate gate(fast(true, 1000ms), [stalled, fifo, d = dir.path()] {
+        if (stalled->load()) {
+            const int fd = ::open(fifo.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd >= 0)
+                ::close(fd);
+        }
+        struct statvfs sv {};
+        return ::statvfs(d.c_str(), &sv) == 0 ? 0 : errno;
+    });
+    std::timed_mutex mu;
+    std::atomic<bool> let_go{false};
+    auto hold = [&](std::chrono::milliseconds at_least) {
+        std::atomic<bool> held{false}; // touched only until hold returns
+        std::thread holder([&mu, &held, &let_go, at_least] {
+            std::lock_guard lk(mu);
+            held = true;
+            const auto end = Clock::now() + at_least;
+            while (Clock::now() < end || (at_least == 0ms && !let_go.load()))
+                std::this_thread::sleep_for(5ms);
+        });
+        while (!held.load())
+            std::this_thread::sleep_for(1ms);
+        return holder;
+    };
+
+    // Slow but alive: 2.5 deadlines, the probe answering.
+    {
+        std::thread holder = hold(2500ms);
+        backing::RequestScope scope(gate);
+        const auto t0 = Clock::now();
+        const bool got = scope.lock(mu);
+        CHECK(got);
+        CHECK(Clock::now() - t0 >= 2000ms);
+        if (got)
+            mu.unlock();
+        CHECK_FALSE(scope.missed());
+        holder.join();
+    }
+    CHECK(gate.online());
+    CHECK(gate.stats().timeouts == 0);
+
+    // The backing stops while the lock is wanted: given up once an ask of
+    // the probe went the whole deadline unanswered, not a deadline of
+    // waiting for the lock plus one for the probe.
+    {
+        std::thread holder = hold(0ms);
+        stalled->store(true);
+        backing::RequestScope scope(gate);
+        const auto t0 = Clock::now();
+        const bool got = scope.lock(mu);
+        const auto waited = Clock::now() - t0;
+        CHECK_FALSE(got);
+        CHECK(scope.missed());
+        CHECK(waited >= 1000ms);
+        CHECK_MESSAGE(waited < 1600ms,
+                      "gave up after "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+                          << " ms");
+        CHECK_FALSE(gate.online());
+        CHECK(gate.stats().timeouts == 1);
+        // The stall ends: the probe's open meets a writer.
+        stalled->store(false);
+        UniqueFd w(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+        let_go = true;
+        holder.join();
+    }
+    const auto end = Clock::now() + 5s;
+    while (!gate.online() && Clock::now() < end)
+        std::this_thread::sleep_for(5ms);
+    CHECK(gate.online());
 }
