@@ -294,7 +294,12 @@ TEST_CASE("a patient call pays one deadline for a stall, whether it began before
     latch->close();
     probe_latch->close();
     auto t0 = Clock::now();
-    auto during = gate.call([latch] { latch->pass(); return 1; }, Gate::Patience::while_alive);
+    auto during = gate.call(
+        [latch] {
+            latch->pass();
+            return 1;
+        },
+        Gate::Patience::while_alive);
     auto waited = Clock::now() - t0;
     CHECK_FALSE(during.has_value());
     CHECK(waited >= kDeadline); // an ask unanswered for the whole deadline
@@ -314,7 +319,12 @@ TEST_CASE("a patient call pays one deadline for a stall, whether it began before
         probe_latch->close();
     });
     t0 = Clock::now();
-    auto before = gate.call([latch] { latch->pass(); return 1; }, Gate::Patience::while_alive);
+    auto before = gate.call(
+        [latch] {
+            latch->pass();
+            return 1;
+        },
+        Gate::Patience::while_alive);
     waited = Clock::now() - t0;
     stall.join();
     CHECK_FALSE(before.has_value());
