@@ -235,7 +235,11 @@ auto Gate::call(F fn, Patience patience) -> std::optional<std::invoke_result_t<F
             slot->cv.notify_one();
     };
     const auto start = std::chrono::steady_clock::now();
-    auto deadline = start + opts_.timeout;
+    // A patient call is given its first look early; the Watch takes over.
+    const auto deadline =
+        start + (patience == Patience::while_alive
+                     ? std::min<std::chrono::nanoseconds>(opts_.timeout / 4, kFirstLook)
+                     : std::chrono::nanoseconds(opts_.timeout));
     std::function<void()> queued = std::move(job);
     if (!submit(queued))
         return std::nullopt; // the gate is stopping
@@ -245,8 +249,6 @@ auto Gate::call(F fn, Patience patience) -> std::optional<std::invoke_result_t<F
         std::this_thread::yield();
     std::unique_lock lk(slot->mu);
     slot->sleeping = true;
-    if (patience == Patience::while_alive)
-        deadline = start + std::min<std::chrono::nanoseconds>(opts_.timeout / 4, kFirstLook);
     const auto answered = [&] { return slot->value.has_value(); };
     if (slot->cv.wait_until(lk, deadline, answered))
         return std::move(slot->value);

@@ -11,8 +11,8 @@
 namespace overcache {
 
 // Bytes handed out by malloc and not freed: small chunks in the arenas plus
-// the large ones malloc mmaps by themselves. 0 where malloc is not glibc's
-// (a sanitizer replaces it; its own counters are not these).
+// the large ones malloc mmaps by themselves. Meaningless where malloc is
+// not glibc's (a sanitizer's allocator keeps its own counters).
 inline std::uint64_t heap_in_use_bytes() noexcept {
     const struct mallinfo2 mi = ::mallinfo2();
     return static_cast<std::uint64_t>(mi.uordblks) + static_cast<std::uint64_t>(mi.hblkhd);
