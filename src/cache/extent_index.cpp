@@ -19,10 +19,14 @@
 #include "overcache/meta/key_codec.hpp"
 #include "util/file_io.hpp"
 #include "util/log.hpp"
+#include "util/thread_buffer.hpp"
 
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <optional>
 #include <unistd.h>
 #include <xxhash.h>
@@ -40,6 +44,9 @@ std::vector<char>& scratch() {
     thread_local std::vector<char> buf;
     return buf;
 }
+// Room for one device write's run, copied together from the writes it
+// holds (util/thread_buffer.hpp).
+struct RunBytes;
 // read_range()'s own, so callers may pass scratch() as its output.
 std::vector<char>& range_scratch() {
     thread_local std::vector<char> buf;
@@ -103,7 +110,8 @@ void ExtentIndex::release_cursors() {
 }
 
 Result<void> ExtentIndex::lookup(meta::FileId file, std::uint64_t start, std::uint64_t end,
-                                 std::vector<Piece>& out) const {
+                                 std::vector<Piece>& out,
+                                 const std::function<bool(const Piece&)>& more) const {
     std::size_t n = 0;
     if (start < end) {
         // A reused cursor, refreshed (it must see every committed change:
@@ -139,6 +147,8 @@ Result<void> ExtentIndex::lookup(meta::FileId file, std::uint64_t start, std::ui
             if (p.start >= end)
                 break;
             ++n;
+            if (more && !more(p))
+                break;
         }
         auto st = cur->status();
         give_back(std::move(cur));
@@ -442,56 +452,84 @@ Result<void> ExtentIndex::stage_placed(ExtentTxn& t, store::Allocation& a, meta:
 
 Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, const char* data,
                                 std::uint64_t len, std::uint64_t chunk, Placement& out) {
+    std::vector<PlaceItem> one{PlaceItem{start, data, len, &out}};
+    place_all(wp, one, chunk);
+    return std::move(one.front().placed);
+}
+
+void ExtentIndex::place_all(store::WritePoint& wp, std::vector<PlaceItem>& items,
+                            std::uint64_t chunk) {
     // The bytes sit at the same offset inside a device block as in the
     // file's 4 KiB grid, so a grid block is one aligned device block.
-    auto& placed = out.pieces;
-    placed.clear();
-    out.start = start;
-    const std::uint64_t end = start + len;
-    for (std::uint64_t at = start; at < end;) {
-        const std::uint64_t next = std::min(end, (at / chunk + 1) * chunk);
-        const std::uint64_t phase = at % kBlock;
-        if (phase + (next - at) > alloc_.bucket_size())
-            return false;
-        auto a = alloc_.alloc(wp, static_cast<std::uint32_t>(phase + (next - at)));
-        if (!a)
-            return false; // what was allocated is dead space: GC reclaims it
-        const std::uint64_t span = (phase + (next - at) + kBlock - 1) / kBlock * kBlock;
-        placed.push_back({at, static_cast<std::uint32_t>(next - at), span, std::move(*a)});
-        at = next;
+    struct Ref {
+        std::size_t item;
+        std::size_t piece;
+    };
+    thread_local std::vector<Ref> refs;
+    refs.clear();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        PlaceItem& it = items[i];
+        auto& placed = it.out->pieces;
+        placed.clear();
+        it.out->start = it.start;
+        it.placed = true;
+        const std::size_t first_ref = refs.size();
+        const std::uint64_t end = it.start + it.len;
+        for (std::uint64_t at = it.start; at < end;) {
+            const std::uint64_t next = std::min(end, (at / chunk + 1) * chunk);
+            const std::uint64_t phase = at % kBlock;
+            std::optional<store::Allocation> a;
+            if (phase + (next - at) <= alloc_.bucket_size())
+                a = alloc_.alloc(wp, static_cast<std::uint32_t>(phase + (next - at)));
+            if (!a) {
+                // What was allocated is dead space: GC reclaims it.
+                it.placed = false;
+                placed.clear();
+                refs.resize(first_ref);
+                break;
+            }
+            const std::uint64_t span = (phase + (next - at) + kBlock - 1) / kBlock * kBlock;
+            placed.push_back({at, static_cast<std::uint32_t>(next - at), span, std::move(*a)});
+            refs.push_back({i, placed.size() - 1});
+            at = next;
+        }
     }
-    // One device write per run of pieces that lie back to back in a bucket:
-    // a 1 MiB write is one device write, not four of fill_size.
-    auto& buf = scratch();
-    for (std::size_t i = 0; i < placed.size();) {
-        const auto& first = placed[i];
+    const auto piece = [&](const Ref& r) -> const Placement::Piece& {
+        return items[r.item].out->pieces[r.piece];
+    };
+    // One device write per run of pieces that lie back to back in a bucket.
+    for (std::size_t i = 0; i < refs.size();) {
+        const auto& first = piece(refs[i]);
+        const PlaceItem& owner = items[refs[i].item];
         std::size_t j = i;
         std::uint64_t run = 0;
-        // The run's bytes lie back to back in `data` too when every piece
-        // but the last fills its blocks exactly: then they are written from
-        // there, not copied (an aligned caller's buffer goes to the device
-        // as it is).
+        // The run's bytes lie back to back in one write's buffer too when
+        // they are all its own and every piece but the last fills its
+        // blocks exactly: then they are written from there, not copied (an
+        // aligned caller's buffer goes to the device as it is).
         bool in_place = first.start % kBlock == 0;
         std::uint64_t bytes = 0;
-        while (j < placed.size() && (j == i || (placed[j].a.bucket == first.a.bucket &&
-                                                placed[j].a.offset == first.a.offset + run))) {
-            const auto& p = placed[j];
-            in_place = in_place && p.start == first.start + run && (run == bytes);
+        while (j < refs.size() && (j == i || (piece(refs[j]).a.bucket == first.a.bucket &&
+                                              piece(refs[j]).a.offset == first.a.offset + run))) {
+            const auto& p = piece(refs[j]);
+            in_place = in_place && refs[j].item == refs[i].item && p.start == first.start + run &&
+                       run == bytes;
             run += p.span;
             bytes += p.len;
             ++j;
         }
-        const char* from = data + (first.start - start);
+        const char* from = owner.data + (first.start - owner.start);
         if (!in_place) {
-            buf.clear();
+            char* buf = thread_buffer<RunBytes>(run);
             std::uint64_t at = 0;
             for (std::size_t k = i; k < j; ++k) {
-                const auto& p = placed[k];
-                buf.resize(at + p.span, '\0');
-                std::memcpy(buf.data() + at + p.start % kBlock, data + (p.start - start), p.len);
+                const auto& p = piece(refs[k]);
+                const PlaceItem& it = items[refs[k].item];
+                std::memset(buf + at, 0, p.span);
+                std::memcpy(buf + at + p.start % kBlock, it.data + (p.start - it.start), p.len);
                 at += p.span;
             }
-            from = buf.data();
+            from = buf;
             bytes = run;
         }
         if (auto r =
@@ -499,13 +537,14 @@ Result<bool> ExtentIndex::place(store::WritePoint& wp, std::uint64_t start, cons
                            std::min<std::uint64_t>(bytes, alloc_.bucket_size() - first.a.offset));
             !r) {
             io_error(r.error());
-            return fail(r.error()); // the space stays allocated, dead: GC reclaims it
-        }
-        if (after_device_write)
+            // The space stays allocated, dead: GC reclaims it.
+            for (std::size_t k = i; k < j; ++k)
+                items[refs[k].item].placed = fail(r.error());
+        } else if (after_device_write) {
             after_device_write(first.a.bucket);
+        }
         i = j;
     }
-    return true;
 }
 
 Result<void> ExtentIndex::stage_placement(ExtentTxn& t, Placement& pl, meta::FileId file,

@@ -46,12 +46,12 @@ struct FileState {
     // Allocator's locks.
     std::mutex mu;
     // Writeback writes whose bytes are on the cache device, waiting for
-    // their index commit: whichever of their threads finds no commit
-    // running commits all that are queued in one batch (write_path.cpp,
-    // commit_dirty). Guarded by commit_mu, a leaf lock: nothing is taken
-    // under it and no I/O runs with it held.
+    // their index commit: the thread that finds no commit running commits
+    // all that are queued, group after group until none is left, and
+    // answers them (write_path.cpp, commit_dirty); the queue owns them.
+    // Guarded by commit_mu, a leaf lock: nothing is taken under it and no
+    // I/O runs with it held.
     std::mutex commit_mu;
-    std::condition_variable commit_cv;
     std::vector<QueuedDirty*> commit_queue;
     bool committing = false;
     bool loaded = false;                 // guarded by mu: `rec` is what the index holds

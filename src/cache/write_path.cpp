@@ -15,11 +15,17 @@
 // the range instead, so it never keeps what the write replaced.
 // Writeback: a write goes into the cache as dirty data: its bytes to the
 // device with no lock of the file held, then its index commit under
-// write_mu and mu (no backing I/O). Writes that reach the commit while
-// another runs queue, and the next of them commits the whole queue, in as
-// few batches as their punches allow (commit_dirty): the kernel's
-// writeback of one fsync's pages comes as many requests at once, and one
-// by one each waited for the one before. A write that finds no room parks
+// write_mu and mu (no backing I/O). A write queues for both (commit_dirty);
+// the first thread to find no group running takes the whole queue, puts
+// its bytes on the device in as few writes as their places allow (back to
+// back in a bucket: one), commits them in as few batches as their punches
+// allow, and answers each write; the threads of the others go back to their
+// requests at once. The kernel's writeback of one fsync's pages comes as
+// many requests at once: one by one, each slept in its own device write and
+// again waiting for the commit before it (about two sleeps and wake-ups per
+// 4 KiB, most of a small write's CPU on these machines). A write's bytes
+// live in a pooled buffer (write_buffers.hpp) until it is answered. A write
+// that finds no room parks
 // (parked_writes.cpp): its bytes are copied, the FUSE thread returns
 // without replying, and the write is retried without any lock held in
 // between, until it fits or writeback_wait_max passes (then it goes around
@@ -28,21 +34,26 @@
 // While the cache device is write-congested (congestion.hpp), writethrough
 // writes go around it, and writeback writes too unless they overlap dirty
 // data (write_around, as when there is no room).
-#include "cache/backing_lock.hpp"
 #include "cache/write_path.hpp"
 
 #include "backing/file_ops.hpp"
+#include "cache/backing_lock.hpp"
 #include "cache/congestion.hpp"
 #include "cache/pin.hpp"
 #include "util/log.hpp"
+#include "util/thread_buffer.hpp"
 
 #include <algorithm>
 #include <climits>
+#include <condition_variable>
 #include <cstdlib>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <optional>
+#include <utility>
 #include <vector>
 
 namespace overcache::cache {
@@ -50,27 +61,8 @@ namespace {
 
 constexpr std::uint64_t kToEnd = UINT64_MAX;
 
-// A write's bytes, in one buffer per thread, grown on demand and kept.
-// Page-aligned: the cache device is written (O_DIRECT) straight from it,
-// where an unaligned buffer is copied once more, through the device's
-// bounce buffer (a quarter of the daemon's time in 1 MiB writes).
-char* thread_buffer(std::size_t size) {
-    constexpr std::size_t kAlign = 4096;
-    struct Buffer {
-        std::unique_ptr<char, decltype(&std::free)> p{nullptr, &std::free};
-        std::size_t cap = 0;
-    };
-    thread_local Buffer b;
-    if (b.cap < size) {
-        const std::size_t cap = (size + kAlign - 1) / kAlign * kAlign;
-        char* p = static_cast<char*>(std::aligned_alloc(kAlign, cap));
-        if (p == nullptr)
-            throw std::bad_alloc();
-        b.p.reset(p);
-        b.cap = cap;
-    }
-    return b.p.get();
-}
+// A writethrough write's bytes, on their way to the backing and the cache.
+struct WriteBytes;
 
 } // namespace
 
@@ -245,64 +237,154 @@ void WritePath::record_change(FileState& st, const CacheUpdate& u, const struct 
 
 Result<WritePath::Dirty> WritePath::write_dirty(CachedFile& f, const char* data, std::size_t len,
                                                 std::uint64_t off, bool stamp) {
-    if (core_.degraded.load())
-        return Dirty::not_cacheable;
-    // The bytes go to the device before any lock of the file is taken, so
-    // that writes to one file (the kernel's writeback of several pages at
-    // once) overlap their device writes. Nothing refers to them until they
-    // are staged below; if they never are, they are dead space for GC.
-    // Chunk-aligned pieces, like fills, so extents never cross a chunk.
-    ExtentIndex::Placement placed;
-    auto ins = core_.index.place(core_.fg_wp, off, data, len, core_.p.fill_size, placed);
-    if (!ins)
-        return fail(ins.error()); // nothing committed: the caller writes around
-    if (!*ins)
-        return Dirty::no_room; // nothing committed
-    QueuedDirty w{&placed, data, len, off, stamp};
-    return commit_dirty(f, w);
+    auto w = std::make_unique<QueuedDirty>(f, data, len, off, stamp);
+    // Settled by whichever thread commits its group: this one, before
+    // commit_dirty returns, or one committing now.
+    struct Outcome {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::optional<Result<Dirty>> r;
+    };
+    auto outcome = std::make_shared<Outcome>();
+    w->settled = [outcome](Result<Dirty> r) {
+        std::lock_guard lk(outcome->mu);
+        outcome->r.emplace(std::move(r));
+        outcome->cv.notify_all();
+    };
+    commit_dirty(std::move(w));
+    std::unique_lock lk(outcome->mu);
+    outcome->cv.wait(lk, [&] { return outcome->r.has_value(); });
+    return std::move(*outcome->r);
 }
 
-Result<WritePath::Dirty> WritePath::commit_dirty(CachedFile& f, QueuedDirty& w) {
+void WritePath::commit_dirty(std::unique_ptr<QueuedDirty> w) {
     // Group commit: the writes that come together (the kernel's writeback
-    // of the pages of one fsync) would otherwise commit one after another
-    // under write_mu, each woken by the one before; here the first to find
-    // no commit running commits for all that are queued, and the rest wait
-    // once for it. Its own write is always in its group.
-    FileState& st = f.state();
+    // of the pages of one fsync) would otherwise each sleep in their own
+    // device write, then commit one after another under write_mu, each
+    // woken by the one before. Here the first to find no commit running
+    // places and commits all that are queued and answers them; the others
+    // go back to their requests without waiting. It keeps on until the
+    // queue is empty: a write queued while it runs has no other thread to
+    // commit it.
+    // The state outlives the last answer (its opens may close once answered).
+    // Nothing past the push may throw: the write is then the queue's to
+    // answer, and an exception would have its request answered twice.
+    const StateRef keep = w->file->ref();
+    FileState& st = *keep;
     std::unique_lock q(st.commit_mu);
-    st.commit_queue.push_back(&w);
+    st.commit_queue.push_back(w.get());
+    w.release();
     if (hooks_.dirty_queued)
         hooks_.dirty_queued(st.commit_queue.size());
-    st.commit_cv.wait(q, [&] { return w.done || !st.committing; });
-    if (w.done)
-        return std::move(w.out);
+    if (st.committing)
+        return;
     st.committing = true;
     std::vector<QueuedDirty*> group;
-    group.swap(st.commit_queue);
-    q.unlock();
-    {
-        // However the commit ends (an exception too), its writers are
-        // answered and the next commit can start: else they would wait
-        // for ever. A write left not_cacheable goes around the cache.
-        struct Settled {
-            FileState& st;
-            const std::vector<QueuedDirty*>& group;
-            ~Settled() {
-                {
-                    std::lock_guard lk(st.commit_mu);
-                    // Past this a writer may return and its QueuedDirty be gone.
-                    for (QueuedDirty* g : group)
-                        g->done = true;
-                    st.committing = false;
-                }
-                st.commit_cv.notify_all();
-            }
-        } settled{st, group};
+    while (!st.commit_queue.empty()) {
+        group.swap(st.commit_queue);
+        q.unlock();
+        settle_group(group); // empties it
+        q.lock();
+    }
+    st.committing = false;
+}
+
+void WritePath::place_group(const std::vector<QueuedDirty*>& group) {
+    if (core_.degraded.load()) {
+        for (auto& w : group)
+            w->out = Dirty::not_cacheable;
+        return;
+    }
+    // The bytes go to the device with no lock of the file held, so that a
+    // truncate or a write around the cache need not wait for them. Nothing
+    // refers to them until they are staged at the commit; if they never
+    // are, they are dead space for GC. Chunk-aligned pieces, like fills, so
+    // extents never cross a chunk.
+    std::vector<ExtentIndex::PlaceItem> items;
+    items.reserve(group.size());
+    for (auto& w : group)
+        items.push_back({w->off, w->data, w->len, &w->placed});
+    core_.index.place_all(core_.fg_wp, items, core_.p.fill_size);
+    for (std::size_t i = 0; i < group.size(); ++i) {
+        auto& r = items[i].placed;
+        if (!r)
+            group[i]->out = fail(r.error()); // nothing committed: around the cache
+        else
+            group[i]->out = *r ? Dirty::cached : Dirty::no_room; // no_room: nothing committed
+    }
+}
+
+void WritePath::settle_group(std::vector<QueuedDirty*>& group) noexcept {
+    // Deleted once answered (their buffers back to the pool), however this
+    // ends; outside commit_mu.
+    struct Owned {
+        std::vector<QueuedDirty*>& group;
+        ~Owned() {
+            for (QueuedDirty* w : group)
+                delete w; // NOLINT: the queue's raw ownership ends here
+            group.clear();
+        }
+    } owned{group};
+    try {
         if (hooks_.before_dirty_commit)
             hooks_.before_dirty_commit(group.size());
-        commit_group(f, group);
+        place_group(group);
+        std::vector<QueuedDirty*> placed;
+        for (QueuedDirty* w : group)
+            if (w->out && *w->out == Dirty::cached)
+                placed.push_back(w);
+        // Through an open of the group's: each is alive until answered.
+        if (!placed.empty())
+            commit_group(*placed.front()->file, placed);
+    } catch (const std::exception& e) {
+        // Writes whose outcome was not set go around the cache.
+        log::warn("cache: a commit of dirty writes failed: ", e.what());
     }
-    return std::move(w.out);
+    bool cached = false, sync = false;
+    for (const QueuedDirty* w : group)
+        if (w->out && *w->out == Dirty::cached) {
+            cached = true;
+            sync = sync || (w->done && w->file->sync_writes());
+        }
+    Result<void> synced{};
+    if (sync) {
+        try {
+            synced = core_.sync_dirty();
+        } catch (const std::exception& e) {
+            synced = fail_sys(EIO, "sync of dirty data");
+        }
+    }
+    if (cached)
+        core_.kick_writeback();
+    for (QueuedDirty* w : group) {
+        try {
+            answer(*w, synced);
+        } catch (const std::exception& e) {
+            log::warn("cache: a dirty write could not be answered: ", e.what());
+            if (w->done)
+                std::exchange(w->done, nullptr)(fail_sys(EIO, "write"));
+            else if (w->settled)
+                std::exchange(w->settled, nullptr)(fail_sys(EIO, "write"));
+        }
+    }
+}
+
+void WritePath::answer(QueuedDirty& w, const Result<void>& synced) {
+    if (!w.done)
+        return std::exchange(w.settled, nullptr)(std::move(w.out));
+    auto done = std::exchange(w.done, nullptr);
+    if (w.out && *w.out == Dirty::cached) {
+        if (w.file->sync_writes() && !synced)
+            return done(fail(synced.error()));
+        return done(w.len);
+    }
+    if (w.out && *w.out == Dirty::no_room && room_may_come() &&
+        park(*w.file, w.data, w.len, w.off, w.stamp, done))
+        return;
+    if (!w.out)
+        log::warn("cache: a write could not go to the cache (", to_string(w.out.error()),
+                  "); writing it to the backing");
+    done(write_around(*w.file, w.data, w.len, w.off));
 }
 
 Result<std::pair<std::uint64_t, std::uint64_t>>
@@ -370,7 +452,7 @@ void WritePath::commit_group(CachedFile& f, const std::vector<QueuedDirty*>& gro
                 spans.push_back(*span);
             }
             if (auto r = core_.index.stage_placement(
-                    t, *g.placed, fid, g.data, meta::kExtentDirty | pin_flag(core_, st, g.len));
+                    t, g.placed, fid, g.data, meta::kExtentDirty | pin_flag(core_, st, g.len));
                 !r)
                 // Part of this write may be staged: the whole batch is
                 // dropped, and these writes go around the cache.
@@ -548,7 +630,8 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
     const config::CacheMode mode = f.policy().mode.value_or(core_.p.mode);
     if (mode == config::CacheMode::writeback &&
         ((!core_.degraded.load() && !st.uncached.load()) || parked_.any_parked())) {
-        char* const buf = thread_buffer(size);
+        WriteBuffers::Buffer bytes = buffers_.get(size);
+        char* const buf = bytes.data();
         const ssize_t got = src.copy_to(buf);
         if (got < 0)
             return done(fail_sys(static_cast<int>(-got), "write request"));
@@ -566,16 +649,12 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             ++core_.c.congested_bypasses;
             return done(write_around(f, buf, len, uoff));
         }
-        auto in = write_dirty(f, buf, len, uoff, stamp);
-        if (in && *in == Dirty::cached)
-            return done(dirty_written(f, len));
-        if (!in)
-            log::warn("cache: a write could not go to the cache (", to_string(in.error()),
-                      "); writing it to the backing");
-        else if (*in == Dirty::no_room && room_may_come() && park(f, buf, len, uoff, stamp, done))
-            return;
-        // No room, and none coming: around the cache, to the backing.
-        return done(write_around(f, buf, len, uoff));
+        // Placed, committed and answered by whichever thread commits its
+        // group, maybe not this one.
+        auto w = std::make_unique<QueuedDirty>(f, buf, len, uoff, stamp);
+        w->bytes = std::move(bytes);
+        w->done = std::move(done);
+        return commit_dirty(std::move(w));
     }
     // Writethrough over a congested cache device: as writearound (the
     // range is punched, so no stale byte stays behind).
@@ -592,7 +671,7 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             return CacheUpdate{uoff, uoff + written, nullptr, CacheUpdate::Size::at_least,
                                uoff + written};
         }
-        char* const buf = thread_buffer(size);
+        char* const buf = thread_buffer<WriteBytes>(size);
         const ssize_t got = src.copy_to(buf);
         if (got < 0)
             return fail_sys(static_cast<int>(-got), "write request");

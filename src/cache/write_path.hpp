@@ -7,6 +7,7 @@
 #include "cache/cache_core.hpp"
 #include "cache/cached_file.hpp"
 #include "cache/parked_writes.hpp"
+#include "cache/write_buffers.hpp"
 #include "overcache/bg/executors.hpp"
 
 #include <functional>
@@ -21,16 +22,23 @@ enum class DirtyOutcome {
     not_cacheable // the file or the cache cannot take them (uncached, degraded)
 };
 
-// A writeback write placed on the cache device and queued for its index
-// commit (FileState::commit_queue). Lives on its writer's stack until
-// `done`; the committer fills `out` first.
+// A writeback write queued for the cache (FileState::commit_queue).
+// Whichever thread commits its group places its bytes on the cache device,
+// commits them to the index and settles it: answers `done` (a FUSE write:
+// the writer thread has gone back to its requests), or else hands the
+// outcome to `settled` (a parked write retried, whose thread waits for it).
 struct QueuedDirty {
-    ExtentIndex::Placement* placed;
-    const char* data;
-    std::size_t len;
-    std::uint64_t off;
-    bool stamp;
-    bool done = false;
+    QueuedDirty(CachedFile& f, const char* d, std::size_t n, std::uint64_t at, bool st)
+        : file(&f), data(d), len(n), off(at), stamp(st) {}
+    CachedFile* file;           // the open it came through: alive until answered
+    const char* data = nullptr; // the bytes placed (checksummed when staged)
+    std::size_t len = 0;
+    std::uint64_t off = 0;
+    bool stamp = false;
+    ExtentIndex::Placement placed;
+    WriteBuffers::Buffer bytes; // owns `data` for a FUSE write
+    Done<std::size_t> done;
+    std::function<void(Result<DirtyOutcome>)> settled;
     Result<DirtyOutcome> out = DirtyOutcome::not_cacheable;
 };
 
@@ -76,17 +84,30 @@ private:
     // write_mu and backing_mu held): a change behind the mount drops the
     // cache first (saving dirty data aside). true when it did.
     Result<bool> check_backing(FileState& st, int fd);
-    // Writeback: puts the bytes in the cache as dirty.
     using Dirty = DirtyOutcome;
-    // `stamp`: the write sets the file's mtime (not for the kernel's
-    // writeback, whose mtime comes in a setattr).
+    // Writeback, for a parked write's retry: puts the bytes in the cache as
+    // dirty and returns once they are committed. `stamp`: the write sets
+    // the file's mtime (not for the kernel's writeback, whose mtime comes
+    // in a setattr).
     Result<Dirty> write_dirty(CachedFile& f, const char* data, std::size_t len, std::uint64_t off,
                               bool stamp);
-    // Queues `w` and returns its outcome once committed: by this thread,
-    // with whatever else is queued then, or by the thread committing now.
-    Result<Dirty> commit_dirty(CachedFile& f, QueuedDirty& w);
-    // Commits `group` (write_mu and mu taken here): as few index batches as
-    // the writes allow, each write's outcome in its `out`.
+    // Queues a write for the cache. The first thread to find no commit
+    // running places and commits what is queued, group after group, until
+    // the queue is empty, and settles each write; the others return at once.
+    void commit_dirty(std::unique_ptr<QueuedDirty> w);
+    // Puts the group's bytes on the cache device, in as few device writes
+    // as their places allow; each write's `out` says where it stands
+    // (cached: placed, not yet committed).
+    void place_group(const std::vector<QueuedDirty*>& group);
+    // Places and commits `group`, then settles and deletes every write in
+    // it (the queue owns them); leaves it empty; never throws.
+    void settle_group(std::vector<QueuedDirty*>& group) noexcept;
+    // Answers a FUSE write of a committed group (`synced`: the group's sync
+    // for O_SYNC/O_DSYNC opens), or hands a parked one its outcome.
+    void answer(QueuedDirty& w, const Result<void>& synced);
+    // Commits the placed writes of `group` (write_mu and mu taken here): as
+    // few index batches as the writes allow, each write's outcome in its
+    // `out`.
     void commit_group(CachedFile& f, const std::vector<QueuedDirty*>& group);
     // The file range a write's punch touches: its own, widened to the
     // extents it cuts. Writes whose spans are apart can share a batch (a
@@ -130,6 +151,7 @@ private:
 
     CacheCore& core_;
     const CacheHooks& hooks_;
+    WriteBuffers buffers_;
     ParkedWrites parked_;
 };
 

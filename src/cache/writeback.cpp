@@ -471,24 +471,28 @@ Result<void> Writeback::batch(FileState& st, int fd, std::uint64_t from, std::ui
                 return fail(changed.error());
             return {};
         }
-        auto pieces = core_.index.lookup(st.rec->file_id, from, UINT64_MAX);
-        if (!pieces)
-            return fail(pieces.error());
+        // The file's extents from `from` are read only until the batch is
+        // full: a file of many small dirty extents (random writes) would
+        // otherwise have all of them read again for every batch.
         std::uint64_t bytes = 0;
         std::size_t runs = 0;
-        for (auto& p : *pieces) {
+        const auto take = [&](const Piece& p) {
             if ((p.v.flags & meta::kExtentDirty) == 0 || p.start < from)
-                continue; // clean, or cut by `from` (written in the last batch)
+                return true; // clean, or cut by `from` (written in the last batch)
             const bool new_run = todo.empty() || todo.back().end() != p.start;
-            if (!todo.empty() &&
-                (bytes + p.v.len > max_bytes || (new_run && runs == kBatchRuns))) {
+            if (!todo.empty() && (bytes + p.v.len > max_bytes || (new_run && runs == kBatchRuns))) {
                 more = true;
-                break;
+                return false;
             }
             bytes += p.v.len;
             runs += new_run ? 1 : 0;
-            todo.push_back(std::move(p));
-        }
+            todo.push_back(p);
+            return true;
+        };
+        thread_local std::vector<Piece> seen;
+        if (auto looked = core_.index.lookup(st.rec->file_id, from, UINT64_MAX, seen, take);
+            !looked)
+            return fail(looked.error());
         rec = *st.rec;
         seq = st.write_seq.load();
         if (from == 0)

@@ -1941,8 +1941,8 @@ TEST_SUITE("writeback") {
     }
 
     TEST_CASE("writeback 22: a dirty write's device write holds no lock of the file: while it "
-              "waits between the device and the index, another write and a truncate of the "
-              "same file complete; it then lands after them" *
+              "waits between the device and the index, a truncate of the same file completes "
+              "and another write queues without waiting; it then lands after the truncate" *
               doctest::timeout(30)) {
         Fx fx;
         HoldOnce hold;
@@ -1965,11 +1965,19 @@ TEST_SUITE("writeback") {
             held_done.open();
         });
         REQUIRE(hold.entered.wait());
-        // Meanwhile: a write elsewhere in the file and a truncate below the
-        // held range both finish (neither waits for the held one).
+        // Meanwhile: a write elsewhere in the file queues for the held
+        // one's thread, which places and commits it next; its own thread
+        // does not wait. A truncate below the held range finishes.
         const auto other = random_bytes(16 * KiB, 223);
-        run_within("a write while another is between device and index",
-                   [&] { h.write(*fx.dp, 16 * KiB, other); });
+        auto other_done = std::make_shared<Gate>();
+        run_within("a write while another is between device and index", [&] {
+            MemSource src(other);
+            fx.dp->write(h.of(), src, 16 * KiB, [other_done, n = other.size()](auto r) {
+                CHECK(r);
+                CHECK((r && *r == n));
+                other_done->open();
+            });
+        });
         put(model, 16 * KiB, other);
         run_within("a truncate while a write is between device and index", [&] {
             auto r = fx.dp->truncate(h.fd, true, 100 * KiB);
@@ -1977,8 +1985,10 @@ TEST_SUITE("writeback") {
         });
         model.resize(100 * KiB);
         CHECK_FALSE(held_done.wait(kQuiet)); // still held
+        CHECK_FALSE(other_done->wait(std::chrono::milliseconds(0)));
         hold.release.open();
         REQUIRE(held_done.wait());
+        REQUIRE(other_done->wait());
         writer.join();
         // The held write counts from when it entered the index: after the
         // truncate, so the gap it leaves reads as zeros.
@@ -2060,6 +2070,87 @@ TEST_SUITE("writeback") {
         put(model, 10 * KiB, c);
         put(model, 40 * KiB, d);
         CHECK_BYTES(h.read(*fx.dp, 0, 64 * KiB), model);
+        CHECK(fx.flush());
+        CHECK_BYTES(read_backing(f), model);
+        CHECK(fx.stat("dirty_data") == 0);
+    }
+
+    TEST_CASE("writeback 24: a write queued behind a commit gives its thread back at once and is "
+              "answered by the committing thread once its bytes are in the index, or written "
+              "around the cache when they cannot go in" *
+              doctest::timeout(30)) {
+        Fx fx;
+        HoldOnce hold;
+        fx.hooks.before_dirty_commit = [&](std::size_t) { hold(); };
+        std::optional<PoolPause> pause(std::in_place, fx.ex.writeback());
+        fx.start();
+        const std::string f = fx.path("f");
+        const auto base = random_bytes(64 * KiB, 240);
+        write_file(f, base);
+        std::string model = base;
+        Handle h(*fx.dp, f);
+        const auto a = random_bytes(4 * KiB, 241), b = random_bytes(8 * KiB, 242);
+        // A's thread commits, held before it starts.
+        hold.arm();
+        std::atomic<std::thread::id> committer{};
+        std::jthread wa([&] {
+            committer = std::this_thread::get_id();
+            h.write(*fx.dp, 0, a);
+        });
+        REQUIRE(hold.entered.wait());
+        // B queues behind it: the call returns, unanswered.
+        struct Answer {
+            std::mutex mu;
+            std::condition_variable cv;
+            std::optional<Result<std::size_t>> r;
+            std::thread::id by;
+        };
+        auto answer = std::make_shared<Answer>();
+        run_within("a write queued behind a commit", [&] {
+            MemSource src(b);
+            fx.dp->write(h.of(), src, 16 * KiB, [answer](Result<std::size_t> r) {
+                std::lock_guard lk(answer->mu);
+                answer->r.emplace(std::move(r));
+                answer->by = std::this_thread::get_id();
+                answer->cv.notify_all();
+            });
+        });
+        {
+            std::lock_guard lk(answer->mu);
+            CHECK_FALSE(answer->r.has_value());
+        }
+        const std::uint64_t around = fx.stat("writes_around");
+        bool gone = false;
+        SUBCASE("committed, and answered once they are") {}
+        SUBCASE("the file's record dropped before the commit: both go around the cache") {
+            // Its last name removed through the mount while it is open.
+            const struct stat st = h.fstat();
+            REQUIRE(::unlink(f.c_str()) == 0);
+            fx.dp->removed(FileRef{h.fd, st});
+            gone = true;
+        }
+        hold.release.open();
+        wa.join();
+        {
+            std::unique_lock lk(answer->mu);
+            REQUIRE(answer->cv.wait_for(lk, kDeadline, [&] { return answer->r.has_value(); }));
+            REQUIRE_MESSAGE(*answer->r, to_string(answer->r->error()));
+            CHECK(**answer->r == b.size());
+            CHECK(answer->by == committer.load());
+        }
+        put(model, 0, a);
+        put(model, 16 * KiB, b);
+        CHECK_BYTES(h.read(*fx.dp, 0, 128 * KiB), model);
+        if (gone) {
+            CHECK(fx.stat("writes_around") == around + 2);
+            std::string raw(model.size(), '\0');
+            CHECK(::pread(h.fd, raw.data(), raw.size(), 0) == static_cast<ssize_t>(raw.size()));
+            CHECK_BYTES(raw, model);
+            return;
+        }
+        CHECK(fx.stat("writes_around") == around);
+        CHECK(fx.stat("dirty_data") >= a.size() + b.size());
+        pause.reset();
         CHECK(fx.flush());
         CHECK_BYTES(read_backing(f), model);
         CHECK(fx.stat("dirty_data") == 0);

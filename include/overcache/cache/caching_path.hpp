@@ -70,8 +70,9 @@ struct CachingParams {
 struct CacheHooks {
     // A fill is about to take the file's owner lock and commit.
     std::function<void()> before_fill_commit;
-    // A writeback write's thread is about to commit `n` queued writes
-    // (its own among them) as a group; writes that come meanwhile queue.
+    // A thread is about to commit a group of `n` queued writeback writes
+    // (the first group it commits holds its own write); writes that come
+    // meanwhile queue, and it commits and answers them after.
     std::function<void(std::size_t n)> before_dirty_commit;
     // A writeback write joined its file's commit queue, now `n` long
     // (called with the queue's lock held: it must not block).

@@ -64,9 +64,13 @@ public:
     // Extents of `file` overlapping [start, end), in offset order.
     Result<std::vector<Piece>> lookup(meta::FileId file, std::uint64_t start,
                                       std::uint64_t end) const;
-    // The same into `out`, reusing the memory of the pieces it held.
+    // The same into `out`, reusing the memory of the pieces it held. With
+    // `more`, it stops after the first piece for which `more` says false
+    // (that piece is in `out`): a caller that wants the first few of a
+    // file's many extents does not read them all.
     Result<void> lookup(meta::FileId file, std::uint64_t start, std::uint64_t end,
-                        std::vector<Piece>& out) const;
+                        std::vector<Piece>& out,
+                        const std::function<bool(const Piece&)>& more = {}) const;
     // Reads bytes [from, to) of the file, which lie inside `p`, into `out`
     // (to - from bytes). Only the checksum blocks covering them are read from
     // the cache device and verified; the gen is checked before and after the
@@ -114,6 +118,20 @@ public:
     // false: no free bucket (what was allocated is dead space).
     Result<bool> place(store::WritePoint& wp, std::uint64_t start, const char* data,
                        std::uint64_t len, std::uint64_t chunk, Placement& out);
+    // One write's bytes for place_all(), and where they went.
+    struct PlaceItem {
+        std::uint64_t start = 0;
+        const char* data = nullptr;
+        std::uint64_t len = 0;
+        Placement* out = nullptr;
+        Result<bool> placed = false; // as place() returns
+    };
+    // place() of several writes at once: allocated in order, and the
+    // pieces that land back to back in a bucket written in one device
+    // write, whichever writes they come from (a group of small writes is
+    // one device write, not one each). A failed device write fails every
+    // write with a piece in it.
+    void place_all(store::WritePoint& wp, std::vector<PlaceItem>& items, std::uint64_t chunk);
     // `data` is what place() wrote (the checksums are computed from it).
     Result<void> stage_placement(ExtentTxn& t, Placement& pl, meta::FileId file, const char* data,
                                  std::uint32_t flags);
