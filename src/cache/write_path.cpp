@@ -23,9 +23,11 @@
 // requests at once. The kernel's writeback of one fsync's pages comes as
 // many requests at once: one by one, each slept in its own device write and
 // again waiting for the commit before it (about two sleeps and wake-ups per
-// 4 KiB, most of a small write's CPU on these machines). A write's bytes
-// live in a pooled buffer (write_buffers.hpp) until it is answered. A write
-// that finds no room parks
+// 4 KiB, most of a small write's CPU on these machines). A large write
+// (kPlacedByWriter) still puts its own bytes on the device before it
+// queues: large device writes gain more from overlapping than from being
+// merged. A write's bytes live in a pooled buffer (write_buffers.hpp)
+// until it is answered. A write that finds no room parks
 // (parked_writes.cpp): its bytes are copied, the FUSE thread returns
 // without replying, and the write is retried without any lock held in
 // between, until it fits or writeback_wait_max passes (then it goes around
@@ -60,6 +62,10 @@ namespace overcache::cache {
 namespace {
 
 constexpr std::uint64_t kToEnd = UINT64_MAX;
+// Writeback writes at least this long are placed on the cache device by
+// their own thread; shorter ones by the thread that commits their group,
+// together (WritePath::write).
+constexpr std::size_t kPlacedByWriter = 128 * 1024;
 
 // A writethrough write's bytes, on their way to the backing and the cache.
 struct WriteBytes;
@@ -301,16 +307,23 @@ void WritePath::place_group(const std::vector<QueuedDirty*>& group) {
     // are, they are dead space for GC. Chunk-aligned pieces, like fills, so
     // extents never cross a chunk.
     std::vector<ExtentIndex::PlaceItem> items;
+    std::vector<QueuedDirty*> placing;
     items.reserve(group.size());
-    for (auto& w : group)
-        items.push_back({w->off, w->data, w->len, &w->placed});
+    placing.reserve(group.size());
+    for (QueuedDirty* w : group)
+        if (!w->placed_by_writer) {
+            items.push_back({w->off, w->data, w->len, &w->placed});
+            placing.push_back(w);
+        }
+    if (items.empty())
+        return;
     core_.index.place_all(core_.fg_wp, items, core_.p.fill_size);
-    for (std::size_t i = 0; i < group.size(); ++i) {
+    for (std::size_t i = 0; i < placing.size(); ++i) {
         auto& r = items[i].placed;
         if (!r)
-            group[i]->out = fail(r.error()); // nothing committed: around the cache
+            placing[i]->out = fail(r.error()); // nothing committed: around the cache
         else
-            group[i]->out = *r ? Dirty::cached : Dirty::no_room; // no_room: nothing committed
+            placing[i]->out = *r ? Dirty::cached : Dirty::no_room; // no_room: nothing committed
     }
 }
 
@@ -649,9 +662,27 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             ++core_.c.congested_bypasses;
             return done(write_around(f, buf, len, uoff));
         }
-        // Placed, committed and answered by whichever thread commits its
-        // group, maybe not this one.
         auto w = std::make_unique<QueuedDirty>(f, buf, len, uoff, stamp);
+        if (len >= kPlacedByWriter) {
+            // A large write's bytes go to the device from its own thread:
+            // the device writes of several overlap (one thread writing them
+            // in turn cost a third of the bandwidth of sequential writes),
+            // and one sleep for so many bytes costs little.
+            place_group({w.get()});
+            if (!w->out)
+                log::warn("cache: a write could not go to the cache (", to_string(w->out.error()),
+                          "); writing it to the backing");
+            if (!w->out || *w->out == Dirty::not_cacheable)
+                return done(write_around(f, buf, len, uoff));
+            if (*w->out == Dirty::no_room) {
+                if (room_may_come() && park(f, buf, len, uoff, stamp, done))
+                    return;
+                return done(write_around(f, buf, len, uoff));
+            }
+            w->placed_by_writer = true;
+        }
+        // Committed and answered by whichever thread commits its group,
+        // maybe not this one; placed there too unless placed above.
         w->bytes = std::move(bytes);
         w->done = std::move(done);
         return commit_dirty(std::move(w));

@@ -36,7 +36,8 @@ struct QueuedDirty {
     std::uint64_t off = 0;
     bool stamp = false;
     ExtentIndex::Placement placed;
-    WriteBuffers::Buffer bytes; // owns `data` for a FUSE write
+    bool placed_by_writer = false; // a large write, placed before it queued
+    WriteBuffers::Buffer bytes;    // owns `data` for a FUSE write
     Done<std::size_t> done;
     std::function<void(Result<DirtyOutcome>)> settled;
     Result<DirtyOutcome> out = DirtyOutcome::not_cacheable;
@@ -96,8 +97,8 @@ private:
     // the queue is empty, and settles each write; the others return at once.
     void commit_dirty(std::unique_ptr<QueuedDirty> w);
     // Puts the group's bytes on the cache device, in as few device writes
-    // as their places allow; each write's `out` says where it stands
-    // (cached: placed, not yet committed).
+    // as their places allow (skipping those placed by their writer); each
+    // write's `out` says where it stands (cached: placed, not committed).
     void place_group(const std::vector<QueuedDirty*>& group);
     // Places and commits `group`, then settles and deletes every write in
     // it (the queue owns them); leaves it empty; never throws.
