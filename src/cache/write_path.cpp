@@ -344,8 +344,13 @@ void WritePath::settle_group(std::vector<QueuedDirty*>& group) noexcept {
         place_group(group);
         std::vector<QueuedDirty*> placed;
         for (QueuedDirty* w : group)
-            if (w->out && *w->out == Dirty::cached)
+            if (w->out && *w->out == Dirty::cached) {
                 placed.push_back(w);
+                // Cached only once committed: a commit that ends early (an
+                // exception too) leaves the rest to go around the cache,
+                // never answered as if their bytes were in the index.
+                w->out = Dirty::not_cacheable;
+            }
         // Through an open of the group's: each is alive until answered.
         if (!placed.empty())
             commit_group(*placed.front()->file, placed);
