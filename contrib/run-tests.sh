@@ -29,8 +29,12 @@ case "${1:-}" in
     # The crash test's kill -9 rounds stop starting after 60 s instead of
     # 90 (at least 8 run either way): the plain build runs the rest, and
     # all of CI must stay under 90 minutes.
+    # ASan runs the unit tests 2-3x slower than plain builds, whose
+    # timeouts they were set for (cache_fsck: 25 s on 2 idle cores, past its
+    # 60 s with a compile running beside it).
     --asan) dir=build-asan; args+=(-Db_sanitize=address,undefined -Db_lundef=false
                                    -Doptimization=1)
+            timeout_mult=2
             export OVERCACHE_CRASH_SECONDS=${OVERCACHE_CRASH_SECONDS:-60} ;;
     # Boost.Asio's atomic_thread_fence trips g++'s -Wtsan, hence no -Werror here.
     --tsan) dir=build-tsan; args=(-Dtests=enabled -Dwerror=false "-Dcpp_args=-Wno-tsan -g1"
