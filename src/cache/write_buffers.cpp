@@ -73,9 +73,4 @@ void WriteBuffers::put(Buffer& b) noexcept {
     kept_.push_back(std::move(kept)); // pool_ unset: destroyed with the pool, not given back
 }
 
-std::size_t WriteBuffers::kept_bytes() const {
-    std::lock_guard lk(mu_);
-    return kept_bytes_;
-}
-
 } // namespace overcache::cache

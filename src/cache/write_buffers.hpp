@@ -43,7 +43,6 @@ public:
     // The smallest kept buffer that holds `size` bytes, else a new one.
     // Throws std::bad_alloc.
     Buffer get(std::size_t size);
-    std::size_t kept_bytes() const;
 
 private:
     // What the pool keeps when buffers come back: enough for the writes a
@@ -53,7 +52,7 @@ private:
 
     void put(Buffer& b) noexcept;
 
-    mutable std::mutex mu_; // a leaf
+    std::mutex mu_; // a leaf
     std::vector<Buffer> kept_;
     std::size_t kept_bytes_ = 0;
 };

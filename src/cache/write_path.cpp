@@ -668,28 +668,20 @@ void WritePath::write(CachedFile& f, WriteSource& src, off_t off, Done<std::size
             return done(write_around(f, buf, len, uoff));
         }
         auto w = std::make_unique<QueuedDirty>(f, buf, len, uoff, stamp);
+        w->bytes = std::move(bytes);
+        w->done = std::move(done);
         if (len >= kPlacedByWriter) {
             // A large write's bytes go to the device from its own thread:
             // the device writes of several overlap (one thread writing them
             // in turn cost a third of the bandwidth of sequential writes),
             // and one sleep for so many bytes costs little.
             place_group({w.get()});
-            if (!w->out)
-                log::warn("cache: a write could not go to the cache (", to_string(w->out.error()),
-                          "); writing it to the backing");
-            if (!w->out || *w->out == Dirty::not_cacheable)
-                return done(write_around(f, buf, len, uoff));
-            if (*w->out == Dirty::no_room) {
-                if (room_may_come() && park(f, buf, len, uoff, stamp, done))
-                    return;
-                return done(write_around(f, buf, len, uoff));
-            }
+            if (!w->out || *w->out != Dirty::cached)
+                return answer(*w, {}); // parked, or around the cache
             w->placed_by_writer = true;
         }
         // Committed and answered by whichever thread commits its group,
         // maybe not this one; placed there too unless placed above.
-        w->bytes = std::move(bytes);
-        w->done = std::move(done);
         return commit_dirty(std::move(w));
     }
     // Writethrough over a congested cache device: as writearound (the
