@@ -552,6 +552,10 @@ Result<OpenOut> CachingPath::open_without_backing(const struct stat& st, int ope
     const auto key = core_.known_key(st.st_dev, st.st_ino);
     if (!key)
         return fail_sys(never_cached, why);
+    // Online, an open as any other to the settings: a dirty file that left
+    // writeback is written back now.
+    if (lazy)
+        core_.note_file_mode(*key, policy.mode);
     StateRef ref = core_.files.acquire(*key);
     FileState& fs = *ref;
     bool keep = false;
@@ -575,6 +579,11 @@ Result<OpenOut> CachingPath::open_without_backing(const struct stat& st, int ope
             if (fs.opens.load() == 0)
                 fs.size.store(static_cast<std::uint64_t>(st.st_size));
         }
+        // The pin it runs under now, as at open().
+        if (lazy && fs.rec)
+            if (auto r = apply_pin(core_, fs, policy.pin.value_or(false)); !r)
+                log::warn("cache: cannot mark the extents of a file for its pin: ",
+                          to_string(r.error()));
     }
     (void)open_flags;
     return OpenOut{std::make_unique<CachedFile>(-1, std::move(ref), false, policy, lazy), keep};

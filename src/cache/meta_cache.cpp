@@ -229,7 +229,7 @@ meta::DirRecord moved(meta::DirRecord rec, const struct stat& dir_now, int delta
 
 void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_before,
                            const struct stat& dir_now, std::string_view name,
-                           const struct stat& child) {
+                           const struct stat& child, std::int64_t child_seen_ns) {
     const meta::FileKey child_key{dir.fsid, static_cast<std::uint64_t>(child.st_ino)};
     std::unique_lock dir_lk(key_mu(dir), std::defer_lock);
     std::unique_lock child_lk(key_mu(child_key), std::defer_lock);
@@ -243,7 +243,7 @@ void MetaCache::name_added(const meta::FileKey& dir, const struct stat& dir_befo
                                          dtype_of(child.st_mode)}));
     // The new name's file, as it is now: vouched for by the listing.
     b.put(meta::Cf::attrs, meta::file_key(child_key),
-          meta::encode(record_of(child, meta_.sequence(), {}, 0)));
+          meta::encode(record_of(child, meta_.sequence(), {}, child_seen_ns)));
     keep_whole(b, dir, dir_before, dir_now, 1);
     if (auto r = meta_.write(b); !r)
         log::warn("index: cannot record a new name: ", to_string(r.error()));

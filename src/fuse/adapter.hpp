@@ -3,6 +3,7 @@
 // ops_*.cpp files, and the handler declarations that make_operations() wires.
 #pragma once
 
+#include "backing/change_watch.hpp"
 #include "backing/creds.hpp"
 #include "backing/gate.hpp"
 #include "backing/request_scope.hpp"
@@ -145,12 +146,19 @@ backing::Gate::Options gate_options(const config::Config& c, int root_fd);
 // Asks the backing whether it answers: statfs of its root (a dup of
 // `root_fd`, owned by the probe), which no kernel cache answers.
 std::function<int()> backing_probe(int root_fd);
+// The name of the local-disk filesystem `root_fd` is on; nullptr for any
+// other (a network or FUSE filesystem, one this build does not know).
+const char* local_fs_name(int root_fd) noexcept;
 
 struct Adapter {
     Adapter(const config::Config& config, cache::DataPath& data_path, UniqueFd root_fd,
             const struct stat& root_st)
         : cfg(config), data(data_path), inodes(std::move(root_fd), root_st, pinned_budget()),
           gate(gate_options(config, inodes.root().fd()), backing_probe(inodes.root().fd())),
+          // coherency=none asks the backing nothing it kept anyway.
+          watch(inodes.root().fd(),
+                config.watch_backing && config.coherency != config::Coherency::none,
+                local_fs_name(inodes.root().fd())),
           timeouts(config), settings(config), trimmer(inodes, config.max_inodes),
           control_gate(std::make_shared<ControlGate>()),
           // The sampler is constructed after the target but used by it only
@@ -195,6 +203,8 @@ struct Adapter {
     InodeTable inodes;
     // Calls into the backing that may stall run through it (ops_backing.cpp).
     backing::Gate gate;
+    // The backing's changes, when it is on a local disk (coherency.cpp).
+    backing::ChangeWatch watch;
     KernelTimeouts timeouts;
     control::Settings settings;
     PageInvalidator invalidator;

@@ -114,6 +114,11 @@ backing::Gate::Options gate_options(const config::Config& c, int root_fd) {
     return o;
 }
 
+const char* local_fs_name(int root_fd) noexcept {
+    struct statfs sfs {};
+    return ::fstatfs(root_fd, &sfs) == 0 ? local_disk_fs(sfs.f_type) : nullptr;
+}
+
 std::function<int()> backing_probe(int root_fd) {
     return [fd = own_dup(root_fd)] {
         struct statfs sfs {};

@@ -13,13 +13,17 @@ namespace overcache::fuse {
 namespace {
 
 // Whether `st`, seen at `seen_ns`, may still be used now.
-bool fresh(const Adapter& a, const struct stat& st, std::int64_t seen_ns) noexcept {
+bool fresh(Adapter& a, const struct stat& st, std::int64_t seen_ns) {
     // Nor anything seen before a change given up on at its deadline could
     // still land (the gate's settled_after_ns).
     if (seen_ns == Inode::kSeenStale || seen_ns <= a.inodes.distrusted_until() ||
         seen_ns <= a.gate.settled_after_ns())
         return false;
     if (a.cfg.coherency == config::Coherency::none)
+        return true;
+    // No change to it, made anywhere, since it was asked for: exactly what
+    // asking the backing again would tell.
+    if (a.watch.unchanged_since(st.st_dev, st.st_ino, seen_ns))
         return true;
     if (a.cfg.coherency != config::Coherency::timeout)
         return false;
@@ -81,7 +85,7 @@ void fill_entry(Adapter& a, Ino ino, const struct stat& attr, fuse_entry_param& 
 } // namespace
 
 bool trusting(const Adapter& a) noexcept {
-    return a.cfg.coherency != config::Coherency::cto;
+    return a.cfg.coherency != config::Coherency::cto || a.watch.watching();
 }
 
 std::optional<struct stat> trusted_file(Adapter& a, Ino ino) {
@@ -129,11 +133,11 @@ int trusted_lookup(Adapter& a, Ino parent, std::string_view name, fuse_entry_par
         return 0;
     }
     auto seen = m->vouched_attr(dir->rec, f.value.child);
-    if (!seen || ((seen->st.st_mode & S_IFMT) >> 12) != f.value.type ||
-        !fresh(a, seen->st, seen->seen_ns))
+    if (!seen)
         return kNoAnswer;
-    seen->st.st_dev = dir->dev;
-    if (!current(a, seen->st))
+    seen->st.st_dev = dir->dev; // the index keeps a filesystem's own id
+    if (((seen->st.st_mode & S_IFMT) >> 12) != f.value.type || !fresh(a, seen->st, seen->seen_ns) ||
+        !current(a, seen->st))
         return kNoAnswer;
     const InodeTable::Known k = a.inodes.adopt(src, seen->st, parent, name, seen->seen_ns);
     m->note_kept_answer();

@@ -1,9 +1,12 @@
-// Private to the FUSE adapter: coherency=timeout|none, the answers the
-// mount gives from what it kept (names in the index's whole listings,
-// attributes in the inode table and the index) without asking the backing.
-// coherency=cto never does: every lookup and getattr that reaches the
-// daemon asks the backing (the kernel's attr_timeout/entry_timeout aside).
+// Private to the FUSE adapter: the answers the mount gives from what it
+// kept (names in the index's whole listings, attributes in the inode table
+// and the index) without asking the backing. Under coherency=cto only what
+// the backing's change watch vouches for is (backing/change_watch.hpp: no
+// change to it since it was asked for, on a local disk); without the watch
+// every lookup and getattr that reaches the daemon asks the backing (the
+// kernel's attr_timeout/entry_timeout aside).
 //
+// Kept attributes the watch vouches for are fresh in every mode.
 // Kept attributes are used while they are fresh: under `none` until the
 // file changes through the mount or `invalidate` distrusts them; under
 // `timeout` for a tenth of the time the file had gone unchanged when they
@@ -22,7 +25,8 @@
 
 namespace overcache::fuse {
 
-// Whether this mount answers from what it kept while the backing is online.
+// Whether this mount answers from what it kept while the backing is online
+// (coherency=timeout|none, or a watched backing).
 bool trusting(const Adapter& a) noexcept;
 
 // getattr: `ino`'s attributes, if fresh.

@@ -116,7 +116,7 @@ DirBefore note_change(Adapter& a, const InodeRef& dir, const DirBefore& before, 
     if (before && backing::stat_fd(dir.fd(), now) == 0) {
         change(*m, *k, *before, now);
         dir.note_attr(now, asked); // the listing stays fresh with it
-        return now;
+        return DirSeen{now, asked};
     }
     m->forget_listing(*k);
     return std::nullopt;
@@ -126,23 +126,25 @@ DirBefore note_change(Adapter& a, const InodeRef& dir, const DirBefore& before, 
 
 DirBefore dir_before(Adapter& a, const InodeRef& dir) {
     struct stat st {};
+    const std::int64_t asked = wall_ns();
     if (a.data.listings() == nullptr || backing::stat_fd(dir.fd(), st) != 0)
         return std::nullopt;
-    return st;
+    return DirSeen{st, asked};
 }
 
 DirBefore note_name_added(Adapter& a, const InodeRef& dir, const DirBefore& before,
                           std::string_view name, const struct stat& child) {
-    return note_change(a, dir, before,
-                       [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& was,
-                           const struct stat& now) { m.name_added(k, was, now, name, child); });
+    return note_change(
+        a, dir, before,
+        [&](cache::MetaCache& m, const meta::FileKey& k, const DirSeen& was,
+            const struct stat& now) { m.name_added(k, was.st, now, name, child, was.asked_ns); });
 }
 
 DirBefore note_name_removed(Adapter& a, const InodeRef& dir, const DirBefore& before,
                             std::string_view name) {
     return note_change(a, dir, before,
-                       [&](cache::MetaCache& m, const meta::FileKey& k, const struct stat& was,
-                           const struct stat& now) { m.name_removed(k, was, now, name); });
+                       [&](cache::MetaCache& m, const meta::FileKey& k, const DirSeen& was,
+                           const struct stat& now) { m.name_removed(k, was.st, now, name); });
 }
 
 void note_dir_removed(Adapter& a, const struct stat& gone) {
@@ -278,8 +280,12 @@ bool known_absent(Adapter& a, Ino parent, std::string_view name) {
     return k && m->find(*k, name).state == cache::MetaCache::Found::State::absent;
 }
 
-void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, bool always) {
+void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, std::int64_t asked_ns,
+                   bool always) {
     cache::MetaCache* m = a.data.listings();
+    // Unchanged, but a change was seen to it: the record's time is what
+    // the watch vouches from.
+    always = always || a.watch.changed_at(st.st_ino) != 0;
     if (m == nullptr || !inode || inode.fd() < 0 || !inode.should_record(st, always))
         return;
     std::string target;
@@ -297,7 +303,7 @@ void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, boo
                                 : lerr == 0             ? meta::kXattrsSome
                                 : lerr == ENOTSUP       ? meta::kXattrsUnsupported
                                                         : meta::kXattrsUnknown;
-    m->note_attr(m->key_of(inode.fd(), st), st, target, 0, xattrs);
+    m->note_attr(m->key_of(inode.fd(), st), st, target, asked_ns, xattrs);
 }
 
 std::optional<InodeTable::Known> adopt_from_index(Adapter& a, Ino parent, std::string_view name) {

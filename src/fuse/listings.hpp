@@ -22,7 +22,13 @@ std::unique_ptr<DirHandle> open_dir_handle(Adapter& a, UniqueFd fd, const struct
                                            bool is_root);
 // `dir`'s lstat just before a change of its names through the mount
 // (nothing on a mount without a cache, or if it cannot be had).
-using DirBefore = std::optional<struct stat>;
+struct DirSeen {
+    struct stat st;
+    // Taken before the lstat: also before any stat of a name made in it
+    // after, whose kept record takes this time (backing/change_watch.hpp).
+    std::int64_t asked_ns;
+};
+using DirBefore = std::optional<DirSeen>;
 DirBefore dir_before(Adapter& a, const InodeRef& dir);
 // `name` was made in (or moved into) `dir` through the mount; `child` is
 // its lstat. `name` was removed from `dir`. Both stat `dir` afterwards,
@@ -50,9 +56,11 @@ int read_listing(fuse_req_t req, Adapter& a, Ino ino, DirHandle& dh, std::size_t
 bool known_absent(Adapter& a, Ino parent, std::string_view name);
 
 // Online: `st` is what the backing gave now for `inode` (lookup, getattr,
-// open): kept in the index if it changed since the mount kept it last (or
-// `always`), with a symlink's target.
-void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st,
+// open), asked for at `asked_ns` (taken before the call: the change watch
+// counts changes from then on against it): kept in the index if it changed
+// since the mount kept it last, or a change was seen to it, or `always`;
+// with a symlink's target.
+void remember_attr(Adapter& a, const InodeRef& inode, const struct stat& st, std::int64_t asked_ns,
                    bool always = false);
 // Offline: `name` in `parent`, found in the index: in its whole listing,
 // with attributes recorded since that listing was read. Counts a kernel

@@ -70,7 +70,7 @@ int lookup_entry(Adapter& a, const InodeRef& parent, const char* name, fuse_entr
     }
     const struct stat seen = st;
     InodeRef inode = a.inodes.lookup(std::move(fd), seen, parent.ino(), name, asked);
-    remember_attr(a, inode, seen, record_always);
+    remember_attr(a, inode, seen, asked, record_always);
     if (S_ISREG(st.st_mode))
         a.data.show_attrs(cache::FileRef{inode->fd(), seen}, st);
     std::memset(&e, 0, sizeof e);
@@ -173,6 +173,10 @@ control::StatLines all_stats(Adapter& a) {
     lines.emplace_back("backing_offline_total", std::to_string(g.offline_total));
     lines.emplace_back("backing_offline_seconds",
                        std::to_string(static_cast<std::uint64_t>(g.offline_seconds)));
+    const backing::ChangeWatch::Counts w = a.watch.counts();
+    lines.emplace_back("backing_watch", std::string(backing::ChangeWatch::name(a.watch.state())));
+    lines.emplace_back("backing_watch_reports", std::to_string(w.reports));
+    lines.emplace_back("backing_watch_overflows", std::to_string(w.overflows));
     a.commands.add_stats(lines);
     lines.insert(lines.end(), r.windows.begin(), r.windows.end());
     return lines;
@@ -278,7 +282,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
             return err;
         if (inode) {
             inode->note_attr(st, asked);
-            remember_attr(a, inode, st);
+            remember_attr(a, inode, st, asked);
         }
         if (S_ISREG(st.st_mode)) {
             const struct stat seen = st;

@@ -30,6 +30,7 @@
 #include "fuse/listings.hpp"
 #include "fuse/path_policy.hpp"
 #include "fuse/reply.hpp"
+#include "util/wall_clock.hpp"
 
 #include <cstring>
 #include <fcntl.h>
@@ -262,11 +263,12 @@ int need_backing(Adapter& a, FileHandle& fh) {
         return or_eio(a.gate.online() ? ESTALE : kNoAnswer);
     UniqueFd fd;
     struct stat st {};
+    const std::int64_t asked = wall_ns();
     if (const int err = gated_reopen(a, inode->fd(), fh.flags & ~kStrippedOpenFlags, fh.who, fd,
                                      &st))
         return or_eio(err);
-    inode->note_attr(st);
-    remember_attr(a, inode, st);
+    inode->note_attr(st, asked);
+    remember_attr(a, inode, st, asked);
     if (auto r = a.data.attach_backing(*fh.open, fd.get(), st); !r) {
         close_later(a, std::move(fd)); // as a failed open's (make_handle)
         return errno_of(r.error());
@@ -303,6 +305,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         const CallerId who = caller_id(req, check_as_caller(a));
         UniqueFd fd;
         struct stat st {};
+        const std::int64_t asked = wall_ns();
         if (const int err = gated_reopen(a, inode->fd(), flags, who, fd, &st))
             return err == kNoAnswer ? open_offline(req, a, ino, fi) : err;
         if (a.kernel_caches_writes.load() && (flags & O_ACCMODE) == O_WRONLY) {
@@ -319,8 +322,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
                 fd = std::move(rw);
             }
         }
-        inode->note_attr(st);
-        remember_attr(a, inode, st);
+        inode->note_attr(st, asked);
+        remember_attr(a, inode, st, asked);
         bool keep = false;
         auto made = make_handle(a, std::move(fd), fi->flags, st, keep, inode->parent());
         // The backing stopped answering before the data path could compare
@@ -334,10 +337,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         // After the data path took in the truncate: to it, the mode change
         // is ours, not a change behind the mount.
         if ((flags & O_TRUNC) != 0 && request_flags().kill_suidgid) {
+            const std::int64_t changed = wall_ns();
             if (const int err = kill_setid_bits(a, fh->fd.get(), st))
                 return drop_handle(a, std::move(fh)), err;
-            inode->note_attr(st);
-            remember_attr(a, inode, st);
+            inode->note_attr(st, changed);
+            remember_attr(a, inode, st, changed);
         }
         count_writer(a, *fh, ino);
         fi->keep_cache = keep ? 1 : 0;

@@ -126,9 +126,11 @@ public:
     // `dir_now`'s; one of other times is no longer whole (the directory
     // changed behind the mount too, and what else changed is unknown). The
     // entry is written either way (a recording under way sees the
-    // directory change and stays not whole).
+    // directory change and stays not whole). `child`, the new name's lstat,
+    // was asked for after `child_seen_ns` (0: now).
     void name_added(const meta::FileKey& dir, const struct stat& dir_before,
-                    const struct stat& dir_now, std::string_view name, const struct stat& child);
+                    const struct stat& dir_now, std::string_view name, const struct stat& child,
+                    std::int64_t child_seen_ns = 0);
     void name_removed(const meta::FileKey& dir, const struct stat& dir_before,
                       const struct stat& dir_now, std::string_view name);
     // `dir` is gone (rmdir through the mount): its listing goes with it, so

@@ -121,6 +121,10 @@ struct Config {
     // granularity, plus the clock skew to an NFS server.
     double dir_settle_s = 2;
     Coherency coherency = Coherency::cto;
+    // A backing on a local filesystem is watched for changes (fanotify):
+    // kept names and attributes no change has touched since they were seen
+    // are used without asking it, in every coherency mode.
+    bool watch_backing = true;
     // coherency=timeout: a file's attributes (a directory's, with its
     // names) are used for a tenth of the time since it last changed, but
     // at least ac*min and at most ac*max seconds (NFS's defaults).
