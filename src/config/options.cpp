@@ -423,14 +423,6 @@ const std::vector<Row>& rows() {
           "files unchanged for longer; none: until changed through the mount or invalidated"},
          apply_coherency,
          [](const Config& c) { return std::string(to_string(c.coherency)); }},
-        bool_row({"watch_backing", T::boolean, "on",
-                  "on a backing on a local filesystem (ext4, xfs, btrfs, tmpfs, ...): watch it "
-                  "for changes (fanotify; needs CAP_SYS_ADMIN), and use kept names and "
-                  "attributes that no change has touched since they were seen without asking "
-                  "the backing, under every coherency; stores through a shared mmap of a "
-                  "backing file are seen once its writer closes it. off: the coherency rule "
-                  "alone decides"},
-                 &Config::watch_backing),
         seconds_row({"acregmin", T::seconds, "3",
                      "coherency=timeout: seconds a file's attributes are used at least"},
                     &Config::acregmin_s),
@@ -445,6 +437,14 @@ const std::vector<Row>& rows() {
                      "coherency=timeout: seconds a directory's attributes and names are used "
                      "at most"},
                     &Config::acdirmax_s),
+        bool_row({"watch_backing", T::boolean, "on",
+                  "on a backing on a local filesystem (ext4, xfs, btrfs, tmpfs, ...): watch it "
+                  "for changes (fanotify; needs CAP_SYS_ADMIN), and use kept names and "
+                  "attributes that no change has touched since they were seen without asking "
+                  "the backing, under cto and timeout; stores through a shared mmap of a "
+                  "backing file are seen once its writer closes it. off: the coherency rule "
+                  "alone decides"},
+                 &Config::watch_backing),
         {{"backing_calls", T::mode, "auto",
           "gated: calls into the backing wait at most backing_timeout on threads of their own; "
           "inline: they run on the request's thread (a local disk's calls cost less than the "

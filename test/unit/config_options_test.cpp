@@ -73,6 +73,13 @@ TEST_CASE("a value that is not printable is shown escaped: messages stay one lin
     CHECK(r->config.coherency == Coherency::timeout);
     CHECK(r->config.acregmax_s == 10);
     CHECK(r->config.acdirmin_s == 2);
+    CHECK(r->config.watch_backing); // on unless turned off
+    r = parse_options({"watch_backing=off"});
+    REQUIRE(r.has_value());
+    CHECK_FALSE(r->config.watch_backing);
+    r = parse_options({"watch_backing=sometimes"});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find("watch_backing") != std::string::npos);
     r = parse_options({"log_level=" + std::string(300, 'x')});
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message.find(std::string(256, 'x') + "...'") != std::string::npos);
