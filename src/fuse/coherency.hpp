@@ -6,8 +6,8 @@
 // every lookup and getattr that reaches the daemon asks the backing (the
 // kernel's attr_timeout/entry_timeout aside).
 //
-// Kept attributes the watch vouches for are fresh in every mode.
-// Kept attributes are used while they are fresh: under `none` until the
+// Kept attributes the watch vouches for are fresh under cto and timeout
+// alike. Otherwise they are used while they are fresh: under `none` until the
 // file changes through the mount or `invalidate` distrusts them; under
 // `timeout` for a tenth of the time the file had gone unchanged when they
 // were seen, within acregmin..acregmax (acdirmin..acdirmax for a
