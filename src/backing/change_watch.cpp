@@ -48,15 +48,22 @@ ChangeWatch::ChangeWatch(int root_fd, bool wanted, const char* fs_name) {
     }
     // Not O_PATH: neither fanotify_mark nor open_by_handle_at takes one.
     root_.reset(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    notify_.reset(::fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_FID |
-                                      FAN_REPORT_DIR_FID,
-                                  O_RDONLY | O_CLOEXEC | O_LARGEFILE));
-    if (!root_ || !notify_) {
-        why_ = errno_text("fanotify_init", errno);
-    } else if (::fanotify_mark(notify_.get(), FAN_MARK_ADD | FAN_MARK_FILESYSTEM, kChanges,
-                               root_.get(), nullptr) != 0) {
-        why_ = errno_text("fanotify_mark", errno);
+    if (!root_) {
+        why_ = errno_text("open of the backing's root", errno);
     } else {
+        notify_.reset(::fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK |
+                                          FAN_REPORT_FID | FAN_REPORT_DIR_FID,
+                                      O_RDONLY | O_CLOEXEC | O_LARGEFILE));
+        if (!notify_)
+            why_ = errno_text("fanotify_init", errno);
+        else if (::fanotify_mark(notify_.get(), FAN_MARK_ADD | FAN_MARK_FILESYSTEM, kChanges,
+                                 root_.get(), nullptr) != 0)
+            why_ = errno_text("fanotify_mark", errno);
+    }
+    struct stat root_st {};
+    if (why_.empty() && ::fstat(root_.get(), &root_st) != 0)
+        why_ = errno_text("fstat", errno);
+    if (why_.empty()) {
         wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!wake_)
             why_ = errno_text("eventfd", errno);
@@ -68,12 +75,6 @@ ChangeWatch::ChangeWatch(int root_fd, bool wanted, const char* fs_name) {
         return;
     }
     ino_first_ = std::string_view(fs_name) == "ext2/3/4";
-    struct stat root_st {};
-    if (::fstat(root_.get(), &root_st) != 0) {
-        why_ = errno_text("fstat", errno);
-        notify_.reset();
-        return;
-    }
     dev_ = root_st.st_dev;
     // Reports of changes made from here on are read: what is asked for
     // from now on can be vouched for.
@@ -127,9 +128,17 @@ void ChangeWatch::run() {
         }
         if (n > 0 && (fds[1].revents & POLLIN) != 0)
             return;
-        std::lock_guard lk(mu_);
-        read_reports_locked();
-        if (state_.load() != State::watching)
+        {
+            std::lock_guard lk(mu_);
+            read_reports_locked();
+            if (state_.load() != State::watching)
+                return;
+        }
+        // Then a pause, so that a stream of writes to the filesystem (the
+        // cache's own, when it shares it; writeback's) is read in batches,
+        // not a wake-up each: questions read what is waiting themselves.
+        pollfd wake = {wake_.get(), POLLIN, 0};
+        if (::poll(&wake, 1, 20) > 0)
             return;
     }
 }
