@@ -164,32 +164,40 @@ void ChangeWatch::read_reports_locked() {
     alignas(fanotify_event_metadata) unsigned char buf[16384];
     for (;;) {
         const ssize_t got = ::read(notify_.get(), buf, sizeof buf);
+        const int err = errno;
         const std::int64_t now = wall_ns();
         if (now < last_read_ns_)
             return lose_locked("the wall clock stepped back");
         last_read_ns_ = now;
         if (got < 0) {
-            if (errno == EINTR)
+            if (err == EINTR)
                 continue;
-            if (errno != EAGAIN)
-                lose_locked(errno_text("read", errno));
+            if (err != EAGAIN)
+                lose_locked(errno_text("read", err));
             return;
         }
-        auto len = static_cast<std::size_t>(got);
-        for (auto* m = reinterpret_cast<const fanotify_event_metadata*>(buf); FAN_EVENT_OK(m, len);
-             m = FAN_EVENT_NEXT(m, len)) {
-            if (m->vers != FANOTIFY_METADATA_VERSION)
+        // Reports are packed at 4-byte steps (a handle's length is any
+        // multiple of 4): each header is copied out, never read in place.
+        const auto len = static_cast<std::size_t>(got);
+        std::size_t at = 0;
+        while (len - at >= sizeof(fanotify_event_metadata)) {
+            fanotify_event_metadata m{};
+            std::memcpy(&m, buf + at, sizeof m);
+            if (m.vers != FANOTIFY_METADATA_VERSION)
                 return lose_locked("unknown fanotify report version");
+            if (m.event_len < sizeof m || m.event_len > len - at || m.metadata_len < sizeof m ||
+                m.metadata_len > m.event_len)
+                return lose_locked("malformed fanotify report");
             reports_.fetch_add(1, std::memory_order_relaxed);
-            if ((m->mask & FAN_Q_OVERFLOW) != 0) {
+            if ((m.mask & FAN_Q_OVERFLOW) != 0) {
                 overflows_.fetch_add(1, std::memory_order_relaxed);
                 forget_all_locked(now);
-                continue;
+            } else {
+                note_locked(buf + at + m.metadata_len, m.event_len - m.metadata_len, m.mask, now);
+                if (state_.load() != State::watching)
+                    return;
             }
-            const auto* info = reinterpret_cast<const unsigned char*>(m) + m->metadata_len;
-            note_locked(info, m->event_len - m->metadata_len, m->mask, now);
-            if (state_.load() != State::watching)
-                return;
+            at += m.event_len;
         }
         if (changed_.size() > kMaxRemembered)
             forget_all_locked(now);
