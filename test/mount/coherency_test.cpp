@@ -281,6 +281,13 @@ TEST_SUITE("coherency") {
         CHECK(mode_of(m.mnt("d/a")) == 0644);
         CHECK(read_file(m.mnt("d/a")) == "aaaa");
         CHECK(m.stat("kept_answers") == kept);
+        // And so sees a change behind the mount at once, unwatched.
+        write_file(m.backing("d/a"), "AAAA");
+        REQUIRE(::chmod(m.backing("d/b").c_str(), 0600) == 0);
+        write_file(m.backing("d/new"), "new");
+        CHECK(read_file(m.mnt("d/a")) == "AAAA");
+        CHECK(mode_of(m.mnt("d/b")) == 0600);
+        CHECK(names_of(m.mnt("d")) == "a b new");
     }
 
     TEST_CASE("coherency=timeout: a change behind the mount is seen once acregmax or acdirmax "
