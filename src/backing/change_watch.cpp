@@ -78,9 +78,8 @@ ChangeWatch::ChangeWatch(int root_fd, bool wanted, const char* fs_name) {
     dev_ = root_st.st_dev;
     // Reports of changes made from here on are read: what is asked for
     // from now on can be vouched for.
-    since_ns_ = wall_ns();
-    last_read_ns_ = since_ns_;
-    floor_ns_ = since_ns_;
+    floor_ns_ = wall_ns();
+    last_read_ns_ = floor_ns_;
     state_ = State::watching;
     log::info("backing: ", fs_name,
               ", watched for changes: kept names and attributes "

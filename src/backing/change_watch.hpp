@@ -93,7 +93,6 @@ private:
     bool ino_first_ = false; // handles of type 1/2 begin with the inode number (ext4)
     dev_t dev_ = 0;          // the watched filesystem's st_dev
     std::atomic<State> state_{State::off};
-    std::int64_t since_ns_ = 0; // watching since
 
     mutable std::mutex mu_;
     std::unordered_map<std::uint64_t, std::int64_t> changed_; // ino -> read at; guarded by mu_
